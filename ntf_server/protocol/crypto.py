@@ -1,0 +1,527 @@
+"""SimpleX crypto primitives on the wire (spec §1.6, §1.7, §2.2, §2.4, §2.7).
+
+Theory of operation: every primitive comes from a vetted library — X25519/Ed25519/Ed448/HKDF from
+``cryptography``, XSalsa20-Poly1305 secretbox from libsodium (through PyNaCl), and HSalsa20 from the same
+libsodium through ctypes (PyNaCl's cffi ``lib`` does not expose ``crypto_core_hsalsa20``). Nothing here is a
+hand-written cipher.
+
+SimpleX ``cryptoBox(key, nonce, msg)`` is NaCl secretbox keyed with ``HSalsa20(key, 0^16)`` (§2.7, errata 2):
+with ``key`` = a raw X25519 output this is exactly NaCl ``crypto_box``; with a symmetric key (SMP block
+encryption) it is *not* plain ``crypto_secretbox(key)``. Output is ``tag(16) ‖ ciphertext``.
+
+Keys travel as DER (SPKI / PKCS#8 v0) with the exact byte prefixes of §2.2; we emit those bytes ourselves
+and check them byte for byte on input, so no library's DER leniency decides what we accept. Every decoder
+of untrusted bytes raises only ``CodecError`` (``CryptoError`` is a subclass for failed crypto).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ctypes
+import hashlib
+import hmac
+import importlib.util
+from collections.abc import Mapping
+from typing import Final
+
+import nacl.bindings
+import nacl.exceptions
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PrivateKey, Ed448PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x448 import X448PrivateKey, X448PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
+
+from ntf_server.protocol.encoding import CodecError, pad, unpad
+
+PublicAuthKey = Ed25519PublicKey | Ed448PublicKey | X25519PublicKey
+PrivateAuthKey = Ed25519PrivateKey | Ed448PrivateKey | X25519PrivateKey
+SignPublicKey = Ed25519PublicKey | Ed448PublicKey
+SignPrivateKey = Ed25519PrivateKey | Ed448PrivateKey
+# X448 is defined by SimpleX but unused by NTF; we can encode it (§2.2 table) but never accept it.
+AnyPublicKey = PublicAuthKey | X448PublicKey
+AnyPrivateKey = PrivateAuthKey | X448PrivateKey
+
+TAG_LEN: Final = 16
+NONCE_LEN: Final = 24
+KEY_LEN: Final = 32
+AUTHENTICATOR_LEN: Final = 80  # tag(16) ‖ sha512(64), §2.4
+ED25519_SIG_LEN: Final = 64
+ED448_SIG_LEN: Final = 114
+SMP_BLOCK_SIZE: Final = 16384
+
+
+class CryptoError(CodecError):
+    """Decryption, verification or key agreement failed (bad tag, bad signature, low-order point)."""
+
+
+# ---------------------------------------------------------------- minimal DER reader (untrusted input)
+
+_SEQUENCE: Final = 0x30
+_INTEGER: Final = 0x02
+_BIT_STRING: Final = 0x03
+_OCTET_STRING: Final = 0x04
+_OID: Final = 0x06
+_CTX_0_CONSTRUCTED: Final = 0xA0  # PKCS#8 [0] attributes
+_CTX_1_PRIMITIVE: Final = 0x81  # PKCS#8 [1] IMPLICIT BIT STRING public key
+
+
+def _tlv(tag: int, value: bytes) -> bytes:
+    n = len(value)
+    if n < 0x80:
+        return bytes((tag, n)) + value
+    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes((tag, 0x80 | len(size))) + size + value
+
+
+class _Der:
+    """Walks single-byte-tag DER with definite, minimal lengths; anything else is a ``CodecError``."""
+
+    __slots__ = ("_buf", "_pos")
+
+    def __init__(self, data: bytes) -> None:
+        self._buf = bytes(data)
+        self._pos = 0
+
+    def peek_tag(self) -> int | None:
+        return self._buf[self._pos] if self._pos < len(self._buf) else None
+
+    def _header(self, tag: int) -> tuple[int, int]:
+        """Check the tag at the cursor; return (start of value, end of value)."""
+        buf, pos = self._buf, self._pos
+        if pos + 2 > len(buf) or buf[pos] != tag:
+            raise CodecError(f"DER: expected tag {tag:#04x}")
+        first = buf[pos + 1]
+        start = pos + 2
+        if first < 0x80:
+            n = first
+        else:
+            size = first & 0x7F
+            if size == 0 or size > 2 or start + size > len(buf):  # indefinite or absurd lengths
+                raise CodecError("DER: unsupported length")
+            n = int.from_bytes(buf[start : start + size], "big")
+            if n < 0x80 or n.bit_length() <= 8 * (size - 1):
+                raise CodecError("DER: non-minimal length")
+            start += size
+        if start + n > len(buf):
+            raise CodecError("DER: element longer than its input")
+        return start, start + n
+
+    def expect(self, tag: int) -> bytes:
+        """The value bytes of the next element, which must have ``tag``."""
+        start, end = self._header(tag)
+        self._pos = end
+        return self._buf[start:end]
+
+    def element(self, tag: int) -> bytes:
+        """The whole next element (tag, length and value) as received."""
+        begin = self._pos
+        _, end = self._header(tag)
+        self._pos = end
+        return self._buf[begin:end]
+
+    def end(self) -> None:
+        if self._pos != len(self._buf):
+            raise CodecError("DER: trailing bytes")
+
+
+# ---------------------------------------------------------------- keys (§2.2)
+
+OID_X25519: Final = b"\x06\x03\x2b\x65\x6e"
+OID_X448: Final = b"\x06\x03\x2b\x65\x6f"
+OID_ED25519: Final = b"\x06\x03\x2b\x65\x70"
+OID_ED448: Final = b"\x06\x03\x2b\x65\x71"
+
+# (SPKI prefix, PKCS#8 v0 prefix, raw key length) per key class; the prefixes are §2.2 byte for byte.
+_PUB_FORMS: Final[dict[type[AnyPublicKey], tuple[bytes, int]]] = {
+    Ed25519PublicKey: (bytes.fromhex("302a300506032b6570032100"), 32),
+    X25519PublicKey: (bytes.fromhex("302a300506032b656e032100"), 32),
+    Ed448PublicKey: (bytes.fromhex("3043300506032b6571033a00"), 57),
+    X448PublicKey: (bytes.fromhex("3042300506032b656f033900"), 56),
+}
+_PRIV_FORMS: Final[dict[type[AnyPrivateKey], tuple[bytes, int]]] = {
+    Ed25519PrivateKey: (bytes.fromhex("302e020100300506032b657004220420"), 32),
+    X25519PrivateKey: (bytes.fromhex("302e020100300506032b656e04220420"), 32),
+    Ed448PrivateKey: (bytes.fromhex("3047020100300506032b6571043b0439"), 57),
+    X448PrivateKey: (bytes.fromhex("3046020100300506032b656f043a0438"), 56),
+}
+_AUTH_PUB_BY_PREFIX: Final[dict[bytes, type[PublicAuthKey]]] = {
+    _PUB_FORMS[Ed25519PublicKey][0]: Ed25519PublicKey,
+    _PUB_FORMS[X25519PublicKey][0]: X25519PublicKey,
+    _PUB_FORMS[Ed448PublicKey][0]: Ed448PublicKey,
+}
+_AUTH_PRIV_BY_OID: Final[dict[bytes, tuple[type[PrivateAuthKey], int]]] = {
+    OID_ED25519: (Ed25519PrivateKey, 32),
+    OID_X25519: (X25519PrivateKey, 32),
+    OID_ED448: (Ed448PrivateKey, 57),
+}
+
+
+def _form(k: object, table: Mapping[type, tuple[bytes, int]]) -> tuple[bytes, int]:
+    # isinstance, not type(k): cryptography's concrete key classes are Rust types registered with the ABCs.
+    for cls, form in table.items():
+        if isinstance(k, cls):
+            return form
+    raise TypeError(f"unsupported key type {type(k).__name__}")
+
+
+def encode_public_key(k: AnyPublicKey) -> bytes:
+    """SPKI DER exactly as Haskell emits it (§2.2)."""
+    prefix, _ = _form(k, _PUB_FORMS)
+    return prefix + k.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def encode_private_key(k: AnyPrivateKey) -> bytes:
+    """PKCS#8 version 0, no attributes, no public key (§2.2)."""
+    prefix, _ = _form(k, _PRIV_FORMS)
+    return prefix + k.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+
+
+def decode_public_key(data: bytes) -> PublicAuthKey:
+    """An Ed25519/Ed448/X25519 SPKI in exactly the §2.2 form; anything else is a ``CodecError``."""
+    data = bytes(data)
+    cls = _AUTH_PUB_BY_PREFIX.get(data[:12])
+    if cls is None:
+        raise CodecError("unsupported or malformed public key")
+    prefix, n = _PUB_FORMS[cls]
+    if len(data) != len(prefix) + n:
+        raise CodecError("public key of wrong length")
+    try:
+        return cls.from_public_bytes(data[len(prefix) :])
+    except (ValueError, UnsupportedAlgorithm) as e:
+        raise CodecError("invalid public key") from e
+
+
+def decode_x25519_public_key(data: bytes) -> X25519PublicKey:
+    k = decode_public_key(data)
+    if not isinstance(k, X25519PublicKey):
+        raise CodecError("expected an X25519 public key")
+    return k
+
+
+def decode_private_key(data: bytes) -> PrivateAuthKey:
+    """PKCS#8 (RFC 5958) v0 or v1, optional ``[0]`` attributes and ``[1]`` public key, nothing else."""
+    r = _Der(data)
+    body = _Der(r.expect(_SEQUENCE))
+    r.end()
+    version = body.expect(_INTEGER)
+    if version not in (b"\x00", b"\x01"):
+        raise CodecError("unsupported PKCS#8 version")
+    alg = _Der(body.expect(_SEQUENCE))
+    oid = alg.element(_OID)
+    alg.end()
+    if oid not in _AUTH_PRIV_BY_OID:
+        raise CodecError("unsupported private key algorithm")
+    cls, n = _AUTH_PRIV_BY_OID[oid]
+    inner = _Der(body.expect(_OCTET_STRING))
+    raw = inner.expect(_OCTET_STRING)
+    inner.end()
+    if len(raw) != n:
+        raise CodecError("private key of wrong length")
+    if body.peek_tag() == _CTX_0_CONSTRUCTED:
+        body.expect(_CTX_0_CONSTRUCTED)  # attributes are ignored, as crypton does
+    public = body.expect(_CTX_1_PRIMITIVE) if body.peek_tag() == _CTX_1_PRIMITIVE else None
+    body.end()
+    try:
+        key = cls.from_private_bytes(raw)
+    except (ValueError, UnsupportedAlgorithm) as e:
+        raise CodecError("invalid private key") from e
+    # Stricter than crypton (which ignores it): an embedded public key must belong to the private key.
+    own_public = b"\x00" + key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    if public is not None and public != own_public:
+        raise CodecError("PKCS#8 public key does not match the private key")
+    return key
+
+
+def public_of(priv: PrivateAuthKey) -> PublicAuthKey:
+    return priv.public_key()
+
+
+def generate_x25519() -> X25519PrivateKey:
+    return X25519PrivateKey.generate()
+
+
+def generate_ed25519() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+def key_hash(cert_der: bytes) -> bytes:
+    """Server identity: SHA-256 of the identity certificate's DER (§1.2)."""
+    return hashlib.sha256(cert_der).digest()
+
+
+# ---------------------------------------------------------------- signatures and DH
+
+
+def sign(priv: SignPrivateKey, msg: bytes) -> bytes:
+    """Pure EdDSA (RFC 8032, no context): 64 bytes Ed25519, 114 bytes Ed448."""
+    return priv.sign(msg)
+
+
+def verify_signature(pub: PublicAuthKey, sig: bytes, msg: bytes) -> bool:
+    """True only for a valid signature of the key's own type; never raises."""
+    expected = ED25519_SIG_LEN if isinstance(pub, Ed25519PublicKey) else ED448_SIG_LEN
+    if isinstance(pub, X25519PublicKey) or len(sig) != expected:
+        return False
+    try:
+        pub.verify(bytes(sig), bytes(msg))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def dh(pub: X25519PublicKey, priv: X25519PrivateKey) -> bytes:
+    """Raw 32-byte X25519 output, unhashed (``C.dh'``)."""
+    try:
+        return priv.exchange(pub)
+    except ValueError as e:  # all-zero output: low-order point
+        raise CryptoError("X25519 agreement produced an all-zero secret") from e
+
+
+# ---------------------------------------------------------------- cryptoBox (§2.7)
+
+_sodium: ctypes.CDLL | None = None
+
+
+def _libsodium() -> ctypes.CDLL:
+    """PyNaCl's bundled libsodium, loaded once; PyNaCl has already run ``sodium_init``."""
+    global _sodium  # noqa: PLW0603 - a lazily loaded process-wide library handle
+    if _sodium is None:
+        spec = importlib.util.find_spec("nacl._sodium")  # PyNaCl's extension module links libsodium in
+        if spec is None or spec.origin is None:
+            raise CryptoError("PyNaCl's libsodium extension module not found")
+        lib = ctypes.CDLL(spec.origin)
+        fn = lib.crypto_core_hsalsa20
+        fn.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p]
+        fn.restype = ctypes.c_int
+        nacl.bindings.sodium_init()
+        _sodium = lib
+    return _sodium
+
+
+def hsalsa20(key32: bytes, inp16: bytes = bytes(16)) -> bytes:
+    """libsodium ``crypto_core_hsalsa20`` with the standard "expand 32-byte k" constant."""
+    if len(key32) != KEY_LEN or len(inp16) != 16:
+        raise CryptoError("HSalsa20 needs a 32-byte key and a 16-byte input")
+    out = ctypes.create_string_buffer(32)
+    if _libsodium().crypto_core_hsalsa20(out, bytes(inp16), bytes(key32), None) != 0:
+        raise CryptoError("crypto_core_hsalsa20 failed")
+    return out.raw
+
+
+def _check_key_nonce(key32: bytes, nonce24: bytes) -> None:
+    if len(key32) != KEY_LEN or len(nonce24) != NONCE_LEN:
+        raise CryptoError("cryptoBox needs a 32-byte key and a 24-byte nonce")
+
+
+def crypto_box(key32: bytes, nonce24: bytes, msg: bytes) -> bytes:
+    """SimpleX ``cryptoBox``: secretbox keyed with ``HSalsa20(key32, 0^16)``; returns ``tag ‖ ciphertext``."""
+    _check_key_nonce(key32, nonce24)
+    return nacl.bindings.crypto_secretbox_easy(bytes(msg), bytes(nonce24), hsalsa20(key32))
+
+
+def crypto_box_open(key32: bytes, nonce24: bytes, data: bytes) -> bytes:
+    _check_key_nonce(key32, nonce24)
+    if len(data) < TAG_LEN:
+        raise CryptoError("ciphertext shorter than its tag")
+    try:
+        return nacl.bindings.crypto_secretbox_open_easy(bytes(data), bytes(nonce24), hsalsa20(key32))
+    except (nacl.exceptions.CryptoError, nacl.exceptions.TypeError, nacl.exceptions.ValueError) as e:
+        raise CryptoError("decryption failed") from e
+
+
+def cb_encrypt(secret: bytes, nonce: bytes, msg: bytes, padded_len: int) -> bytes:
+    return crypto_box(secret, nonce, pad(msg, padded_len))
+
+
+def cb_decrypt(secret: bytes, nonce: bytes, data: bytes) -> bytes:
+    return unpad(crypto_box_open(secret, nonce, data))
+
+
+def cb_nonce(corr_id: bytes) -> bytes:
+    """corrId truncated or zero-padded to 24 bytes (``cbNonce``)."""
+    return bytes(corr_id[:NONCE_LEN]).ljust(NONCE_LEN, b"\x00")
+
+
+# ---------------------------------------------------------------- transmission authorization (§2.4)
+
+
+def authenticator(dh_secret: bytes, nonce24: bytes, authorized: bytes) -> bytes:
+    return crypto_box(dh_secret, nonce24, hashlib.sha512(authorized).digest())
+
+
+def _verify_authenticator(
+    key: X25519PublicKey, auth: bytes, authorized: bytes, corr_id: bytes, server_dh_priv: X25519PrivateKey
+) -> bool:
+    try:
+        digest = crypto_box_open(dh(key, server_dh_priv), cb_nonce(corr_id), auth)
+    except CryptoError:
+        return False
+    return hmac.compare_digest(digest, hashlib.sha512(authorized).digest())
+
+
+def verify_transmission_auth(
+    key: PublicAuthKey | None,
+    auth: bytes,
+    authorized: bytes,
+    corr_id: bytes,
+    server_dh_priv: X25519PrivateKey | None,
+) -> bool:
+    """Check ``auth`` over ``authorized`` with the entity's key; a wrong key type costs a dummy check."""
+    n = len(auth)
+    if n == AUTHENTICATOR_LEN and isinstance(key, X25519PublicKey) and server_dh_priv is not None:
+        return _verify_authenticator(key, auth, authorized, corr_id, server_dh_priv)
+    if (n == ED25519_SIG_LEN and isinstance(key, Ed25519PublicKey)) or (
+        n == ED448_SIG_LEN and isinstance(key, Ed448PublicKey)
+    ):
+        return verify_signature(key, auth, authorized)
+    return dummy_verify(auth, authorized, corr_id, server_dh_priv)
+
+
+def _b64_key(text: str) -> PublicAuthKey:
+    try:
+        return decode_public_key(base64.b64decode(text, validate=True))
+    except binascii.Error as e:
+        raise CodecError("invalid base64 key") from e
+
+
+# The fixed dummy keys of the Haskell servers (§2.4, standard base64), keyed by the auth length they check.
+DUMMY_KEYS: Final[dict[int, PublicAuthKey]] = {
+    ED25519_SIG_LEN: _b64_key("MCowBQYDK2VwAyEA139Oqs4QgpqbAmB0o7rZf6T19ryl7E65k4AYe0kE3Qs="),
+    ED448_SIG_LEN: _b64_key(
+        "MEMwBQYDK2VxAzoA6ibQc9XpkSLtwrf7PLvp81qW/etiumckVFImCMRdftcG/XopbOSaq9qyLhrgJWKOLyNrQPNVvpMA"
+    ),
+    AUTHENTICATOR_LEN: _b64_key("MCowBQYDK2VuAyEA4JGSMYht18H4mas/jHeBwfcM7jLwNYJNOAhi2/g4RXg="),
+}
+
+
+def dummy_verify(
+    auth: bytes, authorized: bytes, corr_id: bytes, server_dh_priv: X25519PrivateKey | None
+) -> bool:
+    """Spend the time a real check of this auth type would take, then fail (timing equalisation)."""
+    dummy = DUMMY_KEYS.get(len(auth))
+    if isinstance(dummy, X25519PublicKey) and server_dh_priv is not None:
+        _verify_authenticator(dummy, auth, authorized, corr_id, server_dh_priv)
+    elif isinstance(dummy, Ed25519PublicKey | Ed448PublicKey):
+        verify_signature(dummy, auth, authorized)
+    return False
+
+
+def client_authorize(
+    priv: PrivateAuthKey, authorized: bytes, corr_id: bytes, server_dh_pub: X25519PublicKey | None
+) -> bytes:
+    """Client side of §2.4: a signature, or an authenticator to the server's per-session DH key."""
+    if isinstance(priv, X25519PrivateKey):
+        if server_dh_pub is None:
+            raise CryptoError("an X25519 authenticator needs the server's session DH key")
+        return authenticator(dh(server_dh_pub, priv), cb_nonce(corr_id), authorized)
+    return sign(priv, authorized)
+
+
+# ---------------------------------------------------------------- SMP block encryption chain (§1.6)
+
+
+def _hkdf_sha512(salt: bytes, ikm: bytes, info: bytes, length: int) -> bytes:
+    return HKDF(algorithm=hashes.SHA512(), length=length, salt=salt, info=info).derive(ikm)
+
+
+def sbc_init(session_id: bytes, secret: bytes) -> tuple[bytes, bytes]:
+    """``(ck1, ck2)``: server sends with ck1 and receives with ck2; the client the other way round."""
+    okm = _hkdf_sha512(session_id, secret, b"SimpleXSbChainInit", 64)
+    return okm[:32], okm[32:]
+
+
+def sbc_hkdf(ck: bytes) -> tuple[bytes, bytes, bytes]:
+    """One chain step: ``(next ck, sk, nonce)``."""
+    okm = _hkdf_sha512(b"", ck, b"SimpleXSbChain", 88)
+    return okm[:32], okm[32:64], okm[64:88]
+
+
+class BlockCipherChain:
+    """One direction of an SMP connection's block encryption; each block advances the chain key."""
+
+    __slots__ = ("_ck", "_count")
+
+    def __init__(self, chain_key: bytes) -> None:
+        if len(chain_key) != KEY_LEN:
+            raise CryptoError("chain key must be 32 bytes")
+        self._ck = bytes(chain_key)
+        self._count = 0
+
+    @classmethod
+    def client_pair(cls, session_id: bytes, secret: bytes) -> tuple[BlockCipherChain, BlockCipherChain]:
+        """``(send, receive)`` for the SMP client (the ntf server): send with ck2, receive with ck1."""
+        ck1, ck2 = sbc_init(session_id, secret)
+        return cls(ck2), cls(ck1)
+
+    @classmethod
+    def server_pair(cls, session_id: bytes, secret: bytes) -> tuple[BlockCipherChain, BlockCipherChain]:
+        """``(send, receive)`` for an SMP server (used by the simulator)."""
+        ck1, ck2 = sbc_init(session_id, secret)
+        return cls(ck1), cls(ck2)
+
+    def _next(self) -> tuple[bytes, bytes]:
+        self._ck, sk, nonce = sbc_hkdf(self._ck)
+        self._count += 1
+        return sk, nonce
+
+    def encrypt_block(self, content: bytes, block_size: int = SMP_BLOCK_SIZE) -> bytes:
+        padded = pad(content, block_size - TAG_LEN)  # fails before the chain advances
+        sk, nonce = self._next()
+        return crypto_box(sk, nonce, padded)
+
+    def decrypt_block(self, block: bytes) -> bytes:
+        """The chain advances even when the block is bad, as in Haskell (the session is then unusable)."""
+        sk, nonce = self._next()
+        return unpad(crypto_box_open(sk, nonce, block))
+
+    def __repr__(self) -> str:
+        return f"<BlockCipherChain after {self._count} blocks>"
+
+
+# ---------------------------------------------------------------- SignedExact (§1.7)
+
+
+def signed_key_tbs(x25519_pub: X25519PublicKey) -> bytes:
+    """``SEQUENCE { SPKI }`` — 46 bytes for an X25519 key (the extra SEQUENCE is crypton's)."""
+    return _tlv(_SEQUENCE, encode_public_key(x25519_pub))
+
+
+def signed_exact(tbs_der: bytes, priv: SignPrivateKey) -> bytes:
+    """``SEQUENCE { tbs, SEQUENCE { OID }, BIT STRING(0 unused bits) sig }`` over the raw tbs bytes."""
+    oid = OID_ED25519 if isinstance(priv, Ed25519PrivateKey) else OID_ED448
+    sig = sign(priv, tbs_der)
+    return _tlv(_SEQUENCE, tbs_der + _tlv(_SEQUENCE, oid) + _tlv(_BIT_STRING, b"\x00" + sig))
+
+
+def verify_signed_key(signed: bytes, signer_pub: SignPublicKey) -> X25519PublicKey:
+    """Parse a signed X25519 key strictly, check the signature over the tbs bytes as received."""
+    r = _Der(signed)
+    body = _Der(r.expect(_SEQUENCE))
+    r.end()
+    tbs_raw = body.element(_SEQUENCE)
+    alg = _Der(body.expect(_SEQUENCE))
+    oid = alg.element(_OID)
+    alg.end()
+    bits = body.expect(_BIT_STRING)
+    body.end()
+    expected_oid, sig_len = (
+        (OID_ED25519, ED25519_SIG_LEN)
+        if isinstance(signer_pub, Ed25519PublicKey)
+        else (OID_ED448, ED448_SIG_LEN)
+    )
+    if oid != expected_oid:
+        raise CodecError("signature algorithm does not match the signing key")
+    if len(bits) != 1 + sig_len or bits[0] != 0:
+        raise CodecError("malformed signature bit string")
+    tbs = _Der(_Der(tbs_raw).expect(_SEQUENCE))
+    spki = tbs.element(_SEQUENCE)
+    tbs.end()
+    key = decode_x25519_public_key(spki)
+    if not verify_signature(signer_pub, bits[1:], tbs_raw):
+        raise CryptoError("bad signature on the server's session key")
+    return key
