@@ -371,7 +371,7 @@ def verify_transmission_auth(
     corr_id: bytes,
     server_dh_priv: X25519PrivateKey | None,
 ) -> bool:
-    """Check ``auth`` over ``authorized`` with the entity's key; a wrong key type costs a dummy check."""
+    """Check ``auth`` over ``authorized`` (§2.4); no key or a wrong key type costs a dummy check (False)."""
     n = len(auth)
     if n == AUTHENTICATOR_LEN and isinstance(key, X25519PublicKey) and server_dh_priv is not None:
         return _verify_authenticator(key, auth, authorized, corr_id, server_dh_priv)
