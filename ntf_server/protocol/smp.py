@@ -1,0 +1,221 @@
+"""The SMP subset a notification server needs (spec §3.1, §3.2): NSUB, NSUBS, PING and their answers.
+
+Both directions are here: the notification server encodes commands and parses broker messages; the strict
+SMP stand-in in ``ntf_server/sim`` parses commands and encodes broker messages, with the version-dependent
+forms Haskell uses (``SOK`` only from v16, ``DELD`` only from v10, ``BLOCKED`` downgraded for old clients).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Final, assert_never
+
+from ntf_server.protocol.encoding import CodecError, Reader, enc_int64, enc_maybe, enc_short
+from ntf_server.protocol.errors import (
+    AUTH,
+    BlockedErr,
+    CmdError,
+    CommandError,
+    ErrorType,
+    dec_error,
+    enc_error,
+)
+from ntf_server.protocol.transport import (
+    SMP_VERSION_BLOCKED_ENTITY,
+    SMP_VERSION_CLIENT_NOTICES,
+    SMP_VERSION_DELETED_EVENT,
+    SMP_VERSION_SERVICE_CERTS,
+)
+
+NONCE_LEN: Final = 24
+
+# ---------------------------------------------------------------- commands (ntf server → SMP server)
+
+
+@dataclass(frozen=True, slots=True)
+class NSub:
+    TAG: ClassVar[bytes] = b"NSUB"
+
+
+@dataclass(frozen=True, slots=True)
+class NSubs:
+    TAG: ClassVar[bytes] = b"NSUBS"
+
+
+@dataclass(frozen=True, slots=True)
+class SmpPing:
+    TAG: ClassVar[bytes] = b"PING"
+
+
+SmpCommand = NSub | NSubs | SmpPing
+
+_COMMANDS: Final[dict[bytes, SmpCommand]] = {b"NSUB": NSub(), b"NSUBS": NSubs(), b"PING": SmpPing()}
+
+
+def encode_command(c: SmpCommand) -> bytes:
+    return c.TAG
+
+
+def uses_service_auth(c: SmpCommand) -> bool:
+    """``useServiceAuth``: commands double-signed in a service session."""
+    return isinstance(c, NSub)
+
+
+def parse_command(data: bytes) -> SmpCommand | ErrorType:
+    """Server side. Other SMP commands exist but a notifier may not use them: ``CMD PROHIBITED``."""
+    tag = data.partition(b" ")[0]
+    if tag in _COMMANDS:
+        return _COMMANDS[tag] if data == tag else CmdError(CommandError.SYNTAX)
+    if tag in _OTHER_SMP_TAGS:
+        return CmdError(CommandError.PROHIBITED)
+    return CmdError(CommandError.UNKNOWN)
+
+
+_OTHER_SMP_TAGS: Final = frozenset(
+    {b"NEW", b"SUB", b"SUBS", b"KEY", b"RKEY", b"LSET", b"LDEL", b"NKEY", b"NDEL", b"GET", b"ACK", b"OFF",
+     b"DEL", b"QUE", b"SKEY", b"SEND", b"LKEY", b"LGET", b"PRXY", b"PFWD", b"RFWD"}
+)
+
+
+def check_command_credentials(has_auth: bool, entity_id: bytes, c: SmpCommand) -> CmdError | None:
+    match c:
+        case NSub() | NSubs():
+            if not has_auth:
+                return CmdError(CommandError.NO_AUTH)
+            return None if entity_id else CmdError(CommandError.NO_ENTITY)
+        case SmpPing():
+            return CmdError(CommandError.HAS_AUTH) if has_auth or entity_id else None
+        case _:
+            assert_never(c)
+
+
+# ---------------------------------------------------------------- broker messages (SMP server → ntf server)
+
+
+@dataclass(frozen=True, slots=True)
+class SOk:
+    """``OK`` (v < 16) or ``SOK serviceId_`` (v ≥ 16): NSUB succeeded."""
+
+    service_id: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SOks:
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class NMsg:
+    nonce: bytes
+    enc_meta: bytes  # opaque cbEncrypt(rcvNtfDhSecret, nonce, NMsgMeta, 128): 144 bytes from real servers
+
+    def __post_init__(self) -> None:
+        if len(self.nonce) != NONCE_LEN:
+            raise CodecError("NMSG nonce must be 24 bytes")
+
+    def __repr__(self) -> str:
+        return f"NMsg(<{len(self.enc_meta)} bytes>)"
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Ends:
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Deld:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SmpErr:
+    error: ErrorType
+
+
+@dataclass(frozen=True, slots=True)
+class SmpPong:
+    pass
+
+
+BrokerMsg = SOk | SOks | NMsg | End | Ends | Deld | SmpErr | SmpPong
+
+
+def encode_broker_msg(m: BrokerMsg, version: int) -> bytes:
+    match m:
+        case SOk(service_id):
+            if version >= SMP_VERSION_SERVICE_CERTS:
+                return b"SOK " + enc_maybe(service_id, enc_short)
+            return b"OK"
+        case SOks(count):
+            return b"SOKS " + enc_int64(count)
+        case NMsg(nonce, enc_meta):
+            return b"NMSG " + nonce + enc_short(enc_meta)
+        case End():
+            return b"END"
+        case Ends(count):
+            return b"ENDS " + enc_int64(count)
+        case Deld():
+            return b"DELD" if version >= SMP_VERSION_DELETED_EVENT else b"END"
+        case SmpErr(error):
+            return b"ERR " + enc_error(_downgrade_error(error, version))
+        case SmpPong():
+            return b"PONG"
+        case _:
+            assert_never(m)
+
+
+def _downgrade_error(e: ErrorType, version: int) -> ErrorType:
+    if isinstance(e, BlockedErr):
+        if version < SMP_VERSION_BLOCKED_ENTITY:
+            return AUTH
+        if version < SMP_VERSION_CLIENT_NOTICES:
+            return BlockedErr(e.reason, None)
+    return e
+
+
+def parse_broker_msg(data: bytes) -> BrokerMsg:
+    """Client side; raises ``CodecError`` for unknown or malformed messages."""
+    tag = data.partition(b" ")[0]
+    r = Reader(data[len(tag) :])
+    msg: BrokerMsg
+    if tag in _NO_PARAMS:
+        msg = _NO_PARAMS[tag]
+    else:
+        r.space()
+        if tag == b"SOK":
+            msg = SOk(r.maybe(Reader.short))
+        elif tag == b"SOKS":
+            msg = SOks(r.int64())
+        elif tag == b"NMSG":
+            msg = NMsg(r.take(NONCE_LEN), r.short())
+        elif tag == b"ENDS":
+            msg = Ends(r.int64())
+        elif tag == b"ERR":
+            msg = SmpErr(dec_error(r))
+        else:
+            raise CodecError("unknown or unexpected SMP broker message")
+    r.end()
+    return msg
+
+
+_NO_PARAMS: Final[dict[bytes, BrokerMsg]] = {
+    b"OK": SOk(None), b"END": End(), b"DELD": Deld(), b"PONG": SmpPong()
+}
+
+
+def check_broker_entity(m: BrokerMsg, entity_id: bytes) -> bool:
+    """Client rule (§2.5): PONG has no entity; ERR any; everything else needs one."""
+    match m:
+        case SmpPong():
+            return not entity_id
+        case SmpErr():
+            return True
+        case SOk() | SOks() | NMsg() | End() | Ends() | Deld():
+            return bool(entity_id)
+        case _:
+            assert_never(m)
