@@ -23,8 +23,16 @@ from ntf_server.protocol.encoding import (
     enc_smp_server,
     enc_word16,
 )
-from ntf_server.protocol.errors import CmdError, CommandError, ErrorType, dec_error, enc_error
-from ntf_server.protocol.transport import NTF_VERSION_INVALID_REASON
+from ntf_server.protocol.errors import (
+    BLOCK,
+    SESSION,
+    CmdError,
+    CommandError,
+    ErrorType,
+    dec_error,
+    enc_error,
+)
+from ntf_server.protocol.transport import NTF_VERSION_INVALID_REASON, RawTransmission, THParams
 
 MIN_CRON_INTERVAL_MIN: Final = 20
 
@@ -413,3 +421,50 @@ def check_response_entity(resp: NtfResponse, entity_id: bytes) -> bool:
             return True
         case _:
             assert_never(resp)
+
+
+# ---------------------------------------------------------------- server-side request decoding
+
+
+@dataclass(frozen=True, slots=True)
+class NtfRequest:
+    """A transmission that parsed and passed the credential checks; its auth is not verified yet."""
+
+    raw: RawTransmission
+    command: NtfCommand
+
+
+@dataclass(frozen=True, slots=True)
+class NtfReject:
+    """A transmission answered with an error before any lookup (``tDecodeServer`` + ``checkCredentials``)."""
+
+    corr_id: bytes
+    entity_id: bytes
+    error: ErrorType
+
+
+def decode_request(params: THParams, item: RawTransmission | CodecError) -> NtfRequest | NtfReject:
+    """Parse errors → ``BLOCK`` (empty corrId); wrong session → ``SESSION``; both with empty entity.
+
+    Command and credential errors echo the request's corrId and entityId (spec errata 4, T8–T12).
+    """
+    if isinstance(item, CodecError):
+        return NtfReject(b"", b"", BLOCK)
+    raw = item
+    if not params.implied_session_id and raw.session_id != params.session_id:
+        return NtfReject(raw.corr_id, b"", SESSION)
+    if len(raw.auth) not in VALID_AUTH_LENGTHS:
+        return NtfReject(raw.corr_id, b"", BLOCK)
+    parsed = parse_command(raw.command)
+    if not isinstance(parsed, NtfCommand):
+        return NtfReject(raw.corr_id, raw.entity_id, parsed)
+    bad = check_credentials(bool(raw.auth), raw.entity_id, parsed)
+    if bad is not None:
+        return NtfReject(raw.corr_id, raw.entity_id, bad)
+    return NtfRequest(raw, parsed)
+
+
+# ``decodeTAuthBytes``: none, an X25519 authenticator, or an Ed25519 / Ed448 signature.
+VALID_AUTH_LENGTHS: Final = frozenset(
+    {0, crypto.AUTHENTICATOR_LEN, crypto.ED25519_SIG_LEN, crypto.ED448_SIG_LEN}
+)
