@@ -1,0 +1,118 @@
+"""The `Store` protocol the rest of the server uses, and its result types.
+
+Where the rules of spec §4.5 live: the store enforces the *guards* that must be atomic with the write —
+`activate_token` only from REGISTERED/CONFIRMED/ACTIVE (and deletes the other registrations of the device
+token in the same step), `confirm_token` never downgrades CONFIRMED/ACTIVE, `set_token_status` takes an
+optional set of allowed source statuses (compare-and-set). Deciding *which* event happens (code check,
+DH check on repeat TNEW, which push outcome) is the NTF handlers' job.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Collection, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from ntf_server.protocol.encoding import SMPServer
+from ntf_server.store.records import (
+    LastNotification,
+    PushProvider,
+    SubscriptionRecord,
+    SubStatus,
+    SubStatusKind,
+    TokenRecord,
+    TokenStatus,
+    TokenStatusKind,
+)
+
+
+class TokenCreate(enum.Enum):
+    CREATED = "created"
+    DUPLICATE = "duplicate"  # same (provider, device token, verify key) exists: Haskell answers AUTH
+
+
+class SubCreate(enum.Enum):
+    CREATED = "created"
+    EXISTS = "exists"  # same token, same notifier key: answer IDSUB with the stored id (spec §4.4)
+    CONFLICT = "conflict"  # another token, or another key: AUTH
+    NO_TOKEN = "no_token"  # noqa: S105 - not a password
+
+
+class NtfOutcome(enum.Enum):
+    STORED = "stored"
+    NO_SUBSCRIPTION = "no_subscription"  # AUTH, counted ntfReceivedAuth (spec §5.7)
+    TOKEN_NOT_ACTIVE = "token_not_active"  # noqa: S105 - not a password
+
+
+@dataclass(frozen=True, slots=True)
+class RemovedSub:
+    """A subscription removed by a cascade; the subscriber drops it from its maps (spec §4.4 TDEL)."""
+
+    sub_id: bytes
+    server: SMPServer
+    notifier_id: bytes
+
+    def __repr__(self) -> str:
+        return f"RemovedSub({self.server!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCounts:
+    tokens: int
+    subscriptions: int
+    last_notifications: int
+    smp_servers: int
+
+
+class Store(Protocol):
+    # ---- tokens
+    async def create_token(self, token: TokenRecord) -> TokenCreate: ...
+    async def get_token(self, token_id: bytes) -> TokenRecord | None: ...
+    async def find_tokens(self, provider: PushProvider, device_token: bytes) -> list[TokenRecord]: ...
+    async def find_token(
+        self, provider: PushProvider, device_token: bytes, verify_key: bytes
+    ) -> TokenRecord | None: ...
+    async def replace_token(
+        self, token_id: bytes, provider: PushProvider, device_token: bytes, reg_code: bytes
+    ) -> bool: ...
+    async def set_token_status(
+        self, token_id: bytes, status: TokenStatus, only_from: Collection[TokenStatusKind] | None = None
+    ) -> TokenStatus | None: ...
+    async def confirm_token(self, token_id: bytes) -> TokenStatus | None: ...
+    async def activate_token(self, token_id: bytes) -> tuple[bool, list[RemovedSub]]: ...
+    async def delete_token(self, token_id: bytes) -> tuple[bool, list[RemovedSub]]: ...
+    async def touch_token(self, token_id: bytes, now: float) -> None: ...
+    async def set_cron_interval(self, token_id: bytes, minutes: int, now: float) -> bool: ...
+    async def mark_cron_sent(self, token_id: bytes, now: float) -> bool: ...
+    async def tokens_due_for_cron(self, now: float, limit: int = 1000) -> list[TokenRecord]: ...
+    async def expire_tokens(
+        self, now: float, unused_days: int, batch: int = 100
+    ) -> tuple[list[bytes], list[RemovedSub]]: ...
+
+    # ---- subscriptions
+    async def create_subscription(
+        self, token_id: bytes, server: SMPServer, notifier_id: bytes, notifier_key: bytes
+    ) -> tuple[SubCreate, SubscriptionRecord | None]: ...
+    async def get_subscription(self, sub_id: bytes) -> SubscriptionRecord | None: ...
+    async def find_subscription(self, server: SMPServer, notifier_id: bytes) -> SubscriptionRecord | None: ...
+    async def delete_subscription(self, sub_id: bytes) -> SubscriptionRecord | None: ...
+    async def set_subscription_statuses(
+        self,
+        server: SMPServer,
+        notifier_ids: Sequence[bytes],
+        status: SubStatus,
+        service_assoc: bool | None = None,
+        only_from: Collection[SubStatusKind] | None = None,
+    ) -> int: ...
+    def iter_server_subscriptions(
+        self, server: SMPServer, page_size: int = 900, kinds: Collection[SubStatusKind] | None = None
+    ) -> AsyncIterator[list[SubscriptionRecord]]: ...
+    async def servers_with_subscriptions(self) -> list[SMPServer]: ...
+
+    # ---- notifications, stats, lifecycle
+    async def add_last_notification(
+        self, server: SMPServer, notifier_id: bytes, received_at_ms: int, nonce: bytes, enc_meta: bytes
+    ) -> tuple[NtfOutcome, TokenRecord | None, list[LastNotification]]: ...
+    async def counts(self) -> StoreCounts: ...
+    async def close(self) -> None: ...

@@ -1,0 +1,106 @@
+"""Redis key layout and the packed subscription value (theory of operation for the schema).
+
+Per token (all keys share the hash tag `{<token id hex>}`, so they live in one cluster slot):
+  P t{T}        hash   p st vk dhp ci cs ud x vh + sealed dt dhk ds rc (see redis.py `_TOKEN_FIELDS`)
+  P t{T}:subs   hash   sub id -> SMP server number            (token -> subscriptions, for cascades)
+  P t{T}:ln     hash   sub id -> ts_ms(13 digits) ‖ nonce ‖ encMeta   (last notifications, ≤ 6)
+Global:
+  P dt:<hmac>   hash   token id -> hmac(verify key)            ((provider, device token) -> tokens)
+  P used        zset   token id by last-used day               (expiry, token count)
+  P cron        zset   token id by next periodic push time     (cron due set)
+  P srv:id / srv:addr / srv:n / srv:count                      (SMP server registry and sub counts)
+  P n:sub, P n:ln      counters
+  P s:<server number>:<bucket>   hash   r -> packed subscription (below)
+
+Subscriptions are the bulk of the data (millions), so they have no per-subscription key and no separate
+`(server, notifier id)` index: `r = HMAC(server, notifier id)[:20]` *is* the index. The subscription id
+handed to clients is `r ‖ (server number XOR PRF(r))`: 24 bytes that look random to anyone without the
+store key, from which the store recovers both the bucket and the field. Records of one SMP server are
+spread over `buckets` small hashes (listpack-encoded by Redis while ≤ 128 entries, default config), which
+keeps memory near the payload size and lets resubscription page one server's buckets in order.
+
+Packed subscription value: token id(24) ‖ assoc('0'|'1') ‖ u8(len status) ‖ status text ‖ sealed(nid, key).
+The Lua scripts in `scripts.py` read the same layout; keep both in step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from ntf_server.store.atrest import AtRest
+from ntf_server.store.errors import StoreError
+
+TOKEN_ID_BYTES: Final = 24
+SUB_ID_BYTES: Final = 24
+R_BYTES: Final = 20
+DEFAULT_BUCKETS: Final = 4096  # per SMP server; ≤ 128 subscriptions per bucket up to ~500k per server
+MAX_BUCKETS: Final = 65536  # the bucket is taken from the first two bytes of r
+
+
+def bucket_of(r: bytes, buckets: int) -> int:
+    return (r[0] * 256 + r[1]) % buckets
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str
+    buckets: int
+
+    def token(self, tid: bytes) -> str:
+        return f"{self.prefix}t{{{tid.hex()}}}"
+
+    def token_subs(self, tid: bytes) -> str:
+        return self.token(tid) + ":subs"
+
+    def token_ln(self, tid: bytes) -> str:
+        return self.token(tid) + ":ln"
+
+    def dt_index(self, x: str) -> str:
+        return f"{self.prefix}dt:{x}"
+
+    def bucket(self, srv: int, b: int) -> str:
+        return f"{self.prefix}s:{srv}:{b}"
+
+    def sub_bucket(self, srv: int, r: bytes) -> str:
+        return self.bucket(srv, bucket_of(r, self.buckets))
+
+    def g(self, name: str) -> str:
+        """A global key: used, cron, srv:id, srv:addr, srv:n, srv:count, n:sub, n:ln, meta."""
+        return self.prefix + name
+
+
+def make_sub_id(atrest: AtRest, r: bytes, srv: int) -> bytes:
+    masked = srv ^ int.from_bytes(atrest.sid_mask(r), "big")
+    return r + masked.to_bytes(4, "big")
+
+
+def parse_sub_id(atrest: AtRest, sid: bytes) -> tuple[bytes, int]:
+    """(r, server number) of a subscription id; garbage ids give a number that matches no server."""
+    if len(sid) != SUB_ID_BYTES:
+        raise StoreError("subscription id must be 24 bytes")
+    r = sid[:R_BYTES]
+    return r, int.from_bytes(sid[R_BYTES:], "big") ^ int.from_bytes(atrest.sid_mask(r), "big")
+
+
+@dataclass(frozen=True, slots=True)
+class PackedSub:
+    token_id: bytes
+    service_assoc: bool
+    status: str
+    sealed: bytes
+
+
+def pack_sub(p: PackedSub) -> bytes:
+    st = p.status.encode()
+    if len(p.token_id) != TOKEN_ID_BYTES or len(st) > 255:
+        raise StoreError("bad subscription record")
+    return p.token_id + (b"1" if p.service_assoc else b"0") + bytes([len(st)]) + st + p.sealed
+
+
+def unpack_sub(v: bytes) -> PackedSub:
+    if len(v) < TOKEN_ID_BYTES + 2:
+        raise StoreError("corrupted subscription record")
+    n = v[TOKEN_ID_BYTES + 1]
+    start = TOKEN_ID_BYTES + 2
+    return PackedSub(v[:TOKEN_ID_BYTES], v[24:25] == b"1", v[start : start + n].decode(), v[start + n :])

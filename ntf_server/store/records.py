@@ -1,0 +1,208 @@
+"""What the store keeps: tokens, subscriptions, last notifications (spec §4.5–4.7, §5.7, §6.1).
+
+Statuses are small frozen values with the exact text forms of spec §4.2 (`to_text`/`from_text`), so the
+NTF layer can send them verbatim and the store can keep them as short strings. Reprs never show device
+tokens, keys or notifier ids (STYLE 12): only their lengths.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Final
+
+from ntf_server.protocol.encoding import SMPServer
+
+
+class PushProvider(enum.Enum):
+    """Push provider, valued by its 2-byte NTF wire code (spec §4.1)."""
+
+    APNS_PROD = "AP"
+    APNS_DEV = "AD"
+    APNS_TEST = "AT"
+    APNS_NULL = "AN"
+
+    @classmethod
+    def from_code(cls, code: str | bytes) -> PushProvider:
+        text = code.decode("ascii", "replace") if isinstance(code, bytes) else code
+        try:
+            return cls(text)
+        except ValueError:
+            raise ValueError(f"unknown push provider {text!r}") from None
+
+
+class TokenStatusKind(enum.Enum):
+    NEW = "NEW"
+    REGISTERED = "REGISTERED"
+    INVALID = "INVALID"
+    CONFIRMED = "CONFIRMED"
+    ACTIVE = "ACTIVE"
+    EXPIRED = "EXPIRED"
+
+
+class InvalidReason(enum.Enum):
+    """Why APNs rejected a token (spec §5.8); shown after `INVALID,` from NTF v3."""
+
+    BAD = "BAD"
+    TOPIC = "TOPIC"
+    EXPIRED = "EXPIRED"
+    UNREGISTERED = "UNREGISTERED"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenStatus:
+    kind: TokenStatusKind
+    reason: InvalidReason | None = None
+
+    def __post_init__(self) -> None:
+        if self.reason is not None and self.kind is not TokenStatusKind.INVALID:
+            raise ValueError("only INVALID carries a reason")
+
+    def to_text(self, with_reason: bool = True) -> str:
+        """§4.2 text; `with_reason=False` gives plain `INVALID` for NTF connections below v3."""
+        if self.reason is not None and with_reason:
+            return f"INVALID,{self.reason.value}"
+        return self.kind.value
+
+    @classmethod
+    def from_text(cls, text: str) -> TokenStatus:
+        kind_text, sep, reason_text = text.partition(",")
+        try:
+            kind = TokenStatusKind(kind_text)
+            reason = InvalidReason(reason_text) if sep else None
+            return cls(kind, reason)
+        except ValueError:
+            raise ValueError(f"invalid token status {text!r}") from None
+
+
+# Well-known values, so callers write `TOKEN_ACTIVE` rather than building one.
+TOKEN_NEW: Final = TokenStatus(TokenStatusKind.NEW)
+TOKEN_REGISTERED: Final = TokenStatus(TokenStatusKind.REGISTERED)
+TOKEN_CONFIRMED: Final = TokenStatus(TokenStatusKind.CONFIRMED)
+TOKEN_ACTIVE: Final = TokenStatus(TokenStatusKind.ACTIVE)
+TOKEN_EXPIRED: Final = TokenStatus(TokenStatusKind.EXPIRED)
+
+# Status groups of spec §4.5 ("which statuses allow what").
+VERIFY_ALLOWED: Final = frozenset({TokenStatusKind.REGISTERED, TokenStatusKind.CONFIRMED, TokenStatusKind.ACTIVE})
+SUB_COMMANDS_ALLOWED: Final = frozenset(
+    {TokenStatusKind.ACTIVE, TokenStatusKind.INVALID, TokenStatusKind.EXPIRED}
+)
+CONFIRM_KEEPS: Final = frozenset({TokenStatusKind.CONFIRMED, TokenStatusKind.ACTIVE})
+
+
+class SubStatusKind(enum.Enum):
+    NEW = "NEW"
+    PENDING = "PENDING"
+    ACTIVE = "ACTIVE"
+    INACTIVE = "INACTIVE"
+    END = "END"
+    DELETED = "DELETED"
+    AUTH = "AUTH"
+    SERVICE = "SERVICE"
+    ERR = "ERR"
+
+
+MAX_ERR_TEXT: Final = 200  # the store keeps the status in a 1-byte-length field; ERR text is informational
+
+
+@dataclass(frozen=True, slots=True)
+class SubStatus:
+    kind: SubStatusKind
+    err: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind is SubStatusKind.ERR:
+            if not self.err or len(self.err.encode()) > MAX_ERR_TEXT:
+                raise ValueError("ERR status needs a text of 1..200 bytes")
+        elif self.err:
+            raise ValueError("only ERR carries a text")
+
+    @classmethod
+    def error(cls, text: str) -> SubStatus:
+        """An `ERR <text>` status, the text cut to what the store keeps (it is only informational)."""
+        cut = text.encode()[:MAX_ERR_TEXT].decode(errors="ignore") or "?"
+        return cls(SubStatusKind.ERR, cut)
+
+    def to_text(self) -> str:
+        return f"ERR {self.err}" if self.kind is SubStatusKind.ERR else self.kind.value
+
+    @classmethod
+    def from_text(cls, text: str) -> SubStatus:
+        if text.startswith("ERR "):
+            return cls(SubStatusKind.ERR, text[4:])
+        try:
+            return cls(SubStatusKind(text))
+        except ValueError:
+            raise ValueError(f"invalid subscription status {text!r}") from None
+
+
+SUB_NEW: Final = SubStatus(SubStatusKind.NEW)
+SUB_PENDING: Final = SubStatus(SubStatusKind.PENDING)
+SUB_ACTIVE: Final = SubStatus(SubStatusKind.ACTIVE)
+SUB_INACTIVE: Final = SubStatus(SubStatusKind.INACTIVE)
+# Only these are resubscribed on restart (spec §4.6).
+RESUBSCRIBE_KINDS: Final = frozenset(
+    {SubStatusKind.NEW, SubStatusKind.PENDING, SubStatusKind.ACTIVE, SubStatusKind.INACTIVE}
+)
+
+
+def _hidden(b: bytes) -> str:
+    return f"<{len(b)} bytes>"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """One registered device token (spec §4.7). Times are Unix seconds; `last_used_day` is midnight UTC."""
+
+    token_id: bytes
+    provider: PushProvider
+    device_token: bytes = field(repr=False)
+    status: TokenStatus
+    verify_key: bytes = field(repr=False)  # SPKI DER of the client's auth key
+    dh_public: bytes = field(repr=False)  # SPKI DER of the server X25519 public key (sent in IDTKN)
+    dh_private: bytes = field(repr=False)  # PKCS#8 DER of the server X25519 private key
+    dh_secret: bytes = field(repr=False)  # raw 32-byte X25519 shared secret
+    reg_code: bytes = field(repr=False)  # 32 random bytes
+    cron_interval_min: int = 0  # 0 = periodic pushes off
+    cron_sent_at: int | None = None
+    last_used_day: int = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"TokenRecord(id={_hidden(self.token_id)}, {self.provider.value}, {self.status.to_text()}, "
+            f"cron={self.cron_interval_min}min)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionRecord:
+    """One notifier subscription (spec §4.4, §6.1)."""
+
+    sub_id: bytes
+    token_id: bytes
+    server: SMPServer
+    notifier_id: bytes = field(repr=False)
+    notifier_key: bytes = field(repr=False)  # PKCS#8 DER of the notifier private key
+    status: SubStatus
+    service_assoc: bool = False
+
+    def __repr__(self) -> str:
+        return f"SubscriptionRecord(id={_hidden(self.sub_id)}, {self.server!r}, {self.status.to_text()})"
+
+
+@dataclass(frozen=True, slots=True)
+class LastNotification:
+    """A stored NMSG (spec §5.7); `received_at_ms` orders them, payloads use whole seconds."""
+
+    server: SMPServer
+    notifier_id: bytes = field(repr=False)
+    received_at_ms: int
+    nonce: bytes = field(repr=False)
+    enc_meta: bytes = field(repr=False)
+
+    @property
+    def received_at(self) -> int:
+        return self.received_at_ms // 1000
+
+    def __repr__(self) -> str:
+        return f"LastNotification({self.server!r}, at={self.received_at})"

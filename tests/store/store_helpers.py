@@ -1,0 +1,100 @@
+"""Builders for test records and an invariant checker that reads the raw Redis data set."""
+
+from __future__ import annotations
+
+import secrets
+from collections import Counter
+
+import redis.asyncio
+
+from ntf_server.protocol.encoding import SMPServer
+from ntf_server.store.records import TOKEN_REGISTERED, PushProvider, TokenRecord, TokenStatus
+from ntf_server.store.redis import RedisStore, day_of
+
+NOW = 1_800_000_000.0
+
+
+def server(n: int = 1, port: str = "5223") -> SMPServer:
+    return SMPServer((f"smp{n}.example.net",), port, bytes([n]) * 32)
+
+
+def device_token() -> bytes:
+    return secrets.token_hex(32).encode()  # APNs device tokens are lowercase hex text
+
+
+def token(
+    dt: bytes | None = None,
+    *,
+    provider: PushProvider = PushProvider.APNS_PROD,
+    status: TokenStatus = TOKEN_REGISTERED,
+    vk: bytes | None = None,
+    now: float = NOW,
+) -> TokenRecord:
+    return TokenRecord(
+        token_id=secrets.token_bytes(24),
+        provider=provider,
+        device_token=dt if dt is not None else device_token(),
+        status=status,
+        verify_key=vk if vk is not None else b"\x30\x2a" + secrets.token_bytes(42),
+        dh_public=b"\x30\x2a" + secrets.token_bytes(42),
+        dh_private=b"\x30\x2e" + secrets.token_bytes(46),
+        dh_secret=secrets.token_bytes(32),
+        reg_code=secrets.token_bytes(32),
+        last_used_day=day_of(now),
+    )
+
+
+def notifier_key() -> bytes:
+    return b"\x30\x2e\x02\x01\x00\x30\x05\x06\x03\x2b\x65\x70\x04\x22\x04\x20" + secrets.token_bytes(32)
+
+
+async def check_invariants(store: RedisStore, url: str) -> dict[str, int]:
+    """Every index points at a record and every record is indexed; counters equal what is there."""
+    p = store.prefix
+    c = redis.asyncio.Redis.from_url(url)
+    try:
+        keys = [k.decode() async for k in c.scan_iter(match=p + "*", count=1000)]
+        tokens = {k for k in keys if k.startswith(p + "t{") and k.endswith("}")}
+        tids = {bytes.fromhex(k[len(p) + 2 : -1]) for k in tokens}
+        records: dict[tuple[int, bytes], bytes] = {}
+        for k in keys:
+            if k.startswith(p + "s:"):
+                n = int(k[len(p) + 2 :].split(":")[0])
+                for r, v in (await c.hgetall(k)).items():
+                    records[(n, r)] = v
+        ln_total = 0
+        for tk in tokens:
+            tid = bytes.fromhex(tk[len(p) + 2 : -1])
+            h = await c.hgetall(tk)
+            assert await c.hexists(p + "dt:" + h[b"x"].decode(), tid), "token missing from its device index"
+            assert await c.zscore(p + "used", tid) is not None, "token missing from used set"
+            subs = await c.hgetall(tk + ":subs")
+            for sid, n in subs.items():
+                rec = records.get((int(n), sid[:20]))
+                assert rec is not None and rec[:24] == tid, "token lists a subscription that is not there"
+            ln = await c.hkeys(tk + ":ln")
+            assert set(ln) <= set(subs), "last notification of a missing subscription"
+            assert len(ln) <= 6
+            ln_total += len(ln)
+        for k in keys:
+            if k.startswith(p + "dt:"):
+                for tid in await c.hkeys(k):
+                    assert tid in tids, "device index points at a missing token"
+        for z in ("used", "cron"):
+            for tid in await c.zrange(p + z, 0, -1):
+                assert tid in tids, f"{z} set points at a missing token"
+        per_server: Counter[int] = Counter()
+        for (n, r), v in records.items():
+            assert v[:24] in tids, "subscription of a missing token"
+            sid = r + (n ^ int.from_bytes(store._a.sid_mask(r), "big")).to_bytes(4, "big")
+            assert await c.hget(p + "t{" + v[:24].hex() + "}:subs", sid) == str(n).encode(), (
+                "subscription not indexed by its token"
+            )
+            per_server[n] += 1
+        assert int(await c.get(p + "n:sub") or 0) == len(records), "subscription counter drifted"
+        assert int(await c.get(p + "n:ln") or 0) == ln_total, "last-notification counter drifted"
+        counts = {int(n): int(v) for n, v in (await c.hgetall(p + "srv:count")).items()}
+        assert {n: v for n, v in counts.items() if v} == dict(per_server), "per-server counts drifted"
+        return {"tokens": len(tids), "subscriptions": len(records), "last_notifications": ln_total}
+    finally:
+        await c.aclose()
