@@ -1,17 +1,62 @@
-"""Command-line entry point ``ntf-server``."""
+"""Command-line entry point ``ntf-server`` (spec §6.7, DESIGN "Surfaces users touch").
+
+``init`` creates a configuration directory (commented ``ntf-server.toml`` with every default, CA and
+online certificates, store key, admin token), ``start`` checks it and runs the server, ``check-config``
+validates it. The config directory is ``--config-dir``, else ``$NTF_SERVER_CFG_PATH``, else
+``./ntf-config`` (relative, so the Quick start needs no root; packages pass an absolute path).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
+from typing import Final
 
 from ntf_server import __version__
+from ntf_server.config import CONFIG_FILE, Config, ConfigError, load_config, redact_url, render_default_config
+from ntf_server.protocol.encoding import CodecError, check_host
+from ntf_server.transport import certs
+from ntf_server.transport.certs import CredentialsError, SignAlgorithm
+
+CONFIG_DIR_ENV: Final = "NTF_SERVER_CFG_PATH"  # same variable as the Haskell server
+DEFAULT_CONFIG_DIR: Final = "ntf-config"
+ADMIN_TOKEN_FILE: Final = "admin.token"  # noqa: S105  (a file name, not a secret)
+STORE_KEY_FILE: Final = "store.key"
+EXIT_OK: Final = 0
+EXIT_ERROR: Final = 1
+EXIT_USAGE: Final = 2
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as ``ntf-server: <message>``, exit status 1."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ntf-server", description=__doc__)
+    parser = argparse.ArgumentParser(prog="ntf-server", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"ntf-server {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument(
+        "-c",
+        "--config-dir",
+        type=Path,
+        default=Path(os.environ.get(CONFIG_DIR_ENV) or DEFAULT_CONFIG_DIR),
+        help=f"configuration directory (default: ${CONFIG_DIR_ENV} or ./{DEFAULT_CONFIG_DIR})",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    init = sub.add_parser("init", help="create the configuration directory, keys and certificates")
+    init.add_argument("--host", default="127.0.0.1", help="FQDN or IP clients connect to (certificate CN)")
+    init.add_argument("--port", type=int, default=443, help="listening port (default 443, needs root)")
+    init.add_argument(
+        "-a",
+        "--sign-algorithm",
+        type=SignAlgorithm,
+        choices=list(SignAlgorithm),
+        default=SignAlgorithm.ED448,
+        help="certificate key algorithm (default ed448)",
+    )
+    sub.add_parser("start", help="check the configuration and run the server")
+    sub.add_parser("check-config", help="validate the configuration and print a summary")
     return parser
 
 
@@ -20,8 +65,111 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
-        return 2
-    return 0
+        return EXIT_USAGE
+    config_dir: Path = args.config_dir
+    try:
+        if args.command == "init":
+            return cmd_init(config_dir, args.host, args.port, args.sign_algorithm)
+        if args.command == "start":
+            return cmd_start(config_dir)
+        return cmd_check_config(config_dir)
+    except (CliError, ConfigError, CredentialsError) as e:
+        print(f"ntf-server: {e}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+# ---------------------------------------------------------------- init
+
+
+def cmd_init(config_dir: Path, host: str, port: int, algorithm: SignAlgorithm) -> int:
+    try:
+        check_host(host)
+    except CodecError as e:
+        raise CliError(f"--host: {e}") from e
+    if not 1 <= port <= 65535:
+        raise CliError(f"--port: must be 1..65535, got {port}")
+    existing = [n for n in (CONFIG_FILE, *certs.CREDENTIAL_FILES) if (config_dir / n).exists()]
+    if existing:
+        raise CliError(
+            f"{config_dir} is already initialised ({', '.join(existing)} exist); refusing to overwrite. "
+            "Use another --config-dir or remove the old one yourself."
+        )
+    config_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    made = certs.create_credentials(config_dir, host, algorithm)
+    create_store_key(config_dir / STORE_KEY_FILE)
+    certs.write_private_file(config_dir / ADMIN_TOKEN_FILE, (certs.random_token() + "\n").encode())
+    # The config file goes last: its presence is what `start` takes as "initialised".
+    certs.write_public_file(config_dir / CONFIG_FILE, render_default_config(host=host, port=port).encode())
+    print(f"Initialised {config_dir.resolve()} ({algorithm.value} certificates)")
+    print("Keep ca.key offline after init: it is only needed to issue a new server certificate.")
+    print(f"Fingerprint: {made.fingerprint_b64u}")
+    print(f"Server address: {certs.server_address(made.key_hash, host, port)}")
+    return EXIT_OK
+
+
+def create_store_key(path: Path) -> None:
+    """The at-rest key, in the store's own format (``ntf_server.store.atrest``)."""
+    from ntf_server.store.atrest import load_or_create_store_key
+
+    load_or_create_store_key(path)
+
+
+# ---------------------------------------------------------------- start / check-config
+
+
+def load_initialised(config_dir: Path) -> tuple[Config, bytes]:
+    """Load and check everything ``start`` needs; returns the config and the server key hash."""
+    if not (config_dir / CONFIG_FILE).is_file():
+        raise CliError(f"{config_dir} is not initialised (no {CONFIG_FILE}): run `ntf-server init` first")
+    config = load_config(config_dir)
+    for path in (config.tls.cert_file, config.tls.key_file, config.tls.ca_cert_file):
+        if not path.is_file():
+            raise CliError(f"missing {path}: run `ntf-server init` or fix the [tls] section")
+    key_hash = certs.check_stored_fingerprint(config.tls.ca_cert_file, config.tls.fingerprint_file)
+    return config, key_hash
+
+
+def cmd_start(config_dir: Path) -> int:
+    config, key_hash = load_initialised(config_dir)
+    print(f"Server address: {certs.server_address(key_hash, config.server.host, config.server.port)}")
+    # Imported here: only the CLI imports the server (DESIGN dependency rule), and init/check-config
+    # must not pay for (or depend on) the whole server stack.
+    from ntf_server.server import run  # type: ignore[import-not-found,unused-ignore]
+
+    status: int = run(config)
+    return status
+
+
+def cmd_check_config(config_dir: Path) -> int:
+    config, key_hash = load_initialised(config_dir)
+    for line in summary(config, key_hash):
+        print(line)
+    return EXIT_OK
+
+
+def summary(config: Config, key_hash: bytes) -> list[str]:
+    """What the server will do, without secrets (only where they come from)."""
+    s = config.server
+    redis = redact_url(config.redis_url()) or f"embedded (data in {s.state_dir})"
+    lines = [
+        f"Config: {config.config_file} OK",
+        f"Server address: {certs.server_address(key_hash, s.host, s.port)}",
+        f"Listen: {s.bind or '*'}:{s.port}, max {s.max_connections} connections",
+        f"Redis: {redis}, key prefix {config.redis.key_prefix!r}",
+    ]
+    for name, env in config.apns_environments():
+        if env.enabled:
+            key = env.key(f"apns.{name}").describe()
+            lines.append(f"APNs {name}: {env.host}:{env.port} topic {env.topic}, key {env.key_id} from {key}")
+        else:
+            lines.append(f"APNs {name}: disabled")
+    p = config.push
+    lines.append(f"Push: {p.hidden_per_hour:g} hidden/hour, burst {p.burst}, overflow {p.overflow.value}")
+    a = config.admin
+    admin = f"http://{a.bind}:{a.port} (token from {a.token().describe()})" if a.enabled else "disabled"
+    lines.append(f"Admin API: {admin}")
+    lines.append(f"Log: {config.log.level.value}, {config.log.format.value}")
+    return lines
 
 
 if __name__ == "__main__":

@@ -1,0 +1,444 @@
+"""Configuration: ``<config dir>/ntf-server.toml`` loaded into one immutable tree of frozen dataclasses.
+
+Theory of operation: the dataclasses below *are* the schema. Each field carries its default, a one-line
+doc and optional bounds; :func:`parse_config` walks the fields, type-checks every TOML value, resolves
+relative paths against the config directory and rejects any key it does not know, naming it with its
+section path (``unknown key 'server.prot'``). :func:`render_default_config` walks the same fields to
+write the commented file ``ntf-server init`` creates, so the template cannot drift from the defaults.
+To extend: add a field (with ``setting(...)``) to a section, or a new section dataclass to ``Config``.
+
+Conventions: units in names (``idle_timeout_s``); an empty string means "unset" (TOML has no null);
+secrets are never inline: a ``*_file`` path or a ``*_env`` environment variable name (see Secret); when
+both are set the variable wins, so a deployment can override a default file without editing the config.
+"""
+
+# ruff: noqa: RUF009  -- `setting()` returns `dataclasses.field(...)`, which ruff cannot see through.
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from ntf_server.protocol.encoding import CodecError, check_host
+
+CONFIG_FILE: Final = "ntf-server.toml"
+STORE_KEY_BYTES: Final = 32
+
+T = TypeVar("T")
+
+
+class ConfigError(Exception):
+    """Invalid configuration; the message names the offending key as ``section.key``."""
+
+
+def setting(default: Any, doc: str, *, min: float | None = None, max: float | None = None) -> Any:
+    """A config field: default, one-line doc (becomes the template comment), numeric bounds."""
+    meta = {"doc": doc, "min": min, "max": max}
+    if dataclasses.is_dataclass(default):
+        return field(default_factory=lambda: default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+class LogLevel(enum.StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+class LogFormat(enum.StrEnum):
+    KV = "kv"
+    JSON = "json"
+
+
+class Overflow(enum.StrEnum):
+    """What happens to a message notification over the hidden-push budget (DESIGN "Push policy")."""
+
+    ALERT = "alert"
+    DEFER = "defer"
+    DROP = "drop"
+
+
+@dataclass(frozen=True)
+class Secret:
+    """Where a secret comes from: a file (path) or an environment variable (name). Never its value, so
+    configs can be printed and logged. ``read()`` fetches the bytes when needed."""
+
+    key: str  # dotted config key, for error messages
+    file: Path | None
+    env: str
+
+    @property
+    def configured(self) -> bool:
+        return self.file is not None or bool(self.env)
+
+    def describe(self) -> str:
+        if self.env:
+            return f"env ${self.env}"
+        return f"file {self.file}" if self.file else "unset"
+
+    def read(self) -> bytes:
+        if self.env:
+            value = os.environ.get(self.env)
+            if not value:
+                raise ConfigError(f"{self.key}_env: environment variable {self.env} is not set or empty")
+            return value.encode()
+        if self.file is None:
+            raise ConfigError(f"{self.key}_file or {self.key}_env: not configured")
+        try:
+            return self.file.read_bytes()
+        except OSError as e:
+            raise ConfigError(f"{self.key}_file: cannot read {self.file}: {e.strerror}") from e
+
+
+def redact_url(url: str) -> str:
+    """``redis://user:pw@host`` -> ``redis://***@host``."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    return f"{scheme}{sep}***@{host}" if sep and at and userinfo else url
+
+
+def _secret(section: object, path: str, name: str) -> Secret:
+    file = getattr(section, f"{name}_file")
+    env = getattr(section, f"{name}_env")
+    return Secret(f"{path}.{name}", None if env else file, env)
+
+
+# ---------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = setting("127.0.0.1", "host name or IP clients use; printed in the server address")
+    port: int = setting(443, "TCP port to listen on (443 needs root or CAP_NET_BIND_SERVICE)", min=0, max=65535)
+    bind: str = setting("", "address to bind; empty = all interfaces (IPv4 and IPv6)")
+    state_dir: Path = setting(Path("state"), "data directory (embedded Redis files); relative = config dir")
+    max_connections: int = setting(10000, "concurrent NTF client connections; more are refused", min=1)
+    tls_timeout_s: float = setting(60.0, "TLS handshake deadline (Haskell tlsSetupTimeout)", min=0.1)
+    handshake_timeout_s: float = setting(30.0, "deadline for the two NTF handshake blocks", min=0.1)
+    block_read_timeout_s: float = setting(30.0, "deadline to finish reading a started block", min=0.1)
+    block_write_timeout_s: float = setting(30.0, "deadline to write one block to a client", min=0.1)
+    idle_timeout_s: float = setting(0.0, "close client connections idle this long; 0 = never", min=0)
+    shutdown_timeout_s: float = setting(10.0, "grace period for connections on SIGTERM", min=0)
+
+    def validate(self, path: str) -> None:
+        try:
+            check_host(self.host)
+        except CodecError as e:
+            raise ConfigError(f"{path}.host: {e}") from e
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    cert_file: Path = setting(Path("server.crt"), "online certificate (TLS leaf); relative = config dir")
+    key_file: Path = setting(Path("server.key"), "online private key")
+    ca_cert_file: Path = setting(Path("ca.crt"), "identity CA certificate; its SHA-256 is the fingerprint")
+    fingerprint_file: Path = setting(Path("fingerprint"), "fingerprint written by init, checked on start")
+
+
+@dataclass(frozen=True, repr=False)
+class RedisConfig:
+    url: str = setting("", "redis://, rediss:// or unix:// URL; empty = embedded redis-server child")
+    url_env: str = setting("", "environment variable holding the URL instead (when it has a password)")
+    key_prefix: str = setting("ntf:", "prefix of every key this server writes")
+
+    def secret(self) -> Secret:
+        return Secret("redis.url", None, self.url_env)
+
+    def __repr__(self) -> str:  # a URL may carry a password: never show it
+        return f"RedisConfig(url={redact_url(self.url)!r}, url_env={self.url_env!r}, key_prefix={self.key_prefix!r})"
+
+    def validate(self, path: str) -> None:
+        if self.url and self.url_env:
+            raise ConfigError(f"{path}.url and {path}.url_env: set only one")
+        if self.url and not self.url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"{path}.url: must start with redis://, rediss:// or unix://")
+        if not self.key_prefix:
+            raise ConfigError(f"{path}.key_prefix: must not be empty")
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    key_file: Path = setting(Path("store.key"), "32-byte key encrypting secrets at rest in Redis")
+    expire_tokens_after_days: int = setting(
+        0, "delete tokens unused for this many days; 0 = never (Haskell never expires)", min=0
+    )
+
+
+@dataclass(frozen=True)
+class ApnsEnvConfig:
+    enabled: bool = setting(False, "deliver pushes for tokens registered with this APNs environment")
+    host: str = setting("api.push.apple.com", "APNs host")
+    port: int = setting(443, "APNs port", min=1, max=65535)
+    ca_file: Path | None = setting(None, "CA bundle for the APNs host; empty = system trust store")
+    key_file: Path | None = setting(None, "Apple .p8 token signing key (ES256); or key_env")
+    key_env: str = setting("", "environment variable holding the .p8 PEM text instead of key_file")
+    key_id: str = setting("", "APNs key ID (10 characters)")
+    team_id: str = setting("5NN7GUYB6T", "Apple developer team ID (JWT issuer)")
+    topic: str = setting("chat.simplex.app", "app bundle ID (apns-topic)")
+
+    def key(self, path: str) -> Secret:
+        return _secret(self, path, "key")
+
+    def validate(self, path: str) -> None:
+        if not self.enabled:
+            return
+        if not self.key(path).configured:
+            raise ConfigError(f"{path}.key_file or {path}.key_env: required when {path}.enabled = true")
+        for name in ("key_id", "team_id", "topic", "host"):
+            if not getattr(self, name):
+                raise ConfigError(f"{path}.{name}: required when {path}.enabled = true")
+
+
+def _apns(**overrides: Any) -> ApnsEnvConfig:
+    return dataclasses.replace(ApnsEnvConfig(), **overrides)
+
+
+@dataclass(frozen=True)
+class ApnsConfig:
+    production: ApnsEnvConfig = setting(_apns(), "Apple production APNs (apns_prod)")
+    development: ApnsEnvConfig = setting(
+        _apns(host="api.sandbox.push.apple.com"), "Apple sandbox APNs (apns_dev)"
+    )
+    test: ApnsEnvConfig = setting(
+        _apns(host="localhost", port=6010), "local APNs stand-in (apns_test; SimpleX tests use port 6010)"
+    )
+
+
+@dataclass(frozen=True)
+class PushConfig:
+    hidden_per_hour: float = setting(3.0, "hidden (background) pushes per token per hour", min=0)
+    burst: int = setting(3, "hidden pushes a token may receive back to back", min=1)
+    overflow: Overflow = setting(Overflow.ALERT, "over budget: alert | defer | drop")
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    enabled: bool = setting(True, "serve the admin HTTP API (stats, metrics, policy)")
+    bind: str = setting("127.0.0.1", "admin API address; keep it local or behind a proxy")
+    port: int = setting(5227, "admin API port", min=0, max=65535)
+    token_file: Path | None = setting(Path("admin.token"), "bearer token file (created by init)")
+    token_env: str = setting("", "environment variable holding the bearer token instead")
+
+    def token(self) -> Secret:
+        return _secret(self, "admin", "token")
+
+    def validate(self, path: str) -> None:
+        if self.enabled and not self.token().configured:
+            raise ConfigError(f"{path}.token_file or {path}.token_env: required when {path}.enabled = true")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: LogLevel = setting(LogLevel.INFO, "debug | info | warning | error")
+    format: LogFormat = setting(LogFormat.KV, "kv (key=value) | json")
+
+
+@dataclass(frozen=True)
+class Config:
+    config_dir: Path
+    server: ServerConfig = setting(ServerConfig(), "NTF listener")
+    tls: TlsConfig = setting(TlsConfig(), "server credentials (written by ntf-server init)")
+    redis: RedisConfig = setting(RedisConfig(), "store: Redis")
+    store: StoreConfig = setting(StoreConfig(), "data at rest")
+    apns: ApnsConfig = setting(ApnsConfig(), "Apple Push Notification service, per environment")
+    push: PushConfig = setting(PushConfig(), "push policy (live-tunable through the admin API)")
+    admin: AdminConfig = setting(AdminConfig(), "admin API")
+    log: LogConfig = setting(LogConfig(), "logging")
+
+    @property
+    def config_file(self) -> Path:
+        return self.config_dir / CONFIG_FILE
+
+    def secrets(self) -> list[Secret]:
+        """Every secret the enabled features need (checked by :func:`check_secrets`). The store key is
+        not listed: the store creates it on first use (``ntf_server.store.atrest``)."""
+        found: list[Secret] = []
+        for name, env in self.apns_environments():
+            if env.enabled:
+                found.append(env.key(f"apns.{name}"))
+        if self.admin.enabled:
+            found.append(self.admin.token())
+        if self.redis.url_env:
+            found.append(self.redis.secret())
+        return found
+
+    def apns_environments(self) -> list[tuple[str, ApnsEnvConfig]]:
+        return [(f.name, getattr(self.apns, f.name)) for f in dataclasses.fields(ApnsConfig)]
+
+    def redis_url(self) -> str:
+        """The configured URL ("" = embedded), reading ``url_env`` when set."""
+        return self.redis.secret().read().decode() if self.redis.url_env else self.redis.url
+
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_config(path: Path | str, *, secrets: bool = True) -> Config:
+    """Load ``ntf-server.toml`` (``path`` is the file or its directory). ``secrets=True`` also reads every
+    secret the enabled features need, so a missing key file or variable fails here, not at first use."""
+    file = Path(path)
+    if file.is_dir():
+        file = file / CONFIG_FILE
+    try:
+        with file.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError as e:
+        raise ConfigError(f"{file} not found (create it with `ntf-server init`)") from e
+    except OSError as e:
+        raise ConfigError(f"cannot read {file}: {e.strerror}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{file}: invalid TOML: {e}") from e
+    config = parse_config(data, file.parent.resolve())
+    if secrets:
+        check_secrets(config)
+    return config
+
+
+def check_secrets(config: Config) -> None:
+    for secret in config.secrets():
+        secret.read()
+
+
+def parse_config(data: Mapping[str, Any], config_dir: Path) -> Config:
+    """Validate parsed TOML into a :class:`Config`; relative paths are resolved against ``config_dir``."""
+    return _parse(Config, data, "", Config(config_dir=config_dir), config_dir)
+
+
+def _fields(cls: type) -> list[dataclasses.Field[Any]]:
+    return [f for f in dataclasses.fields(cls) if f.name != "config_dir"]
+
+
+def _parse(cls: type[T], table: Mapping[str, Any], prefix: str, base: T, config_dir: Path) -> T:
+    known = {f.name for f in _fields(cls)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(f"unknown key '{prefix}{unknown[0]}'")
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in _fields(cls):
+        key = prefix + f.name
+        default = getattr(base, f.name)
+        if dataclasses.is_dataclass(default):
+            sub = table.get(f.name, {})
+            if not isinstance(sub, dict):
+                raise ConfigError(f"{key}: expected a [{key}] table")
+            values[f.name] = _parse(type(default), sub, key + ".", default, config_dir)
+        elif f.name in table:
+            values[f.name] = _value(hints[f.name], table[f.name], key, f.metadata, config_dir)
+        else:
+            values[f.name] = _resolve(default, config_dir)
+    if cls is Config:
+        values["config_dir"] = config_dir
+    result = cls(**values)
+    validate = getattr(result, "validate", None)
+    if validate is not None:
+        validate(prefix.rstrip("."))
+    return result
+
+
+def _resolve(value: Any, config_dir: Path) -> Any:
+    if isinstance(value, Path):
+        return value if value.is_absolute() else config_dir / value
+    return value
+
+
+def _value(hint: Any, raw: Any, key: str, meta: Mapping[str, Any], config_dir: Path) -> Any:
+    optional = isinstance(hint, types.UnionType)
+    kind = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
+    if kind is bool:
+        return _typed(raw, bool, key, "true or false")
+    if kind is int or kind is float:
+        if isinstance(raw, bool) or not isinstance(raw, (int, float) if kind is float else int):
+            raise ConfigError(f"{key}: expected {'a number' if kind is float else 'an integer'}, got {raw!r}")
+        return _bounded(kind(raw), key, meta)
+    text = _typed(raw, str, key, "a string")
+    if kind is Path:
+        if optional and not text:
+            return None
+        if not text:
+            raise ConfigError(f"{key}: expected a path, got an empty string")
+        return _resolve(Path(text).expanduser(), config_dir)
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        choices = [m.value for m in kind]
+        if text not in choices:
+            raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {text!r}")
+        return kind(text)
+    return text
+
+
+def _typed(raw: Any, kind: type[T], key: str, what: str) -> T:
+    if not isinstance(raw, kind):
+        raise ConfigError(f"{key}: expected {what}, got {type(raw).__name__} {raw!r}")
+    return raw
+
+
+def _bounded(value: float, key: str, meta: Mapping[str, Any]) -> float:
+    low, high = meta.get("min"), meta.get("max")
+    if low is not None and value < low:
+        raise ConfigError(f"{key}: must be >= {low}, got {value}")
+    if high is not None and value > high:
+        raise ConfigError(f"{key}: must be <= {high}, got {value}")
+    return value
+
+
+# ---------------------------------------------------------------- template
+
+
+_HEADER: Final = """\
+# ntf-server configuration. Every setting is shown with its default value.
+# Relative paths are relative to this file's directory. An empty string means "unset".
+# Secrets are never written here: use a *_file path or a *_env environment variable name.
+"""
+
+
+def render_default_config(*, host: str | None = None, port: int | None = None) -> str:
+    """The commented ``ntf-server.toml`` written by ``init``: every setting at its default, except
+    ``server.host``/``server.port`` when given. Loading it yields exactly those values."""
+    config = Config(config_dir=Path())
+    server = config.server
+    if host is not None:
+        server = dataclasses.replace(server, host=host)
+    if port is not None:
+        server = dataclasses.replace(server, port=port)
+    config = dataclasses.replace(config, server=server)
+    lines = [_HEADER.rstrip("\n")]
+    _render(config, "", lines)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _render(section: object, prefix: str, lines: list[str]) -> None:
+    nested = []
+    for f in _fields(type(section)):
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            nested.append((f, value))
+            continue
+        lines.append(f"# {f.metadata['doc']}")
+        lines.append(f"{f.name} = {_toml(value)}")
+    for f, value in nested:
+        lines.append("")
+        lines.append(f"# {f.metadata['doc']}")
+        if any(not dataclasses.is_dataclass(getattr(value, g.name)) for g in _fields(type(value))):
+            lines.append(f"[{prefix}{f.name}]")
+        _render(value, f"{prefix}{f.name}.", lines)
+
+
+def _toml(value: Any) -> str:
+    if value is None:
+        return '""'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value.value if isinstance(value, enum.Enum) else value))
