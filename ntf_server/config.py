@@ -206,9 +206,7 @@ def _apns(**overrides: Any) -> ApnsEnvConfig:
 @dataclass(frozen=True)
 class ApnsConfig:
     production: ApnsEnvConfig = setting(_apns(), "Apple production APNs (apns_prod)")
-    development: ApnsEnvConfig = setting(
-        _apns(host="api.sandbox.push.apple.com"), "Apple sandbox APNs (apns_dev)"
-    )
+    development: ApnsEnvConfig = setting(_apns(host="api.sandbox.push.apple.com"), "Apple sandbox APNs (apns_dev)")
     test: ApnsEnvConfig = setting(
         _apns(host="localhost", port=6010), "local APNs stand-in (apns_test; SimpleX tests use port 6010)"
     )
@@ -278,7 +276,6 @@ class Config:
     def redis_url(self) -> str:
         """The configured URL ("" = embedded), reading ``url_env`` when set."""
         return self.redis.secret().read().decode() if self.redis.url_env else self.redis.url
-
 
 
 # ---------------------------------------------------------------- loading

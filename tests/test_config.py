@@ -1,0 +1,178 @@
+"""ntf-server.toml: defaults, template round trip, validation errors naming the key, secrets."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ntf_server.config import (
+    Config,
+    ConfigError,
+    LogFormat,
+    Overflow,
+    load_config,
+    parse_config,
+    render_default_config,
+)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "ntf-server.toml"
+    path.write_text(text)
+    return path
+
+
+def leaf_keys(section: object, prefix: str = "") -> list[str]:
+    keys = []
+    for f in dataclasses.fields(section):  # type: ignore[arg-type]
+        if f.name == "config_dir":
+            continue
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            keys += leaf_keys(value, f"{prefix}{f.name}.")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def test_template_loads_to_exactly_the_defaults(tmp_path: Path) -> None:
+    from_template = load_config(write(tmp_path, render_default_config()), secrets=False)
+    assert from_template == parse_config({}, tmp_path.resolve())
+    assert from_template.server.port == 443
+    assert from_template.apns.production.host == "api.push.apple.com"
+    assert from_template.apns.development.host == "api.sandbox.push.apple.com"
+    assert from_template.apns.test.host == "localhost"
+    assert from_template.apns.production.team_id == "5NN7GUYB6T"
+    assert from_template.apns.production.topic == "chat.simplex.app"
+    assert (from_template.push.hidden_per_hour, from_template.push.burst) == (3, 3)
+    assert from_template.push.overflow is Overflow.ALERT
+    assert from_template.admin.bind == "127.0.0.1"
+
+
+def test_template_shows_every_setting_uncommented(tmp_path: Path) -> None:
+    text = render_default_config()
+    data = tomllib.loads(text)
+    for dotted in leaf_keys(parse_config({}, tmp_path)):
+        node: Any = data
+        for part in dotted.split("."):
+            assert part in node, f"{dotted} missing from the template"
+            node = node[part]
+    assert text.count("\n# ") >= len(leaf_keys(parse_config({}, tmp_path)))  # every setting is commented
+
+
+def test_template_with_host_and_port(tmp_path: Path) -> None:
+    loaded = load_config(write(tmp_path, render_default_config(host="ntf.example.com", port=8443)), secrets=False)
+    expected = parse_config({"server": {"host": "ntf.example.com", "port": 8443}}, tmp_path.resolve())
+    assert loaded == expected
+
+
+def test_relative_paths_resolve_against_the_config_dir(tmp_path: Path) -> None:
+    config = load_config(
+        write(tmp_path, '[tls]\ncert_file = "certs/leaf.crt"\n[store]\nkey_file = "/k"\n'), secrets=False
+    )
+    assert config.config_dir == tmp_path.resolve()
+    assert config.tls.cert_file == tmp_path.resolve() / "certs" / "leaf.crt"
+    assert config.tls.ca_cert_file == tmp_path.resolve() / "ca.crt"
+    assert config.store.key_file == Path("/k")
+    assert config.server.state_dir == tmp_path.resolve() / "state"
+
+
+def test_config_is_immutable(tmp_path: Path) -> None:
+    config = parse_config({}, tmp_path)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.server.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[server]\nprot = 1\n", "unknown key 'server.prot'"),
+        ("[servre]\n", "unknown key 'servre'"),
+        ("[apns.production]\nkeyfile = 'x'\n", "unknown key 'apns.production.keyfile'"),
+        ("[apns.staging]\n", "unknown key 'apns.staging'"),
+        ("[server]\nport = '443'\n", "server.port: expected an integer"),
+        ("[server]\nport = 70000\n", "server.port: must be <= 65535"),
+        ("[server]\nport = true\n", "server.port: expected an integer"),
+        ("[server]\nidle_timeout_s = -1\n", "server.idle_timeout_s: must be >= 0"),
+        ("[server]\nhost = 'bad host!'\n", "server.host:"),
+        ("[push]\noverflow = 'queue'\n", "push.overflow: expected one of alert, defer, drop"),
+        ("[push]\nburst = 0\n", "push.burst: must be >= 1"),
+        ("[log]\nformat = 1\n", "log.format: expected a string"),
+        ("server = 1\n", "server: expected a [server] table"),
+        ("[redis]\nurl = 'http://x'\n", "redis.url: must start with"),
+        (
+            "[apns.development]\nenabled = true\nkey_id = 'ABC'\n",
+            "apns.development.key_file or apns.development.key_env",
+        ),
+        ("[apns.test]\nenabled = true\nkey_env = 'X'\n", "apns.test.key_id: required"),
+        ("[admin]\ntoken_file = ''\n", "admin.token_file or admin.token_env"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path: Path, toml: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(write(tmp_path, toml), secrets=False)
+
+
+def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(write(tmp_path, "[server\n"), secrets=False)
+    with pytest.raises(ConfigError, match="ntf-server init"):
+        load_config(tmp_path / "missing" / "ntf-server.toml")
+
+
+def test_load_accepts_the_directory(tmp_path: Path) -> None:
+    write(tmp_path, "[log]\nformat = 'json'\n")
+    assert load_config(tmp_path, secrets=False).log.format is LogFormat.JSON
+
+
+def test_secret_from_env_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "admin.token").write_text("t")
+    toml = "[apns.production]\nenabled = true\nkey_env = 'NTF_TEST_APNS_KEY'\nkey_id = 'KEY1234567'\n"
+    monkeypatch.delenv("NTF_TEST_APNS_KEY", raising=False)
+    with pytest.raises(ConfigError, match=re.escape("apns.production.key_env: environment variable NTF_TEST_APNS_KEY")):
+        load_config(write(tmp_path, toml))
+    monkeypatch.setenv("NTF_TEST_APNS_KEY", "-----BEGIN PRIVATE KEY-----\nabc\n")
+    config = load_config(write(tmp_path, toml))
+    key = config.apns.production.key("apns.production")
+    assert key.read().startswith(b"-----BEGIN PRIVATE KEY-----")
+    assert "abc" not in repr(config) and "BEGIN" not in repr(config)
+
+
+def test_secret_from_file_and_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    toml = "[admin]\ntoken_file = 'secret/admin.token'\n"
+    with pytest.raises(ConfigError, match=r"admin.token_file: cannot read .*secret/admin.token"):
+        load_config(write(tmp_path, toml))
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "admin.token").write_text("file-token")
+    assert load_config(write(tmp_path, toml)).admin.token().read() == b"file-token"
+    monkeypatch.setenv("NTF_TEST_ADMIN_TOKEN", "env-token")
+    config = load_config(write(tmp_path, toml + "token_env = 'NTF_TEST_ADMIN_TOKEN'\n"))
+    assert config.admin.token().read() == b"env-token"
+
+
+def test_redis_url_password_never_in_repr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "admin.token").write_text("t")
+    config = load_config(write(tmp_path, "[redis]\nurl = 'redis://u:hunter2@db:6379/0'\n"))
+    assert config.redis_url() == "redis://u:hunter2@db:6379/0"
+    assert "hunter2" not in repr(config)
+    monkeypatch.setenv("NTF_TEST_REDIS", "rediss://:pw@db")
+    config = load_config(write(tmp_path, "[redis]\nurl_env = 'NTF_TEST_REDIS'\n"))
+    assert config.redis_url() == "rediss://:pw@db"
+    with pytest.raises(ConfigError, match=r"redis.url and redis.url_env"):
+        load_config(write(tmp_path, "[redis]\nurl = 'redis://x'\nurl_env = 'NTF_TEST_REDIS'\n"))
+
+
+def test_every_section_is_a_frozen_dataclass(tmp_path: Path) -> None:
+    config = parse_config({}, tmp_path)
+    assert isinstance(config, Config)
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            first = dataclasses.fields(value)[0].name
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                setattr(value, first, None)
