@@ -476,15 +476,15 @@ class RedisStore:
                 async with self._r.pipeline(transaction=False) as pipe:
                     for b in range(start, min(start + _PAGE_BUCKETS, self._k.buckets)):
                         pipe.hgetall(self._k.bucket(srv, b))
-                buckets = await pipe.execute()
+                    buckets = await pipe.execute()
             for h in buckets:
                 for r, value in h.items():
                     rec = self._decode_sub(make_sub_id(self._a, r, srv), server, value)
                     if kinds is None or rec.status.kind in kinds:
                         page.append(rec)
-                if len(page) >= page_size:
-                    yield page
-                    page = []
+            while len(page) >= page_size:
+                yield page[:page_size]
+                page = page[page_size:]
         if page:
             yield page
 

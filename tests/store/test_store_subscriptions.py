@@ -1,0 +1,188 @@
+"""Subscriptions: SNEW semantics (spec §4.4), lookups, bulk status (spec §4.6), paging one SMP server,
+last notifications (spec §5.7), counts."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import replace
+
+from store_helpers import check_invariants, notifier_key, server, token
+
+from ntf_server.protocol.encoding import SMPServer
+from ntf_server.store.base import NtfOutcome, StoreCounts, SubCreate
+from ntf_server.store.records import (
+    RESUBSCRIBE_KINDS,
+    SUB_ACTIVE,
+    SUB_INACTIVE,
+    SUB_NEW,
+    SUB_PENDING,
+    TOKEN_ACTIVE,
+    SubStatus,
+    SubStatusKind,
+    TokenRecord,
+)
+from ntf_server.store.redis import RedisStore
+
+
+async def active_token(store: RedisStore) -> TokenRecord:
+    t = replace(token(), status=TOKEN_ACTIVE)
+    await store.create_token(t)
+    return t
+
+
+async def test_create_and_lookups(store: RedisStore) -> None:
+    t = await active_token(store)
+    key = notifier_key()
+    outcome, sub = await store.create_subscription(t.token_id, server(1), b"N" * 24, key)
+    assert outcome is SubCreate.CREATED and sub is not None
+    assert (sub.token_id, sub.server, sub.notifier_id, sub.notifier_key, sub.status, sub.service_assoc) == (
+        t.token_id, server(1), b"N" * 24, key, SUB_NEW, False,
+    )  # fmt: skip
+    assert len(sub.sub_id) == 24
+    assert await store.get_subscription(sub.sub_id) == sub
+    assert await store.find_subscription(server(1), b"N" * 24) == sub
+    assert await store.find_subscription(server(2), b"N" * 24) is None
+    assert await store.find_subscription(server(1), b"M" * 24) is None
+    assert await store.get_subscription(secrets.token_bytes(24)) is None  # random id: nothing
+    assert await store.counts() == StoreCounts(1, 1, 0, 1)
+
+
+async def test_repeat_snew_semantics(store: RedisStore) -> None:
+    t, other = await active_token(store), await active_token(store)
+    key = notifier_key()
+    _, sub = await store.create_subscription(t.token_id, server(1), b"N" * 24, key)
+    assert await store.create_subscription(t.token_id, server(1), b"N" * 24, key) == (SubCreate.EXISTS, sub)
+    assert await store.create_subscription(t.token_id, server(1), b"N" * 24, notifier_key()) == (
+        SubCreate.CONFLICT,
+        None,
+    )
+    assert await store.create_subscription(other.token_id, server(1), b"N" * 24, key) == (SubCreate.CONFLICT, None)
+    assert await store.create_subscription(b"\x00" * 24, server(1), b"Q" * 24, key) == (SubCreate.NO_TOKEN, None)
+    assert (await store.counts()).subscriptions == 1
+
+
+async def test_same_notifier_id_on_two_servers_are_two_subscriptions(store: RedisStore) -> None:
+    t = await active_token(store)
+    _, a = await store.create_subscription(t.token_id, server(1), b"N" * 24, notifier_key())
+    _, b = await store.create_subscription(t.token_id, server(2), b"N" * 24, notifier_key())
+    assert a is not None and b is not None and a.sub_id != b.sub_id
+    assert sorted(map(repr, await store.servers_with_subscriptions())) == sorted([repr(server(1)), repr(server(2))])
+
+
+async def test_preset_host_is_normalized(store: RedisStore) -> None:
+    t = await active_token(store)
+    single = SMPServer(("smp4.simplex.im",), "", b"k" * 32)
+    _, sub = await store.create_subscription(t.token_id, single, b"N" * 24, notifier_key())
+    assert sub is not None and len(sub.server.hosts) == 2
+    assert await store.find_subscription(single.normalized(), b"N" * 24) == sub
+
+
+async def test_delete_subscription_removes_its_last_notification(store: RedisStore, redis_url: str) -> None:
+    t = await active_token(store)
+    _, sub = await store.create_subscription(t.token_id, server(1), b"N" * 24, notifier_key())
+    assert sub is not None
+    await store.add_last_notification(server(1), b"N" * 24, 1000, b"n" * 24, b"m" * 144)
+    assert await store.delete_subscription(sub.sub_id) == sub
+    assert await store.delete_subscription(sub.sub_id) is None
+    assert await store.get_subscription(sub.sub_id) is None
+    assert await store.counts() == StoreCounts(1, 0, 0, 0)
+    await check_invariants(store, redis_url)
+
+
+async def test_bulk_status_updates(store: RedisStore) -> None:
+    t = await active_token(store)
+    nids = [secrets.token_bytes(24) for _ in range(30)]
+    for nid in nids:
+        await store.create_subscription(t.token_id, server(1), nid, notifier_key())
+    assert await store.set_subscription_statuses(server(1), nids[:20], SUB_PENDING) == 20
+    # only PENDING ones become ACTIVE (a stale NSUB reply must not revive others)
+    assert (
+        await store.set_subscription_statuses(
+            server(1), nids, SUB_ACTIVE, service_assoc=True, only_from={SubStatusKind.PENDING}
+        )
+        == 20
+    )
+    err = SubStatus.error("SMP error QUOTA")
+    assert await store.set_subscription_statuses(server(1), [nids[25], b"unknown"], err) == 1
+    assert await store.set_subscription_statuses(server(9), nids, SUB_INACTIVE) == 0
+    got = {nid: await store.find_subscription(server(1), nid) for nid in nids}
+    assert all(got[n].status == SUB_ACTIVE and got[n].service_assoc for n in nids[:20])  # type: ignore[union-attr]
+    assert got[nids[25]].status == err and not got[nids[25]].service_assoc  # type: ignore[union-attr]
+    assert got[nids[21]].status == SUB_NEW  # type: ignore[union-attr]
+    # key and notifier id survive status rewrites
+    assert got[nids[0]].notifier_id == nids[0]  # type: ignore[union-attr]
+
+
+async def test_paging_one_server_sees_every_subscription_once(store: RedisStore) -> None:
+    tokens = [await active_token(store) for _ in range(7)]
+    expected: dict[bytes, bytes] = {}
+    for i in range(1500):
+        nid = secrets.token_bytes(24)
+        _, sub = await store.create_subscription(tokens[i % 7].token_id, server(1 + i % 3), nid, notifier_key())
+        assert sub is not None
+        if i % 3 == 0:
+            expected[sub.sub_id] = nid
+    ended = list(expected.values())[:100]
+    await store.set_subscription_statuses(server(1), ended, SubStatus(SubStatusKind.END))
+    seen: list[bytes] = []
+    sizes: list[int] = []
+    async for page in store.iter_server_subscriptions(server(1), page_size=100):
+        sizes.append(len(page))
+        for sub in page:
+            assert sub.server == server(1) and expected[sub.sub_id] == sub.notifier_id
+            seen.append(sub.sub_id)
+    assert sorted(seen) == sorted(expected)
+    assert sizes == [100] * 5  # exact pages (500 subscriptions)
+    live = [s.sub_id async for page in store.iter_server_subscriptions(server(1), 900, RESUBSCRIBE_KINDS) for s in page]
+    assert len(live) == len(expected) - 100
+    assert [p async for p in store.iter_server_subscriptions(server(42))] == []
+
+
+async def test_last_notifications_newest_six_oldest_first(store: RedisStore, redis_url: str) -> None:
+    t = await active_token(store)
+    nids = [bytes([i]) * 24 for i in range(8)]
+    for i, nid in enumerate(nids):
+        await store.create_subscription(t.token_id, server(1 + i % 2), nid, notifier_key())
+    for i, nid in enumerate(nids):
+        outcome, tok, ntfs = await store.add_last_notification(
+            server(1 + i % 2), nid, 1_700_000_000_000 + i * 1000, bytes([i]) * 24, b"meta%d" % i
+        )
+        assert outcome is NtfOutcome.STORED and tok == t
+    assert [n.notifier_id for n in ntfs] == nids[2:]
+    assert [n.received_at for n in ntfs] == [1_700_000_000 + i for i in range(2, 8)]
+    assert ntfs[-1].nonce == bytes([7]) * 24 and ntfs[-1].enc_meta == b"meta7"
+    assert ntfs[-1].server == server(2)
+    # a newer notification of the same subscription replaces its older one
+    _, _, again = await store.add_last_notification(server(1), nids[2], 1_700_000_100_000, b"z" * 24, b"new")
+    assert [n.notifier_id for n in again] == [*nids[3:], nids[2]]
+    assert again[-1].enc_meta == b"new"
+    assert (await store.counts()).last_notifications == 6
+    await check_invariants(store, redis_url)
+
+
+async def test_notifications_for_unknown_or_inactive(store: RedisStore) -> None:
+    t = replace(token())  # REGISTERED
+    await store.create_token(t)
+    await store.create_subscription(t.token_id, server(1), b"N" * 24, notifier_key())
+    assert (await store.add_last_notification(server(1), b"N" * 24, 1, b"n" * 24, b"m"))[0] is (
+        NtfOutcome.TOKEN_NOT_ACTIVE
+    )
+    assert (await store.add_last_notification(server(1), b"X" * 24, 1, b"n" * 24, b"m"))[0] is (
+        NtfOutcome.NO_SUBSCRIPTION
+    )
+    assert (await store.add_last_notification(server(7), b"N" * 24, 1, b"n" * 24, b"m"))[0] is (
+        NtfOutcome.NO_SUBSCRIPTION
+    )
+    assert (await store.counts()).last_notifications == 0
+
+
+async def test_a_second_store_instance_sees_the_same_data(store: RedisStore, redis_url: str, store_key: bytes) -> None:
+    """Server numbers are cached per process; another process (scale-out) must agree on them."""
+    t = await active_token(store)
+    _, sub = await store.create_subscription(t.token_id, server(5), b"N" * 24, notifier_key())
+    other = await RedisStore.connect(redis_url, store_key, prefix=store.prefix, buckets=store.buckets)
+    try:
+        assert await other.get_subscription(sub.sub_id) == sub  # type: ignore[union-attr]
+        assert await other.find_subscription(server(5), b"N" * 24) == sub
+    finally:
+        await other.close()
