@@ -176,3 +176,10 @@ def test_every_section_is_a_frozen_dataclass(tmp_path: Path) -> None:
             first = dataclasses.fields(value)[0].name
             with pytest.raises(dataclasses.FrozenInstanceError):
                 setattr(value, first, None)
+
+
+def test_deploy_example_is_the_template_with_a_host_and_state_dir(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parent.parent / "deploy" / "ntf-server.example.toml"
+    loaded = load_config(write(tmp_path, example.read_text()), secrets=False)
+    expected = {"server": {"host": "ntf.example.com", "state_dir": "/var/lib/ntf-server"}}
+    assert loaded == parse_config(expected, tmp_path.resolve())
