@@ -1,0 +1,282 @@
+"""NTF command semantics (spec §4.3–4.7) over the Store.
+
+Theory of operation: every request goes through two steps. ``verify`` looks up the entity the command
+names and checks the transmission's auth against the key registered for it (§4.3); any failure, including
+"no such entity", is answered ``ERR AUTH`` after a verification of the same cost against a dummy key
+(STYLE 4), so timing does not reveal which tokens exist. ``execute`` then applies the command (§4.4):
+the token state machine's guards that must be atomic with a write live in the Store (see store/base.py);
+which transition happens is decided here. Verification pushes go to the push service, which answers
+later (a push outcome moves the token to CONFIRMED or INVALID), so the client is never kept waiting
+on Apple.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final, Protocol, assert_never
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from ntf_server.protocol import crypto
+from ntf_server.protocol import ntf as P
+from ntf_server.protocol.errors import AUTH, QUOTA, StoreErr
+from ntf_server.protocol.transport import RawTransmission
+from ntf_server.stats import Stats
+from ntf_server.store.base import RemovedSub, Store, SubCreate, TokenCreate
+from ntf_server.store.errors import StoreError
+from ntf_server.store.records import (
+    SUB_COMMANDS_ALLOWED,
+    TOKEN_REGISTERED,
+    VERIFY_ALLOWED,
+    PushProvider,
+    SubscriptionRecord,
+    TokenRecord,
+)
+
+log = logging.getLogger(__name__)
+
+ID_BYTES: Final = 24  # subIdBytes
+REG_CODE_BYTES: Final = 32  # regCodeBytes
+DAY_S: Final = 86400
+
+
+class Pusher(Protocol):
+    """Where verification pushes go (the push service)."""
+
+    def send_verification(self, token: TokenRecord) -> None: ...
+
+
+class SubscriptionSink(Protocol):
+    """The subscriber pool's intake: new subscriptions to NSUB, removed ones to forget."""
+
+    def subscribe(self, sub: SubscriptionRecord) -> None: ...
+
+    def forget(self, subs: Sequence[RemovedSub]) -> None: ...
+
+
+class NullSink:
+    """Used until a subscriber pool is attached: accepts and drops (subscriptions stay NEW in the store)."""
+
+    def subscribe(self, sub: SubscriptionRecord) -> None:
+        pass
+
+    def forget(self, subs: Sequence[RemovedSub]) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """A request whose auth checked out, with the records it named (§4.3)."""
+
+    raw: RawTransmission
+    command: P.NtfCommand
+    token: TokenRecord | None = None
+    sub: SubscriptionRecord | None = None
+
+
+def to_provider(p: P.PushProvider) -> PushProvider:
+    return PushProvider.from_code(p.value)
+
+
+def wire_token_status(rec: TokenRecord) -> P.TokenStatus:
+    return P.TokenStatus.from_text(rec.status.to_text())
+
+
+class NtfHandlers:
+    def __init__(
+        self,
+        store: Store,
+        pusher: Pusher,
+        stats: Stats,
+        subscriber: SubscriptionSink | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._pusher = pusher
+        self._stats = stats
+        self.subscriber: SubscriptionSink = subscriber or NullSink()
+        self._clock = clock
+
+    # ------------------------------------------------------------ verification (§4.3)
+
+    async def verify(self, req: P.NtfRequest, server_dh: X25519PrivateKey | None) -> Verified | P.Err:
+        raw, cmd = req.raw, req.command
+
+        def check(key_der: bytes | None) -> bool:
+            key = crypto.decode_public_key(key_der) if key_der is not None else None
+            return crypto.verify_transmission_auth(key, raw.auth, raw.authorized, raw.corr_id, server_dh)
+
+        match cmd:
+            case P.Ping():
+                return Verified(raw, cmd)
+            case P.TNew():
+                if not check(cmd.verify_key):
+                    return P.Err(AUTH)
+                tok = await self._store.find_token(to_provider(cmd.token.provider), cmd.token.token, cmd.verify_key)
+                return Verified(raw, cmd, token=tok)
+            case P.SNew():
+                tok = await self._store.get_token(cmd.token_id)
+                ok = tok is not None and tok.status.kind in SUB_COMMANDS_ALLOWED
+                if ok and tok is not None:
+                    existing = await self._store.find_subscription(cmd.smp_server, cmd.notifier_id)
+                    ok = existing is None or existing.token_id == tok.token_id
+                if not check(tok.verify_key if ok and tok is not None else None) or tok is None:
+                    return P.Err(AUTH)
+                await self._touch(tok)
+                return Verified(raw, cmd, token=tok)
+            case P.SChk() | P.SDel():
+                sub = await self._store.get_subscription(raw.entity_id)
+                tok = await self._store.get_token(sub.token_id) if sub is not None else None
+                ok = tok is not None and tok.status.kind in SUB_COMMANDS_ALLOWED
+                if not check(tok.verify_key if ok and tok is not None else None) or tok is None:
+                    return P.Err(AUTH)
+                await self._touch(tok)
+                return Verified(raw, cmd, token=tok, sub=sub)
+            case P.TVfy() | P.TChk() | P.TRpl() | P.TDel() | P.TCrn():
+                tok = await self._store.get_token(raw.entity_id)
+                if not check(tok.verify_key if tok is not None else None) or tok is None:
+                    return P.Err(AUTH)
+                await self._touch(tok)
+                return Verified(raw, cmd, token=tok)
+            case _:
+                assert_never(cmd)
+
+    async def _touch(self, tok: TokenRecord) -> None:
+        today = int(self._clock()) // DAY_S * DAY_S
+        if tok.last_used_day != today:
+            await self._store.touch_token(tok.token_id, self._clock())
+
+    # ------------------------------------------------------------ commands (§4.4)
+
+    async def execute(self, v: Verified) -> P.NtfResponse:
+        try:
+            return await self._execute(v)
+        except StoreError as e:
+            log.warning("store error: %s", type(e).__name__)
+            self._stats.incr("store_errors")
+            return P.Err(StoreErr("database error"))
+
+    async def _execute(self, v: Verified) -> P.NtfResponse:
+        cmd, tok = v.command, v.token
+        match cmd:
+            case P.Ping():
+                return P.Pong()
+            case P.TNew():
+                return await (self._tnew_repeat(cmd, tok) if tok is not None else self._tnew(cmd))
+            case P.SNew():
+                assert tok is not None
+                return await self._snew(cmd, tok)
+            case P.SChk():
+                assert v.sub is not None
+                return P.Sub(P.SubStatus.from_text(v.sub.status.to_text()))
+            case P.SDel():
+                assert v.sub is not None
+                await self._store.delete_subscription(v.sub.sub_id)
+                self.subscriber.forget([RemovedSub(v.sub.sub_id, v.sub.server, v.sub.notifier_id)])
+                self._stats.incr("sub_deleted")
+                return P.Ok()
+            case P.TVfy() | P.TChk() | P.TRpl() | P.TDel() | P.TCrn():
+                assert tok is not None
+                return await self._token_command(cmd, tok)
+            case _:
+                assert_never(cmd)
+
+    async def _token_command(self, cmd: P.TVfy | P.TChk | P.TRpl | P.TDel | P.TCrn, tok: TokenRecord) -> P.NtfResponse:
+        match cmd:
+            case P.TVfy(code):
+                return await self._tvfy(code, tok)
+            case P.TChk():
+                return P.Tkn(wire_token_status(tok))
+            case P.TRpl(device):
+                reg_code = secrets.token_bytes(REG_CODE_BYTES)
+                provider = to_provider(device.provider)
+                if not await self._store.replace_token(tok.token_id, provider, device.token, reg_code):
+                    return P.Err(AUTH)
+                updated = await self._store.get_token(tok.token_id)
+                if updated is None:
+                    return P.Err(AUTH)
+                self._pusher.send_verification(updated)
+                self._stats.incr("tkn_replaced")
+                return P.Ok()
+            case P.TDel():
+                _, removed = await self._store.delete_token(tok.token_id)
+                self.subscriber.forget(removed)
+                self._stats.incr("tkn_deleted")
+                return P.Ok()
+            case P.TCrn(minutes):
+                if 0 < minutes < P.MIN_CRON_INTERVAL_MIN:
+                    return P.Err(QUOTA)
+                await self._store.set_cron_interval(tok.token_id, minutes, self._clock())
+                return P.Ok()
+            case _:
+                assert_never(cmd)
+
+    async def _tnew(self, cmd: P.TNew) -> P.NtfResponse:
+        server_key = crypto.generate_x25519()
+        client_dh = crypto.decode_x25519_public_key(cmd.dh_key)
+        try:
+            secret = crypto.dh(client_dh, server_key)
+        except crypto.CryptoError:
+            return P.Err(AUTH)
+        rec = TokenRecord(
+            token_id=secrets.token_bytes(ID_BYTES),
+            provider=to_provider(cmd.token.provider),
+            device_token=cmd.token.token,
+            status=TOKEN_REGISTERED,
+            verify_key=cmd.verify_key,
+            dh_public=crypto.encode_public_key(server_key.public_key()),
+            dh_private=crypto.encode_private_key(server_key),
+            dh_secret=secret,
+            reg_code=secrets.token_bytes(REG_CODE_BYTES),
+            last_used_day=int(self._clock()) // DAY_S * DAY_S,
+        )
+        if await self._store.create_token(rec) is TokenCreate.DUPLICATE:
+            return P.Err(AUTH)
+        self._pusher.send_verification(rec)
+        if rec.provider is not PushProvider.APNS_NULL:
+            self._stats.incr("tkn_created")
+        return P.IdTkn(rec.token_id, rec.dh_public)
+
+    async def _tnew_repeat(self, cmd: P.TNew, tok: TokenRecord) -> P.NtfResponse:
+        """Same device token and verify key: same id, same server key, same code (§4.4, T16)."""
+        server_key = crypto.decode_private_key(tok.dh_private)
+        client_dh = crypto.decode_x25519_public_key(cmd.dh_key)
+        if not isinstance(server_key, X25519PrivateKey):
+            return P.Err(AUTH)
+        try:
+            same = hmac.compare_digest(crypto.dh(client_dh, server_key), tok.dh_secret)
+        except crypto.CryptoError:
+            same = False
+        if not same:
+            return P.Err(AUTH)  # a client that regenerated its DH key must use a new verify key
+        if tok.status.kind not in VERIFY_ALLOWED:
+            await self._store.set_token_status(tok.token_id, TOKEN_REGISTERED)
+        self._pusher.send_verification(tok)
+        return P.IdTkn(tok.token_id, tok.dh_public)
+
+    async def _tvfy(self, code: bytes, tok: TokenRecord) -> P.NtfResponse:
+        if tok.status.kind not in VERIFY_ALLOWED or not hmac.compare_digest(code, tok.reg_code):
+            return P.Err(AUTH)
+        activated, removed = await self._store.activate_token(tok.token_id)
+        if not activated:
+            return P.Err(AUTH)
+        self.subscriber.forget(removed)
+        self._stats.incr("tkn_verified")
+        return P.Ok()
+
+    async def _snew(self, cmd: P.SNew, tok: TokenRecord) -> P.NtfResponse:
+        outcome, sub = await self._store.create_subscription(
+            tok.token_id, cmd.smp_server, cmd.notifier_id, cmd.notifier_key
+        )
+        if outcome is SubCreate.CREATED and sub is not None:
+            self.subscriber.subscribe(sub)
+            self._stats.incr("sub_created")
+            return P.IdSub(sub.sub_id)
+        if outcome is SubCreate.EXISTS and sub is not None:
+            return P.IdSub(sub.sub_id)  # retry after a lost response: idempotent, no resubscription
+        return P.Err(AUTH)

@@ -1,0 +1,63 @@
+"""The one place where APNs outcomes become push outcomes (STYLE 5): ``apns.ApnsClient`` behind ``PushSender``.
+
+Providers map to configured APNs environments: ``AP`` → production, ``AD`` → development, ``AT`` → the
+test endpoint (a local simulator). ``AN`` (null provider) is never sent and always "succeeds" (§5.1).
+A provider whose environment is not enabled is a counted failure, never a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Final
+
+from apns.client import ApnsClient, App
+from apns.errors import ApnsError, TokenInvalid
+from apns.payload import Notification, PushType
+from ntf_server.push.service import Delivered, Failed, Invalid, Outcome
+from ntf_server.store.records import InvalidReason, PushProvider
+
+log = logging.getLogger(__name__)
+
+APP_NAMES: Final = {
+    PushProvider.APNS_PROD: "production",
+    PushProvider.APNS_DEV: "development",
+    PushProvider.APNS_TEST: "test",
+}
+
+_INVALID_REASONS: Final = {
+    "BadDeviceToken": InvalidReason.BAD,
+    "DeviceTokenNotForTopic": InvalidReason.TOPIC,
+    "ExpiredToken": InvalidReason.EXPIRED,
+    "Unregistered": InvalidReason.UNREGISTERED,
+}
+
+class ApnsSender:
+    def __init__(self, client: ApnsClient | None, apps: Mapping[str, App]) -> None:
+        self._client = client
+        self._apps = dict(apps)
+
+    async def push(self, provider: PushProvider, device_token: bytes, body: bytes, *, background: bool) -> Outcome:
+        if provider is PushProvider.APNS_NULL:
+            return Delivered()
+        name = APP_NAMES[provider]
+        if self._client is None or name not in self._apps:
+            return Failed(f"APNs environment {name!r} is not enabled")
+        try:
+            note = Notification(
+                device_token=device_token.decode("ascii", "replace"),
+                payload=body,
+                push_type=PushType.BACKGROUND if background else PushType.ALERT,
+                topic=self._apps[name].topic,
+            )
+            await self._client.send(note, app=name)
+        except TokenInvalid as e:
+            reason = _INVALID_REASONS.get(e.reason)
+            return Invalid(reason) if reason is not None else Failed(e.reason)
+        except ApnsError as e:
+            return Failed(f"{type(e).__name__}: {e.reason}")
+        return Delivered()
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()

@@ -1,0 +1,49 @@
+"""Server counters (STYLE 11): cheap increments, a frozen snapshot, pure renderers elsewhere.
+
+Names follow the Haskell server's counters (spec §6.4) in snake case, so operators can compare.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Final
+
+KNOWN: Final = (
+    "tkn_created", "tkn_verified", "tkn_deleted", "tkn_replaced", "sub_created", "sub_deleted",
+    "ntf_received", "ntf_received_auth", "ntf_delivered", "ntf_failed",
+    "ntf_cron_delivered", "ntf_cron_failed", "ntf_vrf_queued", "ntf_vrf_delivered", "ntf_vrf_failed",
+    "ntf_vrf_invalid_tkn", "push_queue_full", "store_errors",
+    "conn_accepted", "conn_refused", "conn_handshake_failed", "conn_closed",
+    "req_received", "req_rejected", "req_auth_failed", "blocks_bad",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StatsSnapshot:
+    counters: Mapping[str, int]
+
+    def __getitem__(self, name: str) -> int:
+        return self.counters.get(name, 0)
+
+
+class Stats:
+    __slots__ = ("_c",)
+
+    def __init__(self) -> None:
+        self._c: Counter[str] = Counter({k: 0 for k in KNOWN})
+
+    def incr(self, name: str, n: int = 1) -> None:
+        self._c[name] += n
+
+    def __getitem__(self, name: str) -> int:
+        return self._c[name]
+
+    def snapshot(self) -> StatsSnapshot:
+        return StatsSnapshot(MappingProxyType(dict(self._c)))
+
+    def __repr__(self) -> str:
+        busy = ", ".join(f"{k}={v}" for k, v in self._c.items() if v)
+        return f"<Stats {busy or 'idle'}>"

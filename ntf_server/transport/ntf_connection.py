@@ -1,0 +1,187 @@
+"""One NTF client connection: handshake (spec §1.7), then receive → queue → process → queue → send (STYLE 7).
+
+Theory of operation: after TLS, the server sends its hello (version range 1..3 when any ALPN protocol was
+negotiated, else 1..1; from v2 a fresh X25519 key signed by the TLS leaf key) and reads the client's; a
+wrong server identity or version closes the connection without an error block, as Haskell does. Then
+three tasks share one TaskGroup: the receiver reads blocks and splits them into transmissions, the
+processor answers rejections at once and runs verified requests in order, the sender batches responses
+into blocks. Bounded queues between them are the back-pressure. The first task to end (EOF, timeout,
+protocol violation) cancels the others. A bad block or transmission is answered ``ERR BLOCK`` and the
+connection carries on (spec errata 4); other connections are never affected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from ntf_server.handlers import NtfHandlers
+from ntf_server.protocol import crypto
+from ntf_server.protocol import ntf as P
+from ntf_server.protocol.encoding import CodecError, pad
+from ntf_server.protocol.errors import BLOCK
+from ntf_server.protocol.handshake import NtfClientHello, NtfServerHello
+from ntf_server.protocol.transport import (
+    NTF_LEGACY_VRANGE,
+    NTF_SUPPORTED_VRANGE,
+    NTF_VERSION_AUTH_BATCH,
+    Batch,
+    THParams,
+    batch_transmissions,
+    decode_block,
+    encode_block,
+    encode_transmission,
+    parse_block,
+)
+from ntf_server.stats import Stats
+from ntf_server.transport.blocks import BlockStream, ConnectionClosed
+from ntf_server.transport.tls import negotiated_alpn
+
+log = logging.getLogger(__name__)
+
+CLIENT_QUEUE_SIZE: Final = 64  # clientQSize
+
+
+class HandshakeFailed(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ServerIdentity:
+    key_hash: bytes  # SHA-256 of the CA certificate DER
+    sign_key: crypto.SignPrivateKey  # the TLS leaf key, signs the per-connection DH key
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    corr_id: bytes
+    entity_id: bytes
+    response: P.NtfResponse
+
+
+def response_entity(resp: P.NtfResponse, request_entity: bytes) -> bytes:
+    """IDTKN/IDSUB/PONG carry no entity (the client rejects one); everything else echoes the request's."""
+    return b"" if isinstance(resp, P.IdTkn | P.IdSub | P.Pong) else request_entity
+
+
+async def server_handshake(
+    stream: BlockStream, identity: ServerIdentity, timeout_s: float
+) -> tuple[THParams, X25519PrivateKey | None]:
+    session_id = stream.session_id()
+    vrange = NTF_SUPPORTED_VRANGE if negotiated_alpn(stream.ssl_object) is not None else NTF_LEGACY_VRANGE
+    dh_key = crypto.generate_x25519()
+    signed = None
+    if vrange.max >= NTF_VERSION_AUTH_BATCH:
+        signed = crypto.signed_exact(crypto.signed_key_tbs(dh_key.public_key()), identity.sign_key)
+    hello = NtfServerHello(vrange, session_id, signed)
+    async with asyncio.timeout(timeout_s):
+        await stream.write_block(pad(hello.encode(), stream.block_size))
+        block = await stream.read_block()
+    try:
+        client = NtfClientHello.decode(decode_block(block, stream.block_size))
+    except CodecError as e:
+        raise HandshakeFailed("unparseable client hello") from e
+    if not hmac.compare_digest(client.key_hash, identity.key_hash):
+        raise HandshakeFailed("client expects another server identity")
+    if client.version not in vrange:
+        raise HandshakeFailed(f"client version {client.version} outside {vrange.min}..{vrange.max}")
+    params = THParams.ntf(client.version, session_id)
+    return params, (dh_key if client.version >= NTF_VERSION_AUTH_BATCH else None)
+
+
+class NtfConnection:
+    def __init__(
+        self,
+        stream: BlockStream,
+        params: THParams,
+        server_dh: X25519PrivateKey | None,
+        handlers: NtfHandlers,
+        stats: Stats,
+        idle_timeout_s: float | None,
+    ) -> None:
+        self._stream = stream
+        self._params = params
+        self._server_dh = server_dh
+        self._handlers = handlers
+        self._stats = stats
+        self._idle = idle_timeout_s
+        self._in: asyncio.Queue[list[P.NtfRequest | P.NtfReject]] = asyncio.Queue(CLIENT_QUEUE_SIZE)
+        self._out: asyncio.Queue[list[Reply]] = asyncio.Queue(CLIENT_QUEUE_SIZE)
+
+    def __repr__(self) -> str:
+        return f"<NtfConnection v{self._params.version} in={self._in.qsize()} out={self._out.qsize()}>"
+
+    async def run(self) -> None:
+        """Serve until the client goes away or misbehaves; the first task to end stops the others."""
+        tasks = [
+            asyncio.create_task(self._receive()),
+            asyncio.create_task(self._process()),
+            asyncio.create_task(self._send()),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if not t.cancelled() and (e := t.exception()) is not None and not isinstance(
+                    e, ConnectionClosed | TimeoutError
+                ):
+                    raise e
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _receive(self) -> None:
+        while True:
+            block = await self._stream.read_block(self._idle)
+            try:
+                items = parse_block(self._params, decode_block(block, self._stream.block_size))
+            except CodecError:
+                self._stats.incr("blocks_bad")
+                await self._in.put([P.NtfReject(b"", b"", BLOCK)])
+                continue
+            self._stats.incr("req_received", len(items))
+            await self._in.put([P.decode_request(self._params, i) for i in items])
+
+    async def _process(self) -> None:
+        while True:
+            batch = await self._in.get()
+            rejects = [Reply(r.corr_id, r.entity_id, P.Err(r.error)) for r in batch if isinstance(r, P.NtfReject)]
+            if rejects:
+                self._stats.incr("req_rejected", len(rejects))
+                await self._out.put(rejects)
+            replies = [await self._answer(r) for r in batch if isinstance(r, P.NtfRequest)]
+            if replies:
+                await self._out.put(replies)
+
+    async def _answer(self, req: P.NtfRequest) -> Reply:
+        verified = await self._handlers.verify(req, self._server_dh)
+        if isinstance(verified, P.Err):
+            self._stats.incr("req_auth_failed")
+            resp: P.NtfResponse = verified
+        else:
+            resp = await self._handlers.execute(verified)
+        return Reply(req.raw.corr_id, response_entity(resp, req.raw.entity_id), resp)
+
+    async def _send(self) -> None:
+        while True:
+            replies = await self._out.get()
+            for block in self.encode_replies(replies):
+                await self._stream.write_block(block)
+
+    def encode_replies(self, replies: Sequence[Reply]) -> list[bytes]:
+        v = self._params.version
+        ts = [encode_transmission(self._params, r.corr_id, r.entity_id, P.encode_response(r.response, v))
+              for r in replies]
+        blocks = []
+        for b in batch_transmissions(self._params, ts):
+            if isinstance(b, Batch):
+                blocks.append(encode_block(b.content, self._stream.block_size))
+            else:  # cannot happen for NTF responses (all are far below a block); logged if it ever does
+                log.error("response too large for a block: dropped")
+        return blocks
