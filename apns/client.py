@@ -65,6 +65,7 @@ class ClientConfig:
     backoff_base_s: float = 1.0
     backoff_cap_s: float = 60.0
     jwt_refresh_after_s: float = DEFAULT_REFRESH_AFTER_S
+    receive_window: int = 1 << 24  # bytes; replies are acknowledged at once whatever the size
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,11 @@ class ApnsClient:
         self._sleep = sleep
         self._counts = _Counts()
         self._conn_settings = ConnectionSettings(
-            cfg.max_streams_per_connection, cfg.ping_interval_s, cfg.ping_timeout_s
+            max_streams=cfg.max_streams_per_connection,
+            ping_interval_s=cfg.ping_interval_s,
+            ping_timeout_s=cfg.ping_timeout_s,
+            tick_s=min(0.25, cfg.request_timeout_s / 4, cfg.ping_timeout_s / 4),
+            receive_window=cfg.receive_window,
         )
         self._providers: dict[tuple[str, str], TokenProvider] = {}
         self._pools: dict[tuple[Endpoint, str, str], Pool] = {}

@@ -71,6 +71,7 @@ class ConnectionSettings:
     ping_interval_s: float = 60.0
     ping_timeout_s: float = 10.0
     tick_s: float = 0.25
+    receive_window: int = _RECV_WINDOW
 
 
 @dataclass
@@ -189,8 +190,10 @@ class ApnsConnection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         self._h2.initiate_connection()
-        self._h2.increment_flow_control_window(_RECV_WINDOW)
-        self._h2.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _RECV_WINDOW})
+        window = self._settings.receive_window
+        if window > 65535:  # HTTP/2's initial window; a larger one means fewer WINDOW_UPDATEs
+            self._h2.increment_flow_control_window(window - 65535)
+            self._h2.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
         self._flush()
         self._tick = self._loop.call_later(self._settings.tick_s, self._on_tick)
 

@@ -129,7 +129,7 @@ class RequestChecker:
         if push_type is PushType.BACKGROUND and priority != 5:
             return Verdict(400, "BadPriority")  # Apple: "Using priority 10 is an error"
         apns_id = _text(h.get(b"apns-id"))
-        if apns_id is not None and not _is_uuid(apns_id):
+        if apns_id is not None and not is_uuid(apns_id):
             return Verdict(400, "BadMessageId")
         exp_b = h.get(b"apns-expiration")
         if exp_b is not None and not exp_b.isdigit():
@@ -225,7 +225,7 @@ def _text(value: bytes | None) -> str | None:
     return value.decode(errors="replace") if value is not None else None
 
 
-def _is_uuid(value: str) -> bool:
+def is_uuid(value: str) -> bool:
     try:
         return str(uuid.UUID(value)) == value.lower() and len(value) == 36
     except ValueError:

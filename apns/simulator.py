@@ -40,7 +40,7 @@ import h2.exceptions
 import h2.settings
 
 from apns.pool import Endpoint
-from apns.sim_rules import AuthState, RequestChecker, SimulatorKey, Verdict
+from apns.sim_rules import AuthState, RequestChecker, SimulatorKey, Verdict, is_uuid
 from apns.sim_tls import generate_certificates
 
 _MAX_BODY_KEEP: Final = 16384  # enough to say "413"; never buffer a hostile upload
@@ -117,6 +117,7 @@ class ApnsSimulator:
         self.accepted = 0
         self.replies: dict[str, int] = {}  # reason (or "OK") -> count
         self.connections_accepted = 0
+        self.peak_streams = 0  # most streams open at once on any one connection
 
     # -- lifecycle ------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -250,6 +251,7 @@ class _SimConnection(asyncio.Protocol):
         )
         self.auth = AuthState()
         self.advertised = 1
+        self.settings_history: list[int] = [1]  # MAX_CONCURRENT_STREAMS values advertised, in order
         self.reqs: dict[int, _Req] = {}
         self.pending = 0  # replies scheduled but not yet sent (response delay)
         self.processed = 0
@@ -292,6 +294,8 @@ class _SimConnection(asyncio.Protocol):
         for ev in events:
             if isinstance(ev, h2.events.RequestReceived):
                 self.reqs[ev.stream_id] = _Req(list(ev.headers))
+                open_now = len(self.reqs) + self.pending
+                self.sim.peak_streams = max(self.sim.peak_streams, open_now)
             elif isinstance(ev, h2.events.DataReceived):
                 self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
                 req = self.reqs.get(ev.stream_id)
@@ -312,7 +316,8 @@ class _SimConnection(asyncio.Protocol):
         if self.goaway_last is not None and sid > self.goaway_last:
             return  # after GOAWAY: never processed, never answered (the client retries elsewhere)
         verdict = self.sim.decide(req, self.auth)
-        apns_id = _header(req.headers, b"apns-id") or str(uuid.uuid4())
+        sent_id = _header(req.headers, b"apns-id")
+        apns_id = sent_id if sent_id is not None and is_uuid(sent_id) else str(uuid.uuid4())
         if verdict.status == 200:
             self.sim._record(verdict, apns_id, bytes(req.body))
         key = verdict.reason or "OK"
@@ -359,6 +364,7 @@ class _SimConnection(asyncio.Protocol):
         want = self.sim.max_streams if status == 200 else 1 if 400 <= status < 500 and status != 410 else None
         if want is not None and want != self.advertised:
             self.advertised = want
+            self.settings_history.append(want)
             self.h2.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: want})
 
     def _maybe_goaway(self) -> None:

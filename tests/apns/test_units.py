@@ -1,0 +1,233 @@
+"""Pure parts of apns/: payload validation, JWT minting and refresh timing, outcome table, HPACK blocks."""
+
+from __future__ import annotations
+
+import hpack
+import jwt as pyjwt
+import pytest
+from apns_helpers import new_token
+from hypothesis import given
+from hypothesis import strategies as st
+
+from apns.errors import Kind, classify, parse_error_body
+from apns.headers import BlockEncoder, request_block
+from apns.jwt import TokenProvider, generate_test_key
+from apns.payload import Notification, PushType
+
+# -- payload ---------------------------------------------------------------------------------------------
+
+
+def test_background_defaults_to_priority_5_and_rejects_10() -> None:
+    n = Notification(new_token(), {"aps": {"content-available": 1}}, PushType.BACKGROUND)
+    assert n.priority == 5
+    with pytest.raises(Exception, match="priority 5"):
+        Notification(new_token(), {"aps": {}}, PushType.BACKGROUND, priority=10)
+
+
+def test_payload_limits_4096_and_5120_for_voip() -> None:
+    fits = {"x": "a" * (4096 - 8)}  # {"x":"..."} is 8 bytes of JSON around the string
+    assert len(Notification(new_token(), fits).body) == 4096
+    too_big = {"x": "a" * (4096 - 7)}
+    with pytest.raises(Exception, match="4097 bytes, over the 4096-byte limit"):
+        Notification(new_token(), too_big)
+    assert len(Notification(new_token(), too_big, PushType.VOIP).body) == 4097
+    with pytest.raises(Exception, match="5120"):
+        Notification(new_token(), {"x": "a" * 5200}, PushType.VOIP)
+    with pytest.raises(Exception, match="empty"):
+        Notification(new_token(), b"")
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"collapse_id": "c" * 65}, "collapse id"),
+        ({"priority": 7}, "priority"),
+        ({"apns_id": "not-a-uuid"}, "UUID"),
+        ({"expiration": -1}, "expiration"),
+        ({"topic": ""}, "topic"),
+    ],
+)
+def test_invalid_fields_rejected_before_sending(kw: dict[str, object], match: str) -> None:
+    with pytest.raises(Exception, match=match):
+        Notification(new_token(), {"aps": {}}, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("token", ["", "abc", "zz" * 32, "ab cd"])
+def test_bad_device_token_rejected(token: str) -> None:
+    with pytest.raises(Exception, match="device token"):
+        Notification(token, {"aps": {}})
+
+
+def test_repr_hides_device_token_and_payload() -> None:
+    tok = new_token()
+    n = Notification(tok, {"secret": "s3cr3t"})
+    assert tok not in repr(n) and "s3cr3t" not in repr(n)
+    assert n.token_hint in repr(n)
+
+
+# -- JWT -------------------------------------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self, t: float = 1_700_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_jwt_has_kid_iss_iat_and_verifies() -> None:
+    key = generate_test_key("ABCDE12345", "TEAM123456")
+    clock = FakeClock()
+    tok = TokenProvider(key, clock=clock).header()
+    assert tok.startswith(b"bearer ")
+    raw = tok[7:].decode()
+    assert pyjwt.get_unverified_header(raw) == {"alg": "ES256", "kid": "ABCDE12345"}
+    claims = pyjwt.decode(raw, key.public_key_pem(), algorithms=["ES256"], options={"verify_iat": False})
+    assert claims == {"iss": "TEAM123456", "iat": int(clock.t)}
+
+
+def test_jwt_reused_then_refreshed_before_60_min() -> None:
+    clock = FakeClock()
+    p = TokenProvider(generate_test_key(), clock=clock)
+    first = p.header()
+    clock.t += 49 * 60
+    assert p.header() is first and p.minted == 1
+    clock.t += 60
+    second = p.header()
+    assert second != first and p.minted == 2
+    clock.t += 19 * 60  # never more often than every 20 minutes
+    assert p.header() is second
+
+
+def test_refresh_interval_must_be_within_apples_window() -> None:
+    for bad in (10 * 60, 60 * 60, 90 * 60):
+        with pytest.raises(ValueError):
+            TokenProvider(generate_test_key(), refresh_after_s=bad)
+
+
+def test_forced_refresh_happens_once_per_generation() -> None:
+    clock = FakeClock()
+    p = TokenProvider(generate_test_key(), clock=clock)
+    p.header()
+    seen = p.generation
+    for _ in range(50):  # fifty requests failed with ExpiredProviderToken at once
+        p.force_refresh(seen)
+    assert p.minted == 2 and p.generation == seen + 1
+
+
+def test_one_token_shared_by_every_connection_of_a_key() -> None:
+    p = TokenProvider(generate_test_key(), clock=FakeClock())
+    assert len({p.header() for _ in range(100)}) == 1
+
+
+# -- outcomes --------------------------------------------------------------------------------------------
+
+APPLE_TABLE = {
+    (400, "BadCollapseId"): Kind.PERMANENT,
+    (400, "BadDeviceToken"): Kind.TOKEN,
+    (400, "BadExpirationDate"): Kind.PERMANENT,
+    (400, "BadMessageId"): Kind.PERMANENT,
+    (400, "BadPriority"): Kind.PERMANENT,
+    (400, "BadTopic"): Kind.PERMANENT,
+    (400, "DeviceTokenNotForTopic"): Kind.TOKEN,
+    (400, "DuplicateHeaders"): Kind.PERMANENT,
+    (400, "IdleTimeout"): Kind.RETRY,
+    (400, "InvalidPushType"): Kind.PERMANENT,
+    (400, "MissingDeviceToken"): Kind.PERMANENT,
+    (400, "MissingTopic"): Kind.PERMANENT,
+    (400, "PayloadEmpty"): Kind.PERMANENT,
+    (400, "TopicDisallowed"): Kind.PERMANENT,
+    (403, "BadCertificate"): Kind.AUTH,
+    (403, "BadCertificateEnvironment"): Kind.AUTH,
+    (403, "ExpiredProviderToken"): Kind.REFRESH,
+    (403, "Forbidden"): Kind.AUTH,
+    (403, "InvalidProviderToken"): Kind.REFRESH,
+    (403, "MissingProviderToken"): Kind.AUTH,
+    (403, "UnrelatedKeyIdInToken"): Kind.AUTH,
+    (403, "BadEnvironmentKeyIdInToken"): Kind.AUTH,
+    (404, "BadPath"): Kind.PERMANENT,
+    (405, "MethodNotAllowed"): Kind.PERMANENT,
+    (410, "ExpiredToken"): Kind.TOKEN,
+    (410, "Unregistered"): Kind.TOKEN,
+    (413, "PayloadTooLarge"): Kind.PERMANENT,
+    (429, "TooManyProviderTokenUpdates"): Kind.RETRY,
+    (429, "TooManyRequests"): Kind.RETRY,
+    (500, "InternalServerError"): Kind.RETRY,
+    (503, "ServiceUnavailable"): Kind.RETRY,
+    (503, "Shutdown"): Kind.RETRY,
+    (410, "SomethingNew"): Kind.TOKEN,
+    (502, "SomethingNew"): Kind.RETRY,
+    (403, "SomethingNew"): Kind.AUTH,
+    (400, "SomethingNew"): Kind.PERMANENT,
+}
+
+
+@pytest.mark.parametrize(("status_reason", "kind"), APPLE_TABLE.items())
+def test_every_apple_reason_has_an_outcome(status_reason: tuple[int, str], kind: str) -> None:
+    assert classify(*status_reason) == kind
+
+
+def test_error_body_parsing_tolerates_junk() -> None:
+    assert parse_error_body(b'{"reason":"Unregistered","timestamp":1700000000000}') == (
+        "Unregistered",
+        1700000000000,
+    )
+    assert parse_error_body(b"<html>bad gateway</html>") == ("UnparsableErrorBody", None)
+    assert parse_error_body(b"[]") == ("UnparsableErrorBody", None)
+    assert parse_error_body(b'{"timestamp":true}') == ("MissingReason", None)
+
+
+# -- HPACK blocks ----------------------------------------------------------------------------------------
+
+PSEUDO = ((b":method", b"POST"), (b":scheme", b"https"), (b":authority", b"api.push.apple.com"))
+
+
+def _constant(auth: bytes) -> tuple[tuple[bytes, bytes], ...]:
+    return ((b"authorization", auth), (b"apns-topic", b"chat.simplex.app"), (b"apns-push-type", b"alert"))
+
+
+@given(
+    tokens=st.lists(st.binary(min_size=1, max_size=200).map(bytes.hex), min_size=1, max_size=20),
+    auths=st.lists(st.sampled_from([b"bearer A" * 30, b"bearer B" * 30, b"bearer C" * 30]), min_size=20),
+    collapse=st.binary(max_size=200),
+)
+def test_blocks_decode_to_the_headers_in_order(tokens: list[str], auths: list[bytes], collapse: bytes) -> None:
+    enc, dec = BlockEncoder(), hpack.Decoder()
+    for token, auth in zip(tokens, auths, strict=False):
+        path = b"/3/device/" + token.encode()
+        per_push = [(b"apns-id", b"0f0e0d0c-0b0a-0908-0706-050403020100"), (b"apns-collapse-id", collapse)]
+        block = request_block(enc, PSEUDO, path, _constant(auth), per_push)
+        got = dec.decode(block, raw=True)
+        assert got == [*PSEUDO, (b":path", path), *_constant(auth), *per_push]
+
+
+def test_constant_headers_indexed_per_push_headers_never_enter_the_table() -> None:
+    enc, dec = BlockEncoder(), hpack.Decoder()
+    auth = b"bearer " + b"j" * 190
+    sizes = []
+    for i in range(3):
+        path = b"/3/device/" + bytes([i + 48]) * 64
+        block = request_block(enc, PSEUDO, path, _constant(auth), [(b"apns-id", b"x" * 36)])
+        dec.decode(block, raw=True)
+        sizes.append(len(block))
+    assert sizes[1] == sizes[2] < sizes[0] - 150  # the JWT went once, then as a one-byte index
+    table = [entry for entry in dec.header_table.dynamic_entries]
+    assert all(name not in (b":path", b"apns-id") for name, _ in table)
+    assert (b"authorization", auth) in table
+
+
+def test_table_size_change_is_signalled_in_the_next_block() -> None:
+    enc, dec = BlockEncoder(), hpack.Decoder()
+    for _ in range(2):
+        dec.decode(request_block(enc, PSEUDO, b"/3/device/aa", _constant(b"bearer x"), []), raw=True)
+    enc.header_table_size = 256  # the peer shrank its table (SETTINGS_HEADER_TABLE_SIZE)
+    dec.max_allowed_table_size = 256
+    block = request_block(enc, PSEUDO, b"/3/device/aa", _constant(b"bearer x"), [])
+    assert block[0] & 0xE0 == 0x20  # dynamic table size update first
+    assert dec.decode(block, raw=True)[3] == (b":path", b"/3/device/aa")
+
+
+def test_encode_without_prepared_block_is_an_error() -> None:
+    with pytest.raises(RuntimeError):
+        BlockEncoder().encode([])
