@@ -42,9 +42,7 @@ def store_key() -> bytes:
 async def store(redis_url: str, store_key: bytes) -> AsyncIterator[RedisStore]:
     """A `RedisStore` with a fresh key prefix (so tests never see each other's data); its keys are
     removed and the connection pool closed afterwards."""
-    s = await RedisStore.connect(
-        redis_url, store_key, prefix=f"test:{secrets.token_hex(6)}:", buckets=TEST_BUCKETS
-    )
+    s = await RedisStore.connect(redis_url, store_key, prefix=f"test:{secrets.token_hex(6)}:", buckets=TEST_BUCKETS)
     yield s
     await s.close()
     import redis.asyncio

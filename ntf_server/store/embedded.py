@@ -130,20 +130,22 @@ class EmbeddedRedis:
             "--logfile", str(self.data_dir / "redis.log"),
         ]  # fmt: skip
         parent = os.getpid()
-        self._proc = subprocess.Popen(  # noqa: S603 - fixed argument list, binary chosen above
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            preexec_fn=lambda: _child_setup(parent),  # noqa: PLW1509 - needed for PR_SET_PDEATHSIG
-        )
+        # Errors before the log file is open (bad arguments) go to stderr: keep them in a file.
+        with open(self.data_dir / "stderr.log", "wb") as stderr:
+            self._proc = subprocess.Popen(  # noqa: S603 - fixed argument list, binary chosen above
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,
+                preexec_fn=lambda: _child_setup(parent),  # noqa: PLW1509 - needed for PR_SET_PDEATHSIG
+            )
 
     def _failed(self, why: str) -> EmbeddedRedisFailed:
-        log = self.data_dir / "redis.log"
-        tail = log.read_text(errors="replace").splitlines()[-8:] if log.exists() else []
-        if self._proc and self._proc.stderr and self._proc.poll() is not None:
-            tail += self._proc.stderr.read().decode(errors="replace").splitlines()[-8:]
+        tail: list[str] = []
+        for name in ("redis.log", "stderr.log"):
+            log = self.data_dir / name
+            tail += log.read_text(errors="replace").splitlines()[-8:] if log.exists() else []
         return EmbeddedRedisFailed(f"embedded redis {why}; last log lines:\n" + "\n".join(tail))
 
     async def start(self) -> str:
@@ -200,7 +202,6 @@ class EmbeddedRedis:
                 proc.wait()
                 break
             await asyncio.sleep(_POLL_S)
-        self._close_pipes()
 
     def stop_blocking(self, timeout_s: float = 10.0) -> None:
         proc = self._terminate()
@@ -210,18 +211,12 @@ class EmbeddedRedis:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        self._close_pipes()
 
     def kill(self) -> None:
         """SIGKILL, as in a crash (tests of AOF durability)."""
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
-        self._close_pipes()
-
-    def _close_pipes(self) -> None:
-        if self._proc is not None and self._proc.stderr is not None:
-            self._proc.stderr.close()
 
     async def __aenter__(self) -> str:
         return await self.start()

@@ -84,9 +84,7 @@ TOKEN_EXPIRED: Final = TokenStatus(TokenStatusKind.EXPIRED)
 
 # Status groups of spec §4.5 ("which statuses allow what").
 VERIFY_ALLOWED: Final = frozenset({TokenStatusKind.REGISTERED, TokenStatusKind.CONFIRMED, TokenStatusKind.ACTIVE})
-SUB_COMMANDS_ALLOWED: Final = frozenset(
-    {TokenStatusKind.ACTIVE, TokenStatusKind.INVALID, TokenStatusKind.EXPIRED}
-)
+SUB_COMMANDS_ALLOWED: Final = frozenset({TokenStatusKind.ACTIVE, TokenStatusKind.INVALID, TokenStatusKind.EXPIRED})
 CONFIRM_KEEPS: Final = frozenset({TokenStatusKind.CONFIRMED, TokenStatusKind.ACTIVE})
 
 

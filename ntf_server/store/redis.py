@@ -232,9 +232,7 @@ class RedisStore:
         found = await self._get_tokens(sorted(tids))
         return [t for t in found if t.provider is provider and t.device_token == device_token]
 
-    async def find_token(
-        self, provider: PushProvider, device_token: bytes, verify_key: bytes
-    ) -> TokenRecord | None:
+    async def find_token(self, provider: PushProvider, device_token: bytes, verify_key: bytes) -> TokenRecord | None:
         """The token of a repeat `TNEW` (spec §4.3): same provider, device token and verify key."""
         found = await self.find_tokens(provider, device_token)
         return next((t for t in found if t.verify_key == verify_key), None)
@@ -375,9 +373,7 @@ class RedisStore:
             status = SubStatus.from_text(p.status)
         except ValueError as e:
             raise StoreError("corrupted subscription status") from e
-        return SubscriptionRecord(
-            sid, p.token_id, server, plain[1 : 1 + n], plain[1 + n :], status, p.service_assoc
-        )
+        return SubscriptionRecord(sid, p.token_id, server, plain[1 : 1 + n], plain[1 + n :], status, p.service_assoc)
 
     async def _removed(self, flat: list[bytes]) -> list[RemovedSub]:
         out = []

@@ -63,7 +63,9 @@ end
 """
 
 # ARGV: P NB tid x vh day field value ...
-CREATE_TOKEN: Final = _PRELUDE + r"""
+CREATE_TOKEN: Final = (
+    _PRELUDE
+    + r"""
 local tid, x, vh, day = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local tk = tkey(tid)
 if redis.call('EXISTS', tk) == 1 then
@@ -77,9 +79,12 @@ redis.call('HSET', P .. 'dt:' .. x, tid, vh)
 redis.call('ZADD', P .. 'used', day, tid)
 return 'OK'
 """
+)
 
 # ARGV: P NB tid newx field value ... (fields: p dt rc st)
-REPLACE_TOKEN: Final = _PRELUDE + r"""
+REPLACE_TOKEN: Final = (
+    _PRELUDE
+    + r"""
 local tid, newx = ARGV[3], ARGV[4]
 local tk = tkey(tid)
 local old = redis.call('HGET', tk, 'x')
@@ -94,9 +99,12 @@ end
 redis.call('HSET', tk, 'x', newx, unpack(ARGV, 5))
 return 'OK'
 """
+)
 
 # ARGV: P NB tid new_status mode('only'|'except') kind ...  -> {changed, status} | false
-SET_TOKEN_STATUS: Final = _PRELUDE + r"""
+SET_TOKEN_STATUS: Final = (
+    _PRELUDE
+    + r"""
 local tk = tkey(ARGV[3])
 local st = redis.call('HGET', tk, 'st')
 if not st then return false end
@@ -108,9 +116,12 @@ if (ARGV[5] == 'only') == listed then
 end
 return {0, st}
 """
+)
 
 # ARGV: P NB tid allowed_kind ... -> {'OK'|'DENIED'|'NOTOKEN', {sid, srv, record, ...}}
-ACTIVATE_TOKEN: Final = _PRELUDE + r"""
+ACTIVATE_TOKEN: Final = (
+    _PRELUDE
+    + r"""
 local tid = ARGV[3]
 local tk = tkey(tid)
 local st = redis.call('HGET', tk, 'st')
@@ -126,24 +137,33 @@ for _, other in ipairs(others) do
 end
 return {'OK', out}
 """
+)
 
 # ARGV: P NB tid -> {found(0|1), {sid, srv, record, ...}}
-DELETE_TOKEN: Final = _PRELUDE + r"""
+DELETE_TOKEN: Final = (
+    _PRELUDE
+    + r"""
 local out = {}
 local found = del_token(ARGV[3], out)
 return {found and 1 or 0, out}
 """
+)
 
 # ARGV: P NB cutoff_day limit -> {{tid...}, {sid, srv, record, ...}}
-EXPIRE_TOKENS: Final = _PRELUDE + r"""
+EXPIRE_TOKENS: Final = (
+    _PRELUDE
+    + r"""
 local tids = redis.call('ZRANGEBYSCORE', P .. 'used', '-inf', ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
 local out = {}
 for _, tid in ipairs(tids) do del_token(tid, out) end
 return {tids, out}
 """
+)
 
 # ARGV: P NB tid interval_min due -> 1 | 0 (no token)
-SET_CRON: Final = _PRELUDE + r"""
+SET_CRON: Final = (
+    _PRELUDE
+    + r"""
 local tid = ARGV[3]
 local tk = tkey(tid)
 if redis.call('EXISTS', tk) == 0 then return 0 end
@@ -152,9 +172,12 @@ if tonumber(ARGV[4]) > 0 then redis.call('ZADD', P .. 'cron', ARGV[5], tid)
 else redis.call('ZREM', P .. 'cron', tid) end
 return 1
 """
+)
 
 # ARGV: P NB tid now -> 1 | 0
-CRON_SENT: Final = _PRELUDE + r"""
+CRON_SENT: Final = (
+    _PRELUDE
+    + r"""
 local tid = ARGV[3]
 local tk = tkey(tid)
 local ci = redis.call('HGET', tk, 'ci')
@@ -163,9 +186,12 @@ redis.call('HSET', tk, 'cs', ARGV[4])
 if tonumber(ci) > 0 then redis.call('ZADD', P .. 'cron', tonumber(ARGV[4]) + 60 * tonumber(ci), tid) end
 return 1
 """
+)
 
 # ARGV: P NB tid day -> 1 if changed
-TOUCH_TOKEN: Final = _PRELUDE + r"""
+TOUCH_TOKEN: Final = (
+    _PRELUDE
+    + r"""
 local tid = ARGV[3]
 local tk = tkey(tid)
 local ud = redis.call('HGET', tk, 'ud')
@@ -174,9 +200,12 @@ redis.call('HSET', tk, 'ud', ARGV[4])
 redis.call('ZADD', P .. 'used', ARGV[4], tid)
 return 1
 """
+)
 
 # ARGV: P NB index_hex encoded_server -> server number
-REGISTER_SERVER: Final = _PRELUDE + r"""
+REGISTER_SERVER: Final = (
+    _PRELUDE
+    + r"""
 local n = redis.call('HGET', P .. 'srv:id', ARGV[3])
 if n then return tonumber(n) end
 n = redis.call('INCR', P .. 'srv:n')
@@ -184,9 +213,12 @@ redis.call('HSET', P .. 'srv:id', ARGV[3], n)
 redis.call('HSET', P .. 'srv:addr', n, ARGV[4])
 return n
 """
+)
 
 # ARGV: P NB tid sid srv record -> {'CREATED'} | {'EXISTS', record} | {'NOTOKEN'}
-CREATE_SUB: Final = _PRELUDE + r"""
+CREATE_SUB: Final = (
+    _PRELUDE
+    + r"""
 local tid, sid, srv = ARGV[3], ARGV[4], ARGV[5]
 if redis.call('EXISTS', tkey(tid)) == 0 then return {'NOTOKEN'} end
 local r = string.sub(sid, 1, 20)
@@ -199,17 +231,23 @@ redis.call('INCR', P .. 'n:sub')
 redis.call('HINCRBY', P .. 'srv:count', srv, 1)
 return {'CREATED'}
 """
+)
 
 # ARGV: P NB sid srv -> record | false
-DELETE_SUB: Final = _PRELUDE + r"""
+DELETE_SUB: Final = (
+    _PRELUDE
+    + r"""
 local sid, srv = ARGV[3], ARGV[4]
 local v = redis.call('HGET', bkey(srv, string.sub(sid, 1, 20)), string.sub(sid, 1, 20))
 if not v then return false end
 return del_sub(rec_tid(v), sid, srv) or false
 """
+)
 
 # ARGV: P NB srv status assoc('0'|'1'|'-') from_kinds(',A,B,' or '') r ... -> number updated
-SET_SUB_STATUS: Final = _PRELUDE + r"""
+SET_SUB_STATUS: Final = (
+    _PRELUDE
+    + r"""
 local srv, st, assoc, from = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local n = 0
 for i = 7, #ARGV do
@@ -225,9 +263,12 @@ for i = 7, #ARGV do
 end
 return n
 """
+)
 
 # ARGV: P NB srv r sid value max -> {'OK', {srv, record, value, sid, ...} oldest first} | {'NOSUB'|'INACTIVE'}
-ADD_LAST_NTF: Final = _PRELUDE + r"""
+ADD_LAST_NTF: Final = (
+    _PRELUDE
+    + r"""
 local srv, r, sid, value, max = ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
 local v = redis.call('HGET', bkey(srv, r), r)
 if not v then return {'NOSUB'} end
@@ -259,3 +300,4 @@ for i = math.min(max, #items), 1, -1 do
 end
 return {'OK', out}
 """
+)

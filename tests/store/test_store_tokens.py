@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from store_helpers import NOW, check_invariants, device_token, notifier_key, server, token
 
-from ntf_server.store.base import SubCreate, TokenCreate
+from ntf_server.store.base import TokenCreate
 from ntf_server.store.records import (
     TOKEN_ACTIVE,
     TOKEN_CONFIRMED,
@@ -189,4 +189,3 @@ async def test_touch_and_expiry_of_abandoned_tokens(store: RedisStore, redis_url
     assert await store.get_token(fresh.token_id) is not None
     assert await store.expire_tokens(NOW, unused_days=30) == ([], [])
     await check_invariants(store, redis_url)
-
