@@ -12,7 +12,9 @@ drops back to 1 after a rejected push (4xx except 410, which Apple does not coun
 restores it after the next accepted one. Replies carry `apns-id` (echoed or generated) and Apple's exact
 reason strings (rules in sim_rules.py). `faults` injects failures: dead tokens (410 Unregistered with a
 timestamp), random 429/500/503, GOAWAY after N streams (streams above last-stream-id are neither processed
-nor recorded, as on APNs), response delays, and `stall()` (stop reading: no replies, no PING answers).
+nor recorded, as on APNs), response delays, and `stall()`: a network black hole (bytes both ways are
+dropped, so no replies and no PING answers; when it ends, the connections it swallowed are cut, as after a
+real outage).
 
 Run standalone: `python -m apns.simulator --help`.
 """
@@ -175,7 +177,7 @@ class ApnsSimulator:
         self.faults.unregistered[device_token.lower()] = stamp
 
     def stall(self, on: bool = True) -> None:
-        """Stop (or resume) reading every connection: no replies, no PING answers."""
+        """Start (or end) a black hole on every connection, present and future."""
         self.stalled = on
         for conn in self.conns:
             conn.set_stalled(on)
@@ -257,23 +259,25 @@ class _SimConnection(asyncio.Protocol):
         self.processed = 0
         self.goaway_last: int | None = None
         self.transport: asyncio.Transport | None = None
+        self.stalled = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.sim.conns.add(self)
         self.sim.connections_accepted += 1
+        self.stalled = self.sim.stalled
         self.h2.initiate_connection()
         self._flush()
-        if self.sim.stalled:
-            transport.pause_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.sim.conns.discard(self)
 
     def set_stalled(self, on: bool) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            (self.transport.pause_reading if on else self.transport.resume_reading)()
+        if on:
+            self.stalled = True
+        elif self.stalled:
+            self.abort()  # the outage broke this connection's HTTP/2 state
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -281,10 +285,12 @@ class _SimConnection(asyncio.Protocol):
 
     def _flush(self) -> None:
         data = self.h2.data_to_send()
-        if data and self.transport is not None and not self.transport.is_closing():
+        if data and self.transport is not None and not self.transport.is_closing() and not self.stalled:
             self.transport.write(data)
 
     def data_received(self, data: bytes) -> None:
+        if self.stalled:
+            return
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError:
