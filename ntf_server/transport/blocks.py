@@ -79,6 +79,10 @@ class BlockStream:
         except (ConnectionError, ssl.SSLError) as e:
             raise ConnectionClosed(str(e)) from e
 
+    def abort(self) -> None:
+        """Drop the connection at once (shutdown): pending reads end with ``ConnectionClosed``."""
+        self._writer.transport.abort()
+
     async def close(self) -> None:
         if self._writer.is_closing():
             return

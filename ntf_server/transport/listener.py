@@ -2,7 +2,8 @@
 
 Each accepted connection runs in its own task: handshake within its deadline, then ``NtfConnection``.
 Connections above ``max_connections`` are closed right after accept (counted). ``stop()`` closes the
-listening socket, then gives open connections ``shutdown_timeout_s`` before cancelling them.
+listening socket, drops open connections (clients reconnect; the SimpleX agent does so on its own) and
+gives their tasks ``shutdown_timeout_s`` to finish before cancelling them.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class NtfListener:
         self._stats = stats
         self._limits = limits
         self._server: asyncio.Server | None = None
-        self._conns: set[asyncio.Task[None]] = set()
+        self._conns: dict[asyncio.Task[None], BlockStream] = {}
         self.started = asyncio.Event()
 
     def __repr__(self) -> str:
@@ -80,7 +81,7 @@ class NtfListener:
             self._stats.incr("conn_refused")
             await stream.close()
             return
-        self._conns.add(task)
+        self._conns[task] = stream
         self._stats.incr("conn_accepted")
         try:
             params, dh = await server_handshake(stream, self._identity, lim.handshake_timeout_s)
@@ -93,7 +94,7 @@ class NtfListener:
         except Exception:
             log.exception("connection failed")
         finally:
-            self._conns.discard(task)
+            self._conns.pop(task, None)
             self._stats.incr("conn_closed")
             await stream.close()
 
@@ -102,6 +103,10 @@ class NtfListener:
             return
         self._server.close()
         if self._conns:
+            # Connections carry no state worth waiting for (requests are atomic in the store), and idle
+            # clients would never end on their own: drop them so their tasks finish normally.
+            for stream in self._conns.values():
+                stream.abort()
             _, pending = await asyncio.wait(set(self._conns), timeout=self._limits.shutdown_timeout_s)
             for t in pending:
                 t.cancel()

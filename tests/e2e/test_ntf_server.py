@@ -1,0 +1,297 @@
+"""The NTF server end to end over loopback: real TLS, real Redis, the strict APNs simulator, and a simulated
+iOS app speaking the real protocol (spec §4, §7.1 T8–T12, T16–T17)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+
+import pytest
+from conftest import Env
+
+from ntf_server.protocol import crypto
+from ntf_server.protocol import ntf as P
+from ntf_server.protocol.encoding import SMPServer, enc_short, pad
+from ntf_server.protocol.errors import AUTH, BLOCK, QUOTA, CmdError, CommandError
+from ntf_server.protocol.handshake import NtfClientHello, NtfServerHello
+from ntf_server.protocol.transport import NTF_BLOCK_SIZE, decode_block, encode_transmission
+from ntf_server.server import NtfServer
+from ntf_server.sim.device import NtfClient, Request, SimApp
+from ntf_server.transport.blocks import BlockStream, ConnectionClosed
+from ntf_server.transport.tls import ChainError, connect_pinned, ntf_client_context
+
+SMP = SMPServer(("smp.example.com",), "5223", b"\x42" * 32)
+ACTIVE = P.Tkn(P.TokenStatus(P.TokenState.ACTIVE))
+
+
+def device_token() -> P.DeviceToken:
+    return P.DeviceToken(P.PushProvider.APNS_TEST, os.urandom(32).hex().encode())
+
+
+async def connect(env: Env, *, alpn: bool = True) -> NtfClient:
+    return await NtfClient.connect("127.0.0.1", env.port, env.key_hash, alpn=alpn)
+
+
+async def registered(env: Env, client: NtfClient, app: SimApp | None = None) -> tuple[SimApp, bytes]:
+    """TNEW, then read and decrypt the verification push: returns the app and its code."""
+    app = app or SimApp(device_token())
+    resp = await app.register(client)
+    assert isinstance(resp, P.IdTkn)
+    push = await env.sim.next_push(app.device_token.token.decode())
+    assert push.push_type == "background" and push.priority == 5
+    assert set(push.json()["aps"]) == {"content-available"}
+    assert len(push.body) <= 4096
+    return app, app.verification_code(push.body)
+
+
+async def active(env: Env, client: NtfClient) -> SimApp:
+    app, code = await registered(env, client)
+    assert await app.token_command(client, P.TVfy(code)) == P.Ok()
+    return app
+
+
+@pytest.mark.parametrize("alpn", [True, False], ids=["v3", "v1"])
+async def test_token_lifecycle(env: Env, alpn: bool) -> None:
+    client = await connect(env, alpn=alpn)
+    assert client.version == (3 if alpn else 1)
+    app, code = await registered(env, client)
+    await env.server.push.drain()  # type: ignore[union-attr]
+    confirmed = P.Tkn(P.TokenStatus(P.TokenState.CONFIRMED))
+    assert await app.token_command(client, P.TChk()) == confirmed
+    assert await app.token_command(client, P.TVfy(os.urandom(32))) == P.Err(AUTH)
+    assert await app.token_command(client, P.TVfy(code)) == P.Ok()
+    assert await app.token_command(client, P.TVfy(code)) == P.Ok()  # idempotent
+    assert await app.token_command(client, P.TChk()) == ACTIVE
+    assert await app.token_command(client, P.TCrn(20)) == P.Ok()
+    assert await app.token_command(client, P.TCrn(19)) == P.Err(QUOTA)
+    assert await app.token_command(client, P.TCrn(0)) == P.Ok()
+    nkey = crypto.generate_ed25519()
+    sub = await app.subscribe(client, SMP, os.urandom(24), nkey)
+    assert isinstance(sub, P.IdSub)
+    _, status = await client.request(sub.sub_id, P.SChk(), app.auth_key)
+    assert status == P.Sub(P.SubStatus(P.SubState.NEW))
+    assert (await client.request(sub.sub_id, P.SDel(), app.auth_key))[1] == P.Ok()
+    assert (await client.request(sub.sub_id, P.SChk(), app.auth_key))[1] == P.Err(AUTH)
+    assert await app.token_command(client, P.TDel()) == P.Ok()
+    assert await app.token_command(client, P.TChk()) == P.Err(AUTH)
+    assert (await client.request(b"", P.Ping()))[1] == P.Pong()
+    await client.close()
+
+
+async def test_x25519_authenticator_keys(env: Env) -> None:
+    client = await connect(env)
+    app = SimApp(device_token(), auth_key=crypto.generate_x25519())
+    app, code = await registered(env, client, app)
+    assert await app.token_command(client, P.TVfy(code)) == P.Ok()
+    assert await app.token_command(client, P.TChk()) == ACTIVE
+    await client.close()
+
+
+async def test_t16_repeated_tnew_is_idempotent(env: Env) -> None:
+    client = await connect(env)
+    app, code = await registered(env, client)
+    first = (app.token_id, app.dh_secret)
+    again = await app.register(client)
+    assert isinstance(again, P.IdTkn)
+    assert (app.token_id, app.dh_secret) == first  # same id, same server DH key
+    push = await env.sim.next_push(app.device_token.token.decode())
+    assert app.verification_code(push.body) == code  # same code, re-sent
+    assert await app.token_command(client, P.TVfy(code)) == P.Ok()
+    # a client that regenerated its DH key must use a new verify key
+    other_dh = SimApp(app.device_token, auth_key=app.auth_key)
+    assert await other_dh.register(client) == P.Err(AUTH)
+    await client.close()
+
+
+async def test_trpl_reverifies_with_the_new_device_token(env: Env) -> None:
+    client = await connect(env)
+    app = await active(env, client)
+    new = device_token()
+    assert await app.token_command(client, P.TRpl(new)) == P.Ok()
+    push = await env.sim.next_push(new.token.decode())
+    code = app.verification_code(push.body)
+    await env.server.push.drain()  # type: ignore[union-attr]
+    assert await app.token_command(client, P.TChk()) == P.Tkn(P.TokenStatus(P.TokenState.CONFIRMED))
+    assert await app.token_command(client, P.TVfy(code)) == P.Ok()
+    assert await app.token_command(client, P.TChk()) == ACTIVE
+    await client.close()
+
+
+async def test_t17_retried_subscriptions(env: Env) -> None:
+    client = await connect(env)
+    app, code = await registered(env, client)
+    nid, nkey = os.urandom(24), crypto.generate_ed25519()
+    assert await app.subscribe(client, SMP, nid, nkey) == P.Err(AUTH)  # token not verified yet
+    assert await app.token_command(client, P.TVfy(code)) == P.Ok()
+    sub = await app.subscribe(client, SMP, nid, nkey)
+    assert isinstance(sub, P.IdSub)
+    assert await app.subscribe(client, SMP, nid, nkey) == sub  # retry: same id
+    assert await app.subscribe(client, SMP, nid, crypto.generate_ed25519()) == P.Err(AUTH)  # other key
+    other = await active(env, client)
+    assert await other.subscribe(client, SMP, nid, nkey) == P.Err(AUTH)  # other token
+    await client.close()
+
+
+async def test_verification_deletes_other_registrations_of_the_device(env: Env) -> None:
+    client = await connect(env)
+    token = device_token()
+    first, _ = await registered(env, client, SimApp(token))
+    second, code = await registered(env, client, SimApp(token))
+    assert first.token_id != second.token_id
+    assert await second.token_command(client, P.TVfy(code)) == P.Ok()
+    assert await first.token_command(client, P.TChk()) == P.Err(AUTH)
+    await client.close()
+
+
+async def test_dead_device_token_becomes_invalid(env: Env) -> None:
+    client = await connect(env)
+    app = SimApp(device_token())
+    env.sim.unregister(app.device_token.token.decode())
+    assert isinstance(await app.register(client), P.IdTkn)
+    await env.server.push.drain()  # type: ignore[union-attr]
+    invalid = P.TokenStatus(P.TokenState.INVALID, P.InvalidReason.UNREGISTERED)
+    assert await app.token_command(client, P.TChk()) == P.Tkn(invalid)
+    await client.close()
+
+
+async def test_syntax_errors_t8_to_t12(env: Env) -> None:
+    client = await connect(env)
+    sig = os.urandom(64)
+    body = b"T" + b"AT" + enc_short(b"abcd") + enc_short(crypto.encode_public_key(crypto.generate_ed25519()
+                                                                                   .public_key()))
+    body += enc_short(crypto.encode_public_key(crypto.generate_x25519().public_key()))
+    cases = [
+        (b"", b"abcd", b"1234", b"HELLO", P.Err(CmdError(CommandError.UNKNOWN)), b"1234"),
+        (sig, b"bcda", b"", b"TNEW", P.Err(CmdError(CommandError.SYNTAX)), b""),
+        (sig, b"cdab", b"", b"TNEW \x01A" + body, P.Err(CmdError(CommandError.SYNTAX)), b""),
+        (b"", b"dabc", b"", b"TNEW " + body, P.Err(CmdError(CommandError.NO_AUTH)), b""),
+        (sig, b"abcd", b"12345678", b"TNEW " + body, P.Err(CmdError(CommandError.HAS_AUTH)), b"12345678"),
+        (sig, b"efgh", b"", b"TNEW " + body, P.Err(AUTH), b""),  # well-formed, but not signed by its key
+    ]
+    for auth, corr, entity, command, expected, echoed in cases:
+        t = encode_transmission(client.params, corr, entity, command, auth=auth)
+        await client.send_block(b"\x01" + len(t).to_bytes(2, "big") + t)
+        [(rcorr, rentity, resp)] = await client.read_replies()
+        assert (rcorr, rentity, resp) == (corr, echoed, expected)
+    await client.close()
+
+
+async def test_batched_requests_are_answered_in_one_block(env: Env) -> None:
+    client = await connect(env)
+    app = await active(env, client)
+    reqs = [Request(app.token_id, P.TChk(), app.auth_key), Request(b"", P.Ping()),
+            Request(app.token_id, P.TCrn(5), app.auth_key)]
+    answers = await client.requests(reqs)
+    assert [r for _, r in answers] == [ACTIVE, P.Pong(), P.Err(QUOTA)]
+    await client.close()
+
+
+async def test_garbage_blocks_get_err_block_and_the_connection_survives(env: Env) -> None:
+    client = await connect(env)
+    await client.send_raw(b"\xff\xff" + os.urandom(510))  # pad length beyond the block
+    [(corr, entity, resp)] = await client.read_replies()
+    assert (corr, entity, resp) == (b"", b"", P.Err(BLOCK))
+    await client.send_block(b"\x02\x00\x05abc")  # batch that lies about its content
+    assert (await client.read_replies())[0][2] == P.Err(BLOCK)
+    assert (await client.request(b"", P.Ping()))[1] == P.Pong()
+    await client.close()
+
+
+async def test_random_stream_and_truncated_blocks_do_not_affect_others(env: Env) -> None:
+    bystander = await connect(env)
+    noisy = await connect(env)
+    replies = 0
+
+    async def drain() -> None:
+        nonlocal replies
+        while True:
+            try:
+                await noisy.stream.read_block(5)
+            except (ConnectionClosed, TimeoutError):
+                return
+            replies += 1
+
+    reader = asyncio.create_task(drain())
+    data = os.urandom(10 * 1024 * 1024)
+    for i in range(0, len(data), 64 * 1024):
+        noisy.stream._writer.write(data[i : i + 64 * 1024])
+        await noisy.stream._writer.drain()
+        if i % (1024 * 1024) == 0:
+            assert (await bystander.request(b"", P.Ping()))[1] == P.Pong()
+    await asyncio.wait_for(reader, 60)
+    assert replies > 1000  # every random block got an answer (or a few), none crashed the server
+    # part of a block, then silence: the server gives up after block_read_timeout_s and closes
+    stalled = await connect(env)
+    stalled.stream._writer.write(b"\x00\x05" + os.urandom(98))
+    assert await stalled.closed_by_server(timeout_s=10)
+    # part of a block, then EOF: a clean close, counted
+    closed_before = env.server.stats["conn_closed"]
+    truncated = await connect(env)
+    truncated.stream._writer.write(b"\x00\x05" + os.urandom(98))
+    await truncated.close()
+    for _ in range(100):
+        if env.server.stats["conn_closed"] > closed_before:
+            break
+        await asyncio.sleep(0.05)
+    assert env.server.stats["conn_closed"] == closed_before + 1
+    assert (await bystander.request(b"", P.Ping()))[1] == P.Pong()
+    for c in (bystander, noisy, stalled):
+        await c.close()
+
+
+async def _raw_handshake(env: Env, hello: bytes) -> BlockStream:
+    reader, writer, _ = await connect_pinned("127.0.0.1", env.port, ntf_client_context(), env.key_hash, timeout_s=5)
+    stream = BlockStream(reader, writer, NTF_BLOCK_SIZE, read_timeout_s=5, write_timeout_s=5)
+    NtfServerHello.decode(decode_block(await stream.read_block(), NTF_BLOCK_SIZE))
+    await stream.write_block(pad(hello, NTF_BLOCK_SIZE))
+    return stream
+
+
+@pytest.mark.parametrize(
+    "hello", [NtfClientHello(3, b"\x00" * 32).encode(), NtfClientHello(4, b"").encode(), b"\x00"],
+    ids=["wrong-identity", "wrong-version", "garbage"],
+)
+async def test_bad_client_hello_closes_without_reply(env: Env, hello: bytes) -> None:
+    if hello.startswith(b"\x00\x04"):
+        hello = NtfClientHello(4, env.key_hash).encode()
+    stream = await _raw_handshake(env, hello)
+    with pytest.raises(ConnectionClosed):
+        await stream.read_block(5)
+    await stream.close()
+    assert env.server.stats["conn_handshake_failed"] >= 1
+
+
+async def test_client_pins_the_server_fingerprint(env: Env) -> None:
+    with pytest.raises(ChainError):
+        await NtfClient.connect("127.0.0.1", env.port, b"\x01" * 32)
+    client = await connect(env)  # the server is unaffected
+    assert (await client.request(b"", P.Ping()))[1] == P.Pong()
+    await client.close()
+
+
+async def test_restart_keeps_every_token(env: Env) -> None:
+    client = await connect(env)
+    app = await active(env, client)
+    sub = await app.subscribe(client, SMP, os.urandom(24), crypto.generate_ed25519())
+    assert isinstance(sub, P.IdSub)
+    await client.close()
+    await env.restart()
+    client = await connect(env)
+    assert await app.token_command(client, P.TChk()) == ACTIVE
+    assert (await client.request(sub.sub_id, P.SChk(), app.auth_key))[1] == P.Sub(P.SubStatus(P.SubState.NEW))
+    await client.close()
+
+
+async def test_connection_cap(env: Env) -> None:
+    await env.server.stop()
+    cfg = dataclasses.replace(env.config, server=dataclasses.replace(env.config.server, max_connections=1))
+    server = NtfServer(cfg)
+    await server.start()
+    env.servers.append(server)
+    first = await connect(env)
+    with pytest.raises((ConnectionClosed, ConnectionError, asyncio.IncompleteReadError, TimeoutError)):
+        await NtfClient.connect("127.0.0.1", env.port, env.key_hash, timeout_s=3)
+    assert (await first.request(b"", P.Ping()))[1] == P.Pong()
+    assert server.stats["conn_refused"] == 1
+    await first.close()
