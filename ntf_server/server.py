@@ -20,6 +20,7 @@ from apns.jwt import ProviderKey
 from apns.pool import Endpoint
 from ntf_server.config import ApnsEnvConfig, Config, ConfigError
 from ntf_server.handlers import NtfHandlers
+from ntf_server.logsetup import setup_logging
 from ntf_server.protocol import crypto
 from ntf_server.push.apns_sender import ApnsSender
 from ntf_server.push.service import PushService
@@ -148,6 +149,7 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
 
 def run(config: Config) -> int:
     """Blocking entry point of ``ntf-server start``."""
+    setup_logging(config.log)
     try:
         asyncio.run(serve(config))
     except ConfigError as e:
