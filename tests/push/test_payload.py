@@ -1,0 +1,87 @@
+"""Push payloads (spec §5.5–5.7): exact field names, encryption the app can open, bodies within 4096 bytes."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ntf_server.protocol import crypto
+from ntf_server.protocol.encoding import SMPServer, b64u_decode, b64u_encode
+from ntf_server.push import payload
+
+SECRET = bytes(range(32))
+NONCE = bytes(range(24))
+PRESET = SMPServer.from_uri("smp://u2dS9sG8nMNURyZwqASV4yROM28Er0luVTx5X1CsMrU=@smp4.simplex.im")
+
+
+def item(server: SMPServer = PRESET, t: int = 1700000000) -> payload.PNMessage:
+    return payload.PNMessage(server, os.urandom(24), t, os.urandom(24), os.urandom(144))
+
+
+def test_pn_message_text_form() -> None:
+    srv = SMPServer(("localhost",), "5001", b64u_decode("LcJUMfVhwD8yxjAiSaDzzGF3-kLG4Uh0Fl_ZIjrRwjI="))
+    m = payload.PNMessage(srv, b"\x22" * 24, 1700000000, bytes(range(1, 25)), b"3" * 144)
+    assert m.to_text() == (
+        "smp://LcJUMfVhwD8yxjAiSaDzzGF3-kLG4Uh0Fl_ZIjrRwjI=@localhost:5001/IiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIi "
+        "1700000000 AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcY " + b64u_encode(b"3" * 144)
+    )
+    assert payload.encode_pn_messages([m, m]).count(b";") == 1
+
+
+def test_verification_body_shape_and_decryption() -> None:
+    code = os.urandom(32)
+    body = payload.verification_body(SECRET, NONCE, code)
+    obj = json.loads(body)
+    assert obj["aps"] == {"content-available": 1}
+    assert set(obj["notificationData"]) == {"nonce", "verification"}
+    enc = b64u_decode(obj["notificationData"]["verification"])
+    assert len(enc) == 16 + payload.PADDED_LEN
+    assert crypto.cb_decrypt(SECRET, b64u_decode(obj["notificationData"]["nonce"]), enc) == code
+    assert len(body) <= 4096
+
+
+def test_message_alert_body_shape_and_content() -> None:
+    items = [item(t=1700000000 + i) for i in range(6)]
+    body = payload.message_alert_body(SECRET, NONCE, items)
+    obj = json.loads(body)
+    assert obj["aps"] == {"mutable-content": 1, "alert": payload.ALERT_TEXT, "category": "NTF_CAT_CHECK_MESSAGE"}
+    text = crypto.cb_decrypt(SECRET, NONCE, b64u_decode(obj["notificationData"]["message"]))
+    assert text.decode().split(";") == [i.to_text() for i in items]
+    assert len(body) <= 4096
+
+
+def test_hidden_and_periodic_bodies() -> None:
+    obj = json.loads(payload.message_background_body(SECRET, NONCE, [item()]))
+    assert obj["aps"] == {"content-available": 1} and obj["notificationData"]["checkMessages"] is True
+    assert json.loads(payload.check_messages_body()) == {
+        "aps": {"content-available": 1}, "notificationData": {"checkMessages": True}
+    }
+
+
+def test_every_message_push_has_the_same_size() -> None:
+    sizes = {len(payload.message_alert_body(SECRET, NONCE, [item() for _ in range(n)])) for n in range(1, 7)}
+    assert len(sizes) == 1
+
+
+def test_oldest_items_are_dropped_when_hosts_are_long() -> None:
+    hosts = tuple(f"{'h' * 60}{i}.example.com" for i in range(4))
+    big = SMPServer(hosts, "5223", b"\x01" * 32)
+    items = [item(big, 1700000000 + i) for i in range(6)]
+    text = payload.fit_pn_messages(items)
+    kept = text.decode().split(";")
+    assert 1 <= len(kept) < 6
+    assert kept[-1] == items[-1].to_text()  # the notification that caused the push always stays
+    assert len(text) <= payload.PADDED_LEN - 2
+
+
+@settings(max_examples=30)
+@given(st.integers(1, 6), st.integers(1, 4))
+def test_bodies_never_exceed_apples_limit(n: int, nhosts: int) -> None:
+    srv = SMPServer(tuple(f"smp{i}.{'x' * 40}.example" for i in range(nhosts)), "443", b"\x07" * 32)
+    items = [item(srv) for _ in range(n)]
+    for body in (payload.message_alert_body(SECRET, NONCE, items),
+                 payload.message_background_body(SECRET, NONCE, items)):
+        assert len(body) <= 4096
