@@ -295,3 +295,25 @@ async def test_connection_cap(env: Env) -> None:
     assert (await first.request(b"", P.Ping()))[1] == P.Pong()
     assert server.stats["conn_refused"] == 1
     await first.close()
+
+
+async def test_null_provider_is_confirmed_without_a_push(env: Env) -> None:
+    client = await connect(env)
+    app = SimApp(P.DeviceToken(P.PushProvider.APNS_NULL, b"test_ntf_token"))
+    assert isinstance(await app.register(client), P.IdTkn)
+    await env.server.push.drain()  # type: ignore[union-attr]
+    assert await app.token_command(client, P.TChk()) == P.Tkn(P.TokenStatus(P.TokenState.CONFIRMED))
+    assert env.sim.all_pushes() == []
+    assert env.server.stats["tkn_created"] == 0  # not counted, as in Haskell
+    await client.close()
+
+
+async def test_disabled_environment_is_a_counted_failure(env: Env) -> None:
+    client = await connect(env)
+    app = SimApp(P.DeviceToken(P.PushProvider.APNS_PROD, os.urandom(32).hex().encode()))
+    assert isinstance(await app.register(client), P.IdTkn)
+    await env.server.push.drain()  # type: ignore[union-attr]
+    assert await app.token_command(client, P.TChk()) == P.Tkn(P.TokenStatus(P.TokenState.REGISTERED))
+    assert env.server.stats["ntf_vrf_failed"] == 1
+    assert (await client.request(b"", P.Ping()))[1] == P.Pong()
+    await client.close()
