@@ -28,6 +28,7 @@ from apns.connection import ConnectionCounters, ConnectionSettings, RequestTimeo
 from apns.errors import (
     ConnectFailed,
     ConnectionLost,
+    NotSent,
     Kind,
     Permanent,
     ProviderAuthError,
@@ -41,7 +42,8 @@ from apns.jwt import DEFAULT_REFRESH_AFTER_S, Clock, ProviderKey, TokenProvider
 from apns.payload import Notification
 from apns.pool import Endpoint, Pool
 
-_MAX_UNPROCESSED_RETRIES = 8  # a stream refused this often means something else is wrong
+_MAX_UNPROCESSED_RETRIES = 16  # a stream refused this often means something else is wrong
+_MAX_LOCAL_RACES = 100  # bound on "picked a connection that closed before we used it"
 
 
 @dataclass(frozen=True)
@@ -187,16 +189,23 @@ class ApnsClient:
             per_push.append((b"apns-expiration", str(n.expiration).encode()))
         if n.collapse_id is not None:
             per_push.append((b"apns-collapse-id", n.collapse_id.encode()))
-        attempts = unprocessed = 0
+        attempts = unprocessed = local_races = 0
         refreshed = replaced = False
         while True:
             attempts += 1
             try:
-                conn = await pool.acquire()
+                conn = await pool.acquire(urgent=unprocessed > 0)
                 auth = provider.header()
                 generation = provider.generation
                 block = request_block(conn.encoder, pool.pseudo, path, ((b"authorization", auth), *fixed), per_push)
                 resp = await conn.request(block, n.body, self._cfg.request_timeout_s)
+            except NotSent as exc:
+                attempts -= 1  # raced with the connection closing; nothing was sent
+                local_races += 1
+                if local_races > _MAX_LOCAL_RACES:
+                    self._counts.retry_later += 1
+                    raise RetryLater(f"ConnectionLost: {exc.reason}", self._backoff(1)) from exc
+                continue
             except ConnectionLost as exc:
                 if (
                     exc.processed is False

@@ -75,6 +75,13 @@ class ConnectionLost(Exception):
         self.processed = processed
 
 
+class NotSent(ConnectionLost):
+    """Internal: the connection was already closing when the request reached it; nothing left this host."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, processed=False)
+
+
 class ConnectFailed(ConnectionLost):
     """Internal: no connection could be opened (DNS, TCP, TLS, ALPN); the push was not sent."""
 

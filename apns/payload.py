@@ -53,9 +53,12 @@ def max_payload_bytes(push_type: PushType) -> int:
     return MAX_VOIP_PAYLOAD_BYTES if push_type is PushType.VOIP else MAX_PAYLOAD_BYTES
 
 
+_JSON: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def encode_json(body: Mapping[str, Any]) -> bytes:
     """Compact UTF-8 JSON, as small as possible (the 4 KB limit counts bytes)."""
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return _JSON.encode(body).encode()
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,8 @@
 Pools decide synchronously and do I/O outside any lock (STYLE.md rule 8): `acquire()` picks the connection
 with the most free stream slots and reserves one without awaiting; only when every connection is full and
 the bound allows does one caller open a new connection (single-flight) while the others wait for a slot.
+A freed slot is handed straight to the oldest waiter (reserved on its behalf), so waiting costs one wake-up
+and no re-scan, and waiters are served in order.
 Each new connection starts from an uncached DNS lookup (Apple: "Make an uncached DNS query ... before each
 connection"); Python's getaddrinfo has no cache of its own.
 """
@@ -65,50 +67,78 @@ class Pool:
         )
         self.conns: list[ApnsConnection] = []
         self._connecting = False
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: deque[asyncio.Future[ApnsConnection | None]] = deque()
         self.closed = False
         self.opened = 0
         self.connect_failures = 0
 
-    async def acquire(self) -> ApnsConnection:
-        """A connection with one stream slot reserved for the caller."""
+    async def acquire(self, urgent: bool = False) -> ApnsConnection:
+        """A connection with one stream slot reserved for the caller. `urgent` waiters (pushes the server
+        refused unprocessed, already delayed once) queue in front, so a busy pool cannot starve them."""
         while True:
             if self.closed:
                 raise ConnectionLost("client closed", processed=False)
-            best: ApnsConnection | None = None
-            best_free = 0
-            for conn in self.conns:
-                free = conn.available
-                if free > best_free:
-                    best, best_free = conn, free
-            if best is not None:
+            best = self._pick()
+            if best is not None and (urgent or not self._waiters):  # no queue jumping past earlier waiters
                 best.reserved += 1
                 return best
-            if not self._connecting and len(self.conns) < self._max:
+            if best is None and not self._connecting and len(self.conns) < self._max:
                 await self._connect()
                 continue
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiters.append(fut)
+            fut: asyncio.Future[ApnsConnection | None] = asyncio.get_running_loop().create_future()
+            if urgent:
+                self._waiters.appendleft(fut)
+            else:
+                self._waiters.append(fut)
+            if best is not None:
+                self.wake()
             try:
-                await fut
-            finally:
-                if not fut.done():
-                    fut.cancel()
+                got = await fut
+            except asyncio.CancelledError:
+                if fut.done() and not fut.cancelled() and (slot := fut.result()) is not None:
+                    slot.reserved -= 1  # handed a slot while being cancelled: give it back
+                    self.wake()
+                raise
+            if got is not None:
+                return got  # the slot was reserved for us by wake()
 
-    def wake(self) -> None:
-        """Slots freed or connections changed: wake as many waiters as there are free slots."""
-        if not self._waiters:
-            return
-        free = sum(max(c.available, 0) for c in self.conns)
-        if not self._connecting and len(self.conns) < self._max:
-            free += 1  # one waiter may go and open a connection
-        while free > 0 and self._waiters:
+    def _pick(self, hint: ApnsConnection | None = None) -> ApnsConnection | None:
+        """The connection with the most free slots (`hint` first: it just freed one)."""
+        if hint is not None and hint.available > 0:
+            return hint
+        best: ApnsConnection | None = None
+        best_free = 0
+        for conn in self.conns:
+            free = conn.available
+            if free > best_free:
+                best, best_free = conn, free
+        return best
+
+    def wake(self, hint: ApnsConnection | None = None) -> None:
+        """Slots freed or connections changed: hand free slots to waiters, oldest first."""
+        waiters = self._waiters
+        while waiters:
+            if waiters[0].done():
+                waiters.popleft()
+                continue
+            conn = self._pick(hint)
+            if conn is None:
+                break
+            conn.reserved += 1
+            waiters.popleft().set_result(conn)
+        if waiters and not self._connecting and len(self.conns) < self._max:
+            self._release_one()  # nothing free: let one waiter go and open a connection
+
+    def _release_one(self) -> None:
+        while self._waiters:
             fut = self._waiters.popleft()
             if not fut.done():
                 fut.set_result(None)
-                free -= 1
+                return
 
     def _wake_all(self) -> None:
+        """Connections changed: every waiter re-decides (connect, or wait again)."""
+        self.wake()
         while self._waiters:
             fut = self._waiters.popleft()
             if not fut.done():

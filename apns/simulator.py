@@ -94,6 +94,7 @@ class ApnsSimulator:
         port: int = 0,
         tls: bool = True,
         max_streams: int = 1000,
+        connection_window: int = 1 << 24,
         clock: Callable[[], float] = time.time,
         record: bool = True,
         development: bool = False,
@@ -103,6 +104,9 @@ class ApnsSimulator:
         self.checker = RequestChecker(keys, clock, require_push_type)
         self.faults = Faults()
         self.max_streams = max_streams
+        # Per-stream windows stay at HTTP/2's 65,535 (observed on APNs); the connection window is widened
+        # so 1,000 streams of 4 KB can be in flight (APNs' value is not documented: an assumption).
+        self.connection_window = connection_window
         self.record = record
         self.development = development  # adds apns-unique-id like the sandbox
         self._host, self._port, self._tls = host, port, tls
@@ -268,6 +272,8 @@ class _SimConnection(asyncio.Protocol):
         self.sim.connections_accepted += 1
         self.stalled = self.sim.stalled
         self.h2.initiate_connection()
+        if self.sim.connection_window > 65535:
+            self.h2.increment_flow_control_window(self.sim.connection_window - 65535)
         self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -320,7 +326,7 @@ class _SimConnection(asyncio.Protocol):
         if req is None:
             return
         if self.goaway_last is not None and sid > self.goaway_last:
-            return  # after GOAWAY: never processed, never answered (the client retries elsewhere)
+            return  # beyond the GOAWAY point: never processed, never answered (the client retries elsewhere)
         verdict = self.sim.decide(req, self.auth)
         sent_id = _header(req.headers, b"apns-id")
         apns_id = sent_id if sent_id is not None and is_uuid(sent_id) else str(uuid.uuid4())
@@ -374,7 +380,10 @@ class _SimConnection(asyncio.Protocol):
             self.h2.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: want})
 
     def _maybe_goaway(self) -> None:
-        if self.goaway_last is None or self.pending:
+        """GOAWAY promises every stream <= last-stream-id is (or will be) processed: send it only when the
+        replies to all of them have left, since an HTTP/2 client reads nothing after GOAWAY."""
+        last = self.goaway_last
+        if last is None or self.pending or any(sid <= last for sid in self.reqs):
             return
         self.goaway_now(self.sim.faults.goaway_reason, self.goaway_last)
 
@@ -427,6 +436,7 @@ async def _serve(args: argparse.Namespace) -> None:
         port=args.port,
         tls=not args.h2c,
         max_streams=args.max_streams,
+        connection_window=args.connection_window,
         record=not args.no_record,
     )
     await sim.start()
@@ -456,6 +466,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--topic", action="append", help="allowed topic (repeatable; default any)")
     p.add_argument("--generate-key-dir", help="where to write a generated .p8 when no key is given")
     p.add_argument("--max-streams", type=int, default=1000)
+    p.add_argument("--connection-window", type=int, default=1 << 24, help="bytes (HTTP/2 default 65535)")
     p.add_argument("--no-record", action="store_true", help="count pushes without keeping them")
     p.add_argument("--ca-out", help="also write the CA certificate here")
     args = p.parse_args(argv)

@@ -14,7 +14,7 @@ from conftest import ClientFactory
 from apns.client import ApnsClient, App, ClientConfig
 from apns.errors import Permanent, ProviderAuthError, RetryLater, TokenInvalid
 from apns.jwt import ProviderKey, generate_test_key
-from apns.payload import Notification
+from apns.payload import Notification, PushType
 from apns.pool import Endpoint
 from apns.simulator import ApnsSimulator, SimulatorKey
 
@@ -287,3 +287,15 @@ async def test_error_replies_never_stall_the_connection(key: ProviderKey) -> Non
     half = done_at[total // 2] - start
     rest = done_at[-1] - done_at[total // 2]
     assert rest < 2 * half + 0.5, (half, rest)  # steady: the second half is not slower than the first
+
+
+async def test_bodies_wait_for_the_servers_flow_control_window(key: ProviderKey) -> None:
+    """A server with HTTP/2's default 64 KiB connection window: 300 x 3 KB in flight must queue, not fail."""
+    async with ApnsSimulator([SimulatorKey.from_provider_key(key)], connection_window=65_535) as sim:
+        cfg = ClientConfig(max_connections=1, max_streams_per_connection=300)
+        async with ApnsClient({"a": App(sim.endpoint, key, TOPIC)}, config=cfg) as client:
+            await client.send(background(new_token()))
+            big = {"aps": {"content-available": 1}, "pad": "p" * 3000}
+            tokens = [new_token() for _ in range(300)]
+            await asyncio.gather(*(client.send(Notification(t, big, PushType.BACKGROUND)) for t in tokens))
+        assert all(len(sim.pushes(t)) == 1 and len(sim.pushes(t)[0].body) > 3000 for t in tokens)
