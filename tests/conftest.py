@@ -12,6 +12,7 @@ import secrets
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import redis.asyncio
 
 from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.store.redis import RedisStore
@@ -45,8 +46,6 @@ async def store(redis_url: str, store_key: bytes) -> AsyncIterator[RedisStore]:
     s = await RedisStore.connect(redis_url, store_key, prefix=f"test:{secrets.token_hex(6)}:", buckets=TEST_BUCKETS)
     yield s
     await s.close()
-    import redis.asyncio
-
     client = redis.asyncio.Redis.from_url(redis_url)
     try:
         keys = [k async for k in client.scan_iter(match=s.prefix + "*", count=1000)]

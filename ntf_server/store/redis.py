@@ -22,7 +22,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from ntf_server.protocol.encoding import CodecError, SMPServer, dec_smp_server, decode_all, enc_smp_server
 from ntf_server.store import scripts
 from ntf_server.store.atrest import AtRest
-from ntf_server.store.base import NtfOutcome, RemovedSub, StoreCounts, SubCreate, TokenCreate
+from ntf_server.store.base import NtfOutcome, RemovedSub, Store, StoreCounts, SubCreate, TokenCreate
 from ntf_server.store.errors import StoreError, StoreUnavailable
 from ntf_server.store.keys import (
     DEFAULT_BUCKETS,
@@ -529,3 +529,8 @@ class RedisStore:
                 tokens, subs, lns, per_server = await pipe.execute()
         servers = sum(1 for c in per_server.values() if int(c) > 0)
         return StoreCounts(int(tokens), int(subs or 0), int(lns or 0), servers)
+
+
+def _conforms(store: RedisStore) -> Store:
+    """mypy checks here that RedisStore implements the Store protocol."""
+    return store
