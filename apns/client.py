@@ -28,8 +28,8 @@ from apns.connection import ConnectionCounters, ConnectionSettings, RequestTimeo
 from apns.errors import (
     ConnectFailed,
     ConnectionLost,
-    NotSent,
     Kind,
+    NotSent,
     Permanent,
     ProviderAuthError,
     RetryLater,
@@ -58,7 +58,10 @@ class App:
 @dataclass(frozen=True)
 class ClientConfig:
     max_connections: int = 4  # per (endpoint, key)
-    max_streams_per_connection: int = 100
+    # h2 walks every open stream when opening one, which made ~100 the sweet spot; our connection counts
+    # streams itself (connection.py), so bigger batches win: 500 streams on one connection measured
+    # ~90 us of client CPU a push vs ~99 us for 4 x 100 (tests/bench/apns_throughput.py).
+    max_streams_per_connection: int = 500
     request_timeout_s: float = 10.0
     connect_timeout_s: float = 10.0
     ping_interval_s: float = 60.0
@@ -145,9 +148,19 @@ class ApnsClient:
             kid = (app.key.key_id, app.key.team_id)
             if kid not in self._providers:
                 self._providers[kid] = TokenProvider(app.key, clock=clock, refresh_after_s=cfg.jwt_refresh_after_s)
+        self._routes: dict[str | None, tuple[App, Pool, TokenProvider]] = {}
+        self._fixed: dict[tuple[str, str, int | None], tuple[tuple[bytes, bytes], ...]] = {}
         self._closed = False
 
     def _route(self, app: str | None) -> tuple[App, Pool, TokenProvider]:
+        hit = self._routes.get(app)
+        if hit is not None:
+            return hit
+        route = self._new_route(app)
+        self._routes[app] = route
+        return route
+
+    def _new_route(self, app: str | None) -> tuple[App, Pool, TokenProvider]:
         if app is None:
             if len(self._apps) != 1:
                 raise ValueError("several apps are configured: name one")
@@ -179,9 +192,7 @@ class ApnsClient:
         if topic is None:
             raise Permanent("no topic: set Notification.topic or App.topic")
         path = b"/3/device/" + n.device_token.encode()
-        fixed = [(b"apns-topic", topic.encode()), (b"apns-push-type", n.push_type.value.encode())]
-        if n.priority is not None:
-            fixed.append((b"apns-priority", str(n.priority).encode()))
+        fixed = self._fixed_headers(topic, n.push_type.value, n.priority)
         per_push: list[tuple[bytes, bytes]] = []
         if n.apns_id is not None:
             per_push.append((b"apns-id", n.apns_id.encode()))
@@ -242,6 +253,17 @@ class ApnsClient:
                 self._counts.retries += 1
                 continue
             raise self._outcome(kind, reason, stamp, status=resp.status, apns_id=resp.apns_id, attempts=attempts)
+
+    def _fixed_headers(self, topic: str, push_type: str, priority: int | None) -> tuple[tuple[bytes, bytes], ...]:
+        """The headers that repeat across pushes of one kind (encoded once, then HPACK-indexed)."""
+        key = (topic, push_type, priority)
+        hit = self._fixed.get(key)
+        if hit is None:
+            hdrs = [(b"apns-topic", topic.encode()), (b"apns-push-type", push_type.encode())]
+            if priority is not None:
+                hdrs.append((b"apns-priority", str(priority).encode()))
+            hit = self._fixed[key] = tuple(hdrs)
+        return hit
 
     def _outcome(
         self, kind: str, reason: str, stamp: int | None, *, status: int, apns_id: str | None, attempts: int

@@ -13,6 +13,7 @@ import enum
 import hashlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ MAX_PAYLOAD_BYTES: Final = 4096
 MAX_VOIP_PAYLOAD_BYTES: Final = 5120
 MAX_COLLAPSE_ID_BYTES: Final = 64
 VALID_PRIORITIES: Final = frozenset({1, 5, 10})
-_HEX: Final = frozenset("0123456789abcdefABCDEF")
+_HEX_RE: Final = re.compile(r"[0-9a-fA-F]+")
 _REDACT_KEY: Final = os.urandom(16)  # per process: hints correlate log lines, not processes
 
 
@@ -88,7 +89,7 @@ class Notification:
 
     def _validate(self) -> None:
         tok = self.device_token
-        if not tok or len(tok) % 2 or not set(tok) <= _HEX:
+        if len(tok) % 2 or not _HEX_RE.fullmatch(tok):
             raise Permanent("device token must be a non-empty even-length hex string")
         if self.priority is not None and self.priority not in VALID_PRIORITIES:
             raise Permanent(f"priority must be 1, 5 or 10, not {self.priority}")

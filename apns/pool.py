@@ -78,8 +78,9 @@ class Pool:
         while True:
             if self.closed:
                 raise ConnectionLost("client closed", processed=False)
-            best = self._pick()
-            if best is not None and (urgent or not self._waiters):  # no queue jumping past earlier waiters
+            # No queue jumping past earlier waiters (and no scan while there are some: wake() serves them).
+            best = self._pick() if urgent or not self._waiters else None
+            if best is not None:
                 best.reserved += 1
                 return best
             if best is None and not self._connecting and len(self.conns) < self._max:
@@ -90,8 +91,6 @@ class Pool:
                 self._waiters.appendleft(fut)
             else:
                 self._waiters.append(fut)
-            if best is not None:
-                self.wake()
             try:
                 got = await fut
             except asyncio.CancelledError:
@@ -102,10 +101,8 @@ class Pool:
             if got is not None:
                 return got  # the slot was reserved for us by wake()
 
-    def _pick(self, hint: ApnsConnection | None = None) -> ApnsConnection | None:
-        """The connection with the most free slots (`hint` first: it just freed one)."""
-        if hint is not None and hint.available > 0:
-            return hint
+    def _pick(self) -> ApnsConnection | None:
+        """The connection with the most free slots."""
         best: ApnsConnection | None = None
         best_free = 0
         for conn in self.conns:
@@ -115,13 +112,13 @@ class Pool:
         return best
 
     def wake(self, hint: ApnsConnection | None = None) -> None:
-        """Slots freed or connections changed: hand free slots to waiters, oldest first."""
+        """Slots freed on `hint` (or anywhere, when None): hand them to waiters, oldest first."""
         waiters = self._waiters
         while waiters:
             if waiters[0].done():
                 waiters.popleft()
                 continue
-            conn = self._pick(hint)
+            conn = self._pick() if hint is None else hint if hint.available > 0 else None
             if conn is None:
                 break
             conn.reserved += 1
