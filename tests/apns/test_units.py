@@ -231,3 +231,48 @@ def test_table_size_change_is_signalled_in_the_next_block() -> None:
 def test_encode_without_prepared_block_is_an_error() -> None:
     with pytest.raises(RuntimeError):
         BlockEncoder().encode([])
+
+
+# -- the fast request path equals h2's own -------------------------------------------------------------
+
+
+def test_fast_request_matches_h2_byte_for_byte_and_state_for_state() -> None:
+    import h2.config
+    import h2.events
+
+    from apns.connection import _CountingH2
+
+    def fresh() -> _CountingH2:
+        cfg = h2.config.H2Configuration(
+            client_side=True, header_encoding=None, validate_outbound_headers=False, normalize_outbound_headers=False
+        )
+        conn = _CountingH2(cfg, lambda: 0)
+        conn.initiate_connection()
+        conn.send_headers(1, [(b":method", b"POST"), (b":path", b"/"), (b":scheme", b"https"), (b":authority", b"a")])
+        conn.send_data(1, b"{}", end_stream=True)
+        conn.data_to_send()
+        return conn
+
+    block = request_block(BlockEncoder(), PSEUDO, b"/3/device/ab", _constant(b"bearer x"), [])
+    body = b'{"aps":{"content-available":1}}'
+    slow, fast = fresh(), fresh()
+    enc = BlockEncoder()
+    enc.prepare(block)
+    slow.encoder = enc  # type: ignore[assignment]
+    slow.send_headers(3, [(b":method", b"POST")])
+    slow.send_data(3, body, end_stream=True)
+    assert fast.fast_request(3, block, body)
+    assert fast.data_to_send() == slow.data_to_send()
+    for attr in ("state", "client", "headers_sent"):
+        assert getattr(fast.streams[3].state_machine, attr) == getattr(slow.streams[3].state_machine, attr)
+    assert fast.streams[3].outbound_flow_control_window == slow.streams[3].outbound_flow_control_window
+    assert fast.outbound_flow_control_window == slow.outbound_flow_control_window
+    assert fast.highest_outbound_stream_id == slow.highest_outbound_stream_id == 3
+    assert fast.streams[3].request_method == slow.streams[3].request_method == b"POST"
+    # and both accept the reply the same way
+    server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    server.initiate_connection()
+    reply = server.data_to_send()
+    for conn in (slow, fast):
+        conn.receive_data(reply)
+    assert not fast.fast_request(5, block, b"x" * (fast.max_outbound_frame_size + 1))  # too big: h2's path
