@@ -29,6 +29,7 @@ import redis
 import redis.asyncio
 
 from ntf_server.store.errors import StoreError
+from ntf_server.store.keys import HASH_MAX_LISTPACK_VALUE
 
 _PR_SET_PDEATHSIG: Final = 1
 _SUN_PATH_MAX: Final = 107
@@ -126,6 +127,9 @@ class EmbeddedRedis:
             "--appendonly", "yes",
             "--appendfsync", "everysec",
             "--save", "",
+            # subscription records are ~130-byte hash values; let hashes holding them stay compact
+            # listpacks (the default limit of 64 bytes would make every bucket a hashtable, +20% memory)
+            "--hash-max-listpack-value", str(HASH_MAX_LISTPACK_VALUE),
             "--daemonize", "no",
             "--logfile", str(self.data_dir / "redis.log"),
         ]  # fmt: skip

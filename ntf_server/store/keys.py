@@ -38,8 +38,11 @@ R_BYTES: Final = 20
 # listpack-encoded (compact) up to `hash-max-listpack-entries` (default 128) entries, so 1024 buckets stay
 # compact up to ~130k subscriptions per SMP server; a deployment expecting more per server should create
 # its data set with more buckets (or raise that Redis setting). Measured at 1M subscriptions over 50
-# servers: 1024 -> 232 B/subscription and 70k/s paging; 4096 -> 256 B and 58k/s (bench/store_bench.py).
+# servers, see the report of bench/store_bench.py.
 DEFAULT_BUCKETS: Final = 1024
+# Redis setting this schema wants (embedded mode sets it; production redis.conf should): hash values up to
+# this size keep a hash listpack-encoded. A packed subscription is ~130 bytes with Ed25519 keys.
+HASH_MAX_LISTPACK_VALUE: Final = 256
 MAX_BUCKETS: Final = 65536  # the bucket is taken from the first two bytes of r
 
 

@@ -10,7 +10,7 @@ becomes `StoreUnavailable`, any other Redis error `StoreError` — translated he
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
 
@@ -26,6 +26,7 @@ from ntf_server.store.base import NtfOutcome, RemovedSub, Store, StoreCounts, Su
 from ntf_server.store.errors import StoreError, StoreUnavailable
 from ntf_server.store.keys import (
     DEFAULT_BUCKETS,
+    HASH_MAX_LISTPACK_VALUE,
     MAX_BUCKETS,
     R_BYTES,
     TOKEN_ID_BYTES,
@@ -65,8 +66,12 @@ def day_of(now: float) -> int:
     return int(now // DAY_S) * DAY_S
 
 
+def _text(v: bytes | str) -> str:
+    return v.decode(errors="replace") if isinstance(v, bytes) else v
+
+
 @contextmanager
-def _translated() -> Any:
+def _translated() -> Iterator[None]:
     try:
         yield
     except (rex.ConnectionError, rex.TimeoutError) as e:
@@ -99,10 +104,12 @@ class RedisStore:
         master_key: bytes,
         *,
         prefix: str = "ntf:",
-        buckets: int = DEFAULT_BUCKETS,
+        buckets: int | None = None,
         retries: int = 6,
         max_connections: int = 64,
     ) -> RedisStore:
+        """`buckets` (per SMP server) is fixed when the data set is created: None means "what the data set
+        uses", or DEFAULT_BUCKETS for a new one; a different explicit value is refused."""
         retry = Retry(ExponentialWithJitterBackoff(cap=2.0, base=0.05), retries)
         client = Redis.from_url(
             url,
@@ -110,16 +117,16 @@ class RedisStore:
             retry_on_error=[rex.ConnectionError, rex.TimeoutError],
             max_connections=max_connections,
         )
-        store = cls(client, AtRest(master_key), prefix, buckets)
+        store = cls(client, AtRest(master_key), prefix, buckets or DEFAULT_BUCKETS)
         try:
-            await store._check_meta()
+            await store._check_meta(buckets)
         except BaseException:
             await client.aclose()
             raise
         return store
 
-    async def _check_meta(self) -> None:
-        """Refuse a data set written with another bucket count or another store key."""
+    async def _check_meta(self, requested_buckets: int | None) -> None:
+        """Adopt the data set's bucket count; refuse another explicit one or another store key."""
         check = self._a.index(b"store key check").hex()
         meta = self._k.g("meta")
         with _translated():
@@ -127,10 +134,30 @@ class RedisStore:
             await self._r.hsetnx(meta, "keycheck", check)
             vals: Any = await self._r.hmget(meta, ["buckets", "keycheck"])
         buckets, stored_check = vals
-        if int(buckets) != self._k.buckets:
-            raise StoreError(f"data set uses {int(buckets)} buckets per server, configured {self._k.buckets}")
+        if requested_buckets is not None and int(buckets) != requested_buckets:
+            raise StoreError(f"data set uses {int(buckets)} buckets per server, configured {requested_buckets}")
+        self._k = Keys(self._k.prefix, int(buckets))
         if stored_check.decode() != check:
             raise StoreError("the store key does not match the one this data set was written with")
+
+    async def config_advice(self) -> list[str]:
+        """Redis settings that would cost memory or durability with this schema (for a start-up log);
+        empty when all is well or when CONFIG is not available (managed Redis)."""
+        try:
+            cfg: Any = await self._r.config_get("*")
+        except rex.RedisError:
+            return []
+        text = {_text(k): _text(v) for k, v in cfg.items()}  # redis-py already decodes some replies
+        get = text.get
+        advice = []
+        if int(get("hash-max-listpack-value") or get("hash-max-ziplist-value") or 0) < HASH_MAX_LISTPACK_VALUE:
+            advice.append(
+                f"set hash-max-listpack-value {HASH_MAX_LISTPACK_VALUE} in redis.conf: subscription buckets "
+                "otherwise use ~20% more memory"
+            )
+        if get("appendonly") != "yes":
+            advice.append("appendonly is off: a Redis restart loses what was written since the last snapshot")
+        return advice
 
     @property
     def prefix(self) -> str:

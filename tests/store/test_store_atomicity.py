@@ -127,3 +127,15 @@ async def test_invariant_checker_catches_a_dangling_index(store: RedisStore, red
     await c.aclose()
     with pytest.raises(AssertionError, match="not there"):
         await check_invariants(store, redis_url)
+
+
+async def test_bucket_count_is_adopted_from_the_data_set(store: RedisStore, redis_url: str, store_key: bytes) -> None:
+    t = token()
+    await store.create_token(t)
+    _, sub = await store.create_subscription(t.token_id, server(1), b"N" * 24, notifier_key())
+    again = await RedisStore.connect(redis_url, store_key, prefix=store.prefix)
+    try:
+        assert again.buckets == store.buckets != 1024
+        assert await again.find_subscription(server(1), b"N" * 24) == sub
+    finally:
+        await again.close()

@@ -89,6 +89,7 @@ async def test_no_tcp_port_and_private_socket(tmp_path: Path) -> None:
             assert (await c.config_get("port"))["port"] == "0"
             assert (await c.config_get("appendfsync"))["appendfsync"] == "everysec"
             assert (await c.config_get("appendonly"))["appendonly"] == "yes"
+            assert (await c.config_get("hash-max-listpack-value"))["hash-max-listpack-value"] == "256"
         finally:
             await c.aclose()
         assert _mode(Path(url.removeprefix("unix://"))) == 0o700
@@ -100,6 +101,21 @@ def _mode(path: Path) -> int:
 
 def _same_file(a: str, b: str) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
+
+
+async def test_config_advice(tmp_path: Path) -> None:
+    async with EmbeddedRedis(tmp_path) as url:
+        store = await RedisStore.connect(url, KEY)
+        c = redis.asyncio.Redis.from_url(url)
+        try:
+            assert await store.config_advice() == []
+            await c.config_set("hash-max-listpack-value", 64)
+            await c.config_set("appendonly", "no")
+            advice = await store.config_advice()
+            assert len(advice) == 2 and "hash-max-listpack-value 256" in advice[0]
+        finally:
+            await c.aclose()
+            await store.close()
 
 
 _CHILD = """
