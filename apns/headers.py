@@ -59,6 +59,11 @@ def path_field(path: bytes) -> bytes:
     return bytes((_PATH_STATIC_INDEX,)) + literal_string(path)
 
 
+def status_field(status: int) -> bytes:
+    """`:status` as a literal without indexing, indexed name (static entry 8 is ":status: 200")."""
+    return b"\x08" + literal_string(str(status).encode())
+
+
 def unindexed_field(name: bytes, value: bytes) -> bytes:
     """A header as a literal without indexing with a literal name."""
     return b"\x00" + literal_string(name) + literal_string(value)

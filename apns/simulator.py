@@ -41,11 +41,13 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
+from apns.headers import BlockEncoder, status_field, unindexed_field
 from apns.pool import Endpoint
 from apns.sim_rules import AuthState, RequestChecker, SimulatorKey, Verdict, is_uuid
 from apns.sim_tls import generate_certificates
 
 _MAX_BODY_KEEP: Final = 16384  # enough to say "413"; never buffer a hostile upload
+_STATUS_ONLY: Final = [(b":status", b"200")]  # h2 only inspects the list; the block is prepared apart
 _RETRY_REASONS: Final = {429: "TooManyRequests", 500: "InternalServerError", 503: "ServiceUnavailable"}
 
 __all__ = ["ApnsSimulator", "Faults", "RecordedPush", "SimulatorKey"]
@@ -250,8 +252,12 @@ class ApnsSimulator:
 class _SimConnection(asyncio.Protocol):
     def __init__(self, sim: ApnsSimulator) -> None:
         self.sim = sim
-        cfg = h2.config.H2Configuration(client_side=False, header_encoding=None)
-        self.h2 = h2.connection.H2Connection(cfg)
+        cfg = h2.config.H2Configuration(
+            client_side=False, header_encoding=None, validate_outbound_headers=False, normalize_outbound_headers=False
+        )
+        self.h2 = h2.connection.H2Connection(cfg)  # inbound validation stays on: the simulator is strict
+        self.encoder = BlockEncoder()
+        self.h2.encoder = self.encoder  # type: ignore[assignment]
         self.h2.local_settings = h2.settings.Settings(
             client=False, initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1}
         )
@@ -353,19 +359,23 @@ class _SimConnection(asyncio.Protocol):
         self._flush()
 
     def _reply(self, sid: int, verdict: Verdict, apns_id: str) -> None:
-        headers = [(b":status", str(verdict.status).encode()), (b"apns-id", apns_id.encode())]
+        # Every reply header is unique per push, so it goes out as a literal without indexing (what Apple
+        # asks of providers for per-push values) and needs no Huffman work on either side.
+        block = [status_field(verdict.status), unindexed_field(b"apns-id", apns_id.encode())]
         if self.sim.development:
-            headers.append((b"apns-unique-id", str(uuid.uuid4()).encode()))
+            block.append(unindexed_field(b"apns-unique-id", str(uuid.uuid4()).encode()))
         try:
             if verdict.status == 200:
-                self.h2.send_headers(sid, headers, end_stream=True)
+                self.encoder.prepare(b"".join(block))
+                self.h2.send_headers(sid, _STATUS_ONLY, end_stream=True)
             else:
                 obj: dict[str, object] = {"reason": verdict.reason}
                 if verdict.status == 410:
                     obj["timestamp"] = self.sim.faults.unregistered.get(verdict.token, 0)
                 body = json.dumps(obj).encode()
-                headers.append((b"content-type", b"application/json"))
-                self.h2.send_headers(sid, headers)
+                block.append(unindexed_field(b"content-type", b"application/json"))
+                self.encoder.prepare(b"".join(block))
+                self.h2.send_headers(sid, _STATUS_ONLY)
                 self.h2.send_data(sid, body, end_stream=True)
         except h2.exceptions.ProtocolError:
             return  # the client reset the stream meanwhile
