@@ -240,13 +240,13 @@ def test_fast_request_matches_h2_byte_for_byte_and_state_for_state() -> None:
     import h2.config
     import h2.events
 
-    from apns.connection import _CountingH2
+    from apns.h2fast import FastH2
 
-    def fresh() -> _CountingH2:
+    def fresh() -> FastH2:
         cfg = h2.config.H2Configuration(
             client_side=True, header_encoding=None, validate_outbound_headers=False, normalize_outbound_headers=False
         )
-        conn = _CountingH2(cfg, lambda: 0)
+        conn = FastH2(cfg, lambda: 0)
         conn.initiate_connection()
         conn.send_headers(1, [(b":method", b"POST"), (b":path", b"/"), (b":scheme", b"https"), (b":authority", b"a")])
         conn.send_data(1, b"{}", end_stream=True)
