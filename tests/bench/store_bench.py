@@ -25,12 +25,12 @@ from pathlib import Path
 import redis.asyncio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "store"))
-from store_helpers import notifier_key, server, token  # noqa: E402
+from store_helpers import notifier_key, server, token
 
-from ntf_server.store.embedded import EmbeddedRedis  # noqa: E402
-from ntf_server.store.keys import DEFAULT_BUCKETS  # noqa: E402
-from ntf_server.store.records import SUB_PENDING, TOKEN_ACTIVE  # noqa: E402
-from ntf_server.store.redis import RedisStore  # noqa: E402
+from ntf_server.store.embedded import EmbeddedRedis
+from ntf_server.store.keys import DEFAULT_BUCKETS
+from ntf_server.store.records import SUB_PENDING, TOKEN_ACTIVE
+from ntf_server.store.redis import RedisStore
 
 
 async def used_memory(url: str) -> int:
