@@ -199,6 +199,7 @@ async def test_goaway_mid_flight_loses_and_duplicates_nothing(key: ProviderKey, 
         assert all(len(sim.pushes(t)) == 1 for t in tokens)
         assert stats.goaway_reasons["Shutdown"] >= 600 // 37 - 1
         assert stats.retries > 0 and stats.delivered == 600
+        assert stats.connections_opened >= 600 // 37 and stats.jwt_minted == 1  # one JWT for every connection
 
 
 async def test_request_timeout(sim: ApnsSimulator, make_client: ClientFactory) -> None:
