@@ -218,6 +218,8 @@ class ApnsClient:
                     raise RetryLater(f"ConnectionLost: {exc.reason}", self._backoff(1)) from exc
                 continue
             except ConnectionLost as exc:
+                if self._closed:
+                    raise RetryLater("client closed", self._backoff(attempts)) from exc
                 if (
                     exc.processed is False
                     and not isinstance(exc, ConnectFailed)

@@ -300,3 +300,28 @@ async def test_bodies_wait_for_the_servers_flow_control_window(key: ProviderKey)
             tokens = [new_token() for _ in range(300)]
             await asyncio.gather(*(client.send(Notification(t, big, PushType.BACKGROUND)) for t in tokens))
         assert all(len(sim.pushes(t)) == 1 and len(sim.pushes(t)[0].body) > 3000 for t in tokens)
+
+
+async def test_server_vanishing_mid_flight_gives_retry_later_not_a_hang(key: ProviderKey) -> None:
+    sim = ApnsSimulator([SimulatorKey.from_provider_key(key)])
+    await sim.start()
+    sim.faults.response_delay_s = 5.0
+    async with ApnsClient({"a": App(sim.endpoint, key, TOPIC)}, sleep=no_sleep, backoff=lambda n: 0.0) as client:
+        await asyncio.sleep(0)
+        sends = [asyncio.create_task(client.send(background(new_token()))) for _ in range(20)]
+        await asyncio.sleep(0.3)
+        await sim.stop()
+        t0 = time.monotonic()
+        results = await asyncio.gather(*sends, return_exceptions=True)
+        assert time.monotonic() - t0 < 2.0
+    assert all(isinstance(r, RetryLater) and "ConnectionLost" in r.reason for r in results), results
+
+
+async def test_closing_the_client_ends_pending_sends(sim: ApnsSimulator, key: ProviderKey) -> None:
+    sim.faults.response_delay_s = 5.0
+    client = ApnsClient({"a": App(sim.endpoint, key, TOPIC)})
+    sends = [asyncio.create_task(client.send(background(new_token()))) for _ in range(5)]
+    await asyncio.sleep(0.3)
+    await client.aclose()
+    results = await asyncio.wait_for(asyncio.gather(*sends, return_exceptions=True), 2.0)
+    assert all(isinstance(r, RetryLater) for r in results), results
