@@ -14,6 +14,8 @@ import h2.connection
 import h2.exceptions
 from h2.stream import StreamInputs
 
+# The internals the shortcuts rely on; if a future h2 drops them, we fall back on h2's public path.
+_INTERNALS_OK: Final = all(hasattr(h2.connection.H2Connection, name) for name in ("_begin_new_stream", "_open_streams"))
 _FRAME_HEAD: Final = struct.Struct(">BHBBL")  # 24-bit length, type, flags, stream id (RFC 9113 4.1)
 
 
@@ -39,6 +41,8 @@ class FastH2(h2.connection.H2Connection):
 
     @property
     def open_outbound_streams(self) -> int:
+        if not _INTERNALS_OK:
+            return super().open_outbound_streams
         self._opens += 1
         if self._opens % self._PRUNE_EVERY == 0:
             self._open_streams(1)  # client streams are odd; this moves closed ones out of `streams`
@@ -48,7 +52,9 @@ class FastH2(h2.connection.H2Connection):
         n = len(body)
         limit = self.max_outbound_frame_size
         if (
-            len(block) > limit
+            not _INTERNALS_OK
+            or not isinstance(getattr(self, "_data_to_send", None), bytearray)
+            or len(block) > limit
             or n > limit
             or n > self.outbound_flow_control_window
             or n > self.remote_settings.initial_window_size
