@@ -79,14 +79,6 @@ class Verified:
     sub: SubscriptionRecord | None = None
 
 
-def to_provider(p: P.PushProvider) -> PushProvider:
-    return PushProvider.from_code(p.value)
-
-
-def wire_token_status(rec: TokenRecord) -> P.TokenStatus:
-    return P.TokenStatus.from_text(rec.status.to_text())
-
-
 class NtfHandlers:
     def __init__(
         self,
@@ -117,7 +109,7 @@ class NtfHandlers:
             case P.TNew():
                 if not check(cmd.verify_key):
                     return P.Err(AUTH)
-                tok = await self._store.find_token(to_provider(cmd.token.provider), cmd.token.token, cmd.verify_key)
+                tok = await self._store.find_token(cmd.token.provider, cmd.token.token, cmd.verify_key)
                 return Verified(raw, cmd, token=tok)
             case P.SNew():
                 tok = await self._store.get_token(cmd.token_id)
@@ -173,7 +165,7 @@ class NtfHandlers:
                 return await self._snew(cmd, tok)
             case P.SChk():
                 assert v.sub is not None
-                return P.Sub(P.SubStatus.from_text(v.sub.status.to_text()))
+                return P.Sub(v.sub.status)
             case P.SDel():
                 assert v.sub is not None
                 await self._store.delete_subscription(v.sub.sub_id)
@@ -191,10 +183,10 @@ class NtfHandlers:
             case P.TVfy(code):
                 return await self._tvfy(code, tok)
             case P.TChk():
-                return P.Tkn(wire_token_status(tok))
+                return P.Tkn(tok.status)
             case P.TRpl(device):
                 reg_code = secrets.token_bytes(REG_CODE_BYTES)
-                provider = to_provider(device.provider)
+                provider = device.provider
                 if not await self._store.replace_token(tok.token_id, provider, device.token, reg_code):
                     return P.Err(AUTH)
                 updated = await self._store.get_token(tok.token_id)
@@ -225,7 +217,7 @@ class NtfHandlers:
             return P.Err(AUTH)
         rec = TokenRecord(
             token_id=secrets.token_bytes(ID_BYTES),
-            provider=to_provider(cmd.token.provider),
+            provider=cmd.token.provider,
             device_token=cmd.token.token,
             status=TOKEN_REGISTERED,
             verify_key=cmd.verify_key,

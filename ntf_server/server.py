@@ -97,6 +97,8 @@ class NtfServer:
         url = await self._redis_url()
         master = load_or_create_store_key(cfg.store.key_file)
         self._store = await RedisStore.connect(url, master, prefix=cfg.redis.key_prefix)
+        for advice in await self._store.config_advice():
+            log.warning("redis: %s", advice)
         apps = apns_apps(cfg)
         self._sender = ApnsSender(ApnsClient(apps) if apps else None, apps)
         self.push = PushService(self._store, self._sender, self.stats)

@@ -38,22 +38,25 @@ MIN_CRON_INTERVAL_MIN: Final = 20
 
 
 class PushProvider(enum.Enum):
-    APNS_DEV = b"AD"
-    APNS_PROD = b"AP"
-    APNS_TEST = b"AT"
-    APNS_NULL = b"AN"
+    """Push provider, valued by its 2-byte NTF wire code (§4.1)."""
+
+    APNS_PROD = "AP"
+    APNS_DEV = "AD"
+    APNS_TEST = "AT"
+    APNS_NULL = "AN"
+
+    @classmethod
+    def from_code(cls, code: str | bytes) -> PushProvider:
+        text = code.decode("ascii", "replace") if isinstance(code, bytes) else code
+        try:
+            return cls(text)
+        except ValueError:
+            raise CodecError(f"unknown push provider {text!r}") from None
 
     @property
     def text(self) -> str:
         """Text form used in store logs and the Haskell database (``apns_prod`` …)."""
         return _PROVIDER_TEXT[self]
-
-    @staticmethod
-    def from_text(s: str) -> PushProvider:
-        for p, t in _PROVIDER_TEXT.items():
-            if t == s:
-                return p
-        raise CodecError(f"unknown push provider {s!r}")
 
 
 _PROVIDER_TEXT: Final = {
@@ -70,28 +73,17 @@ class DeviceToken:
     token: bytes  # lowercase hex ASCII for APNs; used verbatim in the APNs path
 
     def encode(self) -> bytes:
-        return self.provider.value + enc_short(self.token)
+        return self.provider.value.encode() + enc_short(self.token)
 
     @staticmethod
     def decode(r: Reader) -> DeviceToken:
-        try:
-            provider = PushProvider(r.take(2))
-        except ValueError as e:
-            raise CodecError("bad push provider") from e
-        return DeviceToken(provider, r.short())
+        return DeviceToken(PushProvider.from_code(r.take(2)), r.short())
 
     def __repr__(self) -> str:  # never print a device token (STYLE.md 12)
         return f"DeviceToken({self.provider.name}, <{len(self.token)} bytes>)"
 
 
-class InvalidReason(enum.Enum):
-    BAD = "BAD"
-    TOPIC = "TOPIC"
-    EXPIRED = "EXPIRED"
-    UNREGISTERED = "UNREGISTERED"
-
-
-class TokenState(enum.Enum):
+class TokenStatusKind(enum.Enum):
     NEW = "NEW"
     REGISTERED = "REGISTERED"
     INVALID = "INVALID"
@@ -100,35 +92,40 @@ class TokenState(enum.Enum):
     EXPIRED = "EXPIRED"
 
 
+class InvalidReason(enum.Enum):
+    """Why APNs rejected a token (§5.8); shown after ``INVALID,`` from NTF v3."""
+
+    BAD = "BAD"
+    TOPIC = "TOPIC"
+    EXPIRED = "EXPIRED"
+    UNREGISTERED = "UNREGISTERED"
+
+
 @dataclass(frozen=True, slots=True)
 class TokenStatus:
-    state: TokenState
+    kind: TokenStatusKind
     reason: InvalidReason | None = None  # only with INVALID
 
     def __post_init__(self) -> None:
-        if self.reason is not None and self.state is not TokenState.INVALID:
+        if self.reason is not None and self.kind is not TokenStatusKind.INVALID:
             raise CodecError("only INVALID carries a reason")
 
-    def to_text(self, version: int = NTF_VERSION_INVALID_REASON) -> str:
-        if self.reason is None or version < NTF_VERSION_INVALID_REASON:
-            return self.state.value
-        return f"{self.state.value},{self.reason.value}"
+    def to_text(self, with_reason: bool = True) -> str:
+        """§4.2 text; ``with_reason=False`` gives plain ``INVALID`` for NTF connections below v3."""
+        if self.reason is not None and with_reason:
+            return f"INVALID,{self.reason.value}"
+        return self.kind.value
 
-    @staticmethod
-    def from_text(s: str) -> TokenStatus:
-        state, sep, reason = s.partition(",")
+    @classmethod
+    def from_text(cls, text: str) -> TokenStatus:
+        kind_text, sep, reason_text = text.partition(",")
         try:
-            st = TokenState(state)
-            if not sep:
-                return TokenStatus(st)
-            if st is not TokenState.INVALID:
-                raise CodecError("reason on a non-INVALID status")
-            return TokenStatus(st, InvalidReason(reason))
-        except ValueError as e:
-            raise CodecError(f"bad token status {s!r}") from e
+            return cls(TokenStatusKind(kind_text), InvalidReason(reason_text) if sep else None)
+        except ValueError:
+            raise CodecError(f"invalid token status {text!r}") from None
 
 
-class SubState(enum.Enum):
+class SubStatusKind(enum.Enum):
     NEW = "NEW"
     PENDING = "PENDING"
     ACTIVE = "ACTIVE"
@@ -140,29 +137,39 @@ class SubState(enum.Enum):
     ERR = "ERR"
 
 
+MAX_ERR_TEXT: Final = 200  # ERR text is informational (Haskell ``show`` output); the store keeps ≤200 bytes
+
+
 @dataclass(frozen=True, slots=True)
 class SubStatus:
-    state: SubState
-    error: str | None = None  # free text, only with ERR
+    kind: SubStatusKind
+    err: str = ""  # only with ERR
 
     def __post_init__(self) -> None:
-        if (self.state is SubState.ERR) != (self.error is not None):
-            raise CodecError("ERR status needs its text, and only ERR has one")
+        if self.kind is SubStatusKind.ERR:
+            if not self.err or len(self.err.encode()) > MAX_ERR_TEXT:
+                raise CodecError("ERR status needs a text of 1..200 bytes")
+        elif self.err:
+            raise CodecError("only ERR carries a text")
+
+    @classmethod
+    def error(cls, text: str) -> SubStatus:
+        """An ``ERR <text>`` status, the text cut to what the store keeps."""
+        cut = text.encode()[:MAX_ERR_TEXT].decode(errors="ignore") or "?"
+        return cls(SubStatusKind.ERR, cut)
 
     def to_text(self) -> str:
-        return self.state.value if self.error is None else f"ERR {self.error}"
+        return f"ERR {self.err}" if self.kind is SubStatusKind.ERR else self.kind.value
 
-    @staticmethod
-    def from_text(s: str) -> SubStatus:
-        if s.startswith("ERR "):
-            return SubStatus(SubState.ERR, s[4:])
+    @classmethod
+    def from_text(cls, text: str) -> SubStatus:
+        if text.startswith("ERR "):
+            return cls(SubStatusKind.ERR, text[4:])
         try:
-            st = SubState(s)
-        except ValueError as e:
-            raise CodecError(f"bad subscription status {s!r}") from e
-        if st is SubState.ERR:
-            raise CodecError("ERR status without text")
-        return SubStatus(st)
+            kind = SubStatusKind(text)
+        except ValueError:
+            raise CodecError(f"invalid subscription status {text!r}") from None
+        return cls(kind)
 
 
 # ---------------------------------------------------------------- commands
@@ -376,7 +383,7 @@ def encode_response(resp: NtfResponse, version: int) -> bytes:
         case Err(error):
             return b"ERR " + enc_error(error)
         case Tkn(status):
-            return b"TKN " + status.to_text(version).encode()
+            return b"TKN " + status.to_text(with_reason=version >= NTF_VERSION_INVALID_REASON).encode()
         case Sub(status):
             return b"SUB " + status.to_text().encode()
         case Ok() | Pong():

@@ -7,72 +7,26 @@ tokens, keys or notifier ids (STYLE 12): only their lengths.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from typing import Final
 
 from ntf_server.protocol.encoding import SMPServer
+from ntf_server.protocol.ntf import (
+    MAX_ERR_TEXT,
+    InvalidReason,
+    PushProvider,
+    SubStatus,
+    SubStatusKind,
+    TokenStatus,
+    TokenStatusKind,
+)
 
-
-class PushProvider(enum.Enum):
-    """Push provider, valued by its 2-byte NTF wire code (spec §4.1)."""
-
-    APNS_PROD = "AP"
-    APNS_DEV = "AD"
-    APNS_TEST = "AT"
-    APNS_NULL = "AN"
-
-    @classmethod
-    def from_code(cls, code: str | bytes) -> PushProvider:
-        text = code.decode("ascii", "replace") if isinstance(code, bytes) else code
-        try:
-            return cls(text)
-        except ValueError:
-            raise ValueError(f"unknown push provider {text!r}") from None
-
-
-class TokenStatusKind(enum.Enum):
-    NEW = "NEW"
-    REGISTERED = "REGISTERED"
-    INVALID = "INVALID"
-    CONFIRMED = "CONFIRMED"
-    ACTIVE = "ACTIVE"
-    EXPIRED = "EXPIRED"
-
-
-class InvalidReason(enum.Enum):
-    """Why APNs rejected a token (spec §5.8); shown after `INVALID,` from NTF v3."""
-
-    BAD = "BAD"
-    TOPIC = "TOPIC"
-    EXPIRED = "EXPIRED"
-    UNREGISTERED = "UNREGISTERED"
-
-
-@dataclass(frozen=True, slots=True)
-class TokenStatus:
-    kind: TokenStatusKind
-    reason: InvalidReason | None = None
-
-    def __post_init__(self) -> None:
-        if self.reason is not None and self.kind is not TokenStatusKind.INVALID:
-            raise ValueError("only INVALID carries a reason")
-
-    def to_text(self, with_reason: bool = True) -> str:
-        """§4.2 text; `with_reason=False` gives plain `INVALID` for NTF connections below v3."""
-        if self.reason is not None and with_reason:
-            return f"INVALID,{self.reason.value}"
-        return self.kind.value
-
-    @classmethod
-    def from_text(cls, text: str) -> TokenStatus:
-        kind_text, sep, reason_text = text.partition(",")
-        try:
-            kind = TokenStatusKind(kind_text)
-            reason = InvalidReason(reason_text) if sep else None
-            return cls(kind, reason)
-        except ValueError:
-            raise ValueError(f"invalid token status {text!r}") from None
+# The status and provider types are the protocol's own (one definition, same text forms on the wire and
+# in the store); re-exported here because they are also what the store keeps.
+__all__ = [
+    "MAX_ERR_TEXT", "InvalidReason", "LastNotification", "PushProvider", "SubStatus", "SubStatusKind",
+    "SubscriptionRecord", "TokenRecord", "TokenStatus", "TokenStatusKind",
+]
 
 
 # Well-known values, so callers write `TOKEN_ACTIVE` rather than building one.
@@ -86,52 +40,6 @@ TOKEN_EXPIRED: Final = TokenStatus(TokenStatusKind.EXPIRED)
 VERIFY_ALLOWED: Final = frozenset({TokenStatusKind.REGISTERED, TokenStatusKind.CONFIRMED, TokenStatusKind.ACTIVE})
 SUB_COMMANDS_ALLOWED: Final = frozenset({TokenStatusKind.ACTIVE, TokenStatusKind.INVALID, TokenStatusKind.EXPIRED})
 CONFIRM_KEEPS: Final = frozenset({TokenStatusKind.CONFIRMED, TokenStatusKind.ACTIVE})
-
-
-class SubStatusKind(enum.Enum):
-    NEW = "NEW"
-    PENDING = "PENDING"
-    ACTIVE = "ACTIVE"
-    INACTIVE = "INACTIVE"
-    END = "END"
-    DELETED = "DELETED"
-    AUTH = "AUTH"
-    SERVICE = "SERVICE"
-    ERR = "ERR"
-
-
-MAX_ERR_TEXT: Final = 200  # the store keeps the status in a 1-byte-length field; ERR text is informational
-
-
-@dataclass(frozen=True, slots=True)
-class SubStatus:
-    kind: SubStatusKind
-    err: str = ""
-
-    def __post_init__(self) -> None:
-        if self.kind is SubStatusKind.ERR:
-            if not self.err or len(self.err.encode()) > MAX_ERR_TEXT:
-                raise ValueError("ERR status needs a text of 1..200 bytes")
-        elif self.err:
-            raise ValueError("only ERR carries a text")
-
-    @classmethod
-    def error(cls, text: str) -> SubStatus:
-        """An `ERR <text>` status, the text cut to what the store keeps (it is only informational)."""
-        cut = text.encode()[:MAX_ERR_TEXT].decode(errors="ignore") or "?"
-        return cls(SubStatusKind.ERR, cut)
-
-    def to_text(self) -> str:
-        return f"ERR {self.err}" if self.kind is SubStatusKind.ERR else self.kind.value
-
-    @classmethod
-    def from_text(cls, text: str) -> SubStatus:
-        if text.startswith("ERR "):
-            return cls(SubStatusKind.ERR, text[4:])
-        try:
-            return cls(SubStatusKind(text))
-        except ValueError:
-            raise ValueError(f"invalid subscription status {text!r}") from None
 
 
 SUB_NEW: Final = SubStatus(SubStatusKind.NEW)

@@ -22,7 +22,7 @@ from ntf_server.transport.blocks import BlockStream, ConnectionClosed
 from ntf_server.transport.tls import ChainError, connect_pinned, ntf_client_context
 
 SMP = SMPServer(("smp.example.com",), "5223", b"\x42" * 32)
-ACTIVE = P.Tkn(P.TokenStatus(P.TokenState.ACTIVE))
+ACTIVE = P.Tkn(P.TokenStatus(P.TokenStatusKind.ACTIVE))
 
 
 def device_token() -> P.DeviceToken:
@@ -57,7 +57,7 @@ async def test_token_lifecycle(env: Env, alpn: bool) -> None:
     assert client.version == (3 if alpn else 1)
     app, code = await registered(env, client)
     await env.server.push.drain()  # type: ignore[union-attr]
-    confirmed = P.Tkn(P.TokenStatus(P.TokenState.CONFIRMED))
+    confirmed = P.Tkn(P.TokenStatus(P.TokenStatusKind.CONFIRMED))
     assert await app.token_command(client, P.TChk()) == confirmed
     assert await app.token_command(client, P.TVfy(os.urandom(32))) == P.Err(AUTH)
     assert await app.token_command(client, P.TVfy(code)) == P.Ok()
@@ -70,7 +70,7 @@ async def test_token_lifecycle(env: Env, alpn: bool) -> None:
     sub = await app.subscribe(client, SMP, os.urandom(24), nkey)
     assert isinstance(sub, P.IdSub)
     _, status = await client.request(sub.sub_id, P.SChk(), app.auth_key)
-    assert status == P.Sub(P.SubStatus(P.SubState.NEW))
+    assert status == P.Sub(P.SubStatus(P.SubStatusKind.NEW))
     assert (await client.request(sub.sub_id, P.SDel(), app.auth_key))[1] == P.Ok()
     assert (await client.request(sub.sub_id, P.SChk(), app.auth_key))[1] == P.Err(AUTH)
     assert await app.token_command(client, P.TDel()) == P.Ok()
@@ -112,7 +112,7 @@ async def test_trpl_reverifies_with_the_new_device_token(env: Env) -> None:
     push = await env.sim.next_push(new.token.decode())
     code = app.verification_code(push.body)
     await env.server.push.drain()  # type: ignore[union-attr]
-    assert await app.token_command(client, P.TChk()) == P.Tkn(P.TokenStatus(P.TokenState.CONFIRMED))
+    assert await app.token_command(client, P.TChk()) == P.Tkn(P.TokenStatus(P.TokenStatusKind.CONFIRMED))
     assert await app.token_command(client, P.TVfy(code)) == P.Ok()
     assert await app.token_command(client, P.TChk()) == ACTIVE
     await client.close()
@@ -150,7 +150,7 @@ async def test_dead_device_token_becomes_invalid(env: Env) -> None:
     env.sim.unregister(app.device_token.token.decode())
     assert isinstance(await app.register(client), P.IdTkn)
     await env.server.push.drain()  # type: ignore[union-attr]
-    invalid = P.TokenStatus(P.TokenState.INVALID, P.InvalidReason.UNREGISTERED)
+    invalid = P.TokenStatus(P.TokenStatusKind.INVALID, P.InvalidReason.UNREGISTERED)
     assert await app.token_command(client, P.TChk()) == P.Tkn(invalid)
     await client.close()
 
@@ -279,7 +279,7 @@ async def test_restart_keeps_every_token(env: Env) -> None:
     await env.restart()
     client = await connect(env)
     assert await app.token_command(client, P.TChk()) == ACTIVE
-    assert (await client.request(sub.sub_id, P.SChk(), app.auth_key))[1] == P.Sub(P.SubStatus(P.SubState.NEW))
+    assert (await client.request(sub.sub_id, P.SChk(), app.auth_key))[1] == P.Sub(P.SubStatus(P.SubStatusKind.NEW))
     await client.close()
 
 
@@ -302,7 +302,7 @@ async def test_null_provider_is_confirmed_without_a_push(env: Env) -> None:
     app = SimApp(P.DeviceToken(P.PushProvider.APNS_NULL, b"test_ntf_token"))
     assert isinstance(await app.register(client), P.IdTkn)
     await env.server.push.drain()  # type: ignore[union-attr]
-    assert await app.token_command(client, P.TChk()) == P.Tkn(P.TokenStatus(P.TokenState.CONFIRMED))
+    assert await app.token_command(client, P.TChk()) == P.Tkn(P.TokenStatus(P.TokenStatusKind.CONFIRMED))
     assert env.sim.all_pushes() == []
     assert env.server.stats["tkn_created"] == 0  # not counted, as in Haskell
     await client.close()
@@ -313,7 +313,7 @@ async def test_disabled_environment_is_a_counted_failure(env: Env) -> None:
     app = SimApp(P.DeviceToken(P.PushProvider.APNS_PROD, os.urandom(32).hex().encode()))
     assert isinstance(await app.register(client), P.IdTkn)
     await env.server.push.drain()  # type: ignore[union-attr]
-    assert await app.token_command(client, P.TChk()) == P.Tkn(P.TokenStatus(P.TokenState.REGISTERED))
+    assert await app.token_command(client, P.TChk()) == P.Tkn(P.TokenStatus(P.TokenStatusKind.REGISTERED))
     assert env.server.stats["ntf_vrf_failed"] == 1
     assert (await client.request(b"", P.Ping()))[1] == P.Pong()
     await client.close()

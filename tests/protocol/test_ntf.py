@@ -28,15 +28,15 @@ from ntf_server.protocol.ntf import (
     SDel,
     SNew,
     Sub,
-    SubState,
     SubStatus,
+    SubStatusKind,
     TChk,
     TCrn,
     TDel,
     Tkn,
     TNew,
-    TokenState,
     TokenStatus,
+    TokenStatusKind,
     TRpl,
     TVfy,
     check_response_entity,
@@ -211,10 +211,10 @@ RESPONSES = [
     Err(QUOTA),
     Err(CmdError(CommandError.NO_ENTITY)),
     Err(StoreErr("db down")),
-    Tkn(TokenStatus(TokenState.ACTIVE)),
-    Tkn(TokenStatus(TokenState.INVALID, InvalidReason.UNREGISTERED)),
-    Sub(SubStatus(SubState.PENDING)),
-    Sub(SubStatus(SubState.ERR, "SMP error QUOTA")),
+    Tkn(TokenStatus(TokenStatusKind.ACTIVE)),
+    Tkn(TokenStatus(TokenStatusKind.INVALID, InvalidReason.UNREGISTERED)),
+    Sub(SubStatus(SubStatusKind.PENDING)),
+    Sub(SubStatus.error("SMP error QUOTA")),
 ]
 
 
@@ -224,7 +224,7 @@ def test_responses_round_trip_at_every_version(resp: object, version: int) -> No
     wire = encode_response(resp, version)  # type: ignore[arg-type]
     got = parse_response(wire)
     if isinstance(resp, Tkn) and version < 3:
-        assert got == Tkn(TokenStatus(resp.status.state))  # reason dropped before v3
+        assert got == Tkn(TokenStatus(resp.status.kind))  # reason dropped before v3
     else:
         assert got == resp
 
@@ -234,7 +234,7 @@ def test_token_status_text_forms() -> None:
              "INVALID,UNREGISTERED", "CONFIRMED", "ACTIVE", "EXPIRED"]
     for t in texts:
         assert TokenStatus.from_text(t).to_text() == t
-    assert encode_response(Tkn(TokenStatus(TokenState.INVALID, InvalidReason.BAD)), 2) == b"TKN INVALID"
+    assert encode_response(Tkn(TokenStatus(TokenStatusKind.INVALID, InvalidReason.BAD)), 2) == b"TKN INVALID"
     for bad in ("ACTIVE,BAD", "INVALID,", "active"):
         with pytest.raises(CodecError):
             TokenStatus.from_text(bad)
@@ -252,7 +252,7 @@ def test_response_entity_rules() -> None:
     assert not check_response_entity(IdTkn(b"t", b"k"), b"x")
     assert not check_response_entity(Ok(), b"")
     assert check_response_entity(Err(AUTH), b"")
-    assert check_response_entity(Tkn(TokenStatus(TokenState.NEW)), b"t")
+    assert check_response_entity(Tkn(TokenStatus(TokenStatusKind.NEW)), b"t")
 
 
 def test_device_token_repr_hides_token() -> None:
