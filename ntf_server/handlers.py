@@ -22,8 +22,7 @@ from typing import Final, Protocol, assert_never
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from ntf_server.protocol import crypto
-from ntf_server.protocol import ntf as P
+from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.errors import AUTH, QUOTA, StoreErr
 from ntf_server.protocol.transport import RawTransmission
 from ntf_server.stats import Stats

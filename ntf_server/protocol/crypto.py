@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
+from ntf_server.protocol import der
 from ntf_server.protocol.encoding import CodecError, pad, unpad
 
 PublicAuthKey = Ed25519PublicKey | Ed448PublicKey | X25519PublicKey
@@ -57,76 +58,6 @@ SMP_BLOCK_SIZE: Final = 16384
 
 class CryptoError(CodecError):
     """Decryption, verification or key agreement failed (bad tag, bad signature, low-order point)."""
-
-
-# ---------------------------------------------------------------- minimal DER reader (untrusted input)
-
-_SEQUENCE: Final = 0x30
-_INTEGER: Final = 0x02
-_BIT_STRING: Final = 0x03
-_OCTET_STRING: Final = 0x04
-_OID: Final = 0x06
-_CTX_0_CONSTRUCTED: Final = 0xA0  # PKCS#8 [0] attributes
-_CTX_1_PRIMITIVE: Final = 0x81  # PKCS#8 [1] IMPLICIT BIT STRING public key
-
-
-def _tlv(tag: int, value: bytes) -> bytes:
-    n = len(value)
-    if n < 0x80:
-        return bytes((tag, n)) + value
-    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes((tag, 0x80 | len(size))) + size + value
-
-
-class _Der:
-    """Walks single-byte-tag DER with definite, minimal lengths; anything else is a ``CodecError``."""
-
-    __slots__ = ("_buf", "_pos")
-
-    def __init__(self, data: bytes) -> None:
-        self._buf = bytes(data)
-        self._pos = 0
-
-    def peek_tag(self) -> int | None:
-        return self._buf[self._pos] if self._pos < len(self._buf) else None
-
-    def _header(self, tag: int) -> tuple[int, int]:
-        """Check the tag at the cursor; return (start of value, end of value)."""
-        buf, pos = self._buf, self._pos
-        if pos + 2 > len(buf) or buf[pos] != tag:
-            raise CodecError(f"DER: expected tag {tag:#04x}")
-        first = buf[pos + 1]
-        start = pos + 2
-        if first < 0x80:
-            n = first
-        else:
-            size = first & 0x7F
-            if size == 0 or size > 2 or start + size > len(buf):  # indefinite or absurd lengths
-                raise CodecError("DER: unsupported length")
-            n = int.from_bytes(buf[start : start + size], "big")
-            if n < 0x80 or n.bit_length() <= 8 * (size - 1):
-                raise CodecError("DER: non-minimal length")
-            start += size
-        if start + n > len(buf):
-            raise CodecError("DER: element longer than its input")
-        return start, start + n
-
-    def expect(self, tag: int) -> bytes:
-        """The value bytes of the next element, which must have ``tag``."""
-        start, end = self._header(tag)
-        self._pos = end
-        return self._buf[start:end]
-
-    def element(self, tag: int) -> bytes:
-        """The whole next element (tag, length and value) as received."""
-        begin = self._pos
-        _, end = self._header(tag)
-        self._pos = end
-        return self._buf[begin:end]
-
-    def end(self) -> None:
-        if self._pos != len(self._buf):
-            raise CodecError("DER: trailing bytes")
 
 
 # ---------------------------------------------------------------- keys (§2.2)
@@ -205,26 +136,26 @@ def decode_x25519_public_key(data: bytes) -> X25519PublicKey:
 
 def decode_private_key(data: bytes) -> PrivateAuthKey:
     """PKCS#8 (RFC 5958) v0 or v1, optional ``[0]`` attributes and ``[1]`` public key, nothing else."""
-    r = _Der(data)
-    body = _Der(r.expect(_SEQUENCE))
+    r = der.DerReader(data)
+    body = der.DerReader(r.expect(der.SEQUENCE))
     r.end()
-    version = body.expect(_INTEGER)
+    version = body.expect(der.INTEGER)
     if version not in (b"\x00", b"\x01"):
         raise CodecError("unsupported PKCS#8 version")
-    alg = _Der(body.expect(_SEQUENCE))
-    oid = alg.element(_OID)
+    alg = der.DerReader(body.expect(der.SEQUENCE))
+    oid = alg.element(der.OID)
     alg.end()
     if oid not in _AUTH_PRIV_BY_OID:
         raise CodecError("unsupported private key algorithm")
     cls, n = _AUTH_PRIV_BY_OID[oid]
-    inner = _Der(body.expect(_OCTET_STRING))
-    raw = inner.expect(_OCTET_STRING)
+    inner = der.DerReader(body.expect(der.OCTET_STRING))
+    raw = inner.expect(der.OCTET_STRING)
     inner.end()
     if len(raw) != n:
         raise CodecError("private key of wrong length")
-    if body.peek_tag() == _CTX_0_CONSTRUCTED:
-        body.expect(_CTX_0_CONSTRUCTED)  # attributes are ignored, as crypton does
-    public = body.expect(_CTX_1_PRIMITIVE) if body.peek_tag() == _CTX_1_PRIMITIVE else None
+    if body.peek_tag() == der.CTX_0_CONSTRUCTED:
+        body.expect(der.CTX_0_CONSTRUCTED)  # attributes are ignored, as crypton does
+    public = body.expect(der.CTX_1_PRIMITIVE) if body.peek_tag() == der.CTX_1_PRIMITIVE else None
     body.end()
     try:
         key = cls.from_private_bytes(raw)
@@ -488,26 +419,26 @@ class BlockCipherChain:
 
 def signed_key_tbs(x25519_pub: X25519PublicKey) -> bytes:
     """``SEQUENCE { SPKI }`` — 46 bytes for an X25519 key (the extra SEQUENCE is crypton's)."""
-    return _tlv(_SEQUENCE, encode_public_key(x25519_pub))
+    return der.tlv(der.SEQUENCE, encode_public_key(x25519_pub))
 
 
 def signed_exact(tbs_der: bytes, priv: SignPrivateKey) -> bytes:
     """``SEQUENCE { tbs, SEQUENCE { OID }, BIT STRING(0 unused bits) sig }`` over the raw tbs bytes."""
     oid = OID_ED25519 if isinstance(priv, Ed25519PrivateKey) else OID_ED448
     sig = sign(priv, tbs_der)
-    return _tlv(_SEQUENCE, tbs_der + _tlv(_SEQUENCE, oid) + _tlv(_BIT_STRING, b"\x00" + sig))
+    return der.tlv(der.SEQUENCE, tbs_der + der.tlv(der.SEQUENCE, oid) + der.tlv(der.BIT_STRING, b"\x00" + sig))
 
 
 def verify_signed_key(signed: bytes, signer_pub: SignPublicKey) -> X25519PublicKey:
     """Parse a signed X25519 key strictly, check the signature over the tbs bytes as received."""
-    r = _Der(signed)
-    body = _Der(r.expect(_SEQUENCE))
+    r = der.DerReader(signed)
+    body = der.DerReader(r.expect(der.SEQUENCE))
     r.end()
-    tbs_raw = body.element(_SEQUENCE)
-    alg = _Der(body.expect(_SEQUENCE))
-    oid = alg.element(_OID)
+    tbs_raw = body.element(der.SEQUENCE)
+    alg = der.DerReader(body.expect(der.SEQUENCE))
+    oid = alg.element(der.OID)
     alg.end()
-    bits = body.expect(_BIT_STRING)
+    bits = body.expect(der.BIT_STRING)
     body.end()
     expected_oid, sig_len = (
         (OID_ED25519, ED25519_SIG_LEN)
@@ -518,8 +449,8 @@ def verify_signed_key(signed: bytes, signer_pub: SignPublicKey) -> X25519PublicK
         raise CodecError("signature algorithm does not match the signing key")
     if len(bits) != 1 + sig_len or bits[0] != 0:
         raise CodecError("malformed signature bit string")
-    tbs = _Der(_Der(tbs_raw).expect(_SEQUENCE))
-    spki = tbs.element(_SEQUENCE)
+    tbs = der.DerReader(der.DerReader(tbs_raw).expect(der.SEQUENCE))
+    spki = tbs.element(der.SEQUENCE)
     tbs.end()
     key = decode_x25519_public_key(spki)
     if not verify_signature(signer_pub, bits[1:], tbs_raw):

@@ -9,7 +9,6 @@ command that parsed carries well-formed keys of an accepted type).
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from typing import ClassVar, Final, assert_never
 
@@ -32,144 +31,19 @@ from ntf_server.protocol.errors import (
     dec_error,
     enc_error,
 )
+from ntf_server.protocol.ntf_types import (  # re-exported: commands and responses carry them
+    MAX_ERR_TEXT as MAX_ERR_TEXT,
+    DeviceToken as DeviceToken,
+    InvalidReason as InvalidReason,
+    PushProvider as PushProvider,
+    SubStatus as SubStatus,
+    SubStatusKind as SubStatusKind,
+    TokenStatus as TokenStatus,
+    TokenStatusKind as TokenStatusKind,
+)
 from ntf_server.protocol.transport import NTF_VERSION_INVALID_REASON, RawTransmission, THParams
 
 MIN_CRON_INTERVAL_MIN: Final = 20
-
-
-class PushProvider(enum.Enum):
-    """Push provider, valued by its 2-byte NTF wire code (§4.1)."""
-
-    APNS_PROD = "AP"
-    APNS_DEV = "AD"
-    APNS_TEST = "AT"
-    APNS_NULL = "AN"
-
-    @classmethod
-    def from_code(cls, code: str | bytes) -> PushProvider:
-        text = code.decode("ascii", "replace") if isinstance(code, bytes) else code
-        try:
-            return cls(text)
-        except ValueError:
-            raise CodecError(f"unknown push provider {text!r}") from None
-
-    @property
-    def text(self) -> str:
-        """Text form used in store logs and the Haskell database (``apns_prod`` …)."""
-        return _PROVIDER_TEXT[self]
-
-
-_PROVIDER_TEXT: Final = {
-    PushProvider.APNS_DEV: "apns_dev",
-    PushProvider.APNS_PROD: "apns_prod",
-    PushProvider.APNS_TEST: "apns_test",
-    PushProvider.APNS_NULL: "apns_null",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceToken:
-    provider: PushProvider
-    token: bytes  # lowercase hex ASCII for APNs; used verbatim in the APNs path
-
-    def encode(self) -> bytes:
-        return self.provider.value.encode() + enc_short(self.token)
-
-    @staticmethod
-    def decode(r: Reader) -> DeviceToken:
-        return DeviceToken(PushProvider.from_code(r.take(2)), r.short())
-
-    def __repr__(self) -> str:  # never print a device token (STYLE.md 12)
-        return f"DeviceToken({self.provider.name}, <{len(self.token)} bytes>)"
-
-
-class TokenStatusKind(enum.Enum):
-    NEW = "NEW"
-    REGISTERED = "REGISTERED"
-    INVALID = "INVALID"
-    CONFIRMED = "CONFIRMED"
-    ACTIVE = "ACTIVE"
-    EXPIRED = "EXPIRED"
-
-
-class InvalidReason(enum.Enum):
-    """Why APNs rejected a token (§5.8); shown after ``INVALID,`` from NTF v3."""
-
-    BAD = "BAD"
-    TOPIC = "TOPIC"
-    EXPIRED = "EXPIRED"
-    UNREGISTERED = "UNREGISTERED"
-
-
-@dataclass(frozen=True, slots=True)
-class TokenStatus:
-    kind: TokenStatusKind
-    reason: InvalidReason | None = None  # only with INVALID
-
-    def __post_init__(self) -> None:
-        if self.reason is not None and self.kind is not TokenStatusKind.INVALID:
-            raise CodecError("only INVALID carries a reason")
-
-    def to_text(self, with_reason: bool = True) -> str:
-        """§4.2 text; ``with_reason=False`` gives plain ``INVALID`` for NTF connections below v3."""
-        if self.reason is not None and with_reason:
-            return f"INVALID,{self.reason.value}"
-        return self.kind.value
-
-    @classmethod
-    def from_text(cls, text: str) -> TokenStatus:
-        kind_text, sep, reason_text = text.partition(",")
-        try:
-            return cls(TokenStatusKind(kind_text), InvalidReason(reason_text) if sep else None)
-        except ValueError:
-            raise CodecError(f"invalid token status {text!r}") from None
-
-
-class SubStatusKind(enum.Enum):
-    NEW = "NEW"
-    PENDING = "PENDING"
-    ACTIVE = "ACTIVE"
-    INACTIVE = "INACTIVE"
-    END = "END"
-    DELETED = "DELETED"
-    AUTH = "AUTH"
-    SERVICE = "SERVICE"
-    ERR = "ERR"
-
-
-MAX_ERR_TEXT: Final = 200  # ERR text is informational (Haskell ``show`` output); the store keeps ≤200 bytes
-
-
-@dataclass(frozen=True, slots=True)
-class SubStatus:
-    kind: SubStatusKind
-    err: str = ""  # only with ERR
-
-    def __post_init__(self) -> None:
-        if self.kind is SubStatusKind.ERR:
-            if not self.err or len(self.err.encode()) > MAX_ERR_TEXT:
-                raise CodecError("ERR status needs a text of 1..200 bytes")
-        elif self.err:
-            raise CodecError("only ERR carries a text")
-
-    @classmethod
-    def error(cls, text: str) -> SubStatus:
-        """An ``ERR <text>`` status, the text cut to what the store keeps."""
-        cut = text.encode()[:MAX_ERR_TEXT].decode(errors="ignore") or "?"
-        return cls(SubStatusKind.ERR, cut)
-
-    def to_text(self) -> str:
-        return f"ERR {self.err}" if self.kind is SubStatusKind.ERR else self.kind.value
-
-    @classmethod
-    def from_text(cls, text: str) -> SubStatus:
-        if text.startswith("ERR "):
-            return cls(SubStatusKind.ERR, text[4:])
-        try:
-            kind = SubStatusKind(text)
-        except ValueError:
-            raise CodecError(f"invalid subscription status {text!r}") from None
-        return cls(kind)
 
 
 # ---------------------------------------------------------------- commands

@@ -18,8 +18,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from ntf_server.protocol import crypto
-from ntf_server.protocol import ntf as P
+from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import CodecError, SMPServer, b64u_decode, pad
 from ntf_server.protocol.handshake import NtfClientHello, NtfServerHello
 from ntf_server.protocol.transport import (

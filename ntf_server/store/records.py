@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from ntf_server.protocol.encoding import SMPServer
-from ntf_server.protocol.ntf import (
+from ntf_server.protocol.ntf_types import (
     MAX_ERR_TEXT,
     InvalidReason,
     PushProvider,

@@ -22,8 +22,7 @@ from typing import Final
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from ntf_server.handlers import NtfHandlers
-from ntf_server.protocol import crypto
-from ntf_server.protocol import ntf as P
+from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import CodecError, pad
 from ntf_server.protocol.errors import BLOCK
 from ntf_server.protocol.handshake import NtfClientHello, NtfServerHello

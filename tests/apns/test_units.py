@@ -6,8 +6,7 @@ import hpack
 import jwt as pyjwt
 import pytest
 from apns_helpers import new_token
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from apns.errors import Kind, classify, parse_error_body
 from apns.headers import BlockEncoder, request_block

@@ -89,9 +89,7 @@ async def ours(
 async def theirs(
     endpoint: Endpoint, key: ProviderKey, payload: dict[str, object]
 ) -> tuple[Callable[[str], Awaitable[None]], Callable[[], Awaitable[None]]]:
-    from aioapns import APNs, NotificationRequest  # type: ignore[attr-defined]
-    from aioapns import PushType as APushType
-    from aioapns import connection as aconn
+    from aioapns import APNs, NotificationRequest, PushType as APushType, connection as aconn  # type: ignore[attr-defined]
 
     # aioapns has no endpoint option: point its production protocol at the simulator.
     aconn.APNsProductionClientProtocol.APNS_SERVER = endpoint.host

@@ -10,8 +10,7 @@ import os
 import pytest
 from conftest import Env
 
-from ntf_server.protocol import crypto
-from ntf_server.protocol import ntf as P
+from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import SMPServer, enc_short, pad
 from ntf_server.protocol.errors import AUTH, BLOCK, QUOTA, CmdError, CommandError
 from ntf_server.protocol.handshake import NtfClientHello, NtfServerHello

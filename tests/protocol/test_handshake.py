@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from ntf_server.protocol import crypto
 from ntf_server.protocol.encoding import CodecError, Reader, b64u_decode, decode_all, pad

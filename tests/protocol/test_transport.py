@@ -6,8 +6,7 @@ import os
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from ntf_server.protocol import crypto
 from ntf_server.protocol.encoding import CodecError, enc_short, pad

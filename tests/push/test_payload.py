@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from ntf_server.protocol import crypto
 from ntf_server.protocol.encoding import SMPServer, b64u_decode, b64u_encode
