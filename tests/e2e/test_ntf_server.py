@@ -316,3 +316,17 @@ async def test_disabled_environment_is_a_counted_failure(env: Env) -> None:
     assert env.server.stats["ntf_vrf_failed"] == 1
     assert (await client.request(b"", P.Ping()))[1] == P.Pong()
     await client.close()
+
+
+async def test_idle_clients_are_disconnected(env: Env) -> None:
+    await env.server.stop()
+    cfg = dataclasses.replace(env.config, server=dataclasses.replace(env.config.server, idle_timeout_s=0.5))
+    server = NtfServer(cfg)
+    await server.start()
+    env.servers.append(server)
+    busy, idle = await connect(env), await connect(env)
+    for _ in range(4):  # a client that keeps talking is never idle
+        assert (await busy.request(b"", P.Ping()))[1] == P.Pong()
+        await asyncio.sleep(0.2)
+    assert await idle.closed_by_server(timeout_s=5)
+    await busy.close()
