@@ -3,7 +3,7 @@
 Theory of operation: every request goes through two steps. ``verify`` looks up the entity the command
 names and checks the transmission's auth against the key registered for it (§4.3); any failure, including
 "no such entity", is answered ``ERR AUTH`` after a verification of the same cost against a dummy key
-(STYLE 4), so timing does not reveal which tokens exist. ``execute`` then applies the command (§4.4):
+(STYLE 4), so timing does not reveal which tokens exist. Then the command is applied (§4.4):
 the token state machine's guards that must be atomic with a write live in the Store (see store/base.py);
 which transition happens is decided here. Verification pushes go to the push service, which answers
 later (a push outcome moves the token to CONFIRMED or INVALID), so the client is never kept waiting
@@ -144,9 +144,15 @@ class NtfHandlers:
 
     # ------------------------------------------------------------ commands (§4.4)
 
-    async def execute(self, v: Verified) -> P.NtfResponse:
+    async def handle(self, req: P.NtfRequest, server_dh: X25519PrivateKey | None) -> P.NtfResponse:
+        """Verify, then execute. A store failure is answered ``ERR STORE`` (as Haskell answers database
+        errors); the connection and every other client carry on."""
         try:
-            return await self._execute(v)
+            verified = await self.verify(req, server_dh)
+            if isinstance(verified, P.Err):
+                self._stats.incr("req_auth_failed")
+                return verified
+            return await self._execute(verified)
         except StoreError as e:
             log.warning("store error: %s", type(e).__name__)
             self._stats.incr("store_errors")

@@ -159,12 +159,7 @@ class NtfConnection:
                 await self._out.put(replies)
 
     async def _answer(self, req: P.NtfRequest) -> Reply:
-        verified = await self._handlers.verify(req, self._server_dh)
-        if isinstance(verified, P.Err):
-            self._stats.incr("req_auth_failed")
-            resp: P.NtfResponse = verified
-        else:
-            resp = await self._handlers.execute(verified)
+        resp = await self._handlers.handle(req, self._server_dh)
         return Reply(req.raw.corr_id, response_entity(resp, req.raw.entity_id), resp)
 
     async def _send(self) -> None:

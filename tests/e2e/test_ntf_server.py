@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+from pathlib import Path
 
 import pytest
 from conftest import Env
+from fault_proxy import FaultProxy
 
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import SMPServer, enc_short, pad
-from ntf_server.protocol.errors import AUTH, BLOCK, QUOTA, CmdError, CommandError
+from ntf_server.protocol.errors import AUTH, BLOCK, QUOTA, CmdError, CommandError, StoreErr
 from ntf_server.protocol.handshake import NtfClientHello, NtfServerHello
 from ntf_server.protocol.transport import NTF_BLOCK_SIZE, decode_block, encode_transmission
 from ntf_server.server import NtfServer
@@ -330,3 +332,28 @@ async def test_idle_clients_are_disconnected(env: Env) -> None:
         await asyncio.sleep(0.2)
     assert await idle.closed_by_server(timeout_s=5)
     await busy.close()
+
+
+async def test_store_outage_is_answered_and_survived(env: Env, tmp_path: Path, redis_url: str) -> None:
+    """Redis unreachable: requests get ERR STORE (after the store's retries), the NTF connection stays
+    open, and everything works again, with nothing lost, once Redis is back."""
+    proxy = FaultProxy(redis_url.removeprefix("unix://"), tmp_path / "redis-proxy.sock")
+    await proxy.start()
+    await env.server.stop()
+    cfg = dataclasses.replace(env.config, redis=dataclasses.replace(env.config.redis, url=proxy.url))
+    server = NtfServer(cfg)
+    await server.start()
+    env.servers.append(server)
+    try:
+        client = await connect(env)
+        app = await active(env, client)
+        await proxy.stop()
+        resp = await app.token_command(client, P.TChk())
+        assert resp == P.Err(StoreErr("database error"))
+        assert server.stats["store_errors"] == 1
+        assert (await client.request(b"", P.Ping()))[1] == P.Pong()  # the connection is still served
+        await proxy.start()
+        assert await app.token_command(client, P.TChk()) == ACTIVE
+        await client.close()
+    finally:
+        await proxy.stop()
