@@ -90,6 +90,9 @@ class PushService:
                 await self._verify(item.token)
             except StoreError as e:
                 log.warning("store error after a push: %s", type(e).__name__)
+            except Exception:  # a bug in one push must not stop the worker (and with it all pushes)
+                log.exception("verification push failed unexpectedly")
+                self._stats.incr("ntf_vrf_failed")
             finally:
                 self._queue.task_done()
 
