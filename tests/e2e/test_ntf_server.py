@@ -357,3 +357,14 @@ async def test_store_outage_is_answered_and_survived(env: Env, tmp_path: Path, r
         await client.close()
     finally:
         await proxy.stop()
+
+
+async def test_malformed_device_token_fails_its_push_only(env: Env) -> None:
+    client = await connect(env)
+    bad = SimApp(P.DeviceToken(P.PushProvider.APNS_TEST, b"not hex!"))
+    assert isinstance(await bad.register(client), P.IdTkn)
+    await env.server.push.drain()  # type: ignore[union-attr]
+    assert env.server.stats["ntf_vrf_failed"] == 1
+    assert await bad.token_command(client, P.TChk()) == P.Tkn(P.TokenStatus(P.TokenStatusKind.REGISTERED))
+    await active(env, client)  # the next registration's push still goes out
+    await client.close()
