@@ -24,18 +24,12 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.errors import AUTH, QUOTA, StoreErr
+from ntf_server.protocol.token_fsm import SUB_COMMANDS_ALLOWED, TokenEvent, changing_sources, next_status
 from ntf_server.protocol.transport import RawTransmission
 from ntf_server.stats import Stats
 from ntf_server.store.base import RemovedSub, Store, SubCreate, TokenCreate
 from ntf_server.store.errors import StoreError
-from ntf_server.store.records import (
-    SUB_COMMANDS_ALLOWED,
-    TOKEN_REGISTERED,
-    VERIFY_ALLOWED,
-    PushProvider,
-    SubscriptionRecord,
-    TokenRecord,
-)
+from ntf_server.store.records import PushProvider, SubscriptionRecord, TokenRecord, TokenStatus, TokenStatusKind
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +218,7 @@ class NtfHandlers:
             token_id=secrets.token_bytes(ID_BYTES),
             provider=cmd.token.provider,
             device_token=cmd.token.token,
-            status=TOKEN_REGISTERED,
+            status=TokenStatus(TokenStatusKind.REGISTERED),
             verify_key=cmd.verify_key,
             dh_public=crypto.encode_public_key(server_key.public_key()),
             dh_private=crypto.encode_private_key(server_key),
@@ -251,13 +245,17 @@ class NtfHandlers:
             same = False
         if not same:
             return P.Err(AUTH)  # a client that regenerated its DH key must use a new verify key
-        if tok.status.kind not in VERIFY_ALLOWED:
-            await self._store.set_token_status(tok.token_id, TOKEN_REGISTERED)
+        target = next_status(tok.status.kind, TokenEvent.TNEW_REPEAT)
+        if target is not None and target is not tok.status.kind:
+            await self._store.set_token_status(
+                tok.token_id, TokenStatus(target), only_from=changing_sources(TokenEvent.TNEW_REPEAT)
+            )
         self._pusher.send_verification(tok)
         return P.IdTkn(tok.token_id, tok.dh_public)
 
     async def _tvfy(self, code: bytes, tok: TokenRecord) -> P.NtfResponse:
-        if tok.status.kind not in VERIFY_ALLOWED or not hmac.compare_digest(code, tok.reg_code):
+        allowed = next_status(tok.status.kind, TokenEvent.TVFY) is not None
+        if not allowed or not hmac.compare_digest(code, tok.reg_code):
             return P.Err(AUTH)
         activated, removed = await self._store.activate_token(tok.token_id)
         if not activated:

@@ -20,12 +20,13 @@ from ntf_server.protocol.ntf_types import (
     TokenStatus,
     TokenStatusKind,
 )
+from ntf_server.protocol.token_fsm import SUB_COMMANDS_ALLOWED, TokenEvent, changing_sources, sources
 
 # The status and provider types are the protocol's own (one definition, same text forms on the wire and
 # in the store); re-exported here because they are also what the store keeps.
 __all__ = [
-    "MAX_ERR_TEXT", "InvalidReason", "LastNotification", "PushProvider", "SubStatus", "SubStatusKind",
-    "SubscriptionRecord", "TokenRecord", "TokenStatus", "TokenStatusKind",
+    "MAX_ERR_TEXT", "SUB_COMMANDS_ALLOWED", "InvalidReason", "LastNotification", "PushProvider", "SubStatus",
+    "SubStatusKind", "SubscriptionRecord", "TokenRecord", "TokenStatus", "TokenStatusKind",
 ]
 
 
@@ -37,9 +38,8 @@ TOKEN_ACTIVE: Final = TokenStatus(TokenStatusKind.ACTIVE)
 TOKEN_EXPIRED: Final = TokenStatus(TokenStatusKind.EXPIRED)
 
 # Status groups of spec §4.5 ("which statuses allow what").
-VERIFY_ALLOWED: Final = frozenset({TokenStatusKind.REGISTERED, TokenStatusKind.CONFIRMED, TokenStatusKind.ACTIVE})
-SUB_COMMANDS_ALLOWED: Final = frozenset({TokenStatusKind.ACTIVE, TokenStatusKind.INVALID, TokenStatusKind.EXPIRED})
-CONFIRM_KEEPS: Final = frozenset({TokenStatusKind.CONFIRMED, TokenStatusKind.ACTIVE})
+VERIFY_ALLOWED: Final = sources(TokenEvent.TVFY)  # the store's guard for activation
+CONFIRM_KEEPS: Final = frozenset(TokenStatusKind) - changing_sources(TokenEvent.VERIFICATION_DELIVERED)
 
 
 SUB_NEW: Final = SubStatus(SubStatusKind.NEW)
