@@ -21,6 +21,7 @@ from apns.pool import Endpoint
 from ntf_server.config import ApnsEnvConfig, Config, ConfigError
 from ntf_server.handlers import NtfHandlers
 from ntf_server.logsetup import setup_logging
+from ntf_server.maintenance import Housekeeping
 from ntf_server.protocol import crypto
 from ntf_server.push.apns_sender import ApnsSender
 from ntf_server.push.service import PushService
@@ -66,7 +67,8 @@ class NtfServer:
         self._embedded: EmbeddedRedis | None = None
         self._store: RedisStore | None = None
         self._sender: ApnsSender | None = None
-        self._push_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.housekeeping: Housekeeping | None = None
         self.listener: NtfListener | None = None
         self.push: PushService | None = None
 
@@ -102,8 +104,11 @@ class NtfServer:
         apps = apns_apps(cfg)
         self._sender = ApnsSender(ApnsClient(apps) if apps else None, apps)
         self.push = PushService(self._store, self._sender, self.stats)
-        self._push_task = asyncio.create_task(self.push.run(), name="push-workers")
+        self._tasks.append(asyncio.create_task(self.push.run(), name="push-workers"))
         handlers = NtfHandlers(self._store, self.push, self.stats)
+        self.housekeeping = Housekeeping(self._store, handlers.subscriber, self.stats,
+                                         expire_after_days=cfg.store.expire_tokens_after_days)
+        self._tasks.append(asyncio.create_task(self.housekeeping.run(), name="housekeeping"))
         identity = ServerIdentity(
             certs.fingerprint(certs.read_ca_der(cfg.tls.ca_cert_file)), load_sign_key(cfg.tls.key_file)
         )
@@ -117,10 +122,10 @@ class NtfServer:
     async def stop(self) -> None:
         if self.listener is not None:
             await self.listener.stop()
-        if self._push_task is not None:
-            self._push_task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._push_task
+                await task
         if self._sender is not None:
             await self._sender.aclose()
         if self._store is not None:

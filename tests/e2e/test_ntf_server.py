@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -367,4 +368,23 @@ async def test_malformed_device_token_fails_its_push_only(env: Env) -> None:
     assert env.server.stats["ntf_vrf_failed"] == 1
     assert await bad.token_command(client, P.TChk()) == P.Tkn(P.TokenStatus(P.TokenStatusKind.REGISTERED))
     await active(env, client)  # the next registration's push still goes out
+    await client.close()
+
+
+async def test_abandoned_tokens_expire(env: Env) -> None:
+    await env.server.stop()
+    cfg = dataclasses.replace(env.config, store=dataclasses.replace(env.config.store, expire_tokens_after_days=30))
+    server = NtfServer(cfg)
+    await server.start()
+    env.servers.append(server)
+    client = await connect(env)
+    app = await active(env, client)
+    sub = await app.subscribe(client, SMP, os.urandom(24), crypto.generate_ed25519())
+    assert isinstance(sub, P.IdSub)
+    assert server.housekeeping is not None
+    assert await server.housekeeping.expire_once(time.time() + 29 * 86400) == 0  # still in use
+    assert await server.housekeeping.expire_once(time.time() + 32 * 86400) == 1
+    assert server.stats["tkn_expired"] == 1
+    assert await app.token_command(client, P.TChk()) == P.Err(AUTH)
+    assert (await client.request(sub.sub_id, P.SChk(), app.auth_key))[1] == P.Err(AUTH)
     await client.close()
