@@ -36,6 +36,16 @@ class Env:
     def port(self) -> int:
         return self.server.port
 
+    async def reconfigure(self, section: str, **changes: Any) -> NtfServer:
+        """Stop the running server and start one whose config ``section`` has ``changes``."""
+        await self.server.stop()
+        changed = dataclasses.replace(getattr(self.config, section), **changes)
+        cfg = dataclasses.replace(self.config, **{section: changed})
+        new = NtfServer(cfg)
+        await new.start()
+        self.servers.append(new)
+        return new
+
     async def restart(self) -> NtfServer:
         """Stop the running server and start a new one on the same config, Redis and port."""
         port = self.server.port

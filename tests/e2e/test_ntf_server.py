@@ -4,7 +4,6 @@ iOS app speaking the real protocol (spec §4, §7.1 T8–T12, T16–T17)."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import time
 from pathlib import Path
@@ -18,7 +17,6 @@ from ntf_server.protocol.encoding import SMPServer, enc_short, pad
 from ntf_server.protocol.errors import AUTH, BLOCK, QUOTA, CmdError, CommandError, StoreErr
 from ntf_server.protocol.handshake import NtfClientHello, NtfServerHello
 from ntf_server.protocol.transport import NTF_BLOCK_SIZE, decode_block, encode_transmission
-from ntf_server.server import NtfServer
 from ntf_server.sim.device import NtfClient, Request, SimApp
 from ntf_server.transport.blocks import BlockStream, ConnectionClosed
 from ntf_server.transport.tls import ChainError, connect_pinned, ntf_client_context
@@ -286,11 +284,7 @@ async def test_restart_keeps_every_token(env: Env) -> None:
 
 
 async def test_connection_cap(env: Env) -> None:
-    await env.server.stop()
-    cfg = dataclasses.replace(env.config, server=dataclasses.replace(env.config.server, max_connections=1))
-    server = NtfServer(cfg)
-    await server.start()
-    env.servers.append(server)
+    server = await env.reconfigure("server", max_connections=1)
     first = await connect(env)
     with pytest.raises((ConnectionClosed, ConnectionError, asyncio.IncompleteReadError, TimeoutError)):
         await NtfClient.connect("127.0.0.1", env.port, env.key_hash, timeout_s=3)
@@ -322,11 +316,7 @@ async def test_disabled_environment_is_a_counted_failure(env: Env) -> None:
 
 
 async def test_idle_clients_are_disconnected(env: Env) -> None:
-    await env.server.stop()
-    cfg = dataclasses.replace(env.config, server=dataclasses.replace(env.config.server, idle_timeout_s=0.5))
-    server = NtfServer(cfg)
-    await server.start()
-    env.servers.append(server)
+    await env.reconfigure("server", idle_timeout_s=0.5)
     busy, idle = await connect(env), await connect(env)
     for _ in range(4):  # a client that keeps talking is never idle
         assert (await busy.request(b"", P.Ping()))[1] == P.Pong()
@@ -340,11 +330,7 @@ async def test_store_outage_is_answered_and_survived(env: Env, tmp_path: Path, r
     open, and everything works again, with nothing lost, once Redis is back."""
     proxy = FaultProxy(redis_url.removeprefix("unix://"), tmp_path / "redis-proxy.sock")
     await proxy.start()
-    await env.server.stop()
-    cfg = dataclasses.replace(env.config, redis=dataclasses.replace(env.config.redis, url=proxy.url))
-    server = NtfServer(cfg)
-    await server.start()
-    env.servers.append(server)
+    server = await env.reconfigure("redis", url=proxy.url)
     try:
         client = await connect(env)
         app = await active(env, client)
@@ -372,11 +358,7 @@ async def test_malformed_device_token_fails_its_push_only(env: Env) -> None:
 
 
 async def test_abandoned_tokens_expire(env: Env) -> None:
-    await env.server.stop()
-    cfg = dataclasses.replace(env.config, store=dataclasses.replace(env.config.store, expire_tokens_after_days=30))
-    server = NtfServer(cfg)
-    await server.start()
-    env.servers.append(server)
+    server = await env.reconfigure("store", expire_tokens_after_days=30)
     client = await connect(env)
     app = await active(env, client)
     sub = await app.subscribe(client, SMP, os.urandom(24), crypto.generate_ed25519())
