@@ -29,13 +29,19 @@ from ntf_server.protocol.transport import RawTransmission
 from ntf_server.stats import Stats
 from ntf_server.store.base import RemovedSub, Store, SubCreate, TokenCreate
 from ntf_server.store.errors import StoreError
-from ntf_server.store.records import PushProvider, SubscriptionRecord, TokenRecord, TokenStatus, TokenStatusKind
+from ntf_server.store.records import (
+    PushProvider,
+    SubscriptionRecord,
+    TokenRecord,
+    TokenStatus,
+    TokenStatusKind,
+    day_of,
+)
 
 log = logging.getLogger(__name__)
 
 ID_BYTES: Final = 24  # subIdBytes
 REG_CODE_BYTES: Final = 32  # regCodeBytes
-DAY_S: Final = 86400
 
 
 class Pusher(Protocol):
@@ -92,48 +98,44 @@ class NtfHandlers:
     async def verify(self, req: P.NtfRequest, server_dh: X25519PrivateKey | None) -> Verified | P.Err:
         raw, cmd = req.raw, req.command
 
-        def check(key_der: bytes | None) -> bool:
+        def authorized(key_der: bytes | None) -> bool:
+            # With no key (unknown entity, wrong status) this verifies against a dummy key and says no.
             key = crypto.decode_public_key(key_der) if key_der is not None else None
             return crypto.verify_transmission_auth(key, raw.auth, raw.authorized, raw.corr_id, server_dh)
 
+        def usable(tok: TokenRecord | None, allowed: frozenset[TokenStatusKind] | None) -> TokenRecord | None:
+            return tok if tok is not None and (allowed is None or tok.status.kind in allowed) else None
+
+        sub: SubscriptionRecord | None = None
         match cmd:
             case P.Ping():
                 return Verified(raw, cmd)
             case P.TNew():
-                if not check(cmd.verify_key):
+                if not authorized(cmd.verify_key):
                     return P.Err(AUTH)
                 tok = await self._store.find_token(cmd.token.provider, cmd.token.token, cmd.verify_key)
                 return Verified(raw, cmd, token=tok)
             case P.SNew():
-                tok = await self._store.get_token(cmd.token_id)
-                ok = tok is not None and tok.status.kind in SUB_COMMANDS_ALLOWED
-                if ok and tok is not None:
+                tok = usable(await self._store.get_token(cmd.token_id), SUB_COMMANDS_ALLOWED)
+                if tok is not None:
                     existing = await self._store.find_subscription(cmd.smp_server, cmd.notifier_id)
-                    ok = existing is None or existing.token_id == tok.token_id
-                if not check(tok.verify_key if ok and tok is not None else None) or tok is None:
-                    return P.Err(AUTH)
-                await self._touch(tok)
-                return Verified(raw, cmd, token=tok)
+                    if existing is not None and existing.token_id != tok.token_id:
+                        tok = None  # the queue belongs to another token
             case P.SChk() | P.SDel():
                 sub = await self._store.get_subscription(raw.entity_id)
-                tok = await self._store.get_token(sub.token_id) if sub is not None else None
-                ok = tok is not None and tok.status.kind in SUB_COMMANDS_ALLOWED
-                if not check(tok.verify_key if ok and tok is not None else None) or tok is None:
-                    return P.Err(AUTH)
-                await self._touch(tok)
-                return Verified(raw, cmd, token=tok, sub=sub)
+                tok = usable(await self._store.get_token(sub.token_id), SUB_COMMANDS_ALLOWED) if sub else None
             case P.TVfy() | P.TChk() | P.TRpl() | P.TDel() | P.TCrn():
                 tok = await self._store.get_token(raw.entity_id)
-                if not check(tok.verify_key if tok is not None else None) or tok is None:
-                    return P.Err(AUTH)
-                await self._touch(tok)
-                return Verified(raw, cmd, token=tok)
             case _:
                 assert_never(cmd)
+        ok = authorized(tok.verify_key if tok is not None else None)
+        if tok is None or not ok:
+            return P.Err(AUTH)
+        await self._touch(tok)
+        return Verified(raw, cmd, token=tok, sub=sub)
 
     async def _touch(self, tok: TokenRecord) -> None:
-        today = int(self._clock()) // DAY_S * DAY_S
-        if tok.last_used_day != today:
+        if tok.last_used_day != day_of(self._clock()):
             await self._store.touch_token(tok.token_id, self._clock())
 
     # ------------------------------------------------------------ commands (§4.4)
@@ -224,7 +226,7 @@ class NtfHandlers:
             dh_private=crypto.encode_private_key(server_key),
             dh_secret=secret,
             reg_code=secrets.token_bytes(REG_CODE_BYTES),
-            last_used_day=int(self._clock()) // DAY_S * DAY_S,
+            last_used_day=day_of(self._clock()),
         )
         if await self._store.create_token(rec) is TokenCreate.DUPLICATE:
             return P.Err(AUTH)

@@ -25,9 +25,18 @@ from ntf_server.protocol.token_fsm import SUB_COMMANDS_ALLOWED, TokenEvent, chan
 # The status and provider types are the protocol's own (one definition, same text forms on the wire and
 # in the store); re-exported here because they are also what the store keeps.
 __all__ = [
-    "MAX_ERR_TEXT", "SUB_COMMANDS_ALLOWED", "InvalidReason", "LastNotification", "PushProvider", "SubStatus",
+    "DAY_S", "MAX_ERR_TEXT", "SUB_COMMANDS_ALLOWED", "InvalidReason", "LastNotification", "PushProvider", "SubStatus",
     "SubStatusKind", "SubscriptionRecord", "TokenRecord", "TokenStatus", "TokenStatusKind",
+    "day_of",
 ]
+
+
+DAY_S: Final = 86400
+
+
+def day_of(now: float) -> int:
+    """Unix seconds of midnight UTC (spec §4.3 `getSystemDate`): a token's "last used" day."""
+    return int(now // DAY_S) * DAY_S
 
 
 # Well-known values, so callers write `TOKEN_ACTIVE` rather than building one.

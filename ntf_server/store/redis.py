@@ -39,6 +39,7 @@ from ntf_server.store.keys import (
 )
 from ntf_server.store.records import (
     CONFIRM_KEEPS,
+    DAY_S,
     SUB_NEW,
     TOKEN_ACTIVE,
     VERIFY_ALLOWED,
@@ -50,20 +51,15 @@ from ntf_server.store.records import (
     TokenRecord,
     TokenStatus,
     TokenStatusKind,
+    day_of,
 )
 
-DAY_S: Final = 86400
 MAX_LAST_NTFS: Final = 6  # spec §5.7 `maxNtfs`
 NONCE_BYTES: Final = 24
 _PAGE_BUCKETS: Final = 64  # buckets fetched per pipeline while paging one SMP server
 _STATUS_BATCH: Final = 1000
 # Token hash fields sealed with AES-GCM (associated data: field name ‖ token id).
 _SEALED: Final = ("dt", "dhk", "ds", "rc")
-
-
-def day_of(now: float) -> int:
-    """Unix seconds of midnight UTC (spec §4.3 `getSystemDate`)."""
-    return int(now // DAY_S) * DAY_S
 
 
 def _text(v: bytes | str) -> str:

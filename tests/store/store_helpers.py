@@ -8,8 +8,8 @@ from collections import Counter
 import redis.asyncio
 
 from ntf_server.protocol.encoding import SMPServer
-from ntf_server.store.records import TOKEN_REGISTERED, PushProvider, TokenRecord, TokenStatus
-from ntf_server.store.redis import RedisStore, day_of
+from ntf_server.store.records import TOKEN_REGISTERED, PushProvider, TokenRecord, TokenStatus, day_of
+from ntf_server.store.redis import RedisStore
 
 NOW = 1_800_000_000.0
 

@@ -15,8 +15,8 @@ from fault_proxy import FaultProxy
 from store_helpers import NOW, check_invariants, device_token, notifier_key, server, token
 
 from ntf_server.store.errors import StoreError, StoreUnavailable
-from ntf_server.store.records import SUB_ACTIVE, TOKEN_ACTIVE
-from ntf_server.store.redis import DAY_S, RedisStore
+from ntf_server.store.records import DAY_S, SUB_ACTIVE, TOKEN_ACTIVE
+from ntf_server.store.redis import RedisStore
 
 
 @pytest.fixture

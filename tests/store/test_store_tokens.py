@@ -9,6 +9,7 @@ from store_helpers import NOW, check_invariants, device_token, notifier_key, ser
 
 from ntf_server.store.base import TokenCreate
 from ntf_server.store.records import (
+    DAY_S,
     TOKEN_ACTIVE,
     TOKEN_CONFIRMED,
     TOKEN_REGISTERED,
@@ -16,8 +17,9 @@ from ntf_server.store.records import (
     PushProvider,
     TokenStatus,
     TokenStatusKind,
+    day_of,
 )
-from ntf_server.store.redis import DAY_S, RedisStore, day_of
+from ntf_server.store.redis import RedisStore
 
 
 async def test_create_get_round_trip(store: RedisStore) -> None:
