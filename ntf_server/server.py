@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from apns.client import ApnsClient, App
 from apns.jwt import ProviderKey
 from apns.pool import Endpoint
-from ntf_server.config import ApnsEnvConfig, Config, ConfigError
+from ntf_server.config import Config, ConfigError
 from ntf_server.handlers import NtfHandlers
 from ntf_server.logsetup import setup_logging
 from ntf_server.maintenance import Housekeeping
@@ -47,12 +47,7 @@ def load_sign_key(path: Path) -> crypto.SignPrivateKey:
 def apns_apps(config: Config) -> dict[str, App]:
     """One APNs app per enabled environment, named as ``ApnsSender.APP_NAMES`` expects."""
     apps = {}
-    envs: dict[str, ApnsEnvConfig] = {
-        "production": config.apns.production,
-        "development": config.apns.development,
-        "test": config.apns.test,
-    }
-    for name, env in envs.items():
+    for name, env in config.apns_environments():
         if env.enabled:
             key = ProviderKey(env.key(f"apns.{name}").read(), env.key_id, env.team_id)
             ca = str(env.ca_file) if env.ca_file else None
@@ -86,11 +81,10 @@ class NtfServer:
         return self.listener.port
 
     async def _redis_url(self) -> str:
-        cfg = self.config
-        url = cfg.redis.url or (cfg.redis.secret().read().decode().strip() if cfg.redis.url_env else "")
+        url = self.config.redis_url().strip()
         if url:
             return url
-        state = cfg.server.state_dir / "redis"
+        state = self.config.server.state_dir / "redis"
         self._embedded = EmbeddedRedis(state)
         return await self._embedded.start()
 

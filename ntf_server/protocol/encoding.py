@@ -13,7 +13,7 @@ import base64
 import binascii
 import re
 import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
@@ -326,7 +326,3 @@ def dec_smp_server(r: Reader) -> SMPServer:
     port = r.text()
     key_hash = r.short()
     return SMPServer(hosts, port, key_hash).normalized()
-
-
-def enc_many(parts: Iterable[bytes]) -> bytes:
-    return b"".join(parts)

@@ -50,11 +50,6 @@ class PushSender(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class _Verification:
-    token: TokenRecord
-
-
 class PushService:
     def __init__(self, store: Store, sender: PushSender, stats: Stats, *, workers: int = 4,
                  queue_size: int = QUEUE_SIZE) -> None:
@@ -62,11 +57,11 @@ class PushService:
         self._sender = sender
         self._stats = stats
         self._workers = workers
-        self._queue: asyncio.Queue[_Verification] = asyncio.Queue(queue_size)
+        self._queue: asyncio.Queue[TokenRecord] = asyncio.Queue(queue_size)
 
     def send_verification(self, token: TokenRecord) -> None:
         try:
-            self._queue.put_nowait(_Verification(token))
+            self._queue.put_nowait(token)
         except asyncio.QueueFull:
             self._stats.incr("push_queue_full")
             log.warning("push queue full: verification push dropped")
@@ -85,9 +80,9 @@ class PushService:
 
     async def _worker(self) -> None:
         while True:
-            item = await self._queue.get()
+            token = await self._queue.get()
             try:
-                await self._verify(item.token)
+                await self._verify(token)
             except StoreError as e:
                 log.warning("store error after a push: %s", type(e).__name__)
             except Exception:  # a bug in one push must not stop the worker (and with it all pushes)

@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import Final
 
 from ntf_server.transport.tls import tls_unique
 
 
 class ConnectionClosed(Exception):
     """The peer closed the connection (EOF, possibly in the middle of a block)."""
-
-
-_NO_DEADLINE: Final = None
 
 
 class BlockStream:
@@ -54,7 +50,7 @@ class BlockStream:
     def session_id(self) -> bytes:
         return tls_unique(self.ssl_object)
 
-    async def read_block(self, idle_timeout_s: float | None = _NO_DEADLINE) -> bytes:
+    async def read_block(self, idle_timeout_s: float | None = None) -> bytes:
         """Read one whole block. ``idle_timeout_s`` bounds the wait for its first byte (None = forever)."""
         try:
             async with asyncio.timeout(idle_timeout_s):
@@ -78,6 +74,11 @@ class BlockStream:
                 await self._writer.drain()
         except (ConnectionError, ssl.SSLError) as e:
             raise ConnectionClosed(str(e)) from e
+
+    async def write_raw(self, data: bytes) -> None:
+        """Bytes outside the block framing: only for tests that play a misbehaving peer."""
+        self._writer.write(data)
+        await self._writer.drain()
 
     def abort(self) -> None:
         """Drop the connection at once (shutdown): pending reads end with ``ConnectionClosed``."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,3 @@ async def env(tmp_path: Path, redis_url: str) -> AsyncIterator[Env]:
         for s in servers:
             await s.stop()
         await sim.stop()
-
-
-Factory = Callable[..., Coroutine[Any, Any, Any]]

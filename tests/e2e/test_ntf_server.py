@@ -215,20 +215,19 @@ async def test_random_stream_and_truncated_blocks_do_not_affect_others(env: Env)
     reader = asyncio.create_task(drain())
     data = os.urandom(10 * 1024 * 1024)
     for i in range(0, len(data), 64 * 1024):
-        noisy.stream._writer.write(data[i : i + 64 * 1024])
-        await noisy.stream._writer.drain()
+        await noisy.stream.write_raw(data[i : i + 64 * 1024])
         if i % (1024 * 1024) == 0:
             assert (await bystander.request(b"", P.Ping()))[1] == P.Pong()
     await asyncio.wait_for(reader, 60)
     assert replies > 1000  # every random block got an answer (or a few), none crashed the server
     # part of a block, then silence: the server gives up after block_read_timeout_s and closes
     stalled = await connect(env)
-    stalled.stream._writer.write(b"\x00\x05" + os.urandom(98))
+    await stalled.stream.write_raw(b"\x00\x05" + os.urandom(98))
     assert await stalled.closed_by_server(timeout_s=10)
     # part of a block, then EOF: a clean close, counted
     closed_before = env.server.stats["conn_closed"]
     truncated = await connect(env)
-    truncated.stream._writer.write(b"\x00\x05" + os.urandom(98))
+    await truncated.stream.write_raw(b"\x00\x05" + os.urandom(98))
     await truncated.close()
     for _ in range(100):
         if env.server.stats["conn_closed"] > closed_before:
