@@ -87,10 +87,11 @@ class NtfListener:
             params, dh = await server_handshake(stream, self._identity, lim.handshake_timeout_s)
             conn = NtfConnection(stream, params, dh, self._handlers, self._stats, lim.idle_timeout_s or None)
             await conn.run()
-        except (HandshakeFailed, ConnectionClosed, TimeoutError) as e:
-            if isinstance(e, HandshakeFailed):
-                self._stats.incr("conn_handshake_failed")
-                log.info("handshake failed: %s", e)
+        except HandshakeFailed as e:
+            self._stats.incr("conn_handshake_failed")
+            log.info("handshake failed: %s", e)
+        except (ConnectionClosed, TimeoutError):
+            pass  # the client went away or stalled: an ordinary end, counted below
         except Exception:
             log.exception("connection failed")
         finally:
