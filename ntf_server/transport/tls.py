@@ -7,23 +7,22 @@ after the handshake, :func:`verify_peer` takes the peer chain and runs :func:`va
 Nothing must be sent before that check passes.
 
 Python 3.11 limits (errata 1, 3): the peer chain is only available through the private
-``_sslobj.get_unverified_chain()`` (public from 3.13), and the ``ssl`` module cannot set TLS 1.3 suites,
-key-exchange groups or signature algorithms. OpenSSL 3's defaults already contain
-TLS_CHACHA20_POLY1305_SHA256, x25519 and x448 and Ed25519/Ed448, so defaults interoperate; on top of that
-:func:`narrow_to_simplex` sets the exact Haskell lists through libssl itself (ctypes, guarded: it only
-acts when the loaded libssl is the one ``ssl`` was built against and the SSL_CTX pointer is proven).
+``_sslobj.get_unverified_chain()`` (public from 3.13), and the ``ssl`` module has no interface to set TLS 1.3
+suites, key-exchange groups or signature algorithms. We keep OpenSSL's defaults for those: they contain
+everything the SimpleX profile uses (TLS_CHACHA20_POLY1305_SHA256, x25519/x448, Ed25519/Ed448), so every
+SimpleX peer negotiates exactly as with the Haskell server; they also admit the AES-GCM TLS 1.3 suites and
+NIST curves, which a SimpleX client never offers. TLS 1.2 is narrowed to the one Haskell suite with
+``set_ciphers``. (An earlier version poked the ``SSL_CTX`` pointer out of the Python object with ctypes to
+narrow TLS 1.3 too; that depended on CPython's object layout, so a layout change meant a crash, and is gone.)
 """
 
 from __future__ import annotations
 
 import _ssl
 import asyncio
-import ctypes
 import datetime as dt
-import functools
 import hmac
 import ssl
-import sys
 import tempfile
 from collections.abc import Sequence
 from enum import StrEnum
@@ -40,14 +39,8 @@ NTF_ALPN: Final = "ntf/1"
 SMP_ALPN: Final = "smp/1"
 # Haskell `alpnSupportedNTFHandshakes`: any of these negotiated => NTF version range 1..3 (spec §1.7).
 NTF_SERVER_ALPN: Final = (NTF_ALPN, "h2", "http/1.1")
-# TLS 1.2 only; TLS 1.3 suites are OpenSSL defaults (cannot be narrowed in Python 3.11, errata 3).
+# TLS 1.2 only; TLS 1.3 suites, groups and signature schemes stay at OpenSSL defaults (errata 3).
 TLS12_CIPHERS: Final = "ECDHE-ECDSA-CHACHA20-POLY1305"
-# Haskell `defaultSupportedParams` (spec §1.1), applied by narrow_to_simplex() when possible.
-TLS13_SUITES: Final = "TLS_CHACHA20_POLY1305_SHA256"
-GROUPS: Final = "X448:X25519"
-SIGALGS: Final = "ed448:ed25519"
-_SSL_CTRL_SET_GROUPS_LIST: Final = 92  # SSL_CTX_set1_groups_list is a macro over SSL_CTX_ctrl
-_SSL_CTRL_SET_SIGALGS_LIST: Final = 98  # likewise SSL_CTX_set1_sigalgs_list
 MIN_CHAIN: Final = 2
 MAX_CHAIN: Final = 4
 
@@ -92,46 +85,7 @@ def _base_context(purpose: int) -> ssl.SSLContext:
     ctx.set_ciphers(TLS12_CIPHERS)
     # No resumption (a resumed session would change which Finished is tls-unique) and no renegotiation.
     ctx.options |= ssl.OP_NO_TICKET | ssl.OP_NO_RENEGOTIATION
-    narrow_to_simplex(ctx)
     return ctx
-
-
-@functools.cache
-def _libssl() -> ctypes.CDLL | None:
-    """libssl as linked into ``_ssl`` (dlsym on the extension searches its dependencies)."""
-    path = getattr(_ssl, "__file__", None)
-    if sys.implementation.name != "cpython" or path is None:
-        return None
-    try:
-        lib = ctypes.CDLL(path)
-        lib.OpenSSL_version_num.restype = ctypes.c_ulong
-        lib.SSL_CTX_get_options.argtypes = [ctypes.c_void_p]
-        lib.SSL_CTX_get_options.restype = ctypes.c_uint64
-        lib.SSL_CTX_set_ciphersuites.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-        lib.SSL_CTX_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_char_p]
-        lib.SSL_CTX_ctrl.restype = ctypes.c_long
-    except (OSError, AttributeError):
-        return None
-    if lib.OpenSSL_version_num() != ssl.OPENSSL_VERSION_NUMBER:
-        return None
-    return lib
-
-
-def narrow_to_simplex(ctx: ssl.SSLContext) -> bool:
-    """Restrict TLS 1.3 suites to CHACHA20, groups to x448/x25519 and signatures to Ed448/Ed25519.
-    Returns False (context left at OpenSSL defaults, which still interoperate) if not possible."""
-    lib = _libssl()
-    if lib is None:
-        return False
-    # CPython's PySSLContext starts with PyObject_HEAD followed by `SSL_CTX *ctx`.
-    ptr = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
-    if not ptr or lib.SSL_CTX_get_options(ptr) != ctx.options:
-        return False
-    return bool(
-        lib.SSL_CTX_set_ciphersuites(ptr, TLS13_SUITES.encode()) == 1
-        and lib.SSL_CTX_ctrl(ptr, _SSL_CTRL_SET_GROUPS_LIST, 0, GROUPS.encode()) == 1
-        and lib.SSL_CTX_ctrl(ptr, _SSL_CTRL_SET_SIGALGS_LIST, 0, SIGALGS.encode()) == 1
-    )
 
 
 def server_context(cert_file: Path, key_file: Path, ca_cert_file: Path) -> ssl.SSLContext:
