@@ -33,30 +33,56 @@ class CliError(Exception):
     """A user-facing failure: printed as ``ntf-server: <message>``, exit status 1."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ntf-server", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"ntf-server {__version__}")
+DESCRIPTION: Final = """\
+ntf-server: a self-hosted push-notification server for SimpleX-compatible messengers. iOS apps register
+their APNs device tokens and notification subscriptions with it; it proves each token with an
+end-to-end encrypted push through Apple's push service."""
+
+EPILOG: Final = """\
+typical use:
+  ntf-server init --host push.example.com   create ./ntf-config (keys, certificates, settings)
+  ntf-server check-config                   check the settings and show what the server will do
+  ntf-server start                          run the server (Ctrl-C or SIGTERM stops it)
+
+The configuration directory is --config-dir, else $NTF_SERVER_CFG_PATH, else ./ntf-config.
+Settings live in ntf-server.toml in that directory; every key is listed there with its default."""
+
+
+def _config_dir_option(parser: argparse.ArgumentParser, default: object) -> None:
     parser.add_argument(
-        "-c",
-        "--config-dir",
-        type=Path,
-        default=Path(os.environ.get(CONFIG_DIR_ENV) or DEFAULT_CONFIG_DIR),
+        "-c", "--config-dir", type=Path, default=default, metavar="DIR",
         help=f"configuration directory (default: ${CONFIG_DIR_ENV} or ./{DEFAULT_CONFIG_DIR})",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    init = sub.add_parser("init", help="create the configuration directory, keys and certificates")
-    init.add_argument("--host", default="127.0.0.1", help="FQDN or IP clients connect to (certificate CN)")
-    init.add_argument("--port", type=int, default=443, help="listening port (default 443, needs root)")
-    init.add_argument(
-        "-a",
-        "--sign-algorithm",
-        type=SignAlgorithm,
-        choices=list(SignAlgorithm),
-        default=SignAlgorithm.ED448,
-        help="certificate key algorithm (default ed448)",
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ntf-server", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub.add_parser("start", help="check the configuration and run the server")
-    sub.add_parser("check-config", help="validate the configuration and print a summary")
+    parser.add_argument("--version", action="version", version=f"ntf-server {__version__}")
+    _config_dir_option(parser, Path(os.environ.get(CONFIG_DIR_ENV) or DEFAULT_CONFIG_DIR))
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    init = sub.add_parser(
+        "init", help="create the configuration directory: keys, certificates and settings",
+        description="Create the configuration directory with a new server identity (CA and server "
+        "certificates), the key that encrypts stored data, and ntf-server.toml with every setting at its "
+        "default. Prints the server address apps are configured with. Never overwrites an existing one.",
+    )
+    init.add_argument("--host", default="127.0.0.1",
+                      help="host name or IP address apps connect to (default 127.0.0.1)")
+    init.add_argument("--port", type=int, default=443, help="port to listen on (default 443, needs root)")
+    init.add_argument(
+        "-a", "--sign-algorithm", type=SignAlgorithm, choices=list(SignAlgorithm), default=SignAlgorithm.ED448,
+        help="certificate key type (default ed448)",
+    )
+    start = sub.add_parser("start", help="check the configuration and run the server",
+                           description="Check the configuration and run the server until Ctrl-C or SIGTERM.")
+    check = sub.add_parser("check-config", help="check the configuration and show what the server will do",
+                           description="Run every check `start` runs (settings, key files and their "
+                           "permissions, certificates) and print a summary, without starting anything.")
+    for p in (init, start, check):  # the option is accepted on either side of the command
+        _config_dir_option(p, argparse.SUPPRESS)
     return parser
 
 
@@ -125,8 +151,27 @@ def load_initialised(config_dir: Path) -> tuple[Config, bytes]:
     for path in (config.tls.cert_file, config.tls.key_file, config.tls.ca_cert_file):
         if not path.is_file():
             raise CliError(f"missing {path}: run `ntf-server init` or fix the [tls] section")
+    check_private_files(config)
     key_hash = certs.check_stored_fingerprint(config.tls.ca_cert_file, config.tls.fingerprint_file)
     return config, key_hash
+
+
+def private_files(config: Config) -> list[Path]:
+    """Every private key or token file the configuration names (or init wrote) that exists."""
+    candidates: list[Path | None] = [
+        config.store.key_file, config.tls.key_file, config.config_dir / certs.CA_KEY_FILE, config.admin.token_file,
+    ]
+    candidates += [env.key_file for _, env in config.apns_environments() if env.enabled]
+    return [p for p in candidates if p is not None and p.exists()]
+
+
+def check_private_files(config: Config) -> None:
+    """Refuse private files readable by group or others: the same rule for ``start`` and ``check-config``
+    (so a systemd ``ExecStartPre=check-config`` catches what ``start`` would refuse)."""
+    for path in private_files(config):
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise CliError(f"{path} is readable by other users (mode {mode:04o}): run `chmod 600 {path}`")
 
 
 def cmd_start(config_dir: Path) -> int:
@@ -163,11 +208,6 @@ def summary(config: Config, key_hash: bytes) -> list[str]:
             lines.append(f"APNs {name}: {env.host}:{env.port} topic {env.topic}, key {env.key_id} from {key}")
         else:
             lines.append(f"APNs {name}: disabled")
-    p = config.push
-    lines.append(f"Push: {p.hidden_per_hour:g} hidden/hour, burst {p.burst}, overflow {p.overflow.value}")
-    a = config.admin
-    admin = f"http://{a.bind}:{a.port} (token from {a.token().describe()})" if a.enabled else "disabled"
-    lines.append(f"Admin API: {admin}")
     lines.append(f"Log: {config.log.level.value}, {config.log.format.value}")
     return lines
 

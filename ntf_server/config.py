@@ -214,14 +214,17 @@ class ApnsConfig:
 
 @dataclass(frozen=True)
 class PushConfig:
-    hidden_per_hour: float = setting(3.0, "hidden (background) pushes per token per hour", min=0)
-    burst: int = setting(3, "hidden pushes a token may receive back to back", min=1)
-    overflow: Overflow = setting(Overflow.ALERT, "over budget: alert | defer | drop")
+    hidden_per_hour: float = setting(
+        3.0, "hidden (background) pushes per token per hour (not used yet: no message pushes in this version)",
+        min=0,
+    )
+    burst: int = setting(3, "hidden pushes a token may receive back to back (not used yet)", min=1)
+    overflow: Overflow = setting(Overflow.ALERT, "over budget: alert | defer | drop (not used yet)")
 
 
 @dataclass(frozen=True)
 class AdminConfig:
-    enabled: bool = setting(True, "serve the admin HTTP API (stats, metrics, policy)")
+    enabled: bool = setting(False, "admin HTTP API (stats, metrics, policy): not in this version, keep false")
     bind: str = setting("127.0.0.1", "admin API address; keep it local or behind a proxy")
     port: int = setting(5227, "admin API port", min=0, max=65535)
     token_file: Path | None = setting(Path("admin.token"), "bearer token file (created by init)")
@@ -231,8 +234,8 @@ class AdminConfig:
         return _secret(self, "admin", "token")
 
     def validate(self, path: str) -> None:
-        if self.enabled and not self.token().configured:
-            raise ConfigError(f"{path}.token_file or {path}.token_env: required when {path}.enabled = true")
+        if self.enabled:
+            raise ConfigError(f"{path}.enabled: the admin API is not available in this version of ntf-server")
 
 
 @dataclass(frozen=True)
@@ -249,8 +252,8 @@ class Config:
     redis: RedisConfig = setting(RedisConfig(), "store: Redis")
     store: StoreConfig = setting(StoreConfig(), "data at rest")
     apns: ApnsConfig = setting(ApnsConfig(), "Apple Push Notification service, per environment")
-    push: PushConfig = setting(PushConfig(), "push policy (live-tunable through the admin API)")
-    admin: AdminConfig = setting(AdminConfig(), "admin API")
+    push: PushConfig = setting(PushConfig(), "message push policy (for message notifications; not used yet)")
+    admin: AdminConfig = setting(AdminConfig(), "admin API (not available yet)")
     log: LogConfig = setting(LogConfig(), "logging")
 
     @property

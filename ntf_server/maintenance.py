@@ -44,7 +44,8 @@ class Housekeeping:
         return len(tokens)
 
     async def run(self) -> None:
-        while self._days > 0:
+        """A long-lived part of the server: never returns (a part that ends stops the server)."""
+        while True:
             try:
                 await self.expire_once()
             except StoreError as e:

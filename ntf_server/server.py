@@ -1,8 +1,19 @@
 """The server process: wires store, push service, handlers and the NTF listener (DESIGN "What runs").
 
-``NtfServer`` is the in-process form (tests and ``demo`` use it); ``run(config)`` is what ``ntf-server
-start`` calls: it starts everything, waits for SIGTERM/SIGINT and shuts down gracefully (listener first,
-so no request is cut mid-way, then push workers, store, and the embedded Redis child last).
+Theory of operation (hypercorn's ``worker_serve`` is the model): resources — the state-directory lock,
+the embedded Redis child, the store connection, the APNs client, the listener — are entered into one
+``AsyncExitStack`` as they are created, so whatever was created is closed, in reverse order, however
+start-up or the run ends. Long-lived *parts* (push workers, housekeeping, the embedded Redis supervisor,
+the store's reconnect probe; the subscriber pool and cron plug in the same way) run in one
+``asyncio.TaskGroup``. A part never returns: one that raises or returns ends the whole server with a
+clear log line and a non-zero exit (systemd then restarts it), instead of the server carrying on without
+it. Parts recover from what they can recover from themselves (the Redis supervisor restarts its child;
+the store answers ``ERR STORE`` at once while Redis is away and reconnects in the background).
+
+``NtfServer`` is the in-process form (tests and ``demo`` use it): ``start()``, ``wait()``, ``stop()``.
+``run(config)`` is what ``ntf-server start`` calls: it serves until SIGTERM/SIGINT or until a part fails,
+then shuts down in order (listener first, so no request is cut mid-way, then the parts, the APNs client,
+the store, the embedded Redis child, and the lock last).
 """
 
 from __future__ import annotations
@@ -10,29 +21,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import sys
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Final
 
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from apns.client import ApnsClient, App
 from apns.jwt import ProviderKey
 from apns.pool import Endpoint
-from ntf_server.config import Config, ConfigError
+from ntf_server.config import Config, ConfigError, redact_url
 from ntf_server.handlers import NtfHandlers
 from ntf_server.logsetup import setup_logging
 from ntf_server.maintenance import Housekeeping
 from ntf_server.protocol import crypto
 from ntf_server.push.apns_sender import ApnsSender
 from ntf_server.push.service import PushService
+from ntf_server.statelock import AlreadyRunning, StateLock
 from ntf_server.stats import Stats
 from ntf_server.store.atrest import load_or_create_store_key
 from ntf_server.store.embedded import EmbeddedRedis
+from ntf_server.store.errors import StoreError
 from ntf_server.store.redis import RedisStore
 from ntf_server.transport import certs
+from ntf_server.transport.certs import CredentialsError
 from ntf_server.transport.listener import ListenerLimits, NtfListener
 from ntf_server.transport.ntf_connection import ServerIdentity
-from ntf_server.transport.tls import server_context
+from ntf_server.transport.tls import TlsError, server_context
 
 log = logging.getLogger(__name__)
 
@@ -55,20 +74,38 @@ def apns_apps(config: Config) -> dict[str, App]:
     return apps
 
 
+EXIT_FAILED: Final = 1
+# Request retries on one Redis connection error: one retry on a fresh connection covers a pooled
+# connection that a Redis restart closed; an outage beyond that is the health switch's job.
+STORE_RETRIES: Final = 1
+
+Part = Callable[[], Awaitable[None]]
+
+
+class StartupError(Exception):
+    """The server cannot start for a reason the operator must fix; the message says which."""
+
+
+class PartFailed(Exception):
+    """A long-lived part of the server ended; the server stops (non-zero exit)."""
+
+
 class NtfServer:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.stats = Stats()
+        self._stack: AsyncExitStack | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._parts: dict[str, Part] = {}
         self._embedded: EmbeddedRedis | None = None
         self._store: RedisStore | None = None
-        self._sender: ApnsSender | None = None
-        self._tasks: list[asyncio.Task[None]] = []
         self.housekeeping: Housekeeping | None = None
         self.listener: NtfListener | None = None
         self.push: PushService | None = None
 
     def __repr__(self) -> str:
-        return f"<NtfServer {self.listener!r} {self.stats!r}>"
+        parts = ",".join(self._parts) or "-"
+        return f"<NtfServer parts={parts} {self.listener!r} {self.stats!r}>"
 
     @property
     def store(self) -> RedisStore:
@@ -76,33 +113,54 @@ class NtfServer:
         return self._store
 
     @property
+    def embedded_redis(self) -> EmbeddedRedis | None:
+        return self._embedded
+
+    @property
     def port(self) -> int:
         assert self.listener is not None, "not started"
         return self.listener.port
 
-    async def _redis_url(self) -> str:
-        url = self.config.redis_url().strip()
-        if url:
-            return url
-        state = self.config.server.state_dir / "redis"
-        self._embedded = EmbeddedRedis(state)
-        return await self._embedded.start()
+    def add_part(self, name: str, part: Part) -> None:
+        """Register a long-lived part (before ``start``): it runs in the server's TaskGroup."""
+        assert self._supervisor is None, "parts are added before start()"
+        self._parts[name] = part
 
     async def start(self) -> None:
+        """Create every resource and start every part; on any failure, close what was created."""
+        stack = AsyncExitStack()
+        try:
+            await self._start(stack)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+
+    async def _start(self, stack: AsyncExitStack) -> None:
         cfg = self.config
-        url = await self._redis_url()
+        stack.enter_context(StateLock(cfg.server.state_dir))  # before anything touches the directory
+        url = await self._redis_url(stack)
         master = load_or_create_store_key(cfg.store.key_file)
-        self._store = await RedisStore.connect(url, master, prefix=cfg.redis.key_prefix)
+        try:
+            self._store = await RedisStore.connect(url, master, prefix=cfg.redis.key_prefix, retries=STORE_RETRIES)
+        except StoreError as e:
+            raise StartupError(f"cannot use Redis at {redact_url(url)}: {e}") from e
+        stack.push_async_callback(self._store.close)
         for advice in await self._store.config_advice():
             log.warning("redis: %s", advice)
         apps = apns_apps(cfg)
-        self._sender = ApnsSender(ApnsClient(apps) if apps else None, apps)
-        self.push = PushService(self._store, self._sender, self.stats)
-        self._tasks.append(asyncio.create_task(self.push.run(), name="push-workers"))
+        sender = ApnsSender(ApnsClient(apps) if apps else None, apps)
+        stack.push_async_callback(sender.aclose)
+        self.push = PushService(self._store, sender, self.stats)
         handlers = NtfHandlers(self._store, self.push, self.stats)
         self.housekeeping = Housekeeping(self._store, handlers.subscriber, self.stats,
                                          expire_after_days=cfg.store.expire_tokens_after_days)
-        self._tasks.append(asyncio.create_task(self.housekeeping.run(), name="housekeeping"))
+        self._parts = {"push workers": self.push.run, "housekeeping": self.housekeeping.run,
+                       "redis health": self._store.watch_health, **self._parts}
+        if self._embedded is not None:
+            self._parts["embedded redis"] = self._embedded.supervise
+        self._supervisor = asyncio.create_task(self._supervise(), name="ntf-server parts")
+        stack.push_async_callback(self._stop_parts)
         identity = ServerIdentity(
             certs.fingerprint(certs.read_ca_der(cfg.tls.ca_cert_file)), load_sign_key(cfg.tls.key_file)
         )
@@ -111,24 +169,65 @@ class NtfServer:
                                 s.block_write_timeout_s, s.idle_timeout_s, s.shutdown_timeout_s)
         ctx = server_context(cfg.tls.cert_file, cfg.tls.key_file, cfg.tls.ca_cert_file)
         self.listener = NtfListener(ctx, identity, handlers, self.stats, limits)
-        await self.listener.start(s.bind or None, s.port)
+        try:
+            await self.listener.start(s.bind or None, s.port)
+        except OSError as e:
+            why = os.strerror(e.errno) if e.errno else str(e)  # asyncio's own strerror repeats the address
+            raise StartupError(f"cannot listen on {s.bind or '*'}:{s.port}: {why}") from e
+        stack.push_async_callback(self.listener.stop)
+
+    async def _redis_url(self, stack: AsyncExitStack) -> str:
+        url = self.config.redis_url().strip()
+        if url:
+            return url
+        self._embedded = EmbeddedRedis(self.config.server.state_dir)
+        stack.push_async_callback(self._embedded.stop)
+        return await self._embedded.start()
+
+    # ------------------------------------------------------------ parts
+
+    async def _supervise(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            for name, part in self._parts.items():
+                tg.create_task(self._run_part(name, part), name=name)
+
+    async def _run_part(self, name: str, part: Part) -> None:
+        try:
+            await part()
+        except Exception as e:
+            # The exception text, not a traceback: our exceptions carry no secrets, and one line is what
+            # an operator reads. The traceback goes to debug for developers.
+            log.critical("%s failed: %s: %s; stopping the server", name, type(e).__name__, e)
+            log.debug("%s failure", name, exc_info=True)
+            raise PartFailed(f"{name} failed: {e}") from e
+        log.critical("%s ended unexpectedly; stopping the server", name)
+        raise PartFailed(f"{name} ended unexpectedly")
+
+    async def wait(self) -> None:
+        """Until a part fails (raises ``PartFailed``); parts never end on their own."""
+        assert self._supervisor is not None, "not started"
+        try:
+            await asyncio.shield(self._supervisor)
+        except* PartFailed as group:
+            raise group.exceptions[0] from None
+
+    async def _stop_parts(self) -> None:
+        task, self._supervisor = self._supervisor, None
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):  # failures were logged by _run_part
+            await task
 
     async def stop(self) -> None:
-        if self.listener is not None:
-            await self.listener.stop()
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self._sender is not None:
-            await self._sender.aclose()
-        if self._store is not None:
-            await self._store.close()
-        if self._embedded is not None:
-            await self._embedded.stop()
+        """Close everything in reverse order of creation; safe to call twice and after a failure."""
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
 
 
 async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT (returns) or until a part fails (raises ``PartFailed``)."""
     server = NtfServer(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -140,7 +239,13 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
         print(f"Listening on port {server.port}. Stop with Ctrl-C.", flush=True)
         if ready is not None:
             ready.set()
-        await stop.wait()
+        failed = asyncio.create_task(server.wait())
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({failed, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if failed.done():
+            failed.result()  # raises PartFailed
+        failed.cancel()
         print("Shutting down...", flush=True)
     finally:
         await server.stop()
@@ -148,12 +253,18 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
             loop.remove_signal_handler(sig)
 
 
+# What an operator can fix, reported as one line and exit status 1 (never a traceback).
+OPERATOR_ERRORS: Final = (
+    StartupError, AlreadyRunning, ConfigError, StoreError, CredentialsError, TlsError, PartFailed,
+)
+
+
 def run(config: Config) -> int:
     """Blocking entry point of ``ntf-server start``."""
     setup_logging(config.log)
     try:
         asyncio.run(serve(config))
-    except ConfigError as e:
-        print(f"error: {e}")
-        return 1
+    except OPERATOR_ERRORS as e:
+        print(f"ntf-server: {e}", file=sys.stderr, flush=True)
+        return EXIT_FAILED
     return 0

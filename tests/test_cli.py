@@ -95,9 +95,16 @@ def test_start_refuses_replaced_ca(capsys: pytest.CaptureFixture[str], tmp_path:
 
 def test_start_refuses_missing_secret(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     init(capsys, tmp_path / "cfg")
-    (tmp_path / "cfg" / "admin.token").unlink()
+    toml = tmp_path / "cfg" / "ntf-server.toml"
+    text = toml.read_text().replace("[apns.production]\n", "[apns.production]\nenabled = true\n"
+                                    "key_id = 'KEY1234567'\nkey_file = 'AuthKey.p8'\n", 1)
+    # drop the template's own lines for these keys in that section (TOML forbids repeating a key)
+    head, _, tail = text.partition("[apns.development]")
+    head = "\n".join(ln for ln in head.splitlines()
+                     if ln not in ("enabled = false", 'key_id = ""', 'key_file = ""'))
+    toml.write_text(head + "\n[apns.development]" + tail)
     code, _, err = run(capsys, "--config-dir", str(tmp_path / "cfg"), "start")
-    assert code == 1 and "admin.token_file" in err
+    assert code == 1 and "apns.production.key_file: cannot read" in err
 
 
 def test_check_config_summary_has_no_secrets(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -160,3 +167,37 @@ def test_console_script_version_and_usage() -> None:
     assert done.returncode == 0 and done.stdout.startswith("ntf-server ")
     done = subprocess.run([sys.executable, "-m", "ntf_server.cli"], capture_output=True, text=True, check=False)
     assert done.returncode == 2 and "init" in done.stdout
+
+
+def test_config_dir_is_accepted_after_the_command(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    config_dir = tmp_path / "cfg"
+    code, _, err = run(capsys, "init", "--config-dir", str(config_dir), "--host", "localhost")
+    assert code == 0, err
+    assert (config_dir / "ntf-server.toml").is_file()
+    code, out, _ = run(capsys, "check-config", "-c", str(config_dir))
+    assert code == 0 and "Config:" in out
+
+
+@pytest.mark.parametrize("name", ["store.key", "server.key", "ca.key", "admin.token"])
+@pytest.mark.parametrize("command", ["check-config", "start"])
+def test_loose_private_file_is_refused_by_check_config_as_by_start(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, name: str, command: str
+) -> None:
+    """A systemd ExecStartPre=check-config must catch what start refuses (one line, exit 1)."""
+    config_dir = tmp_path / "cfg"
+    init(capsys, config_dir)
+    (config_dir / name).chmod(0o644)
+    code, out, err = run(capsys, "--config-dir", str(config_dir), command)
+    assert code == 1
+    assert err == f"ntf-server: {config_dir / name} is readable by other users (mode 0644): " \
+                  f"run `chmod 600 {config_dir / name}`\n"
+    assert "Server address" not in out
+
+
+def test_help_speaks_to_users(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["--help"], ["init", "--help"], ["start", "--help"], ["check-config", "--help"]):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(argv)
+        assert exit_.value.code == 0
+        out = capsys.readouterr().out
+        assert "§" not in out and "DESIGN" not in out and "``" not in out, argv

@@ -110,7 +110,7 @@ def test_config_is_immutable(tmp_path: Path) -> None:
             "apns.development.key_file or apns.development.key_env",
         ),
         ("[apns.test]\nenabled = true\nkey_env = 'X'\n", "apns.test.key_id: required"),
-        ("[admin]\ntoken_file = ''\n", "admin.token_file or admin.token_env"),
+        ("[admin]\nenabled = true\n", "admin.enabled: the admin API is not available in this version"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, toml: str, message: str) -> None:
@@ -144,15 +144,16 @@ def test_secret_from_env_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_secret_from_file_and_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    toml = "[admin]\ntoken_file = 'secret/admin.token'\n"
-    with pytest.raises(ConfigError, match=r"admin.token_file: cannot read .*secret/admin.token"):
+    toml = "[apns.production]\nenabled = true\nkey_id = 'KEY1234567'\nkey_file = 'secret/AuthKey.p8'\n"
+    with pytest.raises(ConfigError, match=r"apns.production.key_file: cannot read .*secret/AuthKey.p8"):
         load_config(write(tmp_path, toml))
     (tmp_path / "secret").mkdir()
-    (tmp_path / "secret" / "admin.token").write_text("file-token")
-    assert load_config(write(tmp_path, toml)).admin.token().read() == b"file-token"
-    monkeypatch.setenv("NTF_TEST_ADMIN_TOKEN", "env-token")
-    config = load_config(write(tmp_path, toml + "token_env = 'NTF_TEST_ADMIN_TOKEN'\n"))
-    assert config.admin.token().read() == b"env-token"
+    (tmp_path / "secret" / "AuthKey.p8").write_text("file-key")
+    key = load_config(write(tmp_path, toml)).apns.production.key("apns.production")
+    assert key.read() == b"file-key"
+    monkeypatch.setenv("NTF_TEST_APNS_KEY", "env-key")
+    config = load_config(write(tmp_path, toml + "key_env = 'NTF_TEST_APNS_KEY'\n"))
+    assert config.apns.production.key("apns.production").read() == b"env-key"
 
 
 def test_redis_url_password_never_in_repr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -50,8 +50,10 @@ class Request:
 
 
 class NtfClient:
-    def __init__(self, stream: BlockStream, params: THParams, server_dh: X25519PublicKey | None) -> None:
+    def __init__(self, stream: BlockStream, params: THParams, server_dh: X25519PublicKey | None,
+                 writer: asyncio.StreamWriter) -> None:
         self.stream = stream
+        self.writer = writer  # the TLS stream under the blocks: a stand-in may also play a misbehaving app
         self.params = params
         self.server_dh = server_dh
 
@@ -85,7 +87,7 @@ class NtfClient:
         except BaseException:
             await stream.close()
             raise
-        return cls(stream, THParams.ntf(vr.max, session_id), server_dh)
+        return cls(stream, THParams.ntf(vr.max, session_id), server_dh, writer)
 
     def _transmission(self, req: Request, corr_id: bytes) -> bytes:
         command = P.encode_command(req.command)

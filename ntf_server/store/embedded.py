@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -34,6 +36,11 @@ from ntf_server.store.keys import HASH_MAX_LISTPACK_VALUE
 _PR_SET_PDEATHSIG: Final = 1
 _SUN_PATH_MAX: Final = 107
 _POLL_S: Final = 0.05
+_SUPERVISE_POLL_S: Final = 0.25
+_MAX_RESTARTS: Final = 5
+_RESTART_WINDOW_S: Final = 60.0
+
+log = logging.getLogger(__name__)
 
 
 class RedisBinaryNotFound(StoreError):
@@ -72,6 +79,19 @@ def find_server_binary(explicit: str | None = None) -> str:
             "to use an existing Redis >= 7"
         )
     return found
+
+
+def _socket_answers(path: Path) -> bool:
+    """Whether a process accepts connections on the unix socket ``path`` (a stale file refuses)."""
+    if not path.exists():
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        try:
+            s.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 def _child_setup(parent_pid: int) -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -115,8 +135,12 @@ class EmbeddedRedis:
         if len(str(self.socket_path)) > _SUN_PATH_MAX:
             raise EmbeddedRedisFailed(f"state directory path too long for a unix socket: {self.socket_path}")
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if _socket_answers(self.socket_path):
+            # Never take over (or unlink) the socket of a live server: that is how a second ntf-server
+            # on the same state directory used to break the first one.
+            raise EmbeddedRedisFailed(f"a Redis server is already listening on {self.socket_path}")
         with contextlib.suppress(FileNotFoundError):
-            self.socket_path.unlink()  # stale socket of a crashed run
+            self.socket_path.unlink()  # stale socket of a crashed run: nobody accepts on it
         args = [
             binary,
             "--dir", str(self.data_dir),
@@ -215,6 +239,26 @@ class EmbeddedRedis:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+    async def supervise(self, *, poll_s: float = _SUPERVISE_POLL_S, max_restarts: int = _MAX_RESTARTS,
+                        window_s: float = _RESTART_WINDOW_S) -> None:
+        """A long-lived part of the server (never returns): reaps the child when it exits and starts it
+        again on the same data directory (AOF: nothing acknowledged is lost). More than ``max_restarts``
+        exits within ``window_s`` — or a restart that fails — raises ``EmbeddedRedisFailed``, which ends
+        the server with a clear error rather than serving ``ERR STORE`` forever."""
+        exits: list[float] = []
+        while True:
+            await asyncio.sleep(poll_s)
+            proc = self._proc
+            if proc is None or proc.poll() is None:  # poll() reaps an exited child: no zombie
+                continue
+            now = time.monotonic()
+            exits = [t for t in exits if now - t < window_s] + [now]
+            if len(exits) > max_restarts:
+                raise self._failed(f"exited {len(exits)} times within {window_s:g} s (status {proc.returncode})")
+            log.error("embedded redis exited with status %s; restarting it on %s", proc.returncode, self.data_dir)
+            await self.start()
+            log.warning("embedded redis restarted (pid %s)", self.pid)
 
     def kill(self) -> None:
         """SIGKILL, as in a crash (tests of AOF durability)."""

@@ -4,14 +4,15 @@ Reads are single commands or pipelines; every write touching several keys is one
 fields are sealed with AES-GCM (atrest.py) before they leave the process, index keys are HMACs, so the
 Redis data set holds no device token, DH secret, registration code, notifier id or notifier key in clear.
 Connection errors are retried by redis-py with capped exponential backoff and jitter; what still fails
-becomes `StoreUnavailable`, any other Redis error `StoreError` — translated here, in one place.
+becomes `StoreUnavailable`, any other Redis error `StoreError` (store/health.py translates, in one place).
+While the server runs `watch_health()`, an unreachable Redis makes calls fail at once instead of each
+waiting through the retries, until a background probe finds it again.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any, Final
 
 from redis import exceptions as rex
@@ -23,7 +24,8 @@ from ntf_server.protocol.encoding import CodecError, SMPServer, dec_smp_server, 
 from ntf_server.store import scripts
 from ntf_server.store.atrest import AtRest
 from ntf_server.store.base import NtfOutcome, RemovedSub, Store, StoreCounts, SubCreate, TokenCreate
-from ntf_server.store.errors import StoreError, StoreUnavailable
+from ntf_server.store.errors import StoreError
+from ntf_server.store.health import StoreHealth, backoff_delays
 from ntf_server.store.keys import (
     DEFAULT_BUCKETS,
     HASH_MAX_LISTPACK_VALUE,
@@ -66,16 +68,6 @@ def _text(v: bytes | str) -> str:
     return v.decode(errors="replace") if isinstance(v, bytes) else v
 
 
-@contextmanager
-def _translated() -> Iterator[None]:
-    try:
-        yield
-    except (rex.ConnectionError, rex.TimeoutError) as e:
-        raise StoreUnavailable(f"redis unreachable: {type(e).__name__}") from e
-    except rex.RedisError as e:
-        raise StoreError(f"redis error: {e}") from e
-
-
 class RedisStore:
     """The production store. Create with `await RedisStore.connect(url, master_key)`."""
 
@@ -85,6 +77,7 @@ class RedisStore:
         self._r = client
         self._a = atrest
         self._k = Keys(prefix, buckets)
+        self._health = StoreHealth()
         self._srv_num: dict[bytes, int] = {}  # server numbers never change once assigned
         self._srv_addr: dict[int, SMPServer] = {}
         self._scripts = {
@@ -103,15 +96,20 @@ class RedisStore:
         buckets: int | None = None,
         retries: int = 6,
         max_connections: int = 64,
+        connect_timeout_s: float = 2.0,
+        command_timeout_s: float = 10.0,
     ) -> RedisStore:
         """`buckets` (per SMP server) is fixed when the data set is created: None means "what the data set
-        uses", or DEFAULT_BUCKETS for a new one; a different explicit value is refused."""
+        uses", or DEFAULT_BUCKETS for a new one; a different explicit value is refused. The timeouts bound
+        how long a call can hang on a Redis host that stopped answering (no call here blocks on purpose)."""
         retry = Retry(ExponentialWithJitterBackoff(cap=2.0, base=0.05), retries)
         client = Redis.from_url(
             url,
             retry=retry,
             retry_on_error=[rex.ConnectionError, rex.TimeoutError],
             max_connections=max_connections,
+            socket_connect_timeout=connect_timeout_s,
+            socket_timeout=command_timeout_s,
         )
         store = cls(client, AtRest(master_key), prefix, buckets or DEFAULT_BUCKETS)
         try:
@@ -125,7 +123,7 @@ class RedisStore:
         """Adopt the data set's bucket count; refuse another explicit one or another store key."""
         check = self._a.index(b"store key check").hex()
         meta = self._k.g("meta")
-        with _translated():
+        with self._health.guard():
             await self._r.hsetnx(meta, "buckets", self._k.buckets)
             await self._r.hsetnx(meta, "keycheck", check)
             vals: Any = await self._r.hmget(meta, ["buckets", "keycheck"])
@@ -163,23 +161,27 @@ class RedisStore:
     def buckets(self) -> int:
         return self._k.buckets
 
-    def sub_id_for(self, server: SMPServer, notifier_id: bytes, server_number: int) -> bytes:
-        """The id `create_subscription` gives (server, notifier id) — for diagnostics and tests."""
-        return make_sub_id(self._a, self._r_of(server.normalized(), notifier_id), server_number)
-
     def __repr__(self) -> str:
         return f"<RedisStore prefix={self._k.prefix!r} buckets={self._k.buckets}>"
 
     async def close(self) -> None:
         await self._r.aclose()
 
+    @property
+    def healthy(self) -> bool:
+        return self._health.up
+
+    async def watch_health(self, delays: Callable[[], Iterator[float]] = backoff_delays) -> None:
+        """Long-lived part of the server: fail fast while Redis is away, reconnect in the background."""
+        await self._health.watch(self._r.ping, delays)
+
     async def _run(self, name: str, *args: Any) -> Any:
-        with _translated():
+        with self._health.guard():
             return await self._scripts[name](keys=[], args=[self._k.prefix, self._k.buckets, *args])
 
     async def _call(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         # redis-py types replies as unions of bytes/str; this store always uses bytes replies.
-        with _translated():
+        with self._health.guard():
             return await fn(*args)
 
     # ------------------------------------------------------------------ tokens
@@ -243,7 +245,7 @@ class RedisStore:
         return self._decode_token(token_id, h) if h else None
 
     async def _get_tokens(self, tids: Sequence[bytes]) -> list[TokenRecord]:
-        with _translated():
+        with self._health.guard():
             async with self._r.pipeline(transaction=False) as pipe:
                 for tid in tids:
                     pipe.hgetall(self._k.token(tid))
@@ -491,7 +493,7 @@ class RedisStore:
             return
         page: list[SubscriptionRecord] = []
         for start in range(0, self._k.buckets, _PAGE_BUCKETS):
-            with _translated():
+            with self._health.guard():
                 async with self._r.pipeline(transaction=False) as pipe:
                     for b in range(start, min(start + _PAGE_BUCKETS, self._k.buckets)):
                         pipe.hgetall(self._k.bucket(srv, b))
@@ -543,7 +545,7 @@ class RedisStore:
         return NtfOutcome.STORED, token, ntfs
 
     async def counts(self) -> StoreCounts:
-        with _translated():
+        with self._health.guard():
             async with self._r.pipeline(transaction=False) as pipe:
                 pipe.zcard(self._k.g("used"))
                 pipe.get(self._k.g("n:sub"))

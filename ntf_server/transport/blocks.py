@@ -75,11 +75,6 @@ class BlockStream:
         except (ConnectionError, ssl.SSLError) as e:
             raise ConnectionClosed(str(e)) from e
 
-    async def write_raw(self, data: bytes) -> None:
-        """Bytes outside the block framing: only for tests that play a misbehaving peer."""
-        self._writer.write(data)
-        await self._writer.drain()
-
     def abort(self) -> None:
         """Drop the connection at once (shutdown): pending reads end with ``ConnectionClosed``."""
         self._writer.transport.abort()

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
+from apns.client import ApnsClient
 from apns.payload import Notification, PushType
 
 TOPIC = "chat.simplex.app"
+ClientFactory = Callable[..., ApnsClient]  # the make_client fixture (conftest.py)
 
 
 def new_token() -> str:

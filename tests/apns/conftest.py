@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from apns_helpers import TOPIC, no_sleep
+from apns_helpers import TOPIC, ClientFactory, no_sleep
 
 from apns.client import ApnsClient, App, ClientConfig
 from apns.jwt import ProviderKey, generate_test_key
@@ -25,8 +25,6 @@ async def sim(key: ProviderKey) -> AsyncIterator[ApnsSimulator]:
     yield s
     await s.stop()
 
-
-ClientFactory = Callable[..., ApnsClient]
 
 
 @pytest.fixture

@@ -8,8 +8,7 @@ import time
 from collections import Counter
 
 import pytest
-from apns_helpers import TOPIC, background, new_token, no_sleep
-from conftest import ClientFactory
+from apns_helpers import TOPIC, ClientFactory, background, new_token, no_sleep
 
 from apns.client import ApnsClient, App, ClientConfig
 from apns.errors import Permanent, ProviderAuthError, RetryLater, TokenInvalid

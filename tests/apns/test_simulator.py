@@ -18,7 +18,7 @@ import pytest
 from apns_helpers import TOPIC, background, new_token
 
 from apns.client import ApnsClient, App
-from apns.errors import Permanent
+from apns.errors import Permanent, TokenInvalid
 from apns.jwt import ProviderKey, generate_test_key
 from apns.pool import Endpoint
 from apns.simulator import ApnsSimulator, SimulatorKey
@@ -197,10 +197,10 @@ async def test_stream_limit_is_1_until_authenticated_then_drops_after_rejection(
     sim.unregister(gone)
     try:
         await client.send(background(new_token()))
-        with pytest.raises(Exception, match="DeviceTokenNotForTopic"):
+        with pytest.raises(TokenInvalid, match="DeviceTokenNotForTopic"):
             await client.send(background(bound))
         await client.send(background(new_token()))
-        with pytest.raises(Exception, match="Unregistered"):
+        with pytest.raises(TokenInvalid, match="Unregistered"):
             await client.send(background(gone))
         (conn,) = sim.conns
         assert conn.settings_history == [1, 1000, 1, 1000]  # a 410 does not lower the limit

@@ -8,7 +8,7 @@ import pytest
 from apns_helpers import new_token
 from hypothesis import given, strategies as st
 
-from apns.errors import Kind, classify, parse_error_body
+from apns.errors import Kind, Permanent, classify, parse_error_body
 from apns.headers import BlockEncoder, request_block
 from apns.jwt import TokenProvider, generate_test_key
 from apns.payload import Notification, PushType
@@ -19,7 +19,7 @@ from apns.payload import Notification, PushType
 def test_background_defaults_to_priority_5_and_rejects_10() -> None:
     n = Notification(new_token(), {"aps": {"content-available": 1}}, PushType.BACKGROUND)
     assert n.priority == 5
-    with pytest.raises(Exception, match="priority 5"):
+    with pytest.raises(Permanent, match="priority 5"):
         Notification(new_token(), {"aps": {}}, PushType.BACKGROUND, priority=10)
 
 
@@ -27,12 +27,12 @@ def test_payload_limits_4096_and_5120_for_voip() -> None:
     fits = {"x": "a" * (4096 - 8)}  # {"x":"..."} is 8 bytes of JSON around the string
     assert len(Notification(new_token(), fits).body) == 4096
     too_big = {"x": "a" * (4096 - 7)}
-    with pytest.raises(Exception, match="4097 bytes, over the 4096-byte limit"):
+    with pytest.raises(Permanent, match="4097 bytes, over the 4096-byte limit"):
         Notification(new_token(), too_big)
     assert len(Notification(new_token(), too_big, PushType.VOIP).body) == 4097
-    with pytest.raises(Exception, match="5120"):
+    with pytest.raises(Permanent, match="5120"):
         Notification(new_token(), {"x": "a" * 5200}, PushType.VOIP)
-    with pytest.raises(Exception, match="empty"):
+    with pytest.raises(Permanent, match="empty"):
         Notification(new_token(), b"")
 
 
@@ -47,13 +47,13 @@ def test_payload_limits_4096_and_5120_for_voip() -> None:
     ],
 )
 def test_invalid_fields_rejected_before_sending(kw: dict[str, object], match: str) -> None:
-    with pytest.raises(Exception, match=match):
+    with pytest.raises(Permanent, match=match):
         Notification(new_token(), {"aps": {}}, **kw)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("token", ["", "abc", "zz" * 32, "ab cd"])
 def test_bad_device_token_rejected(token: str) -> None:
-    with pytest.raises(Exception, match="device token"):
+    with pytest.raises(Permanent, match="device token"):
         Notification(token, {"aps": {}})
 
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Env
+from e2e_env import Env
 from fault_proxy import FaultProxy
 
 from ntf_server.protocol import crypto, ntf as P
@@ -198,6 +198,12 @@ async def test_garbage_blocks_get_err_block_and_the_connection_survives(env: Env
     await client.close()
 
 
+async def write_raw(client: NtfClient, data: bytes) -> None:
+    """Bytes outside the block framing, as a misbehaving app sends them."""
+    client.writer.write(data)
+    await client.writer.drain()
+
+
 async def test_random_stream_and_truncated_blocks_do_not_affect_others(env: Env) -> None:
     bystander = await connect(env)
     noisy = await connect(env)
@@ -215,19 +221,19 @@ async def test_random_stream_and_truncated_blocks_do_not_affect_others(env: Env)
     reader = asyncio.create_task(drain())
     data = os.urandom(10 * 1024 * 1024)
     for i in range(0, len(data), 64 * 1024):
-        await noisy.stream.write_raw(data[i : i + 64 * 1024])
+        await write_raw(noisy, data[i : i + 64 * 1024])
         if i % (1024 * 1024) == 0:
             assert (await bystander.request(b"", P.Ping()))[1] == P.Pong()
     await asyncio.wait_for(reader, 60)
     assert replies > 1000  # every random block got an answer (or a few), none crashed the server
     # part of a block, then silence: the server gives up after block_read_timeout_s and closes
     stalled = await connect(env)
-    await stalled.stream.write_raw(b"\x00\x05" + os.urandom(98))
+    await write_raw(stalled, b"\x00\x05" + os.urandom(98))
     assert await stalled.closed_by_server(timeout_s=10)
     # part of a block, then EOF: a clean close, counted
     closed_before = env.server.stats["conn_closed"]
     truncated = await connect(env)
-    await truncated.stream.write_raw(b"\x00\x05" + os.urandom(98))
+    await write_raw(truncated, b"\x00\x05" + os.urandom(98))
     await truncated.close()
     for _ in range(100):
         if env.server.stats["conn_closed"] > closed_before:
@@ -325,8 +331,9 @@ async def test_idle_clients_are_disconnected(env: Env) -> None:
 
 
 async def test_store_outage_is_answered_and_survived(env: Env, tmp_path: Path, redis_url: str) -> None:
-    """Redis unreachable: requests get ERR STORE (after the store's retries), the NTF connection stays
-    open, and everything works again, with nothing lost, once Redis is back."""
+    """Redis unreachable: requests get ERR STORE at once (the store's health switch is down, so they do not
+    each wait through retries), the NTF connection stays open, and once Redis is back the background probe
+    finds it and everything works again, with nothing lost."""
     proxy = FaultProxy(redis_url.removeprefix("unix://"), tmp_path / "redis-proxy.sock")
     await proxy.start()
     server = await env.reconfigure("redis", url=proxy.url)
@@ -334,11 +341,17 @@ async def test_store_outage_is_answered_and_survived(env: Env, tmp_path: Path, r
         client = await connect(env)
         app = await active(env, client)
         await proxy.stop()
-        resp = await app.token_command(client, P.TChk())
-        assert resp == P.Err(StoreErr("database error"))
-        assert server.stats["store_errors"] == 1
+        for _ in range(3):
+            assert await app.token_command(client, P.TChk()) == P.Err(StoreErr("database error"))
+        assert not server.store.healthy
+        assert server.stats["store_errors"] == 3
         assert (await client.request(b"", P.Ping()))[1] == P.Pong()  # the connection is still served
         await proxy.start()
+        async with asyncio.timeout(10):  # the background probe finds Redis again
+            while True:
+                if server.store.healthy:
+                    break
+                await asyncio.sleep(0.05)
         assert await app.token_command(client, P.TChk()) == ACTIVE
         await client.close()
     finally:

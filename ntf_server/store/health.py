@@ -1,0 +1,98 @@
+"""Fail fast while Redis is unreachable, reconnect in the background (issue: supervision).
+
+Theory of operation: without this, every request during a Redis outage waited through the client's whole
+retry schedule (~4 s) before answering ``ERR STORE``, and nothing told the operator when Redis was back.
+``StoreHealth`` is a two-state switch, up or down. A connection failure seen by any store call turns it
+down; while it is down, store calls raise ``StoreUnavailable`` at once, without touching Redis; ``watch``
+(a long-lived part of the server) then probes Redis with capped, jittered exponential backoff and turns it
+up again on the first answer. Without a watcher (tools, tests of the store alone) the switch never turns
+down, so a caller that retries on its own is never locked out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Final
+
+from redis import exceptions as rex
+
+from ntf_server.store.errors import StoreError, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+PROBE_BASE_S: Final = 0.1
+PROBE_CAP_S: Final = 2.0
+
+
+def backoff_delays(base_s: float = PROBE_BASE_S, cap_s: float = PROBE_CAP_S) -> Iterator[float]:
+    """Capped exponential backoff with full jitter (STYLE 9): an endless series of delays."""
+    attempt = 0
+    while True:
+        yield random.uniform(0, min(cap_s, base_s * 2**attempt))
+        attempt += 1
+
+
+@contextmanager
+def translated() -> Iterator[None]:
+    """redis-py exceptions → ours, in one place (STYLE 5)."""
+    try:
+        yield
+    except (rex.ConnectionError, rex.TimeoutError) as e:
+        raise StoreUnavailable(f"redis unreachable: {type(e).__name__}") from e
+    except rex.RedisError as e:
+        raise StoreError(f"redis error: {e}") from e
+
+
+class StoreHealth:
+    def __init__(self) -> None:
+        self._watched = False
+        self._down_since: float | None = None
+        self._changed = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"<StoreHealth {'up' if self.up else 'down'}{'' if self._watched else ' unwatched'}>"
+
+    @property
+    def up(self) -> bool:
+        return self._down_since is None
+
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        if not self.up:
+            raise StoreUnavailable("redis unreachable (reconnecting in the background)")
+        try:
+            with translated():
+                yield
+        except StoreUnavailable:
+            if self._watched and self.up:
+                self._down_since = time.monotonic()
+                self._changed.set()
+            raise
+
+    async def watch(self, probe: Callable[[], Awaitable[object]],
+                    delays: Callable[[], Iterator[float]] = backoff_delays) -> None:
+        """Long-lived: whenever the switch turns down, probe until Redis answers, then turn it up."""
+        self._watched = True
+        try:
+            while True:
+                await self._changed.wait()
+                self._changed.clear()
+                log.warning("redis unreachable: answering ERR STORE until it is back")
+                for delay in delays():
+                    await asyncio.sleep(delay)
+                    try:
+                        with translated():
+                            await probe()
+                        break
+                    except StoreError:
+                        continue
+                assert self._down_since is not None
+                log.warning("redis reachable again after %.1f s", time.monotonic() - self._down_since)
+                self._down_since = None
+        finally:
+            self._watched = False

@@ -1,0 +1,70 @@
+"""The end-to-end test environment (imported by name: tests/ has no packages, and a module named
+``conftest`` cannot be imported by tests, since every test folder has one): a real NTF server on
+loopback pointed at the strict APNs simulator, initialised exactly as ``ntf-server init`` does."""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from pathlib import Path
+from typing import Any
+
+from apns.simulator import ApnsSimulator
+from ntf_server import cli
+from ntf_server.config import Config, load_config
+from ntf_server.server import NtfServer
+
+TOPIC = "chat.simplex.app"
+
+
+@dataclasses.dataclass
+class Env:
+    config: Config
+    sim: ApnsSimulator
+    key_hash: bytes
+    servers: list[NtfServer]
+
+    @property
+    def server(self) -> NtfServer:
+        return self.servers[-1]
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def reconfigure(self, section: str, **changes: Any) -> NtfServer:
+        """Stop the running server and start one whose config ``section`` has ``changes``."""
+        await self.server.stop()
+        changed = dataclasses.replace(getattr(self.config, section), **changes)
+        cfg = dataclasses.replace(self.config, **{section: changed})
+        new = NtfServer(cfg)
+        await new.start()
+        self.servers.append(new)
+        return new
+
+    async def restart(self) -> NtfServer:
+        """Stop the running server and start a new one on the same config, Redis and port."""
+        port = self.server.port
+        await self.server.stop()
+        cfg = dataclasses.replace(self.config, server=dataclasses.replace(self.config.server, port=port))
+        new = NtfServer(cfg)
+        await new.start()
+        self.servers.append(new)
+        return new
+
+
+def init_config(directory: Path, redis_url: str, sim: ApnsSimulator, p8: Path, key_id: str, team_id: str,
+                ) -> Config:
+    assert cli.main(["--config-dir", str(directory), "init", "--host", "localhost"]) == 0
+    cfg = load_config(directory)
+    test_env = dataclasses.replace(
+        cfg.apns.test, enabled=True, host="127.0.0.1", port=sim.port, ca_file=Path(str(sim.ca_file)),
+        key_file=p8, key_id=key_id, team_id=team_id, topic=TOPIC,
+    )
+    return dataclasses.replace(
+        cfg,
+        redis=dataclasses.replace(cfg.redis, url=redis_url, key_prefix=f"e2e:{secrets.token_hex(6)}:"),
+        apns=dataclasses.replace(cfg.apns, test=test_env),
+        server=dataclasses.replace(cfg.server, port=0, bind="127.0.0.1", handshake_timeout_s=5.0,
+                                   block_read_timeout_s=2.0),
+    )
