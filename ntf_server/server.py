@@ -99,7 +99,7 @@ class NtfServer:
         self._sender = ApnsSender(ApnsClient(apps) if apps else None, apps)
         self.push = PushService(self._store, self._sender, self.stats)
         self._tasks.append(asyncio.create_task(self.push.run(), name="push-workers"))
-        handlers = NtfHandlers(self._store, self.push, self.stats)
+        handlers = NtfHandlers(self._store, self.push, self.stats, pushable=self._sender.pushable)
         self.housekeeping = Housekeeping(self._store, handlers.subscriber, self.stats,
                                          expire_after_days=cfg.store.expire_tokens_after_days)
         self._tasks.append(asyncio.create_task(self.housekeeping.run(), name="housekeeping"))
