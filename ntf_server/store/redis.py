@@ -81,6 +81,19 @@ _DUMMY_TOKEN: Final = TokenRecord(
 _DUMMY_NOTIFIER: Final = (bytes(24), bytes(48))  # notifier id, PKCS#8 Ed25519/X25519 key
 
 
+def _unpack_hash(packed: bytes) -> dict[bytes, bytes]:
+    """A hash packed by the lookup scripts (scripts.py `pack`): u16-length-prefixed field, value, ..."""
+    items = []
+    i, end = 0, len(packed)
+    while i < end:
+        n = int.from_bytes(packed[i : i + 2], "big")
+        items.append(packed[i + 2 : i + 2 + n])
+        i += 2 + n
+    if i != end or len(items) % 2:
+        raise StoreError("corrupted lookup reply")
+    return dict(zip(items[::2], items[1::2], strict=True))
+
+
 def _text(v: bytes | str) -> str:
     return v.decode(errors="replace") if isinstance(v, bytes) else v
 
@@ -275,11 +288,11 @@ class RedisStore:
 
     async def get_token(self, token_id: bytes) -> TokenRecord | None:
         """One round trip and four decryptions whether or not the token exists (see `_LOOKUP`)."""
-        found, flat = await self._run("LOOKUP_TOKEN", token_id)
-        return self._token_or_dummy(token_id, found, flat)
+        found, packed = await self._run("LOOKUP_TOKEN", token_id)
+        return self._token_or_dummy(token_id, found, packed)
 
-    def _token_or_dummy(self, token_id: bytes, found: int, flat: list[bytes]) -> TokenRecord | None:
-        h = dict(zip(flat[::2], flat[1::2], strict=True))
+    def _token_or_dummy(self, token_id: bytes, found: int, packed: bytes) -> TokenRecord | None:
+        h = _unpack_hash(packed)
         if found:
             return self._decode_token(token_id, h)
         if h:
@@ -490,12 +503,12 @@ class RedisStore:
         an unknown one."""
         sid = sub_id if len(sub_id) == SUB_ID_BYTES else DUMMY_SUB_ID
         r, srv = parse_sub_id(self._a, sid)
-        sfound, value, addr, tfound, flat = await self._run("LOOKUP_SUB", srv, r)
+        sfound, value, addr, tfound, packed = await self._run("LOOKUP_SUB", srv, r)
         server = self._srv_addr.get(srv) if sfound else DUMMY_SERVER
         if server is None:
             server = self._remember_server(srv, addr)
         sub = self._sub_or_dummy(sid, server, bool(sfound and sid is sub_id), value)
-        tok = self._token_or_dummy(value[:TOKEN_ID_BYTES], tfound if sub else 0, flat)
+        tok = self._token_or_dummy(value[:TOKEN_ID_BYTES], tfound if sub else 0, packed)
         return sub, tok
 
     async def token_and_subscription(
@@ -506,12 +519,13 @@ class RedisStore:
         server = server.normalized()
         enc = enc_smp_server(server)
         r = self._r_of(server, notifier_id)
-        tfound, flat, n, sfound, value = await self._run("LOOKUP_SNEW", token_id, self._a.index(b"srv", enc).hex(), r)
+        idx = self._a.index(b"srv", enc).hex()
+        tfound, packed, n, sfound, value = await self._run("LOOKUP_SNEW", token_id, idx, r)
         if n:
             self._srv_num[enc] = n
             self._srv_addr[n] = server
         sub = self._sub_or_dummy(make_sub_id(self._a, r, n), server, bool(sfound), value)
-        return self._token_or_dummy(token_id, tfound, flat), sub
+        return self._token_or_dummy(token_id, tfound, packed), sub
 
     def _remember_server(self, n: int, addr: bytes) -> SMPServer:
         try:
