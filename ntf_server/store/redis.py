@@ -288,15 +288,19 @@ class RedisStore:
 
     async def get_token(self, token_id: bytes) -> TokenRecord | None:
         """One round trip and four decryptions whether or not the token exists (see `_LOOKUP`)."""
-        found, packed = await self._run("LOOKUP_TOKEN", token_id)
-        return self._token_or_dummy(token_id, found, packed)
+        found, packed, tid = await self._run("LOOKUP_TOKEN", token_id, self._pick(token_id))
+        return self._token_or_standin(found, packed, tid)
 
-    def _token_or_dummy(self, token_id: bytes, found: int, packed: bytes) -> TokenRecord | None:
+    def _pick(self, token_id: bytes) -> int:
+        """Which token stands in for a missing one: the same for the same id, as a real record would be."""
+        return int.from_bytes(self._a.index(b"stand-in", token_id, length=4), "big")
+
+    def _token_or_standin(self, found: int, packed: bytes, tid: bytes) -> TokenRecord | None:
         h = _unpack_hash(packed)
         if found:
-            return self._decode_token(token_id, h)
+            return self._decode_token(tid, h)
         if h:
-            self._decode_token(DUMMY_TOKEN_ID, h)  # the work a real record costs; the result is unused
+            self._decode_token(tid or DUMMY_TOKEN_ID, h)  # the work a real record costs; the result is unused
         return None
 
     async def _get_tokens(self, tids: Sequence[bytes]) -> list[TokenRecord]:
@@ -503,12 +507,12 @@ class RedisStore:
         an unknown one."""
         sid = sub_id if len(sub_id) == SUB_ID_BYTES else DUMMY_SUB_ID
         r, srv = parse_sub_id(self._a, sid)
-        sfound, value, addr, tfound, packed = await self._run("LOOKUP_SUB", srv, r)
+        sfound, value, addr, tfound, packed, tid = await self._run("LOOKUP_SUB", srv, r, self._pick(sid))
         server = self._srv_addr.get(srv) if sfound else DUMMY_SERVER
         if server is None:
             server = self._remember_server(srv, addr)
         sub = self._sub_or_dummy(sid, server, bool(sfound and sid is sub_id), value)
-        tok = self._token_or_dummy(value[:TOKEN_ID_BYTES], tfound if sub else 0, packed)
+        tok = self._token_or_standin(tfound if sub else 0, packed, tid)
         return sub, tok
 
     async def token_and_subscription(
@@ -520,12 +524,12 @@ class RedisStore:
         enc = enc_smp_server(server)
         r = self._r_of(server, notifier_id)
         idx = self._a.index(b"srv", enc).hex()
-        tfound, packed, n, sfound, value = await self._run("LOOKUP_SNEW", token_id, idx, r)
+        tfound, packed, tid, n, sfound, value = await self._run("LOOKUP_SNEW", token_id, idx, r, self._pick(token_id))
         if n:
             self._srv_num[enc] = n
             self._srv_addr[n] = server
         sub = self._sub_or_dummy(make_sub_id(self._a, r, n), server, bool(sfound), value)
-        return self._token_or_dummy(token_id, tfound, packed), sub
+        return self._token_or_standin(tfound, packed, tid), sub
 
     def _remember_server(self, n: int, addr: bytes) -> SMPServer:
         try:

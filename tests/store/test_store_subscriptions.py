@@ -50,6 +50,10 @@ async def test_create_and_lookups(store: RedisStore) -> None:
 async def test_verification_lookups(store: RedisStore, redis_url: str, store_key: bytes) -> None:
     """The one-round-trip lookups of request verification (spec §4.3) find what the plain lookups find,
     and the stand-in records they read for unknown ids are never returned, counted or paged (issue 8)."""
+    # an empty store: the fixed stand-ins written at connect
+    assert await store.get_token(secrets.token_bytes(24)) is None
+    assert await store.subscription_and_token(secrets.token_bytes(24)) == (None, None)
+    assert await store.token_and_subscription(secrets.token_bytes(24), server(1), b"N" * 24) == (None, None)
     t = await active_token(store)
     _, sub = await store.create_subscription(t.token_id, server(1), b"N" * 24, notifier_key())
     assert sub is not None
