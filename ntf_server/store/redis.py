@@ -61,9 +61,10 @@ _PAGE_BUCKETS: Final = 64  # buckets fetched per pipeline while paging one SMP s
 _STATUS_BATCH: Final = 1000
 # Token hash fields sealed with AES-GCM (associated data: field name ‖ token id).
 _SEALED: Final = ("dt", "dhk", "ds", "rc")
-# The stand-ins that verification lookups read and decrypt where there is no record (scripts.py `_LOOKUP`):
-# sized like real ones (hex APNs token, Ed25519/X25519 DER keys, 24-byte notifier id). Random ids never
-# equal these, and the lookups return them flagged "not found" whatever the id.
+# The fixed stand-ins that verification lookups read and decrypt where there is no record (scripts.py
+# `_LOOKUP`; a missing token is stood in for by another, real token when there is one): sized like real ones
+# (hex APNs token, Ed25519/X25519 DER keys, 24-byte notifier id). The lookups flag every stand-in "not
+# found", whatever id was asked for.
 DUMMY_TOKEN_ID: Final = bytes(TOKEN_ID_BYTES)
 DUMMY_SUB_ID: Final = bytes(SUB_ID_BYTES)
 DUMMY_SERVER: Final = SMPServer(("dummy.invalid",), "5223", bytes(32))
