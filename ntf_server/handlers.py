@@ -23,7 +23,7 @@ from typing import Final, Protocol, assert_never
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from ntf_server.protocol import crypto, ntf as P
-from ntf_server.protocol.errors import AUTH, QUOTA, StoreErr
+from ntf_server.protocol.errors import AUTH, QUOTA, CmdError, CommandError, StoreErr
 from ntf_server.protocol.token_fsm import SUB_COMMANDS_ALLOWED, TokenEvent, changing_sources, next_status
 from ntf_server.protocol.transport import RawTransmission
 from ntf_server.stats import Stats
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 ID_BYTES: Final = 24  # subIdBytes
 REG_CODE_BYTES: Final = 32  # regCodeBytes
+PROHIBITED: Final = CmdError(CommandError.PROHIBITED)
 
 
 class Pusher(Protocol):
@@ -78,6 +79,18 @@ class Verified:
     sub: SubscriptionRecord | None = None
 
 
+def _authorized(key_der: bytes | None, raw: RawTransmission, server_dh: X25519PrivateKey | None) -> bool:
+    """Check the auth with the registered key; with none (unknown entity, wrong status) decode and check a
+    dummy key of the kind the auth implies instead, which costs the same, and say no."""
+    key = crypto.decode_public_key(key_der if key_der is not None else crypto.dummy_key_der(len(raw.auth)))
+    ok = crypto.verify_transmission_auth(key, raw.auth, raw.authorized, raw.corr_id, server_dh)
+    return ok and key_der is not None
+
+
+def _usable(tok: TokenRecord | None, allowed: frozenset[TokenStatusKind]) -> TokenRecord | None:
+    return tok if tok is not None and tok.status.kind in allowed else None
+
+
 class NtfHandlers:
     def __init__(
         self,
@@ -86,8 +99,13 @@ class NtfHandlers:
         stats: Stats,
         subscriber: SubscriptionSink | None = None,
         clock: Callable[[], float] = time.time,
+        *,
+        pushable: frozenset[PushProvider] = frozenset(PushProvider),
     ) -> None:
+        """`pushable`: the providers this server can push to (`ApnsSender.pushable`: `AN` and the enabled
+        APNs environments); `TNEW`/`TRPL` for any other is answered `ERR CMD PROHIBITED`."""
         self._store = store
+        self._pushable = pushable
         self._pusher = pusher
         self._stats = stats
         self.subscriber: SubscriptionSink = subscriber or NullSink()
@@ -96,39 +114,34 @@ class NtfHandlers:
     # ------------------------------------------------------------ verification (§4.3)
 
     async def verify(self, req: P.NtfRequest, server_dh: X25519PrivateKey | None) -> Verified | P.Err:
+        """Every path that names an entity does the same work whether or not it exists (STYLE 4): one store
+        lookup of the same shape (a stand-in record is read and decrypted where there is none), one key
+        decoding and one verification of the kind the auth implies."""
         raw, cmd = req.raw, req.command
-
-        def authorized(key_der: bytes | None) -> bool:
-            # With no key (unknown entity, wrong status) this verifies against a dummy key and says no.
-            key = crypto.decode_public_key(key_der) if key_der is not None else None
-            return crypto.verify_transmission_auth(key, raw.auth, raw.authorized, raw.corr_id, server_dh)
-
-        def usable(tok: TokenRecord | None, allowed: frozenset[TokenStatusKind] | None) -> TokenRecord | None:
-            return tok if tok is not None and (allowed is None or tok.status.kind in allowed) else None
-
         sub: SubscriptionRecord | None = None
         match cmd:
             case P.Ping():
                 return Verified(raw, cmd)
             case P.TNew():
-                if not authorized(cmd.verify_key):
+                if not _authorized(cmd.verify_key, raw, server_dh):
                     return P.Err(AUTH)
                 tok = await self._store.find_token(cmd.token.provider, cmd.token.token, cmd.verify_key)
                 return Verified(raw, cmd, token=tok)
             case P.SNew():
-                tok = usable(await self._store.get_token(cmd.token_id), SUB_COMMANDS_ALLOWED)
-                if tok is not None:
-                    existing = await self._store.find_subscription(cmd.smp_server, cmd.notifier_id)
-                    if existing is not None and existing.token_id != tok.token_id:
-                        tok = None  # the queue belongs to another token
+                tok, existing = await self._store.token_and_subscription(
+                    cmd.token_id, cmd.smp_server, cmd.notifier_id
+                )
+                tok = _usable(tok, SUB_COMMANDS_ALLOWED)
+                if tok is not None and existing is not None and existing.token_id != tok.token_id:
+                    tok = None  # the queue belongs to another token
             case P.SChk() | P.SDel():
-                sub = await self._store.get_subscription(raw.entity_id)
-                tok = usable(await self._store.get_token(sub.token_id), SUB_COMMANDS_ALLOWED) if sub else None
+                sub, tok = await self._store.subscription_and_token(raw.entity_id)
+                tok = _usable(tok, SUB_COMMANDS_ALLOWED)
             case P.TVfy() | P.TChk() | P.TRpl() | P.TDel() | P.TCrn():
                 tok = await self._store.get_token(raw.entity_id)
             case _:
                 assert_never(cmd)
-        ok = authorized(tok.verify_key if tok is not None else None)
+        ok = _authorized(tok.verify_key if tok is not None else None, raw, server_dh)
         if tok is None or not ok:
             return P.Err(AUTH)
         await self._touch(tok)
@@ -160,6 +173,8 @@ class NtfHandlers:
             case P.Ping():
                 return P.Pong()
             case P.TNew():
+                if cmd.token.provider not in self._pushable:
+                    return self._prohibited()
                 return await (self._tnew_repeat(cmd, tok) if tok is not None else self._tnew(cmd))
             case P.SNew():
                 assert tok is not None
@@ -179,6 +194,13 @@ class NtfHandlers:
             case _:
                 assert_never(cmd)
 
+    def _prohibited(self) -> P.Err:
+        """A token for a provider we cannot push to (its APNs environment is not enabled): the app would
+        believe it registered and never hear a thing. The Haskell server answers the same for `AT` when
+        `allowTestPushProvider` is off, after verification, as here (Server.hs `guardPushProvider`)."""
+        self._stats.incr("req_prohibited")
+        return P.Err(PROHIBITED)
+
     async def _token_command(self, cmd: P.TVfy | P.TChk | P.TRpl | P.TDel | P.TCrn, tok: TokenRecord) -> P.NtfResponse:
         match cmd:
             case P.TVfy(code):
@@ -186,6 +208,8 @@ class NtfHandlers:
             case P.TChk():
                 return P.Tkn(tok.status)
             case P.TRpl(device):
+                if device.provider not in self._pushable:
+                    return self._prohibited()
                 reg_code = secrets.token_bytes(REG_CODE_BYTES)
                 provider = device.provider
                 if not await self._store.replace_token(tok.token_id, provider, device.token, reg_code):

@@ -152,7 +152,7 @@ class NtfServer:
         sender = ApnsSender(ApnsClient(apps) if apps else None, apps)
         stack.push_async_callback(sender.aclose)
         self.push = PushService(self._store, sender, self.stats)
-        handlers = NtfHandlers(self._store, self.push, self.stats)
+        handlers = NtfHandlers(self._store, self.push, self.stats, pushable=sender.pushable)
         self.housekeeping = Housekeeping(self._store, handlers.subscriber, self.stats,
                                          expire_after_days=cfg.store.expire_tokens_after_days)
         self._parts = {"push workers": self.push.run, "housekeeping": self.housekeeping.run,

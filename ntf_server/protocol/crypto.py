@@ -321,13 +321,19 @@ def _b64_key(text: str) -> PublicAuthKey:
 
 
 # The fixed dummy keys of the Haskell servers (§2.4, standard base64), keyed by the auth length they check.
-DUMMY_KEYS: Final[dict[int, PublicAuthKey]] = {
-    ED25519_SIG_LEN: _b64_key("MCowBQYDK2VwAyEA139Oqs4QgpqbAmB0o7rZf6T19ryl7E65k4AYe0kE3Qs="),
-    ED448_SIG_LEN: _b64_key(
-        "MEMwBQYDK2VxAzoA6ibQc9XpkSLtwrf7PLvp81qW/etiumckVFImCMRdftcG/XopbOSaq9qyLhrgJWKOLyNrQPNVvpMA"
-    ),
-    AUTHENTICATOR_LEN: _b64_key("MCowBQYDK2VuAyEA4JGSMYht18H4mas/jHeBwfcM7jLwNYJNOAhi2/g4RXg="),
+_DUMMY_KEYS_B64: Final[dict[int, str]] = {
+    ED25519_SIG_LEN: "MCowBQYDK2VwAyEA139Oqs4QgpqbAmB0o7rZf6T19ryl7E65k4AYe0kE3Qs=",
+    ED448_SIG_LEN: "MEMwBQYDK2VxAzoA6ibQc9XpkSLtwrf7PLvp81qW/etiumckVFImCMRdftcG/XopbOSaq9qyLhrgJWKOLyNrQPNVvpMA",
+    AUTHENTICATOR_LEN: "MCowBQYDK2VuAyEA4JGSMYht18H4mas/jHeBwfcM7jLwNYJNOAhi2/g4RXg=",
 }
+DUMMY_KEYS: Final[dict[int, PublicAuthKey]] = {n: _b64_key(k) for n, k in _DUMMY_KEYS_B64.items()}
+_DUMMY_KEY_DER: Final[dict[int, bytes]] = {n: base64.b64decode(k) for n, k in _DUMMY_KEYS_B64.items()}
+
+
+def dummy_key_der(auth_len: int) -> bytes:
+    """SPKI of the dummy key for an auth of this length (Ed25519 for lengths no key type has): a verifier
+    with no registered key decodes and checks this one, doing what a real key would cost (STYLE 4)."""
+    return _DUMMY_KEY_DER.get(auth_len, _DUMMY_KEY_DER[ED25519_SIG_LEN])
 
 
 def dummy_verify(

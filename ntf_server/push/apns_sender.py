@@ -2,7 +2,8 @@
 
 Providers map to configured APNs environments: ``AP`` → production, ``AD`` → development, ``AT`` → the
 test endpoint (a local simulator). ``AN`` (null provider) is never sent and always "succeeds" (§5.1).
-A provider whose environment is not enabled is a counted failure, never a crash.
+A provider whose environment is not enabled is a counted failure, never a crash (the NTF handlers refuse
+new tokens for it, see `pushable`; tokens registered before the environment was disabled still get here).
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ class ApnsSender:
     def __init__(self, client: ApnsClient | None, apps: Mapping[str, App]) -> None:
         self._client = client
         self._apps = dict(apps)
+
+    @property
+    def pushable(self) -> frozenset[PushProvider]:
+        """The providers a push can go to: `AN` and those whose APNs environment is enabled."""
+        enabled = {p for p, name in APP_NAMES.items() if self._client is not None and name in self._apps}
+        return frozenset({PushProvider.APNS_NULL, *enabled})
 
     async def push(self, provider: PushProvider, device_token: bytes, body: bytes, *, background: bool) -> Outcome:
         if provider is PushProvider.APNS_NULL:

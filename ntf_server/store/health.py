@@ -43,7 +43,9 @@ def translated() -> Iterator[None]:
     try:
         yield
     except (rex.ConnectionError, rex.TimeoutError) as e:
-        raise StoreUnavailable(f"redis unreachable: {type(e).__name__}") from e
+        # redis-py names the address and the OS error ("Error 111 connecting to host:6379. Connection
+        # refused."), never the password of the URL.
+        raise StoreUnavailable(f"redis unreachable: {e or type(e).__name__}") from e
     except rex.RedisError as e:
         raise StoreError(f"redis error: {e}") from e
 

@@ -11,6 +11,8 @@ Global:
   P srv:id / srv:addr / srv:n / srv:count                      (SMP server registry and sub counts)
   P n:sub, P n:ln      counters
   P s:<server number>:<bucket>   hash   r -> packed subscription (below)
+  P dummy:t, P dummy            hash   stand-in token record; stand-in `sub` record and server `addr`,
+                                       read where there is no record so lookups cost the same (STYLE 4)
 
 Subscriptions are the bulk of the data (millions), so they have no per-subscription key and no separate
 `(server, notifier id)` index: `r = HMAC(server, notifier id)[:20]` *is* the index. The subscription id

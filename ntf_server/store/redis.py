@@ -31,6 +31,7 @@ from ntf_server.store.keys import (
     HASH_MAX_LISTPACK_VALUE,
     MAX_BUCKETS,
     R_BYTES,
+    SUB_ID_BYTES,
     TOKEN_ID_BYTES,
     Keys,
     PackedSub,
@@ -62,6 +63,38 @@ _PAGE_BUCKETS: Final = 64  # buckets fetched per pipeline while paging one SMP s
 _STATUS_BATCH: Final = 1000
 # Token hash fields sealed with AES-GCM (associated data: field name ‖ token id).
 _SEALED: Final = ("dt", "dhk", "ds", "rc")
+# The fixed stand-ins that verification lookups read and decrypt where there is no record (scripts.py
+# `_LOOKUP`; a missing token is stood in for by another, real token when there is one): sized like real ones
+# (hex APNs token, Ed25519/X25519 DER keys, 24-byte notifier id). The lookups flag every stand-in "not
+# found", whatever id was asked for.
+DUMMY_TOKEN_ID: Final = bytes(TOKEN_ID_BYTES)
+DUMMY_SUB_ID: Final = bytes(SUB_ID_BYTES)
+DUMMY_SERVER: Final = SMPServer(("dummy.invalid",), "5223", bytes(32))
+_DUMMY_TOKEN: Final = TokenRecord(
+    token_id=DUMMY_TOKEN_ID,
+    provider=PushProvider.APNS_PROD,
+    device_token=b"0" * 64,
+    status=TOKEN_ACTIVE,
+    verify_key=bytes(44),
+    dh_public=bytes(44),
+    dh_private=bytes(48),
+    dh_secret=bytes(32),
+    reg_code=bytes(32),
+)
+_DUMMY_NOTIFIER: Final = (bytes(24), bytes(48))  # notifier id, PKCS#8 Ed25519/X25519 key
+
+
+def _unpack_hash(packed: bytes) -> dict[bytes, bytes]:
+    """A hash packed by the lookup scripts (scripts.py `pack`): u16-length-prefixed field, value, ..."""
+    items = []
+    i, end = 0, len(packed)
+    while i < end:
+        n = int.from_bytes(packed[i : i + 2], "big")
+        items.append(packed[i + 2 : i + 2 + n])
+        i += 2 + n
+    if i != end or len(items) % 2:
+        raise StoreError("corrupted lookup reply")
+    return dict(zip(items[::2], items[1::2], strict=True))
 
 
 def _text(v: bytes | str) -> str:
@@ -114,6 +147,7 @@ class RedisStore:
         store = cls(client, AtRest(master_key), prefix, buckets or DEFAULT_BUCKETS)
         try:
             await store._check_meta(buckets)
+            await store._write_dummies()
         except BaseException:
             await client.aclose()
             raise
@@ -133,6 +167,21 @@ class RedisStore:
         self._k = Keys(self._k.prefix, int(buckets))
         if stored_check.decode() != check:
             raise StoreError("the store key does not match the one this data set was written with")
+
+    async def _write_dummies(self) -> None:
+        """Store the stand-in records once per data set (HSETNX: concurrent instances agree, and a field
+        written by either decrypts, as both use the same store key)."""
+        token = self._encode_token(_DUMMY_TOKEN)
+        nid, key = _DUMMY_NOTIFIER
+        sealed = self._a.seal(bytes([len(nid)]) + nid + key, b"sub" + DUMMY_SUB_ID[:R_BYTES])
+        sub = pack_sub(PackedSub(DUMMY_TOKEN_ID, False, TOKEN_ACTIVE.to_text(), sealed))
+        with self._health.guard():
+            async with self._r.pipeline(transaction=False) as pipe:
+                for i in range(0, len(token), 2):
+                    pipe.hsetnx(self._k.g("dummy:t"), str(token[i]), token[i + 1])
+                pipe.hsetnx(self._k.g("dummy"), "sub", sub)
+                pipe.hsetnx(self._k.g("dummy"), "addr", enc_smp_server(DUMMY_SERVER))
+                await pipe.execute()
 
     async def config_advice(self) -> list[str]:
         """Redis settings that would cost memory or durability with this schema (for a start-up log);
@@ -241,8 +290,21 @@ class RedisStore:
         raise StoreError("token id collision")
 
     async def get_token(self, token_id: bytes) -> TokenRecord | None:
-        h = await self._call(self._r.hgetall, self._k.token(token_id))
-        return self._decode_token(token_id, h) if h else None
+        """One round trip and four decryptions whether or not the token exists (see `_LOOKUP`)."""
+        found, packed, tid = await self._run("LOOKUP_TOKEN", token_id, self._pick(token_id))
+        return self._token_or_standin(found, packed, tid)
+
+    def _pick(self, token_id: bytes) -> int:
+        """Which token stands in for a missing one: the same for the same id, as a real record would be."""
+        return int.from_bytes(self._a.index(b"stand-in", token_id, length=4), "big")
+
+    def _token_or_standin(self, found: int, packed: bytes, tid: bytes) -> TokenRecord | None:
+        h = _unpack_hash(packed)
+        if found:
+            return self._decode_token(tid, h)
+        if h:
+            self._decode_token(tid or DUMMY_TOKEN_ID, h)  # the work a real record costs; the result is unused
+        return None
 
     async def _get_tokens(self, tids: Sequence[bytes]) -> list[TokenRecord]:
         with self._health.guard():
@@ -369,15 +431,7 @@ class RedisStore:
         if (s := self._srv_addr.get(n)) is not None:
             return s
         raw = await self._call(self._r.hget, self._k.g("srv:addr"), n)
-        if raw is None:
-            return None
-        try:
-            s = decode_all(raw, dec_smp_server)
-        except CodecError as e:
-            raise StoreError("corrupted SMP server registry") from e
-        self._srv_addr[n] = s
-        self._srv_num[enc_smp_server(s)] = n
-        return s
+        return self._remember_server(n, raw) if raw is not None else None
 
     async def servers_with_subscriptions(self) -> list[SMPServer]:
         """SMP servers with at least one subscription (resubscription at start, spec §3.3)."""
@@ -449,6 +503,52 @@ class RedisStore:
         r = self._r_of(server, notifier_id)
         value = await self._call(self._r.hget, self._k.sub_bucket(srv, r), r)
         return self._decode_sub(make_sub_id(self._a, r, srv), server, value) if value is not None else None
+
+    async def subscription_and_token(self, sub_id: bytes) -> tuple[SubscriptionRecord | None, TokenRecord | None]:
+        """`SCHK`/`SDEL` verification (spec §4.3): the subscription and its token in one round trip, with the
+        same Redis work, reply shape and decryptions whether or not they exist (STYLE 4). A malformed id is
+        an unknown one."""
+        sid = sub_id if len(sub_id) == SUB_ID_BYTES else DUMMY_SUB_ID
+        r, srv = parse_sub_id(self._a, sid)
+        sfound, value, addr, tfound, packed, tid = await self._run("LOOKUP_SUB", srv, r, self._pick(sid))
+        server = self._srv_addr.get(srv) if sfound else DUMMY_SERVER
+        if server is None:
+            server = self._remember_server(srv, addr)
+        sub = self._sub_or_dummy(sid, server, bool(sfound and sid is sub_id), value)
+        tok = self._token_or_standin(tfound if sub else 0, packed, tid)
+        return sub, tok
+
+    async def token_and_subscription(
+        self, token_id: bytes, server: SMPServer, notifier_id: bytes
+    ) -> tuple[TokenRecord | None, SubscriptionRecord | None]:
+        """`SNEW` verification (spec §4.3): the token and the subscription of (server, notifier id) in one
+        round trip, with the same work whether or not either exists (STYLE 4)."""
+        server = server.normalized()
+        enc = enc_smp_server(server)
+        r = self._r_of(server, notifier_id)
+        idx = self._a.index(b"srv", enc).hex()
+        tfound, packed, tid, n, sfound, value = await self._run("LOOKUP_SNEW", token_id, idx, r, self._pick(token_id))
+        if n:
+            self._srv_num[enc] = n
+            self._srv_addr[n] = server
+        sub = self._sub_or_dummy(make_sub_id(self._a, r, n), server, bool(sfound), value)
+        return self._token_or_standin(tfound, packed, tid), sub
+
+    def _remember_server(self, n: int, addr: bytes) -> SMPServer:
+        try:
+            s = decode_all(addr, dec_smp_server)
+        except CodecError as e:
+            raise StoreError("corrupted SMP server registry") from e
+        self._srv_addr[n] = s
+        self._srv_num[enc_smp_server(s)] = n
+        return s
+
+    def _sub_or_dummy(self, sid: bytes, server: SMPServer, found: bool, value: bytes) -> SubscriptionRecord | None:
+        if found:
+            return self._decode_sub(sid, server, value)
+        if value:
+            self._decode_sub(DUMMY_SUB_ID, DUMMY_SERVER, value)  # the work a real record costs; result unused
+        return None
 
     async def delete_subscription(self, sub_id: bytes) -> SubscriptionRecord | None:
         """`SDEL`: removes the subscription and its last notification; returns what was removed."""

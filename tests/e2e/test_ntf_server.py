@@ -309,13 +309,33 @@ async def test_null_provider_is_confirmed_without_a_push(env: Env) -> None:
     await client.close()
 
 
-async def test_disabled_environment_is_a_counted_failure(env: Env) -> None:
+async def test_tokens_for_a_disabled_environment_are_prohibited(env: Env) -> None:
+    """Issue 8 item 7: only AT (the simulator) is enabled, so AP/AD tokens could never be pushed to; the
+    app is told at once (as the Haskell server tells it for AT when allowTestPushProvider is off)."""
     client = await connect(env)
-    app = SimApp(P.DeviceToken(P.PushProvider.APNS_PROD, os.urandom(32).hex().encode()))
-    assert isinstance(await app.register(client), P.IdTkn)
+    prohibited = P.Err(CmdError(CommandError.PROHIBITED))
+    for provider in (P.PushProvider.APNS_PROD, P.PushProvider.APNS_DEV):
+        app = SimApp(P.DeviceToken(provider, os.urandom(32).hex().encode()))
+        assert await app.register(client) == prohibited
+        assert await app.register(client) == prohibited  # a retry too: nothing was stored
+    assert (await env.server.store.counts()).tokens == 0
+    # auth is still checked first: a bad signature is AUTH, whatever the provider
+    cmd = P.TNew(app.device_token, crypto.encode_public_key(crypto.public_of(app.auth_key)),
+                 crypto.encode_public_key(app.dh_key.public_key()))
+    assert (await client.request(b"", cmd, crypto.generate_ed25519()))[1] == P.Err(AUTH)
+    # TRPL to a disabled environment: refused; the token keeps its device token and status
+    app = await active(env, client)
+    ap_token = P.DeviceToken(P.PushProvider.APNS_PROD, os.urandom(32).hex().encode())
+    assert await app.token_command(client, P.TRpl(ap_token)) == prohibited
+    assert await app.token_command(client, P.TChk()) == ACTIVE
+    stored = await env.server.store.get_token(app.token_id)
+    assert stored is not None and stored.device_token == app.device_token.token
+    # AN keeps working
+    null_token = P.DeviceToken(P.PushProvider.APNS_NULL, b"test_ntf_token")
+    assert await app.token_command(client, P.TRpl(null_token)) == P.Ok()
     await env.server.push.drain()  # type: ignore[union-attr]
-    assert await app.token_command(client, P.TChk()) == P.Tkn(P.TokenStatus(P.TokenStatusKind.REGISTERED))
-    assert env.server.stats["ntf_vrf_failed"] == 1
+    assert env.server.stats["req_prohibited"] == 5
+    assert env.server.stats["ntf_vrf_failed"] == 0  # no verification push was ever queued for AP/AD
     assert (await client.request(b"", P.Ping()))[1] == P.Pong()
     await client.close()
 

@@ -39,7 +39,7 @@ async def test_watched_store_fails_fast_while_down_and_recovers_in_background(
     try:
         assert await store.get_token(TOKEN_ID) is None
         await proxy.stop()
-        with pytest.raises(StoreUnavailable, match="redis unreachable: ConnectionError"):
+        with pytest.raises(StoreUnavailable, match="redis unreachable: "):
             await store.get_token(TOKEN_ID)
         assert not store.healthy
         for _ in range(3):  # refused at once, without a round trip: the message says so

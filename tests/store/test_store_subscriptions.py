@@ -21,7 +21,7 @@ from ntf_server.store.records import (
     SubStatusKind,
     TokenRecord,
 )
-from ntf_server.store.redis import RedisStore
+from ntf_server.store.redis import DUMMY_SUB_ID, DUMMY_TOKEN_ID, RedisStore
 
 
 async def active_token(store: RedisStore) -> TokenRecord:
@@ -45,6 +45,37 @@ async def test_create_and_lookups(store: RedisStore) -> None:
     assert await store.find_subscription(server(1), b"M" * 24) is None
     assert await store.get_subscription(secrets.token_bytes(24)) is None  # random id: nothing
     assert await store.counts() == StoreCounts(1, 1, 0, 1)
+
+
+async def test_verification_lookups(store: RedisStore, redis_url: str, store_key: bytes) -> None:
+    """The one-round-trip lookups of request verification (spec §4.3) find what the plain lookups find,
+    and the stand-in records they read for unknown ids are never returned, counted or paged (issue 8)."""
+    # an empty store: the fixed stand-ins written at connect
+    assert await store.get_token(secrets.token_bytes(24)) is None
+    assert await store.subscription_and_token(secrets.token_bytes(24)) == (None, None)
+    assert await store.token_and_subscription(secrets.token_bytes(24), server(1), b"N" * 24) == (None, None)
+    t = await active_token(store)
+    _, sub = await store.create_subscription(t.token_id, server(1), b"N" * 24, notifier_key())
+    assert sub is not None
+    assert await store.subscription_and_token(sub.sub_id) == (sub, t)
+    assert await store.token_and_subscription(t.token_id, server(1), b"N" * 24) == (t, sub)
+    assert await store.token_and_subscription(t.token_id, server(1), b"M" * 24) == (t, None)
+    assert await store.token_and_subscription(t.token_id, server(2), b"N" * 24) == (t, None)  # unknown server
+    other = secrets.token_bytes(24)
+    assert await store.token_and_subscription(other, server(1), b"N" * 24) == (None, sub)
+    for unknown in (secrets.token_bytes(24), DUMMY_SUB_ID, b"short"):  # a malformed id is an unknown one
+        assert await store.subscription_and_token(unknown) == (None, None)
+    assert await store.get_token(DUMMY_TOKEN_ID) is None
+    assert await store.token_and_subscription(DUMMY_TOKEN_ID, server(1), b"M" * 24) == (None, None)
+    assert await store.counts() == StoreCounts(1, 1, 0, 1)
+    assert await store.servers_with_subscriptions() == [server(1)]
+    await check_invariants(store, redis_url)
+    # a fresh process (empty server cache) finds the same through the registry
+    again = await RedisStore.connect(redis_url, store_key, prefix=store.prefix)
+    try:
+        assert await again.subscription_and_token(sub.sub_id) == (sub, t)
+    finally:
+        await again.close()
 
 
 async def test_repeat_snew_semantics(store: RedisStore) -> None:
