@@ -141,10 +141,18 @@ class SmpClientSession:
         return events
 
     def receive_block(self, block: bytes, *, now: float) -> list[E.SmpEvent]:
+        return self.handle_transmissions(self.open_block(block), now=now)
+
+    def open_block(self, block: bytes) -> list[RawTransmission | CodecError]:
+        """First half of :meth:`receive_block` (decrypt, unpad, split), public for diagnostics and tests.
+        Every block must go through exactly once and in order: from v11 it advances the receive chain."""
         try:
-            items = parse_block(self.params, self._codec.open(block))
+            return parse_block(self.params, self._codec.open(block))
         except CodecError as e:
             raise SmpProtocolError(f"unusable block from the SMP server: {e}") from e
+
+    def handle_transmissions(self, items: Sequence[RawTransmission | CodecError], *, now: float) -> list[E.SmpEvent]:
+        """Second half of :meth:`receive_block`: one block's transmissions → events, in order."""
         self.last_received = now
         return [ev for item in items for ev in self._transmission(item)]
 
