@@ -65,6 +65,14 @@ QUEUE_TRANSITIONS: Final[dict[tuple[QueueState | None, QueueEvent], QueueState |
 }
 
 
+def transition(state: QueueState | None, event: QueueEvent) -> tuple[bool, QueueState | None]:
+    """``(in table, new state)``; a pair outside the table leaves the state as it was."""
+    key = (state, event)
+    if key not in QUEUE_TRANSITIONS:
+        return False, state
+    return True, QUEUE_TRANSITIONS[key]
+
+
 class CommandKind(enum.Enum):
     NSUB = "NSUB"
     PING = "PING"

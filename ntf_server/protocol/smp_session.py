@@ -235,12 +235,9 @@ class SmpClientSession:
 
     def _move(self, q: bytes, event: E.QueueEvent) -> bool:
         """Apply the table; False (state unchanged) when the pair is not in it."""
-        key = (self._queues.get(q), event)
-        if key not in E.QUEUE_TRANSITIONS:
-            return False
-        new = E.QUEUE_TRANSITIONS[key]
-        if new is None:
+        ok, new = E.transition(self._queues.get(q), event)
+        if ok and new is None:
             self._queues.pop(q, None)
-        else:
+        elif ok and new is not None:
             self._queues[q] = new
-        return True
+        return ok

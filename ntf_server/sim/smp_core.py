@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hmac
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, assert_never
 
@@ -35,11 +35,14 @@ from ntf_server.protocol.transport import (
     SMP_BLOCK_SIZE,
     SMP_VERSION_AUTH_CMDS,
     SMP_VERSION_ENCRYPTED_BLOCK,
+    Batch,
     RawTransmission,
     THParams,
     VersionRange,
+    batch_transmissions,
     decode_block,
     encode_block,
+    encode_transmission,
     parse_block,
 )
 
@@ -70,6 +73,14 @@ def server_hello_block(
     return pad(SmpServerHello(versions, session_id, cert_key).encode(), SMP_BLOCK_SIZE)
 
 
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    conn_id: int
+    corr_id: bytes
+    entity_id: bytes
+    msg: S.BrokerMsg
+
+
 @dataclass(slots=True)
 class ServerSession:
     """One accepted connection after the handshake."""
@@ -88,6 +99,12 @@ class ServerSession:
         if self.chains is None:
             return decode_block(block, SMP_BLOCK_SIZE)
         return self.chains[1].decrypt_block(block)
+
+    def encode(self, items: Sequence[Outgoing]) -> list[bytes]:
+        """Answers and events for this connection as few sealed blocks as they fit (§1.5)."""
+        v = self.params.version
+        ts = [encode_transmission(self.params, i.corr_id, i.entity_id, S.encode_broker_msg(i.msg, v)) for i in items]
+        return [self.seal(b.content) for b in batch_transmissions(self.params, ts) if isinstance(b, Batch)]
 
 
 def accept_client_hello(
@@ -126,14 +143,6 @@ class SimQueue:
     rcv_ntf_dh_secret: bytes = field(repr=False)
     subscriber: int | None = None
     pending: list[S.NMsg] = field(default_factory=list, repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    conn_id: int
-    corr_id: bytes
-    entity_id: bytes
-    msg: S.BrokerMsg
 
 
 class SmpServerCore:

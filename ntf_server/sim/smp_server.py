@@ -37,10 +37,7 @@ from ntf_server.protocol.transport import (
     SMP_BLOCK_SIZE,
     SMP_LEGACY_SERVER_VRANGE,
     SMP_SERVER_VRANGE,
-    Batch,
     VersionRange,
-    batch_transmissions,
-    encode_transmission,
 )
 from ntf_server.sim.smp_core import (
     HandshakeRefused,
@@ -273,17 +270,13 @@ class SmpServerStandIn:
             self._deliver(self.core.receive_block(conn.session, block))
 
     async def _write(self, conn: _Conn) -> None:
-        params = conn.session.params
         while True:
             items = [await conn.outbox.get()]
             while not conn.outbox.empty():
                 items.append(conn.outbox.get_nowait())
             await self._running.wait()
-            ts = [encode_transmission(params, i.corr_id, i.entity_id, S.encode_broker_msg(i.msg, params.version))
-                  for i in items]
-            for b in batch_transmissions(params, ts):
-                if isinstance(b, Batch):
-                    await conn.stream.write_block(conn.session.seal(b.content))
+            for block in conn.session.encode(items):
+                await conn.stream.write_block(block)
 
 
 def _server_context(leaf_key: certs.SigningKey, leaf_pem: bytes, ca_pem: bytes) -> ssl.SSLContext:
