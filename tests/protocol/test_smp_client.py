@@ -74,9 +74,9 @@ def shake(block: bytes, identity: Identity = ID25519, **kw: object) -> SmpHandsh
     return client_handshake(block, **args)  # type: ignore[arg-type]
 
 
-def failure(block: bytes, **kw: object) -> TransportError:
+def failure(block: bytes, identity: Identity = ID25519, **kw: object) -> TransportError:
     with pytest.raises(HandshakeFailed) as e:
-        shake(block, **kw)
+        shake(block, identity, **kw)
     return e.value.error
 
 

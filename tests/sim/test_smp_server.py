@@ -5,26 +5,34 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PrivateKey
 from smp_test_client import SmpTestClient, handshake, open_stream
 
 from ntf_server.protocol import crypto, smp as S, smp_events as E
-from ntf_server.protocol.encoding import pad
+from ntf_server.protocol.encoding import SMPServer, pad
 from ntf_server.protocol.errors import AUTH, CmdError, CommandError
 from ntf_server.protocol.handshake import SmpClientHello
 from ntf_server.protocol.smp_session import NotifierQueue, SmpProtocolError
-from ntf_server.protocol.transport import SMP_BLOCK_SIZE, VersionRange, encode_block, encode_transmission
+from ntf_server.protocol.transport import (
+    SMP_BLOCK_SIZE,
+    THParams,
+    VersionRange,
+    decode_block,
+    encode_block,
+    encode_transmission,
+    parse_block,
+)
 from ntf_server.sim.smp_server import QueueCredentials, SmpServerStandIn
 from ntf_server.transport.certs import SignAlgorithm
 
-ServerFactory = Callable[..., "asyncio.Future[SmpServerStandIn]"]
+ServerFactory = Callable[..., Awaitable[SmpServerStandIn]]
 
 
 @pytest.fixture
-async def make_server() -> AsyncIterator[Callable[..., object]]:
+async def make_server() -> AsyncIterator[ServerFactory]:
     servers: list[SmpServerStandIn] = []
 
     async def make(max_version: int = 18, **kw: object) -> SmpServerStandIn:
@@ -282,7 +290,6 @@ async def test_standalone_server_prints_its_address() -> None:
         assert proc.stdout is not None
         line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
         assert line.startswith("started smp://") and "@127.0.0.1:" in line
-        from ntf_server.protocol.encoding import SMPServer
         addr = SMPServer.from_uri(line.split()[1])
         client = await SmpTestClient.connect(addr.hosts[0], addr.effective_port, addr.key_hash)
         await client.ping()
@@ -291,3 +298,22 @@ async def test_standalone_server_prints_its_address() -> None:
     finally:
         proc.terminate()
         await proc.wait()
+
+
+async def test_v6_client_sends_the_session_id_in_each_transmission(make_server: ServerFactory) -> None:
+    """The stand-in speaks v6 like a real server (our own client starts at v7: no chain to pin in v6)."""
+    server = await make_server(max_version=18)
+    stream = await open_stream(server.host, server.port, server.key_hash)
+    hello_block = await stream.read_block()
+    session_id = stream.session_id()
+    await stream.write_block(pad(SmpClientHello(6, server.key_hash, None).encode(), SMP_BLOCK_SIZE))
+    params = THParams.smp(6, session_id)
+    assert not params.implied_session_id
+    assert hello_block  # (its v7+ part is ignored by a v6 client)
+    for sid, expected in ((session_id, b"PONG"), (b"s" * 32, b"ERR SESSION")):
+        tp = THParams.smp(6, sid)
+        t = encode_transmission(tp, b"c" * 24, b"", b"PING")
+        await stream.write_block(encode_block(b"\x01" + len(t).to_bytes(2, "big") + t, SMP_BLOCK_SIZE))
+        [raw] = parse_block(params, decode_block(await stream.read_block(), SMP_BLOCK_SIZE))
+        assert not isinstance(raw, Exception) and raw.command == expected
+    await stream.close()
