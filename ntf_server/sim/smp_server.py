@@ -39,6 +39,7 @@ from ntf_server.protocol.transport import (
     SMP_SERVER_VRANGE,
     VersionRange,
 )
+from ntf_server.sim import smp_load
 from ntf_server.sim.smp_core import (
     HandshakeRefused,
     Outgoing,
@@ -176,6 +177,13 @@ class SmpServerStandIn:
     def delete_queue(self, notifier_id: bytes) -> None:
         self._deliver(self.core.delete_queue(notifier_id))
 
+    def create_seeded_queue(self, q: smp_load.SeededQueue) -> None:
+        """A queue whose credentials another process can derive (``smp_load.seeded_queue``)."""
+        self.core.create_queue(crypto.public_of(q.notifier_key), q.rcv_ntf_dh_secret, q.notifier_id)
+
+    def subscribed_queues(self) -> list[bytes]:
+        return [q.notifier_id for q in self.core.queues.values() if q.subscriber is not None]
+
     def pending_notifications(self, notifier_id: bytes) -> int:
         return len(self.core.queues[notifier_id].pending)
 
@@ -298,8 +306,11 @@ def _server_context(leaf_key: certs.SigningKey, leaf_pem: bytes, ca_pem: bytes) 
 async def _main(args: argparse.Namespace) -> None:
     server = SmpServerStandIn(host=args.host, port=args.port, algorithm=certs.SignAlgorithm(args.algorithm),
                               versions=VersionRange(args.min_version, args.max_version))
+    smp_load.create_seeded_queues(server, args.seed.encode(), args.queues, smp_load.KeyType(args.key_type))
     async with server:
         print(f"started {server.address.to_uri()}", flush=True)
+        if args.nmsg_per_s > 0:
+            await smp_load.notify_forever(server, args.nmsg_per_s)
         await asyncio.Event().wait()
 
 
@@ -307,9 +318,15 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m ntf_server.sim.smp_server", description=__doc__.split("\n")[0])
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=0, help="port (default: any free one, printed at start)")
-    p.add_argument("--algorithm", choices=[a.value for a in certs.SignAlgorithm], default="ed25519")
+    p.add_argument("--algorithm", choices=[a.value for a in certs.SignAlgorithm], default="ed25519",
+                   help="certificate key type")
     p.add_argument("--min-version", type=int, default=SMP_SERVER_VRANGE.min)
     p.add_argument("--max-version", type=int, default=SMP_SERVER_VRANGE.max)
+    p.add_argument("--queues", type=int, default=0, help="create queues 0..N-1 derived from --seed")
+    p.add_argument("--seed", default="smp-sim", help="seed of the derived queues (see sim/smp_load.py)")
+    p.add_argument("--key-type", choices=[k.value for k in smp_load.KeyType], default="ed25519",
+                   help="notifier key type of the derived queues")
+    p.add_argument("--nmsg-per-s", type=float, default=0.0, help="notifications per second to subscribed queues")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     with contextlib.suppress(KeyboardInterrupt):

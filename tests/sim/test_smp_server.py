@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -25,6 +26,7 @@ from ntf_server.protocol.transport import (
     encode_transmission,
     parse_block,
 )
+from ntf_server.sim.smp_load import KeyType, seeded_queue
 from ntf_server.sim.smp_server import QueueCredentials, SmpServerStandIn
 from ntf_server.transport.certs import SignAlgorithm
 
@@ -282,9 +284,12 @@ async def test_stalled_server_answers_after_resume(make_server: ServerFactory) -
     await client.close()
 
 
-async def test_standalone_server_prints_its_address() -> None:
+@pytest.mark.parametrize("key_type", list(KeyType))
+async def test_standalone_server_with_seeded_queues_and_a_notification_source(key_type: KeyType) -> None:
+    """Another process derives the queues' keys and secrets from the seed; NMSGs carry their send time."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ntf_server.sim.smp_server", "--port", "0",
+        sys.executable, "-m", "ntf_server.sim.smp_server", "--port", "0", "--queues", "3", "--seed", "t",
+        "--key-type", key_type.value, "--nmsg-per-s", "300",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
     try:
         assert proc.stdout is not None
@@ -292,8 +297,15 @@ async def test_standalone_server_prints_its_address() -> None:
         assert line.startswith("started smp://") and "@127.0.0.1:" in line
         addr = SMPServer.from_uri(line.split()[1])
         client = await SmpTestClient.connect(addr.hosts[0], addr.effective_port, addr.key_hash)
-        await client.ping()
-        assert await client.events(1) == [E.Pong()]
+        seeded = [seeded_queue(b"t", i, key_type) for i in range(3)]
+        await client.subscribe([NotifierQueue(q.notifier_id, q.notifier_key) for q in seeded])
+        events = await client.events(9)
+        assert sum(isinstance(e, E.Subscribed) for e in events) == 3
+        secrets = {q.notifier_id: q.rcv_ntf_dh_secret for q in seeded}
+        for ev in events:
+            if isinstance(ev, E.Message):
+                meta = S.decrypt_nmsg_meta(secrets[ev.notifier_id], ev.nonce, ev.enc_meta)
+                assert 0 <= time.time_ns() - int.from_bytes(meta.msg_id, "big") < 30 * 10**9
         await client.close()
     finally:
         proc.terminate()
