@@ -194,6 +194,11 @@ class Pong:
 
 
 @dataclass(frozen=True, slots=True)
+class PingTimedOut:
+    """A PING got no PONG in time. §3.3: after 3 timeouts in a row and 15 min of silence, drop."""
+
+
+@dataclass(frozen=True, slots=True)
 class ServerError:
     """An ``ERR`` that answers no pending command (e.g. ``ERR BLOCK`` with an empty corrId): log it."""
 
@@ -219,6 +224,6 @@ class Unexpected:
 
 
 SmpEvent = (
-    Subscribed | SubscriptionFailed | SubscriptionTimedOut | Ended | Deleted | Message | Pong | ServerError
-    | Unexpected
+    Subscribed | SubscriptionFailed | SubscriptionTimedOut | Ended | Deleted | Message | Pong | PingTimedOut
+    | ServerError | Unexpected
 )

@@ -162,7 +162,9 @@ class SmpClientSession:
         events: list[E.SmpEvent] = []
         for corr_id in late:
             p = self._pending.pop(corr_id)
-            if p.kind is E.CommandKind.NSUB and self._move(p.entity_id, E.QueueEvent.TIMED_OUT):
+            if p.kind is E.CommandKind.PING:
+                events.append(E.PingTimedOut())
+            elif self._move(p.entity_id, E.QueueEvent.TIMED_OUT):
                 events.append(E.SubscriptionTimedOut(p.entity_id))
         return events
 

@@ -306,6 +306,10 @@ def test_ping_answered_by_pong_and_idle_time() -> None:
     assert p.client.idle_for(65.0) == 65.0
     assert p.answer(t.corr_id, b"", b"PONG") == [E.Pong()]
     assert p.client.idle_for(65.0) == 64.0  # the PONG arrived at now=1.0
+    p.client.ping(now=70.0)
+    assert p.client.expire(now=99.0, timeout_s=30.0) == []
+    assert p.client.expire(now=100.0, timeout_s=30.0) == [E.PingTimedOut()]
+    assert p.client.awaiting() == 0
 
 
 def test_expired_nsub_is_temporary_and_a_late_answer_is_unexpected() -> None:
