@@ -25,6 +25,7 @@ decision about bytes.
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -82,9 +83,11 @@ def client_handshake(
     peer_chain: Sequence[bytes],
     versions: VersionRange = SMP_CLIENT_VRANGE,
     client_key: X25519PrivateKey | None = None,
+    now: dt.datetime | None = None,
 ) -> SmpHandshake:
     """Check the server hello block and produce our hello (``smpClientHandshake``). ``peer_chain`` is the
-    TLS peer chain (DER, leaf first); ``client_key`` is the ephemeral X25519 key (fresh when None)."""
+    TLS peer chain (DER, leaf first); ``client_key`` is the ephemeral X25519 key (fresh when None); ``now``
+    is the time certificate validity is checked at (the clock when None)."""
     try:
         hello = SmpServerHello.decode(decode_block(hello_block, SMP_BLOCK_SIZE))
     except CodecError as e:
@@ -94,7 +97,7 @@ def client_handshake(
     common = hello.versions.intersect(versions)
     if common is None or common.max < SMP_VERSION_AUTH_CMDS:
         raise _fail(TransportErrorKind.VERSION, f"server offers v{hello.versions.min}..{hello.versions.max}")
-    server_dh = _server_session_key(hello, key_hash, peer_chain)
+    server_dh = _server_session_key(hello, key_hash, peer_chain, now)
     version = common.max
     own = client_key or crypto.generate_x25519()
     wire = SmpClientHello(version, key_hash, crypto.encode_public_key(own.public_key())).encode()
@@ -103,7 +106,9 @@ def client_handshake(
     return SmpHandshake(params, pad(wire, SMP_BLOCK_SIZE), hello.versions, server_dh, secret)
 
 
-def _server_session_key(hello: SmpServerHello, key_hash: bytes, peer_chain: Sequence[bytes]) -> X25519PublicKey:
+def _server_session_key(
+    hello: SmpServerHello, key_hash: bytes, peer_chain: Sequence[bytes], now: dt.datetime | None
+) -> X25519PublicKey:
     """v7+: the hello's chain must prove the pinned identity and match TLS; its leaf signs the DH key."""
     if hello.cert_key is None:
         raise _fail(TransportErrorKind.HANDSHAKE, "v7+ server hello without a certificate chain",
@@ -112,7 +117,7 @@ def _server_session_key(hello: SmpServerHello, key_hash: bytes, peer_chain: Sequ
     if not peer_chain or not hmac.compare_digest(chain[0], peer_chain[0]):
         raise _fail(TransportErrorKind.HANDSHAKE, "handshake leaf is not the TLS leaf", HandshakeError.IDENTITY)
     try:
-        leaf_key = validate_server_chain(chain, key_hash)
+        leaf_key = validate_server_chain(chain, key_hash, now=now)
     except ChainError as e:
         raise _fail(TransportErrorKind.HANDSHAKE, f"handshake chain rejected: {e}", HandshakeError.IDENTITY) from e
     try:

@@ -6,6 +6,7 @@ SMP block, encrypted from v11.
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from ntf_server.protocol.transport import (
     SMP_SERVER_VRANGE,
     RawTransmission,
     VersionRange,
+    encode_block,
     encode_transmission,
     parse_block,
 )
@@ -128,6 +130,12 @@ def test_handshake_leaf_must_be_the_tls_leaf() -> None:
     assert failure(hello(), peer_chain=list(other.chain)) == TransportError(
         TransportErrorKind.HANDSHAKE, HandshakeError.IDENTITY)
     assert failure(hello(), peer_chain=[]).kind is TransportErrorKind.HANDSHAKE
+
+
+def test_certificate_validity_is_checked_at_the_given_time() -> None:
+    past = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+    assert failure(hello(), now=past) == TransportError(TransportErrorKind.HANDSHAKE, HandshakeError.IDENTITY)
+    assert shake(hello(), now=dt.datetime.now(dt.UTC)).params.version == 18
 
 
 def test_session_key_signed_by_another_key_is_bad_auth() -> None:
@@ -418,3 +426,23 @@ def test_every_state_is_reachable() -> None:
 
 def test_response_outcomes_cover_each_command() -> None:
     assert {k for k, _ in E.RESPONSE_OUTCOMES} == set(E.CommandKind)
+
+
+@pytest.mark.parametrize("version", [10, 18])
+@settings(max_examples=200, deadline=None)
+@given(data=st.lists(st.binary(max_size=300), min_size=1, max_size=5))
+def test_any_transmission_content_gives_events_not_exceptions(version: int, data: list[bytes]) -> None:
+    """Inside a well-formed block, whatever the server puts in a transmission is an event (STYLE 4)."""
+    p = Pair(version)
+    content = bytes((len(data),)) + b"".join(len(d).to_bytes(2, "big") + d for d in data)
+    events = p.client.receive_block(p.server.seal(content), now=1.0)
+    assert len(events) == len(data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.lists(st.binary(max_size=300), min_size=1, max_size=5))
+def test_stand_in_answers_any_transmission(data: list[bytes]) -> None:
+    p = Pair(10)
+    content = bytes((len(data),)) + b"".join(len(d).to_bytes(2, "big") + d for d in data)
+    out = p.core.receive_block(p.server, encode_block(content, SMP_BLOCK_SIZE))  # v10: not encrypted
+    assert len(out) == len(data) and all(o.conn_id == 1 for o in out)
