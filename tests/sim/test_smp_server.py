@@ -14,7 +14,7 @@ from smp_test_client import SmpTestClient, handshake, open_stream
 
 from ntf_server.protocol import crypto, smp as S, smp_events as E
 from ntf_server.protocol.encoding import SMPServer, pad
-from ntf_server.protocol.errors import AUTH, CmdError, CommandError
+from ntf_server.protocol.errors import AUTH, CmdError, CommandError, SimpleError
 from ntf_server.protocol.handshake import SmpClientHello
 from ntf_server.protocol.smp_session import NotifierQueue, SmpProtocolError
 from ntf_server.protocol.transport import (
@@ -329,3 +329,21 @@ async def test_v6_client_sends_the_session_id_in_each_transmission(make_server: 
         [raw] = parse_block(params, decode_block(await stream.read_block(), SMP_BLOCK_SIZE))
         assert not isinstance(raw, Exception) and raw.command == expected
     await stream.close()
+
+
+async def test_garbage_from_one_client_is_answered_and_others_carry_on(make_server: ServerFactory) -> None:
+    server = await make_server(max_version=10)
+    bad, good = await connect(server), await connect(server)
+    q, _ = new_queue(server)
+    await good.subscribe([q])
+    assert await good.events(1) == [E.Subscribed(q.notifier_id)]
+    await bad.stream.write_block(b"\xff" * SMP_BLOCK_SIZE)  # not a padded block: ERR BLOCK
+    [raw] = await bad.read_raw()
+    assert S.parse_broker_msg(raw.command) == S.SmpErr(SimpleError("BLOCK"))
+    assert [type(e) for e in await bad.events(1)] == [E.ServerError]
+    await bad.ping()  # the connection still works
+    assert await bad.events(1) == [E.Pong()]
+    server.notify(q.notifier_id, b"m", 1)
+    assert [type(e) for e in await good.events(1)] == [E.Message]
+    await bad.close()
+    await good.close()
