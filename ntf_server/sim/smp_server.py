@@ -110,9 +110,8 @@ class SmpServerStandIn:
 
     @property
     def port(self) -> int:
-        if self._server is None:
-            return self._port
-        return int(self._server.sockets[0].getsockname()[1])
+        """The port listened on (or last listened on; 0 before the first start with port 0)."""
+        return self._port
 
     @property
     def address(self) -> SMPServer:
@@ -130,8 +129,13 @@ class SmpServerStandIn:
 
     # ------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
+    async def start(self, port: int | None = None) -> None:
+        """Listen (again, after :meth:`close`: same identity and queues, on ``port`` if given — 0 for any
+        free one — else where it listened before), as an SMP server that restarts or moves would."""
+        if port is not None:
+            self._port = port
         self._server = await asyncio.start_server(self._accept, self.host, self._port, ssl=self._context)
+        self._port = int(self._server.sockets[0].getsockname()[1])
         self.started.set()
 
     async def close(self) -> None:
@@ -148,6 +152,7 @@ class SmpServerStandIn:
                 t.cancel()
         if self._server is not None:
             await self._server.wait_closed()
+        self.started.clear()
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -347,3 +347,28 @@ async def test_garbage_from_one_client_is_answered_and_others_carry_on(make_serv
     assert [type(e) for e in await good.events(1)] == [E.Message]
     await bad.close()
     await good.close()
+
+
+async def test_restart_on_a_new_port_keeps_identity_queues_and_pending_notifications(
+        make_server: ServerFactory) -> None:
+    server = await make_server()
+    q, _ = new_queue(server)
+    client = await connect(server)
+    await client.subscribe([q])
+    await client.events(1)
+    old_port, key_hash = server.port, server.key_hash
+    await server.close()
+    assert await client.closed_by_server()
+    assert server.subscriber_of(q.notifier_id) is None
+    server.notify(q.notifier_id, b"during restart", 1)
+    await server.start(port=0)
+    assert server.port != old_port and server.key_hash == key_hash
+    again = await connect(server)
+    await again.subscribe([q])
+    assert [type(e) for e in await again.events(2)] == [E.Subscribed, E.Message]
+    await again.close()
+    new_port = server.port
+    await server.close()
+    await server.start()  # the same port as last time
+    assert server.port == new_port
+    await (await connect(server)).close()
