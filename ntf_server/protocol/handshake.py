@@ -88,7 +88,7 @@ class CertChainPubKey:
 class SmpServerHello:
     versions: VersionRange
     session_id: bytes
-    cert_key: CertChainPubKey | None  # optional even for v7+ (parser uses ``optional``)
+    cert_key: CertChainPubKey | None  # None when absent; a v7+ client then refuses the server
 
     def encode(self) -> bytes:
         out = self.versions.encode() + enc_short(self.session_id)
@@ -103,10 +103,11 @@ class SmpServerHello:
         session_id = r.short()
         cert_key = None
         if versions.max >= SMP_VERSION_AUTH_CMDS and not r.at_end():
-            try:
-                cert_key = CertChainPubKey.decode(r)
-            except CodecError:
-                cert_key = None  # ``optional``: a failed parse means "absent"; trailing bytes are ignored
+            # Haskell parses this part with ``optional`` (a bad one counts as absent), but a v7+ server
+            # without a valid chain cannot be pinned (§1.8, DESIGN), so bytes that are there but do not
+            # parse are a handshake failure (CodecError), never a silent "no chain". Trailing bytes after a
+            # complete part are still ignored (future extensions).
+            cert_key = CertChainPubKey.decode(r)
         return SmpServerHello(versions, session_id, cert_key)
 
 

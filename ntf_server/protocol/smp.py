@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Final, assert_never
 
+from ntf_server.protocol import crypto
 from ntf_server.protocol.encoding import CodecError, Reader, enc_int64, enc_maybe, enc_short
 from ntf_server.protocol.errors import (
     AUTH,
@@ -28,6 +29,7 @@ from ntf_server.protocol.transport import (
 )
 
 NONCE_LEN: Final = 24
+NMSG_META_PADDED_LEN: Final = 128  # cbEncrypt(rcvNtfDhSecret, nonce, NMsgMeta, 128): 144 bytes on the wire
 
 # ---------------------------------------------------------------- commands (ntf server → SMP server)
 
@@ -219,3 +221,42 @@ def check_broker_entity(m: BrokerMsg, entity_id: bytes) -> bool:
             return bool(entity_id)
         case _:
             assert_never(m)
+
+
+# ---------------------------------------------------------------- notification metadata (§3.2)
+
+
+@dataclass(frozen=True, slots=True)
+class NMsgMeta:
+    """What ``NMSG`` carries, encrypted for the recipient: ``short(msgId) ‖ Int64(msgTs)``.
+
+    The notification server never sees this in clear: it lacks ``rcvNtfDhSecret`` (shared by the SMP
+    server and the recipient only) and forwards nonce and ciphertext untouched (§5.7). The SMP stand-in
+    encrypts it and the simulated app decrypts it.
+    """
+
+    msg_id: bytes
+    msg_ts: int  # SystemTime: whole seconds since the epoch
+
+    def encode(self) -> bytes:
+        return enc_short(self.msg_id) + enc_int64(self.msg_ts)
+
+    @staticmethod
+    def decode(data: bytes) -> NMsgMeta:
+        r = Reader(data)
+        meta = NMsgMeta(r.short(), r.int64())
+        r.end()
+        return meta
+
+    def __repr__(self) -> str:
+        return f"NMsgMeta(<{len(self.msg_id)}-byte id>, {self.msg_ts})"
+
+
+def encrypt_nmsg_meta(rcv_ntf_dh_secret: bytes, nonce: bytes, meta: NMsgMeta) -> bytes:
+    """The SMP server's side (``mkMessageNotification``); used by the stand-in."""
+    return crypto.cb_encrypt(rcv_ntf_dh_secret, nonce, meta.encode(), NMSG_META_PADDED_LEN)
+
+
+def decrypt_nmsg_meta(rcv_ntf_dh_secret: bytes, nonce: bytes, enc_meta: bytes) -> NMsgMeta:
+    """The recipient app's side; raises ``CodecError`` (``CryptoError``) on a bad box or layout."""
+    return NMsgMeta.decode(crypto.cb_decrypt(rcv_ntf_dh_secret, nonce, enc_meta))

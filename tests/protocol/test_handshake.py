@@ -163,3 +163,12 @@ def test_error_decoder_fuzz(data: bytes) -> None:
         dec_error(Reader(data))
     except CodecError:
         pass
+
+
+def test_smp_server_hello_with_a_malformed_cert_part_is_an_error() -> None:
+    """Regression: a v7+ hello whose cert part does not parse used to decode as "no chain"."""
+    head = VersionRange(6, 18).encode() + b"\x20" + b"x" * 32
+    for bad in (b"\x02\x00\x05abc", b"\x00", b"\x01\x00\x01a"):  # short cert, empty list, no signed key
+        with pytest.raises(CodecError):
+            SmpServerHello.decode(head + bad)
+    assert SmpServerHello.decode(VersionRange(6, 6).encode() + b"\x20" + b"x" * 32 + b"\x02junk").cert_key is None

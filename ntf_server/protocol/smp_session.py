@@ -1,0 +1,245 @@
+"""One SMP connection's protocol state after the handshake, sans-IO (spec §1.5, §1.6, §2.3–2.4, §3).
+
+See ``smp_client`` for the theory of operation (handshake → session → events); the queue state table and
+the events live in ``smp_events``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from ntf_server.protocol import crypto, smp as S, smp_events as E
+from ntf_server.protocol.encoding import CodecError
+from ntf_server.protocol.errors import ErrorType
+from ntf_server.protocol.smp_client import BlockCodec, SmpHandshake
+from ntf_server.protocol.transport import (
+    SMP_BLOCK_SIZE,
+    Batch,
+    RawTransmission,
+    batch_transmissions,
+    encode_transmission,
+    for_auth,
+    parse_block,
+)
+
+CORR_ID_LEN: Final = 24  # Haskell clients use 24 random bytes; it doubles as the authenticator nonce
+
+
+class SmpProtocolError(Exception):
+    """A received block is unusable (bad encryption, padding or batch): drop the connection."""
+
+
+@dataclass(frozen=True, slots=True)
+class NotifierQueue:
+    """What NSUB needs for one queue: its notifier id and the notifier private key from SNEW."""
+
+    notifier_id: bytes
+    key: crypto.PrivateAuthKey = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"NotifierQueue(<{len(self.notifier_id)}-byte id>)"
+
+
+@dataclass(slots=True)
+class _Pending:
+    kind: E.CommandKind
+    entity_id: bytes
+    sent_at: float
+
+
+class SmpClientSession:
+    """One SMP connection's protocol state after the handshake (see the module docstring)."""
+
+    def __init__(self, hs: SmpHandshake, *, now: float, random: Callable[[int], bytes] = os.urandom) -> None:
+        self.params = hs.params
+        self._server_dh = hs.server_dh_key
+        self._codec = BlockCodec(hs)
+        self._random = random
+        self._buf = bytearray()
+        self._pending: dict[bytes, _Pending] = {}  # corrId → what it asked
+        self._queues: dict[bytes, E.QueueState] = {}  # notifier id → state on this connection
+        self.last_received = now
+
+    def __repr__(self) -> str:
+        counts = {s: 0 for s in E.QueueState}
+        for s in self._queues.values():
+            counts[s] += 1
+        states = ", ".join(f"{n} {s.value}" for s, n in counts.items() if n)
+        return f"<SmpClientSession v{self.version} {states or 'no queues'}, {len(self._pending)} awaiting>"
+
+    @property
+    def version(self) -> int:
+        return self.params.version
+
+    def state(self, notifier_id: bytes) -> E.QueueState | None:
+        return self._queues.get(notifier_id)
+
+    def queues(self, *states: E.QueueState) -> list[bytes]:
+        """Notifier ids in any of ``states`` (e.g. ACTIVE and PENDING → INACTIVE after a disconnect)."""
+        return [q for q, s in self._queues.items() if s in states]
+
+    def forget(self, notifier_id: bytes) -> None:
+        """The pool dropped the queue (SDEL/TDEL): SMP cannot unsubscribe, later NMSGs come with state None."""
+        self._queues.pop(notifier_id, None)
+
+    def idle_for(self, now: float) -> float:
+        return now - self.last_received
+
+    # ------------------------------------------------------------ sending
+
+    def subscribe(self, queues: Iterable[NotifierQueue], *, now: float) -> list[bytes]:
+        """NSUB for each queue, packed into full blocks; write the blocks in this order."""
+        batch = list(queues)
+        ids = [q.notifier_id for q in batch]
+        if len(set(ids)) != len(ids) or any(self._queues.get(i) is E.QueueState.PENDING for i in ids):
+            raise ValueError("NSUB for a queue that already has one in flight on this connection")
+        transmissions = []
+        for q in batch:
+            self._move(q.notifier_id, E.QueueEvent.SEND_NSUB)
+            corr_id = self._new_corr_id(E.CommandKind.NSUB, q.notifier_id, now)
+            transmissions.append(self._signed(corr_id, q, S.encode_command(S.NSub())))
+        return self._blocks(transmissions)
+
+    def ping(self, *, now: float) -> bytes:
+        corr_id = self._new_corr_id(E.CommandKind.PING, b"", now)
+        [block] = self._blocks([encode_transmission(self.params, corr_id, b"", S.encode_command(S.SmpPing()))])
+        return block
+
+    def _new_corr_id(self, kind: E.CommandKind, entity: bytes, now: float) -> bytes:
+        corr_id = self._random(CORR_ID_LEN)
+        if corr_id in self._pending:
+            raise ValueError("corrId collision: the random source repeats itself")
+        self._pending[corr_id] = _Pending(kind, entity, now)
+        return corr_id
+
+    def _signed(self, corr_id: bytes, q: NotifierQueue, command: bytes) -> bytes:
+        authorized, _ = for_auth(self.params, corr_id, q.notifier_id, command)
+        auth = crypto.client_authorize(q.key, authorized, corr_id, self._server_dh)
+        return encode_transmission(self.params, corr_id, q.notifier_id, command, auth=auth)
+
+    def _blocks(self, transmissions: Sequence[bytes]) -> list[bytes]:
+        out = []
+        for b in batch_transmissions(self.params, transmissions):
+            if not isinstance(b, Batch):  # an NSUB is ~200 bytes; a block holds 16 KB
+                raise AssertionError("an SMP command does not fit a block")
+            out.append(self._codec.seal(b.content))
+        return out
+
+    # ------------------------------------------------------------ receiving
+
+    def receive_data(self, data: bytes, *, now: float) -> list[E.SmpEvent]:
+        """Feed bytes as they arrive; every complete block is processed, the rest is kept."""
+        self._buf += data
+        events: list[E.SmpEvent] = []
+        while len(self._buf) >= SMP_BLOCK_SIZE:
+            block = bytes(self._buf[:SMP_BLOCK_SIZE])
+            del self._buf[:SMP_BLOCK_SIZE]
+            events += self.receive_block(block, now=now)
+        return events
+
+    def receive_block(self, block: bytes, *, now: float) -> list[E.SmpEvent]:
+        return self.handle_transmissions(self.open_block(block), now=now)
+
+    def open_block(self, block: bytes) -> list[RawTransmission | CodecError]:
+        """First half of :meth:`receive_block` (decrypt, unpad, split), public for diagnostics and tests.
+        Every block must go through exactly once and in order: from v11 it advances the receive chain."""
+        try:
+            return parse_block(self.params, self._codec.open(block))
+        except CodecError as e:
+            raise SmpProtocolError(f"unusable block from the SMP server: {e}") from e
+
+    def handle_transmissions(self, items: Sequence[RawTransmission | CodecError], *, now: float) -> list[E.SmpEvent]:
+        """Second half of :meth:`receive_block`: one block's transmissions → events, in order."""
+        self.last_received = now
+        return [ev for item in items for ev in self._transmission(item)]
+
+    def expire(self, *, now: float, timeout_s: float) -> list[E.SmpEvent]:
+        """NSUBs and PINGs sent before ``now - timeout_s`` and still unanswered are given up."""
+        late = [c for c, p in self._pending.items() if now - p.sent_at >= timeout_s]
+        events: list[E.SmpEvent] = []
+        for corr_id in late:
+            p = self._pending.pop(corr_id)
+            if p.kind is E.CommandKind.PING:
+                events.append(E.PingTimedOut())
+            elif self._move(p.entity_id, E.QueueEvent.TIMED_OUT):
+                events.append(E.SubscriptionTimedOut(p.entity_id))
+        return events
+
+    def awaiting(self) -> int:
+        return len(self._pending)
+
+    def _transmission(self, item: RawTransmission | CodecError) -> list[E.SmpEvent]:
+        if isinstance(item, CodecError):
+            return [E.Unexpected(b"", b"", f"unparseable transmission: {item}")]
+        pending = self._pending.pop(item.corr_id, None) if item.corr_id else None
+        try:
+            msg = self._parse(item)
+        except CodecError as e:
+            if pending is not None and pending.kind is E.CommandKind.NSUB:
+                return self._failed(pending.entity_id, E.FailureKind.BAD_RESPONSE, None, str(e))
+            return [E.Unexpected(item.corr_id, item.entity_id, f"bad message: {e}")]
+        if not item.corr_id:
+            return self._event(item, msg)
+        if pending is None:
+            return [E.Unexpected(item.corr_id, item.entity_id, f"{type(msg).__name__} for an unknown corrId")]
+        return self._response(pending, item, msg)
+
+    def _parse(self, item: RawTransmission) -> S.BrokerMsg:
+        if item.auth:
+            raise CodecError("server transmissions are never authorized")
+        if not self.params.implied_session_id and item.session_id != self.params.session_id:
+            raise CodecError("wrong session id")
+        msg = S.parse_broker_msg(item.command)
+        if not S.check_broker_entity(msg, item.entity_id):
+            raise CodecError(f"{type(msg).__name__} with a wrong entity id")
+        return msg
+
+    def _response(self, p: _Pending, item: RawTransmission, msg: S.BrokerMsg) -> list[E.SmpEvent]:
+        outcome = E.RESPONSE_OUTCOMES.get((p.kind, type(msg)))
+        if p.kind is E.CommandKind.NSUB and item.entity_id != p.entity_id:
+            outcome = None  # an answer about another queue than the one asked for
+        match outcome, msg:
+            case E.Outcome.SUBSCRIBED, S.SOk(service_id):
+                return self._on_queue(p.entity_id, E.QueueEvent.SUBSCRIBED, E.Subscribed(p.entity_id, service_id))
+            case E.Outcome.SUBSCRIPTION_ERROR, S.SmpErr(error):
+                return self._failed(p.entity_id, E.FailureKind.of_error(error), error, "")
+            case E.Outcome.PONG, _:
+                return [E.Pong()]
+            case E.Outcome.PING_ERROR, S.SmpErr(error):
+                return [E.ServerError(item.corr_id, item.entity_id, error)]
+        if p.kind is E.CommandKind.NSUB:
+            return self._failed(p.entity_id, E.FailureKind.UNEXPECTED_RESPONSE, None, type(msg).__name__)
+        return [E.Unexpected(item.corr_id, item.entity_id, f"{type(msg).__name__} answering {p.kind.value}")]
+
+    def _failed(self, q: bytes, kind: E.FailureKind, error: ErrorType | None, detail: str) -> list[E.SmpEvent]:
+        return self._on_queue(q, E.QueueEvent.FAILED, E.SubscriptionFailed(q, kind, error, detail))
+
+    def _event(self, item: RawTransmission, msg: S.BrokerMsg) -> list[E.SmpEvent]:
+        q = item.entity_id
+        match msg:
+            case S.NMsg(nonce, enc_meta):
+                return [E.Message(q, nonce, enc_meta, self._queues.get(q))]
+            case S.End():
+                return self._on_queue(q, E.QueueEvent.END, E.Ended(q))
+            case S.Deld():
+                return self._on_queue(q, E.QueueEvent.DELD, E.Deleted(q))
+            case S.SmpErr(error):
+                return [E.ServerError(item.corr_id, q, error)]
+        return [E.Unexpected(item.corr_id, q, f"{type(msg).__name__} without a corrId")]
+
+    def _on_queue(self, q: bytes, event: E.QueueEvent, report: E.SmpEvent) -> list[E.SmpEvent]:
+        if self._move(q, event):
+            return [report]
+        return [E.Unexpected(b"", q, f"{event.value} for a queue that is {self._queues.get(q) or 'not subscribed'}")]
+
+    def _move(self, q: bytes, event: E.QueueEvent) -> bool:
+        """Apply the table; False (state unchanged) when the pair is not in it."""
+        ok, new = E.transition(self._queues.get(q), event)
+        if ok and new is None:
+            self._queues.pop(q, None)
+        elif ok and new is not None:
+            self._queues[q] = new
+        return ok

@@ -1,0 +1,238 @@
+"""The SMP server stand-in's protocol logic, without I/O: handshake records, queues, NSUB and events.
+
+Theory of operation: ``SmpServerCore`` holds the queues a test created through its API (notifier id →
+notifier public key, the recipient's notification DH secret) and which connection currently receives
+each queue's notifications. Connections are plain integers here. Every input (a client block, a new
+notification, a deleted queue, a closed connection) returns the transmissions to send as
+:class:`Outgoing` items addressed to connections; the asyncio layer (``smp_server.py``) encodes them with
+each connection's version and writes them. It behaves like a strict Haskell SMP server (spec §2.4–2.5,
+§3.1–3.2):
+
+* NSUB needs auth and an entity; it is verified against the queue's notifier key (Ed25519/Ed448
+  signature or X25519 authenticator to this connection's session key, v7+); an unknown queue costs a dummy
+  verification and answers ``ERR AUTH``; a service signature in a non-service session is ``ERR SERVICE``;
+  other SMP commands are ``ERR CMD PROHIBITED``, unknown ones ``ERR CMD UNKNOWN``.
+* Success answers ``OK`` (< v16) / ``SOK`` (≥ v16); a previous subscriber on another connection gets ``END``;
+  notifications kept while nobody was subscribed follow right after the answer (real servers keep them 24 h).
+* Deleting a queue sends ``DELD`` (``END`` before v10) to its subscriber.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Final, assert_never
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from ntf_server.protocol import crypto, smp as S
+from ntf_server.protocol.encoding import CodecError, pad
+from ntf_server.protocol.errors import AUTH, BLOCK, SESSION, ErrorType, SimpleError
+from ntf_server.protocol.handshake import CertChainPubKey, SmpClientHello, SmpServerHello
+from ntf_server.protocol.transport import (
+    SMP_BLOCK_SIZE,
+    SMP_VERSION_AUTH_CMDS,
+    SMP_VERSION_ENCRYPTED_BLOCK,
+    Batch,
+    RawTransmission,
+    THParams,
+    VersionRange,
+    batch_transmissions,
+    decode_block,
+    encode_block,
+    encode_transmission,
+    parse_block,
+)
+
+NOTIFIER_ID_LEN: Final = 24
+MAX_PENDING_PER_QUEUE: Final = 1000  # a bound, so a test that forgets to subscribe cannot eat memory
+SERVICE: Final = SimpleError("SERVICE")
+
+
+class HandshakeRefused(Exception):
+    """The client hello is not acceptable: close the connection without a word (as Haskell does)."""
+
+
+# ---------------------------------------------------------------- handshake
+
+
+def server_hello_block(
+    versions: VersionRange,
+    session_id: bytes,
+    chain_der: tuple[bytes, ...],
+    leaf_key: crypto.SignPrivateKey,
+    dh_key: X25519PrivateKey,
+) -> bytes:
+    """§1.8 step 1: versions, session id, and from v7 the chain plus our session key signed by the leaf."""
+    cert_key = None
+    if versions.max >= SMP_VERSION_AUTH_CMDS:
+        signed = crypto.signed_exact(crypto.signed_key_tbs(dh_key.public_key()), leaf_key)
+        cert_key = CertChainPubKey(chain_der, signed)
+    return pad(SmpServerHello(versions, session_id, cert_key).encode(), SMP_BLOCK_SIZE)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    conn_id: int
+    corr_id: bytes
+    entity_id: bytes
+    msg: S.BrokerMsg
+
+
+@dataclass(slots=True)
+class ServerSession:
+    """One accepted connection after the handshake."""
+
+    conn_id: int
+    params: THParams
+    dh_key: X25519PrivateKey | None  # verifies X25519 authenticators (v7+)
+    chains: tuple[crypto.BlockCipherChain, crypto.BlockCipherChain] | None = field(repr=False)
+
+    def seal(self, content: bytes) -> bytes:
+        if self.chains is None:
+            return encode_block(content, SMP_BLOCK_SIZE)
+        return self.chains[0].encrypt_block(content, SMP_BLOCK_SIZE)
+
+    def open(self, block: bytes) -> bytes:
+        if self.chains is None:
+            return decode_block(block, SMP_BLOCK_SIZE)
+        return self.chains[1].decrypt_block(block)
+
+    def encode(self, items: Sequence[Outgoing]) -> list[bytes]:
+        """Answers and events for this connection as few sealed blocks as they fit (§1.5)."""
+        v = self.params.version
+        ts = [encode_transmission(self.params, i.corr_id, i.entity_id, S.encode_broker_msg(i.msg, v)) for i in items]
+        return [self.seal(b.content) for b in batch_transmissions(self.params, ts) if isinstance(b, Batch)]
+
+
+def accept_client_hello(
+    block: bytes, conn_id: int, *, versions: VersionRange, key_hash: bytes, session_id: bytes,
+    dh_key: X25519PrivateKey,
+) -> ServerSession:
+    """§1.8 step 3 on the server: our identity, a version we offered; from v11 block encryption."""
+    try:
+        hello = SmpClientHello.decode(decode_block(block, SMP_BLOCK_SIZE))
+    except CodecError as e:
+        raise HandshakeRefused(f"unparseable client hello: {e}") from e
+    if not hmac.compare_digest(hello.key_hash, key_hash):
+        raise HandshakeRefused("client expects another server identity")
+    if hello.version not in versions:
+        raise HandshakeRefused(f"client version {hello.version} outside {versions.min}..{versions.max}")
+    if hello.service is not None or hello.proxy_server:
+        raise HandshakeRefused("service and proxy clients are not supported by the stand-in")
+    chains = None
+    if hello.version >= SMP_VERSION_ENCRYPTED_BLOCK and hello.client_key is not None:
+        try:
+            secret = crypto.dh(crypto.decode_x25519_public_key(hello.client_key), dh_key)
+        except CodecError as e:
+            raise HandshakeRefused(f"bad client key: {e}") from e
+        chains = crypto.BlockCipherChain.server_pair(session_id, secret)
+    own_dh = dh_key if hello.version >= SMP_VERSION_AUTH_CMDS else None
+    return ServerSession(conn_id, THParams.smp(hello.version, session_id), own_dh, chains)
+
+
+# ---------------------------------------------------------------- queues and commands
+
+
+@dataclass(slots=True)
+class SimQueue:
+    notifier_id: bytes
+    notifier_key: crypto.PublicAuthKey = field(repr=False)
+    rcv_ntf_dh_secret: bytes = field(repr=False)
+    subscriber: int | None = None
+    pending: list[S.NMsg] = field(default_factory=list, repr=False)
+
+
+class SmpServerCore:
+    def __init__(self, random: Callable[[int], bytes] = os.urandom) -> None:
+        self.queues: dict[bytes, SimQueue] = {}
+        self._random = random
+
+    def __repr__(self) -> str:
+        subscribed = sum(q.subscriber is not None for q in self.queues.values())
+        return f"<SmpServerCore {len(self.queues)} queues, {subscribed} subscribed>"
+
+    def create_queue(
+        self, notifier_key: crypto.PublicAuthKey, rcv_ntf_dh_secret: bytes, notifier_id: bytes | None = None
+    ) -> bytes:
+        nid = notifier_id if notifier_id is not None else self._random(NOTIFIER_ID_LEN)
+        if nid in self.queues:
+            raise ValueError("notifier id in use")
+        self.queues[nid] = SimQueue(nid, notifier_key, rcv_ntf_dh_secret)
+        return nid
+
+    def delete_queue(self, notifier_id: bytes) -> list[Outgoing]:
+        q = self.queues.pop(notifier_id)
+        return [] if q.subscriber is None else [Outgoing(q.subscriber, b"", notifier_id, S.Deld())]
+
+    def notify(self, notifier_id: bytes, meta: S.NMsgMeta) -> list[Outgoing]:
+        """A message arrived in the queue: NMSG to its subscriber, or kept until one subscribes."""
+        q = self.queues[notifier_id]
+        nonce = self._random(crypto.NONCE_LEN)
+        msg = S.NMsg(nonce, S.encrypt_nmsg_meta(q.rcv_ntf_dh_secret, nonce, meta))
+        if q.subscriber is None:
+            if len(q.pending) >= MAX_PENDING_PER_QUEUE:
+                del q.pending[0]
+            q.pending.append(msg)
+            return []
+        return [Outgoing(q.subscriber, b"", notifier_id, msg)]
+
+    def disconnected(self, conn_id: int) -> None:
+        for q in self.queues.values():
+            if q.subscriber == conn_id:
+                q.subscriber = None
+
+    def receive_block(self, session: ServerSession, block: bytes) -> list[Outgoing]:
+        """All answers to one client block. A block that does not open is answered ``ERR BLOCK``."""
+        try:
+            items = parse_block(session.params, session.open(block))
+        except CodecError:
+            return [Outgoing(session.conn_id, b"", b"", S.SmpErr(BLOCK))]
+        out: list[Outgoing] = []
+        for item in items:
+            if isinstance(item, CodecError):
+                out.append(Outgoing(session.conn_id, b"", b"", S.SmpErr(BLOCK)))
+            else:
+                out += self._transmission(session, item)
+        return out
+
+    def _transmission(self, session: ServerSession, t: RawTransmission) -> list[Outgoing]:
+        def err(e: ErrorType) -> list[Outgoing]:
+            return [Outgoing(session.conn_id, t.corr_id, t.entity_id, S.SmpErr(e))]
+
+        if not session.params.implied_session_id and t.session_id != session.params.session_id:
+            return [Outgoing(session.conn_id, t.corr_id, b"", S.SmpErr(SESSION))]
+        cmd = S.parse_command(t.command)
+        if not isinstance(cmd, S.NSub | S.NSubs | S.SmpPing):
+            return err(cmd)
+        bad = S.check_command_credentials(bool(t.auth), t.entity_id, cmd)
+        if bad is not None:
+            return err(bad)
+        if t.service_sig is not None:  # '1' ‖ sig in a session that has no service
+            return err(SERVICE)
+        match cmd:
+            case S.SmpPing():
+                return [Outgoing(session.conn_id, t.corr_id, b"", S.SmpPong())]
+            case S.NSubs():
+                return err(SERVICE)  # no service session here
+            case S.NSub():
+                return self._nsub(session, t)
+            case _:
+                assert_never(cmd)
+
+    def _nsub(self, session: ServerSession, t: RawTransmission) -> list[Outgoing]:
+        q = self.queues.get(t.entity_id)
+        key = q.notifier_key if q is not None else None
+        ok = crypto.verify_transmission_auth(key, t.auth, t.authorized, t.corr_id, session.dh_key)
+        if q is None or not ok:
+            return [Outgoing(session.conn_id, t.corr_id, t.entity_id, S.SmpErr(AUTH))]
+        out = []
+        if q.subscriber is not None and q.subscriber != session.conn_id:
+            out.append(Outgoing(q.subscriber, b"", q.notifier_id, S.End()))
+        q.subscriber = session.conn_id
+        out.append(Outgoing(session.conn_id, t.corr_id, q.notifier_id, S.SOk(None)))
+        out += [Outgoing(session.conn_id, b"", q.notifier_id, m) for m in q.pending]
+        q.pending.clear()
+        return out
