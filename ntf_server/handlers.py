@@ -16,12 +16,13 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Protocol, assert_never
+from typing import Final, assert_never
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from ntf_server.interfaces import Pusher, SubscriptionSink
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.errors import AUTH, QUOTA, CmdError, CommandError, StoreErr
 from ntf_server.protocol.token_fsm import SUB_COMMANDS_ALLOWED, TokenEvent, changing_sources, next_status
@@ -43,30 +44,6 @@ log = logging.getLogger(__name__)
 ID_BYTES: Final = 24  # subIdBytes
 REG_CODE_BYTES: Final = 32  # regCodeBytes
 PROHIBITED: Final = CmdError(CommandError.PROHIBITED)
-
-
-class Pusher(Protocol):
-    """Where verification pushes go (the push service)."""
-
-    def send_verification(self, token: TokenRecord) -> None: ...
-
-
-class SubscriptionSink(Protocol):
-    """The subscriber pool's intake: new subscriptions to NSUB, removed ones to forget."""
-
-    def subscribe(self, sub: SubscriptionRecord) -> None: ...
-
-    def forget(self, subs: Sequence[RemovedSub]) -> None: ...
-
-
-class NullSink:
-    """Used until a subscriber pool is attached: accepts and drops (subscriptions stay NEW in the store)."""
-
-    def subscribe(self, sub: SubscriptionRecord) -> None:
-        pass
-
-    def forget(self, subs: Sequence[RemovedSub]) -> None:
-        pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +74,7 @@ class NtfHandlers:
         store: Store,
         pusher: Pusher,
         stats: Stats,
-        subscriber: SubscriptionSink | None = None,
+        subscriber: SubscriptionSink,
         clock: Callable[[], float] = time.time,
         *,
         pushable: frozenset[PushProvider] = frozenset(PushProvider),
@@ -108,7 +85,7 @@ class NtfHandlers:
         self._pushable = pushable
         self._pusher = pusher
         self._stats = stats
-        self.subscriber: SubscriptionSink = subscriber or NullSink()
+        self._subscriber = subscriber
         self._clock = clock
 
     # ------------------------------------------------------------ verification (§4.3)
@@ -185,7 +162,7 @@ class NtfHandlers:
             case P.SDel():
                 assert v.sub is not None
                 await self._store.delete_subscription(v.sub.sub_id)
-                self.subscriber.forget([RemovedSub(v.sub.sub_id, v.sub.server, v.sub.notifier_id)])
+                self._subscriber.forget([RemovedSub(v.sub.sub_id, v.sub.server, v.sub.notifier_id)])
                 self._stats.incr("sub_deleted")
                 return P.Ok()
             case P.TVfy() | P.TChk() | P.TRpl() | P.TDel() | P.TCrn():
@@ -222,7 +199,7 @@ class NtfHandlers:
                 return P.Ok()
             case P.TDel():
                 _, removed = await self._store.delete_token(tok.token_id)
-                self.subscriber.forget(removed)
+                self._subscriber.forget(removed)
                 self._stats.incr("tkn_deleted")
                 return P.Ok()
             case P.TCrn(minutes):
@@ -286,7 +263,7 @@ class NtfHandlers:
         activated, removed = await self._store.activate_token(tok.token_id)
         if not activated:
             return P.Err(AUTH)
-        self.subscriber.forget(removed)
+        self._subscriber.forget(removed)
         self._stats.incr("tkn_verified")
         return P.Ok()
 
@@ -295,7 +272,7 @@ class NtfHandlers:
             tok.token_id, cmd.smp_server, cmd.notifier_id, cmd.notifier_key
         )
         if outcome is SubCreate.CREATED and sub is not None:
-            self.subscriber.subscribe(sub)
+            self._subscriber.subscribe(sub)
             self._stats.incr("sub_created")
             return P.IdSub(sub.sub_id)
         if outcome is SubCreate.EXISTS and sub is not None:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from ntf_server.handlers import SubscriptionSink
+from ntf_server.interfaces import SubscriptionSink
 from ntf_server.stats import Stats
 from ntf_server.store.base import Store
 from ntf_server.store.errors import StoreError

@@ -36,6 +36,7 @@ from apns.jwt import ProviderKey
 from apns.pool import Endpoint
 from ntf_server.config import Config, ConfigError, redact_url
 from ntf_server.handlers import NtfHandlers
+from ntf_server.interfaces import NullSink
 from ntf_server.logsetup import setup_logging
 from ntf_server.maintenance import Housekeeping
 from ntf_server.protocol import crypto
@@ -152,8 +153,9 @@ class NtfServer:
         sender = ApnsSender(ApnsClient(apps) if apps else None, apps)
         stack.push_async_callback(sender.aclose)
         self.push = PushService(self._store, sender, self.stats)
-        handlers = NtfHandlers(self._store, self.push, self.stats, pushable=sender.pushable)
-        self.housekeeping = Housekeeping(self._store, handlers.subscriber, self.stats,
+        sink = NullSink()  # the subscriber pool (next issue) takes its place for both
+        handlers = NtfHandlers(self._store, self.push, self.stats, sink, pushable=sender.pushable)
+        self.housekeeping = Housekeeping(self._store, sink, self.stats,
                                          expire_after_days=cfg.store.expire_tokens_after_days)
         self._parts = {"push workers": self.push.run, "housekeeping": self.housekeeping.run,
                        "redis health": self._store.watch_health, **self._parts}

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PrivateKey
 from timing_stats import KNOWN, UNKNOWN, Sample, analyse
 
 from ntf_server.handlers import NtfHandlers
+from ntf_server.interfaces import NullSink
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.protocol.errors import AUTH
@@ -96,7 +97,7 @@ def request(cls: str, known: bool, f: Fixture, server_dh: crypto.X25519PrivateKe
 
 
 async def test_auth_failure_takes_as_long_for_existing_and_unknown_ids(store: RedisStore) -> None:
-    handlers = NtfHandlers(store, NoPushes(), Stats())
+    handlers = NtfHandlers(store, NoPushes(), Stats(), NullSink())
     server_dh = crypto.generate_x25519()
     classes = {"TCHK": "ed25519", "TCHK448": "ed448", "TCHKX": "x25519", "SCHK": "ed25519", "SNEW": "ed25519"}
     fixtures = {cls: await populate(store, kind, 20) for cls, kind in classes.items()}
