@@ -19,8 +19,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from ntf_server.protocol import crypto, ntf as P
-from ntf_server.protocol.encoding import CodecError, SMPServer, b64u_decode, pad
-from ntf_server.protocol.handshake import NtfClientHello, NtfServerHello
+from ntf_server.protocol.encoding import CodecError, SMPServer, b64u_decode
+from ntf_server.protocol.ntf_handshake import NtfHandshakeFailed, client_handshake
 from ntf_server.protocol.transport import (
     NTF_BLOCK_SIZE,
     NTF_SUPPORTED_VRANGE,
@@ -71,23 +71,17 @@ class NtfClient:
         stream = BlockStream(reader, writer, NTF_BLOCK_SIZE, read_timeout_s=timeout_s, write_timeout_s=timeout_s)
         try:
             async with asyncio.timeout(timeout_s):
-                hello = NtfServerHello.decode(decode_block(await stream.read_block(), NTF_BLOCK_SIZE))
-            session_id = tls_unique(stream.ssl_object)
-            if hello.session_id != session_id:
-                raise ProtocolViolation("server hello session id differs from tls-unique")
-            vr = hello.versions.intersect(versions)
-            if vr is None:
-                raise ProtocolViolation("no common NTF version")
-            server_dh = None
-            if hello.versions.max >= 2:
-                if hello.signed_key is None:
-                    raise ProtocolViolation("v2+ server hello without a signed key")
-                server_dh = crypto.verify_signed_key(hello.signed_key, leaf)
-            await stream.write_block(pad(NtfClientHello(vr.max, key_hash).encode(), NTF_BLOCK_SIZE))
+                server_block = await stream.read_block()
+            try:
+                hs = client_handshake(server_block, key_hash=key_hash, tls_unique=tls_unique(stream.ssl_object),
+                                      leaf_key=leaf, versions=versions)
+            except NtfHandshakeFailed as e:
+                raise ProtocolViolation(str(e)) from e
+            await stream.write_block(hs.client_hello)
         except BaseException:
             await stream.close()
             raise
-        return cls(stream, THParams.ntf(vr.max, session_id), server_dh, writer)
+        return cls(stream, hs.params, hs.server_dh, writer)
 
     def _transmission(self, req: Request, corr_id: bytes) -> bytes:
         command = P.encode_command(req.command)
