@@ -60,7 +60,7 @@ def test_server_refuses_another_identity_a_foreign_version_and_garbage() -> None
     sent = server_hello(b"s" * 32, alpn=False, sign_key=crypto.generate_ed25519())
     with pytest.raises(NtfHandshakeFailed, match="another server identity"):
         server_accept(sent, pad(NtfClientHello(1, bytes(32)).encode(), NTF_BLOCK_SIZE), KEY_HASH)
-    with pytest.raises(NtfHandshakeFailed, match="outside 1..1"):
+    with pytest.raises(NtfHandshakeFailed, match=r"outside 1\.\.1"):
         server_accept(sent, pad(NtfClientHello(3, KEY_HASH).encode(), NTF_BLOCK_SIZE), KEY_HASH)
     with pytest.raises(NtfHandshakeFailed, match="unparseable"):
         server_accept(sent, b"\xff" * NTF_BLOCK_SIZE, KEY_HASH)
