@@ -25,6 +25,7 @@ from ntf_server.maintenance import Housekeeping
 from ntf_server.protocol import crypto
 from ntf_server.push.apns_sender import ApnsSender
 from ntf_server.push.service import PushService
+from ntf_server.redact import cap_third_party_loggers
 from ntf_server.stats import Stats
 from ntf_server.store.atrest import load_or_create_store_key
 from ntf_server.store.embedded import EmbeddedRedis
@@ -90,6 +91,7 @@ class NtfServer:
 
     async def start(self) -> None:
         cfg = self.config
+        cap_third_party_loggers()  # also for in-process servers (tests, demo) that skip setup_logging
         url = await self._redis_url()
         master = load_or_create_store_key(cfg.store.key_file)
         self._store = await RedisStore.connect(url, master, prefix=cfg.redis.key_prefix)
