@@ -12,6 +12,7 @@ import contextlib
 import logging
 import signal
 from pathlib import Path
+from typing import Final
 
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
@@ -21,10 +22,12 @@ from apns.pool import Endpoint
 from ntf_server.config import Config, ConfigError
 from ntf_server.handlers import NtfHandlers
 from ntf_server.logsetup import setup_logging
+from ntf_server.logsummary import flush_every
 from ntf_server.maintenance import Housekeeping
 from ntf_server.protocol import crypto
 from ntf_server.push.apns_sender import ApnsSender
 from ntf_server.push.service import PushService
+from ntf_server.ratelimit import Rate
 from ntf_server.redact import cap_third_party_loggers
 from ntf_server.stats import Stats
 from ntf_server.store.atrest import load_or_create_store_key
@@ -33,9 +36,12 @@ from ntf_server.store.redis import RedisStore
 from ntf_server.transport import certs
 from ntf_server.transport.listener import ListenerLimits, NtfListener
 from ntf_server.transport.ntf_connection import ServerIdentity
+from ntf_server.transport.quota import RegistrationLimits
 from ntf_server.transport.tls import server_context
 
 log = logging.getLogger(__name__)
+
+SUMMARY_INTERVAL_S: Final = 60.0  # counted log summaries (logsummary.py) are written at least this often
 
 
 def load_sign_key(path: Path) -> crypto.SignPrivateKey:
@@ -103,7 +109,8 @@ class NtfServer:
         self._tasks.append(asyncio.create_task(self.push.run(), name="push-workers"))
         handlers = NtfHandlers(self._store, self.push, self.stats)
         self.housekeeping = Housekeeping(self._store, handlers.subscriber, self.stats,
-                                         expire_after_days=cfg.store.expire_tokens_after_days)
+                                         expire_after_days=cfg.store.expire_tokens_after_days,
+                                         expire_unverified_after_h=cfg.store.expire_unverified_after_h)
         self._tasks.append(asyncio.create_task(self.housekeeping.run(), name="housekeeping"))
         identity = ServerIdentity(
             certs.fingerprint(certs.read_ca_der(cfg.tls.ca_cert_file)), load_sign_key(cfg.tls.key_file)
@@ -112,7 +119,12 @@ class NtfServer:
         limits = ListenerLimits(s.max_connections, s.tls_timeout_s, s.handshake_timeout_s, s.block_read_timeout_s,
                                 s.block_write_timeout_s, s.idle_timeout_s, s.shutdown_timeout_s)
         ctx = server_context(cfg.tls.cert_file, cfg.tls.key_file, cfg.tls.ca_cert_file)
-        self.listener = NtfListener(ctx, identity, handlers, self.stats, limits)
+        r = cfg.registration
+        quotas = RegistrationLimits(Rate(r.per_connection_per_min, r.per_connection_burst),
+                                    Rate(r.per_ip_per_min, r.per_ip_burst), r.ip_table_size, self.stats)
+        summaries = [self.push.failures, self.push.drops, quotas.refusals]
+        self._tasks.append(asyncio.create_task(flush_every(summaries, SUMMARY_INTERVAL_S), name="log-summaries"))
+        self.listener = NtfListener(ctx, identity, handlers, self.stats, limits, quotas)
         await self.listener.start(s.bind or None, s.port)
 
     async def stop(self) -> None:
