@@ -69,9 +69,14 @@ class Housekeeping:
         return len(tokens)
 
     async def run(self) -> None:
+        task = asyncio.current_task()
         while self.enabled:
             try:
                 await self.expire_once()
             except StoreError as e:
                 log.warning("token expiry skipped: %s", type(e).__name__)
+            if task is not None and task.cancelling():
+                # A cancel that arrived during a store call can be lost on the way (Python 3.11's
+                # asyncio.wait_for, used inside redis-py, may swallow it): stop now, not in an hour.
+                raise asyncio.CancelledError
             await asyncio.sleep(self._interval)

@@ -3,6 +3,7 @@ clock; verified tokens, and tokens created later, stay."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from store_helpers import NOW, check_invariants, notifier_key, server, token
@@ -96,3 +97,31 @@ async def test_zero_disables_expiry(store: RedisStore) -> None:
     assert not hk.enabled
     assert await hk.expire_once(NOW + 1000 * HOUR) == 0
     assert await store.get_token(t.token_id) is not None
+
+
+class SwallowsCancel:
+    """The real store, but its expiry call loses a cancellation the way Python 3.11's ``asyncio.wait_for``
+    (inside redis-py) sometimes does: the cancel is caught and the call returns normally."""
+
+    def __init__(self, store: RedisStore) -> None:
+        self._store = store
+        self.entered = asyncio.Event()
+
+    async def expire_unverified(self, now: float, after_s: float) -> tuple[list[bytes], list[RemovedSub]]:
+        self.entered.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            pass
+        return await self._store.expire_unverified(now, after_s)
+
+
+async def test_a_cancel_lost_inside_the_store_still_stops_housekeeping(store: RedisStore) -> None:
+    wrapped = SwallowsCancel(store)
+    hk = Housekeeping(wrapped, Forgotten(), Stats(), expire_after_days=0,  # type: ignore[arg-type]
+                      expire_unverified_after_h=6.0, clock=lambda: NOW)
+    task = asyncio.create_task(hk.run())
+    await wrapped.entered.wait()
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=5)
+    assert done == {task} and task.cancelled()  # before the fix: asleep for the hour, stop() hung
