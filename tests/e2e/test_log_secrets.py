@@ -21,7 +21,7 @@ from ntf_server.config import LogConfig, LogFormat, LogLevel
 from ntf_server.logsetup import setup_logging
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import SMPServer
-from ntf_server.protocol.errors import AUTH
+from ntf_server.protocol.errors import AUTH, QUOTA
 from ntf_server.sim.device import NtfClient, SimApp
 from ntf_server.store.atrest import load_or_create_store_key
 
@@ -141,13 +141,19 @@ async def test_debug_logs_carry_no_secret(env: Env, debug_logs: tuple[io.StringI
         await other.register(client)
     await env.server.push.drain()  # type: ignore[union-attr]
     assert await dead.token_command(client, P.TVfy(os.urandom(32))) == P.Err(AUTH)
-    # TDEL, expiry housekeeping
+    # a flood over the per-connection quota (ERR QUOTA, debug lines and a summary)
+    flood = [SimApp(P.DeviceToken(P.PushProvider.APNS_TEST, os.urandom(32).hex().encode())) for _ in range(25)]
+    flooder = await NtfClient.connect("127.0.0.1", env.port, env.key_hash)
+    answers = [await f.register(flooder) for f in flood]
+    assert P.Err(QUOTA) in answers
+    await flooder.close()
+    # TDEL, expiry housekeeping (unused and never-verified tokens)
     assert await app.token_command(client, P.TDel()) == P.Ok()
     assert env.server.housekeeping is not None
     await env.server.housekeeping.expire_once(time.time() + 400 * 86400)
     await client.close()
 
-    for label, a in (("app", app), ("dead", dead), ("prod", prod), ("bad", bad)):
+    for label, a in (("app", app), ("dead", dead), ("prod", prod), ("bad", bad), *(("flood", f) for f in flood)):
         app_secrets(label, a)
     jwts = {c.auth.token for c in env.sim.conns if c.auth.token}
     assert jwts, "the simulator saw no provider token"
@@ -161,6 +167,10 @@ async def test_debug_logs_carry_no_secret(env: Env, debug_logs: tuple[io.StringI
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     secrets += [(".p8 key", pem_forms(p8)), (".p8 scalar", key.private_numbers().private_value.to_bytes(32, "big"))]
     secrets.append(("store key", load_or_create_store_key(env.config.store.key_file)))
+    cfg_dir = env.config.config_dir
+    for name in ("server.key", "ca.key"):  # TLS private keys, as written by init
+        secrets.append((name, pem_forms((cfg_dir / name).read_bytes())))
+    secrets.append(("admin token", (cfg_dir / "admin.token").read_bytes().strip()))
 
     written = out.getvalue()
     assert raw.lines and written  # the scenario did log, at debug level
