@@ -172,6 +172,22 @@ class StoreConfig:
     expire_tokens_after_days: int = setting(
         0, "delete tokens unused for this many days; 0 = never (Haskell never expires)", min=0
     )
+    expire_unverified_after_h: float = setting(
+        6.0, "delete tokens never verified (TVFY) this many hours after TNEW; 0 = never", min=0
+    )
+
+
+@dataclass(frozen=True)
+class RegistrationConfig:
+    per_connection_per_min: float = setting(10.0, "TNEW/TRPL per connection per minute, sustained; 0 = no limit",
+                                            min=0)
+    per_connection_burst: int = setting(20, "TNEW/TRPL a connection may send back to back", min=1)
+    per_ip_per_min: float = setting(
+        60.0, "TNEW/TRPL per client address (IPv6: per /64) per minute, sustained; 0 = no limit", min=0
+    )
+    per_ip_burst: int = setting(300, "TNEW/TRPL an address may send back to back (phones behind one NAT)", min=1)
+    ip_table_size: int = setting(100000, "client addresses tracked at once (least recently seen forgotten)",
+                                 min=1)
 
 
 @dataclass(frozen=True)
@@ -251,6 +267,7 @@ class Config:
     tls: TlsConfig = setting(TlsConfig(), "server credentials (written by ntf-server init)")
     redis: RedisConfig = setting(RedisConfig(), "store: Redis")
     store: StoreConfig = setting(StoreConfig(), "data at rest")
+    registration: RegistrationConfig = setting(RegistrationConfig(), "token registration limits (ERR QUOTA beyond)")
     apns: ApnsConfig = setting(ApnsConfig(), "Apple Push Notification service, per environment")
     push: PushConfig = setting(PushConfig(), "message push policy (for message notifications; not used yet)")
     admin: AdminConfig = setting(AdminConfig(), "admin API (not available yet)")

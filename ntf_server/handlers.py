@@ -229,7 +229,7 @@ class NtfHandlers:
             reg_code=secrets.token_bytes(REG_CODE_BYTES),
             last_used_day=day_of(self._clock()),
         )
-        if await self._store.create_token(rec) is TokenCreate.DUPLICATE:
+        if await self._store.create_token(rec, self._clock()) is TokenCreate.DUPLICATE:
             return P.Err(AUTH)
         self._pusher.send_verification(rec)
         if rec.provider is not PushProvider.APNS_NULL:

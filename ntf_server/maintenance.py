@@ -1,8 +1,11 @@
-"""Periodic housekeeping: expire abandoned tokens (spec §6.3 — the Haskell server never does).
+"""Periodic housekeeping: expire abandoned and never-verified tokens (spec §6.3 — the Haskell server never does).
 
 A token's "last used" day is refreshed whenever a client command names it; tokens not used for
 ``store.expire_tokens_after_days`` days are deleted with their subscriptions, and the subscriber is told
-to forget them. ``expire_once`` takes ``now`` so it is tested without waiting days.
+to forget them. Tokens never verified (no accepted ``TVFY``) are deleted ``store.expire_unverified_after_h``
+hours after their ``TNEW`` (issue 8: registrations nobody completes would otherwise pile up forever; an
+app whose token expired meanwhile gets ``ERR AUTH`` and registers again, spec §4.5). Both walk an index
+in Redis, never the keyspace. ``expire_once`` takes ``now`` so it is tested without waiting.
 """
 
 from __future__ import annotations
@@ -21,33 +24,61 @@ from ntf_server.store.errors import StoreError
 log = logging.getLogger(__name__)
 
 EXPIRY_INTERVAL_S: Final = 3600.0
+HOUR_S: Final = 3600.0
 
 
 class Housekeeping:
     def __init__(self, store: Store, sink: SubscriptionSink, stats: Stats, *, expire_after_days: int,
-                 clock: Callable[[], float] = time.time, interval_s: float = EXPIRY_INTERVAL_S) -> None:
+                 expire_unverified_after_h: float = 0.0, clock: Callable[[], float] = time.time,
+                 interval_s: float = EXPIRY_INTERVAL_S) -> None:
         self._store = store
         self._sink = sink
         self._stats = stats
         self._days = expire_after_days
+        self._unverified_s = expire_unverified_after_h * HOUR_S
         self._clock = clock
         self._interval = interval_s
 
+    @property
+    def enabled(self) -> bool:
+        return self._days > 0 or self._unverified_s > 0
+
     async def expire_once(self, now: float | None = None) -> int:
+        """Both expiries, once; returns the number of tokens deleted."""
+        now = self._clock() if now is None else now
+        return await self.expire_unverified_once(now) + await self.expire_unused_once(now)
+
+    async def expire_unused_once(self, now: float) -> int:
         if self._days <= 0:
             return 0
-        tokens, removed = await self._store.expire_tokens(self._clock() if now is None else now, self._days)
+        tokens, removed = await self._store.expire_tokens(now, self._days)
         self._sink.forget(removed)
         if tokens:
             self._stats.incr("tkn_expired", len(tokens))
             log.info("expired %d unused tokens (%d subscriptions)", len(tokens), len(removed))
         return len(tokens)
 
+    async def expire_unverified_once(self, now: float) -> int:
+        if self._unverified_s <= 0:
+            return 0
+        tokens, removed = await self._store.expire_unverified(now, self._unverified_s)
+        self._sink.forget(removed)
+        if tokens:
+            self._stats.incr("tkn_expired_unverified", len(tokens))
+            log.info("expired %d tokens never verified within %g h", len(tokens), self._unverified_s / HOUR_S)
+        return len(tokens)
+
     async def run(self) -> None:
-        """A long-lived part of the server: never returns (a part that ends stops the server)."""
+        """A long-lived part of the server: never returns (a part that ends stops the server), also when
+        nothing is enabled, when it only waits."""
+        task = asyncio.current_task()
         while True:
             try:
                 await self.expire_once()
             except StoreError as e:
                 log.warning("token expiry skipped: %s", type(e).__name__)
+            if task is not None and task.cancelling():
+                # A cancel that arrived during a store call can be lost on the way (Python 3.11's
+                # asyncio.wait_for, used inside redis-py, may swallow it): stop now, not in an hour.
+                raise asyncio.CancelledError
             await asyncio.sleep(self._interval)

@@ -38,10 +38,13 @@ from ntf_server.config import Config, ConfigError, redact_url
 from ntf_server.handlers import NtfHandlers
 from ntf_server.interfaces import NullSink
 from ntf_server.logsetup import setup_logging
+from ntf_server.logsummary import flush_every
 from ntf_server.maintenance import Housekeeping
 from ntf_server.protocol import crypto
 from ntf_server.push.apns_sender import ApnsSender
 from ntf_server.push.service import PushService
+from ntf_server.ratelimit import Rate
+from ntf_server.redact import cap_third_party_loggers
 from ntf_server.statelock import AlreadyRunning, StateLock
 from ntf_server.stats import Stats
 from ntf_server.store.atrest import load_or_create_store_key
@@ -52,9 +55,12 @@ from ntf_server.transport import certs
 from ntf_server.transport.certs import CredentialsError
 from ntf_server.transport.listener import ListenerLimits, NtfListener
 from ntf_server.transport.ntf_connection import ServerIdentity
+from ntf_server.transport.quota import RegistrationLimits
 from ntf_server.transport.tls import TlsError, server_context
 
 log = logging.getLogger(__name__)
+
+SUMMARY_INTERVAL_S: Final = 60.0  # counted log summaries (logsummary.py) are written at least this often
 
 
 def load_sign_key(path: Path) -> crypto.SignPrivateKey:
@@ -140,6 +146,7 @@ class NtfServer:
     async def _start(self, stack: AsyncExitStack) -> None:
         cfg = self.config
         stack.enter_context(StateLock(cfg.server.state_dir))  # before anything touches the directory
+        cap_third_party_loggers()  # also for in-process servers (tests, demo) that skip setup_logging
         url = await self._redis_url(stack)
         master = load_or_create_store_key(cfg.store.key_file)
         try:
@@ -156,9 +163,15 @@ class NtfServer:
         sink = NullSink()  # the subscriber pool (next issue) takes its place for both
         handlers = NtfHandlers(self._store, self.push, self.stats, sink, pushable=sender.pushable)
         self.housekeeping = Housekeeping(self._store, sink, self.stats,
-                                         expire_after_days=cfg.store.expire_tokens_after_days)
+                                         expire_after_days=cfg.store.expire_tokens_after_days,
+                                         expire_unverified_after_h=cfg.store.expire_unverified_after_h)
+        r = cfg.registration
+        quotas = RegistrationLimits(Rate(r.per_connection_per_min, r.per_connection_burst),
+                                    Rate(r.per_ip_per_min, r.per_ip_burst), r.ip_table_size, self.stats)
+        summaries = [self.push.failures, self.push.drops, quotas.refusals]
         self._parts = {"push workers": self.push.run, "housekeeping": self.housekeeping.run,
-                       "redis health": self._store.watch_health, **self._parts}
+                       "redis health": self._store.watch_health,
+                       "log summaries": lambda: flush_every(summaries, SUMMARY_INTERVAL_S), **self._parts}
         if self._embedded is not None:
             self._parts["embedded redis"] = self._embedded.supervise
         self._supervisor = asyncio.create_task(self._supervise(), name="ntf-server parts")
@@ -170,7 +183,7 @@ class NtfServer:
         limits = ListenerLimits(s.max_connections, s.tls_timeout_s, s.handshake_timeout_s, s.block_read_timeout_s,
                                 s.block_write_timeout_s, s.idle_timeout_s, s.shutdown_timeout_s)
         ctx = server_context(cfg.tls.cert_file, cfg.tls.key_file, cfg.tls.ca_cert_file)
-        self.listener = NtfListener(ctx, identity, handlers, self.stats, limits)
+        self.listener = NtfListener(ctx, identity, handlers, self.stats, limits, quotas)
         try:
             await self.listener.start(s.bind or None, s.port)
         except OSError as e:
@@ -182,7 +195,8 @@ class NtfServer:
         url = self.config.redis_url().strip()
         if url:
             return url
-        self._embedded = EmbeddedRedis(self.config.server.state_dir)
+        # <state_dir>/redis/redis/: the layout of the first release, kept so upgrades find their data
+        self._embedded = EmbeddedRedis(self.config.server.state_dir / "redis")
         stack.push_async_callback(self._embedded.stop)
         return await self._embedded.start()
 

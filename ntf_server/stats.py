@@ -16,6 +16,7 @@ KNOWN: Final = (
     "ntf_vrf_queued", "ntf_vrf_delivered", "ntf_vrf_failed", "ntf_vrf_invalid_tkn", "push_queue_full",
     "store_errors", "conn_accepted", "conn_refused", "conn_handshake_failed", "conn_closed",
     "req_received", "req_rejected", "req_auth_failed", "req_prohibited", "blocks_bad",
+    "req_quota_exceeded", "tkn_expired_unverified",
 )
 
 

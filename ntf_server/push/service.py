@@ -15,6 +15,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Final, Protocol
 
+from ntf_server.logsummary import CountedLog
 from ntf_server.push import payload
 from ntf_server.stats import Stats
 from ntf_server.store.base import Store
@@ -58,13 +59,16 @@ class PushService:
         self._stats = stats
         self._workers = workers
         self._queue: asyncio.Queue[TokenRecord] = asyncio.Queue(queue_size)
+        # one line per token would let a client flood the log (issue 8): per-token detail at debug only
+        self.failures = CountedLog(log, "verification push failed")
+        self.drops = CountedLog(log, "push queue full: verification push dropped", level=logging.WARNING)
 
     def send_verification(self, token: TokenRecord) -> None:
         try:
             self._queue.put_nowait(token)
         except asyncio.QueueFull:
             self._stats.incr("push_queue_full")
-            log.warning("push queue full: verification push dropped")
+            self.drops.event("queue full")
             return
         if token.provider is not PushProvider.APNS_NULL:
             self._stats.incr("ntf_vrf_queued")
@@ -109,6 +113,9 @@ class PushService:
                 await self._store.set_token_status(tok.token_id, TokenStatus(TokenStatusKind.INVALID, reason))
                 self._stats.incr("ntf_vrf_failed")
                 self._stats.incr("ntf_vrf_invalid_tkn")
+                log.debug("verification push: device token invalid (%s), %r", reason.value, tok)
+                self.failures.event(f"invalid token {reason.value}")
             case Failed(reason):
-                log.info("verification push failed: %s", reason)
+                log.debug("verification push failed: %s, %r", reason, tok)
                 self._stats.incr("ntf_vrf_failed")
+                self.failures.event(reason)

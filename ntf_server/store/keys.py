@@ -8,6 +8,7 @@ Global:
   P dt:<hmac>   hash   token id -> hmac(verify key)            ((provider, device token) -> tokens)
   P used        zset   token id by last-used day               (expiry, token count)
   P cron        zset   token id by next periodic push time     (cron due set)
+  P unv         zset   token id by creation time (Unix s), only while never verified (expiry of those)
   P srv:id / srv:addr / srv:n / srv:count                      (SMP server registry and sub counts)
   P n:sub, P n:ln      counters
   P s:<server number>:<bucket>   hash   r -> packed subscription (below)
@@ -76,7 +77,7 @@ class Keys:
         return self.bucket(srv, bucket_of(r, self.buckets))
 
     def g(self, name: str) -> str:
-        """A global key: used, cron, srv:id, srv:addr, srv:n, srv:count, n:sub, n:ln, meta."""
+        """A global key: used, cron, unv, srv:id, srv:addr, srv:n, srv:count, n:sub, n:ln, meta."""
         return self.prefix + name
 
 

@@ -12,6 +12,7 @@ waiting through the retries, until a background probe finds it again.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
 from typing import Any, Final
 
@@ -276,13 +277,16 @@ class RedisStore:
         except (KeyError, ValueError) as e:
             raise StoreError(f"corrupted token record: {type(e).__name__}") from e
 
-    async def create_token(self, token: TokenRecord) -> TokenCreate:
+    async def create_token(self, token: TokenRecord, now: float | None = None) -> TokenCreate:
+        """``now`` is the creation time (default: the wall clock); until the token is verified it is also
+        in the `unv` index that ``expire_unverified`` walks."""
         if len(token.token_id) != TOKEN_ID_BYTES:
             raise StoreError("token id must be 24 bytes")
         fields = self._encode_token(token)
         x = self._dt_index(token.provider, token.device_token)
         vh = self._a.index(b"vk", token.verify_key)
-        res = await self._run("CREATE_TOKEN", token.token_id, x, vh, token.last_used_day, *fields)
+        created = math.floor(time.time() if now is None else now)
+        res = await self._run("CREATE_TOKEN", token.token_id, x, vh, token.last_used_day, created, *fields)
         if res in (b"OK", b"SAME"):  # SAME: a retried call whose first reply was lost
             return TokenCreate.CREATED
         if res == b"DUPLICATE":
@@ -407,6 +411,21 @@ class RedisStore:
             tids += res[0]
             removed += await self._removed(res[1])
             if len(res[0]) < batch:
+                return tids, removed
+
+    async def expire_unverified(
+        self, now: float, after_s: float, batch: int = 100
+    ) -> tuple[list[bytes], list[RemovedSub]]:
+        """Delete tokens created `after_s` or more before `now` and never verified (TVFY), with their
+        subscriptions. Walks only the `unv` index (a zset by creation time), one atomic batch at a time."""
+        cutoff = math.floor(now - after_s)
+        tids: list[bytes] = []
+        removed: list[RemovedSub] = []
+        while True:
+            scanned, gone, flat = await self._run("EXPIRE_UNVERIFIED", cutoff, batch)
+            tids += gone
+            removed += await self._removed(flat)
+            if scanned < batch:
                 return tids, removed
 
     # ------------------------------------------------------------------ SMP servers

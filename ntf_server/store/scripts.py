@@ -57,16 +57,17 @@ local function del_token(tid, out)
   redis.call('HDEL', P .. 'dt:' .. x, tid)
   redis.call('ZREM', P .. 'used', tid)
   redis.call('ZREM', P .. 'cron', tid)
+  redis.call('ZREM', P .. 'unv', tid)
   redis.call('DEL', tk, tk .. ':subs', tk .. ':ln')
   return true
 end
 """
 
-# ARGV: P NB tid x vh day field value ...
+# ARGV: P NB tid x vh day created field value ...
 CREATE_TOKEN: Final = (
     _PRELUDE
     + r"""
-local tid, x, vh, day = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local tid, x, vh, day, created = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local tk = tkey(tid)
 if redis.call('EXISTS', tk) == 1 then
   if redis.call('HGET', tk, 'vh') == vh and redis.call('HGET', tk, 'x') == x then return 'SAME' end
@@ -74,9 +75,10 @@ if redis.call('EXISTS', tk) == 1 then
 end
 local idx = redis.call('HGETALL', P .. 'dt:' .. x)
 for i = 2, #idx, 2 do if idx[i] == vh then return 'DUPLICATE' end end
-redis.call('HSET', tk, unpack(ARGV, 7))
+redis.call('HSET', tk, unpack(ARGV, 8))
 redis.call('HSET', P .. 'dt:' .. x, tid, vh)
 redis.call('ZADD', P .. 'used', day, tid)
+if kind(redis.call('HGET', tk, 'st')) ~= 'ACTIVE' then redis.call('ZADD', P .. 'unv', created, tid) end
 return 'OK'
 """
 )
@@ -112,6 +114,7 @@ local listed = false
 for i = 6, #ARGV do if ARGV[i] == kind(st) then listed = true end end
 if (ARGV[5] == 'only') == listed then
   redis.call('HSET', tk, 'st', ARGV[4])
+  if kind(ARGV[4]) == 'ACTIVE' then redis.call('ZREM', P .. 'unv', ARGV[3]) end
   return {1, ARGV[4]}
 end
 return {0, st}
@@ -130,6 +133,7 @@ local ok = false
 for i = 4, #ARGV do if ARGV[i] == kind(st) then ok = true end end
 if not ok then return {'DENIED', {}} end
 redis.call('HSET', tk, 'st', 'ACTIVE')
+redis.call('ZREM', P .. 'unv', tid)
 local others = redis.call('HKEYS', P .. 'dt:' .. redis.call('HGET', tk, 'x'))
 local out = {}
 for _, other in ipairs(others) do
@@ -157,6 +161,27 @@ local tids = redis.call('ZRANGEBYSCORE', P .. 'used', '-inf', ARGV[3], 'LIMIT', 
 local out = {}
 for _, tid in ipairs(tids) do del_token(tid, out) end
 return {tids, out}
+"""
+)
+
+# Tokens never verified (still in `unv`) created at or before the cutoff; an entry whose token is gone or
+# ACTIVE (cannot happen: activation and deletion remove it) is dropped from the index, nothing else.
+# ARGV: P NB cutoff limit -> {scanned, {tid...}, {sid, srv, record, ...}}
+EXPIRE_UNVERIFIED: Final = (
+    _PRELUDE
+    + r"""
+local tids = redis.call('ZRANGEBYSCORE', P .. 'unv', '-inf', ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
+local out, gone = {}, {}
+for _, tid in ipairs(tids) do
+  local st = redis.call('HGET', tkey(tid), 'st')
+  if st and kind(st) ~= 'ACTIVE' then
+    del_token(tid, out)
+    table.insert(gone, tid)
+  else
+    redis.call('ZREM', P .. 'unv', tid)
+  end
+end
+return {#tids, gone, out}
 """
 )
 

@@ -18,6 +18,7 @@ from ntf_server.protocol.transport import NTF_BLOCK_SIZE
 from ntf_server.stats import Stats
 from ntf_server.transport.blocks import BlockStream, ConnectionClosed
 from ntf_server.transport.ntf_connection import HandshakeFailed, NtfConnection, ServerIdentity, server_handshake
+from ntf_server.transport.quota import RegistrationLimits
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +42,14 @@ class NtfListener:
         handlers: NtfHandlers,
         stats: Stats,
         limits: ListenerLimits,
+        quotas: RegistrationLimits | None = None,
     ) -> None:
         self._ssl = ssl_context
         self._identity = identity
         self._handlers = handlers
         self._stats = stats
         self._limits = limits
+        self._quotas = quotas
         self._server: asyncio.Server | None = None
         self._conns: dict[asyncio.Task[None], BlockStream] = {}
         self.started = asyncio.Event()
@@ -85,7 +88,8 @@ class NtfListener:
         self._stats.incr("conn_accepted")
         try:
             params, dh = await server_handshake(stream, self._identity, lim.handshake_timeout_s)
-            conn = NtfConnection(stream, params, dh, self._handlers, self._stats, lim.idle_timeout_s or None)
+            quota = self._quotas.for_peer(writer.get_extra_info("peername")) if self._quotas else None
+            conn = NtfConnection(stream, params, dh, self._handlers, self._stats, lim.idle_timeout_s or None, quota)
             await conn.run()
         except HandshakeFailed as e:
             self._stats.incr("conn_handshake_failed")

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from ntf_server.handlers import NtfHandlers
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import CodecError, pad
-from ntf_server.protocol.errors import BLOCK
+from ntf_server.protocol.errors import BLOCK, QUOTA
 from ntf_server.protocol.handshake import NtfClientHello, NtfServerHello
 from ntf_server.protocol.transport import (
     NTF_LEGACY_VRANGE,
@@ -40,6 +40,7 @@ from ntf_server.protocol.transport import (
 )
 from ntf_server.stats import Stats
 from ntf_server.transport.blocks import BlockStream, ConnectionClosed
+from ntf_server.transport.quota import ConnectionQuota
 from ntf_server.transport.tls import negotiated_alpn
 
 log = logging.getLogger(__name__)
@@ -103,8 +104,10 @@ class NtfConnection:
         handlers: NtfHandlers,
         stats: Stats,
         idle_timeout_s: float | None,
+        quota: ConnectionQuota | None = None,
     ) -> None:
         self._stream = stream
+        self._quota = quota
         self._params = params
         self._server_dh = server_dh
         self._handlers = handlers
@@ -159,7 +162,10 @@ class NtfConnection:
                 await self._out.put(replies)
 
     async def _answer(self, req: P.NtfRequest) -> Reply:
-        resp = await self._handlers.handle(req, self._server_dh)
+        if isinstance(req.command, P.TNew | P.TRpl) and self._quota is not None and not self._quota.allow():
+            resp: P.NtfResponse = P.Err(QUOTA)  # refused before any store or crypto work
+        else:
+            resp = await self._handlers.handle(req, self._server_dh)
         return Reply(req.raw.corr_id, response_entity(resp, req.raw.entity_id), resp)
 
     async def _send(self) -> None:

@@ -119,7 +119,7 @@ async def test_second_start_on_the_same_state_dir_is_refused_and_harms_nothing(t
     cfg = init_dir(tmp_path)
     async with running(cfg) as first:
         client, app = await register(first)
-        sock = cfg / "state" / "redis" / "redis.sock"
+        sock = cfg / "state" / "redis" / "redis" / "redis.sock"
         assert sock.exists()
         code, out, err = await finished(await spawn(cfg))
         assert code != 0

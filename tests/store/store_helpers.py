@@ -80,9 +80,11 @@ async def check_invariants(store: RedisStore, url: str) -> dict[str, int]:
             if k.startswith(p + "dt:"):
                 for tid in await c.hkeys(k):
                     assert tid in tids, "device index points at a missing token"
-        for z in ("used", "cron"):
+        for z in ("used", "cron", "unv"):
             for tid in await c.zrange(p + z, 0, -1):
                 assert tid in tids, f"{z} set points at a missing token"
+        for tid in await c.zrange(p + "unv", 0, -1):
+            assert await c.hget(p + "t{" + tid.hex() + "}", "st") != b"ACTIVE", "verified token in unv set"
         per_server: Counter[int] = Counter()
         for (n, r), v in records.items():
             assert v[:24] in tids, "subscription of a missing token"
