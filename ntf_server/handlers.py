@@ -23,6 +23,7 @@ from typing import Final, assert_never
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from ntf_server.interfaces import Pusher, SubscriptionSink
+from ntf_server.logsummary import CountedLog
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.errors import AUTH, QUOTA, CmdError, CommandError, StoreErr
 from ntf_server.protocol.token_fsm import SUB_COMMANDS_ALLOWED, TokenEvent, changing_sources, next_status
@@ -86,6 +87,7 @@ class NtfHandlers:
         self._pusher = pusher
         self._stats = stats
         self._subscriber = subscriber
+        self.store_errors = CountedLog(log, "request answered ERR STORE", level=logging.WARNING)
         self._clock = clock
 
     # ------------------------------------------------------------ verification (§4.3)
@@ -140,7 +142,7 @@ class NtfHandlers:
                 return verified
             return await self._execute(verified)
         except StoreError as e:
-            log.warning("store error: %s", type(e).__name__)
+            self.store_errors.event(str(e))  # one line a minute in an outage, not one a request
             self._stats.incr("store_errors")
             return P.Err(StoreErr("database error"))
 

@@ -168,7 +168,7 @@ class NtfServer:
         r = cfg.registration
         quotas = RegistrationLimits(Rate(r.per_connection_per_min, r.per_connection_burst),
                                     Rate(r.per_ip_per_min, r.per_ip_burst), r.ip_table_size, self.stats)
-        summaries = [self.push.failures, self.push.drops, quotas.refusals]
+        summaries = [self.push.failures, self.push.drops, quotas.refusals, handlers.store_errors]
         self._parts = {"push workers": self.push.run, "housekeeping": self.housekeeping.run,
                        "redis health": self._store.watch_health,
                        "log summaries": lambda: flush_every(summaries, SUMMARY_INTERVAL_S), **self._parts}

@@ -350,7 +350,9 @@ async def test_idle_clients_are_disconnected(env: Env) -> None:
     await busy.close()
 
 
-async def test_store_outage_is_answered_and_survived(env: Env, tmp_path: Path, redis_url: str) -> None:
+async def test_store_outage_is_answered_and_survived(
+    env: Env, tmp_path: Path, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """Redis unreachable: requests get ERR STORE at once (the store's health switch is down, so they do not
     each wait through retries), the NTF connection stays open, and once Redis is back the background probe
     finds it and everything works again, with nothing lost."""
@@ -365,6 +367,8 @@ async def test_store_outage_is_answered_and_survived(env: Env, tmp_path: Path, r
             assert await app.token_command(client, P.TChk()) == P.Err(StoreErr("database error"))
         assert not server.store.healthy
         assert server.stats["store_errors"] == 3
+        answered = [r for r in caplog.records if "ERR STORE" in r.getMessage()]
+        assert len(answered) == 1  # one line for the outage, the repeats are summarised
         assert (await client.request(b"", P.Ping()))[1] == P.Pong()  # the connection is still served
         await proxy.start()
         async with asyncio.timeout(10):  # the background probe finds Redis again
