@@ -39,7 +39,7 @@ from ntf_server.protocol.transport import (
     parse_block,
 )
 from ntf_server.stats import Stats
-from ntf_server.transport.blocks import BlockStream, ConnectionClosed
+from ntf_server.transport.blocks import Blocks, ConnectionClosed
 from ntf_server.transport.tls import negotiated_alpn
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def response_entity(resp: P.NtfResponse, request_entity: bytes) -> bytes:
 
 
 async def server_handshake(
-    stream: BlockStream, identity: ServerIdentity, timeout_s: float
+    stream: Blocks, identity: ServerIdentity, timeout_s: float
 ) -> tuple[THParams, X25519PrivateKey | None]:
     session_id = stream.session_id()
     vrange = NTF_SUPPORTED_VRANGE if negotiated_alpn(stream.ssl_object) is not None else NTF_LEGACY_VRANGE
@@ -97,7 +97,7 @@ async def server_handshake(
 class NtfConnection:
     def __init__(
         self,
-        stream: BlockStream,
+        stream: Blocks,
         params: THParams,
         server_dh: X25519PrivateKey | None,
         handlers: NtfHandlers,
