@@ -62,10 +62,10 @@ class NtfClient:
     @classmethod
     async def connect(
         cls, host: str, port: int, key_hash: bytes, *, alpn: bool = True,
-        versions: VersionRange = NTF_SUPPORTED_VRANGE, timeout_s: float = 10.0,
+        versions: VersionRange = NTF_SUPPORTED_VRANGE, timeout_s: float = 10.0, local_host: str | None = None,
     ) -> NtfClient:
         reader, writer, leaf = await connect_pinned(host, port, ntf_client_context(alpn=alpn), key_hash,
-                                                    timeout_s=timeout_s)
+                                                    timeout_s=timeout_s, local_host=local_host)
         stream = BlockStream(reader, writer, NTF_BLOCK_SIZE, read_timeout_s=timeout_s, write_timeout_s=timeout_s)
         try:
             async with asyncio.timeout(timeout_s):

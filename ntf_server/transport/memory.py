@@ -13,6 +13,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import functools
+import gc
 import logging
 from collections.abc import Callable
 from typing import Final
@@ -65,6 +66,7 @@ class MemoryReturner:
     def _trim(self, open_now: int) -> None:
         self._timer = None
         self._peak = open_now
+        gc.collect()  # objects in reference cycles (exceptions and their frames) hold memory until then
         if release_memory():
             log.debug("returned free heap memory to the system (%d connections open)", open_now)
 

@@ -207,12 +207,15 @@ def peer_chain_der(conn: SSLConn) -> list[bytes]:
 
 
 async def connect_pinned(
-    host: str, port: int, context: ssl.SSLContext, key_hash: bytes, *, timeout_s: float
+    host: str, port: int, context: ssl.SSLContext, key_hash: bytes, *, timeout_s: float,
+    local_host: str | None = None,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, PeerKey]:
     """TCP + TLS without SNI (``server_hostname=""``; None would send the host name), then pin the peer.
-    On a chain failure the connection is closed before anything is sent and ChainError is raised."""
+    On a chain failure the connection is closed before anything is sent and ChainError is raised.
+    ``local_host`` binds the client side (tests use other loopback addresses as other clients)."""
+    local_addr = (local_host, 0) if local_host else None
     reader, writer = await asyncio.wait_for(
-        asyncio.open_connection(host, port, ssl=context, server_hostname=""), timeout_s
+        asyncio.open_connection(host, port, ssl=context, server_hostname="", local_addr=local_addr), timeout_s
     )
     try:
         leaf_key = verify_peer(writer.get_extra_info("ssl_object"), key_hash)

@@ -1,0 +1,63 @@
+"""Connection admission bookkeeping (pure): every socket counts from accept; handshake and per-address caps."""
+
+from __future__ import annotations
+
+import pytest
+
+from ntf_server.transport.admission import Admission, Caps, Refusal, client_key
+
+
+@pytest.mark.parametrize(
+    ("host", "key"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("::ffff:203.0.113.7", "203.0.113.7"),  # IPv4-mapped: the same client as plain IPv4
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:bbbb::9", "2001:db8:1:2::/64"),  # the same /64: one client
+        ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("not-an-ip", "not-an-ip"),
+    ],
+)
+def test_client_key(host: str, key: str) -> None:
+    assert client_key(host) == key
+
+
+def test_every_socket_counts_until_released() -> None:
+    a = Admission(Caps(max_connections=2, max_handshakes=10, max_per_ip=10))
+    assert a.admit("a") is None and a.admit("b") is None
+    assert a.admit("c") is Refusal.CONNECTIONS
+    a.handshake_done()  # finishing the handshake frees no connection slot
+    assert a.admit("c") is Refusal.CONNECTIONS
+    a.release("a", handshaking=False)
+    assert a.admit("c") is None
+    assert (a.total, a.handshaking) == (2, 2)
+
+
+def test_handshake_cap_frees_when_a_handshake_ends_either_way() -> None:
+    a = Admission(Caps(max_connections=10, max_handshakes=2, max_per_ip=10))
+    assert a.admit("a") is None and a.admit("b") is None
+    assert a.admit("c") is Refusal.HANDSHAKES
+    a.handshake_done()
+    assert a.admit("c") is None
+    a.release("c", handshaking=True)  # died in its handshake
+    assert a.admit("d") is None
+    assert (a.total, a.handshaking) == (3, 2)
+
+
+def test_per_ip_cap_counts_one_address_only() -> None:
+    a = Admission(Caps(max_connections=10, max_handshakes=10, max_per_ip=2))
+    assert a.admit("a") is None and a.admit("a") is None
+    assert a.admit("a") is Refusal.PER_IP
+    assert a.admit("b") is None
+    a.release("a", handshaking=True)
+    assert a.count("a") == 1 and a.admit("a") is None
+    for _ in range(2):
+        a.release("a", handshaking=True)
+    assert a.count("a") == 0 and a.total == 1
+
+
+def test_the_first_exceeded_limit_is_reported() -> None:
+    a = Admission(Caps(max_connections=1, max_handshakes=1, max_per_ip=1))
+    assert a.admit("a") is None
+    assert a.admit("a") is Refusal.CONNECTIONS
