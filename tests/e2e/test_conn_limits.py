@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from collections.abc import Callable
 
 import pytest
 from conftest import Env
@@ -76,9 +77,12 @@ async def tls_only(env: Env) -> BlockStream:
     return stream
 
 
-async def until(condition: object, timeout_s: float = 5.0) -> None:
+async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Poll server state the test cannot be told about (counters move in the server's own callbacks)."""
     async with asyncio.timeout(timeout_s):
-        while not condition():  # type: ignore[operator]
+        while True:
+            if condition():
+                return
             await asyncio.sleep(0.02)
 
 
