@@ -19,6 +19,7 @@ from ntf_server.config import CONFIG_FILE, Config, ConfigError, load_config, red
 from ntf_server.protocol.encoding import CodecError, check_host
 from ntf_server.transport import certs
 from ntf_server.transport.certs import CredentialsError, SignAlgorithm
+from ntf_server.transport.memory import use_system_malloc
 
 CONFIG_DIR_ENV: Final = "NTF_SERVER_CFG_PATH"  # same variable as the Haskell server
 DEFAULT_CONFIG_DIR: Final = "ntf-config"
@@ -131,6 +132,7 @@ def load_initialised(config_dir: Path) -> tuple[Config, bytes]:
 
 def cmd_start(config_dir: Path) -> int:
     config, key_hash = load_initialised(config_dir)
+    use_system_malloc()  # re-executes once: freed memory returns to the system (issue 8.3)
     print(f"Server address: {certs.server_address(key_hash, config.server.host, config.server.port)}")
     # Imported here: only the CLI imports the server (DESIGN dependency rule), and init/check-config
     # must not pay for (or depend on) the whole server stack.

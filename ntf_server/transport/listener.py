@@ -60,7 +60,7 @@ class NtfListener:
         self._server: asyncio.Server | None = None
         self._conns: dict[TlsConnection, asyncio.Task[None] | None] = {}  # every admitted socket
         self._handshaking: set[TlsConnection] = set()
-        self._memory = MemoryReturner()
+        self._memory = MemoryReturner(lambda: len(self._conns))
         self.started = asyncio.Event()
 
     def __repr__(self) -> str:
@@ -101,7 +101,7 @@ class NtfListener:
         self._conns[conn] = None
         self._handshaking.add(conn)
         self._stats.incr("conn_accepted")
-        self._memory.connection_started(len(self._conns))
+        self._memory.connection_started()
         return True
 
     def _ready(self, conn: TlsConnection) -> None:
@@ -122,9 +122,9 @@ class NtfListener:
             self._stats.incr("conn_tls_failed")
             log.debug("%s", conn.error or "closed during the TLS handshake")
         if task is None:
-            self._memory.connection_ended(len(self._conns))
-        else:
-            task.add_done_callback(lambda _: self._memory.connection_ended(len(self._conns)))
+            self._memory.connection_ended()
+        else:  # its objects are freed when the task ends
+            task.add_done_callback(lambda _: self._memory.connection_ended())
 
     async def _serve(self, conn: TlsConnection) -> None:
         lim = self._limits

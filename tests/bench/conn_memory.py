@@ -10,9 +10,11 @@ Runs the NTF server in a child process (embedded Redis, admin API off) and measu
 3. N idle established NTF connections (TLS + NTF handshake done, then silence): KB per connection and
    the extrapolation to 10,000 connections; then all are closed and RSS compared again after the settle.
 
-The server's limits are raised for the run (caps above N, long TLS/idle timeouts) so that every socket is
-held and counted; on code without a setting the override is skipped. Goals (issue 8 item 3): ≤ 64 KB per
-idle established connection, 10,000 connections ≤ 1 GB, RSS within 10% of baseline a minute after a flood.
+The child starts as ``ntf-server start`` does (with ``PYTHONMALLOC=malloc`` where the code under test
+does that; ``--pymalloc`` keeps CPython's allocator). The server's limits are raised for the run (caps
+above N, long TLS/idle timeouts) so that every socket is held and counted; on code without a setting the
+override is skipped. Goals (issue 8 item 3): ≤ 64 KB per idle established connection, 10,000
+connections ≤ 1 GB, RSS within 10% of baseline a minute after a flood.
 
     .venv/bin/python tests/bench/conn_memory.py                  # N=2000, settle 60 s (~6 min)
     .venv/bin/python tests/bench/conn_memory.py --conns 500 --settle 10   # quick look
@@ -50,6 +52,12 @@ GOAL_RETURN = 0.10
 
 
 def run_child(config_dir: str, overrides: str) -> None:
+    try:  # what `ntf-server start` does first, where the code under test has it
+        from ntf_server.transport.memory import use_system_malloc
+    except ImportError:
+        pass
+    else:
+        use_system_malloc()
     from ntf_server import server as srv  # imported here so PYTHONPATH can point at another checkout
 
     cfg = load_config(config_dir)
@@ -61,7 +69,9 @@ def run_child(config_dir: str, overrides: str) -> None:
     async def main() -> None:
         server = srv.NtfServer(cfg)
         await server.start()
-        print(json.dumps({"port": server.port, "module": srv.__file__, "applied": sorted(changes)}), flush=True)
+        allocator = os.environ.get("PYTHONMALLOC", "pymalloc (default)")
+        print(json.dumps({"port": server.port, "module": srv.__file__, "applied": sorted(changes),
+                          "allocator": allocator}), flush=True)
         try:
             await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the parent closes
         finally:
@@ -78,6 +88,26 @@ def rss_kb(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError("no VmRSS")
+
+
+def rss_split_kb(pid: int) -> dict[str, int]:
+    """RSS by mapping kind: the C heap (brk: glibc's main arena), anonymous mappings (CPython's 1 MiB
+    object arenas, glibc's mmapped chunks and thread arenas) and the rest (code, libraries)."""
+    split = {"heap": 0, "anon": 0, "other": 0}
+    kind = "other"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        fields = line.split()
+        if fields and "-" in fields[0] and not fields[0].endswith(":"):
+            name = fields[5] if len(fields) > 5 else ""
+            kind = "heap" if name == "[heap]" else "anon" if not name else "other"
+        elif fields and fields[0] == "Rss:":
+            split[kind] += int(fields[1])
+    return split
+
+
+def split_text(pid: int) -> str:
+    s = rss_split_kb(pid)
+    return f"[C heap {s['heap'] / 1024:.1f} MB, anon mmaps {s['anon'] / 1024:.1f} MB, other {s['other'] / 1024:.1f} MB]"
 
 
 def client_hello() -> bytes:
@@ -136,7 +166,7 @@ def settle(pid: int, seconds: float, label: str, base: int) -> int:
     time.sleep(seconds)
     now = rss_kb(pid)
     print(f"  {label}: RSS {now / 1024:.1f} MB after {seconds:.0f} s "
-          f"({(now - base) / base:+.1%} vs baseline; goal within {GOAL_RETURN:.0%})")
+          f"({(now - base) / base:+.1%} vs baseline; goal within {GOAL_RETURN:.0%}) {split_text(pid)}")
     return now
 
 
@@ -152,6 +182,7 @@ def main() -> None:
     ap.add_argument("--conns", type=int, default=2000)
     ap.add_argument("--settle", type=float, default=60.0, help="seconds to wait after a flood ends")
     ap.add_argument("--floods", type=int, default=2, help="TLS floods in a row")
+    ap.add_argument("--pymalloc", action="store_true", help="keep CPython's allocator (PYTHONMALLOC=pymalloc)")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -166,24 +197,26 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "ntf_server.cli", "--config-dir", str(cfg_dir), "init",
                         "--host", "localhost"], check=True, stdout=subprocess.DEVNULL)
         key_hash = certs.fingerprint(certs.read_ca_der(cfg_dir / "ca.crt"))
+        env = {**os.environ, "PYTHONMALLOC": "pymalloc"} if args.pymalloc else os.environ
         child = subprocess.Popen([sys.executable, __file__, "--child", str(cfg_dir), json.dumps(overrides)],
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         try:
             assert child.stdout is not None
             info = json.loads(child.stdout.readline())
             port = info["port"]
-            print(f"server: {info['module']} (Python {sys.version.split()[0]}, {ssl.OPENSSL_VERSION}); "
-                  f"overrides applied: {', '.join(info['applied'])}")
+            print(f"server: {info['module']} (Python {sys.version.split()[0]}, {ssl.OPENSSL_VERSION}, "
+                  f"allocator {info['allocator']}); overrides applied: {', '.join(info['applied'])}")
             asyncio.run(warm_up(port, key_hash))
             time.sleep(2)
             base = rss_kb(child.pid)
-            print(f"baseline RSS: {base / 1024:.1f} MB; N = {n}")
+            print(f"baseline RSS: {base / 1024:.1f} MB {split_text(child.pid)}; N = {n}")
             for flood in range(1, args.floods + 1):
                 before = rss_kb(child.pid)
                 socks = tls_flood(port, n)
                 time.sleep(3)
                 held = still_open(socks)
                 report_per_conn(f"TLS flood {flood} (ClientHello, then silence)", before, rss_kb(child.pid), n, held)
+                print(f"    {split_text(child.pid)}")
                 for s in socks:
                     s.close()
                 settle(child.pid, args.settle, f"after TLS flood {flood}", base)
@@ -194,6 +227,7 @@ def main() -> None:
                 await asyncio.sleep(3)
                 after = rss_kb(child.pid)
                 per = report_per_conn("idle established NTF connections", before, after, n, len(clients))
+                print(f"    {split_text(child.pid)}")
                 total = base + per * TEN_THOUSAND
                 print(f"  extrapolated to {TEN_THOUSAND}: {total / 1024:.0f} MB "
                       f"(goal ≤ {GOAL_10K_MB} MB; per connection goal ≤ {GOAL_KB_PER_CONN} KB)")
