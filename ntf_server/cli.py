@@ -153,10 +153,12 @@ def summary(config: Config, key_hash: bytes) -> list[str]:
     """What the server will do, without secrets (only where they come from)."""
     s = config.server
     redis = redact_url(config.redis_url()) or f"embedded (data in {s.state_dir})"
+    idle = f"{s.idle_timeout_s:g} s" if s.idle_timeout_s else "none"
     lines = [
         f"Config: {config.config_file} OK",
         f"Server address: {certs.server_address(key_hash, s.host, s.port)}",
-        f"Listen: {s.bind or '*'}:{s.port}, max {s.max_connections} connections",
+        f"Listen: {s.bind or '*'}:{s.port}, max {s.max_connections} connections ({s.max_handshakes} in handshake, "
+        f"{s.max_connections_per_ip} per address), idle timeout {idle}",
         f"Redis: {redis}, key prefix {config.redis.key_prefix!r}",
     ]
     for name, env in config.apns_environments():

@@ -83,6 +83,10 @@ class MemoryReturner:
     def __repr__(self) -> str:
         return f"<MemoryReturner peak={self._peak} now={self._count()} trim={'pending' if self._timer else 'idle'}>"
 
+    @property
+    def trim_pending(self) -> bool:
+        return self._timer is not None
+
     def connection_started(self) -> None:
         self._peak = max(self._peak, self._count())
 

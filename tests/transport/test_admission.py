@@ -1,10 +1,12 @@
-"""Connection admission bookkeeping (pure): every socket counts from accept; handshake and per-address caps."""
+"""Connection admission bookkeeping (pure): every socket counts from accept; handshake and per-address caps;
+when memory is worth returning after connections end."""
 
 from __future__ import annotations
 
 import pytest
 
 from ntf_server.transport.admission import Admission, Caps, Refusal, client_key
+from ntf_server.transport.memory import MemoryReturner
 
 
 @pytest.mark.parametrize(
@@ -61,3 +63,24 @@ def test_the_first_exceeded_limit_is_reported() -> None:
     a = Admission(Caps(max_connections=1, max_handshakes=1, max_per_ip=1))
     assert a.admit("a") is None
     assert a.admit("a") is Refusal.CONNECTIONS
+
+
+async def test_memory_is_trimmed_after_a_fall_in_connections_not_after_churn() -> None:
+    open_now = 0
+    returner = MemoryReturner(lambda: open_now)
+    for n in range(1, 2101):  # a flood on top of 100 connections
+        open_now = n
+        returner.connection_started()
+    open_now = 2060
+    returner.connection_ended()
+    assert not returner.trim_pending  # 40 fewer: could be churn
+    open_now = 100
+    returner.connection_ended()
+    assert returner.trim_pending  # the flood ended
+    returner.close()
+    steady = MemoryReturner(lambda: open_now)
+    open_now = 10_000
+    steady.connection_started()
+    open_now = 9_800  # 200 closed, about to be replaced: ordinary churn at 10,000 connections
+    steady.connection_ended()
+    assert not steady.trim_pending
