@@ -40,6 +40,7 @@ from ntf_server.protocol.transport import (
 )
 from ntf_server.stats import Stats
 from ntf_server.transport.blocks import Blocks, ConnectionClosed
+from ntf_server.transport.spsc import SpscQueue
 from ntf_server.transport.tls import negotiated_alpn
 
 log = logging.getLogger(__name__)
@@ -110,8 +111,8 @@ class NtfConnection:
         self._handlers = handlers
         self._stats = stats
         self._idle = idle_timeout_s
-        self._in: asyncio.Queue[list[P.NtfRequest | P.NtfReject]] = asyncio.Queue(CLIENT_QUEUE_SIZE)
-        self._out: asyncio.Queue[list[Reply]] = asyncio.Queue(CLIENT_QUEUE_SIZE)
+        self._in: SpscQueue[list[P.NtfRequest | P.NtfReject]] = SpscQueue(CLIENT_QUEUE_SIZE)
+        self._out: SpscQueue[list[Reply]] = SpscQueue(CLIENT_QUEUE_SIZE)
 
     def __repr__(self) -> str:
         return f"<NtfConnection v{self._params.version} in={self._in.qsize()} out={self._out.qsize()}>"
