@@ -62,9 +62,9 @@ def set_keepalive(sock: socket.socket | None) -> None:
 class TlsConnection(asyncio.BufferedProtocol):
     """One accepted socket: TLS handshake, then whole blocks in and out (the ``Blocks`` interface)."""
 
-    __slots__ = ("_ctx", "_drain", "_eof", "_error", "_in", "_lost", "_on_lost", "_on_ready", "_out", "_paused",
-                 "_plain", "_read_timeout", "_sslobj", "_timer", "_transport", "_waiter", "_write_paused",
-                 "_write_timeout", "admit", "block_size", "opened", "peer", "phase", "tls_timeout_s")
+    __slots__ = ("_admit", "_ctx", "_drain", "_eof", "_error", "_in", "_lost", "_on_lost", "_on_ready", "_out",
+                 "_paused", "_plain", "_read_timeout", "_sslobj", "_timer", "_tls_timeout", "_transport", "_waiter",
+                 "_write_paused", "_write_timeout", "block_size", "opened", "peer", "phase")
 
     def __init__(
         self,
@@ -80,10 +80,10 @@ class TlsConnection(asyncio.BufferedProtocol):
     ) -> None:
         self._ctx = ctx
         self.block_size = block_size
-        self.tls_timeout_s = tls_timeout_s
+        self._tls_timeout = tls_timeout_s
         self._read_timeout = read_timeout_s
         self._write_timeout = write_timeout_s
-        self.admit = admit
+        self._admit = admit
         self._on_ready = on_ready
         self._on_lost = on_lost
         self.phase = Phase.ACCEPTED
@@ -113,13 +113,13 @@ class TlsConnection(asyncio.BufferedProtocol):
         self._transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
-        if not self.admit(self):
+        if not self._admit(self):
             self.phase = Phase.CLOSED
             transport.abort()
             return
         self._lost = asyncio.get_running_loop().create_future()
         set_keepalive(transport.get_extra_info("socket"))
-        self._timer = asyncio.get_running_loop().call_later(self.tls_timeout_s, self._tls_deadline)
+        self._timer = asyncio.get_running_loop().call_later(self._tls_timeout, self._tls_deadline)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return _recv_buffer
