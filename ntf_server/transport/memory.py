@@ -8,8 +8,8 @@ measures, both measured by ``tests/bench/conn_memory.py``:
 * ``ntf-server start`` runs the server with ``PYTHONMALLOC=malloc`` (``use_system_malloc``): Python
   objects then live in glibc's heap, whose free pages ``malloc_trim`` can return one by one;
 * ``MemoryReturner`` runs ``gc.collect()`` (objects in reference cycles hold memory until collected) and
-  ``malloc_trim(0)`` ``TRIM_DELAY_S`` after the number of open connections has fallen to
-  ``1 - TRIM_FALL`` of its peak (and by at least ``TRIM_MIN_DROP``): a flood ended, not ordinary churn.
+  ``malloc_trim(0)`` when the number of open connections has fallen to ``1 - TRIM_FALL`` of its peak
+  (and by at least ``TRIM_MIN_DROP``: a flood ended, not ordinary churn) and then stopped falling.
 
 Both are no-ops where glibc is not the C library (musl, macOS).
 """
@@ -26,13 +26,21 @@ import os
 import platform
 import sys
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Protocol
 
 log = logging.getLogger(__name__)
 
 TRIM_MIN_DROP: Final = 64  # connections closed since the peak before a trim is worth it
 TRIM_FALL: Final = 0.25  # ... and at least this fraction of the peak (steady churn never trims)
-TRIM_DELAY_S: Final = 5.0  # a flood that is still ending is trimmed once, after this delay
+TRIM_DELAY_S: Final = 5.0  # trim once connections have stopped falling for this long ...
+TRIM_MAX_WAIT_S: Final = 60.0  # ... or this long after the fall began, whichever comes first
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+CallLater = Callable[[float, Callable[[], None]], Cancellable]  # loop.call_later; tests inject a clock
 
 
 def _glibc() -> bool:
@@ -71,17 +79,31 @@ def release_memory() -> bool:
 
 
 class MemoryReturner:
-    """Decides when a fall in open connections is worth a trim; ``count`` gives the open connections."""
+    """Decides when a fall in open connections is worth a trim; ``count`` gives the open connections.
 
-    __slots__ = ("_count", "_peak", "_timer")
+    The trim waits until connections stop falling for ``TRIM_DELAY_S`` (at most ``TRIM_MAX_WAIT_S``), so a
+    flood that takes a while to end is trimmed once, after its last socket, not half-way."""
 
-    def __init__(self, count: Callable[[], int]) -> None:
+    __slots__ = ("_call_later", "_count", "_delay", "_falling_to", "_max_wait", "_peak", "_timer", "_waited")
+
+    def __init__(self, count: Callable[[], int], *, call_later: CallLater | None = None,
+                 delay_s: float = TRIM_DELAY_S, max_wait_s: float = TRIM_MAX_WAIT_S) -> None:
         self._count = count
+        self._call_later = call_later or (lambda delay, fn: asyncio.get_running_loop().call_later(delay, fn))
+        self._delay = delay_s
+        self._max_wait = max_wait_s
         self._peak = 0
-        self._timer: asyncio.TimerHandle | None = None
+        self._falling_to = 0
+        self._waited = 0.0
+        self._timer: Cancellable | None = None
 
     def __repr__(self) -> str:
         return f"<MemoryReturner peak={self._peak} now={self._count()} trim={'pending' if self._timer else 'idle'}>"
+
+    @property
+    def peak(self) -> int:
+        """Most connections open since the last trim."""
+        return self._peak
 
     @property
     def trim_pending(self) -> bool:
@@ -93,13 +115,20 @@ class MemoryReturner:
     def connection_ended(self) -> None:
         drop = self._peak - self._count()
         if self._timer is None and drop >= TRIM_MIN_DROP and drop >= TRIM_FALL * self._peak:
-            self._timer = asyncio.get_running_loop().call_later(TRIM_DELAY_S, self._trim)
+            self._falling_to, self._waited = self._count(), 0.0
+            self._timer = self._call_later(self._delay, self._due)
 
-    def _trim(self) -> None:
+    def _due(self) -> None:
+        now = self._count()
+        self._waited += self._delay
+        if now < self._falling_to and self._waited < self._max_wait:  # still ending: wait for the rest
+            self._falling_to = now
+            self._timer = self._call_later(self._delay, self._due)
+            return
         self._timer = None
-        self._peak = self._count()
+        self._peak = now
         if release_memory():
-            log.debug("returned free heap memory to the system (%d connections open)", self._peak)
+            log.debug("returned free heap memory to the system (%d connections open)", now)
 
     def close(self) -> None:
         if self._timer is not None:

@@ -3,6 +3,8 @@ when memory is worth returning after connections end."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from ntf_server.transport.admission import Admission, Caps, Refusal, client_key
@@ -84,3 +86,51 @@ async def test_memory_is_trimmed_after_a_fall_in_connections_not_after_churn() -
     open_now = 9_800  # 200 closed, about to be replaced: ordinary churn at 10,000 connections
     steady.connection_ended()
     assert not steady.trim_pending
+
+
+class Timers:
+    """A hand-driven clock for MemoryReturner: pending callbacks run when the test says so."""
+
+    def __init__(self) -> None:
+        self.pending: list[Callable[[], None]] = []
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> Timers:
+        self.pending.append(fn)
+        return self
+
+    def cancel(self) -> None:
+        self.pending.clear()
+
+    def fire(self) -> None:
+        due, self.pending = self.pending, []
+        for fn in due:
+            fn()
+
+
+def test_a_flood_that_takes_a_while_to_end_is_trimmed_once_after_its_last_socket() -> None:
+    count = [2000]
+    timers = Timers()
+    returner = MemoryReturner(lambda: count[0], call_later=timers.call_later)
+    returner.connection_started()
+    count[0] = 1400
+    returner.connection_ended()
+    for n in (1000, 600, 0):  # still closing at every check
+        count[0] = n
+        returner.connection_ended()
+        timers.fire()
+        assert returner.peak == 2000 and returner.trim_pending  # not trimmed half-way
+    timers.fire()  # a quiet interval: the fall has stopped
+    assert returner.peak == 0 and not returner.trim_pending
+
+
+def test_a_flood_that_never_stops_ending_is_trimmed_after_the_longest_wait() -> None:
+    count = [2000]
+    timers = Timers()
+    returner = MemoryReturner(lambda: count[0], call_later=timers.call_later, delay_s=5, max_wait_s=15)
+    returner.connection_started()
+    count[0] = 1000
+    returner.connection_ended()
+    for _ in range(3):
+        count[0] -= 100
+        timers.fire()
+    assert returner.peak == 700 and not returner.trim_pending
