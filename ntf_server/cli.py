@@ -19,6 +19,7 @@ from ntf_server.config import CONFIG_FILE, Config, ConfigError, load_config, red
 from ntf_server.protocol.encoding import CodecError, check_host
 from ntf_server.transport import certs
 from ntf_server.transport.certs import CredentialsError, SignAlgorithm
+from ntf_server.transport.memory import use_system_malloc
 
 CONFIG_DIR_ENV: Final = "NTF_SERVER_CFG_PATH"  # same variable as the Haskell server
 DEFAULT_CONFIG_DIR: Final = "ntf-config"
@@ -176,6 +177,7 @@ def check_private_files(config: Config) -> None:
 
 def cmd_start(config_dir: Path) -> int:
     config, key_hash = load_initialised(config_dir)
+    use_system_malloc()  # re-executes once: freed memory returns to the system (issue 8.3)
     print(f"Server address: {certs.server_address(key_hash, config.server.host, config.server.port)}")
     # Imported here: only the CLI imports the server (DESIGN dependency rule), and init/check-config
     # must not pay for (or depend on) the whole server stack.
@@ -196,10 +198,12 @@ def summary(config: Config, key_hash: bytes) -> list[str]:
     """What the server will do, without secrets (only where they come from)."""
     s = config.server
     redis = redact_url(config.redis_url()) or f"embedded (data in {s.state_dir})"
+    idle = f"{s.idle_timeout_s:g} s" if s.idle_timeout_s else "none"
     lines = [
         f"Config: {config.config_file} OK",
         f"Server address: {certs.server_address(key_hash, s.host, s.port)}",
-        f"Listen: {s.bind or '*'}:{s.port}, max {s.max_connections} connections",
+        f"Listen: {s.bind or '*'}:{s.port}, max {s.max_connections} connections ({s.max_handshakes} in handshake, "
+        f"{s.max_connections_per_ip} per address), idle timeout {idle}",
         f"Redis: {redis}, key prefix {config.redis.key_prefix!r}",
     ]
     for name, env in config.apns_environments():

@@ -122,13 +122,20 @@ class ServerConfig:
     port: int = setting(443, "TCP port to listen on (443 needs root or CAP_NET_BIND_SERVICE)", min=0, max=65535)
     bind: str = setting("", "address to bind; empty = all interfaces (IPv4 and IPv6)")
     state_dir: Path = setting(Path("state"), "data directory (embedded Redis files); relative = config dir")
-    max_connections: int = setting(10000, "concurrent NTF client connections; more are refused", min=1)
+    max_connections: int = setting(
+        10000, "concurrent NTF client sockets, counted from accept (in handshake or not); more are refused", min=1)
     tls_timeout_s: float = setting(60.0, "TLS handshake deadline (Haskell tlsSetupTimeout)", min=0.1)
     handshake_timeout_s: float = setting(30.0, "deadline for the two NTF handshake blocks", min=0.1)
     block_read_timeout_s: float = setting(30.0, "deadline to finish reading a started block", min=0.1)
     block_write_timeout_s: float = setting(30.0, "deadline to write one block to a client", min=0.1)
-    idle_timeout_s: float = setting(0.0, "close client connections idle this long; 0 = never", min=0)
+    idle_timeout_s: float = setting(
+        600.0, "close client connections silent this long (the app reconnects on its next command); 0 = never",
+        min=0)
     shutdown_timeout_s: float = setting(10.0, "grace period for connections on SIGTERM", min=0)
+    max_handshakes: int = setting(
+        1000, "sockets at once still in the TLS or NTF handshake (they count toward max_connections too)", min=1)
+    max_connections_per_ip: int = setting(
+        500, "sockets at once from one IPv4 address or IPv6 /64 (NAT: many phones share one address)", min=1)
 
     def validate(self, path: str) -> None:
         try:

@@ -14,7 +14,8 @@ from typing import Final
 KNOWN: Final = (
     "tkn_created", "tkn_verified", "tkn_deleted", "tkn_replaced", "tkn_expired", "sub_created", "sub_deleted",
     "ntf_vrf_queued", "ntf_vrf_delivered", "ntf_vrf_failed", "ntf_vrf_invalid_tkn", "push_queue_full",
-    "store_errors", "conn_accepted", "conn_refused", "conn_handshake_failed", "conn_closed",
+    "store_errors", "conn_accepted", "conn_refused", "conn_refused_connections", "conn_refused_handshakes",
+    "conn_refused_per_ip", "conn_tls_failed", "conn_handshake_failed", "conn_closed",
     "req_received", "req_rejected", "req_auth_failed", "req_prohibited", "blocks_bad",
     "req_quota_exceeded", "tkn_expired_unverified",
 )

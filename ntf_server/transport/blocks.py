@@ -10,12 +10,30 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from typing import Protocol
 
 from ntf_server.transport.tls import tls_unique
 
 
 class ConnectionClosed(Exception):
     """The peer closed the connection (EOF, possibly in the middle of a block)."""
+
+
+class Blocks(Protocol):
+    """What the NTF handshake and connection need from a TLS connection: ``BlockStream`` (clients, over
+    asyncio streams) and ``server_tls.TlsConnection`` (the server's own TLS) both provide it."""
+
+    @property
+    def block_size(self) -> int: ...
+
+    @property
+    def ssl_object(self) -> ssl.SSLObject: ...
+
+    def session_id(self) -> bytes: ...
+
+    async def read_block(self, idle_timeout_s: float | None = None) -> bytes: ...
+
+    async def write_block(self, block: bytes) -> None: ...
 
 
 class BlockStream:

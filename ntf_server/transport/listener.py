@@ -1,9 +1,12 @@
-"""The NTF accept loop: TLS listener, connection cap, per-connection lifetime (spec §1.1, §6.3).
+"""The NTF accept loop: connection caps, TLS, per-connection lifetime (spec §1.1, §6.3; issue 8.3).
 
-Each accepted connection runs in its own task: handshake within its deadline, then ``NtfConnection``.
-Connections above ``max_connections`` are closed right after accept (counted). ``stop()`` closes the
-listening socket, drops open connections (clients reconnect; the SimpleX agent does so on its own) and
-gives their tasks ``shutdown_timeout_s`` to finish before cancelling them.
+The listener accepts plain TCP and runs TLS itself (``server_tls.TlsConnection``), so every accepted
+socket is counted from accept (``admission.Admission``): above ``max_connections`` sockets in all,
+``max_handshakes`` still in a handshake or ``max_connections_per_ip`` from one client address, a socket
+is closed at once, before any TLS work (counted in ``conn_refused`` and ``conn_refused_<limit>``). A
+socket that finishes TLS within ``tls_timeout_s`` gets a task: NTF handshake, then ``NtfConnection``.
+``stop()`` closes the listening socket, drops open connections (clients reconnect; the SimpleX agent does
+so on its own) and gives their tasks ``shutdown_timeout_s`` to finish before cancelling them.
 """
 
 from __future__ import annotations
@@ -15,10 +18,14 @@ from dataclasses import dataclass
 
 from ntf_server.handlers import NtfHandlers
 from ntf_server.protocol.transport import NTF_BLOCK_SIZE
+from ntf_server.ratelimit import address_key
 from ntf_server.stats import Stats
-from ntf_server.transport.blocks import BlockStream, ConnectionClosed
+from ntf_server.transport.admission import Admission, Caps
+from ntf_server.transport.blocks import ConnectionClosed
+from ntf_server.transport.memory import MemoryReturner
 from ntf_server.transport.ntf_connection import HandshakeFailed, NtfConnection, ServerIdentity, server_handshake
 from ntf_server.transport.quota import RegistrationLimits
+from ntf_server.transport.server_tls import TlsConnection
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +37,10 @@ class ListenerLimits:
     handshake_timeout_s: float = 30.0
     block_read_timeout_s: float = 30.0
     block_write_timeout_s: float = 30.0
-    idle_timeout_s: float = 0.0  # 0 = never
+    idle_timeout_s: float = 600.0  # 0 = never
     shutdown_timeout_s: float = 10.0
+    max_handshakes: int = 1000
+    max_connections_per_ip: int = 500
 
 
 class NtfListener:
@@ -50,17 +59,26 @@ class NtfListener:
         self._stats = stats
         self._limits = limits
         self._quotas = quotas
+        self._admission = Admission(Caps(limits.max_connections, limits.max_handshakes,
+                                         limits.max_connections_per_ip))
         self._server: asyncio.Server | None = None
-        self._conns: dict[asyncio.Task[None], BlockStream] = {}
+        self._conns: dict[TlsConnection, asyncio.Task[None] | None] = {}  # every admitted socket
+        self._handshaking: set[TlsConnection] = set()
+        self._memory = MemoryReturner(lambda: len(self._conns))
         self.started = asyncio.Event()
 
     def __repr__(self) -> str:
         state = "listening" if self._server is not None else "stopped"
-        return f"<NtfListener {state} port={self.port if self._server else '-'} conns={len(self._conns)}>"
+        return f"<NtfListener {state} port={self.port if self._server else '-'} {self._admission!r}>"
 
     @property
     def connections(self) -> int:
+        """Every accepted socket that is still open, in any phase."""
         return len(self._conns)
+
+    @property
+    def handshakes(self) -> int:
+        return self._admission.handshaking
 
     @property
     def port(self) -> int:
@@ -68,53 +86,82 @@ class NtfListener:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self, host: str | None, port: int) -> None:
-        self._server = await asyncio.start_server(
-            self._accept, host or None, port, ssl=self._ssl, ssl_handshake_timeout=self._limits.tls_timeout_s,
-            ssl_shutdown_timeout=2.0,
-        )
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._protocol, host or None, port, backlog=1024)
         self.started.set()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+    def _protocol(self) -> TlsConnection:
         lim = self._limits
-        stream = BlockStream(reader, writer, NTF_BLOCK_SIZE, read_timeout_s=lim.block_read_timeout_s,
-                             write_timeout_s=lim.block_write_timeout_s)
-        if len(self._conns) >= lim.max_connections:
+        return TlsConnection(self._ssl, block_size=NTF_BLOCK_SIZE, tls_timeout_s=lim.tls_timeout_s,
+                             read_timeout_s=lim.block_read_timeout_s, write_timeout_s=lim.block_write_timeout_s,
+                             admit=self._admit, on_ready=self._ready, on_lost=self._lost)
+
+    def _admit(self, conn: TlsConnection) -> bool:
+        refusal = self._admission.admit(address_key(conn.peer))
+        if refusal is not None:
             self._stats.incr("conn_refused")
-            await stream.close()
-            return
-        self._conns[task] = stream
+            self._stats.incr(f"conn_refused_{refusal.value}")
+            return False
+        self._conns[conn] = None
+        self._handshaking.add(conn)
         self._stats.incr("conn_accepted")
+        self._memory.connection_started()
+        return True
+
+    def _ready(self, conn: TlsConnection) -> None:
+        self._conns[conn] = asyncio.create_task(self._serve(conn))
+
+    def _handshake_done(self, conn: TlsConnection) -> None:
+        if conn in self._handshaking:
+            self._handshaking.discard(conn)
+            self._admission.handshake_done()
+
+    def _lost(self, conn: TlsConnection) -> None:
+        task = self._conns.pop(conn, None)
+        handshaking = conn in self._handshaking
+        self._handshaking.discard(conn)
+        self._admission.release(address_key(conn.peer), handshaking=handshaking)
+        self._stats.incr("conn_closed")
+        if not conn.opened:
+            self._stats.incr("conn_tls_failed")
+            log.debug("%s", conn.error or "closed during the TLS handshake")
+        if task is None:
+            self._memory.connection_ended()
+        else:  # its objects are freed when the task ends
+            task.add_done_callback(lambda _: self._memory.connection_ended())
+
+    async def _serve(self, conn: TlsConnection) -> None:
+        lim = self._limits
         try:
-            params, dh = await server_handshake(stream, self._identity, lim.handshake_timeout_s)
-            quota = self._quotas.for_peer(writer.get_extra_info("peername")) if self._quotas else None
-            conn = NtfConnection(stream, params, dh, self._handlers, self._stats, lim.idle_timeout_s or None, quota)
-            await conn.run()
+            params, dh = await server_handshake(conn, self._identity, lim.handshake_timeout_s)
+            self._handshake_done(conn)
+            quota = self._quotas.for_peer(conn.peer) if self._quotas else None
+            ntf = NtfConnection(conn, params, dh, self._handlers, self._stats, lim.idle_timeout_s or None, quota)
+            await ntf.run()
         except HandshakeFailed as e:
             self._stats.incr("conn_handshake_failed")
             log.info("handshake failed: %s", e)
         except (ConnectionClosed, TimeoutError):
-            pass  # the client went away or stalled: an ordinary end, counted below
+            pass  # the client went away or stalled: an ordinary end, counted when the socket closes
         except Exception:
             log.exception("connection failed")
         finally:
-            self._conns.pop(task, None)
-            self._stats.incr("conn_closed")
-            await stream.close()
+            await conn.close()
 
     async def stop(self) -> None:
         if self._server is None:
             return
         self._server.close()
-        if self._conns:
-            # Connections carry no state worth waiting for (requests are atomic in the store), and idle
-            # clients would never end on their own: drop them so their tasks finish normally.
-            for stream in self._conns.values():
-                stream.abort()
-            _, pending = await asyncio.wait(set(self._conns), timeout=self._limits.shutdown_timeout_s)
+        # Connections carry no state worth waiting for (requests are atomic in the store), and idle
+        # clients would never end on their own: drop them so their tasks finish normally.
+        tasks = {t for t in self._conns.values() if t is not None}
+        for conn in list(self._conns):
+            conn.abort()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self._limits.shutdown_timeout_s)
             for t in pending:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        self._memory.close()
         await self._server.wait_closed()
         self._server = None

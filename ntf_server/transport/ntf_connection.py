@@ -39,8 +39,9 @@ from ntf_server.protocol.transport import (
     parse_block,
 )
 from ntf_server.stats import Stats
-from ntf_server.transport.blocks import BlockStream, ConnectionClosed
+from ntf_server.transport.blocks import Blocks, ConnectionClosed
 from ntf_server.transport.quota import ConnectionQuota
+from ntf_server.transport.spsc import SpscQueue
 from ntf_server.transport.tls import negotiated_alpn
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def response_entity(resp: P.NtfResponse, request_entity: bytes) -> bytes:
 
 
 async def server_handshake(
-    stream: BlockStream, identity: ServerIdentity, timeout_s: float
+    stream: Blocks, identity: ServerIdentity, timeout_s: float
 ) -> tuple[THParams, X25519PrivateKey | None]:
     session_id = stream.session_id()
     vrange = NTF_SUPPORTED_VRANGE if negotiated_alpn(stream.ssl_object) is not None else NTF_LEGACY_VRANGE
@@ -98,7 +99,7 @@ async def server_handshake(
 class NtfConnection:
     def __init__(
         self,
-        stream: BlockStream,
+        stream: Blocks,
         params: THParams,
         server_dh: X25519PrivateKey | None,
         handlers: NtfHandlers,
@@ -113,8 +114,8 @@ class NtfConnection:
         self._handlers = handlers
         self._stats = stats
         self._idle = idle_timeout_s
-        self._in: asyncio.Queue[list[P.NtfRequest | P.NtfReject]] = asyncio.Queue(CLIENT_QUEUE_SIZE)
-        self._out: asyncio.Queue[list[Reply]] = asyncio.Queue(CLIENT_QUEUE_SIZE)
+        self._in: SpscQueue[list[P.NtfRequest | P.NtfReject]] = SpscQueue(CLIENT_QUEUE_SIZE)
+        self._out: SpscQueue[list[Reply]] = SpscQueue(CLIENT_QUEUE_SIZE)
 
     def __repr__(self) -> str:
         return f"<NtfConnection v{self._params.version} in={self._in.qsize()} out={self._out.qsize()}>"

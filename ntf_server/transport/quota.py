@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 from ntf_server.logsummary import CountedLog
 from ntf_server.ratelimit import AddressTable, Rate, RegistrationQuota, Verdict, address_key
@@ -36,9 +35,8 @@ class RegistrationLimits:
     def __repr__(self) -> str:
         return f"<RegistrationLimits {self._per_connection.per_min}/min per connection, {self._table!r}>"
 
-    def for_peer(self, peername: Any) -> ConnectionQuota:
-        """``peername`` as ``transport.get_extra_info("peername")`` gives it (a tuple for TCP)."""
-        host = peername[0] if isinstance(peername, tuple) and peername and isinstance(peername[0], str) else ""
+    def for_peer(self, host: str) -> ConnectionQuota:
+        """``host``: the peer's address as text (``TlsConnection.peer``)."""
         return ConnectionQuota(self, RegistrationQuota(self._per_connection, self._table, address_key(host)))
 
     def _refused(self, verdict: Verdict) -> None:
