@@ -168,14 +168,6 @@ class NtfServer:
         r = cfg.registration
         quotas = RegistrationLimits(Rate(r.per_connection_per_min, r.per_connection_burst),
                                     Rate(r.per_ip_per_min, r.per_ip_burst), r.ip_table_size, self.stats)
-        summaries = [self.push.failures, self.push.drops, quotas.refusals, handlers.store_errors]
-        self._parts = {"push workers": self.push.run, "housekeeping": self.housekeeping.run,
-                       "redis health": self._store.watch_health,
-                       "log summaries": lambda: flush_every(summaries, SUMMARY_INTERVAL_S), **self._parts}
-        if self._embedded is not None:
-            self._parts["embedded redis"] = self._embedded.supervise
-        self._supervisor = asyncio.create_task(self._supervise(), name="ntf-server parts")
-        stack.push_async_callback(self._stop_parts)
         identity = ServerIdentity(
             certs.fingerprint(certs.read_ca_der(cfg.tls.ca_cert_file)), load_sign_key(cfg.tls.key_file)
         )
@@ -185,6 +177,15 @@ class NtfServer:
                                 s.max_connections_per_ip)
         ctx = server_context(cfg.tls.cert_file, cfg.tls.key_file, cfg.tls.ca_cert_file)
         self.listener = NtfListener(ctx, identity, handlers, self.stats, limits, quotas)
+        summaries = [self.push.failures, self.push.drops, quotas.refusals, handlers.store_errors,
+                     self.listener.handshake_failures]
+        self._parts = {"push workers": self.push.run, "housekeeping": self.housekeeping.run,
+                       "redis health": self._store.watch_health,
+                       "log summaries": lambda: flush_every(summaries, SUMMARY_INTERVAL_S), **self._parts}
+        if self._embedded is not None:
+            self._parts["embedded redis"] = self._embedded.supervise
+        self._supervisor = asyncio.create_task(self._supervise(), name="ntf-server parts")
+        stack.push_async_callback(self._stop_parts)
         try:
             await self.listener.start(s.bind or None, s.port)
         except OSError as e:

@@ -17,6 +17,7 @@ import ssl
 from dataclasses import dataclass
 
 from ntf_server.handlers import NtfHandlers
+from ntf_server.logsummary import CountedLog
 from ntf_server.protocol.transport import NTF_BLOCK_SIZE
 from ntf_server.ratelimit import address_key
 from ntf_server.stats import Stats
@@ -59,6 +60,7 @@ class NtfListener:
         self._stats = stats
         self._limits = limits
         self._quotas = quotas
+        self.handshake_failures = CountedLog(log, "NTF handshake failed")
         self._admission = Admission(Caps(limits.max_connections, limits.max_handshakes,
                                          limits.max_connections_per_ip))
         self._server: asyncio.Server | None = None
@@ -140,7 +142,7 @@ class NtfListener:
             await ntf.run()
         except HandshakeFailed as e:
             self._stats.incr("conn_handshake_failed")
-            log.info("handshake failed: %s", e)
+            self.handshake_failures.event(str(e))  # a flood of bad hellos is one line a minute
         except (ConnectionClosed, TimeoutError):
             pass  # the client went away or stalled: an ordinary end, counted when the socket closes
         except Exception:
