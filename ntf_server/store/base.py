@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import AsyncIterator, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ntf_server.protocol.encoding import SMPServer
@@ -43,6 +43,29 @@ class NtfOutcome(enum.Enum):
     STORED = "stored"
     NO_SUBSCRIPTION = "no_subscription"  # AUTH, counted ntfReceivedAuth (spec §5.7)
     TOKEN_NOT_ACTIVE = "token_not_active"  # noqa: S105 - not a password
+
+
+@dataclass(frozen=True, slots=True)
+class NewNotification:
+    """An `NMSG` as the SMP server sent it (spec §3.2): stored and forwarded as is (the ntf server cannot
+    decrypt the metadata, which is for the recipient)."""
+
+    server: SMPServer
+    notifier_id: bytes = field(repr=False)
+    received_at_ms: int
+    nonce: bytes = field(repr=False)
+    enc_meta: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredNotification:
+    """What storing one `NMSG` gave: the token to push to (STORED only) and its newest ≤ 6 notifications,
+    oldest first (spec §5.7)."""
+
+    outcome: NtfOutcome
+    token: TokenRecord | None
+    notifications: list[LastNotification]
+    token_id: bytes = field(default=b"", repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,5 +148,6 @@ class Store(Protocol):
     async def add_last_notification(
         self, server: SMPServer, notifier_id: bytes, received_at_ms: int, nonce: bytes, enc_meta: bytes
     ) -> tuple[NtfOutcome, TokenRecord | None, list[LastNotification]]: ...
+    async def add_last_notifications(self, items: Sequence[NewNotification]) -> list[StoredNotification]: ...
     async def counts(self) -> StoreCounts: ...
     async def close(self) -> None: ...

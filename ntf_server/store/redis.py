@@ -24,7 +24,16 @@ from redis.backoff import ExponentialWithJitterBackoff
 from ntf_server.protocol.encoding import CodecError, SMPServer, dec_smp_server, decode_all, enc_smp_server
 from ntf_server.store import scripts
 from ntf_server.store.atrest import AtRest
-from ntf_server.store.base import NtfOutcome, RemovedSub, Store, StoreCounts, SubCreate, TokenCreate
+from ntf_server.store.base import (
+    NewNotification,
+    NtfOutcome,
+    RemovedSub,
+    Store,
+    StoreCounts,
+    StoredNotification,
+    SubCreate,
+    TokenCreate,
+)
 from ntf_server.store.errors import StoreError
 from ntf_server.store.health import StoreHealth, backoff_delays
 from ntf_server.store.keys import (
@@ -83,6 +92,10 @@ _DUMMY_TOKEN: Final = TokenRecord(
     reg_code=bytes(32),
 )
 _DUMMY_NOTIFIER: Final = (bytes(24), bytes(48))  # notifier id, PKCS#8 Ed25519/X25519 key
+
+
+def _no_sub() -> StoredNotification:
+    return StoredNotification(NtfOutcome.NO_SUBSCRIPTION, None, [])
 
 
 def _unpack_hash(packed: bytes) -> dict[bytes, bytes]:
@@ -633,22 +646,47 @@ class RedisStore:
     async def add_last_notification(
         self, server: SMPServer, notifier_id: bytes, received_at_ms: int, nonce: bytes, enc_meta: bytes
     ) -> tuple[NtfOutcome, TokenRecord | None, list[LastNotification]]:
-        """`NMSG` (spec §5.7) in one atomic step: keep it as the subscription's last notification, trim
-        the token's list to the newest 6, return them oldest first with the token to push to."""
-        if len(nonce) != NONCE_BYTES:
-            raise StoreError("NMSG nonce must be 24 bytes")
-        server = server.normalized()
+        """`NMSG` (spec §5.7), one: see `add_last_notifications`."""
+        [result] = await self.add_last_notifications([NewNotification(server, notifier_id, received_at_ms, nonce,
+                                                                      enc_meta)])
+        return result.outcome, result.token, result.notifications
+
+    async def add_last_notifications(self, items: Sequence[NewNotification]) -> list[StoredNotification]:
+        """The NMSGs of one SMP block (spec §5.7), in order, in two round trips whatever their number: each
+        is kept atomically as its subscription's last notification and its token's list trimmed to the
+        newest 6; returned for each, oldest first, with the token to push to."""
+        for item in items:
+            if len(item.nonce) != NONCE_BYTES:
+                raise StoreError("NMSG nonce must be 24 bytes")
+        located = [await self._locate(item) for item in items]
+        with self._health.guard():
+            async with self._r.pipeline(transaction=False) as pipe:
+                for item, where in zip(items, located, strict=True):
+                    if where is not None:
+                        srv, r, sid = where
+                        value = f"{item.received_at_ms:013d}".encode() + item.nonce + item.enc_meta
+                        args: list[str | int | bytes] = [self._k.prefix, self._k.buckets, srv, r, sid, value,
+                                                         MAX_LAST_NTFS]
+                        await self._scripts["ADD_LAST_NTF"](keys=[], args=args, client=pipe)  # queued
+                replies = iter(await pipe.execute())
+        stored = [await self._stored(next(replies)) if where is not None else _no_sub() for where in located]
+        tokens = {t.token_id: t for t in await self._get_tokens(sorted({s.token_id for s in stored if s.token_id}))}
+        return [StoredNotification(s.outcome, tokens.get(s.token_id), s.notifications)
+                if s.outcome is NtfOutcome.STORED else s for s in stored]
+
+    async def _locate(self, item: NewNotification) -> tuple[int, bytes, bytes] | None:
+        server = item.server.normalized()
         srv = await self._server_number(server, create=False)
         if srv is None:
-            return NtfOutcome.NO_SUBSCRIPTION, None, []
-        r = self._r_of(server, notifier_id)
-        sid = make_sub_id(self._a, r, srv)
-        value = f"{received_at_ms:013d}".encode() + nonce + enc_meta
-        res = await self._run("ADD_LAST_NTF", srv, r, sid, value, MAX_LAST_NTFS)
+            return None
+        r = self._r_of(server, item.notifier_id)
+        return srv, r, make_sub_id(self._a, r, srv)
+
+    async def _stored(self, res: Any) -> StoredNotification:
         if res[0] == b"NOSUB":
-            return NtfOutcome.NO_SUBSCRIPTION, None, []
+            return _no_sub()
         if res[0] == b"INACTIVE":
-            return NtfOutcome.TOKEN_NOT_ACTIVE, None, []
+            return StoredNotification(NtfOutcome.TOKEN_NOT_ACTIVE, None, [])
         ntfs = []
         token_id = b""
         flat = res[1]
@@ -660,8 +698,7 @@ class RedisStore:
             token_id = rec.token_id
             v = flat[i + 2]
             ntfs.append(LastNotification(srv_i, rec.notifier_id, int(v[:13]), v[13:37], v[37:]))
-        token = await self.get_token(token_id) if token_id else None
-        return NtfOutcome.STORED, token, ntfs
+        return StoredNotification(NtfOutcome.STORED, None, ntfs, token_id)
 
     async def counts(self) -> StoreCounts:
         with self._health.guard():

@@ -9,7 +9,7 @@ from dataclasses import replace
 from store_helpers import check_invariants, notifier_key, server, token
 
 from ntf_server.protocol.encoding import SMPServer
-from ntf_server.store.base import NtfOutcome, StoreCounts, SubCreate
+from ntf_server.store.base import NewNotification, NtfOutcome, StoreCounts, SubCreate
 from ntf_server.store.records import (
     RESUBSCRIBE_KINDS,
     SUB_ACTIVE,
@@ -217,3 +217,32 @@ async def test_a_second_store_instance_sees_the_same_data(store: RedisStore, red
         assert await other.find_subscription(server(5), b"N" * 24) == sub
     finally:
         await other.close()
+
+
+async def test_one_block_of_notifications_is_stored_in_order_each_answered_as_alone(
+    store: RedisStore, redis_url: str
+) -> None:
+    """The NMSGs of one SMP block (issue 9): stored in order, each answered as it would be alone."""
+    t = await active_token(store)
+    inactive = token()  # REGISTERED
+    await store.create_token(inactive)
+    await store.create_subscription(t.token_id, server(1), b"A" * 24, notifier_key())
+    await store.create_subscription(t.token_id, server(2), b"B" * 24, notifier_key())
+    await store.create_subscription(inactive.token_id, server(1), b"C" * 24, notifier_key())
+    block = [
+        NewNotification(server(1), b"A" * 24, 1_700_000_000_000, b"1" * 24, b"m1"),
+        NewNotification(server(1), b"X" * 24, 1_700_000_000_500, b"2" * 24, b"m2"),  # unknown queue
+        NewNotification(server(1), b"C" * 24, 1_700_000_000_600, b"3" * 24, b"m3"),  # token not active
+        NewNotification(server(9), b"A" * 24, 1_700_000_000_700, b"4" * 24, b"m4"),  # unknown server
+        NewNotification(server(2), b"B" * 24, 1_700_000_001_000, b"5" * 24, b"m5"),
+    ]
+    results = await store.add_last_notifications(block)
+    assert [r.outcome for r in results] == [NtfOutcome.STORED, NtfOutcome.NO_SUBSCRIPTION,
+                                            NtfOutcome.TOKEN_NOT_ACTIVE, NtfOutcome.NO_SUBSCRIPTION,
+                                            NtfOutcome.STORED]
+    assert results[0].token == t and results[4].token == t
+    assert [n.enc_meta for n in results[0].notifications] == [b"m1"]
+    assert [n.enc_meta for n in results[4].notifications] == [b"m1", b"m5"]  # the later one sees the earlier
+    assert all(r.token is None and r.notifications == [] for r in results[1:4])
+    assert await store.add_last_notifications([]) == []
+    await check_invariants(store, redis_url)
