@@ -177,7 +177,8 @@ class NtfServer:
                                 s.max_connections_per_ip)
         ctx = server_context(cfg.tls.cert_file, cfg.tls.key_file, cfg.tls.ca_cert_file)
         self.listener = NtfListener(ctx, identity, handlers, self.stats, limits, quotas)
-        summaries = [self.push.failures, self.push.drops, quotas.refusals, handlers.store_errors,
+        summaries = [self.push.failures, self.push.drops, self.push.message_failures, quotas.refusals,
+                     handlers.store_errors,
                      self.listener.handshake_failures]
         self._parts = {"push workers": self.push.run, "housekeeping": self.housekeeping.run,
                        "redis health": self._store.watch_health,

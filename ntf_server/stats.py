@@ -17,7 +17,7 @@ KNOWN: Final = (
     "store_errors", "conn_accepted", "conn_refused", "conn_refused_connections", "conn_refused_handshakes",
     "conn_refused_per_ip", "conn_tls_failed", "conn_handshake_failed", "conn_closed",
     "req_received", "req_rejected", "req_auth_failed", "req_prohibited", "blocks_bad",
-    "req_quota_exceeded", "tkn_expired_unverified",
+    "req_quota_exceeded", "tkn_expired_unverified", "ntf_delivered", "ntf_failed", "ntf_invalid_tkn",
 )
 
 

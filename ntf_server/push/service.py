@@ -2,9 +2,14 @@
 
 Theory of operation: handlers enqueue without waiting (``send_verification`` never blocks the NTF
 connection; a full queue is counted and the push dropped, and the client's repeat TNEW re-sends it).
-Workers build the body (push/payload.py, pure), hand it to a ``PushSender`` and apply the outcome:
-delivered → CONFIRMED (verification), "token invalid" → ``INVALID,<reason>``, anything else → counted
-failure. The message-notification path and the hidden-push budget arrive with the policy issue.
+Message notifications (spec §5.7, SimpleX parity: every NMSG → one mutable-content alert carrying the
+token's newest ≤ 6 notifications) go through a second bounded queue, whose ``send_messages`` *waits* for
+room: a full queue slows the SMP reader that feeds it, and the SMP server keeps what is not read, so no
+notification is dropped silently. Verification pushes have their own queue and workers, so a message
+backlog never delays a registration. Workers build the body (push/payload.py, pure), hand it to a
+``PushSender`` and apply the outcome: delivered → CONFIRMED (verification) or counted, "token invalid" →
+``INVALID,<reason>``, anything else → counted failure. The hidden-push budget arrives with the policy
+issue.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -20,7 +26,14 @@ from ntf_server.push import payload
 from ntf_server.stats import Stats
 from ntf_server.store.base import Store
 from ntf_server.store.errors import StoreError
-from ntf_server.store.records import InvalidReason, PushProvider, TokenRecord, TokenStatus, TokenStatusKind
+from ntf_server.store.records import (
+    InvalidReason,
+    LastNotification,
+    PushProvider,
+    TokenRecord,
+    TokenStatus,
+    TokenStatusKind,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +59,12 @@ class Failed:
 Outcome = Delivered | Invalid | Failed
 
 
+@dataclass(frozen=True, slots=True)
+class MessagePush:
+    token: TokenRecord
+    notifications: tuple[LastNotification, ...]  # oldest first, the one that caused the push last
+
+
 class PushSender(Protocol):
     async def push(self, provider: PushProvider, device_token: bytes, body: bytes, *, background: bool) -> Outcome:
         ...
@@ -59,9 +78,11 @@ class PushService:
         self._stats = stats
         self._workers = workers
         self._queue: asyncio.Queue[TokenRecord] = asyncio.Queue(queue_size)
+        self._messages: asyncio.Queue[MessagePush] = asyncio.Queue(queue_size)
         # one line per token would let a client flood the log (issue 8): per-token detail at debug only
         self.failures = CountedLog(log, "verification push failed")
         self.drops = CountedLog(log, "push queue full: verification push dropped", level=logging.WARNING)
+        self.message_failures = CountedLog(log, "message push failed")
 
     def send_verification(self, token: TokenRecord) -> None:
         try:
@@ -73,14 +94,53 @@ class PushService:
         if token.provider is not PushProvider.APNS_NULL:
             self._stats.incr("ntf_vrf_queued")
 
+    async def send_messages(self, token: TokenRecord, notifications: Sequence[LastNotification]) -> None:
+        """Queue one message push; waits while the queue is full (back-pressure on the caller)."""
+        await self._messages.put(MessagePush(token, tuple(notifications)))
+
     @property
     def queue_length(self) -> int:
-        return self._queue.qsize()
+        return self._queue.qsize() + self._messages.qsize()
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             for _ in range(self._workers):
                 tg.create_task(self._worker())
+                tg.create_task(self._message_worker())
+
+    async def _message_worker(self) -> None:
+        while True:
+            job = await self._messages.get()
+            try:
+                await self._message(job)
+            except StoreError as e:
+                log.warning("store error after a push: %s", type(e).__name__)
+            except Exception:  # a bug in one push must not stop the worker (and with it all pushes)
+                log.exception("message push failed unexpectedly")
+                self._stats.incr("ntf_failed")
+            finally:
+                self._messages.task_done()
+
+    async def _message(self, job: MessagePush) -> None:
+        tok = job.token
+        items = [payload.PNMessage(n.server, n.notifier_id, n.received_at, n.nonce, n.enc_meta)
+                 for n in job.notifications]
+        body = payload.message_alert_body(tok.dh_secret, secrets.token_bytes(NONCE_BYTES), items)
+        outcome = await self._sender.push(tok.provider, tok.device_token, body, background=False)
+        match outcome:
+            case Delivered():
+                if tok.provider is not PushProvider.APNS_NULL:
+                    self._stats.incr("ntf_delivered")
+            case Invalid(reason):
+                await self._store.set_token_status(tok.token_id, TokenStatus(TokenStatusKind.INVALID, reason))
+                self._stats.incr("ntf_failed")
+                self._stats.incr("ntf_invalid_tkn")
+                log.debug("message push: device token invalid (%s), %r", reason.value, tok)
+                self.message_failures.event(f"invalid token {reason.value}")
+            case Failed(reason):
+                log.debug("message push failed: %s, %r", reason, tok)
+                self._stats.incr("ntf_failed")
+                self.message_failures.event(reason)
 
     async def _worker(self) -> None:
         while True:
@@ -98,6 +158,7 @@ class PushService:
     async def drain(self) -> None:
         """Wait until every queued push was handled (tests, graceful shutdown)."""
         await self._queue.join()
+        await self._messages.join()
 
     async def _verify(self, tok: TokenRecord) -> None:
         nonce = secrets.token_bytes(NONCE_BYTES)

@@ -1,0 +1,76 @@
+"""Message pushes in SimpleX parity mode (spec §5.5 item 2, §5.7), from stored NMSGs to the app.
+
+The subscriber pool that will feed them is not there yet: the test stores the NMSGs of one SMP block
+through the store and hands the results to the push service exactly as the pool will, then checks what
+reaches the strict APNs simulator and what the app decrypts from it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from e2e_env import Env
+
+from ntf_server.protocol import crypto, ntf as P
+from ntf_server.protocol.encoding import SMPServer, b64u_encode
+from ntf_server.push.payload import ALERT_CATEGORY, MAX_BODY
+from ntf_server.sim.device import NtfClient, SimApp
+from ntf_server.store.base import NewNotification, NtfOutcome
+
+SMP = SMPServer(("smp1.example.com", "smp1abcdefghijklmnop.onion"), "5223", b"\x07" * 32)
+
+
+async def active_app(env: Env, client: NtfClient) -> SimApp:
+    app = SimApp(P.DeviceToken(P.PushProvider.APNS_TEST, os.urandom(32).hex().encode()))
+    assert isinstance(await app.register(client), P.IdTkn)
+    push = await env.sim.next_push(app.device_token.token.decode())
+    assert await app.token_command(client, P.TVfy(app.verification_code(push.body))) == P.Ok()
+    return app
+
+
+@pytest.mark.parametrize("messages", [1, 8])
+async def test_every_nmsg_is_one_alert_carrying_the_newest_six(env: Env, messages: int) -> None:
+    client = await NtfClient.connect("127.0.0.1", env.port, env.key_hash)
+    app = await active_app(env, client)
+    nids = [os.urandom(24) for _ in range(messages)]
+    for nid in nids:
+        assert isinstance(await app.subscribe(client, SMP, nid, crypto.generate_ed25519()), P.IdSub)
+    block = [NewNotification(SMP, nid, 1_700_000_000_000 + i * 1000, os.urandom(24), os.urandom(144))
+             for i, nid in enumerate(nids)]
+    stored = await env.server.store.add_last_notifications(block)
+    push_service = env.server.push
+    assert push_service is not None
+    for result in stored:
+        assert result.outcome is NtfOutcome.STORED and result.token is not None
+        await push_service.send_messages(result.token, result.notifications)
+    await push_service.drain()
+    device = app.device_token.token.decode()
+    for i in range(messages):
+        push = await env.sim.next_push(device)
+        assert push.push_type == "alert" and len(push.body) <= MAX_BODY
+        assert push.json()["aps"] == {"mutable-content": 1, "alert": "Encrypted message or another app event",
+                                      "category": ALERT_CATEGORY}
+        items = app.message_list(push.body)
+        expected = block[max(0, i - 5): i + 1]  # the newest six, oldest first, the current one last
+        assert items == [f"{SMP.to_uri()}/{b64u_encode(n.notifier_id)} {n.received_at_ms // 1000} "
+                         f"{b64u_encode(n.nonce)} {b64u_encode(n.enc_meta)}" for n in expected]
+    assert env.server.stats["ntf_delivered"] == messages
+    await client.close()
+
+
+async def test_a_dead_device_token_becomes_invalid(env: Env) -> None:
+    client = await NtfClient.connect("127.0.0.1", env.port, env.key_hash)
+    app = await active_app(env, client)
+    nid = os.urandom(24)
+    await app.subscribe(client, SMP, nid, crypto.generate_ed25519())
+    env.sim.unregister(app.device_token.token.decode())
+    [result] = await env.server.store.add_last_notifications(
+        [NewNotification(SMP, nid, 1_700_000_000_000, os.urandom(24), os.urandom(144))])
+    assert result.token is not None and env.server.push is not None
+    await env.server.push.send_messages(result.token, result.notifications)
+    await env.server.push.drain()
+    status = await app.token_command(client, P.TChk())
+    assert status == P.Tkn(P.TokenStatus(P.TokenStatusKind.INVALID, P.InvalidReason.UNREGISTERED))
+    assert env.server.stats["ntf_failed"] == 1 and env.server.stats["ntf_invalid_tkn"] == 1
+    await client.close()
