@@ -112,6 +112,7 @@ class SmpClient:
         self._session: SmpClientSession | None = None
         self._liveness: Liveness | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stream: BlockStream | None = None
         self._paused_since: float | None = None
 
     def __repr__(self) -> str:
@@ -151,6 +152,7 @@ class SmpClient:
         self._session = SmpClientSession(conn.handshake, now=now, random=self._random)
         self._liveness = Liveness(self._timeouts, now=now)
         self.state = ClientState.UP
+        self._stream = conn.stream
         self._task = asyncio.create_task(self._run(conn.stream), name=f"smp-client {conn.host}")
 
     async def close(self) -> None:
@@ -161,6 +163,9 @@ class SmpClient:
             return
         self._task.cancel()
         await asyncio.wait([self._task])
+        if self._stream is not None and not self.closed:  # cancelled before it ever ran: no finally there
+            self._stream.abort()
+            self._finish(None)
 
     async def __aenter__(self) -> Self:
         await self.start()
