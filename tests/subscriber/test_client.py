@@ -261,20 +261,38 @@ async def test_refused_handshake(make_server: ServerFactory) -> None:
     assert client.closed and isinstance(client.close_error, HandshakeFailed)
 
 
-async def test_wrong_fingerprint_fails_before_anything_is_sent(make_server: ServerFactory,
-                                                              caplog: pytest.LogCaptureFixture) -> None:
+class _Ended(logging.Handler):
+    """Collects the stand-in's "connection ended" lines and signals the first."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+        self.seen = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "connection ended" in record.getMessage():
+            self.lines.append(record.getMessage())
+            self.seen.set()
+
+
+async def test_wrong_fingerprint_fails_before_anything_is_sent(make_server: ServerFactory) -> None:
     server = await make_server()
     wrong = SMPServer(server.address.hosts, server.address.port, bytes(32))
     client = SmpClient(wrong)
-    caplog.set_level(logging.DEBUG, logger="ntf_server.sim.smp_server")
-    with pytest.raises(HandshakeFailed, match="not the pinned server"):
-        await client.start()
-    async with asyncio.timeout(WAIT_S):
-        while not any("connection ended" in r.getMessage() for r in caplog.records):
-            await asyncio.sleep(0.01)
+    stand_in_log, ended = logging.getLogger("ntf_server.sim.smp_server"), _Ended()
+    level = stand_in_log.level
+    stand_in_log.setLevel(logging.DEBUG)
+    stand_in_log.addHandler(ended)
+    try:
+        with pytest.raises(HandshakeFailed, match="not the pinned server"):
+            await client.start()
+        await asyncio.wait_for(ended.seen.wait(), WAIT_S)
+    finally:
+        stand_in_log.removeHandler(ended)
+        stand_in_log.setLevel(level)
     # The stand-in saw the connection end while it waited for our hello: no hello (and so no key hash) was sent.
-    [ended] = [r.getMessage() for r in caplog.records if "connection ended" in r.getMessage()]
-    assert "EOF" in ended and "identity" not in ended
+    [line] = ended.lines
+    assert "EOF" in line and "identity" not in line
     assert server.connections == 0 and client.closed
 
 
