@@ -124,7 +124,7 @@ class SmpClient:
             parts += [f"{len(s.queues(st))} {st.value}" for st in E.QueueState if s.queues(st)]
             parts.append(f"{s.awaiting()} awaiting")
         parts.append(f"outbox {self._outbox.qsize()} blocks, events {len(self._events)}/{self._events.maxsize}")
-        if self._paused_since is not None:
+        if self.reading_paused:
             parts.append("reading paused")
         if self._close_error is not None:
             parts.append(f"({type(self._close_error).__name__})")
@@ -212,6 +212,11 @@ class SmpClient:
     def awaiting(self) -> int:
         """Commands sent (or queued) and not yet answered or expired."""
         return 0 if self._session is None else self._session.awaiting()
+
+    @property
+    def reading_paused(self) -> bool:
+        """The reader waits for the consumer to take events (back-pressure): nothing is read meanwhile."""
+        return self._paused_since is not None
 
     @property
     def outbox_blocks(self) -> int:

@@ -95,22 +95,23 @@ async def open_smp(
         raise ConnectFailed("no host to connect to")
     failures: list[str] = []
     for host in hosts:
+        deadline = asyncio.get_running_loop().time() + timeouts.connect_s  # TCP + TLS + handshake, per host
         try:
-            async with asyncio.timeout(timeouts.connect_s):
+            async with asyncio.timeout_at(deadline):
                 sock = await opener(host, port)
         except (OSError, TimeoutError) as e:
             failures.append(f"{host}:{port}: {_describe(e)}")
             continue
-        return await _handshake(sock, host, key_hash, context, timeouts, versions)
+        return await _handshake(sock, host, key_hash, context, deadline, timeouts, versions)
     raise ConnectFailed("; ".join(failures))
 
 
-async def _handshake(sock: socket.socket, host: str, key_hash: bytes, context: ssl.SSLContext,
+async def _handshake(sock: socket.socket, host: str, key_hash: bytes, context: ssl.SSLContext, deadline: float,
                      timeouts: Timeouts, versions: VersionRange) -> Connected:
     stream: BlockStream | None = None
     try:
         _keepalive(sock)
-        async with asyncio.timeout(timeouts.connect_s):
+        async with asyncio.timeout_at(deadline):
             # server_hostname="" : no SNI (None would send nothing only for a non-TLS socket)
             reader, writer = await asyncio.open_connection(sock=sock, ssl=context, server_hostname="")
             stream = BlockStream(reader, writer, SMP_BLOCK_SIZE, read_timeout_s=timeouts.block_read_s,

@@ -10,7 +10,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import pytest
-from manual_time import ManualTime, settle
+from manual_time import ManualTime
 
 from ntf_server.protocol import crypto, smp as S, smp_events as E
 from ntf_server.protocol.encoding import SMPServer, b64u_encode
@@ -94,7 +94,8 @@ async def test_subscribe_many_queues_at_each_version(make_server: ServerFactory,
     events = await take(client, 300)
     assert sorted(events, key=repr) == sorted((E.Subscribed(q.notifier_id) for q in queues), key=repr)
     assert sorted(server.subscribed_queues()) == sorted(q.notifier_id for q in queues)
-    assert client.awaiting == 0 and client.counters.blocks_sent == blocks
+    await asyncio.wait_for(client.flushed(), WAIT_S)
+    assert client.awaiting == 0 and client.outbox_blocks == 0 and client.counters.blocks_sent == blocks
     assert len(client.queues(E.QueueState.ACTIVE)) == 300
 
 
@@ -344,7 +345,8 @@ async def test_name_resolved_again_on_every_connect(make_server: ServerFactory, 
 
     async def resolve(host: str, port: int) -> Sequence[AddrInfo]:
         asked.append(host)
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (names[host], port))]
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.3", port)),  # refused: the next is tried
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", (names[host], port))]
 
     opener = functools.partial(open_tcp, resolve=resolve)
     address = SMPServer(("smp.example",), str(server.port), server.key_hash)
@@ -368,23 +370,35 @@ async def test_slow_consumer_stops_reading_and_nothing_is_lost(make_server: Serv
     q, creds = new_queue(server)
     client.subscribe([q])
     assert await take(client, 1) == [E.Subscribed(q.notifier_id)]
-    for i in range(20):  # one NMSG at a time, so the stand-in sends them in separate blocks
-        server.notify(q.notifier_id, b"m%02d" % i, 1700000000 + i)
-        await asyncio.sleep(0.02)
+    sent = 0
+
+    def notify() -> None:
+        nonlocal sent
+        server.notify(q.notifier_id, b"m%03d" % sent, 1700000000 + sent)
+        sent += 1
+
+    async with asyncio.timeout(WAIT_S):
+        while not client.reading_paused:  # one NMSG at a time, so the stand-in sends them in separate blocks
+            notify()
+            await asyncio.sleep(0.01)
     received = client.counters.blocks_received
-    assert 1 + 2 <= received <= 1 + 2 + 1  # the OK, two batches waiting, one in the reader's hands
+    assert received == 1 + 2 + 1  # the OK, two batches waiting, one in the reader's hands
+    for _ in range(20):
+        notify()
+        await asyncio.sleep(0.01)
+    assert client.counters.blocks_received == received  # nothing more is read while the pool does not take events
     assert "reading paused" in repr(client)
     await t.advance(600)  # while reading waits for the pool, silence is not the server's: no PING, no timeout
     assert client.counters.pings_sent == 0 and client.state is ClientState.UP
     metas = []
     async with asyncio.timeout(WAIT_S):
-        while len(metas) < 20:
+        while len(metas) < sent:
             for m in await client.events().get():
                 assert isinstance(m, E.Message)
                 metas.append(S.decrypt_nmsg_meta(creds.rcv_ntf_dh_secret, m.nonce, m.enc_meta).msg_id)
-    assert metas == [b"m%02d" % i for i in range(20)]
+    assert metas == [b"m%03d" % i for i in range(sent)]  # all of them, in order
     assert client.counters.blocks_received > received and client.counters.paused_s == 600.0
-    await settle()
+    assert not client.reading_paused
 
 
 async def test_repr_shows_state_not_ids(make_server: ServerFactory, clients: list[SmpClient]) -> None:
