@@ -41,9 +41,9 @@ from ntf_server.protocol.encoding import SMPServer
 from ntf_server.protocol.smp_session import NotifierQueue, SmpClientSession, SmpProtocolError
 from ntf_server.protocol.transport import SMP_CLIENT_VRANGE, VersionRange
 from ntf_server.subscriber.channel import Channel
-from ntf_server.subscriber.connect import TcpOpener, open_smp, open_tcp
+from ntf_server.subscriber.connect import Connected, TcpOpener, open_smp, open_tcp
 from ntf_server.subscriber.errors import ClientError, ConnectionLost, ProtocolError
-from ntf_server.subscriber.liveness import Liveness, Timeouts
+from ntf_server.subscriber.liveness import Liveness, SessionClock, Timeouts
 from ntf_server.transport import tls
 from ntf_server.transport.blocks import BlockStream, ConnectionClosed
 
@@ -97,7 +97,7 @@ class SmpClient:
         self._timeouts = timeouts or Timeouts()
         self._opener = opener
         self._versions = versions
-        self._clock = clock
+        self._time = SessionClock(clock)
         self._sleep = sleep
         self._random = random
         self.state = ClientState.NEW
@@ -112,8 +112,8 @@ class SmpClient:
         self._session: SmpClientSession | None = None
         self._liveness: Liveness | None = None
         self._task: asyncio.Task[None] | None = None
+        self._connecting: asyncio.Task[Connected] | None = None
         self._stream: BlockStream | None = None
-        self._paused_since: float | None = None
 
     def __repr__(self) -> str:
         where = f"{self.host or ','.join(self.hosts)}:{self.server.effective_port}"
@@ -137,14 +137,18 @@ class SmpClient:
         if self.state is not ClientState.NEW:
             raise RuntimeError(f"SmpClient.start() on a {self.state.value} client")
         self.state = ClientState.CONNECTING
+        self._connecting = asyncio.create_task(
+            open_smp(self.hosts, self.server.effective_port, self.server.key_hash, context=self._context,
+                     timeouts=self._timeouts, opener=self._opener, versions=self._versions))
         try:
-            conn = await open_smp(self.hosts, self.server.effective_port, self.server.key_hash,
-                                  context=self._context, timeouts=self._timeouts, opener=self._opener,
-                                  versions=self._versions)
+            conn = await self._connecting
         except ClientError as e:
             self._finish(e)
             raise
-        except BaseException:
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if self.closed and me is not None and not me.cancelling():  # close() cancelled the connect
+                raise ConnectionLost("closed while connecting") from None
             self._finish(ConnectionLost("connect cancelled"))
             raise
         now = self._now()
@@ -160,6 +164,8 @@ class SmpClient:
         if self._task is None:
             if self.state is not ClientState.CLOSED:
                 self._finish(None)
+            if self._connecting is not None:
+                self._connecting.cancel()  # start() then raises ConnectionLost
             return
         self._task.cancel()
         await asyncio.wait([self._task])
@@ -216,7 +222,7 @@ class SmpClient:
     @property
     def reading_paused(self) -> bool:
         """The reader waits for the consumer to take events (back-pressure): nothing is read meanwhile."""
-        return self._paused_since is not None
+        return self._time.paused
 
     @property
     def outbox_blocks(self) -> int:
@@ -246,10 +252,7 @@ class SmpClient:
         return self._session
 
     def _now(self) -> float:
-        """Session clock: the injected clock minus the time reading waited for the consumer."""
-        t = self._clock()
-        paused = self.counters.paused_s + (t - self._paused_since if self._paused_since is not None else 0.0)
-        return t - paused
+        return self._time.now()
 
     def _enqueue(self, blocks: list[bytes]) -> None:
         for b in blocks:
@@ -307,12 +310,12 @@ class SmpClient:
         if not self._events.full:
             await self._events.put(events)
             return
-        self._paused_since = self._clock()
+        self._time.pause()
         try:
             await self._events.put(events)
         finally:
-            self.counters.paused_s += self._clock() - self._paused_since
-            self._paused_since = None
+            self._time.resume()
+            self.counters.paused_s = self._time.paused_s
 
     async def _write(self, stream: BlockStream) -> None:
         while True:

@@ -17,6 +17,7 @@ events (back-pressure): answers waiting unread in the socket must not count as s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -73,3 +74,29 @@ class Liveness:
         if self.timeouts_in_a_row >= self._t.drop_after_timeouts and silent >= self._t.drop_after_silence_s:
             return f"{self.timeouts_in_a_row} commands in a row timed out, nothing received for {silent:.0f} s"
         return None
+
+
+class SessionClock:
+    """The injected clock minus the time spent paused (the reader waiting for the consumer)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self.paused_s = 0.0  # completed pauses
+        self._since: float | None = None
+
+    @property
+    def paused(self) -> bool:
+        return self._since is not None
+
+    def pause(self) -> None:
+        if self._since is None:
+            self._since = self._clock()
+
+    def resume(self) -> None:
+        if self._since is not None:
+            self.paused_s += self._clock() - self._since
+            self._since = None
+
+    def now(self) -> float:
+        t = self._clock()
+        return t - self.paused_s - (t - self._since if self._since is not None else 0.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from ntf_server.subscriber.liveness import Liveness, Timeouts
+from ntf_server.subscriber.liveness import Liveness, SessionClock, Timeouts
 
 T = Timeouts(response_s=30, ping_idle_s=60, drop_after_timeouts=3, drop_after_silence_s=180)
 
@@ -65,3 +65,19 @@ def test_dropped_exactly_when_both_conditions_hold(steps: list[tuple[str, float]
             run += 1
         expected = run >= T.drop_after_timeouts and now - last_rx >= T.drop_after_silence_s
         assert (live.drop_reason(now) is not None) == expected
+
+
+def test_session_clock_stands_still_while_paused() -> None:
+    t = [100.0]
+    clock = SessionClock(lambda: t[0])
+    t[0] = 110.0
+    assert clock.now() == 110.0
+    clock.pause()
+    t[0] = 500.0
+    assert clock.now() == 110.0 and clock.paused
+    clock.pause()  # idempotent
+    clock.resume()
+    t[0] = 505.0
+    assert clock.now() == 115.0 and clock.paused_s == 390.0 and not clock.paused
+    clock.resume()  # idempotent
+    assert clock.paused_s == 390.0

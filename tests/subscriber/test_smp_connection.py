@@ -253,6 +253,31 @@ async def test_close_by_us(make_server: ServerFactory, clients: list[SmpClient])
 # ---------------------------------------------------------------- connecting
 
 
+async def test_close_while_connecting(make_server: ServerFactory) -> None:
+    server = await make_server()
+    server.stall()  # the stand-in does not send its hello: the client waits in the handshake
+    client = SmpClient(server.address)
+    starting = asyncio.create_task(client.start())
+    await asyncio.sleep(0.2)
+    assert client.state is ClientState.CONNECTING
+    await client.close()
+    with pytest.raises(ConnectionLost, match="closed while connecting"):
+        await asyncio.wait_for(starting, WAIT_S)
+    assert client.closed and client.close_error is None and client.state is ClientState.CLOSED
+
+
+async def test_cancelled_start_leaves_the_client_closed(make_server: ServerFactory) -> None:
+    server = await make_server()
+    server.stall()
+    client = SmpClient(server.address)
+    starting = asyncio.create_task(client.start())
+    await asyncio.sleep(0.2)
+    starting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await starting
+    assert client.closed and isinstance(client.close_error, ConnectionLost)
+
+
 async def test_refused_handshake(make_server: ServerFactory) -> None:
     server = await make_server()
     server.refuse_handshakes = True
