@@ -34,7 +34,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Self
+from typing import Final, Self
 
 from ntf_server.protocol import smp_events as E
 from ntf_server.protocol.encoding import SMPServer
@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 EventBatch = list[E.SmpEvent]  # the events of one received block (or of one timer tick), in order
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
-EVENT_BATCHES_MAX = 64  # blocks of events waiting for the pool before the reader stops reading
+EVENT_BATCHES_MAX: Final = 64  # blocks of events waiting for the pool before the reader stops reading
 
 
 class ClientState(enum.Enum):
@@ -291,10 +291,10 @@ class SmpClient:
         while True:
             try:
                 block = await stream.read_block()
+            except TimeoutError as e:  # before OSError, of which it is a subclass
+                raise ConnectionLost("a block did not arrive whole in time") from e
             except (ConnectionClosed, OSError) as e:
                 raise ConnectionLost(f"closed by the server ({e})") from e
-            except TimeoutError as e:
-                raise ConnectionLost("a block did not arrive whole in time") from e
             now = self._now()
             liveness.received(now)
             self.counters.blocks_received += 1
@@ -322,10 +322,10 @@ class SmpClient:
             block = await self._outbox.get()
             try:
                 await stream.write_block(block)
+            except TimeoutError as e:  # before OSError, of which it is a subclass
+                raise ConnectionLost("the server does not take our blocks") from e
             except (ConnectionClosed, OSError) as e:
                 raise ConnectionLost(f"write failed ({e})") from e
-            except TimeoutError as e:
-                raise ConnectionLost("the server does not take our blocks") from e
             self.counters.blocks_sent += 1
             if self._outbox.empty():
                 self._flushed.set()
