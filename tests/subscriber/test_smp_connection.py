@@ -88,6 +88,7 @@ async def test_subscribe_many_queues_at_each_version(make_server: ServerFactory,
     server = await make_server(max_version=version)
     client = await connect(clients, server)
     assert client.version == version and client.state is ClientState.UP
+    assert client.subscribe([]) == 0
     queues = [new_queue(server)[0] for _ in range(300)]
     blocks = client.subscribe(queues)
     assert 2 <= blocks <= 4  # many NSUBs per 16 KB block (~130), not one each
