@@ -36,7 +36,6 @@ from apns.jwt import ProviderKey
 from apns.pool import Endpoint
 from ntf_server.config import Config, ConfigError, redact_url
 from ntf_server.handlers import NtfHandlers
-from ntf_server.interfaces import NullSink
 from ntf_server.logsetup import setup_logging
 from ntf_server.logsummary import flush_every
 from ntf_server.maintenance import Housekeeping
@@ -51,6 +50,7 @@ from ntf_server.store.atrest import load_or_create_store_key
 from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.store.errors import StoreError
 from ntf_server.store.redis import RedisStore
+from ntf_server.subscriber.pool import SubscriberPool
 from ntf_server.transport import certs
 from ntf_server.transport.certs import CredentialsError
 from ntf_server.transport.listener import ListenerLimits, NtfListener
@@ -85,6 +85,7 @@ EXIT_FAILED: Final = 1
 # Request retries on one Redis connection error: one retry on a fresh connection covers a pooled
 # connection that a Redis restart closed; an outage beyond that is the health switch's job.
 STORE_RETRIES: Final = 1
+PARTS_STOP_TIMEOUT_S: Final = 10.0
 
 Part = Callable[[], Awaitable[None]]
 
@@ -109,6 +110,7 @@ class NtfServer:
         self.housekeeping: Housekeeping | None = None
         self.listener: NtfListener | None = None
         self.push: PushService | None = None
+        self.pool: SubscriberPool | None = None
 
     def __repr__(self) -> str:
         parts = ",".join(self._parts) or "-"
@@ -160,7 +162,8 @@ class NtfServer:
         sender = ApnsSender(ApnsClient(apps) if apps else None, apps)
         stack.push_async_callback(sender.aclose)
         self.push = PushService(self._store, sender, self.stats)
-        sink = NullSink()  # the subscriber pool (next issue) takes its place for both
+        self.pool = SubscriberPool(self._store, self.push, self.stats)
+        sink = self.pool  # SNEW subscribes, SDEL/TDEL/expiry forget: the same pool for handlers and housekeeping
         handlers = NtfHandlers(self._store, self.push, self.stats, sink, pushable=sender.pushable)
         self.housekeeping = Housekeeping(self._store, sink, self.stats,
                                          expire_after_days=cfg.store.expire_tokens_after_days,
@@ -180,7 +183,8 @@ class NtfServer:
         summaries = [self.push.failures, self.push.drops, self.push.message_failures, quotas.refusals,
                      handlers.store_errors,
                      self.listener.handshake_failures]
-        self._parts = {"push workers": self.push.run, "housekeeping": self.housekeeping.run,
+        self._parts = {"push workers": self.push.run, "subscriber pool": self.pool.run,
+                       "housekeeping": self.housekeeping.run,
                        "redis health": self._store.watch_health,
                        "log summaries": lambda: flush_every(summaries, SUMMARY_INTERVAL_S), **self._parts}
         if self._embedded is not None:
@@ -235,6 +239,10 @@ class NtfServer:
         if task is None:
             return
         task.cancel()
+        done, _ = await asyncio.wait([task], timeout=PARTS_STOP_TIMEOUT_S)
+        if not done:  # a part that ignores its cancel must not keep the resources below from closing
+            log.error("server parts did not stop within %g s; closing the rest anyway", PARTS_STOP_TIMEOUT_S)
+            return
         with contextlib.suppress(asyncio.CancelledError, Exception):  # failures were logged by _run_part
             await task
 

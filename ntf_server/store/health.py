@@ -50,6 +50,15 @@ def translated() -> Iterator[None]:
         raise StoreError(f"redis error: {e}") from e
 
 
+def _raise_if_cancelling() -> None:
+    """Python 3.11's ``asyncio.wait_for`` (used inside redis-py) can swallow a cancel that arrives as the
+    reply does (fixed in 3.12): the caller would carry on — a server part then sleeps for an hour or waits
+    forever, and shutdown hangs. A task being cancelled gets its cancel back at the store's edge."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class StoreHealth:
     def __init__(self) -> None:
         self._watched = False
@@ -70,6 +79,7 @@ class StoreHealth:
         try:
             with translated():
                 yield
+            _raise_if_cancelling()
         except StoreUnavailable:
             if self._watched and self.up:
                 self._down_since = time.monotonic()

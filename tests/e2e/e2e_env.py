@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +43,13 @@ class Env:
         self.servers.append(new)
         return new
 
-    async def restart(self) -> NtfServer:
-        """Stop the running server and start a new one on the same config, Redis and port."""
+    async def restart(self, while_stopped: Callable[[], None] | None = None) -> NtfServer:
+        """Stop the running server and start a new one on the same config, Redis and port; runs
+        ``while_stopped`` in between."""
         port = self.server.port
         await self.server.stop()
+        if while_stopped is not None:
+            while_stopped()
         cfg = dataclasses.replace(self.config, server=dataclasses.replace(self.config.server, port=port))
         new = NtfServer(cfg)
         await new.start()

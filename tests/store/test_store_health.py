@@ -70,3 +70,24 @@ async def test_unwatched_store_never_locks_callers_out(tmp_path: Path, redis_url
     finally:
         await store.close()
         await proxy.stop()
+
+
+async def test_a_swallowed_cancel_comes_back_at_the_store_edge(store: RedisStore) -> None:
+    """Python 3.11's wait_for (inside redis-py) can swallow a cancel; the task must not carry on as if
+    nothing happened (a server part would then never stop, and shutdown would hang)."""
+    reached: list[str] = []
+
+    async def part() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            pass  # swallowed, as asyncio.wait_for can do in 3.11
+        await store.get_token(TOKEN_ID)
+        reached.append("carried on")
+
+    task = asyncio.create_task(part())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert reached == []

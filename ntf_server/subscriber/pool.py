@@ -1,0 +1,367 @@
+"""The subscriber pool: every notification subscription held open on its SMP server (spec §3.3, §4.6).
+
+Theory of operation. One ``_Link`` per SMP server (hosts + port + key hash) owns at most one connection
+(``client.SmpClient``) at a time and runs forever: connect (DNS resolved anew every time), subscribe, read,
+and after any loss reconnect with capped, jittered exponential backoff (an injected strategy). Servers are
+independent: a slow or dead server delays nobody else.
+
+* Subscribing. On every new connection the link pages the store for the server's live subscriptions
+  (NEW, PENDING, ACTIVE, INACTIVE; constant memory however many) and sends their NSUBs many to a block,
+  keeping at most ``max_in_flight`` unanswered. New subscriptions from SNEW wait ``coalesce_s`` so that a
+  burst shares blocks (the Haskell server sends one NSUB per block). A queue already pending or active on
+  the connection is never subscribed twice.
+* Answers become statuses (§4.6), written in one store call per status per received block: OK/SOK →
+  ACTIVE, ERR AUTH → AUTH, other errors → ERR, END → END, DELD → DELETED; a lost connection turns what
+  it held into INACTIVE. Sent NSUBs are PENDING. A timed-out NSUB stays PENDING: the client drops a
+  connection that keeps timing out, and the next connection subscribes it again.
+* Messages. The NMSGs of one block are stored together (one round trip, ``add_last_notifications``), then
+  each becomes a push (SimpleX parity: one alert per NMSG with the token's newest ≤ 6). Handing a push
+  over waits when the push queue is full, and while this link waits it reads nothing more from its SMP
+  server, which keeps what it has not delivered: back-pressure, never a silent drop. A store failure is
+  retried (the notification was already taken from the SMP server) before the block is given up, counted.
+* SDEL/TDEL: SMP has no unsubscribe; the link forgets the queue, and later NMSGs for it are counted, not
+  pushed.
+
+Which servers this instance serves is injected (``serves``): today all; scale-out gives each SMP server to
+one instance through a lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Final, Protocol, TypeVar
+
+from ntf_server.protocol import crypto, smp_events as E
+from ntf_server.protocol.encoding import CodecError, SMPServer
+from ntf_server.protocol.smp_session import NotifierQueue
+from ntf_server.stats import Stats
+from ntf_server.store.base import NewNotification, NtfOutcome, RemovedSub, StoredNotification
+from ntf_server.store.errors import StoreError
+from ntf_server.store.health import backoff_delays
+from ntf_server.store.records import (
+    RESUBSCRIBE_KINDS,
+    LastNotification,
+    SubscriptionRecord,
+    SubStatus,
+    SubStatusKind,
+    TokenRecord,
+)
+from ntf_server.subscriber.client import EventBatch, SmpClient
+from ntf_server.subscriber.errors import ClientError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+LOST_FROM: Final = (SubStatusKind.PENDING, SubStatusKind.ACTIVE)  # what a lost connection makes INACTIVE
+STORE_ATTEMPTS: Final = 20  # store retries for a block of events before it is given up (~ a minute)
+_FAILURE_STATUS: Final = {E.FailureKind.AUTH: SubStatus(SubStatusKind.AUTH),
+                          E.FailureKind.SERVICE: SubStatus(SubStatusKind.SERVICE)}
+# What the SMP server answered, counted by the status it gives (spec §6.4's subscription counters).
+_STATUS_COUNTER: Final = {
+    SubStatusKind.ACTIVE: "smp_sub_ok", SubStatusKind.AUTH: "smp_sub_auth", SubStatusKind.SERVICE: "smp_sub_service",
+    SubStatusKind.ERR: "smp_sub_err", SubStatusKind.END: "smp_sub_end", SubStatusKind.DELETED: "smp_sub_deld",
+}
+
+
+class PoolStore(Protocol):
+    """What the pool needs of the store (store/base.py)."""
+
+    async def servers_with_subscriptions(self) -> list[SMPServer]: ...
+    def iter_server_subscriptions(
+        self, server: SMPServer, page_size: int = 900, kinds: Collection[SubStatusKind] | None = None
+    ) -> AsyncIterator[list[SubscriptionRecord]]: ...
+    async def set_subscription_statuses(
+        self, server: SMPServer, notifier_ids: Sequence[bytes], status: SubStatus,
+        service_assoc: bool | None = None, only_from: Collection[SubStatusKind] | None = None,
+    ) -> int: ...
+    async def add_last_notifications(self, items: Sequence[NewNotification]) -> list[StoredNotification]: ...
+
+
+class MessagePusher(Protocol):
+    async def send_messages(self, token: TokenRecord, notifications: Sequence[LastNotification]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    coalesce_s: float = 0.005  # new subscriptions wait this long to share blocks
+    page_size: int = 1000  # subscriptions read from the store (and signed) between two awaits
+    max_in_flight: int = 50_000  # NSUBs sent and not yet answered, per connection
+    stable_after_s: float = 60.0  # a connection up this long resets the backoff
+    store_retry_s: float = 3.0  # wait between store retries of a block of events
+
+
+ClientFactory = Callable[[SMPServer], SmpClient]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class SubscriberPool:
+    """``SubscriptionSink`` for the handlers and housekeeping; ``run`` is a long-lived server part."""
+
+    def __init__(
+        self,
+        store: PoolStore,
+        pusher: MessagePusher,
+        stats: Stats,
+        *,
+        client_factory: ClientFactory = SmpClient,
+        delays: Callable[[], Iterator[float]] = lambda: backoff_delays(0.5, 60.0),
+        serves: Callable[[SMPServer], bool] = lambda _: True,
+        settings: PoolSettings = PoolSettings(),
+        clock: Callable[[], float] = time.time,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._store = store
+        self._pusher = pusher
+        self._stats = stats
+        self._factory = client_factory
+        self._delays = delays
+        self._serves = serves
+        self.settings = settings
+        self._clock = clock
+        self._sleep = sleep
+        self._links: dict[SMPServer, _Link] = {}
+        self._tg: asyncio.TaskGroup | None = None
+
+    def __repr__(self) -> str:
+        states: dict[str, int] = defaultdict(int)
+        for link in self._links.values():
+            states[link.state] += 1
+        parts = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no servers"
+        return f"<SubscriberPool {parts}>"
+
+    # ------------------------------------------------------------ SubscriptionSink
+
+    def subscribe(self, sub: SubscriptionRecord) -> None:
+        link = self._link(sub.server)
+        if link is not None:
+            link.add(sub)
+
+    def forget(self, subs: Sequence[RemovedSub]) -> None:
+        for s in subs:
+            link = self._links.get(s.server.normalized())
+            if link is not None:
+                link.forget(s.notifier_id)
+
+    # ------------------------------------------------------------ running
+
+    async def run(self) -> None:
+        """Resubscribe every server with live subscriptions, then serve new ones; never returns."""
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            for link in self._links.values():  # added by SNEW before run() started
+                link.start(tg)
+            for server in await self._store_retry(self._store.servers_with_subscriptions):
+                self._link(server)
+            log.info("subscriber pool: %d SMP servers to subscribe", len(self._links))
+            await asyncio.Event().wait()
+
+    def link_state(self, server: SMPServer) -> str | None:
+        link = self._links.get(server.normalized())
+        return None if link is None else link.state
+
+    def _link(self, server: SMPServer) -> _Link | None:
+        key = server.normalized()
+        link = self._links.get(key)
+        if link is None:
+            if not self._serves(key):
+                return None
+            link = self._links[key] = _Link(key, self)
+            if self._tg is not None:
+                link.start(self._tg)
+        return link
+
+    async def _store_retry(self, call: Callable[[], Awaitable[T]]) -> T:
+        for attempt in range(STORE_ATTEMPTS):
+            try:
+                return await call()
+            except StoreError as e:
+                if attempt == STORE_ATTEMPTS - 1:
+                    raise
+                log.debug("subscriber: store call failed (%s), retrying", type(e).__name__)
+                await self._sleep(self.settings.store_retry_s)
+        raise AssertionError("unreachable")
+
+
+class _Link:
+    """One SMP server: its connection, reconnects and the subscriptions waiting to be sent."""
+
+    def __init__(self, server: SMPServer, pool: SubscriberPool) -> None:
+        self.server = server
+        self._pool = pool
+        self.state = "idle"
+        self._new: dict[bytes, bytes] = {}  # notifier id → notifier key (PKCS#8), from SNEW
+        self._wake = asyncio.Event()
+        self._client: SmpClient | None = None
+        self._answered = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"<_Link {self.server!r} {self.state} new={len(self._new)}>"
+
+    def start(self, tg: asyncio.TaskGroup) -> None:
+        tg.create_task(self._run(), name="smp link")
+
+    def add(self, sub: SubscriptionRecord) -> None:
+        self._new[sub.notifier_id] = sub.notifier_key
+        self._wake.set()
+
+    def forget(self, notifier_id: bytes) -> None:
+        self._new.pop(notifier_id, None)
+        if self._client is not None:
+            self._client.forget(notifier_id)
+
+    # ------------------------------------------------------------ connection loop
+
+    async def _run(self) -> None:
+        pool, stats = self._pool, self._pool._stats
+        delays = pool._delays()
+        while True:
+            self.state = "connecting"
+            client = pool._factory(self.server)
+            try:
+                await client.start()
+            except ClientError as e:
+                stats.incr("smp_connect_failed")
+                log.info("SMP server unreachable (%s: %s); retrying", type(e).__name__, e)
+                self.state = "down"
+                await pool._sleep(next(delays))
+                continue
+            stats.incr("smp_connected")
+            up_since = pool._clock()
+            self.state, self._client = "up", client
+            try:
+                await self._serve(client)
+            finally:
+                self._client = None
+                await client.close()
+            self.state = "down"
+            stats.incr("smp_disconnected")
+            log.info("SMP connection lost (%s); reconnecting", client.close_error or "closed")
+            await self._lost(client)
+            if pool._clock() - up_since >= pool.settings.stable_after_s:
+                delays = pool._delays()
+            await pool._sleep(next(delays))
+
+    async def _serve(self, client: SmpClient) -> None:
+        """Until the connection ends: read its events, subscribe what the store holds, then new ones."""
+        reader = asyncio.create_task(self._read(client))
+        sender = asyncio.create_task(self._send(client))
+        try:
+            await asyncio.wait([reader, sender], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (reader, sender):
+                t.cancel()
+            results = await asyncio.gather(reader, sender, return_exceptions=True)
+        for r in results:
+            if isinstance(r, Exception) and not isinstance(r, ClientError | asyncio.CancelledError):
+                raise r
+
+    async def _lost(self, client: SmpClient) -> None:
+        held = client.queues(E.QueueState.PENDING, E.QueueState.ACTIVE)
+        if held:
+            await self._set_statuses(held, SubStatus(SubStatusKind.INACTIVE), only_from=LOST_FROM)
+
+    async def _set_statuses(self, nids: Sequence[bytes], status: SubStatus,
+                            only_from: Collection[SubStatusKind] | None = None) -> None:
+        store = self._pool._store
+        await self._pool._store_retry(lambda: store.set_subscription_statuses(self.server, nids, status,
+                                                                               only_from=only_from))
+
+    # ------------------------------------------------------------ sending
+
+    async def _send(self, client: SmpClient) -> None:
+        pool = self._pool
+        async for page in pool._store.iter_server_subscriptions(self.server, pool.settings.page_size,
+                                                                 RESUBSCRIBE_KINDS):
+            await self._subscribe(client, [(s.notifier_id, s.notifier_key) for s in page])
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await pool._sleep(pool.settings.coalesce_s)
+            batch, self._new = list(self._new.items()), {}
+            for i in range(0, len(batch), pool.settings.page_size):
+                await self._subscribe(client, batch[i: i + pool.settings.page_size])
+
+    async def _subscribe(self, client: SmpClient, subs: Sequence[tuple[bytes, bytes]]) -> None:
+        pool = self._pool
+        while client.awaiting >= pool.settings.max_in_flight:
+            self._answered.clear()
+            await self._answered.wait()
+        queues = []
+        for nid, key_der in subs:
+            if client.queue_state(nid) in (E.QueueState.PENDING, E.QueueState.ACTIVE):
+                continue  # already on this connection (an SNEW seen while paging)
+            self._new.pop(nid, None)
+            try:
+                queues.append(NotifierQueue(nid, crypto.decode_private_key(key_der)))
+            except CodecError:
+                pool._stats.incr("sub_bad_key")
+        if not queues:
+            return
+        client.subscribe(queues)
+        pool._stats.incr("smp_nsub_sent", len(queues))
+        await self._set_statuses([q.notifier_id for q in queues], SubStatus(SubStatusKind.PENDING),
+                                 only_from=(SubStatusKind.NEW, SubStatusKind.INACTIVE))
+
+    # ------------------------------------------------------------ receiving
+
+    async def _read(self, client: SmpClient) -> None:
+        async for batch in client.events():
+            await self._handle(batch)
+
+    async def _handle(self, batch: EventBatch) -> None:
+        pool, stats = self._pool, self._pool._stats
+        statuses: dict[SubStatus, list[bytes]] = defaultdict(list)
+        messages: list[NewNotification] = []
+        now_ms = int(pool._clock() * 1000)
+        for ev in batch:
+            match ev:
+                case E.Subscribed(nid):
+                    statuses[SubStatus(SubStatusKind.ACTIVE)].append(nid)
+                case E.SubscriptionFailed(nid, kind, _, detail):
+                    status = _FAILURE_STATUS.get(kind) or SubStatus.error(f"{kind.value} {detail}".strip())
+                    statuses[status].append(nid)
+                case E.Ended(nid):
+                    statuses[SubStatus(SubStatusKind.END)].append(nid)
+                case E.Deleted(nid):
+                    statuses[SubStatus(SubStatusKind.DELETED)].append(nid)
+                case E.Message(nid, nonce, enc_meta, state):
+                    stats.incr("ntf_received")
+                    if state is None:
+                        stats.incr("ntf_received_forgotten")  # SDEL/TDEL'd: SMP cannot unsubscribe
+                    else:
+                        messages.append(NewNotification(self.server, nid, now_ms, nonce, enc_meta))
+                case E.SubscriptionTimedOut() | E.PingTimedOut():
+                    stats.incr("smp_timeouts")
+                case E.Pong():
+                    pass
+                case E.ServerError() | E.Unexpected():
+                    stats.incr("smp_unexpected")
+                    log.debug("SMP server sent something unexpected: %r", ev)
+        if any(isinstance(ev, E.Subscribed | E.SubscriptionFailed | E.SubscriptionTimedOut) for ev in batch):
+            self._answered.set()
+        for status, nids in statuses.items():
+            stats.incr(_STATUS_COUNTER[status.kind], len(nids))
+            await self._set_statuses(nids, status)
+        if messages:
+            await self._notify(messages)
+
+    async def _notify(self, messages: list[NewNotification]) -> None:
+        pool, stats = self._pool, self._pool._stats
+        try:
+            stored = await pool._store_retry(lambda: pool._store.add_last_notifications(messages))
+        except StoreError:
+            stats.incr("ntf_lost_store", len(messages))
+            log.error("%d notifications lost: the store stayed unavailable", len(messages))
+            return
+        for result in stored:
+            if result.outcome is NtfOutcome.STORED and result.token is not None:
+                await pool._pusher.send_messages(result.token, result.notifications)  # waits when full
+            elif result.outcome is NtfOutcome.NO_SUBSCRIPTION:
+                stats.incr("ntf_received_auth")
+            else:
+                stats.incr("ntf_received_inactive")
