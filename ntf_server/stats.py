@@ -19,7 +19,8 @@ KNOWN: Final = (
     "req_received", "req_rejected", "req_auth_failed", "req_prohibited", "blocks_bad",
     "req_quota_exceeded", "tkn_expired_unverified", "ntf_delivered", "ntf_failed", "ntf_invalid_tkn",
     # subscriber pool
-    "smp_connected", "smp_connect_failed", "smp_disconnected", "smp_nsub_sent", "smp_timeouts", "smp_unexpected",
+    "smp_connected", "smp_connect_failed", "smp_disconnected", "smp_nsub_sent", "smp_nsub_answered",
+    "smp_timeouts", "smp_unexpected",
     "smp_sub_ok", "smp_sub_auth", "smp_sub_service", "smp_sub_err", "smp_sub_end", "smp_sub_deld", "sub_bad_key",
     "ntf_received", "ntf_received_forgotten", "ntf_received_auth", "ntf_received_inactive", "ntf_lost_store",
 )

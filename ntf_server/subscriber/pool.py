@@ -40,7 +40,7 @@ from ntf_server.protocol import crypto, smp_events as E
 from ntf_server.protocol.encoding import CodecError, SMPServer
 from ntf_server.protocol.smp_session import NotifierQueue
 from ntf_server.stats import Stats
-from ntf_server.store.base import NewNotification, NtfOutcome, RemovedSub, StoredNotification
+from ntf_server.store.base import NewNotification, NtfOutcome, RemovedSub, StoreCounts, StoredNotification
 from ntf_server.store.errors import StoreError
 from ntf_server.store.health import backoff_delays
 from ntf_server.store.records import (
@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 LOST_FROM: Final = (SubStatusKind.PENDING, SubStatusKind.ACTIVE)  # what a lost connection makes INACTIVE
+PROGRESS_EVERY_S: Final = 10.0
 STORE_ATTEMPTS: Final = 20  # store retries for a block of events before it is given up (~ a minute)
 _FAILURE_STATUS: Final = {E.FailureKind.AUTH: SubStatus(SubStatusKind.AUTH),
                           E.FailureKind.SERVICE: SubStatus(SubStatusKind.SERVICE)}
@@ -66,6 +67,17 @@ _STATUS_COUNTER: Final = {
     SubStatusKind.ACTIVE: "smp_sub_ok", SubStatusKind.AUTH: "smp_sub_auth", SubStatusKind.SERVICE: "smp_sub_service",
     SubStatusKind.ERR: "smp_sub_err", SubStatusKind.END: "smp_sub_end", SubStatusKind.DELETED: "smp_sub_deld",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """The start-up resubscription (stats and logs)."""
+
+    servers: int
+    servers_done: int  # paged through and every NSUB answered on the first connection
+    subscriptions: int  # in the store at start (all statuses: an upper bound)
+    answered: int
+    elapsed_s: float
 
 
 class PoolStore(Protocol):
@@ -80,6 +92,7 @@ class PoolStore(Protocol):
         service_assoc: bool | None = None, only_from: Collection[SubStatusKind] | None = None,
     ) -> int: ...
     async def add_last_notifications(self, items: Sequence[NewNotification]) -> list[StoredNotification]: ...
+    async def counts(self) -> StoreCounts: ...
 
 
 class MessagePusher(Protocol):
@@ -126,6 +139,7 @@ class SubscriberPool:
         self._sleep = sleep
         self._links: dict[SMPServer, _Link] = {}
         self._tg: asyncio.TaskGroup | None = None
+        self.resubscription = Progress(0, 0, 0, 0, 0.0)
 
     def __repr__(self) -> str:
         states: dict[str, int] = defaultdict(int)
@@ -157,8 +171,27 @@ class SubscriberPool:
                 link.start(tg)
             for server in await self._store_retry(self._store.servers_with_subscriptions):
                 self._link(server)
-            log.info("subscriber pool: %d SMP servers to subscribe", len(self._links))
+            total = (await self._store_retry(self._store.counts)).subscriptions
+            await self._report_resubscription(total)
             await asyncio.Event().wait()
+
+    async def _report_resubscription(self, total: int) -> None:
+        """Progress of the start-up resubscription in the log (servers done, subscriptions/s, ETA)."""
+        started, links = self._clock(), list(self._links.values())
+        log.info("resubscribing up to %d subscriptions on %d SMP servers", total, len(links))
+        while True:
+            done = sum(link.resubscribed for link in links)
+            answered = self._stats["smp_nsub_answered"]
+            elapsed = max(self._clock() - started, 1e-3)
+            self.resubscription = Progress(len(links), done, total, answered, elapsed)
+            if done == len(links):
+                log.info("resubscribed %d subscriptions on %d SMP servers in %.1f s", answered, done, elapsed)
+                return
+            rate = answered / elapsed
+            eta = f"{(total - answered) / rate:.0f} s" if rate > 0 and total > answered else "unknown"
+            log.info("resubscribing: %d/%d SMP servers done, %d answered, %.0f/s, ETA %s",
+                     done, len(links), answered, rate, eta)
+            await self._sleep(PROGRESS_EVERY_S)
 
     def link_state(self, server: SMPServer) -> str | None:
         link = self._links.get(server.normalized())
@@ -198,6 +231,7 @@ class _Link:
         self._wake = asyncio.Event()
         self._client: SmpClient | None = None
         self._answered = asyncio.Event()
+        self.resubscribed = False  # the first connection paged everything and had every NSUB answered
 
     def __repr__(self) -> str:
         return f"<_Link {self.server!r} {self.state} new={len(self._new)}>"
@@ -278,6 +312,10 @@ class _Link:
         async for page in pool._store.iter_server_subscriptions(self.server, pool.settings.page_size,
                                                                  RESUBSCRIBE_KINDS):
             await self._subscribe(client, [(s.notifier_id, s.notifier_key) for s in page])
+        while not self.resubscribed and client.awaiting:
+            self._answered.clear()
+            await self._answered.wait()
+        self.resubscribed = True
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -342,7 +380,9 @@ class _Link:
                 case E.ServerError() | E.Unexpected():
                     stats.incr("smp_unexpected")
                     log.debug("SMP server sent something unexpected: %r", ev)
-        if any(isinstance(ev, E.Subscribed | E.SubscriptionFailed | E.SubscriptionTimedOut) for ev in batch):
+        answered = sum(isinstance(ev, E.Subscribed | E.SubscriptionFailed | E.SubscriptionTimedOut) for ev in batch)
+        if answered:
+            stats.incr("smp_nsub_answered", answered)
             self._answered.set()
         for status, nids in statuses.items():
             stats.incr(_STATUS_COUNTER[status.kind], len(nids))

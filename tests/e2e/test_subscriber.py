@@ -5,6 +5,7 @@ NTF server, the stand-in sends NMSGs, and the app decrypts the pushes the APNs s
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator
 
@@ -13,8 +14,11 @@ from e2e_env import Env
 
 from ntf_server.protocol import crypto, ntf as P, smp as S
 from ntf_server.protocol.encoding import b64u_decode
+from ntf_server.protocol.smp_session import NotifierQueue
+from ntf_server.protocol.transport import VersionRange
 from ntf_server.sim.device import NtfClient, SimApp
 from ntf_server.sim.smp_server import QueueCredentials, SmpServerStandIn
+from ntf_server.subscriber.client import SmpClient
 
 Kind = P.SubStatusKind
 
@@ -124,7 +128,10 @@ async def test_lost_connection_is_inactive_then_resubscribed(env: Env, smp: SmpS
     await client.close()
 
 
-async def test_an_ntf_server_restart_resubscribes_and_loses_nothing(env: Env, smp: SmpServerStandIn) -> None:
+async def test_an_ntf_server_restart_resubscribes_and_loses_nothing(
+    env: Env, smp: SmpServerStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="ntf_server.subscriber.pool")
     client, app = await active_app(env)
     sub_id, creds = await subscribed(client, app, smp)
     await status_becomes(client, app, sub_id, Kind.ACTIVE)
@@ -135,6 +142,48 @@ async def test_an_ntf_server_restart_resubscribes_and_loses_nothing(env: Env, sm
     assert [m for _, m in decrypt_items(app, push.body, {creds.notifier_id: creds})] == [b"while-down"]
     client = await NtfClient.connect("127.0.0.1", env.port, env.key_hash)
     await status_becomes(client, app, sub_id, Kind.ACTIVE)
+    assert env.server.pool is not None
+    async with asyncio.timeout(10):  # the start-up resubscription reports its end
+        while True:
+            if env.server.pool.resubscription.servers_done == 1:
+                break
+            await asyncio.sleep(0.05)
+    progress = [r.getMessage() for r in caplog.records if r.name == "ntf_server.subscriber.pool"]
+    assert progress[0].startswith("resubscribing up to ") and "on 1 SMP servers" in progress[0]
+    assert any(m.startswith("resubscribed 1 subscriptions on 1 SMP servers in ") for m in progress)
+    await client.close()
+
+
+@pytest.mark.parametrize("version", [7, 10, 11, 16, 18])
+@pytest.mark.parametrize("key_type", ["ed25519", "x25519"])
+async def test_every_smp_version_and_notifier_key_type(env: Env, version: int, key_type: str) -> None:
+    server = SmpServerStandIn(versions=VersionRange(6, version))
+    await server.start()
+    try:
+        client, app = await active_app(env)
+        key = crypto.generate_ed25519() if key_type == "ed25519" else crypto.generate_x25519()
+        creds, _ = server.create_queue(crypto.public_of(key))
+        resp = await app.subscribe(client, server.address, creds.notifier_id, key)
+        assert isinstance(resp, P.IdSub)
+        await status_becomes(client, app, resp.sub_id, Kind.ACTIVE)
+        server.notify(creds.notifier_id, b"v%d" % version, 1_700_000_010)
+        push = await env.sim.next_push(app.device_token.token.decode(), timeout_s=10)
+        assert [m for _, m in decrypt_items(app, push.body, {creds.notifier_id: creds})] == [b"v%d" % version]
+        await client.close()
+    finally:
+        await server.close()
+
+
+async def test_another_subscriber_ends_the_subscription(env: Env, smp: SmpServerStandIn) -> None:
+    client, app = await active_app(env)
+    key = crypto.generate_ed25519()
+    creds, _ = smp.create_queue(crypto.public_of(key))
+    resp = await app.subscribe(client, smp.address, creds.notifier_id, key)
+    assert isinstance(resp, P.IdSub)
+    await status_becomes(client, app, resp.sub_id, Kind.ACTIVE)
+    async with SmpClient(smp.address) as other:  # another notification server subscribes the same queue
+        other.subscribe([NotifierQueue(creds.notifier_id, key)])
+        await status_becomes(client, app, resp.sub_id, Kind.END)
     await client.close()
 
 
