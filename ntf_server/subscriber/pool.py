@@ -178,6 +178,9 @@ class SubscriberPool:
     async def _report_resubscription(self, total: int) -> None:
         """Progress of the start-up resubscription in the log (servers done, subscriptions/s, ETA)."""
         started, links = self._clock(), list(self._links.values())
+        if not links:
+            log.info("no subscriptions to resubscribe")
+            return
         log.info("resubscribing up to %d subscriptions on %d SMP servers", total, len(links))
         while True:
             done = sum(link.resubscribed for link in links)
