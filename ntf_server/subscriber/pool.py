@@ -272,6 +272,8 @@ class _Link:
             self.state, self._client = "up", client
             try:
                 await self._serve(client)
+            except StoreError as e:  # the store stayed away: start over, a new connection pages it again
+                log.warning("subscriber: store unavailable (%s); reconnecting to the SMP server", type(e).__name__)
             finally:
                 self._client = None
                 await client.close()
@@ -300,7 +302,10 @@ class _Link:
     async def _lost(self, client: SmpClient) -> None:
         held = client.queues(E.QueueState.PENDING, E.QueueState.ACTIVE)
         if held:
-            await self._set_statuses(held, SubStatus(SubStatusKind.INACTIVE), only_from=LOST_FROM)
+            try:
+                await self._set_statuses(held, SubStatus(SubStatusKind.INACTIVE), only_from=LOST_FROM)
+            except StoreError:  # informational; the next connection sets them again
+                log.warning("subscriber: could not mark %d subscriptions INACTIVE", len(held))
 
     async def _set_statuses(self, nids: Sequence[bytes], status: SubStatus,
                             only_from: Collection[SubStatusKind] | None = None) -> None:
