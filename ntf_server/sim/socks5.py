@@ -10,10 +10,14 @@ unreachable" (0x04); other names go to the system resolver. Every CONNECT is rec
 (:attr:`requests`: credentials, address type, host, port, outcome) so tests can check which credentials
 each SMP server used and that names, not addresses, were sent. After a success reply, bytes are relayed
 both ways until either side closes.
+
+Standalone (try ``[subscriber] socks_proxy`` without Tor): ``python -m ntf_server.sim.socks5 --port 9050
+--map <name>.onion=127.0.0.1``.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import ipaddress
@@ -49,7 +53,7 @@ class Refused(Exception):
 
 
 class Socks5StandIn:
-    def __init__(self, *, host: str = "127.0.0.1", names: Mapping[str, str] | None = None) -> None:
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, names: Mapping[str, str] | None = None) -> None:
         self.host = host
         self.names = dict(names or {})
         self.requests: list[SocksRequest] = []
@@ -57,7 +61,7 @@ class Socks5StandIn:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
-        self.port = 0
+        self.port = port  # the bound port once started (when 0 was asked)
 
     def __repr__(self) -> str:
         return f"<Socks5StandIn {self.host}:{self.port} {len(self.requests)} requests, {self.refused} refused>"
@@ -198,3 +202,30 @@ async def _relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
         await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
     finally:
         up_writer.close()
+
+
+# ---------------------------------------------------------------- standalone
+
+
+async def _main(args: argparse.Namespace) -> None:
+    names = dict(m.split("=", 1) for m in args.map)
+    async with Socks5StandIn(host=args.host, port=args.port, names=names) as proxy:
+        print(f"started socks5 {proxy.host}:{proxy.port}", flush=True)
+        await asyncio.Event().wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m ntf_server.sim.socks5", description=__doc__.split("\n")[0])
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=0, help="port (default: any free one, printed at start)")
+    p.add_argument("--map", action="append", default=[], metavar="NAME=IP",
+                   help="resolve NAME (e.g. a made-up .onion) to IP; repeatable")
+    args = p.parse_args(argv)
+    if any("=" not in m for m in args.map):
+        p.error("--map takes NAME=IP")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_main(args))
+
+
+if __name__ == "__main__":
+    main()
