@@ -60,6 +60,13 @@ class LogFormat(enum.StrEnum):
     JSON = "json"
 
 
+class SocksMode(enum.StrEnum):
+    """Which SMP connections go through ``subscriber.socks_proxy`` (SimpleX's ``socks_mode``)."""
+
+    ONION = "onion"  # only .onion hosts; every other host is connected directly
+    ALWAYS = "always"  # every SMP connection
+
+
 class Overflow(enum.StrEnum):
     """What happens to a message notification over the hidden-push budget (DESIGN "Push policy")."""
 
@@ -246,6 +253,42 @@ class PushConfig:
 
 
 @dataclass(frozen=True)
+class SubscriberConfig:
+    socks_proxy: str = setting(
+        "", "SOCKS5 proxy for SMP servers as host:port (Tor: 127.0.0.1:9050); empty = none (.onion hosts skipped)")
+    socks_mode: SocksMode = setting(
+        SocksMode.ONION, "onion: only .onion hosts via the proxy, public hosts direct and first | always: every "
+        "host via the proxy, .onion first")
+
+    def validate(self, path: str) -> None:
+        if self.socks_proxy:
+            try:
+                parse_host_port(self.socks_proxy)
+            except ValueError as e:
+                raise ConfigError(f"{path}.socks_proxy: {e}") from e
+
+    def proxy(self) -> tuple[str, int] | None:
+        """The proxy's (host, port), or None when none is configured."""
+        return parse_host_port(self.socks_proxy) if self.socks_proxy else None
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """``host:port`` or ``[ipv6]:port`` -> (host, port); ValueError says what is wrong."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ValueError(f"expected host:port with a port 1-65535, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"write an IPv6 address in brackets, e.g. [::1]:9050, got {text!r}")
+    try:
+        check_host(host)
+    except CodecError as e:
+        raise ValueError(str(e)) from e
+    return host, int(port)
+
+
+@dataclass(frozen=True)
 class AdminConfig:
     enabled: bool = setting(False, "admin HTTP API (stats, metrics, policy): not in this version, keep false")
     bind: str = setting("127.0.0.1", "admin API address; keep it local or behind a proxy")
@@ -277,6 +320,7 @@ class Config:
     registration: RegistrationConfig = setting(RegistrationConfig(), "token registration limits (ERR QUOTA beyond)")
     apns: ApnsConfig = setting(ApnsConfig(), "Apple Push Notification service, per environment")
     push: PushConfig = setting(PushConfig(), "message push policy (for message notifications; not used yet)")
+    subscriber: SubscriberConfig = setting(SubscriberConfig(), "connections to SMP (messaging) servers")
     admin: AdminConfig = setting(AdminConfig(), "admin API (not available yet)")
     log: LogConfig = setting(LogConfig(), "logging")
 

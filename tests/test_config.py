@@ -15,6 +15,7 @@ from ntf_server.config import (
     ConfigError,
     LogFormat,
     Overflow,
+    SocksMode,
     load_config,
     parse_config,
     render_default_config,
@@ -89,6 +90,18 @@ def test_config_is_immutable(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "expected"),
+    [("", None), ("127.0.0.1:9050", ("127.0.0.1", 9050)), ("[::1]:9050", ("::1", 9050)),
+     ("tor.internal:9150", ("tor.internal", 9150))],
+)
+def test_socks_proxy_forms(tmp_path: Path, text: str, expected: tuple[str, int] | None) -> None:
+    config = parse_config({"subscriber": {"socks_proxy": text, "socks_mode": "always"}}, tmp_path)
+    assert config.subscriber.proxy() == expected
+    assert config.subscriber.socks_mode is SocksMode.ALWAYS
+    assert parse_config({}, tmp_path).subscriber.socks_mode is SocksMode.ONION
+
+
+@pytest.mark.parametrize(
     ("toml", "message"),
     [
         ("[server]\nprot = 1\n", "unknown key 'server.prot'"),
@@ -111,6 +124,11 @@ def test_config_is_immutable(tmp_path: Path) -> None:
         ),
         ("[apns.test]\nenabled = true\nkey_env = 'X'\n", "apns.test.key_id: required"),
         ("[admin]\nenabled = true\n", "admin.enabled: the admin API is not available in this version"),
+        ("[subscriber]\nsocks_proxy = 'localhost'\n", "subscriber.socks_proxy: expected host:port"),
+        ("[subscriber]\nsocks_proxy = 'localhost:0'\n", "subscriber.socks_proxy: expected host:port"),
+        ("[subscriber]\nsocks_proxy = '::1:9050'\n", "subscriber.socks_proxy: write an IPv6 address in brackets"),
+        ("[subscriber]\nsocks_proxy = 'bad host!:9050'\n", "subscriber.socks_proxy: invalid transport host"),
+        ("[subscriber]\nsocks_mode = 'tor'\n", "subscriber.socks_mode: expected one of onion, always"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, toml: str, message: str) -> None:
