@@ -259,6 +259,11 @@ class SubscriberConfig:
     socks_mode: SocksMode = setting(
         SocksMode.ONION, "onion: only .onion hosts via the proxy, public hosts direct and first | always: every "
         "host via the proxy, .onion first")
+    connect_timeout_s: float = setting(45.0, "TCP + TLS + SMP handshake deadline per SMP host", min=1)
+    response_timeout_s: float = setting(30.0, "an NSUB or PING unanswered this long has timed out", min=1)
+    ping_idle_s: float = setting(60.0, "PING an SMP server after this long without traffic", min=1)
+    drop_after_silence_s: float = setting(
+        180.0, "drop and re-establish an SMP connection after 3 timeouts and this long without traffic", min=1)
 
     def validate(self, path: str) -> None:
         if self.socks_proxy:

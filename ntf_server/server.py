@@ -51,6 +51,7 @@ from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.store.errors import StoreError
 from ntf_server.store.redis import RedisStore
 from ntf_server.subscriber.pool import SubscriberPool
+from ntf_server.subscriber.routing import client_factory as smp_client_factory
 from ntf_server.transport import certs
 from ntf_server.transport.certs import CredentialsError
 from ntf_server.transport.listener import ListenerLimits, NtfListener
@@ -162,7 +163,8 @@ class NtfServer:
         sender = ApnsSender(ApnsClient(apps) if apps else None, apps)
         stack.push_async_callback(sender.aclose)
         self.push = PushService(self._store, sender, self.stats)
-        self.pool = SubscriberPool(self._store, self.push, self.stats)
+        self.pool = SubscriberPool(self._store, self.push, self.stats,
+                                   client_factory=smp_client_factory(cfg.subscriber))
         sink = self.pool  # SNEW subscribes, SDEL/TDEL/expiry forget: the same pool for handlers and housekeeping
         handlers = NtfHandlers(self._store, self.push, self.stats, sink, pushable=sender.pushable)
         self.housekeeping = Housekeeping(self._store, sink, self.stats,

@@ -49,6 +49,9 @@ def client_factory(
     credentials; one factory is made per process."""
     proxy = settings.proxy()
     isolation = isolation or SocksIsolation()
+    timeouts = timeouts or Timeouts(connect_s=settings.connect_timeout_s, response_s=settings.response_timeout_s,
+                                    ping_idle_s=settings.ping_idle_s,
+                                    drop_after_silence_s=settings.drop_after_silence_s)
 
     def make(server: SMPServer) -> SmpClient:
         routes = plan_routes(server.hosts, proxy=proxy is not None, mode=settings.socks_mode)
