@@ -184,7 +184,7 @@ class NtfServer:
         self.listener = NtfListener(ctx, identity, handlers, self.stats, limits, quotas)
         summaries = [self.push.failures, self.push.drops, self.push.message_failures, quotas.refusals,
                      handlers.store_errors,
-                     self.listener.handshake_failures]
+                     self.listener.handshake_failures, self.pool.connect_failures, self.pool.disconnects]
         self._parts = {"push workers": self.push.run, "subscriber pool": self.pool.run,
                        "housekeeping": self.housekeeping.run,
                        "redis health": self._store.watch_health,

@@ -36,6 +36,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iter
 from dataclasses import dataclass
 from typing import Final, Protocol, TypeVar
 
+from ntf_server.logsummary import CountedLog
 from ntf_server.protocol import crypto, smp_events as E
 from ntf_server.protocol.encoding import CodecError, SMPServer
 from ntf_server.protocol.smp_session import NotifierQueue
@@ -140,6 +141,8 @@ class SubscriberPool:
         self._links: dict[SMPServer, _Link] = {}
         self._tg: asyncio.TaskGroup | None = None
         self.resubscription = Progress(0, 0, 0, 0, 0.0)
+        self.connect_failures = CountedLog(log, "SMP server unreachable, retrying with backoff")
+        self.disconnects = CountedLog(log, "SMP connection lost, reconnecting")
 
     def __repr__(self) -> str:
         states: dict[str, int] = defaultdict(int)
@@ -263,7 +266,9 @@ class _Link:
                 await client.start()
             except ClientError as e:
                 stats.incr("smp_connect_failed")
-                log.info("SMP server unreachable (%s: %s); retrying", type(e).__name__, e)
+                # which SMP servers users use is metadata: the host only at debug
+                log.debug("SMP server unreachable: %s: %s", type(e).__name__, e)
+                pool.connect_failures.event(type(e).__name__)
                 self.state = "down"
                 await pool._sleep(next(delays))
                 continue
@@ -279,7 +284,8 @@ class _Link:
                 await client.close()
             self.state = "down"
             stats.incr("smp_disconnected")
-            log.info("SMP connection lost (%s); reconnecting", client.close_error or "closed")
+            log.debug("SMP connection lost: %s", client.close_error or "closed")
+            pool.disconnects.event(type(client.close_error).__name__ if client.close_error else "closed")
             await self._lost(client)
             if pool._clock() - up_since >= pool.settings.stable_after_s:
                 delays = pool._delays()
