@@ -71,22 +71,34 @@ async def apns_side(key_file: str) -> None:
     await sim.stop()
 
 
-async def ntf_side(url: str, master: bytes, port: int, ca_file: str, key_file: str) -> None:
+async def ntf_side(url: str, master: bytes, port: int, ca_file: str, key_file: str, workers: int | None,
+                   profile: str | None) -> None:
     store = await RedisStore.connect(url, master, prefix="bench:")
     stats = Stats()
     key = ProviderKey(Path(key_file).read_bytes(), KEY_ID, TEAM_ID)  # noqa: ASYNC240 - before serving
     apps = {"test": App(Endpoint("localhost", port, ca_file=ca_file), key, TOPIC)}
     sender = ApnsSender(ApnsClient(apps), apps)
-    push = PushService(store, sender, stats)
+    push = PushService(store, sender, stats, **({"message_workers": workers} if workers else {}))
     pool = SubscriberPool(store, push, stats)
     async with asyncio.TaskGroup() as tg:
         tg.create_task(push.run())
         tg.create_task(pool.run())
+        if profile:
+            tg.create_task(_profile(profile))
         while True:
             emit(t=time.time(), cpu=time.process_time(), received=stats["ntf_received"],
                  delivered=stats["ntf_delivered"], failed=stats["ntf_failed"],
                  rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
             await asyncio.sleep(1.0)
+
+
+async def _profile(path: str, after_s: float = 4.0, for_s: float = 8.0) -> None:
+    import cProfile
+
+    await asyncio.sleep(after_s)
+    with cProfile.Profile() as prof:
+        await asyncio.sleep(for_s)
+    prof.dump_stats(path)
 
 
 # ---------------------------------------------------------------- the benchmark
@@ -131,7 +143,9 @@ async def one_round(args: argparse.Namespace, url: str, redis_pid: int, rate: in
         nid_secret = {q.notifier_id: q.rcv_ntf_dh_secret
                       for s in standins for q in (seeded_queue(s.seed, i) for i in range(s.queues))}
         ntf = Child([__file__, "--role", "ntf", "--url", url, "--master", master.hex(), "--port", str(info["port"]),
-                     "--ca-file", info["ca_file"], "--key-file", str(key_file)])
+                     "--ca-file", info["ca_file"], "--key-file", str(key_file),
+                     *(["--push-workers", str(args.push_workers)] if args.push_workers else []),
+                     *(["--profile", args.profile] if args.profile else [])])
         procs.append(ntf.proc)
         t_end = time.time() + args.warmup
         while (m := await ntf.message())["t"] < t_end:
@@ -188,6 +202,8 @@ async def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--warmup", type=float, default=3.0)
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--push-workers", type=int, help="PushService message workers (default: the server's)")
+    ap.add_argument("--profile", help="cProfile the ntf-server side 4-12 s after its start, stats to this file")
     ap.add_argument("--role", default="bench", help=argparse.SUPPRESS)
     ap.add_argument("--url", help=argparse.SUPPRESS)
     ap.add_argument("--master", help=argparse.SUPPRESS)
@@ -198,7 +214,8 @@ async def main() -> None:
     if args.role == "apns":
         await apns_side(args.key_file)
     elif args.role == "ntf":
-        await ntf_side(args.url, bytes.fromhex(args.master), args.port, args.ca_file, args.key_file)
+        await ntf_side(args.url, bytes.fromhex(args.master), args.port, args.ca_file, args.key_file,
+                       args.push_workers, args.profile)
     else:
         await bench(args)
 
