@@ -122,7 +122,7 @@ def latencies(dump: Path, tokens: dict[str, TokenRecord], secrets_by_nid: dict[b
     return out
 
 
-async def one_round(args: argparse.Namespace, url: str, redis_pid: int, rate: int, rnd: int,
+async def one_round(args: argparse.Namespace, url: str, master: bytes, redis_pid: int, rate: int, rnd: int,
                     tmp: Path) -> dict[str, float]:
     key_file = tmp / "key.p8"
     key_file.write_bytes(generate_test_key(KEY_ID, TEAM_ID).key_pem)
@@ -134,7 +134,6 @@ async def one_round(args: argparse.Namespace, url: str, redis_pid: int, rate: in
     procs = [simp, *(s.proc for s in standins)]
     ntf = None
     try:
-        master = secrets.token_bytes(32)
         store = await RedisStore.connect(url, master, prefix="bench:")
         toks = make_tokens(args.servers * args.queues)
         await load(store, standins, toks, 32)
@@ -183,8 +182,9 @@ async def bench(args: argparse.Namespace) -> None:
         url = await redis.start()
         try:
             assert redis.pid is not None
+            master = secrets.token_bytes(32)  # one data set: every round adds its own tokens and subscriptions
             for rate in args.rates:
-                rows = [await one_round(args, url, redis.pid, rate, r, Path(d)) for r in range(args.rounds)]
+                rows = [await one_round(args, url, master, redis.pid, rate, r, Path(d)) for r in range(args.rounds)]
                 med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
                 print(f"median of {len(rows)} at {rate:,} NMSG/s offered: pushes {med['pushes_s']:,.0f}/s, p50 "
                       f"{med['p50_ms']:.1f} ms, p99 {med['p99_ms']:.1f} ms; cores busy: ntf {med['ntf_cpu']:.2f}, "
@@ -200,7 +200,7 @@ async def main() -> None:
     ap.add_argument("--servers", type=int, default=4)
     ap.add_argument("--queues", type=int, default=250, help="per stand-in (one ACTIVE token each)")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--warmup", type=float, default=3.0)
+    ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--push-workers", type=int, help="PushService message workers (default: the server's)")
     ap.add_argument("--profile", help="cProfile the ntf-server side 4-12 s after its start, stats to this file")
