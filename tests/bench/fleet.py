@@ -34,6 +34,15 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def peak_rss_bytes() -> int:
+    """This process's peak RSS (VmHWM). Not ``ru_maxrss``: Linux carries that across ``execve``, so a child
+    started from a big parent (vfork) reports the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def cpu_of(pids: Sequence[int]) -> float:
     return sum(proc_cpu_s(p) for p in pids)
 

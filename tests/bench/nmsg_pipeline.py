@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import resource
 import secrets
 import statistics
 import sys
@@ -35,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fleet import Child, cpu_of, emit, load, make_tokens, start_standins, stop_all
+from fleet import Child, cpu_of, emit, load, make_tokens, peak_rss_bytes, start_standins, stop_all
 
 from apns.client import ApnsClient, App
 from apns.jwt import ProviderKey, generate_test_key
@@ -93,7 +92,7 @@ async def ntf_side(url: str, master: bytes, prefix: str, port: int, ca_file: str
         while True:
             emit(t=time.time(), cpu=time.process_time(), received=stats["ntf_received"],
                  delivered=stats["ntf_delivered"], failed=stats["ntf_failed"],
-                 rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+                 rss=peak_rss_bytes())
             await asyncio.sleep(1.0)
 
 

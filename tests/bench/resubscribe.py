@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import resource
 import secrets
 import statistics
 import sys
@@ -32,7 +31,7 @@ from collections.abc import AsyncIterator, Collection, Sequence
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fleet import Child, cpu_of, emit, load, make_tokens, start_standins, stop_all
+from fleet import Child, cpu_of, emit, load, make_tokens, peak_rss_bytes, start_standins, stop_all
 
 from ntf_server.protocol import crypto
 from ntf_server.protocol.encoding import SMPServer
@@ -120,7 +119,7 @@ async def ntf_side(url: str, master: bytes, expected: int) -> None:
             last = time.perf_counter()
             print(f"{store.active:,} active after {last - t0:.0f} s", flush=True)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss = peak_rss_bytes()
     emit(event="done", wall=wall, cpu=cpu, rss=rss, active=store.active)
     task.cancel()
     try:
