@@ -52,6 +52,7 @@ NONCE_LEN: Final = 24
 KEY_LEN: Final = 32
 AUTHENTICATOR_LEN: Final = 80  # tag(16) ‖ sha512(64), §2.4
 ED25519_SIG_LEN: Final = 64
+ED25519_SEED_LEN: Final = 32
 ED448_SIG_LEN: Final = 114
 SMP_BLOCK_SIZE: Final = 16384
 
@@ -134,8 +135,20 @@ def decode_x25519_public_key(data: bytes) -> X25519PublicKey:
     return k
 
 
+# The exact PKCS#8 v0 forms Haskell emits (§2.2), read without the general DER walk: resubscription decodes
+# one stored key per NSUB, and the walk cost a third of a signature (tests/bench/resubscribe.py).
+_AUTH_PRIV_BY_PREFIX: Final[dict[bytes, tuple[type[PrivateAuthKey], int]]] = {
+    _PRIV_FORMS[cls][0]: (cls, _PRIV_FORMS[cls][1]) for cls in (Ed25519PrivateKey, X25519PrivateKey, Ed448PrivateKey)
+}
+_PREFIX_LENS: Final = frozenset(len(p) for p in _AUTH_PRIV_BY_PREFIX)
+
+
 def decode_private_key(data: bytes) -> PrivateAuthKey:
     """PKCS#8 (RFC 5958) v0 or v1, optional ``[0]`` attributes and ``[1]`` public key, nothing else."""
+    for n in _PREFIX_LENS:
+        form = _AUTH_PRIV_BY_PREFIX.get(data[:n])
+        if form is not None and len(data) == n + form[1]:
+            return _private_from_raw(form[0], data[n:])
     r = der.DerReader(data)
     body = der.DerReader(r.expect(der.SEQUENCE))
     r.end()
@@ -157,15 +170,18 @@ def decode_private_key(data: bytes) -> PrivateAuthKey:
         body.expect(der.CTX_0_CONSTRUCTED)  # attributes are ignored, as crypton does
     public = body.expect(der.CTX_1_PRIMITIVE) if body.peek_tag() == der.CTX_1_PRIMITIVE else None
     body.end()
-    try:
-        key = cls.from_private_bytes(raw)
-    except (ValueError, UnsupportedAlgorithm) as e:
-        raise CodecError("invalid private key") from e
+    key = _private_from_raw(cls, raw)
     # Stricter than crypton (which ignores it): an embedded public key must belong to the private key.
-    own_public = b"\x00" + key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    if public is not None and public != own_public:
+    if public is not None and public != b"\x00" + key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw):
         raise CodecError("PKCS#8 public key does not match the private key")
     return key
+
+
+def _private_from_raw(cls: type[PrivateAuthKey], raw: bytes) -> PrivateAuthKey:
+    try:
+        return cls.from_private_bytes(raw)
+    except (ValueError, UnsupportedAlgorithm) as e:
+        raise CodecError("invalid private key") from e
 
 
 def public_of(priv: PrivateAuthKey) -> PublicAuthKey:
@@ -348,10 +364,49 @@ def dummy_verify(
     return False
 
 
+class SodiumEd25519Key:
+    """An Ed25519 private key as libsodium's secret key (seed ‖ public key), for NSUB signatures.
+
+    Why not cryptography's key: resubscribing makes one key object per NSUB from the stored seed, and both
+    steps cost one fixed-base scalar multiplication. libsodium (PyNaCl, a dependency already) does each
+    in ~60% of the time of the OpenSSL build cryptography ships here (tests/bench/resubscribe.py measures
+    it). Ed25519 is deterministic (RFC 8032): the signatures are byte for byte the same.
+    """
+
+    __slots__ = ("_sk",)
+
+    def __init__(self, seed: bytes) -> None:
+        if len(seed) != ED25519_SEED_LEN:
+            raise CodecError("Ed25519 private key of wrong length")
+        self._sk = nacl.bindings.crypto_sign_seed_keypair(seed)[1]
+
+    def __repr__(self) -> str:
+        return "<SodiumEd25519Key>"
+
+    def sign(self, msg: bytes) -> bytes:
+        return nacl.bindings.crypto_sign(msg, self._sk)[:ED25519_SIG_LEN]
+
+
+NotifierKey = PrivateAuthKey | SodiumEd25519Key  # what signs or authenticates an NSUB
+_ED25519_PKCS8_V0: Final = _PRIV_FORMS[Ed25519PrivateKey][0]
+
+
+def decode_notifier_key(data: bytes) -> NotifierKey:
+    """``decode_private_key`` for signing NSUBs: an Ed25519 key becomes a :class:`SodiumEd25519Key`."""
+    if len(data) == len(_ED25519_PKCS8_V0) + ED25519_SEED_LEN and data.startswith(_ED25519_PKCS8_V0):
+        return SodiumEd25519Key(data[len(_ED25519_PKCS8_V0):])  # the form Haskell emits: no OpenSSL key made
+    key = decode_private_key(data)
+    if isinstance(key, Ed25519PrivateKey):
+        return SodiumEd25519Key(key.private_bytes_raw())
+    return key
+
+
 def client_authorize(
-    priv: PrivateAuthKey, authorized: bytes, corr_id: bytes, server_dh_pub: X25519PublicKey | None
+    priv: NotifierKey, authorized: bytes, corr_id: bytes, server_dh_pub: X25519PublicKey | None
 ) -> bytes:
     """Client side of §2.4: a signature, or an authenticator to the server's per-session DH key."""
+    if isinstance(priv, SodiumEd25519Key):
+        return priv.sign(authorized)
     if isinstance(priv, X25519PrivateKey):
         if server_dh_pub is None:
             raise CryptoError("an X25519 authenticator needs the server's session DH key")

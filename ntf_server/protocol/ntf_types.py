@@ -136,6 +136,8 @@ class SubStatus:
 
     @classmethod
     def from_text(cls, text: str) -> SubStatus:
+        if (plain := _PLAIN_SUB_STATUSES.get(text)) is not None:
+            return plain  # the store decodes ~4 statuses per NMSG (tests/bench/nmsg_pipeline.py)
         if text.startswith("ERR "):
             return cls(SubStatusKind.ERR, text[4:])
         try:
@@ -143,3 +145,6 @@ class SubStatus:
         except ValueError:
             raise CodecError(f"invalid subscription status {text!r}") from None
         return cls(kind)
+
+
+_PLAIN_SUB_STATUSES: Final = {k.value: SubStatus(k) for k in SubStatusKind if k is not SubStatusKind.ERR}

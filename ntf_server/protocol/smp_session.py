@@ -37,7 +37,7 @@ class NotifierQueue:
     """What NSUB needs for one queue: its notifier id and the notifier private key from SNEW."""
 
     notifier_id: bytes
-    key: crypto.PrivateAuthKey = field(repr=False)
+    key: crypto.NotifierKey = field(repr=False)
 
     def __repr__(self) -> str:
         return f"NotifierQueue(<{len(self.notifier_id)}-byte id>)"

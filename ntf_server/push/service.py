@@ -38,6 +38,9 @@ from ntf_server.store.records import (
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE: Final = 32768  # pushQSize
+# Message pushes in flight. Each worker waits for APNs' answer (ms; APNs takes 1000 streams a connection):
+# 4 capped a 2-core machine at ~550 pushes/s with a growing backlog (tests/bench/nmsg_pipeline.py).
+MESSAGE_WORKERS: Final = 64
 NONCE_BYTES: Final = 24
 
 
@@ -72,11 +75,12 @@ class PushSender(Protocol):
 
 class PushService:
     def __init__(self, store: Store, sender: PushSender, stats: Stats, *, workers: int = 4,
-                 queue_size: int = QUEUE_SIZE) -> None:
+                 message_workers: int = MESSAGE_WORKERS, queue_size: int = QUEUE_SIZE) -> None:
         self._store = store
         self._sender = sender
         self._stats = stats
         self._workers = workers
+        self._message_workers = message_workers
         self._queue: asyncio.Queue[TokenRecord] = asyncio.Queue(queue_size)
         self._messages: asyncio.Queue[MessagePush] = asyncio.Queue(queue_size)
         # one line per token would let a client flood the log (issue 8): per-token detail at debug only
@@ -106,6 +110,7 @@ class PushService:
         async with asyncio.TaskGroup() as tg:
             for _ in range(self._workers):
                 tg.create_task(self._worker())
+            for _ in range(self._message_workers):
                 tg.create_task(self._message_worker())
 
     async def _message_worker(self) -> None:

@@ -8,7 +8,9 @@ is a plain labelled SHA-512, never used for real keys.
 
 :func:`notify_forever` sends ``rate_per_s`` notifications a second, round robin over the queues that have a
 subscriber; each ``msgId`` is the wall-clock send time in nanoseconds (8 bytes big-endian), so whoever
-decrypts the metadata can measure delivery latency end to end.
+decrypts the metadata can measure delivery latency end to end. When a subscriber's connection cannot take
+more (its outbox is full: the subscriber applies back-pressure), the rest of that tick is not sent, so
+what the subscriber receives is the rate it sustains.
 """
 
 from __future__ import annotations
@@ -58,6 +60,21 @@ def seeded_queue(seed: bytes, index: int, key_type: KeyType = KeyType.ED25519) -
     return SeededQueue(_derive(seed, index, b"notifier id")[:24], key, _derive(seed, index, b"ntf dh secret")[:32])
 
 
+# PKCS#8 v0 prefix and raw length per key type (spec §2.2), for :func:`seeded_key_der`.
+_PKCS8: Final = {
+    KeyType.ED25519: (bytes.fromhex("302e020100300506032b657004220420"), 32),
+    KeyType.X25519: (bytes.fromhex("302e020100300506032b656e04220420"), 32),
+    KeyType.ED448: (bytes.fromhex("3047020100300506032b6571043b0439"), 57),
+}
+
+
+def seeded_key_der(seed: bytes, index: int, key_type: KeyType = KeyType.ED25519) -> tuple[bytes, bytes]:
+    """Notifier id and PKCS#8 notifier key of :func:`seeded_queue`, without building the key object (which
+    costs as much as a signature): what a bulk load of a million subscriptions needs."""
+    prefix, n = _PKCS8[key_type]
+    return _derive(seed, index, b"notifier id")[:24], prefix + _derive(seed, index, b"notifier key")[:n]
+
+
 class _Notifying(Protocol):
     def create_seeded_queue(self, q: SeededQueue) -> None: ...
     def subscribed_queues(self) -> list[bytes]: ...
@@ -86,5 +103,8 @@ async def notify_forever(server: _Notifying, rate_per_s: float) -> None:
         for _ in range(int(owed)):
             nid = targets[cursor % len(targets)]
             cursor += 1
-            server.notify(nid, time.time_ns().to_bytes(8, "big"), int(time.time()))
+            try:
+                server.notify(nid, time.time_ns().to_bytes(8, "big"), int(time.time()))
+            except asyncio.QueueFull:  # the subscriber reads slower than the rate: offer less, keep running
+                break
         owed -= int(owed)

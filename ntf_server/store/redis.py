@@ -11,6 +11,7 @@ waiting through the retries, until a background probe finds it again.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
@@ -113,6 +114,11 @@ def _unpack_hash(packed: bytes) -> dict[bytes, bytes]:
 
 def _text(v: bytes | str) -> str:
     return v.decode(errors="replace") if isinstance(v, bytes) else v
+
+
+# Called twice per subscription while resubscribing (PENDING, then ACTIVE): the encoding of the same few
+# servers was a tenth of the pool's CPU there (tests/bench/resubscribe.py). SMPServer is frozen, hashable.
+_enc_server = functools.lru_cache(maxsize=4096)(enc_smp_server)
 
 
 class RedisStore:
@@ -474,7 +480,7 @@ class RedisStore:
     # ------------------------------------------------------------------ subscriptions
 
     def _r_of(self, server: SMPServer, notifier_id: bytes) -> bytes:
-        return self._a.index(b"sub", enc_smp_server(server), notifier_id, length=R_BYTES)
+        return self._a.index(b"sub", _enc_server(server), notifier_id, length=R_BYTES)
 
     def _decode_sub(self, sid: bytes, server: SMPServer, value: bytes) -> SubscriptionRecord:
         p = unpack_sub(value)

@@ -74,3 +74,28 @@ async def test_a_dead_device_token_becomes_invalid(env: Env) -> None:
     assert status == P.Tkn(P.TokenStatus(P.TokenStatusKind.INVALID, P.InvalidReason.UNREGISTERED))
     assert env.server.stats["ntf_failed"] == 1 and env.server.stats["ntf_invalid_tkn"] == 1
     await client.close()
+
+
+async def test_a_slow_apns_does_not_serialise_message_pushes(env: Env) -> None:
+    """APNs answers in milliseconds and takes 1000 streams a connection: message pushes are sent many at a
+    time, so one slow answer does not hold back the rest (4 at a time capped a 2-core machine at ~550
+    pushes/s, tests/bench/nmsg_pipeline.py). Here APNs takes the requests and answers none for a while."""
+    client = await NtfClient.connect("127.0.0.1", env.port, env.key_hash)
+    app = await active_app(env, client)
+    nid = os.urandom(24)
+    await app.subscribe(client, SMP, nid, crypto.generate_ed25519())
+    [result] = await env.server.store.add_last_notifications(
+        [NewNotification(SMP, nid, 1_700_000_000_000, os.urandom(24), os.urandom(144))])
+    assert result.token is not None and env.server.push is not None
+    env.sim.faults.response_delay_s = 3.0
+    try:
+        for _ in range(40):
+            await env.server.push.send_messages(result.token, result.notifications)
+        device = app.device_token.token.decode()
+        for _ in range(40):  # all requests reach APNs while none is answered yet
+            await env.sim.next_push(device, timeout_s=2.0)
+    finally:
+        env.sim.faults.response_delay_s = 0.0
+    await env.server.push.drain()
+    assert env.server.stats["ntf_delivered"] == 40
+    await client.close()

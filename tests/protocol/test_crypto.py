@@ -529,3 +529,47 @@ def test_crypto_box_open_and_cb_decrypt_fuzz(data: bytes) -> None:
 def test_verify_transmission_auth_never_raises(auth: bytes, corr_id: bytes) -> None:
     for key in (*c.DUMMY_KEYS.values(), None):
         assert not c.verify_transmission_auth(key, auth, AUTHORIZED, corr_id, SERVER_DH)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from([(Ed25519PrivateKey, 32), (X25519PrivateKey, 32), (Ed448PrivateKey, 57)]),
+       st.binary(min_size=57, max_size=57), st.integers(-2, 2))
+def test_decode_private_key_fast_path_agrees_with_der_walk(
+    form: tuple[type[c.PrivateAuthKey], int], raw: bytes, delta: int
+) -> None:
+    """The v0 forms are read without the DER walk (resubscription decodes one key per NSUB); what they
+    accept and reject must not change: a v1 wrapping of the same key decodes to the same key, and a
+    near miss in length is refused as before."""
+    cls, n = form
+    key = cls.from_private_bytes(raw[:n])
+    v0 = c.encode_private_key(key)
+    v1 = bytes((0x30, v0[1])) + b"\x02\x01\x01" + v0[5:]
+    assert c.encode_private_key(c.decode_private_key(v0)) == v0 == c.encode_private_key(c.decode_private_key(v1))
+    if delta:
+        with pytest.raises(CodecError):
+            c.decode_private_key(v0[:-2] + raw[: 2 + delta])  # the key 1 or 2 bytes short or long
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.binary(min_size=32, max_size=32), st.binary(max_size=300))
+def test_sodium_notifier_key_signs_exactly_as_cryptography(seed: bytes, msg: bytes) -> None:
+    """NSUBs are signed through libsodium (faster here): Ed25519 is deterministic, so the signature must be
+    the very bytes cryptography makes, whichever PKCS#8 form the key was stored in."""
+    key = Ed25519PrivateKey.from_private_bytes(seed)
+    v0 = c.encode_private_key(key)
+    v1 = _pkcs8(1, ED25519_ALG, seed, b"\x81\x21\x00" + key.public_key().public_bytes_raw())
+    for der in (v0, v1):
+        nk = c.decode_notifier_key(der)
+        assert isinstance(nk, c.SodiumEd25519Key) and repr(nk) == "<SodiumEd25519Key>"
+        assert c.client_authorize(nk, msg, b"c" * 24, None) == key.sign(msg)
+        assert c.verify_signature(key.public_key(), nk.sign(msg), msg)
+
+
+def test_decode_notifier_key_keeps_other_key_types_and_refuses_what_decode_private_key_refuses() -> None:
+    ed448, x25519 = Ed448PrivateKey.generate(), X25519PrivateKey.generate()
+    assert isinstance(c.decode_notifier_key(c.encode_private_key(ed448)), Ed448PrivateKey)
+    assert isinstance(c.decode_notifier_key(c.encode_private_key(x25519)), X25519PrivateKey)
+    good = c.encode_private_key(V6_KEY)
+    for bad in (good[:-1], good + b"\x00", _pkcs8(1, ED25519_ALG, K01_20, b"\x81\x21\x00" + bytes(32))):
+        with pytest.raises(CodecError):
+            c.decode_notifier_key(bad)

@@ -427,6 +427,28 @@ async def test_slow_consumer_stops_reading_and_nothing_is_lost(make_server: Serv
     assert not client.reading_paused
 
 
+async def test_a_consumer_that_fell_behind_takes_every_waiting_block_at_once(make_server: ServerFactory,
+                                                                           clients: list[SmpClient]) -> None:
+    """The pool spends a store round trip per batch it takes: when several blocks wait (an SMP server sends
+    one NMSG per block when it is not busy), it gets all of them in one batch, in order, and so catches
+    up instead of staying seconds behind (tests/bench/nmsg_pipeline.py)."""
+    server = await make_server()
+    client = await connect(clients, server)
+    q, creds = new_queue(server)
+    client.subscribe([q])
+    assert await take(client, 1) == [E.Subscribed(q.notifier_id)]
+    async with asyncio.timeout(WAIT_S):
+        for i in range(5):  # one at a time, so that each NMSG comes in a block of its own
+            server.notify(q.notifier_id, b"m%d" % i, 1700000000)
+            while len(client.events()) < i + 1:  # noqa: ASYNC110 - polls what the reader task has put
+                await asyncio.sleep(0.005)
+    assert client.counters.blocks_received == 1 + 5
+    batch = await client.events().get()
+    assert [S.decrypt_nmsg_meta(creds.rcv_ntf_dh_secret, m.nonce, m.enc_meta).msg_id
+            for m in batch if isinstance(m, E.Message)] == [b"m%d" % i for i in range(5)]
+    assert len(client.events()) == 0
+
+
 async def test_repr_shows_state_not_ids(make_server: ServerFactory, clients: list[SmpClient]) -> None:
     server = await make_server()
     client = await connect(clients, server)
