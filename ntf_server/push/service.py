@@ -37,7 +37,10 @@ from ntf_server.store.records import (
 
 log = logging.getLogger(__name__)
 
-QUEUE_SIZE: Final = 32768  # pushQSize
+QUEUE_SIZE: Final = 32768  # pushQSize (verification pushes: dropped, counted, when full)
+# Message pushes wait when full, and the SMP reader waits with them: a queue of ~2 s of pushes lets the SMP
+# servers hold a backlog instead of us (32768 meant 15-20 s of latency under overload, tests/bench/nmsg_pipeline.py).
+MESSAGE_QUEUE_SIZE: Final = 4096
 # Message pushes in flight. Each worker waits for APNs' answer (ms; APNs takes 1000 streams a connection):
 # 4 capped a 2-core machine at ~550 pushes/s with a growing backlog (tests/bench/nmsg_pipeline.py).
 MESSAGE_WORKERS: Final = 64
@@ -82,7 +85,7 @@ class PushService:
         self._workers = workers
         self._message_workers = message_workers
         self._queue: asyncio.Queue[TokenRecord] = asyncio.Queue(queue_size)
-        self._messages: asyncio.Queue[MessagePush] = asyncio.Queue(queue_size)
+        self._messages: asyncio.Queue[MessagePush] = asyncio.Queue(min(queue_size, MESSAGE_QUEUE_SIZE))
         # one line per token would let a client flood the log (issue 8): per-token detail at debug only
         self.failures = CountedLog(log, "verification push failed")
         self.drops = CountedLog(log, "push queue full: verification push dropped", level=logging.WARNING)
