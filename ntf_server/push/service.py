@@ -17,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final, Protocol, TypeVar
 
 from ntf_server.logsummary import CountedLog
 from ntf_server.push import payload
@@ -36,6 +36,7 @@ from ntf_server.store.records import (
 )
 
 log = logging.getLogger(__name__)
+J = TypeVar("J")
 
 QUEUE_SIZE: Final = 32768  # pushQSize (verification pushes: dropped, counted, when full)
 # Message pushes wait when full, and the SMP reader waits with them: a queue of ~2 s of pushes lets the SMP
@@ -112,22 +113,22 @@ class PushService:
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             for _ in range(self._workers):
-                tg.create_task(self._worker())
+                tg.create_task(self._work(self._queue, self._verify, "ntf_vrf_failed"))
             for _ in range(self._message_workers):
-                tg.create_task(self._message_worker())
+                tg.create_task(self._work(self._messages, self._message, "ntf_failed"))
 
-    async def _message_worker(self) -> None:
+    async def _work(self, queue: asyncio.Queue[J], push: Callable[[J], Awaitable[None]], failed: str) -> None:
         while True:
-            job = await self._messages.get()
+            job = await queue.get()
             try:
-                await self._message(job)
+                await push(job)
             except StoreError as e:
                 log.warning("store error after a push: %s", type(e).__name__)
             except Exception:  # a bug in one push must not stop the worker (and with it all pushes)
-                log.exception("message push failed unexpectedly")
-                self._stats.incr("ntf_failed")
+                log.exception("push failed unexpectedly")
+                self._stats.incr(failed)
             finally:
-                self._messages.task_done()
+                queue.task_done()
 
     async def _message(self, job: MessagePush) -> None:
         tok = job.token
@@ -135,33 +136,26 @@ class PushService:
                  for n in job.notifications]
         body = payload.message_alert_body(tok.dh_secret, secrets.token_bytes(NONCE_BYTES), items)
         outcome = await self._sender.push(tok.provider, tok.device_token, body, background=False)
+        if isinstance(outcome, Delivered):
+            if tok.provider is not PushProvider.APNS_NULL:
+                self._stats.incr("ntf_delivered")
+            return
+        await self._not_delivered(tok, outcome, "message push", "ntf_failed", "ntf_invalid_tkn",
+                                  self.message_failures)
+
+    async def _not_delivered(self, tok: TokenRecord, outcome: Invalid | Failed, what: str, failed: str,
+                             invalid: str, summary: CountedLog) -> None:
+        """APNs said no: a dead device token becomes INVALID with its reason (§5.8); all is counted."""
+        self._stats.incr(failed)
         match outcome:
-            case Delivered():
-                if tok.provider is not PushProvider.APNS_NULL:
-                    self._stats.incr("ntf_delivered")
             case Invalid(reason):
                 await self._store.set_token_status(tok.token_id, TokenStatus(TokenStatusKind.INVALID, reason))
-                self._stats.incr("ntf_failed")
-                self._stats.incr("ntf_invalid_tkn")
-                log.debug("message push: device token invalid (%s), %r", reason.value, tok)
-                self.message_failures.event(f"invalid token {reason.value}")
+                self._stats.incr(invalid)
+                log.debug("%s: device token invalid (%s), %r", what, reason.value, tok)
+                summary.event(f"invalid token {reason.value}")
             case Failed(reason):
-                log.debug("message push failed: %s, %r", reason, tok)
-                self._stats.incr("ntf_failed")
-                self.message_failures.event(reason)
-
-    async def _worker(self) -> None:
-        while True:
-            token = await self._queue.get()
-            try:
-                await self._verify(token)
-            except StoreError as e:
-                log.warning("store error after a push: %s", type(e).__name__)
-            except Exception:  # a bug in one push must not stop the worker (and with it all pushes)
-                log.exception("verification push failed unexpectedly")
-                self._stats.incr("ntf_vrf_failed")
-            finally:
-                self._queue.task_done()
+                log.debug("%s failed: %s, %r", what, reason, tok)
+                summary.event(reason)
 
     async def drain(self) -> None:
         """Wait until every queued push was handled (tests, graceful shutdown)."""
@@ -172,19 +166,10 @@ class PushService:
         nonce = secrets.token_bytes(NONCE_BYTES)
         body = payload.verification_body(tok.dh_secret, nonce, tok.reg_code)
         outcome = await self._sender.push(tok.provider, tok.device_token, body, background=True)
-        counted = tok.provider is not PushProvider.APNS_NULL
-        match outcome:
-            case Delivered():
-                await self._store.confirm_token(tok.token_id)
-                if counted:
-                    self._stats.incr("ntf_vrf_delivered")
-            case Invalid(reason):
-                await self._store.set_token_status(tok.token_id, TokenStatus(TokenStatusKind.INVALID, reason))
-                self._stats.incr("ntf_vrf_failed")
-                self._stats.incr("ntf_vrf_invalid_tkn")
-                log.debug("verification push: device token invalid (%s), %r", reason.value, tok)
-                self.failures.event(f"invalid token {reason.value}")
-            case Failed(reason):
-                log.debug("verification push failed: %s, %r", reason, tok)
-                self._stats.incr("ntf_vrf_failed")
-                self.failures.event(reason)
+        if isinstance(outcome, Delivered):
+            await self._store.confirm_token(tok.token_id)
+            if tok.provider is not PushProvider.APNS_NULL:
+                self._stats.incr("ntf_vrf_delivered")
+            return
+        await self._not_delivered(tok, outcome, "verification push", "ntf_vrf_failed", "ntf_vrf_invalid_tkn",
+                                  self.failures)

@@ -29,6 +29,7 @@ one instance through a lease.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -141,6 +142,7 @@ class SubscriberPool:
         self._links: dict[SMPServer, _Link] = {}
         self._tg: asyncio.TaskGroup | None = None
         self.resubscription = Progress(0, 0, 0, 0, 0.0)
+        self._link_done = asyncio.Event()  # a link finished its first resubscription
         self.connect_failures = CountedLog(log, "SMP server unreachable, retrying with backoff")
         self.disconnects = CountedLog(log, "SMP connection lost, reconnecting")
 
@@ -197,7 +199,10 @@ class SubscriberPool:
             eta = f"{(total - answered) / rate:.0f} s" if rate > 0 and total > answered else "unknown"
             log.info("resubscribing: %d/%d SMP servers done, %d answered, %.0f/s, ETA %s",
                      done, len(links), answered, rate, eta)
-            await self._sleep(PROGRESS_EVERY_S)
+            self._link_done.clear()
+            with contextlib.suppress(TimeoutError):  # the next line when a server is done, or in 10 s
+                async with asyncio.timeout(PROGRESS_EVERY_S):
+                    await self._link_done.wait()
 
     def link_state(self, server: SMPServer) -> str | None:
         link = self._links.get(server.normalized())
@@ -330,6 +335,7 @@ class _Link:
             self._answered.clear()
             await self._answered.wait()
         self.resubscribed = True
+        pool._link_done.set()
         while True:
             await self._wake.wait()
             self._wake.clear()
