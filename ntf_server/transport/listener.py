@@ -18,13 +18,14 @@ from dataclasses import dataclass
 
 from ntf_server.handlers import NtfHandlers
 from ntf_server.logsummary import CountedLog
+from ntf_server.protocol.ntf_handshake import NtfHandshakeFailed
 from ntf_server.protocol.transport import NTF_BLOCK_SIZE
 from ntf_server.ratelimit import address_key
 from ntf_server.stats import Stats
 from ntf_server.transport.admission import Admission, Caps
 from ntf_server.transport.blocks import ConnectionClosed
 from ntf_server.transport.memory import MemoryReturner
-from ntf_server.transport.ntf_connection import HandshakeFailed, NtfConnection, ServerIdentity, server_handshake
+from ntf_server.transport.ntf_connection import NtfConnection, ServerIdentity, server_handshake
 from ntf_server.transport.quota import RegistrationLimits
 from ntf_server.transport.server_tls import TlsConnection
 
@@ -140,7 +141,7 @@ class NtfListener:
             quota = self._quotas.for_peer(conn.peer) if self._quotas else None
             ntf = NtfConnection(conn, params, dh, self._handlers, self._stats, lim.idle_timeout_s or None, quota)
             await ntf.run()
-        except HandshakeFailed as e:
+        except NtfHandshakeFailed as e:  # not our client: closed without an error block
             self._stats.incr("conn_handshake_failed")
             self.handshake_failures.event(str(e))  # a flood of bad hellos is one line a minute
         except (ConnectionClosed, TimeoutError):

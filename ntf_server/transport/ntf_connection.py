@@ -13,7 +13,6 @@ connection carries on (spec errata 4); other connections are never affected.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,13 +22,10 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from ntf_server.handlers import NtfHandlers
 from ntf_server.protocol import crypto, ntf as P
-from ntf_server.protocol.encoding import CodecError, pad
+from ntf_server.protocol.encoding import CodecError
 from ntf_server.protocol.errors import BLOCK, QUOTA
-from ntf_server.protocol.handshake import NtfClientHello, NtfServerHello
+from ntf_server.protocol.ntf_handshake import server_accept, server_hello
 from ntf_server.protocol.transport import (
-    NTF_LEGACY_VRANGE,
-    NTF_SUPPORTED_VRANGE,
-    NTF_VERSION_AUTH_BATCH,
     Batch,
     THParams,
     batch_transmissions,
@@ -49,8 +45,6 @@ log = logging.getLogger(__name__)
 CLIENT_QUEUE_SIZE: Final = 64  # clientQSize
 
 
-class HandshakeFailed(Exception):
-    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,26 +68,13 @@ def response_entity(resp: P.NtfResponse, request_entity: bytes) -> bytes:
 async def server_handshake(
     stream: Blocks, identity: ServerIdentity, timeout_s: float
 ) -> tuple[THParams, X25519PrivateKey | None]:
-    session_id = stream.session_id()
-    vrange = NTF_SUPPORTED_VRANGE if negotiated_alpn(stream.ssl_object) is not None else NTF_LEGACY_VRANGE
-    dh_key = crypto.generate_x25519()
-    signed = None
-    if vrange.max >= NTF_VERSION_AUTH_BATCH:
-        signed = crypto.signed_exact(crypto.signed_key_tbs(dh_key.public_key()), identity.sign_key)
-    hello = NtfServerHello(vrange, session_id, signed)
+    """The I/O around ``protocol.ntf_handshake`` (server side): write our hello, read theirs, in time."""
+    alpn = negotiated_alpn(stream.ssl_object) is not None
+    sent = server_hello(stream.session_id(), alpn=alpn, sign_key=identity.sign_key)
     async with asyncio.timeout(timeout_s):
-        await stream.write_block(pad(hello.encode(), stream.block_size))
+        await stream.write_block(sent.block)
         block = await stream.read_block()
-    try:
-        client = NtfClientHello.decode(decode_block(block, stream.block_size))
-    except CodecError as e:
-        raise HandshakeFailed("unparseable client hello") from e
-    if not hmac.compare_digest(client.key_hash, identity.key_hash):
-        raise HandshakeFailed("client expects another server identity")
-    if client.version not in vrange:
-        raise HandshakeFailed(f"client version {client.version} outside {vrange.min}..{vrange.max}")
-    params = THParams.ntf(client.version, session_id)
-    return params, (dh_key if client.version >= NTF_VERSION_AUTH_BATCH else None)
+    return server_accept(sent, block, identity.key_hash)
 
 
 class NtfConnection:
