@@ -117,12 +117,16 @@ class EmbeddedRedis:
         self._proc: subprocess.Popen[bytes] | None = None
 
     def __repr__(self) -> str:
-        state = f"pid {self._proc.pid}" if self._proc and self._proc.poll() is None else "stopped"
+        state = f"pid {self.pid}" if self.running else "stopped"
         return f"<EmbeddedRedis {self.data_dir} {state}>"
 
     @property
     def url(self) -> str:
         return f"unix://{self.socket_path}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
 
     @property
     def pid(self) -> int | None:

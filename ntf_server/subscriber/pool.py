@@ -35,7 +35,7 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol, TypeVar
+from typing import Final, Protocol, TypeVar, assert_never
 
 from ntf_server.logsummary import CountedLog
 from ntf_server.protocol import crypto, smp_events as E
@@ -400,6 +400,8 @@ class _Link:
                 case E.ServerError() | E.Unexpected():
                     stats.incr("smp_unexpected")
                     log.debug("SMP server sent something unexpected: %r", ev)
+                case _:
+                    assert_never(ev)
         answered = sum(isinstance(ev, E.Subscribed | E.SubscriptionFailed | E.SubscriptionTimedOut) for ev in batch)
         if answered:
             stats.incr("smp_nsub_answered", answered)

@@ -45,7 +45,7 @@ async def test_a_failed_part_stops_the_server_and_everything_is_closed(
     server.add_part("broken part", broken)
     await server.start()
     port, redis = server.port, server.embedded_redis
-    assert redis is not None and redis.pid is not None
+    assert redis is not None and redis.running
     expected = "broken part failed: disk on fire" if failure == "raises" else "broken part ended unexpectedly"
     with pytest.raises(PartFailed, match=expected):
         await asyncio.wait_for(server.wait(), 10)
@@ -55,7 +55,7 @@ async def test_a_failed_part_stops_the_server_and_everything_is_closed(
     assert server.push is not None
     await server.stop()
     assert await refused(port)
-    assert redis.pid is not None and redis._proc is not None and redis._proc.poll() is not None
+    assert redis.pid is not None and not redis.running  # it ran, and was stopped
     with StateLock(server.config.server.state_dir):  # the lock was released
         pass
     await server.stop()  # idempotent
@@ -71,8 +71,8 @@ async def test_failed_start_closes_what_it_opened(tmp_path: Path) -> None:
         second = NtfServer(dataclasses.replace(cfg, server=other_state))
         with pytest.raises(StartupError, match=r"cannot listen on 127\.0\.0\.1"):
             await second.start()
-        assert second.embedded_redis is not None
-        assert second.embedded_redis._proc is not None and second.embedded_redis._proc.poll() is not None
+        assert second.embedded_redis is not None and second.embedded_redis.pid is not None
+        assert not second.embedded_redis.running  # it was started, then stopped with the rest
         with StateLock(tmp_path / "state2"):
             pass
     finally:
