@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Final
 
 from ntf_server.interfaces import SubscriptionSink
-from ntf_server.stats import Stats
+from ntf_server.stats import Stat, Stats
 from ntf_server.store.base import Store
 from ntf_server.store.errors import StoreError
 
@@ -54,7 +54,7 @@ class Housekeeping:
         tokens, removed = await self._store.expire_tokens(now, self._days)
         self._sink.forget(removed)
         if tokens:
-            self._stats.incr("tkn_expired", len(tokens))
+            self._stats.incr(Stat.TKN_EXPIRED, len(tokens))
             log.info("expired %d unused tokens (%d subscriptions)", len(tokens), len(removed))
         return len(tokens)
 
@@ -64,7 +64,7 @@ class Housekeeping:
         tokens, removed = await self._store.expire_unverified(now, self._unverified_s)
         self._sink.forget(removed)
         if tokens:
-            self._stats.incr("tkn_expired_unverified", len(tokens))
+            self._stats.incr(Stat.TKN_EXPIRED_UNVERIFIED, len(tokens))
             log.info("expired %d tokens never verified within %g h", len(tokens), self._unverified_s / HOUR_S)
         return len(tokens)
 

@@ -223,6 +223,11 @@ class RedisStore:
         return advice
 
     @property
+    def client(self) -> Redis:
+        """The Redis connection pool, for the store modules that keep their own keys (policy, budgets)."""
+        return self._r
+
+    @property
     def prefix(self) -> str:
         return self._k.prefix
 
