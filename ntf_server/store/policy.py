@@ -33,7 +33,7 @@ class PolicyStore:
     async def put(self, settings: PolicySettings) -> PolicySettings | None:
         """Store ``settings`` (atomically replacing the old document); returns the previous settings."""
         old = await self._r.set(self.key, json.dumps(settings.to_json(), sort_keys=True), get=True)
-        return None if old is None else self._parse(old)
+        return self._parse(old) if isinstance(old, bytes | str) else None
 
     async def clear(self) -> None:
         """Back to the config file's settings."""
