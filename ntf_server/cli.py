@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="check the configuration and show what the server will do",
                            description="Run every check `start` runs (settings, key files and their "
                            "permissions, certificates) and print a summary, without starting anything.")
+    ref = sub.add_parser("config-reference", help="print the configuration reference (Markdown)",
+                         description="Print every configuration key with its default, allowed values and "
+                         "meaning, generated from the code (README's reference is this output).")
+    ref.add_argument("--update", type=Path, metavar="README",
+                     help="rewrite the generated part of this file instead of printing")
     for p in (init, start, check):  # the option is accepted on either side of the command
         _config_dir_option(p, argparse.SUPPRESS)
     return parser
@@ -99,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_init(config_dir, args.host, args.port, args.sign_algorithm)
         if args.command == "start":
             return cmd_start(config_dir)
+        if args.command == "config-reference":
+            return cmd_config_reference(args.update)
         return cmd_check_config(config_dir)
     except (CliError, ConfigError, CredentialsError) as e:
         print(f"ntf-server: {e}", file=sys.stderr)
@@ -106,6 +113,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # ---------------------------------------------------------------- init
+
+
+def cmd_config_reference(readme: Path | None) -> int:
+    from ntf_server import configdoc
+
+    if readme is None:
+        print(configdoc.render_reference(), end="")
+        return EXIT_OK
+    try:
+        changed = configdoc.update(readme)
+    except (OSError, ValueError) as e:
+        raise CliError(str(e)) from e
+    print(f"{readme}: configuration reference {'updated' if changed else 'already up to date'}")
+    return EXIT_OK
 
 
 def cmd_init(config_dir: Path, host: str, port: int, algorithm: SignAlgorithm) -> int:
