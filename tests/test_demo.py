@@ -15,9 +15,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from ntf_server.demo import report
-from ntf_server.demo.admin import ADMIN_API_IN_BUILD, NOT_AVAILABLE, config_accepts_admin
+from ntf_server.demo.admin import ADMIN_API_IN_BUILD, NOT_AVAILABLE, AdminApi, AdminError, config_accepts_admin
 from ntf_server.demo.report import Item, Phase, PushKind, Record, Seen, Sent
 from ntf_server.demo.script import START_POLICY, run_demo
 
@@ -160,3 +161,38 @@ def test_the_summary_counts_hidden_alert_and_held_back() -> None:
 def test_pushes_are_classified_from_what_apns_received(push_type: str, body: dict[str, object],
                                                        kind: PushKind) -> None:
     assert report.classify(push_type, body) is kind
+
+
+async def test_the_admin_client_speaks_the_contract() -> None:
+    """AdminApi against a stand-in serving the issue-10 contract (PUT /v1/policy, GET /v1/stats, bearer
+    token), so the demo's side of the seam is tried before the real admin API lands."""
+    got: list[tuple[str, str | None, object]] = []
+
+    async def policy(request: web.Request) -> web.Response:
+        got.append((request.method, request.headers.get("Authorization"), await request.json()))
+        if request.headers.get("Authorization") != "Bearer s3cret":
+            return web.json_response({"error": "unauthorized"}, status=401)
+        return web.json_response(await request.json())
+
+    async def stats(request: web.Request) -> web.Response:
+        return web.json_response({"pushes": {"hidden": 3, "alert": 5}})
+
+    app = web.Application()
+    app.router.add_put("/v1/policy", policy)
+    app.router.add_get("/v1/stats", stats)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        api = AdminApi(f"http://127.0.0.1:{port}", "s3cret")
+        assert await api.put_policy(3, 3, "defer") == {"hidden_per_hour": 3, "burst": 3, "overflow": "defer"}
+        assert got == [("PUT", "Bearer s3cret", {"hidden_per_hour": 3, "burst": 3, "overflow": "defer"})]
+        assert await api.stats() == {"pushes": {"hidden": 3, "alert": 5}}
+        with pytest.raises(AdminError, match="HTTP 401"):
+            await AdminApi(api.url, "wrong").put_policy(3, 3, "alert")
+    finally:
+        await runner.cleanup()
+    with pytest.raises(AdminError, match="PUT /v1/policy"):  # nobody listening any more
+        await api.put_policy(3, 3, "alert")

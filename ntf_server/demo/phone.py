@@ -97,7 +97,10 @@ class Phone:
         items: tuple[Item, ...] = ()
         data = body.get("notificationData") if isinstance(body, dict) else None
         if kind is not PushKind.VERIFICATION and isinstance(data, dict) and "message" in data:
-            items = tuple(self._item(text) for text in self.app.message_list(body))
+            try:
+                items = tuple(self._item(text) for text in self.app.message_list(body))
+            except ValueError:  # the phone could not open the box: shown, not hidden
+                items = (UNKNOWN,)
         return Seen(phase, number, kind, push.push_type, push.priority, len(push.body), items)
 
     def _item(self, text: str) -> Item:

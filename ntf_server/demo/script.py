@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -117,7 +118,8 @@ async def _change_policy(world: World, out: Out) -> str:
         out(f"  !! {NOT_AVAILABLE}: the policy stays as configured")
         return f"unchanged ({NOT_AVAILABLE})"
     want = CHANGED_POLICY
-    out(f"  -> PUT {world.admin.url}/v1/policy {{overflow: {want.overflow!r}}}")
+    body = {"hidden_per_hour": want.hidden_per_hour, "burst": want.burst, "overflow": want.overflow}
+    out(f"  -> PUT {world.admin.url}/v1/policy {json.dumps(body)}")
     try:
         got = await world.admin.put_policy(want.hidden_per_hour, want.burst, want.overflow)
     except AdminError as e:
@@ -192,7 +194,8 @@ async def run_demo(*, messages: int = 8, more: int = 4, keep_running: asyncio.Ev
                 await keep_running.wait()
         finally:
             await phone.close()
-    out(f"\nStopped everything; removed {result.workdir}.")
+    gone = result.workdir is not None and not result.workdir.exists()
+    out(f"\nStopped everything; {'removed' if gone else 'could not remove'} {result.workdir}.")
     return result
 
 
