@@ -1,4 +1,6 @@
-"""The `Store` protocol the rest of the server uses, and its result types.
+"""The store's protocols and result types. One protocol per entity (tokens, subscriptions, notifications),
+split by role where a component uses a small part of one; `Store` combines them all, and `RedisStore`
+(store/redis.py) implements it.
 
 Where the rules of spec §4.5 live: the store enforces the *guards* that must be atomic with the write —
 `activate_token` only from REGISTERED/CONFIRMED/ACTIVE (and deletes the other registrations of the device
@@ -103,11 +105,16 @@ class TokenStatusStore(Protocol):
     async def confirm_token(self, token_id: bytes) -> TokenStatus | None: ...
 
 
-class TokenStore(TokenStatusStore, Protocol):
+class TokenLookup(Protocol):
+    """One token by id (a push decided earlier, e.g. deferred, reads the token's current record)."""
+
+    async def get_token(self, token_id: bytes) -> TokenRecord | None: ...
+
+
+class TokenStore(TokenStatusStore, TokenLookup, Protocol):
     """The token commands (spec §4.3–4.4); `get_token` costs the same whether or not the token exists."""
 
     async def create_token(self, token: TokenRecord, now: float | None = None) -> TokenCreate: ...
-    async def get_token(self, token_id: bytes) -> TokenRecord | None: ...
     async def find_tokens(self, provider: PushProvider, device_token: bytes) -> list[TokenRecord]: ...
     async def find_token(
         self, provider: PushProvider, device_token: bytes, verify_key: bytes

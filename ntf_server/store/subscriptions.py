@@ -167,7 +167,7 @@ class RedisSubscriptions:
         if srv is None:
             return
         page: list[SubscriptionRecord] = []
-        nb = self._d.keys.buckets
+        a, nb = self._d.a, self._d.keys.buckets
         for start in range(0, nb, _PAGE_BUCKETS):
             async with self._d.pipeline() as pipe:
                 for b in range(start, min(start + _PAGE_BUCKETS, nb)):
@@ -175,7 +175,7 @@ class RedisSubscriptions:
                 buckets = await pipe.execute()
             for h in buckets:
                 for r, value in h.items():
-                    rec = self._decode(make_sub_id(self._d.a, r, srv), server, value)
+                    rec = decode_sub(a, make_sub_id(a, r, srv), server, value)
                     if kinds is None or rec.status.kind in kinds:
                         page.append(rec)
             while len(page) >= page_size:
