@@ -18,7 +18,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, assert_never
+from typing import Final, Protocol, assert_never
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -29,7 +29,7 @@ from ntf_server.protocol.errors import AUTH, QUOTA, CmdError, CommandError, Stor
 from ntf_server.protocol.token_fsm import SUB_COMMANDS_ALLOWED, TokenEvent, changing_sources, next_status
 from ntf_server.protocol.transport import RawTransmission
 from ntf_server.stats import Stat, Stats
-from ntf_server.store.base import RemovedSub, Store, SubCreate, TokenCreate
+from ntf_server.store.base import RemovedSub, SubCreate, SubscriptionStore, TokenCreate, TokenStore
 from ntf_server.store.errors import StoreError
 from ntf_server.store.records import (
     PushProvider,
@@ -69,10 +69,14 @@ def _usable(tok: TokenRecord | None, allowed: frozenset[TokenStatusKind]) -> Tok
     return tok if tok is not None and tok.status.kind in allowed else None
 
 
+class HandlerStore(TokenStore, SubscriptionStore, Protocol):
+    """What the NTF commands need of the store (store/base.py)."""
+
+
 class NtfHandlers:
     def __init__(
         self,
-        store: Store,
+        store: HandlerStore,
         pusher: Pusher,
         stats: Stats,
         subscriber: SubscriptionSink,

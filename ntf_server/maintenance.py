@@ -18,7 +18,7 @@ from typing import Final
 
 from ntf_server.interfaces import SubscriptionSink
 from ntf_server.stats import Stat, Stats
-from ntf_server.store.base import Store
+from ntf_server.store.base import TokenExpiryStore
 from ntf_server.store.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ HOUR_S: Final = 3600.0
 
 
 class Housekeeping:
-    def __init__(self, store: Store, sink: SubscriptionSink, stats: Stats, *, expire_after_days: int,
+    def __init__(self, store: TokenExpiryStore, sink: SubscriptionSink, stats: Stats, *, expire_after_days: int,
                  expire_unverified_after_h: float = 0.0, clock: Callable[[], float] = time.time,
                  interval_s: float = EXPIRY_INTERVAL_S) -> None:
         self._store = store

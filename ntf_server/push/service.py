@@ -24,7 +24,7 @@ from typing import Final, Protocol, TypeVar
 from ntf_server.logsummary import CountedLog
 from ntf_server.push import payload
 from ntf_server.stats import Stat, Stats
-from ntf_server.store.base import Store
+from ntf_server.store.base import TokenStatusStore
 from ntf_server.store.errors import StoreError
 from ntf_server.store.records import (
     InvalidReason,
@@ -78,7 +78,7 @@ class PushSender(Protocol):
 
 
 class PushService:
-    def __init__(self, store: Store, sender: PushSender, stats: Stats, *, workers: int = 4,
+    def __init__(self, store: TokenStatusStore, sender: PushSender, stats: Stats, *, workers: int = 4,
                  message_workers: int = MESSAGE_WORKERS, queue_size: int = QUEUE_SIZE) -> None:
         self._store = store
         self._sender = sender

@@ -33,7 +33,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol, TypeVar, assert_never
 
@@ -42,7 +42,14 @@ from ntf_server.protocol import crypto, smp_events as E
 from ntf_server.protocol.encoding import CodecError, SMPServer
 from ntf_server.protocol.smp_session import NotifierQueue
 from ntf_server.stats import Stat, Stats
-from ntf_server.store.base import NewNotification, NtfOutcome, RemovedSub, StoreCounts, StoredNotification
+from ntf_server.store.base import (
+    NewNotification,
+    NotificationStore,
+    NtfOutcome,
+    RemovedSub,
+    ResubscriptionStore,
+    StoreStats,
+)
 from ntf_server.store.errors import StoreError
 from ntf_server.store.health import backoff_delays
 from ntf_server.store.records import (
@@ -83,19 +90,8 @@ class Progress:
     elapsed_s: float
 
 
-class PoolStore(Protocol):
+class PoolStore(ResubscriptionStore, NotificationStore, StoreStats, Protocol):
     """What the pool needs of the store (store/base.py)."""
-
-    async def servers_with_subscriptions(self) -> list[SMPServer]: ...
-    def iter_server_subscriptions(
-        self, server: SMPServer, page_size: int = 900, kinds: Collection[SubStatusKind] | None = None
-    ) -> AsyncIterator[list[SubscriptionRecord]]: ...
-    async def set_subscription_statuses(
-        self, server: SMPServer, notifier_ids: Sequence[bytes], status: SubStatus,
-        service_assoc: bool | None = None, only_from: Collection[SubStatusKind] | None = None,
-    ) -> int: ...
-    async def add_last_notifications(self, items: Sequence[NewNotification]) -> list[StoredNotification]: ...
-    async def counts(self) -> StoreCounts: ...
 
 
 class MessagePusher(Protocol):
