@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from typing import Final
 
 from apns.client import ApnsClient, App
-from apns.errors import ApnsError, TokenInvalid
+from apns.errors import ApnsError, RetryLater as ApnsRetryLater, TokenInvalid
 from apns.payload import Notification, PushType
-from ntf_server.push.service import Delivered, Failed, Invalid, Outcome
+from ntf_server.push.outcomes import Delivered, Failed, Invalid, Outcome, RetryLater
 from ntf_server.store.records import InvalidReason, PushProvider
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,9 @@ class ApnsSender:
         except TokenInvalid as e:
             reason = _INVALID_REASONS.get(e.reason)
             return Invalid(reason) if reason is not None else Failed(e.reason)
-        except ApnsError as e:
+        except ApnsRetryLater as e:  # 429, 500, 503 (after one fresh connection), timeouts, connection lost
+            return RetryLater(e.reason, e.after_s)
+        except ApnsError as e:  # ProviderAuthError, Permanent: will not succeed as sent
             return Failed(f"{type(e).__name__}: {e.reason}")
         return Delivered()
 
