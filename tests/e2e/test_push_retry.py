@@ -54,6 +54,19 @@ async def notify(env: Env, app: SimApp, client: NtfClient, nid: bytes | None = N
     return result.token
 
 
+async def test_a_verification_push_answered_503_is_retried_not_dropped(env: Env) -> None:
+    """Default settings: Haskell (and this server before) dropped it and the token stayed REGISTERED."""
+    client = await NtfClient.connect("127.0.0.1", env.port, env.key_hash)
+    app = SimApp(P.DeviceToken(P.PushProvider.APNS_TEST, os.urandom(32).hex().encode()))
+    env.sim.faults.error_rates = {503: 1.0}
+    assert isinstance(await app.register(client), P.IdTkn)
+    await until(lambda: env.sim.replies.get("ServiceUnavailable", 0) >= 2)  # and on a fresh connection
+    env.sim.faults.error_rates = {}
+    push = await env.sim.next_push(app.device_token.token.decode(), timeout_s=10.0)
+    assert await app.token_command(client, P.TVfy(app.verification_code(push.body))) == P.Ok()
+    await client.close()
+
+
 async def test_a_verification_push_answered_503_then_429_is_retried_and_confirms_the_token(env: Env) -> None:
     server = await env.reconfigure("push", **FAST)
     client = await NtfClient.connect("127.0.0.1", env.port, env.key_hash)
