@@ -136,7 +136,7 @@ def test_every_push_kind_has_one_ciphertext_length_and_fits_apple(servers: list[
 
 
 def test_the_largest_case_six_notifications_from_servers_with_long_host_lists() -> None:
-    hosts = tuple(f"{c * 56}.onion" for c in "abc") + ("smp-relay-with-a-long-name.example.com",)
+    hosts = (*(f"{c * 56}.onion" for c in "abc"), "smp-relay-with-a-long-name.example.com")
     items = [item(SMPServer(hosts, "65535", bytes([i]) * 32), 1700000000 + i) for i in range(6)]
     bodies = kinds(items)
     sizes = {k: len(b) for k, b in bodies.items()}

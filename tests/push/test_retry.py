@@ -81,7 +81,7 @@ def test_at_most_one_waiting_entry_per_key_and_the_newest_wins(events: list[tupl
         now += dt
         for k, w in book.pop_due(now):  # due entries leave the book (sent again elsewhere)
             assert w.job == newest.pop(k)
-        if fresh and book.take_slot(key, seq, seq, now) or book.failed(key, seq, seq, 1, now, now, 0) in (
+        if (fresh and book.take_slot(key, seq, seq, now)) or book.failed(key, seq, seq, 1, now, now, 0) in (
                 Verdict.SCHEDULED, Verdict.REPLACED):
             newest[key] = seq
     due = book.pop_due(now + 10)
