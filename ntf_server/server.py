@@ -31,7 +31,7 @@ from typing import Final
 
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from apns.client import ApnsClient, App
+from apns.client import App
 from apns.jwt import ProviderKey
 from apns.pool import Endpoint
 from ntf_server.config import Config, ConfigError, redact_url
@@ -161,7 +161,7 @@ class NtfServer:
         for advice in await self._store.config_advice():
             log.warning("redis: %s", advice)
         apps = apns_apps(cfg)
-        sender = ApnsSender(ApnsClient(apps) if apps else None, apps)
+        sender = ApnsSender.for_apps(apps)
         stack.push_async_callback(sender.aclose)
         self.push = PushService(self._store, sender, self.stats, delivery=DeliverySettings.of(cfg.push))
         self.pool = SubscriberPool(self._store, self.push, self.stats,

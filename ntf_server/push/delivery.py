@@ -143,10 +143,14 @@ class Delivery:
         await self._attempt(key, push, seq, 1, now)
 
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._schedule())
-            for _ in range(self._senders):
-                tg.create_task(self._resend())
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._schedule())
+                for _ in range(self._senders):
+                    tg.create_task(self._resend())
+        finally:
+            if self._book or self._busy:  # their notifications stay in the store: the next push carries them
+                log.info("stopped with %d push retries waiting and %d in flight", len(self._book), self._busy)
 
     async def idle(self) -> None:
         """Wait until no retry waits or is in flight (tests, graceful shutdown)."""

@@ -73,7 +73,7 @@ class PushService:
         self._queue: asyncio.Queue[TokenRecord] = asyncio.Queue(queue_size)
         self._messages: asyncio.Queue[MessagePush] = asyncio.Queue(min(queue_size, MESSAGE_QUEUE_SIZE))
         self.failures = self._delivery.summaries[VERIFICATION]
-        self.drops = CountedLog(log, "push queue full: verification push dropped", level=logging.WARNING)
+        self.drops = CountedLog(log, "verification push not sent", level=logging.WARNING)
         self.message_failures = self._delivery.summaries[MESSAGE]
 
     def send_verification(self, token: TokenRecord) -> None:
@@ -81,13 +81,13 @@ class PushService:
             device = hashlib.blake2b(token.provider.value.encode() + b" " + token.device_token, digest_size=16)
             if not self._vrf_cap.allow(device.digest(), self._clock()):
                 self._stats.incr(Stat.NTF_VRF_CAPPED)
-                self.drops.event("over the hourly verification cap")
+                self.drops.event("over the per-device hourly cap")
                 return
         try:
             self._queue.put_nowait(token)
         except asyncio.QueueFull:
             self._stats.incr(Stat.PUSH_QUEUE_FULL)
-            self.drops.event("queue full")
+            self.drops.event("push queue full")
             return
         if token.provider is not PushProvider.APNS_NULL:
             self._stats.incr(Stat.NTF_VRF_QUEUED)
@@ -99,6 +99,11 @@ class PushService:
     @property
     def queue_length(self) -> int:
         return self._queue.qsize() + self._messages.qsize()
+
+    @property
+    def retries_waiting(self) -> int:
+        """Pushes waiting for a retry (a gauge: grows while APNs answers 429/5xx or cannot be reached)."""
+        return self._delivery.waiting
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
