@@ -14,6 +14,8 @@ token record and the body, built once (the body is resent unchanged on a retry: 
 ``run`` is one scheduler task, which sleeps until the earliest entry is due and queues it, and
 ``RETRY_SENDERS`` tasks that send the due entries again and apply their outcomes the same way, until a
 retry would fall after the deadline (``retry_deadline_s`` from the push's first try): then counted failed.
+Before a retry the token is read again (spec §5.7 checks ACTIVE at dequeue): a token deleted, given a new
+device token (TRPL) or, for a message push, no longer ACTIVE while its push waited is not pushed to.
 So a waiting retry holds memory, never a worker: other tokens' pushes flow while an unwell APNs recovers.
 
 A token has at most one waiting push per kind: a newer one made while one waits takes its slot (keeps its
@@ -52,7 +54,8 @@ RETRY_SENDERS: Final = 32
 
 @dataclass(frozen=True, slots=True)
 class PushKind:
-    """A kind of push and its counters; ``confirms``: a delivered push confirms the token (§4.5)."""
+    """A kind of push and its counters; ``confirms``: a delivered push confirms the token (§4.5);
+    ``wanted``: the token statuses in which a waiting retry is still sent (None: any)."""
 
     name: str
     delivered: Stat
@@ -62,6 +65,7 @@ class PushKind:
     replaced: Stat
     expired: Stat
     confirms: bool = False
+    wanted: frozenset[TokenStatusKind] | None = None
 
     def __repr__(self) -> str:
         return f"<PushKind {self.name}>"
@@ -71,7 +75,8 @@ VERIFICATION: Final = PushKind("verification push", Stat.NTF_VRF_DELIVERED, Stat
                                Stat.NTF_VRF_INVALID_TKN, Stat.NTF_VRF_RETRIED, Stat.NTF_VRF_RETRY_REPLACED,
                                Stat.NTF_VRF_RETRY_EXPIRED, confirms=True)
 MESSAGE: Final = PushKind("message push", Stat.NTF_DELIVERED, Stat.NTF_FAILED, Stat.NTF_INVALID_TKN,
-                          Stat.NTF_RETRIED, Stat.NTF_RETRY_REPLACED, Stat.NTF_RETRY_EXPIRED)
+                          Stat.NTF_RETRIED, Stat.NTF_RETRY_REPLACED, Stat.NTF_RETRY_EXPIRED,
+                          wanted=frozenset({TokenStatusKind.ACTIVE}))  # §5.7: status checked again at dequeue
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +106,7 @@ class DeliverySettings:
 class TokenOutcomes(Protocol):
     """The store operations an outcome needs (narrow dependency)."""
 
+    async def get_token(self, token_id: bytes) -> TokenRecord | None: ...
     async def confirm_token(self, token_id: bytes) -> TokenStatus | None: ...
     async def set_token_status(self, token_id: bytes, status: TokenStatus) -> TokenStatus | None: ...
 
@@ -224,7 +230,9 @@ class Delivery:
             w = await self._due.get()
             push = w.job
             try:
-                await self._attempt((push.kind.name, push.token.token_id), push, w.seq, w.attempts + 1, w.first_at)
+                if await self._still_wanted(push):
+                    await self._attempt((push.kind.name, push.token.token_id), push, w.seq, w.attempts + 1,
+                                        w.first_at)
             except StoreError as e:
                 log.warning("store error after a push: %s", type(e).__name__)
             except Exception:  # a bug in one push must not stop the task (and with it all retries)
@@ -233,6 +241,19 @@ class Delivery:
             finally:
                 self._busy -= 1
                 self._settle()
+
+    async def _still_wanted(self, push: Push) -> bool:
+        """A retry waits up to the deadline: meanwhile the app may have deleted its token, replaced its
+        device token (TRPL) or the token may have left ACTIVE; then the push is dropped, not sent."""
+        if push.token.provider is PushProvider.APNS_NULL:
+            return True
+        now = await self._store.get_token(push.token.token_id)
+        wanted = push.kind.wanted
+        if now is None or now.device_token != push.token.device_token or (
+                wanted is not None and now.status.kind not in wanted):
+            log.debug("%s retry dropped: the token changed or is gone, %r", push.kind.name, push.token)
+            return False
+        return True
 
     def _settle(self) -> None:
         if self._busy == 0 and len(self._book) == 0:

@@ -26,6 +26,9 @@ from ntf_server.store.records import PushProvider, TokenRecord, TokenStatus, Tok
 class NoOutcomes:
     """Delivered ``AN`` message pushes touch no store; these are never called here."""
 
+    async def get_token(self, token_id: bytes) -> TokenRecord | None:
+        raise AssertionError("not reached")
+
     async def confirm_token(self, token_id: bytes) -> TokenStatus | None:
         raise AssertionError("not reached")
 

@@ -143,6 +143,25 @@ async def test_a_newer_notification_replaces_the_waiting_retry(env: Env) -> None
     await client.close()
 
 
+async def test_a_waiting_retry_is_not_sent_after_the_app_deleted_its_token(env: Env) -> None:
+    server = await env.reconfigure("push", retry_backoff_base_s=1.0, retry_backoff_cap_s=1.0)
+    client = await NtfClient.connect("127.0.0.1", env.port, env.key_hash)
+    app = await active_app(env, client)
+    device = app.device_token.token.decode()
+    seen = len(env.sim.pushes(device))
+    env.sim.faults.error_rates = {503: 1.0}
+    try:
+        await notify(env, app, client)
+        await until(lambda: server.stats["ntf_retried"] == 1)  # waiting 0.5-1 s
+        assert await app.token_command(client, P.TDel()) == P.Ok()
+    finally:
+        env.sim.faults.error_rates = {}
+    await pusher(server).drain()
+    assert env.sim.pushes(device)[seen:] == []
+    assert server.stats["ntf_delivered"] == 0 and server.stats["ntf_failed"] == 0
+    await client.close()
+
+
 async def test_waiting_retries_hold_no_worker(env: Env) -> None:
     """More tokens wait for a retry than there are message workers, yet another token's push goes at once."""
     server = await env.reconfigure("push", retry_backoff_base_s=60.0, retry_backoff_cap_s=60.0)
