@@ -242,6 +242,13 @@ def summary(config: Config, key_hash: bytes) -> list[str]:
             lines.append(f"APNs {name}: {env.host}:{env.port} topic {env.topic}, key {env.key_id} from {key}")
         else:
             lines.append(f"APNs {name}: disabled")
+    a = config.admin
+    if a.enabled:
+        scrape = "without" if a.metrics_public else "with"
+        lines.append(f"Admin API: http://{a.bind}:{a.port} (token from {a.token().describe()}; /metrics {scrape} "
+                     f"it), own SMP servers: {', '.join(config.subscriber.own_server_domains) or 'none listed'}")
+    else:
+        lines.append("Admin API: disabled")
     lines.append(f"Log: {config.log.level.value}, {config.log.format.value}")
     return lines
 

@@ -6,10 +6,11 @@ on the request path and is always consistent with what is stored, at the price o
 (a record changed while the census runs may be seen before or after the change) and some minutes old;
 both are exported (``finished_at``, ``duration_s``).
 
-How it stays cheap at 1M tokens / 10M subscriptions: tokens are walked with ZSCAN over the ``used`` index
-(never a keyspace SCAN) and their status read with pipelined HGETs, 500 at a time; subscriptions are
-counted *inside* Redis by a small script over a few buckets of one SMP server at a time, which returns
-only counts (a bucket is a small listpack hash, so a call is a millisecond or two). Between calls the
+How it stays cheap at 1M tokens / 10M subscriptions: everything is counted *inside* Redis by two small
+scripts that return only counts, never records (parsing a reply per token in Python cost ten times the
+Redis time, tests/bench/census_bench.py). Tokens are walked by rank over the ``used`` index (never a
+keyspace SCAN), 200 a call; subscriptions a few buckets of one SMP server a call (a bucket is a small
+listpack hash). A call takes a millisecond or two. Between calls the
 census sleeps so that it uses at most ``duty`` of Redis's time, whatever the data size: a big data set
 takes longer to count instead of taking Redis away from requests.
 
@@ -37,10 +38,31 @@ from ntf_server.store.keys import Keys
 
 log = logging.getLogger(__name__)
 
-TOKEN_PAGE: Final = 500
+TOKEN_PAGE: Final = 200  # ~2 ms of Redis time a call (the hex key names cost most)
 BUCKETS_PER_CALL: Final = 16
 DUTY: Final = 0.2  # at most this share of Redis's time goes to the census
 RETRY_AFTER_S: Final = 30.0
+
+# ARGV: prefix, first rank, count -> {tokens seen, kind, count, kind, count, ...}. Token keys as keys.py.
+COUNT_TKN_STATUSES: Final = r"""
+local P = ARGV[1]
+local tids = redis.call('ZRANGE', P .. 'used', tonumber(ARGV[2]), tonumber(ARGV[2]) + tonumber(ARGV[3]) - 1)
+local counts = {}
+for _, tid in ipairs(tids) do
+  local st = redis.call('HGET', P .. 't{' .. string.format(string.rep('%02x', #tid), string.byte(tid, 1, -1)) .. '}',
+                        'st')
+  if st then
+    local k = string.match(st, '^[A-Z]+') or '?'
+    counts[k] = (counts[k] or 0) + 1
+  end
+end
+local out = {#tids}
+for k, n in pairs(counts) do
+  table.insert(out, k)
+  table.insert(out, n)
+end
+return out
+"""
 
 # ARGV: prefix, server number, first bucket, end bucket (exclusive) -> {kind, count, kind, count, ...}.
 # The packed subscription layout is keys.py's: token id(24) ‖ assoc(1) ‖ u8 len ‖ status text ‖ ...
@@ -89,6 +111,7 @@ class CensusTaker:
         self._clock = clock
         self._sleep = sleep
         self._script = client.register_script(COUNT_SUB_STATUSES)
+        self._token_script = client.register_script(COUNT_TKN_STATUSES)
         self.latest: Census | None = None
 
     def __repr__(self) -> str:
@@ -126,22 +149,15 @@ class CensusTaker:
         return result
 
     async def _count_tokens(self) -> Counter[str]:
+        """By rank: a token touched (re-ranked) while the census runs may be counted twice or missed."""
         counts: Counter[str] = Counter()
-        cursor: int = 0
+        start = 0
         while True:
-            cursor, tids = await self._paced(self._r.zscan, self._k.g("used"), cursor, count=TOKEN_PAGE)
-            if tids:
-                statuses = await self._paced(self._statuses, [tid for tid, _ in tids])
-                counts.update(_kind(st) for st in statuses if st is not None)
-            if cursor == 0:
+            flat = await self._paced(self._token_script, keys=[], args=[self._k.prefix, start, TOKEN_PAGE])
+            _add(counts, flat[1:])
+            if int(flat[0]) < TOKEN_PAGE:
                 return counts
-
-    async def _statuses(self, tids: list[bytes]) -> list[bytes | None]:
-        async with self._r.pipeline(transaction=False) as pipe:
-            for tid in tids:
-                pipe.hget(self._k.token(tid), "st")
-            result: list[bytes | None] = await pipe.execute()
-        return result
+            start += TOKEN_PAGE
 
     async def _servers(self) -> list[tuple[int, SMPServer]]:
         with redis_call():
@@ -161,19 +177,14 @@ class CensusTaker:
         counts: Counter[str] = Counter()
         for start in range(0, self._k.buckets, BUCKETS_PER_CALL):
             end = min(start + BUCKETS_PER_CALL, self._k.buckets)
-            flat = await self._paced(self._script, keys=[], args=[self._k.prefix, n, start, end])
-            for i in range(0, len(flat), 2):
-                counts[_text(flat[i])] += int(flat[i + 1])
+            _add(counts, await self._paced(self._script, keys=[], args=[self._k.prefix, n, start, end]))
         return counts
 
 
-def _kind(status: bytes) -> str:
-    """``INVALID,BAD`` -> ``INVALID``; ``ERR text`` -> ``ERR``."""
-    text = status.decode(errors="replace")
-    for sep in (",", " "):
-        text = text.partition(sep)[0]
-    return text
+def _add(counts: Counter[str], flat: list[bytes | int]) -> None:
+    for i in range(0, len(flat), 2):
+        counts[_text(flat[i])] += int(flat[i + 1])
 
 
-def _text(v: bytes | str) -> str:
-    return v.decode() if isinstance(v, bytes) else v
+def _text(v: bytes | str | int) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)

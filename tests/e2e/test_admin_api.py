@@ -7,8 +7,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import json
 import logging
 import os
+import re
+import socket
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -268,3 +272,72 @@ async def test_no_answer_carries_ids_tokens_keys_or_other_servers_hosts(env: Env
         await client.close()
     finally:
         await own_smp.close()
+
+
+# ------------------------------------------------------------------ CLI
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def cli(env: Env, *args: str) -> tuple[int, str, str]:
+    """``ntf-server --config-dir <the env's dir> …`` as a real process (the server runs in this loop)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ntf_server.cli", "--config-dir", str(env.config.config_dir), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_stats_and_policy_commands_against_a_running_server(env: Env) -> None:
+    port = free_port()
+    toml = env.config.config_file
+    toml.write_text(re.sub(r"^port = 5227$", f"port = {port}", toml.read_text(), count=1, flags=re.M))
+    server = await env.reconfigure("admin", port=port)
+    client = await NtfClient.connect("127.0.0.1", server.port, env.key_hash)
+    await active_app(env, client)
+    await client.close()
+
+    code, out, err = await cli(env, "stats")
+    assert (code, err) == (0, "")
+    assert "store up, NTF listener up" in out and re.search(r"tkn_created\s+1\b", out)
+    assert "ntf_vrf_delivered" in out and "sub_created" not in out  # zero counters only with --all
+    code, out, _ = await cli(env, "stats", "--json")
+    assert code == 0 and json.loads(out)["counters"]["tkn_verified"] == 1
+
+    code, out, err = await cli(env, "policy", "set", "overflow=defer", "hidden_per_hour=2")
+    assert (code, err) == (0, "")
+    assert out.splitlines()[0] == "Policy changed." and re.search(r"^\s*default\s+2\s+3\s+defer\s*$", out, re.M)
+    code, out, _ = await cli(env, "policy", "set", "--env", "test", "burst=1")
+    assert code == 0 and re.search(r"^\s*test\s+2\s+1\s+defer\s+overrides burst$", out, re.M)
+    code, out, _ = await cli(env, "policy", "show")
+    assert code == 0 and re.search(r"^\s*default\s+2\s+3\s+defer\s*$", out, re.M)
+    stored = await PolicyStore(server.store.client, server.store.prefix).get()
+    assert stored is not None and stored.for_environment("test").burst == 1
+
+    code, out, err = await cli(env, "policy", "set", "overflow=queue")
+    assert (code, out) == (1, "")
+    assert err == "ntf-server: policy not changed: overflow must be one of: alert, defer, drop\n"
+    code, _, err = await cli(env, "policy", "set", "overflow")
+    assert code == 1 and err == "ntf-server: policy set: expected key=value, got 'overflow'\n"
+
+    token_file = env.config.admin.token_file
+    assert token_file is not None
+    good = token_file.read_bytes()
+    token_file.write_bytes(b"another-token-of-enough-length\n")
+    try:
+        code, out, err = await cli(env, "stats")
+    finally:
+        token_file.write_bytes(good)
+    assert code == 1 and out == "" and len(err.splitlines()) == 1
+    assert err.startswith(f"ntf-server: the admin API at http://127.0.0.1:{port} refused the token")
+
+    await server.stop()
+    code, out, err = await cli(env, "stats")
+    assert code == 1 and out == ""
+    assert err == (f"ntf-server: cannot reach the admin API at http://127.0.0.1:{port}: is the server running "
+                   "(ntf-server start)?\n")

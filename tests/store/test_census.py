@@ -10,7 +10,7 @@ import redis.asyncio
 from store_helpers import NOW, notifier_key, server, token
 
 from ntf_server.store.activity import ActiveTokens, ActivityStore, period_keys
-from ntf_server.store.census import CensusTaker
+from ntf_server.store.census import BUCKETS_PER_CALL, CensusTaker
 from ntf_server.store.errors import StoreError
 from ntf_server.store.records import TOKEN_ACTIVE, SubStatus, SubStatusKind
 from ntf_server.store.redis import RedisStore
@@ -43,16 +43,19 @@ async def test_census_counts_tokens_and_subscriptions_by_status_per_server(store
 
 
 async def test_census_paces_itself(store: RedisStore) -> None:
-    """Between Redis calls it sleeps about (1 - duty) / duty times the call's duration."""
-    for _ in range(3):
-        await store.create_token(token(), now=NOW)
+    """After every Redis call it sleeps (1 - duty) / duty times the call's duration."""
+    t = token(status=TOKEN_ACTIVE)
+    await store.create_token(t, now=NOW)
+    await store.create_subscription(t.token_id, server(1), secrets.token_bytes(24), notifier_key())
     slept: list[float] = []
 
     async def sleep(s: float) -> None:
         slept.append(s)
 
-    await CensusTaker(store.client, store.prefix, store.buckets, duty=0.5, sleep=sleep).take()
-    assert len(slept) == 2 and all(s > 0 for s in slept)  # ZSCAN page, then the page's statuses
+    census = await CensusTaker(store.client, store.prefix, store.buckets, duty=0.5, sleep=sleep).take()
+    assert dict(census.subscriptions) == {"NEW": 1}
+    # one call for the tokens, one per BUCKETS_PER_CALL buckets of the one SMP server
+    assert len(slept) == 1 + store.buckets // BUCKETS_PER_CALL and all(s > 0 for s in slept)
 
 
 async def test_census_of_an_unreachable_redis_is_a_store_error() -> None:
