@@ -128,15 +128,11 @@ def _smp(fig: Figures, own: OwnServers) -> Iterator[Metric]:
         m.add_metric([state], states.get(state, 0))
     yield m
     up = GaugeMetricFamily(PREFIX + "smp_server_up", "1 while the connection to an own SMP server is up "
-                           f"({OTHER!r}: other servers up)", labels=["server"])
-    others_up = 0
+                           "(other servers: ntf_smp_connections)", labels=["server"])
     for server, state in fig.links:
         label = own.label(server.hosts)
-        if label == OTHER:
-            others_up += state == "up"
-        else:
+        if label != OTHER:
             up.add_metric([label], 1 if state == "up" else 0)
-    up.add_metric([OTHER], others_up)
     yield up
     if fig.census is not None:
         subs = GaugeMetricFamily(PREFIX + "smp_server_subscriptions", "Subscriptions per own SMP server by "

@@ -16,6 +16,7 @@ import logging
 from aiohttp import web
 
 from ntf_server.push.policy import PolicyError, PolicySettings
+from ntf_server.store.calls import redis_call
 from ntf_server.store.errors import StoreError
 from ntf_server.store.policy import PolicyStore
 
@@ -32,7 +33,8 @@ class PolicyApi:
         self._default = default  # the config file's [push] settings
 
     async def current(self) -> PolicySettings:
-        return await self._store.get() or self._default
+        with redis_call():  # PolicyStore speaks redis-py; its errors become StoreError here
+            return await self._store.get() or self._default
 
     async def get(self, request: web.Request) -> web.Response:
         try:
@@ -47,7 +49,8 @@ class PolicyApi:
             return error(400, "the body must be a JSON object, e.g. {\"overflow\": \"defer\"}")
         try:
             new = PolicySettings.from_json(body, await self.current())
-            old = await self._store.put(new) or self._default
+            with redis_call():
+                old = await self._store.put(new) or self._default
         except PolicyError as e:
             return error(400, str(e))
         except StoreError:

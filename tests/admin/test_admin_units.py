@@ -114,8 +114,8 @@ def test_gauges_and_own_servers_in_metrics() -> None:
     }
     assert fams["ntf_tokens_by_status"][("ntf_tokens_by_status", (("status", "ACTIVE"),))] == 5
     assert fams["ntf_census_age_seconds"] == {("ntf_census_age_seconds", ()): 60.0}
-    assert fams["ntf_smp_server_up"] == {("ntf_smp_server_up", (("server", "smp1.own.example"),)): 1,
-                                         ("ntf_smp_server_up", (("server", "other"),)): 0}
+    assert fams["ntf_smp_server_up"] == {("ntf_smp_server_up", (("server", "smp1.own.example"),)): 1}
+    assert fams["ntf_smp_connections"][("ntf_smp_connections", (("state", "connecting"),))] == 1
     assert fams["ntf_smp_server_subscriptions"][
         ("ntf_smp_server_subscriptions", (("server", "other"), ("status", "END")))] == 1
     assert fams["ntf_active_tokens"][("ntf_active_tokens", (("period", "week"),))] == 3

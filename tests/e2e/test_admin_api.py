@@ -72,6 +72,14 @@ async def test_healthz_needs_no_token_and_fails_when_the_store_is_down(
             await proxy.stop()
             down = await http.get(admin_url(server) + "/healthz")
             assert down.status_code == 503 and down.text.startswith("store: Redis")
+            # the figures that need Redis are left out; the rest is still served
+            auth_header = {"Authorization": f"Bearer {token_of(env)}"}
+            stats = (await http.get(admin_url(server) + "/v1/stats", headers=auth_header)).json()
+            assert (stats["store_up"], stats["stored"], stats["listener_up"]) == (False, None, True)
+            text = (await http.get(admin_url(server) + "/metrics", headers=auth_header)).text
+            assert "ntf_store_up 0.0" in text and "ntf_tokens_stored" not in text
+            policy = await http.get(admin_url(server) + "/v1/policy", headers=auth_header)
+            assert policy.status_code == 503 and policy.json() == {"error": "the store is unavailable; try again"}
             await proxy.start()
             async with asyncio.timeout(10):  # healthy again once the store's probe finds Redis
                 while True:
