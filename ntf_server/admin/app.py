@@ -25,6 +25,7 @@ from ntf_server.admin.policy import PolicyApi
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES: Final = 64 * 1024  # a policy document is a few hundred bytes
+SHUTDOWN_TIMEOUT_S: Final = 2.0  # answers are quick; a stuck client must not hold up the server's shutdown
 
 
 def build_app(src: Sources, policy: PolicyApi, token: bytes, *, metrics_public: bool = False) -> web.Application:
@@ -58,7 +59,8 @@ def build_app(src: Sources, policy: PolicyApi, token: bytes, *, metrics_public: 
 
 class AdminServer:
     def __init__(self, app: web.Application) -> None:
-        self._runner = web.AppRunner(app, access_log=None)  # requests carry the token: no access log
+        # requests carry the token: no access log
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         self._site: web.TCPSite | None = None
 
     def __repr__(self) -> str:
