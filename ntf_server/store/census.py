@@ -168,7 +168,7 @@ class CensusTaker:
             try:
                 if not isinstance(raw, bytes):
                     raise CodecError("no address")
-                out.append((n, decode_all(raw, dec_smp_server)))
+                out.append((n, decode_all(raw, dec_smp_server).normalized()))  # as the pool keys its links
             except CodecError:
                 log.warning("census: SMP server %d has no readable address; not counted", n)
         return out
