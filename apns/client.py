@@ -11,6 +11,11 @@ one of the outcomes in errors.py, retrying only where a retry is safe and useful
 * 403 ExpiredProviderToken / InvalidProviderToken: once with a freshly minted JWT, then ProviderAuthError;
 * 503 (APNs shutting down or unavailable): once on a fresh connection (as SimpleX does), then RetryLater.
 
+An optional ``observer`` hears of every request that reached APNs or was lost on the way, with
+(app name, HTTP status, reason, seconds): status 0 with reason ``Timeout`` or ``ConnectionLost`` when no
+answer came. It is how a server exports a latency histogram and answers by status and reason (as Sygnal
+does); it must be cheap and must not raise.
+
 429 and 500 are the caller's to schedule (`RetryLater.after_s`): Apple asks for a back-off measured in
 minutes on 5xx and a per-device slow-down on TooManyRequests, which a queue does better than a sleeping
 coroutine.
@@ -41,6 +46,9 @@ from apns.headers import request_block
 from apns.jwt import DEFAULT_REFRESH_AFTER_S, Clock, ProviderKey, TokenProvider
 from apns.payload import Notification
 from apns.pool import Endpoint, Pool
+
+# (app name, HTTP status or 0 when none came, reason ("" on 200), seconds from request to answer or loss)
+Observer = Callable[[str, int, str, float], None]
 
 _MAX_UNPROCESSED_RETRIES = 16  # a stream refused this often means something else is wrong
 _MAX_LOCAL_RACES = 100  # bound on "picked a connection that closed before we used it"
@@ -127,6 +135,7 @@ class ApnsClient:
         clock: Clock = time.time,
         backoff: Callable[[int], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        observer: Observer | None = None,
     ) -> None:
         if not apps:
             raise ValueError("at least one app is required")
@@ -134,6 +143,7 @@ class ApnsClient:
         self._apps = dict(apps)
         self._backoff = backoff or exponential_backoff(cfg.backoff_base_s, cfg.backoff_cap_s)
         self._sleep = sleep
+        self._observe = observer
         self._counts = _Counts()
         self._conn_settings = ConnectionSettings(
             max_streams=cfg.max_streams_per_connection,
@@ -187,6 +197,7 @@ class ApnsClient:
         if self._closed:
             raise RuntimeError("ApnsClient is closed")
         a, pool, provider = self._route(app)
+        name = app if app is not None else next(iter(self._apps))
         n = notification
         topic = n.topic or a.topic
         if topic is None:
@@ -204,11 +215,13 @@ class ApnsClient:
         refreshed = replaced = False
         while True:
             attempts += 1
+            started = time.monotonic()
             try:
                 conn = await pool.acquire(urgent=unprocessed > 0)
                 auth = provider.header()
                 generation = provider.generation
                 block = request_block(conn.encoder, pool.pseudo, path, ((b"authorization", auth), *fixed), per_push)
+                started = time.monotonic()
                 resp = await conn.request(block, n.body, self._cfg.request_timeout_s)
             except NotSent as exc:
                 attempts -= 1  # raced with the connection closing; nothing was sent
@@ -218,6 +231,8 @@ class ApnsClient:
                     raise RetryLater(f"ConnectionLost: {exc.reason}", self._backoff(1)) from exc
                 continue
             except ConnectionLost as exc:
+                if self._observe is not None and exc.processed is not False and not isinstance(exc, ConnectFailed):
+                    self._observe(name, 0, "ConnectionLost", time.monotonic() - started)
                 if self._closed:
                     raise RetryLater("client closed", self._backoff(attempts)) from exc
                 if (
@@ -237,12 +252,18 @@ class ApnsClient:
                 await self._sleep(delay)
                 continue
             except RequestTimeout:
+                if self._observe is not None:
+                    self._observe(name, 0, "Timeout", time.monotonic() - started)
                 self._counts.retry_later += 1
                 raise RetryLater("Timeout", self._backoff(attempts)) from None
             if resp.status == 200:
+                if self._observe is not None:
+                    self._observe(name, 200, "", time.monotonic() - started)
                 self._counts.delivered += 1
                 return SendResult(resp.apns_id, attempts)
             reason, stamp = parse_error_body(resp.body)
+            if self._observe is not None:
+                self._observe(name, resp.status, reason, time.monotonic() - started)
             kind = classify(resp.status, reason)
             if kind == Kind.REFRESH and not refreshed:
                 refreshed = True  # one fresh JWT, then the answer is final

@@ -2,17 +2,20 @@
 
 ``init`` creates a configuration directory (commented ``ntf-server.toml`` with every default, CA and
 online certificates, store key, admin token), ``start`` checks it and runs the server, ``check-config``
-validates it. The config directory is ``--config-dir``, else ``$NTF_SERVER_CFG_PATH``, else
+validates it. ``stats`` and ``policy`` talk to the running server's admin API (admin/remote.py).
+The config directory is ``--config-dir``, else ``$NTF_SERVER_CFG_PATH``, else
 ``./ntf-config`` (relative, so the Quick start needs no root; packages pass an absolute path).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, TypeVar
 
 from ntf_server import __version__
 from ntf_server.config import CONFIG_FILE, Config, ConfigError, load_config, redact_url, render_default_config
@@ -28,6 +31,7 @@ STORE_KEY_FILE: Final = "store.key"
 EXIT_OK: Final = 0
 EXIT_ERROR: Final = 1
 EXIT_USAGE: Final = 2
+T = TypeVar("T")
 
 
 class CliError(Exception):
@@ -44,6 +48,8 @@ typical use:
   ntf-server init --host push.example.com   create ./ntf-config (keys, certificates, settings)
   ntf-server check-config                   check the settings and show what the server will do
   ntf-server start                          run the server (Ctrl-C or SIGTERM stops it)
+  ntf-server stats                          what the running server is doing (admin API)
+  ntf-server policy set overflow=defer      change the push policy live (admin API)
   ntf-server demo                           see it work: everything local, nothing to prepare
 
 The configuration directory is --config-dir, else $NTF_SERVER_CFG_PATH, else ./ntf-config.
@@ -88,7 +94,27 @@ def build_parser() -> argparse.ArgumentParser:
                          "meaning, generated from the code (README's reference is this output).")
     ref.add_argument("--update", type=Path, metavar="README",
                      help="rewrite the generated part of this file instead of printing")
-    for p in (init, start, check):  # the option is accepted on either side of the command
+    stats = sub.add_parser("stats", help="counters and figures of the running server (admin API)",
+                           description="Ask the running server's admin API for its counters and figures and "
+                           "print them as tables.")
+    stats.add_argument("--all", action="store_true", help="list every counter, also those still at 0")
+    stats.add_argument("--json", action="store_true", help="print the admin API's JSON as is")
+    policy = sub.add_parser(
+        "policy", help="show or change the push policy of the running server (admin API)",
+        description="Show or change the push policy (hidden pushes per device token per hour, burst, and what "
+        "happens over budget: alert, defer or drop) through the running server's admin API. A change is "
+        "stored in Redis and used by the next push on every instance, without a restart.",
+        epilog="examples:\n  ntf-server policy show\n  ntf-server policy set overflow=defer hidden_per_hour=2\n"
+        "  ntf-server policy set --env test burst=1",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = policy.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions.add_parser("show", help="print the policy in force")
+    pset = actions.add_parser("set", help="change settings: key=value ... (hidden_per_hour, burst, overflow)")
+    pset.add_argument("--env", choices=["production", "development", "test"],
+                      help="change the override of one APNs environment instead of the default")
+    pset.add_argument("assignments", nargs="+", metavar="key=value")
+    for p in (init, start, check, stats, policy):  # the option is accepted on either side of the command
         _config_dir_option(p, argparse.SUPPRESS)
     demo = sub.add_parser(
         "demo", help="run everything locally and show what happens to each push",
@@ -124,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_config_reference(args.update)
         if args.command == "demo":
             return cmd_demo(args.messages, args.more, args.keep_running)
+        if args.command == "stats":
+            return cmd_stats(config_dir, all_counters=args.all, raw=args.json)
+        if args.command == "policy":
+            return cmd_policy(config_dir, args.action, getattr(args, "env", None), getattr(args, "assignments", []))
         return cmd_check_config(config_dir)
     except (CliError, ConfigError, CredentialsError) as e:
         print(f"ntf-server: {e}", file=sys.stderr)
@@ -259,8 +289,64 @@ def summary(config: Config, key_hash: bytes) -> list[str]:
             lines.append(f"APNs {name}: {env.host}:{env.port} topic {env.topic}, key {env.key_id} from {key}")
         else:
             lines.append(f"APNs {name}: disabled")
+    a = config.admin
+    if a.enabled:
+        scrape = "without" if a.metrics_public else "with"
+        lines.append(f"Admin API: http://{a.bind}:{a.port} (token from {a.token().describe()}; /metrics {scrape} "
+                     f"it), own SMP servers: {', '.join(config.subscriber.own_server_domains) or 'none listed'}")
+    else:
+        lines.append("Admin API: disabled")
     lines.append(f"Log: {config.log.level.value}, {config.log.format.value}")
     return lines
+
+
+# ---------------------------------------------------------------- stats / policy (admin API)
+
+
+def _admin(config_dir: Path) -> Any:
+    from ntf_server.admin.remote import AdminClient, RemoteError
+
+    if not (config_dir / CONFIG_FILE).is_file():
+        raise CliError(f"{config_dir} is not initialised (no {CONFIG_FILE}): use the server's --config-dir")
+    try:
+        return AdminClient(load_config(config_dir, secrets=False))
+    except RemoteError as e:
+        raise CliError(str(e)) from e
+
+
+def _remote(call: Callable[[], T], context: str = "") -> T:
+    from ntf_server.admin.remote import RemoteError
+
+    try:
+        return call()
+    except RemoteError as e:
+        raise CliError(f"{context}{e}") from e
+
+
+def cmd_stats(config_dir: Path, *, all_counters: bool = False, raw: bool = False) -> int:
+    from ntf_server.admin.tables import stats_lines
+
+    with _admin(config_dir) as admin:
+        data = _remote(lambda: admin.get("/v1/stats"))
+    print(json.dumps(data, indent=2) if raw else "\n".join(stats_lines(data, all_counters=all_counters)))
+    return EXIT_OK
+
+
+def cmd_policy(config_dir: Path, action: str, env: str | None, assignments: list[str]) -> int:
+    from ntf_server.admin.tables import parse_assignments, policy_change, policy_lines
+
+    with _admin(config_dir) as admin:
+        current = _remote(lambda: admin.get("/v1/policy"))
+        if action == "set":
+            try:
+                changes = parse_assignments(assignments)
+            except ValueError as e:
+                raise CliError(f"policy set: {e}") from e
+            body = policy_change(current, changes, env)
+            current = _remote(lambda: admin.put("/v1/policy", body), "policy not changed: ")
+            print("Policy changed.")
+    print("\n".join(policy_lines(current)))
+    return EXIT_OK
 
 
 if __name__ == "__main__":

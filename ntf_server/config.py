@@ -272,8 +272,16 @@ class SubscriberConfig:
     ping_idle_s: float = setting(60.0, "PING an SMP server after this long without traffic", min=1)
     drop_after_silence_s: float = setting(
         180.0, "drop and re-establish an SMP connection after 3 timeouts and this long without traffic", min=1)
+    own_server_domains: tuple[str, ...] = setting(
+        (), "domains of the SMP servers you run, e.g. [\"example.org\"]: per-server figures for these (and "
+        "subdomains), all others together as \"other\"")
 
     def validate(self, path: str) -> None:
+        for domain in self.own_server_domains:
+            try:
+                check_host(domain.strip("."))
+            except CodecError as e:
+                raise ConfigError(f"{path}.own_server_domains: {domain!r}: {e}") from e
         if self.socks_proxy:
             try:
                 parse_host_port(self.socks_proxy)
@@ -303,18 +311,22 @@ def parse_host_port(text: str) -> tuple[str, int]:
 
 @dataclass(frozen=True)
 class AdminConfig:
-    enabled: bool = setting(False, "admin HTTP API (stats, metrics, policy): not in this version, keep false")
+    enabled: bool = setting(True, "admin HTTP API (health, stats, metrics, live push policy); bearer token")
     bind: str = setting("127.0.0.1", "admin API address; keep it local or behind a proxy")
     port: int = setting(5227, "admin API port", min=0, max=65535)
     token_file: Path | None = setting(Path("admin.token"), "bearer token file (created by init)")
     token_env: str = setting("", "environment variable holding the bearer token instead")
+    metrics_public: bool = setting(
+        False, "serve GET /metrics without the bearer token (only for a scraper that cannot send one)")
+    census_interval_s: float = setting(
+        300.0, "recount tokens and subscriptions by status this often (an incremental scan of Redis)", min=10)
 
     def token(self) -> Secret:
         return _secret(self, "admin", "token")
 
     def validate(self, path: str) -> None:
-        if self.enabled:
-            raise ConfigError(f"{path}.enabled: the admin API is not available in this version of ntf-server")
+        if self.enabled and not self.token().configured:
+            raise ConfigError(f"{path}.token_file or {path}.token_env: required when {path}.enabled = true")
 
 
 @dataclass(frozen=True)
@@ -334,7 +346,8 @@ class Config:
     apns: ApnsConfig = setting(ApnsConfig(), "Apple Push Notification service, per environment")
     push: PushConfig = setting(PushConfig(), "message push policy (for message notifications; not used yet)")
     subscriber: SubscriberConfig = setting(SubscriberConfig(), "connections to SMP (messaging) servers")
-    admin: AdminConfig = setting(AdminConfig(), "admin API (not available yet)")
+    admin: AdminConfig = setting(AdminConfig(), "admin HTTP API (GET /healthz, /metrics, /v1/stats, /v1/smp-servers; "
+                                 "GET|PUT /v1/policy)")
     log: LogConfig = setting(LogConfig(), "logging")
 
     @property
@@ -435,6 +448,9 @@ def _resolve(value: Any, config_dir: Path) -> Any:
 
 
 def _value(hint: Any, raw: Any, key: str, meta: Mapping[str, Any], config_dir: Path) -> Any:
+    if typing.get_origin(hint) is tuple:
+        items = _typed(raw, list, key, "a list of strings")
+        return tuple(_typed(item, str, f"{key}[{i}]", "a string") for i, item in enumerate(items))
     optional = isinstance(hint, types.UnionType)
     kind = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
     if kind is bool:
@@ -522,4 +538,6 @@ def _toml(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(json.dumps(str(v)) for v in value) + "]"
     return json.dumps(str(value.value if isinstance(value, enum.Enum) else value))

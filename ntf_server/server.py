@@ -34,22 +34,32 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from apns.client import App
 from apns.jwt import ProviderKey
 from apns.pool import Endpoint
+from ntf_server.admin.app import AdminServer, build_app
+from ntf_server.admin.auth import TokenError, clean_token
+from ntf_server.admin.figures import Sources, StoreView
+from ntf_server.admin.policy import PolicyApi
+from ntf_server.apns_metrics import ApnsMetrics
 from ntf_server.config import Config, ConfigError, redact_url
 from ntf_server.handlers import NtfHandlers
 from ntf_server.logsetup import setup_logging
 from ntf_server.logsummary import flush_every
 from ntf_server.maintenance import Housekeeping
+from ntf_server.ownservers import OwnServers
 from ntf_server.protocol import crypto
 from ntf_server.push.apns_sender import ApnsSender
 from ntf_server.push.delivery import DeliverySettings
+from ntf_server.push.policy import PolicySettings
 from ntf_server.push.service import PushService
 from ntf_server.ratelimit import Rate
 from ntf_server.redact import cap_third_party_loggers
 from ntf_server.statelock import AlreadyRunning, StateLock
 from ntf_server.stats import Stats
-from ntf_server.store.atrest import load_or_create_store_key
+from ntf_server.store.activity import ActivityStore
+from ntf_server.store.atrest import AtRest, load_or_create_store_key
+from ntf_server.store.census import CensusTaker
 from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.store.errors import StoreError
+from ntf_server.store.policy import PolicyStore
 from ntf_server.store.redis import RedisStore
 from ntf_server.subscriber.pool import SubscriberPool
 from ntf_server.subscriber.routing import client_factory as smp_client_factory
@@ -103,7 +113,8 @@ class PartFailed(Exception):
 class NtfServer:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.stats = Stats()
+        self.stats = Stats(OwnServers(config.subscriber.own_server_domains))
+        self.apns_metrics = ApnsMetrics()
         self._stack: AsyncExitStack | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._parts: dict[str, Part] = {}
@@ -113,6 +124,9 @@ class NtfServer:
         self.listener: NtfListener | None = None
         self.push: PushService | None = None
         self.pool: SubscriberPool | None = None
+        self.activity: ActivityStore | None = None
+        self.census: CensusTaker | None = None
+        self.admin: AdminServer | None = None
 
     def __repr__(self) -> str:
         parts = ",".join(self._parts) or "-"
@@ -161,11 +175,14 @@ class NtfServer:
         for advice in await self._store.config_advice():
             log.warning("redis: %s", advice)
         apps = apns_apps(cfg)
-        sender = ApnsSender.for_apps(apps)
+        sender = ApnsSender.for_apps(apps, observer=self.apns_metrics.observe)
         stack.push_async_callback(sender.aclose)
         self.push = PushService(self._store, sender, self.stats, delivery=DeliverySettings.of(cfg.push))
+        # active tokens are counted by a keyed hash whose key derives from the store key (store/activity.py)
+        self.activity = ActivityStore(self._store.client, self._store.prefix,
+                                      AtRest(master).index(b"active tokens", length=32))
         self.pool = SubscriberPool(self._store, self.push, self.stats,
-                                   client_factory=smp_client_factory(cfg.subscriber))
+                                   client_factory=smp_client_factory(cfg.subscriber), on_stored=self.activity.record)
         sink = self.pool  # SNEW subscribes, SDEL/TDEL/expiry forget: the same pool for handlers and housekeeping
         handlers = NtfHandlers(self._store, self.push, self.stats, sink, pushable=sender.pushable)
         self.housekeeping = Housekeeping(self._store, sink, self.stats,
@@ -188,10 +205,13 @@ class NtfServer:
                      self.listener.handshake_failures, self.pool.connect_failures, self.pool.disconnects]
         self._parts = {"push workers": self.push.run, "subscriber pool": self.pool.run,
                        "housekeeping": self.housekeeping.run,
-                       "redis health": self._store.watch_health,
+                       "redis health": self._store.watch_health, "active tokens": self.activity.run,
                        "log summaries": lambda: flush_every(summaries, SUMMARY_INTERVAL_S), **self._parts}
         if self._embedded is not None:
             self._parts["embedded redis"] = self._embedded.supervise
+        if cfg.admin.enabled:
+            census = self.census = CensusTaker(self._store.client, self._store.prefix, self._store.buckets)
+            self._parts["census"] = lambda: census.run(cfg.admin.census_interval_s)
         self._supervisor = asyncio.create_task(self._supervise(), name="ntf-server parts")
         stack.push_async_callback(self._stop_parts)
         try:
@@ -200,6 +220,33 @@ class NtfServer:
             why = os.strerror(e.errno) if e.errno else str(e)  # asyncio's own strerror repeats the address
             raise StartupError(f"cannot listen on {s.bind or '*'}:{s.port}: {why}") from e
         stack.push_async_callback(self.listener.stop)
+        if cfg.admin.enabled:
+            await self._start_admin(stack)
+
+    async def _start_admin(self, stack: AsyncExitStack) -> None:
+        """The admin HTTP API, after the listener (so /healthz is true once it answers), closed before it."""
+        cfg = self.config.admin
+        assert self.push is not None and self.pool is not None and self.listener is not None
+        assert self.activity is not None and self.census is not None
+        try:
+            token = clean_token(cfg.token().read())
+        except (ConfigError, TokenError) as e:
+            raise StartupError(f"admin API: {e}") from e
+        census = self.census
+        src = Sources(self.stats, self.apns_metrics, StoreView(self.store), self.pool, self.listener,
+                      lambda: self.push.queue_length if self.push else 0, lambda: census.latest,
+                      self.activity.counts, self.stats.own)
+        policy = PolicyApi(PolicyStore(self.store.client, self.store.prefix),
+                           PolicySettings.from_config(self.config.push))
+        admin = AdminServer(build_app(src, policy, token, metrics_public=cfg.metrics_public))
+        try:
+            await admin.start(cfg.bind, cfg.port)
+        except OSError as e:
+            why = os.strerror(e.errno) if e.errno else str(e)
+            raise StartupError(f"admin API: cannot listen on {cfg.bind}:{cfg.port}: {why}") from e
+        stack.push_async_callback(admin.stop)
+        self.admin = admin
+        log.info("admin API on http://%s:%d", cfg.bind, admin.port)
 
     async def _redis_url(self, stack: AsyncExitStack) -> str:
         url = self.config.redis_url().strip()

@@ -2,15 +2,21 @@
 
 Counters are typed names (`Stat`), not free strings: a typo is a mypy error, and at run time an unknown
 name raises instead of silently starting a new counter. Names follow the Haskell server's counters
-(spec §6.4) in snake case, so operators can compare.
+(spec §6.4) in snake case, so operators can compare. A new member shows up in ``/metrics`` and
+``/v1/stats`` by itself (admin/metrics.py renders from the enum; give it a help text in admin/catalog.py).
+
+Some counters are also kept per SMP server (``incr_server``, the Haskell ``…Own`` maps): per host for the
+operator's own servers (``subscriber.own_server_domains``), all others together as ``"other"``.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from types import MappingProxyType
+
+from ntf_server.ownservers import OwnServers
 
 
 class Stat(enum.StrEnum):
@@ -83,6 +89,8 @@ class Stat(enum.StrEnum):
 @dataclass(frozen=True, slots=True)
 class StatsSnapshot:
     counters: Mapping[Stat, int]
+    # (counter, own server host or "other") -> count, for the counters kept per SMP server
+    by_server: Mapping[tuple[Stat, str], int] = field(default_factory=lambda: MappingProxyType({}))
 
     def __getitem__(self, name: Stat | str) -> int:
         return self.counters[Stat(name)]
@@ -92,20 +100,33 @@ class StatsSnapshot:
 
 
 class Stats:
-    __slots__ = ("_c",)
+    __slots__ = ("_by_server", "_c", "_labels", "own")
 
-    def __init__(self) -> None:
+    def __init__(self, own: OwnServers | None = None) -> None:
         self._c: dict[Stat, int] = dict.fromkeys(Stat, 0)
+        self._by_server: dict[tuple[Stat, str], int] = {}
+        self._labels: dict[tuple[str, ...], str] = {}  # hosts -> label (a handful of SMP servers)
+        self.own = own or OwnServers()
 
     def incr(self, name: Stat, n: int = 1) -> None:
         self._c[name] += n
+
+    def incr_server(self, name: Stat, hosts: Sequence[str], n: int = 1) -> None:
+        """Count ``name`` in total and for the SMP server with ``hosts`` (own host name, else "other")."""
+        self._c[name] += n
+        key = tuple(hosts)
+        label = self._labels.get(key)
+        if label is None:
+            label = self._labels[key] = self.own.label(key)
+        k = (name, label)
+        self._by_server[k] = self._by_server.get(k, 0) + n
 
     def __getitem__(self, name: Stat | str) -> int:
         """Read one counter; a string must be a known name (tests read by name), else ValueError."""
         return self._c[Stat(name)]
 
     def snapshot(self) -> StatsSnapshot:
-        return StatsSnapshot(MappingProxyType(dict(self._c)))
+        return StatsSnapshot(MappingProxyType(dict(self._c)), MappingProxyType(dict(self._by_server)))
 
     def __repr__(self) -> str:
         busy = ", ".join(f"{k.value}={v}" for k, v in self._c.items() if v)

@@ -123,7 +123,11 @@ def test_socks_proxy_forms(tmp_path: Path, text: str, expected: tuple[str, int] 
             "apns.development.key_file or apns.development.key_env",
         ),
         ("[apns.test]\nenabled = true\nkey_env = 'X'\n", "apns.test.key_id: required"),
-        ("[admin]\nenabled = true\n", "admin.enabled: the admin API is not available in this version"),
+        ("[admin]\ntoken_file = ''\n", "admin.token_file or admin.token_env: required when admin.enabled"),
+        ("[admin]\ncensus_interval_s = 1\n", "admin.census_interval_s: must be >= 10"),
+        ("[subscriber]\nown_server_domains = 'example.org'\n", "subscriber.own_server_domains: expected a list"),
+        ("[subscriber]\nown_server_domains = [1]\n", "subscriber.own_server_domains[0]: expected a string"),
+        ("[subscriber]\nown_server_domains = ['bad host!']\n", "subscriber.own_server_domains: 'bad host!'"),
         ("[subscriber]\nsocks_proxy = 'localhost'\n", "subscriber.socks_proxy: expected host:port"),
         ("[subscriber]\nsocks_proxy = 'localhost:0'\n", "subscriber.socks_proxy: expected host:port"),
         ("[subscriber]\nsocks_proxy = '::1:9050'\n", "subscriber.socks_proxy: write an IPv6 address in brackets"),
@@ -162,6 +166,7 @@ def test_secret_from_env_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_secret_from_file_and_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "admin.token").write_text("t")  # the admin API is on by default and needs its token
     toml = "[apns.production]\nenabled = true\nkey_id = 'KEY1234567'\nkey_file = 'secret/AuthKey.p8'\n"
     with pytest.raises(ConfigError, match=r"apns.production.key_file: cannot read .*secret/AuthKey.p8"):
         load_config(write(tmp_path, toml))

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Mapping
 from typing import Final
 
-from apns.client import ApnsClient, App, ClientConfig
+from apns.client import ApnsClient, App, ClientConfig, Observer
 from apns.errors import ApnsError, RetryLater as ApnsRetryLater, TokenInvalid
 from apns.payload import Notification, PushType
 from ntf_server.push.outcomes import Delivered, Failed, Invalid, Outcome, RetryLater
@@ -45,9 +45,10 @@ CLIENT_CONFIG: Final = ClientConfig(max_attempts=1)
 
 class ApnsSender:
     @classmethod
-    def for_apps(cls, apps: Mapping[str, App]) -> ApnsSender:
-        """A sender with its own client for ``apps`` (none: only `AN` tokens can be pushed to)."""
-        return cls(ApnsClient(apps, config=CLIENT_CONFIG) if apps else None, apps)
+    def for_apps(cls, apps: Mapping[str, App], observer: Observer | None = None) -> ApnsSender:
+        """A sender with its own client for ``apps`` (none: only `AN` tokens can be pushed to); ``observer``
+        sees every APNs answer (metrics)."""
+        return cls(ApnsClient(apps, config=CLIENT_CONFIG, observer=observer) if apps else None, apps)
 
     def __init__(self, client: ApnsClient | None, apps: Mapping[str, App]) -> None:
         self._client = client

@@ -124,6 +124,7 @@ class SubscriberPool:
         delays: Callable[[], Iterator[float]] = lambda: backoff_delays(0.5, 60.0),
         serves: Callable[[SMPServer], bool] = lambda _: True,
         settings: PoolSettings = PoolSettings(),
+        on_stored: Callable[[bytes], None] | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
@@ -133,6 +134,7 @@ class SubscriberPool:
         self._factory = client_factory
         self._delays = delays
         self._serves = serves
+        self._on_stored = on_stored  # token id of each stored notification (active-token counts)
         self.settings = settings
         self._clock = clock
         self._sleep = sleep
@@ -204,6 +206,10 @@ class SubscriberPool:
     def link_state(self, server: SMPServer) -> str | None:
         link = self._links.get(server.normalized())
         return None if link is None else link.state
+
+    def link_states(self) -> list[tuple[SMPServer, str]]:
+        """Every SMP server this instance serves, with its connection state (idle, connecting, up, down)."""
+        return [(server, link.state) for server, link in self._links.items()]
 
     def _link(self, server: SMPServer) -> _Link | None:
         key = server.normalized()
@@ -385,7 +391,7 @@ class _Link:
                 case E.Deleted(nid):
                     statuses[SubStatus(SubStatusKind.DELETED)].append(nid)
                 case E.Message(nid, nonce, enc_meta, state):
-                    stats.incr(Stat.NTF_RECEIVED)
+                    stats.incr_server(Stat.NTF_RECEIVED, self.server.hosts)
                     if state is None:
                         stats.incr(Stat.NTF_RECEIVED_FORGOTTEN)  # SDEL/TDEL'd: SMP cannot unsubscribe
                     else:
@@ -419,8 +425,10 @@ class _Link:
             return
         for result in stored:
             if result.outcome is NtfOutcome.STORED and result.token is not None:
+                if pool._on_stored is not None:
+                    pool._on_stored(result.token.token_id)
                 await pool._pusher.send_messages(result.token, result.notifications)  # waits when full
             elif result.outcome is NtfOutcome.NO_SUBSCRIPTION:
-                stats.incr(Stat.NTF_RECEIVED_AUTH)
+                stats.incr_server(Stat.NTF_RECEIVED_AUTH, self.server.hosts)
             else:
                 stats.incr(Stat.NTF_RECEIVED_INACTIVE)

@@ -80,6 +80,11 @@ class NtfListener:
         return len(self._conns)
 
     @property
+    def listening(self) -> bool:
+        """The listening socket is open (between ``start`` and ``stop``)."""
+        return self._server is not None and self._server.is_serving()
+
+    @property
     def handshakes(self) -> int:
         return self._admission.handshaking
 

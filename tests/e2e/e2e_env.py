@@ -71,4 +71,5 @@ def init_config(directory: Path, redis_url: str, sim: ApnsSimulator, p8: Path, k
         apns=dataclasses.replace(cfg.apns, test=test_env),
         server=dataclasses.replace(cfg.server, port=0, bind="127.0.0.1", handshake_timeout_s=5.0,
                                    block_read_timeout_s=2.0),
+        admin=dataclasses.replace(cfg.admin, port=0),  # a free port: tests run side by side
     )

@@ -40,6 +40,8 @@ def init_dir(tmp_path: Path, **server: str | int) -> Path:
         literal = f'"{value}"' if isinstance(value, str) else str(value)
         text, n = re.subn(rf"^{key} = .*$", f"{key} = {literal}", text, count=1, flags=re.M)
         assert n == 1, key
+    text, n = re.subn(r"^port = 5227$", "port = 0", text, flags=re.M)  # the admin API on a free port
+    assert n == 1
     (cfg / "ntf-server.toml").write_text(text)
     return cfg
 

@@ -19,7 +19,8 @@ from ntf_server.statelock import StateLock
 def embedded_config(tmp_path: Path) -> Config:
     assert cli.main(["init", "--config-dir", str(tmp_path / "cfg"), "--host", "localhost"]) == 0
     cfg = load_config(tmp_path / "cfg")
-    return dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, port=0, bind="127.0.0.1"))
+    return dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, port=0, bind="127.0.0.1"),
+                               admin=dataclasses.replace(cfg.admin, port=0))
 
 
 async def refused(port: int) -> bool:

@@ -1,0 +1,130 @@
+"""What every counter means, and which counters are shown as one labelled metric family.
+
+Keyed by the counter's external name (``Stat`` value), so a help text can be written for a counter
+another change is adding. A counter without an entry here still appears (as ``ntf_<name>_total``, with a
+generic help text); tests/admin check that every ``Stat`` has one.
+"""
+
+from __future__ import annotations
+
+from typing import Final, NamedTuple
+
+
+class Grouped(NamedTuple):
+    family: str  # metric family without the ntf_ prefix and _total suffix
+    label: str
+    value: str
+
+
+# families of counters shown with a label instead of one family each
+FAMILY_HELP: Final = {
+    "conn_refused_by_limit": "NTF client sockets refused at accept, by the limit that refused them",
+    "smp_subscription_answers": "NSUB answers from SMP servers, by the subscription status they give",
+    "verification_pushes": "Verification pushes (TNEW/TRPL), by outcome",
+    "message_pushes": "Message notification pushes, by outcome",
+    "message_push_decisions": "Message notifications by push policy decision (hidden budget, overflow mode)",
+    "periodic_pushes": "Periodic (TCRN) check-messages pushes, by outcome",
+}
+
+GROUPED: Final = {
+    "conn_refused_connections": Grouped("conn_refused_by_limit", "limit", "connections"),
+    "conn_refused_handshakes": Grouped("conn_refused_by_limit", "limit", "handshakes"),
+    "conn_refused_per_ip": Grouped("conn_refused_by_limit", "limit", "per_ip"),
+    "smp_sub_ok": Grouped("smp_subscription_answers", "answer", "ok"),
+    "smp_sub_auth": Grouped("smp_subscription_answers", "answer", "auth"),
+    "smp_sub_service": Grouped("smp_subscription_answers", "answer", "service"),
+    "smp_sub_err": Grouped("smp_subscription_answers", "answer", "err"),
+    "smp_sub_end": Grouped("smp_subscription_answers", "answer", "end"),
+    "smp_sub_deld": Grouped("smp_subscription_answers", "answer", "deleted"),
+    "ntf_vrf_queued": Grouped("verification_pushes", "outcome", "queued"),
+    "ntf_vrf_delivered": Grouped("verification_pushes", "outcome", "delivered"),
+    "ntf_vrf_failed": Grouped("verification_pushes", "outcome", "failed"),
+    "ntf_vrf_invalid_tkn": Grouped("verification_pushes", "outcome", "invalid_token"),
+    "ntf_delivered": Grouped("message_pushes", "outcome", "delivered"),
+    "ntf_failed": Grouped("message_pushes", "outcome", "failed"),
+    "ntf_invalid_tkn": Grouped("message_pushes", "outcome", "invalid_token"),
+    # the push policy's decisions and periodic pushes (counters added with the push policy)
+    "ntf_hidden": Grouped("message_push_decisions", "decision", "hidden"),
+    "ntf_alert": Grouped("message_push_decisions", "decision", "alert"),
+    "ntf_deferred": Grouped("message_push_decisions", "decision", "deferred"),
+    "ntf_dropped": Grouped("message_push_decisions", "decision", "dropped"),
+    "ntf_cron_delivered": Grouped("periodic_pushes", "outcome", "delivered"),
+    "ntf_cron_failed": Grouped("periodic_pushes", "outcome", "failed"),
+    "ntf_cron_skipped": Grouped("periodic_pushes", "outcome", "skipped"),
+}
+
+HELP: Final = {
+    "tkn_created": "Tokens registered (TNEW)",
+    "tkn_verified": "Tokens verified (TVFY)",
+    "tkn_deleted": "Tokens deleted (TDEL)",
+    "tkn_replaced": "Device tokens replaced (TRPL)",
+    "tkn_expired": "Tokens deleted after store.expire_tokens_after_days unused",
+    "tkn_expired_unverified": "Tokens deleted for not being verified within store.expire_unverified_after_h",
+    "sub_created": "Subscriptions created (SNEW)",
+    "sub_deleted": "Subscriptions deleted (SDEL)",
+    "ntf_vrf_queued": "Verification pushes queued",
+    "ntf_vrf_delivered": "Verification pushes accepted by APNs",
+    "ntf_vrf_failed": "Verification pushes that failed",
+    "ntf_vrf_invalid_tkn": "Verification pushes APNs refused because the device token is invalid",
+    "push_queue_full": "Verification pushes dropped because the push queue was full",
+    "ntf_delivered": "Message pushes accepted by APNs",
+    "ntf_failed": "Message pushes that failed",
+    "ntf_invalid_tkn": "Message pushes APNs refused because the device token is invalid",
+    "store_errors": "NTF requests answered ERR STORE (Redis unavailable or failing)",
+    "conn_accepted": "NTF client sockets accepted",
+    "conn_refused": "NTF client sockets refused at accept by a connection limit",
+    "conn_refused_connections": "Refused: server.max_connections reached",
+    "conn_refused_handshakes": "Refused: server.max_handshakes reached",
+    "conn_refused_per_ip": "Refused: server.max_connections_per_ip reached",
+    "conn_tls_failed": "NTF client sockets closed before TLS completed",
+    "conn_handshake_failed": "NTF client connections with a failed NTF handshake",
+    "conn_closed": "NTF client sockets closed",
+    "req_received": "NTF requests received",
+    "req_rejected": "NTF requests rejected as malformed",
+    "req_auth_failed": "NTF requests answered AUTH",
+    "req_prohibited": "NTF requests answered PROHIBITED",
+    "req_quota_exceeded": "NTF registrations refused by the registration rate limits (ERR QUOTA)",
+    "blocks_bad": "Malformed NTF transport blocks",
+    "smp_connected": "SMP connections established",
+    "smp_connect_failed": "SMP connection attempts that failed",
+    "smp_disconnected": "SMP connections lost",
+    "smp_nsub_sent": "NSUB commands sent to SMP servers",
+    "smp_nsub_answered": "NSUB commands answered (or timed out)",
+    "smp_timeouts": "NSUB or PING commands SMP servers did not answer in time",
+    "smp_unexpected": "Unexpected SMP responses",
+    "smp_sub_ok": "NSUB answered OK: subscription ACTIVE",
+    "smp_sub_auth": "NSUB answered ERR AUTH: subscription AUTH",
+    "smp_sub_service": "NSUB answered with a service error: subscription SERVICE",
+    "smp_sub_err": "NSUB answered with another error: subscription ERR",
+    "smp_sub_end": "Subscriptions ended by the SMP server (END)",
+    "smp_sub_deld": "Queues deleted on the SMP server (DELD)",
+    "sub_bad_key": "Subscriptions whose stored notifier key could not be read",
+    "ntf_received": "Message notifications (NMSG) received from SMP servers",
+    "ntf_received_forgotten": "NMSGs for subscriptions deleted since they were subscribed",
+    "ntf_received_auth": "NMSGs for queues with no subscription here (Haskell ntfReceivedAuth)",
+    "ntf_received_inactive": "NMSGs for subscriptions whose token is not active",
+    "ntf_lost_store": "NMSGs lost because the store stayed unavailable",
+    "ntf_hidden": "Message notifications pushed hidden (background), within the budget",
+    "ntf_alert": "Message notifications pushed as an alert",
+    "ntf_deferred": "Message notifications deferred over the budget (overflow = defer)",
+    "ntf_dropped": "Message notifications dropped over the budget (overflow = drop)",
+    "ntf_cron_delivered": "Periodic pushes accepted by APNs",
+    "ntf_cron_failed": "Periodic pushes that failed",
+    "ntf_cron_skipped": "Periodic pushes skipped: a hidden push reached the device within the interval",
+}
+
+
+# counter name prefixes spelled out in metric names, as the Haskell server's (simplex_ntf_tokens_created)
+_SPELLED: Final = (("tkn_", "tokens_"), ("sub_", "subscriptions_"), ("ntf_", "notifications_"))
+
+
+def metric_name(name: str) -> str:
+    """A counter's metric family name without the ``ntf_`` prefix: ``tkn_created`` -> ``tokens_created``."""
+    for short, long in _SPELLED:
+        if name.startswith(short):
+            return long + name[len(short):]
+    return name
+
+
+def help_for(name: str) -> str:
+    return HELP.get(name, f"Counter {name}")
