@@ -24,6 +24,7 @@ FAMILY_HELP: Final = {
     "message_pushes": "Message notification pushes, by outcome",
     "message_push_decisions": "Message notifications by push policy decision (hidden budget, overflow mode)",
     "periodic_pushes": "Periodic (TCRN) check-messages pushes, by outcome",
+    "push_retries": "Pushes APNs asked us to retry later (429, 5xx, timeout, lost connection), by kind and event",
 }
 
 GROUPED: Final = {
@@ -51,6 +52,13 @@ GROUPED: Final = {
     "ntf_cron_delivered": Grouped("periodic_pushes", "outcome", "delivered"),
     "ntf_cron_failed": Grouped("periodic_pushes", "outcome", "failed"),
     "ntf_cron_skipped": Grouped("periodic_pushes", "outcome", "skipped"),
+    # retries (push/delivery.py): scheduled, replaced by a newer push of the token, given up at the deadline
+    "ntf_retried": Grouped("push_retries", "event", "message_scheduled"),
+    "ntf_retry_replaced": Grouped("push_retries", "event", "message_replaced"),
+    "ntf_retry_expired": Grouped("push_retries", "event", "message_expired"),
+    "ntf_vrf_retried": Grouped("push_retries", "event", "verification_scheduled"),
+    "ntf_vrf_retry_replaced": Grouped("push_retries", "event", "verification_replaced"),
+    "ntf_vrf_retry_expired": Grouped("push_retries", "event", "verification_expired"),
 }
 
 HELP: Final = {
@@ -67,6 +75,13 @@ HELP: Final = {
     "ntf_vrf_failed": "Verification pushes that failed",
     "ntf_vrf_invalid_tkn": "Verification pushes APNs refused because the device token is invalid",
     "push_queue_full": "Verification pushes dropped because the push queue was full",
+    "ntf_vrf_capped": "Verification pushes not sent: push.verifications_per_hour reached for the device",
+    "ntf_retried": "Message pushes scheduled for a retry",
+    "ntf_retry_replaced": "Waiting message retries replaced by a newer push of the same token",
+    "ntf_retry_expired": "Message pushes given up at push.retry_deadline_s",
+    "ntf_vrf_retried": "Verification pushes scheduled for a retry",
+    "ntf_vrf_retry_replaced": "Waiting verification retries replaced by a newer verification push",
+    "ntf_vrf_retry_expired": "Verification pushes given up at push.retry_deadline_s",
     "ntf_delivered": "Message pushes accepted by APNs",
     "ntf_failed": "Message pushes that failed",
     "ntf_invalid_tkn": "Message pushes APNs refused because the device token is invalid",

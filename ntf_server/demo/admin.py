@@ -18,7 +18,7 @@ import httpx
 from ntf_server.config import AdminConfig, ConfigError
 
 # Switch on when the admin API lands: config.py then accepts `admin.enabled = true`.
-ADMIN_API_IN_BUILD: Final = False
+ADMIN_API_IN_BUILD: Final = True
 NOT_AVAILABLE: Final = "admin API not available in this build"
 TIMEOUT_S: Final = 5.0
 

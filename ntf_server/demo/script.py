@@ -138,17 +138,18 @@ async def _show_stats(world: World, out: Out) -> None:
     except AdminError as e:
         out(f"  !! GET /v1/stats: {e}")
         return
-    flat = {k: v for k, v in _flatten(stats).items() if isinstance(v, int | float) and v}
-    out("\nServer counters (GET /v1/stats): " + ", ".join(f"{k}={v:g}" for k, v in sorted(flat.items())[:24]))
+    counters = stats.get("counters", {}) if isinstance(stats, dict) else {}
+    shown = {k: v for k, v in counters.items() if k in _SHOWN_COUNTERS and isinstance(v, int) and v}
+    out("\nServer counters (GET /v1/stats):")
+    for name in _SHOWN_COUNTERS:
+        if name in shown:
+            out(f"  {name:<20} {shown[name]:>5}")
 
 
-def _flatten(obj: object, prefix: str = "") -> dict[str, object]:
-    if not isinstance(obj, dict):
-        return {prefix: obj}
-    out: dict[str, object] = {}
-    for k, v in obj.items():
-        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
+
+# The counters that tell this story (GET /v1/stats has many more: `ntf-server stats` prints them all).
+_SHOWN_COUNTERS: Final = ("tkn_created", "tkn_verified", "sub_created", "ntf_received", "ntf_hidden", "ntf_alert",
+                          "ntf_deferred", "ntf_dropped", "ntf_delivered", "ntf_failed", "ntf_vrf_delivered")
 
 
 async def run_demo(*, messages: int = 8, more: int = 4, keep_running: asyncio.Event | None = None,
