@@ -25,6 +25,8 @@ CONFIG_DIR_ENV: Final = "NTF_SERVER_CFG_PATH"  # same variable as the Haskell se
 DEFAULT_CONFIG_DIR: Final = "ntf-config"
 ADMIN_TOKEN_FILE: Final = "admin.token"  # noqa: S105  (a file name, not a secret)
 STORE_KEY_FILE: Final = "store.key"
+IMPORT_DATABASE: Final = "postgresql://ntf@/ntf_server_store"  # the Haskell server's defaults (spec §6.1)
+IMPORT_SCHEMA: Final = "ntf_server"
 EXIT_OK: Final = 0
 EXIT_ERROR: Final = 1
 EXIT_USAGE: Final = 2
@@ -82,7 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="check the configuration and show what the server will do",
                            description="Run every check `start` runs (settings, key files and their "
                            "permissions, certificates) and print a summary, without starting anything.")
-    for p in (init, start, check):  # the option is accepted on either side of the command
+    imp = sub.add_parser(
+        "import-simplex", help="import the users of a Haskell ntf-server from its PostgreSQL database",
+        description="Copy the tokens, SMP servers, subscriptions and last notifications of a Haskell "
+        "ntf-server (simplexmq, PostgreSQL store) into this server's store, keeping their ids, so apps "
+        "carry on without registering again. Stop this server first; start it afterwards and it "
+        "resubscribes the imported subscriptions. Safe to run again: what is already there is left as it is.",
+    )
+    imp.add_argument("-d", "--database", default=IMPORT_DATABASE, metavar="URL",
+                     help=f"PostgreSQL connection of the Haskell server (default {IMPORT_DATABASE}, as Haskell)")
+    imp.add_argument("--schema", default=IMPORT_SCHEMA, help=f"its schema (default {IMPORT_SCHEMA})")
+    imp.add_argument("--dry-run", action="store_true",
+                     help="read and check everything, print the counts, write nothing")
+    for p in (init, start, check, imp):  # the option is accepted on either side of the command
         _config_dir_option(p, argparse.SUPPRESS)
     return parser
 
@@ -99,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_init(config_dir, args.host, args.port, args.sign_algorithm)
         if args.command == "start":
             return cmd_start(config_dir)
+        if args.command == "import-simplex":
+            return cmd_import_simplex(config_dir, args.database, args.schema, args.dry_run)
         return cmd_check_config(config_dir)
     except (CliError, ConfigError, CredentialsError) as e:
         print(f"ntf-server: {e}", file=sys.stderr)
@@ -190,6 +206,26 @@ def cmd_start(config_dir: Path) -> int:
 def cmd_check_config(config_dir: Path) -> int:
     config, key_hash = load_initialised(config_dir)
     for line in summary(config, key_hash):
+        print(line)
+    return EXIT_OK
+
+
+def cmd_import_simplex(config_dir: Path, database: str, schema: str, dry_run: bool) -> int:
+    config, _ = load_initialised(config_dir)
+    import asyncio
+
+    from ntf_server.importer.command import ImportFailed, import_simplex
+    from ntf_server.importer.reader import SourceError
+    from ntf_server.importer.writer import report
+    from ntf_server.statelock import AlreadyRunning
+
+    try:
+        counts = asyncio.run(import_simplex(config, database, schema, dry_run=dry_run, out=sys.stdout))
+    except AlreadyRunning as e:
+        raise CliError(f"{e}: stop it before importing") from e
+    except (SourceError, ImportFailed) as e:
+        raise CliError(str(e)) from e
+    for line in report(counts, dry_run):
         print(line)
     return EXIT_OK
 
