@@ -41,10 +41,10 @@ class Progress:
         self._out.flush()
 
     def line(self, t: float) -> str:
-        elapsed = max(t - self._start, 1e-9)
-        rate = self.done / elapsed
+        elapsed = t - self._start
+        rate = f"{self.done / elapsed:.0f}/s" if elapsed >= 1 else "-/s"  # no rate from a too short time
         pct = 100.0 * self.done / self.total if self.total else 100.0
-        text = f"{self.done}/{self.total} {self._what} ({pct:.0f}%), {rate:.0f}/s, {elapsed:.0f} s"
+        text = f"{self.done}/{self.total} {self._what} ({pct:.0f}%), {rate}, {elapsed:.0f} s"
         if not self._tty:
             return text
         filled = int(BAR_WIDTH * self.done / self.total) if self.total else BAR_WIDTH

@@ -84,7 +84,9 @@ def build(smp: SmpServerStandIn) -> tuple[HaskellData, list[HaskellApp]]:
 
 async def status_becomes(client: NtfClient, app: SimApp, sub_id: bytes, want: P.SubStatus) -> None:
     async with asyncio.timeout(15):
-        while (await client.request(sub_id, P.SChk(), app.auth_key))[1] != P.Sub(want):
+        while True:
+            if (await client.request(sub_id, P.SChk(), app.auth_key))[1] == P.Sub(want):
+                return
             await asyncio.sleep(0.05)
 
 
