@@ -24,6 +24,7 @@ from ntf_server.importer.command import import_simplex
 from ntf_server.importer.reader import SourceError
 from ntf_server.importer.writer import Counts, report
 from ntf_server.protocol.ntf_types import PushProvider, SubStatusKind
+from ntf_server.statelock import StateLock
 from ntf_server.store.atrest import load_or_create_store_key
 from ntf_server.store.records import RESUBSCRIBE_KINDS, TokenRecord, day_of
 from ntf_server.store.redis import RedisStore
@@ -260,6 +261,10 @@ def test_cli_imports_into_the_embedded_store_and_says_when_there_is_nothing_to_d
     assert f"imported: {tokens} tokens" in out and "progress: " in out
     assert cli.main(args) == 0
     assert "nothing to do" in capsys.readouterr().out
+    with StateLock(load_config(tmp_path / "cfg").server.state_dir):  # a running server holds it
+        assert cli.main(args) == 1
+    assert capsys.readouterr().err.endswith("is running with state directory "
+                                            f"{tmp_path / 'cfg' / 'state'}: stop it before importing\n")
     with psycopg.connect(postgres.url) as conn:  # the source is read-only to us: untouched
         row = conn.execute(f"SELECT count(*) FROM {schema}.tokens").fetchone()
         assert row is not None and row[0] == len(data.tokens)
