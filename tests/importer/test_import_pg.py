@@ -16,6 +16,7 @@ import pytest
 import redis.asyncio
 from haskell_data import HaskellData, ed25519_pair, generate, load, token_row
 from pg_server import PgServer, load_schema, postgres  # noqa: F401  (postgres: the session fixture)
+from store_helpers import check_invariants
 
 from ntf_server import cli
 from ntf_server.config import Config, load_config
@@ -230,6 +231,10 @@ async def test_rows_of_another_token_are_refused_not_merged(postgres: PgServer, 
         assert await store.get_token(victim.token_id) is None
         rec = await store.find_subscription(server, taken.smp_notifier_id)
         assert rec is not None and rec.token_id == other.token_id
+        # every index points at a record, every record is indexed, the counters agree (as the normal paths)
+        found = await check_invariants(store, redis_url)
+        assert found["tokens"] == counts.tokens_written + 2
+        assert found["subscriptions"] == counts.subs_written + 1
     finally:
         await store.close()
 
