@@ -41,6 +41,7 @@ DH_SECRET_BYTES: Final = 32
 KEY_HASH_BYTES: Final = 32
 MAX_CRON_MIN: Final = 65535  # TCRN carries a u16
 MAX_NOTIFIER_ID: Final = 255
+ERR_TEXT_NOTE: Final = f"ERR status text cut to {MAX_ERR_TEXT} bytes (or empty, shown as ?)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +164,7 @@ def map_sub(row: SubRow, servers: dict[int, SMPServer | Rejected]) -> MappedSub 
         return Rejected(f"unknown subscription status {row.status[:40]!r}")
     notes: list[str] = []
     if status.to_text() != row.status:
-        notes.append("ERR status text cut to 200 bytes")
+        notes.append(ERR_TEXT_NOTE)
     if row.ntf_service_assoc:
         notes.append("service association dropped (resubscribed one by one)")
     record = SubscriptionRecord(row.subscription_id, row.token_id, server, row.smp_notifier_id, row.smp_notifier_key,
@@ -187,8 +188,8 @@ def _valid_notifier_key(data: bytes) -> bool:
 
 
 def sub_status(text: str) -> SubStatus | None:
-    """`ERR` texts longer than we keep are cut (the rest of the status is kept)."""
-    if text.startswith("ERR ") and len(text.encode()) - 4 > MAX_ERR_TEXT:
+    """`ERR <text>` is kept, the text cut to what we keep (an empty one becomes `?`)."""
+    if text.startswith("ERR "):
         return SubStatus.error(text[4:])
     try:
         return SubStatus.from_text(text)

@@ -16,7 +16,7 @@ import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from ntf_server.importer.mapping import NtfRow, ServerRow, SubRow, TokenRow
+from ntf_server.importer.mapping import ERR_TEXT_NOTE, NtfRow, ServerRow, SubRow, TokenRow
 from ntf_server.protocol import crypto
 from ntf_server.protocol.encoding import SMPServer, b64u_encode
 
@@ -138,7 +138,7 @@ def _add_bad_rows(d: HaskellData, rng: random.Random, servers: list[int], bad_se
         d.subs.append(SubRow(os.urandom(24), good.token_id, bad_server, os.urandom(24), nkey, "ACTIVE", False))
     d.refused["subscription: subscription of an SMP server that was rejected"] += 3
     d.subs.append(SubRow(os.urandom(24), good.token_id, servers[2], os.urandom(24), nkey, "ERR " + "x" * 300, False))
-    d.notes["ERR status text cut to 200 bytes"] += 1
+    d.notes[ERR_TEXT_NOTE] += 1
 
 
 def load(url: str, d: HaskellData, schema: str = "ntf_server") -> None:

@@ -90,7 +90,7 @@ def test_subscription_rejections_and_long_error_texts() -> None:
     row = M.SubRow(os.urandom(24), os.urandom(24), 1, os.urandom(24), ed25519_pair()[0], "ERR " + "é" * 150, False)
     out = M.map_sub(row, {1: server})
     assert isinstance(out, M.MappedSub) and out.record.status.kind is SubStatusKind.ERR
-    assert out.notes == ("ERR status text cut to 200 bytes",)
+    assert out.notes == (M.ERR_TEXT_NOTE,)
     import dataclasses
 
     for change, reason in [({"smp_server_id": None}, "without an SMP server"), ({"smp_server_id": 9}, "without"),
@@ -99,6 +99,8 @@ def test_subscription_rejections_and_long_error_texts() -> None:
                            ({"smp_notifier_id": b""}, "notifier id")]:
         bad = M.map_sub(dataclasses.replace(row, **change), {1: server})  # type: ignore[arg-type]
         assert isinstance(bad, M.Rejected) and reason in bad.reason
+    empty = M.map_sub(dataclasses.replace(row, status="ERR "), {1: server})
+    assert isinstance(empty, M.MappedSub) and empty.record.status.to_text() == "ERR ?"
     x448 = crypto.encode_private_key(crypto.generate_x25519())  # another key kind Haskell may store
     assert isinstance(M.map_sub(dataclasses.replace(row, smp_notifier_key=x448), {1: server}), M.MappedSub)
 
