@@ -28,6 +28,8 @@ class Counts:
     tokens: int = 0
     tokens_written: int = 0
     tokens_already: int = 0
+    subs_already: int = 0  # of tokens already imported
+    ntfs_already: int = 0
     subs: int = 0
     subs_written: int = 0
     ntfs: int = 0
@@ -143,8 +145,10 @@ class Importer:
                     self._refuse("subscription", "its SMP queue or id is already another token's subscription")
                 self._refuse("last notification", "its subscription was refused",
                              len(item.notifications) - res.notifications_written)
-            elif res.outcome is TokenImport.ALREADY_THERE:
+            elif res.outcome is TokenImport.ALREADY_THERE:  # left as it is: the running server may have changed it
                 c.tokens_already += 1
+                c.subs_already += len(item.subscriptions)
+                c.ntfs_already += len(item.notifications)
             else:
                 self._refuse("token", res.outcome.value)
                 self._refuse("subscription", "its token was refused", len(item.subscriptions))
@@ -168,7 +172,8 @@ def report(c: Counts, dry_run: bool) -> list[str]:
         f"{verb}: {c.tokens_written} tokens, {c.subs_written} subscriptions, {c.ntfs_written} last notifications",
     ]
     if c.tokens_already:
-        lines.append(f"already imported (left as they are): {c.tokens_already} tokens")
+        lines.append(f"already imported (left as they are): {c.tokens_already} tokens, {c.subs_already} "
+                     f"subscriptions, {c.ntfs_already} last notifications")
     if c.token_statuses:
         lines.append("tokens by status: " + ", ".join(f"{k} {v}" for k, v in sorted(c.token_statuses.items())))
     if c.sub_statuses:

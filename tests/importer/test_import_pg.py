@@ -147,7 +147,9 @@ async def test_import_keeps_everything_and_a_rerun_changes_nothing(
 
     before = await fingerprint(cfg.redis_url(), cfg.redis.key_prefix)
     again = await run(cfg, postgres.url, BIG)
-    assert again.changed_nothing and again.tokens_already == tokens
+    assert again.changed_nothing and (again.tokens_already, again.subs_already, again.ntfs_already) == (
+        tokens, subs, ntfs)
+    assert again.refused == big.refused  # every row is accounted for, on every run
     assert await fingerprint(cfg.redis_url(), cfg.redis.key_prefix) == before
     assert "nothing to do: everything was imported before, nothing changed" in report(again, dry_run=False)
 
