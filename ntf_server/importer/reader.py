@@ -37,11 +37,13 @@ class TokenGroup:
 
 _TOKENS: Final = ("SELECT token_id, push_provider, push_provider_token, status, verify_key, dh_priv_key, dh_secret, "
                   "reg_code, cron_interval, cron_sent_at, updated_at FROM {}.tokens ORDER BY token_id")
+# {assoc}: the column, or `false` in a database from before migration 20250517_service_cert (no service
+# columns yet); the same for the servers' {service}.
 _SUBS: Final = ("SELECT subscription_id, token_id, smp_server_id, smp_notifier_id, smp_notifier_key, status, "
-                "ntf_service_assoc FROM {}.subscriptions ORDER BY token_id, subscription_id")
+                "{assoc} FROM {}.subscriptions ORDER BY token_id, subscription_id")
 _NTFS: Final = ("SELECT token_id, subscription_id, sent_at, nmsg_nonce, nmsg_data FROM {}.last_notifications "
                 "ORDER BY token_id, sent_at")
-_SERVERS: Final = "SELECT smp_server_id, smp_host, smp_port, smp_keyhash, ntf_service_id FROM {}.smp_servers"
+_SERVERS: Final = "SELECT smp_server_id, smp_host, smp_port, smp_keyhash, {service} FROM {}.smp_servers"
 
 
 class HaskellDb:
@@ -52,6 +54,7 @@ class HaskellDb:
         self._schema = sql.Identifier(schema)
         self.schema = schema
         self.orphans = (0, 0)  # (subscriptions, notifications) of no token, after `token_groups`
+        self._optional: dict[str, sql.Composable] = {}
 
     def __repr__(self) -> str:
         return f"<HaskellDb schema={self.schema!r}>"
@@ -67,6 +70,9 @@ class HaskellDb:
         db = cls(conn, schema)
         try:
             db._check_tables()
+        except psycopg.Error as e:
+            conn.close()
+            raise SourceError(f"reading the Haskell database failed: {_first_line(e)}") from e
         except BaseException:
             conn.close()
             raise
@@ -82,7 +88,7 @@ class HaskellDb:
         self._conn.close()
 
     def _q(self, text: str) -> sql.Composed:
-        return sql.SQL(text).format(self._schema)
+        return sql.SQL(text).format(self._schema, **self._optional)
 
     def _check_tables(self) -> None:
         rows = self._conn.execute(
@@ -94,8 +100,23 @@ class HaskellDb:
                 f"schema {self.schema!r} has no table {', '.join(missing)}: is this a Haskell ntf-server "
                 "database (v6.3 or later, PostgreSQL store)? See --schema."
             )
+        cols = {(r[0], r[1]) for r in self._conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = %s", (self.schema,)
+        ).fetchall()}
+        self._optional = {
+            "assoc": sql.Identifier("ntf_service_assoc") if ("subscriptions", "ntf_service_assoc") in cols
+            else sql.SQL("false"),
+            "service": sql.Identifier("ntf_service_id") if ("smp_servers", "ntf_service_id") in cols
+            else sql.SQL("NULL"),
+        }
 
     def counts(self) -> dict[str, int]:
+        try:
+            return self._counts()
+        except psycopg.Error as e:
+            raise SourceError(f"reading the Haskell database failed: {_first_line(e)}") from e
+
+    def _counts(self) -> dict[str, int]:
         out = {}
         for t in TABLES:
             query = sql.SQL("SELECT count(*) FROM {}.{}").format(self._schema, sql.Identifier(t))
@@ -104,8 +125,18 @@ class HaskellDb:
         return out
 
     def servers(self) -> list[ServerRow]:
-        rows = self._conn.execute(self._q(_SERVERS)).fetchall()
+        try:
+            rows = self._conn.execute(self._q(_SERVERS)).fetchall()
+        except psycopg.Error as e:
+            raise SourceError(f"reading the Haskell database failed: {_first_line(e)}") from e
         return [ServerRow(int(r[0]), r[1], r[2], bytes(r[3]), None if r[4] is None else bytes(r[4])) for r in rows]
+
+    def __iter__(self) -> Iterator[TokenGroup]:
+        """`token_groups`, with a database error while reading turned into a `SourceError`."""
+        try:
+            yield from self.token_groups()
+        except psycopg.Error as e:
+            raise SourceError(f"reading the Haskell database failed: {_first_line(e)}") from e
 
     def token_groups(self) -> Iterator[TokenGroup]:
         """Each token with its subscriptions and last notifications, in token id order."""

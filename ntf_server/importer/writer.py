@@ -71,7 +71,7 @@ class Importer:
             elif row.ntf_service_id is not None:
                 self.counts.notes["SMP server service id not carried (no service credentials)"] += 1
         batch: list[ImportedToken] = []
-        for group in self._db.token_groups():
+        for group in self._db:
             item = self._map(group)
             if item is not None:
                 batch.append(item)

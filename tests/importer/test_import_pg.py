@@ -280,3 +280,18 @@ def test_cli_imports_into_the_embedded_store_and_says_when_there_is_nothing_to_d
 def test_provider_texts_are_the_haskell_ones() -> None:
     assert M.PROVIDERS == {"apns_prod": PushProvider.APNS_PROD, "apns_dev": PushProvider.APNS_DEV,
                            "apns_test": PushProvider.APNS_TEST, "apns_null": PushProvider.APNS_NULL}
+
+
+async def test_a_database_from_before_the_service_columns_imports(postgres: PgServer, tmp_path: Path,  # noqa: F811
+                                                                  redis_url: str) -> None:
+    """Migration 20250517_service_cert added `ntf_service_id`/`ntf_service_assoc`; older databases lack them."""
+    schema = "before_services"
+    load_schema(postgres.url, schema)
+    data = generate(n_tokens=30, seed=11)
+    load(postgres.url, data, schema)
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        conn.execute(f"ALTER TABLE {schema}.subscriptions DROP COLUMN ntf_service_assoc")
+        conn.execute(f"ALTER TABLE {schema}.smp_servers DROP COLUMN ntf_service_id")
+    counts = await run(make_config(tmp_path, redis_url), postgres.url, schema)
+    assert (counts.tokens_written, counts.subs_written, counts.ntfs_written) == expected_written(data)
+    assert not any("service" in note for note in counts.notes)
