@@ -46,6 +46,7 @@ typical use:
   ntf-server init --host push.example.com   create ./ntf-config (keys, certificates, settings)
   ntf-server check-config                   check the settings and show what the server will do
   ntf-server start                          run the server (Ctrl-C or SIGTERM stops it)
+  ntf-server demo                           see it work: everything local, nothing to prepare
 
 The configuration directory is --config-dir, else $NTF_SERVER_CFG_PATH, else ./ntf-config.
 Settings live in ntf-server.toml in that directory; every key is listed there with its default."""
@@ -84,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="check the configuration and show what the server will do",
                            description="Run every check `start` runs (settings, key files and their "
                            "permissions, certificates) and print a summary, without starting anything.")
+    ref = sub.add_parser("config-reference", help="print the configuration reference (Markdown)",
+                         description="Print every configuration key with its default, allowed values and "
+                         "meaning, generated from the code (README's reference is this output).")
+    ref.add_argument("--update", type=Path, metavar="README",
+                     help="rewrite the generated part of this file instead of printing")
     imp = sub.add_parser(
         "import-simplex", help="import the users of a Haskell ntf-server from its PostgreSQL database",
         description="Copy the tokens, SMP servers, subscriptions and last notifications of a Haskell "
@@ -98,6 +104,21 @@ def build_parser() -> argparse.ArgumentParser:
                      help="read and check everything, print the counts, write nothing")
     for p in (init, start, check, imp):  # the option is accepted on either side of the command
         _config_dir_option(p, argparse.SUPPRESS)
+    demo = sub.add_parser(
+        "demo", help="run everything locally and show what happens to each push",
+        description="Start, in one process and a temporary directory: an embedded Redis, a strict local APNs "
+        "simulator, two local SMP servers, the server and a simulated phone. The phone registers and verifies "
+        "its token, subscribes queues on both SMP servers, and receives a burst of messages; every push is "
+        "shown as APNs receives it (hidden or alert) and as the phone decrypts it, then a summary. Needs no "
+        "configuration; everything is removed at the end.",
+    )
+    demo.add_argument("--messages", type=int, default=8, metavar="N",
+                      help="messages in the first burst (default 8; the hidden budget is 3)")
+    demo.add_argument("--more", type=int, default=4, metavar="N",
+                      help="messages after the policy change (default 4)")
+    demo.add_argument("--keep-running", action="store_true",
+                      help="after the summary, keep everything up (prints the server and admin addresses) "
+                      "until Ctrl-C")
     return parser
 
 
@@ -113,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_init(config_dir, args.host, args.port, args.sign_algorithm)
         if args.command == "start":
             return cmd_start(config_dir)
+        if args.command == "config-reference":
+            return cmd_config_reference(args.update)
+        if args.command == "demo":
+            return cmd_demo(args.messages, args.more, args.keep_running)
         if args.command == "import-simplex":
             return cmd_import_simplex(config_dir, args.database, args.schema, args.dry_run)
         return cmd_check_config(config_dir)
@@ -122,6 +147,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # ---------------------------------------------------------------- init
+
+
+def cmd_config_reference(readme: Path | None) -> int:
+    from ntf_server import configdoc
+
+    if readme is None:
+        print(configdoc.render_reference(), end="")
+        return EXIT_OK
+    try:
+        changed = configdoc.update(readme)
+    except (OSError, ValueError) as e:
+        raise CliError(str(e)) from e
+    print(f"{readme}: configuration reference {'updated' if changed else 'already up to date'}")
+    return EXIT_OK
 
 
 def cmd_init(config_dir: Path, host: str, port: int, algorithm: SignAlgorithm) -> int:
@@ -201,6 +240,14 @@ def cmd_start(config_dir: Path) -> int:
 
     status: int = run(config)
     return status
+
+
+def cmd_demo(messages: int, more: int, keep_running: bool) -> int:
+    if not (1 <= messages <= 100 and 0 <= more <= 100):
+        raise CliError("--messages: 1..100, --more: 0..100")
+    from ntf_server.demo.cli import run  # like `start`: only the command that needs the server imports it
+
+    return run(messages, more, keep_running)
 
 
 def cmd_check_config(config_dir: Path) -> int:

@@ -18,7 +18,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final, assert_never
+from typing import Final, Protocol, assert_never
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -28,8 +28,8 @@ from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.errors import AUTH, QUOTA, CmdError, CommandError, StoreErr
 from ntf_server.protocol.token_fsm import SUB_COMMANDS_ALLOWED, TokenEvent, changing_sources, next_status
 from ntf_server.protocol.transport import RawTransmission
-from ntf_server.stats import Stats
-from ntf_server.store.base import RemovedSub, Store, SubCreate, TokenCreate
+from ntf_server.stats import Stat, Stats
+from ntf_server.store.base import RemovedSub, SubCreate, SubscriptionStore, TokenCreate, TokenStore
 from ntf_server.store.errors import StoreError
 from ntf_server.store.records import (
     PushProvider,
@@ -69,10 +69,14 @@ def _usable(tok: TokenRecord | None, allowed: frozenset[TokenStatusKind]) -> Tok
     return tok if tok is not None and tok.status.kind in allowed else None
 
 
+class HandlerStore(TokenStore, SubscriptionStore, Protocol):
+    """What the NTF commands need of the store (store/base.py)."""
+
+
 class NtfHandlers:
     def __init__(
         self,
-        store: Store,
+        store: HandlerStore,
         pusher: Pusher,
         stats: Stats,
         subscriber: SubscriptionSink,
@@ -143,12 +147,12 @@ class NtfHandlers:
         try:
             verified = await self.verify(req, server_dh)
             if isinstance(verified, P.Err):
-                self._stats.incr("req_auth_failed")
+                self._stats.incr(Stat.REQ_AUTH_FAILED)
                 return verified
             return await self._execute(verified)
         except StoreError as e:
             self.store_errors.event(str(e))  # one line a minute in an outage, not one a request
-            self._stats.incr("store_errors")
+            self._stats.incr(Stat.STORE_ERRORS)
             return P.Err(StoreErr("database error"))
 
     async def _execute(self, v: Verified) -> P.NtfResponse:
@@ -170,7 +174,7 @@ class NtfHandlers:
                 assert v.sub is not None
                 await self._store.delete_subscription(v.sub.sub_id)
                 self._subscriber.forget([RemovedSub(v.sub.sub_id, v.sub.server, v.sub.notifier_id)])
-                self._stats.incr("sub_deleted")
+                self._stats.incr(Stat.SUB_DELETED)
                 return P.Ok()
             case P.TVfy() | P.TChk() | P.TRpl() | P.TDel() | P.TCrn():
                 assert tok is not None
@@ -182,7 +186,7 @@ class NtfHandlers:
         """A token for a provider we cannot push to (its APNs environment is not enabled): the app would
         believe it registered and never hear a thing. The Haskell server answers the same for `AT` when
         `allowTestPushProvider` is off, after verification, as here (Server.hs `guardPushProvider`)."""
-        self._stats.incr("req_prohibited")
+        self._stats.incr(Stat.REQ_PROHIBITED)
         return P.Err(PROHIBITED)
 
     async def _token_command(self, cmd: P.TVfy | P.TChk | P.TRpl | P.TDel | P.TCrn, tok: TokenRecord) -> P.NtfResponse:
@@ -202,12 +206,12 @@ class NtfHandlers:
                 if updated is None:
                     return P.Err(AUTH)
                 self._pusher.send_verification(updated)
-                self._stats.incr("tkn_replaced")
+                self._stats.incr(Stat.TKN_REPLACED)
                 return P.Ok()
             case P.TDel():
                 _, removed = await self._store.delete_token(tok.token_id)
                 self._subscriber.forget(removed)
-                self._stats.incr("tkn_deleted")
+                self._stats.incr(Stat.TKN_DELETED)
                 return P.Ok()
             case P.TCrn(minutes):
                 if 0 < minutes < P.MIN_CRON_INTERVAL_MIN:
@@ -240,7 +244,7 @@ class NtfHandlers:
             return P.Err(AUTH)
         self._pusher.send_verification(rec)
         if rec.provider is not PushProvider.APNS_NULL:
-            self._stats.incr("tkn_created")
+            self._stats.incr(Stat.TKN_CREATED)
         return P.IdTkn(rec.token_id, rec.dh_public)
 
     async def _tnew_repeat(self, cmd: P.TNew, tok: TokenRecord) -> P.NtfResponse:
@@ -271,7 +275,7 @@ class NtfHandlers:
         if not activated:
             return P.Err(AUTH)
         self._subscriber.forget(removed)
-        self._stats.incr("tkn_verified")
+        self._stats.incr(Stat.TKN_VERIFIED)
         return P.Ok()
 
     async def _snew(self, cmd: P.SNew, tok: TokenRecord) -> P.NtfResponse:
@@ -280,7 +284,7 @@ class NtfHandlers:
         )
         if outcome is SubCreate.CREATED and sub is not None:
             self._subscriber.subscribe(sub)
-            self._stats.incr("sub_created")
+            self._stats.incr(Stat.SUB_CREATED)
             return P.IdSub(sub.sub_id)
         if outcome is SubCreate.EXISTS and sub is not None:
             return P.IdSub(sub.sub_id)  # retry after a lost response: idempotent, no resubscription

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from typing import Final
 
 from ntf_server.interfaces import SubscriptionSink
-from ntf_server.stats import Stats
-from ntf_server.store.base import Store
+from ntf_server.stats import Stat, Stats
+from ntf_server.store.base import TokenExpiryStore
 from ntf_server.store.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ HOUR_S: Final = 3600.0
 
 
 class Housekeeping:
-    def __init__(self, store: Store, sink: SubscriptionSink, stats: Stats, *, expire_after_days: int,
+    def __init__(self, store: TokenExpiryStore, sink: SubscriptionSink, stats: Stats, *, expire_after_days: int,
                  expire_unverified_after_h: float = 0.0, clock: Callable[[], float] = time.time,
                  interval_s: float = EXPIRY_INTERVAL_S) -> None:
         self._store = store
@@ -54,7 +54,7 @@ class Housekeeping:
         tokens, removed = await self._store.expire_tokens(now, self._days)
         self._sink.forget(removed)
         if tokens:
-            self._stats.incr("tkn_expired", len(tokens))
+            self._stats.incr(Stat.TKN_EXPIRED, len(tokens))
             log.info("expired %d unused tokens (%d subscriptions)", len(tokens), len(removed))
         return len(tokens)
 
@@ -64,7 +64,7 @@ class Housekeeping:
         tokens, removed = await self._store.expire_unverified(now, self._unverified_s)
         self._sink.forget(removed)
         if tokens:
-            self._stats.incr("tkn_expired_unverified", len(tokens))
+            self._stats.incr(Stat.TKN_EXPIRED_UNVERIFIED, len(tokens))
             log.info("expired %d tokens never verified within %g h", len(tokens), self._unverified_s / HOUR_S)
         return len(tokens)
 

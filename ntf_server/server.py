@@ -167,8 +167,7 @@ class NtfServer:
         self.pool = SubscriberPool(self._store, self.push, self.stats,
                                    client_factory=smp_client_factory(cfg.subscriber))
         sink = self.pool  # SNEW subscribes, SDEL/TDEL/expiry forget: the same pool for handlers and housekeeping
-        aliases = SubIdAliases.from_url(url, cfg.redis.key_prefix)  # ids of an imported server (import-simplex)
-        stack.push_async_callback(aliases.close)
+        aliases = SubIdAliases(self._store.client, cfg.redis.key_prefix)  # ids of an imported server
         await aliases.load()
         handlers = NtfHandlers(self._store, self.push, self.stats, sink, pushable=sender.pushable,
                                resolve_sub_id=aliases.resolve)

@@ -1,54 +1,105 @@
 """Server counters (STYLE 11): cheap increments, a frozen snapshot, pure renderers elsewhere.
 
-Names follow the Haskell server's counters (spec §6.4) in snake case, so operators can compare.
+Counters are typed names (`Stat`), not free strings: a typo is a mypy error, and at run time an unknown
+name raises instead of silently starting a new counter. Names follow the Haskell server's counters
+(spec §6.4) in snake case, so operators can compare.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Final
 
-KNOWN: Final = (
-    "tkn_created", "tkn_verified", "tkn_deleted", "tkn_replaced", "tkn_expired", "sub_created", "sub_deleted",
-    "ntf_vrf_queued", "ntf_vrf_delivered", "ntf_vrf_failed", "ntf_vrf_invalid_tkn", "push_queue_full",
-    "store_errors", "conn_accepted", "conn_refused", "conn_refused_connections", "conn_refused_handshakes",
-    "conn_refused_per_ip", "conn_tls_failed", "conn_handshake_failed", "conn_closed",
-    "req_received", "req_rejected", "req_auth_failed", "req_prohibited", "blocks_bad",
-    "req_quota_exceeded", "tkn_expired_unverified", "ntf_delivered", "ntf_failed", "ntf_invalid_tkn",
+
+class Stat(enum.StrEnum):
+    """Every counter the server keeps; the value is the stable external name (JSON, metrics)."""
+
+    # tokens and subscriptions (spec §6.4)
+    TKN_CREATED = "tkn_created"
+    TKN_VERIFIED = "tkn_verified"
+    TKN_DELETED = "tkn_deleted"
+    TKN_REPLACED = "tkn_replaced"
+    TKN_EXPIRED = "tkn_expired"
+    TKN_EXPIRED_UNVERIFIED = "tkn_expired_unverified"
+    SUB_CREATED = "sub_created"
+    SUB_DELETED = "sub_deleted"
+    # verification pushes
+    NTF_VRF_QUEUED = "ntf_vrf_queued"
+    NTF_VRF_DELIVERED = "ntf_vrf_delivered"
+    NTF_VRF_FAILED = "ntf_vrf_failed"
+    NTF_VRF_INVALID_TKN = "ntf_vrf_invalid_tkn"
+    PUSH_QUEUE_FULL = "push_queue_full"
+    # message pushes
+    NTF_DELIVERED = "ntf_delivered"
+    NTF_FAILED = "ntf_failed"
+    NTF_INVALID_TKN = "ntf_invalid_tkn"
+    # NTF connections and requests
+    STORE_ERRORS = "store_errors"
+    CONN_ACCEPTED = "conn_accepted"
+    CONN_REFUSED = "conn_refused"
+    CONN_REFUSED_CONNECTIONS = "conn_refused_connections"
+    CONN_REFUSED_HANDSHAKES = "conn_refused_handshakes"
+    CONN_REFUSED_PER_IP = "conn_refused_per_ip"
+    CONN_TLS_FAILED = "conn_tls_failed"
+    CONN_HANDSHAKE_FAILED = "conn_handshake_failed"
+    CONN_CLOSED = "conn_closed"
+    REQ_RECEIVED = "req_received"
+    REQ_REJECTED = "req_rejected"
+    REQ_AUTH_FAILED = "req_auth_failed"
+    REQ_PROHIBITED = "req_prohibited"
+    REQ_QUOTA_EXCEEDED = "req_quota_exceeded"
+    BLOCKS_BAD = "blocks_bad"
     # subscriber pool
-    "smp_connected", "smp_connect_failed", "smp_disconnected", "smp_nsub_sent", "smp_nsub_answered",
-    "smp_timeouts", "smp_unexpected",
-    "smp_sub_ok", "smp_sub_auth", "smp_sub_service", "smp_sub_err", "smp_sub_end", "smp_sub_deld", "sub_bad_key",
-    "ntf_received", "ntf_received_forgotten", "ntf_received_auth", "ntf_received_inactive", "ntf_lost_store",
-)
+    SMP_CONNECTED = "smp_connected"
+    SMP_CONNECT_FAILED = "smp_connect_failed"
+    SMP_DISCONNECTED = "smp_disconnected"
+    SMP_NSUB_SENT = "smp_nsub_sent"
+    SMP_NSUB_ANSWERED = "smp_nsub_answered"
+    SMP_TIMEOUTS = "smp_timeouts"
+    SMP_UNEXPECTED = "smp_unexpected"
+    SMP_SUB_OK = "smp_sub_ok"
+    SMP_SUB_AUTH = "smp_sub_auth"
+    SMP_SUB_SERVICE = "smp_sub_service"
+    SMP_SUB_ERR = "smp_sub_err"
+    SMP_SUB_END = "smp_sub_end"
+    SMP_SUB_DELD = "smp_sub_deld"
+    SUB_BAD_KEY = "sub_bad_key"
+    NTF_RECEIVED = "ntf_received"
+    NTF_RECEIVED_FORGOTTEN = "ntf_received_forgotten"
+    NTF_RECEIVED_AUTH = "ntf_received_auth"
+    NTF_RECEIVED_INACTIVE = "ntf_received_inactive"
+    NTF_LOST_STORE = "ntf_lost_store"
 
 
 @dataclass(frozen=True, slots=True)
 class StatsSnapshot:
-    counters: Mapping[str, int]
+    counters: Mapping[Stat, int]
 
-    def __getitem__(self, name: str) -> int:
-        return self.counters.get(name, 0)
+    def __getitem__(self, name: Stat | str) -> int:
+        return self.counters[Stat(name)]
+
+    def as_dict(self) -> dict[str, int]:
+        return {k.value: v for k, v in self.counters.items()}
 
 
 class Stats:
     __slots__ = ("_c",)
 
     def __init__(self) -> None:
-        self._c: Counter[str] = Counter({k: 0 for k in KNOWN})
+        self._c: dict[Stat, int] = dict.fromkeys(Stat, 0)
 
-    def incr(self, name: str, n: int = 1) -> None:
+    def incr(self, name: Stat, n: int = 1) -> None:
         self._c[name] += n
 
-    def __getitem__(self, name: str) -> int:
-        return self._c[name]
+    def __getitem__(self, name: Stat | str) -> int:
+        """Read one counter; a string must be a known name (tests read by name), else ValueError."""
+        return self._c[Stat(name)]
 
     def snapshot(self) -> StatsSnapshot:
         return StatsSnapshot(MappingProxyType(dict(self._c)))
 
     def __repr__(self) -> str:
-        busy = ", ".join(f"{k}={v}" for k, v in self._c.items() if v)
+        busy = ", ".join(f"{k.value}={v}" for k, v in self._c.items() if v)
         return f"<Stats {busy or 'idle'}>"

@@ -13,8 +13,6 @@ import time
 from contextlib import ExitStack
 from typing import TextIO
 
-from redis.asyncio import Redis
-
 from ntf_server.config import Config, redact_url
 from ntf_server.importer.progress import Progress
 from ntf_server.importer.reader import HaskellDb
@@ -63,13 +61,11 @@ async def _write(config: Config, url: str, db: HaskellDb, progress: Progress, no
         store = await RedisStore.connect(url, master, prefix=config.redis.key_prefix)
     except StoreError as e:
         raise ImportFailed(f"cannot use Redis at {redact_url(url)}: {e}") from e
-    client = Redis.from_url(url, socket_connect_timeout=5.0, socket_timeout=30.0)
     try:
-        target = StoreImporter(client, AtRest(master), store.prefix, store.buckets)
+        target = StoreImporter(store.client, AtRest(master), store.prefix, store.buckets)
         return await Importer(db, target, progress, now).run()
     except StoreError as e:
         raise ImportFailed(f"writing to Redis failed: {e} (what was written is complete per token; "
                            "run the import again to finish)") from e
     finally:
-        await client.aclose()
         await store.close()

@@ -23,8 +23,8 @@ from typing import Final, Protocol, TypeVar
 
 from ntf_server.logsummary import CountedLog
 from ntf_server.push import payload
-from ntf_server.stats import Stats
-from ntf_server.store.base import Store
+from ntf_server.stats import Stat, Stats
+from ntf_server.store.base import TokenStatusStore
 from ntf_server.store.errors import StoreError
 from ntf_server.store.records import (
     InvalidReason,
@@ -78,7 +78,7 @@ class PushSender(Protocol):
 
 
 class PushService:
-    def __init__(self, store: Store, sender: PushSender, stats: Stats, *, workers: int = 4,
+    def __init__(self, store: TokenStatusStore, sender: PushSender, stats: Stats, *, workers: int = 4,
                  message_workers: int = MESSAGE_WORKERS, queue_size: int = QUEUE_SIZE) -> None:
         self._store = store
         self._sender = sender
@@ -96,11 +96,11 @@ class PushService:
         try:
             self._queue.put_nowait(token)
         except asyncio.QueueFull:
-            self._stats.incr("push_queue_full")
+            self._stats.incr(Stat.PUSH_QUEUE_FULL)
             self.drops.event("queue full")
             return
         if token.provider is not PushProvider.APNS_NULL:
-            self._stats.incr("ntf_vrf_queued")
+            self._stats.incr(Stat.NTF_VRF_QUEUED)
 
     async def send_messages(self, token: TokenRecord, notifications: Sequence[LastNotification]) -> None:
         """Queue one message push; waits while the queue is full (back-pressure on the caller)."""
@@ -113,11 +113,11 @@ class PushService:
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             for _ in range(self._workers):
-                tg.create_task(self._work(self._queue, self._verify, "ntf_vrf_failed"))
+                tg.create_task(self._work(self._queue, self._verify, Stat.NTF_VRF_FAILED))
             for _ in range(self._message_workers):
-                tg.create_task(self._work(self._messages, self._message, "ntf_failed"))
+                tg.create_task(self._work(self._messages, self._message, Stat.NTF_FAILED))
 
-    async def _work(self, queue: asyncio.Queue[J], push: Callable[[J], Awaitable[None]], failed: str) -> None:
+    async def _work(self, queue: asyncio.Queue[J], push: Callable[[J], Awaitable[None]], failed: Stat) -> None:
         while True:
             job = await queue.get()
             try:
@@ -138,13 +138,13 @@ class PushService:
         outcome = await self._sender.push(tok.provider, tok.device_token, body, background=False)
         if isinstance(outcome, Delivered):
             if tok.provider is not PushProvider.APNS_NULL:
-                self._stats.incr("ntf_delivered")
+                self._stats.incr(Stat.NTF_DELIVERED)
             return
-        await self._not_delivered(tok, outcome, "message push", "ntf_failed", "ntf_invalid_tkn",
+        await self._not_delivered(tok, outcome, "message push", Stat.NTF_FAILED, Stat.NTF_INVALID_TKN,
                                   self.message_failures)
 
-    async def _not_delivered(self, tok: TokenRecord, outcome: Invalid | Failed, what: str, failed: str,
-                             invalid: str, summary: CountedLog) -> None:
+    async def _not_delivered(self, tok: TokenRecord, outcome: Invalid | Failed, what: str, failed: Stat,
+                             invalid: Stat, summary: CountedLog) -> None:
         """APNs said no: a dead device token becomes INVALID with its reason (§5.8); all is counted."""
         self._stats.incr(failed)
         match outcome:
@@ -169,7 +169,7 @@ class PushService:
         if isinstance(outcome, Delivered):
             await self._store.confirm_token(tok.token_id)
             if tok.provider is not PushProvider.APNS_NULL:
-                self._stats.incr("ntf_vrf_delivered")
+                self._stats.incr(Stat.NTF_VRF_DELIVERED)
             return
-        await self._not_delivered(tok, outcome, "verification push", "ntf_vrf_failed", "ntf_vrf_invalid_tkn",
+        await self._not_delivered(tok, outcome, "verification push", Stat.NTF_VRF_FAILED, Stat.NTF_VRF_INVALID_TKN,
                                   self.failures)

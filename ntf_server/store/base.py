@@ -1,4 +1,6 @@
-"""The `Store` protocol the rest of the server uses, and its result types.
+"""The store's protocols and result types. One protocol per entity (tokens, subscriptions, notifications),
+split by role where a component uses a small part of one; `Store` combines them all, and `RedisStore`
+(store/redis.py) implements it.
 
 Where the rules of spec §4.5 live: the store enforces the *guards* that must be atomic with the write —
 `activate_token` only from REGISTERED/CONFIRMED/ACTIVE (and deletes the other registrations of the device
@@ -10,7 +12,7 @@ DH check on repeat TNEW, which push outcome) is the NTF handlers' job.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -88,10 +90,31 @@ class StoreCounts:
     smp_servers: int
 
 
-class Store(Protocol):
-    # ---- tokens
-    async def create_token(self, token: TokenRecord, now: float | None = None) -> TokenCreate: ...
+# ---------------------------------------------------------------- protocols
+# One per entity, split where a component uses a small part (STYLE 10: components take narrow
+# dependencies); `Store` combines them all. A component declares what it takes as one of these, or as a
+# protocol inheriting from several of them (handlers.py `HandlerStore`, subscriber/pool.py `PoolStore`).
+
+
+class TokenStatusStore(Protocol):
+    """Token status changes, guarded atomically (spec §4.5): push outcomes (push/service.py)."""
+
+    async def set_token_status(
+        self, token_id: bytes, status: TokenStatus, only_from: Collection[TokenStatusKind] | None = None
+    ) -> TokenStatus | None: ...
+    async def confirm_token(self, token_id: bytes) -> TokenStatus | None: ...
+
+
+class TokenLookup(Protocol):
+    """One token by id (a push decided earlier, e.g. deferred, reads the token's current record)."""
+
     async def get_token(self, token_id: bytes) -> TokenRecord | None: ...
+
+
+class TokenStore(TokenStatusStore, TokenLookup, Protocol):
+    """The token commands (spec §4.3–4.4); `get_token` costs the same whether or not the token exists."""
+
+    async def create_token(self, token: TokenRecord, now: float | None = None) -> TokenCreate: ...
     async def find_tokens(self, provider: PushProvider, device_token: bytes) -> list[TokenRecord]: ...
     async def find_token(
         self, provider: PushProvider, device_token: bytes, verify_key: bytes
@@ -99,16 +122,22 @@ class Store(Protocol):
     async def replace_token(
         self, token_id: bytes, provider: PushProvider, device_token: bytes, reg_code: bytes
     ) -> bool: ...
-    async def set_token_status(
-        self, token_id: bytes, status: TokenStatus, only_from: Collection[TokenStatusKind] | None = None
-    ) -> TokenStatus | None: ...
-    async def confirm_token(self, token_id: bytes) -> TokenStatus | None: ...
     async def activate_token(self, token_id: bytes) -> tuple[bool, list[RemovedSub]]: ...
     async def delete_token(self, token_id: bytes) -> tuple[bool, list[RemovedSub]]: ...
     async def touch_token(self, token_id: bytes, now: float) -> None: ...
     async def set_cron_interval(self, token_id: bytes, minutes: int, now: float) -> bool: ...
-    async def mark_cron_sent(self, token_id: bytes, now: float) -> bool: ...
+
+
+class CronStore(Protocol):
+    """Periodic pushes (spec §5.10): which tokens are due, and recording one was sent."""
+
     async def tokens_due_for_cron(self, now: float, limit: int = 1000) -> list[TokenRecord]: ...
+    async def mark_cron_sent(self, token_id: bytes, now: float) -> bool: ...
+
+
+class TokenExpiryStore(Protocol):
+    """Housekeeping (maintenance.py): tokens unused or never verified, deleted with their subscriptions."""
+
     async def expire_tokens(
         self, now: float, unused_days: int, batch: int = 100
     ) -> tuple[list[bytes], list[RemovedSub]]: ...
@@ -116,13 +145,15 @@ class Store(Protocol):
         self, now: float, after_s: float, batch: int = 100
     ) -> tuple[list[bytes], list[RemovedSub]]: ...
 
-    # ---- subscriptions
+
+class SubscriptionStore(Protocol):
+    """The subscription commands (spec §4.3–4.4). The two verification lookups do the same work whether
+    or not the records exist (STYLE 4)."""
+
     async def create_subscription(
         self, token_id: bytes, server: SMPServer, notifier_id: bytes, notifier_key: bytes
     ) -> tuple[SubCreate, SubscriptionRecord | None]: ...
     async def get_subscription(self, sub_id: bytes) -> SubscriptionRecord | None: ...
-    # Verification lookups (spec §4.3): the same work whether or not the records exist (STYLE 4); so is
-    # `get_token`.
     async def subscription_and_token(
         self, sub_id: bytes
     ) -> tuple[SubscriptionRecord | None, TokenRecord | None]: ...
@@ -131,6 +162,16 @@ class Store(Protocol):
     ) -> tuple[TokenRecord | None, SubscriptionRecord | None]: ...
     async def find_subscription(self, server: SMPServer, notifier_id: bytes) -> SubscriptionRecord | None: ...
     async def delete_subscription(self, sub_id: bytes) -> SubscriptionRecord | None: ...
+
+
+class ResubscriptionStore(Protocol):
+    """The subscriber's side of subscriptions (spec §3.3, §4.6): which servers, their subscriptions page by
+    page, and the statuses the SMP servers answer."""
+
+    async def servers_with_subscriptions(self) -> list[SMPServer]: ...
+    def iter_server_subscriptions(
+        self, server: SMPServer, page_size: int = 900, kinds: Collection[SubStatusKind] | None = None
+    ) -> AsyncIterator[list[SubscriptionRecord]]: ...
     async def set_subscription_statuses(
         self,
         server: SMPServer,
@@ -139,15 +180,33 @@ class Store(Protocol):
         service_assoc: bool | None = None,
         only_from: Collection[SubStatusKind] | None = None,
     ) -> int: ...
-    def iter_server_subscriptions(
-        self, server: SMPServer, page_size: int = 900, kinds: Collection[SubStatusKind] | None = None
-    ) -> AsyncIterator[list[SubscriptionRecord]]: ...
-    async def servers_with_subscriptions(self) -> list[SMPServer]: ...
 
-    # ---- notifications, stats, lifecycle
+
+class NotificationStore(Protocol):
+    """`NMSG`s kept as last notifications, the newest 6 per token (spec §5.7)."""
+
+    async def add_last_notifications(self, items: Sequence[NewNotification]) -> list[StoredNotification]: ...
     async def add_last_notification(
         self, server: SMPServer, notifier_id: bytes, received_at_ms: int, nonce: bytes, enc_meta: bytes
     ) -> tuple[NtfOutcome, TokenRecord | None, list[LastNotification]]: ...
-    async def add_last_notifications(self, items: Sequence[NewNotification]) -> list[StoredNotification]: ...
+
+
+class StoreStats(Protocol):
     async def counts(self) -> StoreCounts: ...
+
+
+class StoreLifecycle(Protocol):
+    """What the server process does with the store as a whole (server.py)."""
+
+    @property
+    def healthy(self) -> bool: ...
+    async def watch_health(self, delays: Callable[[], Iterator[float]] = ...) -> None: ...
+    async def config_advice(self) -> list[str]: ...
     async def close(self) -> None: ...
+
+
+class Store(
+    TokenStore, CronStore, TokenExpiryStore, SubscriptionStore, ResubscriptionStore, NotificationStore,
+    StoreStats, StoreLifecycle, Protocol,
+):
+    """Everything the store does (store/redis.py `RedisStore`)."""

@@ -28,18 +28,27 @@ from typing import Any, Final
 
 from redis.asyncio import Redis
 
-from ntf_server.protocol.encoding import SMPServer, enc_smp_server
+from ntf_server.protocol.encoding import SMPServer
 from ntf_server.store import scripts
 from ntf_server.store.atrest import AtRest
+from ntf_server.store.codec import LN_NONCE_BYTES, TokenCodec, encode_ln
+from ntf_server.store.dataset import DataSet
 from ntf_server.store.errors import StoreError
-from ntf_server.store.health import translated
-from ntf_server.store.keys import R_BYTES, SUB_ID_BYTES, TOKEN_ID_BYTES, PackedSub, make_sub_id, pack_sub
+from ntf_server.store.keys import (
+    SUB_ID_BYTES,
+    TOKEN_ID_BYTES,
+    Keys,
+    PackedSub,
+    make_sub_id,
+    pack_sub,
+    seal_notifier,
+    sub_r,
+)
 from ntf_server.store.records import SubscriptionRecord, TokenRecord
+from ntf_server.store.servers import ServerRegistry
 from ntf_server.store.sub_aliases import ALIAS_KEY
 
-# Token hash fields sealed with AES-GCM, associated data field name ‖ token id (as redis.py `_SEALED`).
-_SEALED: Final = ("dt", "dhk", "ds", "rc")
-NONCE_BYTES: Final = 24
+NONCE_BYTES: Final = LN_NONCE_BYTES
 MAX_LAST_NTFS: Final = 6  # spec §5.7 `maxNtfs`
 
 # ARGV: P NB tid x vh day unv_score('' = none) cron_due('' = none) nfields field value ...
@@ -147,82 +156,55 @@ def cron_due(token: TokenRecord, now: float) -> int | None:
 
 
 class StoreImporter:
-    """Writes `ImportedToken`s into the data set of a `RedisStore` (same client URL, key, prefix, buckets).
+    """Writes `ImportedToken`s into the data set of a `RedisStore` (its client, store key, prefix, buckets),
+    with the store's own encoders (codec.py, keys.py) and server registry (servers.py).
 
     Only for the importer: the running server never calls it."""
 
     def __init__(self, client: Redis, atrest: AtRest, prefix: str, buckets: int) -> None:
-        self._r = client
-        self._a = atrest
-        self._prefix = prefix
-        self._buckets = buckets
+        self._d = DataSet(client, atrest, Keys(prefix, buckets))
+        self._codec = TokenCodec(atrest)
+        self._registry = ServerRegistry(self._d)
         self._import = client.register_script(IMPORT_TOKEN)
-        self._register = client.register_script(scripts.REGISTER_SERVER)
-        self._servers: dict[SMPServer, tuple[int, bytes]] = {}
 
     def __repr__(self) -> str:
-        return f"<StoreImporter prefix={self._prefix!r} buckets={self._buckets} servers={len(self._servers)}>"
+        return f"<StoreImporter {self._d!r}>"
 
-    async def _run(self, script: Any, *args: Any) -> Any:
-        with translated():
-            return await script(keys=[], args=[self._prefix, self._buckets, *args])
-
-    async def server_number(self, server: SMPServer) -> tuple[int, bytes]:
-        """The server's number in the registry, registering it if new (as `RedisStore` does on SNEW), and its
-        encoding (cached: it was a fifth of the import's time, encoded twice per subscription)."""
-        if (known := self._servers.get(server)) is not None:
-            return known
-        enc = enc_smp_server(server.normalized())
-        n = int(await self._run(self._register, self._a.index(b"srv", enc).hex(), enc))
-        self._servers[server] = (n, enc)
-        return n, enc
-
-    async def exists(self, token_id: bytes) -> bool:
-        with translated():
-            return bool(await self._r.exists(f"{self._prefix}t{{{token_id.hex()}}}"))
-
-    def _token_fields(self, t: TokenRecord, x: str, vh: bytes) -> list[bytes | str | int]:
-        fields: dict[str, bytes | str | int] = {
-            "p": t.provider.value, "st": t.status.to_text(), "vk": t.verify_key, "dhp": t.dh_public,
-            "ci": t.cron_interval_min, "ud": t.last_used_day, "x": x, "vh": vh,
-        }
-        for name, value in zip(_SEALED, (t.device_token, t.dh_private, t.dh_secret, t.reg_code), strict=True):
-            fields[name] = self._a.seal(value, name.encode() + t.token_id)
-        if t.cron_sent_at is not None:
-            fields["cs"] = t.cron_sent_at
-        return [item for kv in fields.items() for item in kv]
+    async def server_number(self, server: SMPServer) -> int:
+        """The server's number in the registry, registering it if new (as SNEW does)."""
+        n = await self._registry.number(server.normalized(), create=True)
+        assert n is not None
+        return n
 
     async def write(self, items: Sequence[ImportedToken], now: float) -> list[ImportResult]:
         """Tokens, each atomically (see the module docstring), in two pipelined round trips: which are
         there already (a re-run then costs no encryption), then the rest (the script checks again)."""
         ids = [self._ids(item.token) for item in items]
-        with translated():
-            async with self._r.pipeline(transaction=False) as pipe:
-                for item in items:
-                    pipe.hmget(f"{self._prefix}t{{{item.token.token_id.hex()}}}", ["x", "vh"])
-                present = await pipe.execute()
+        async with self._d.pipeline() as pipe:
+            for item in items:
+                pipe.hmget(self._d.keys.token(item.token.token_id), ["x", "vh"])
+            present = await pipe.execute()
         results: list[ImportResult | None] = [_present(have, want) for have, want in zip(present, ids, strict=True)]
         todo = [i for i, r in enumerate(results) if r is None]
         calls = [await self._args(items[i], ids[i], now) for i in todo]
-        with translated():
-            async with self._r.pipeline(transaction=False) as pipe:
-                for args in calls:
-                    await self._import(keys=[], args=[self._prefix, self._buckets, *args], client=pipe)
-                replies = await pipe.execute()
+        async with self._d.pipeline() as pipe:
+            for args in calls:
+                await self._import(keys=[], args=[self._d.keys.prefix, self._d.keys.buckets, *args], client=pipe)
+            replies = await pipe.execute()
         for i, res in zip(todo, replies, strict=True):
             results[i] = _result(items[i], res)
         return [r for r in results if r is not None]
 
     def _ids(self, t: TokenRecord) -> tuple[str, bytes]:
-        """The token's `(provider, device token)` index name and verify key hash (as `RedisStore`)."""
-        return self._a.index(b"dt", t.provider.value.encode(), t.device_token).hex(), self._a.index(b"vk", t.verify_key)
+        """The token's `(provider, device token)` index name and verify key hash."""
+        return self._codec.dt_index(t.provider, t.device_token), self._codec.vk_index(t.verify_key)
 
     async def _args(self, item: ImportedToken, ids: tuple[str, bytes], now: float) -> list[Any]:
         t = item.token
         if len(t.token_id) != TOKEN_ID_BYTES:
             raise StoreError("token id must be 24 bytes")
         x, vh = ids
-        fields = self._token_fields(t, x, vh)
+        fields = self._codec.encode(t)
         due = cron_due(t, now)
         args: list[Any] = [
             t.token_id, x, vh, t.last_used_day,
@@ -239,9 +221,7 @@ class StoreImporter:
         lns = [n for n in item.notifications if n.sub_id in ours]
         args.append(len(lns))
         for n in lns:
-            if len(n.nonce) != NONCE_BYTES:
-                raise StoreError("notification nonce must be 24 bytes")
-            args += [ours[n.sub_id], f"{n.received_at_ms:013d}".encode() + n.nonce + n.enc_meta]
+            args += [ours[n.sub_id], encode_ln(n.received_at_ms, n.nonce, n.enc_meta)]
         return args
 
     async def _sub_value(self, s: SubscriptionRecord) -> tuple[bytes, int, bytes]:
@@ -249,11 +229,12 @@ class StoreImporter:
             raise StoreError("subscription id must be 24 bytes")
         if not 0 < len(s.notifier_id) <= 255:
             raise StoreError("notifier id must be 1..255 bytes")
-        srv, enc = await self.server_number(s.server)
-        r = self._a.index(b"sub", enc, s.notifier_id, length=R_BYTES)
-        sealed = self._a.seal(bytes([len(s.notifier_id)]) + s.notifier_id + s.notifier_key, b"sub" + r)
+        server = s.server.normalized()
+        srv = await self.server_number(server)
+        r = sub_r(self._d.a, server, s.notifier_id)
+        sealed = seal_notifier(self._d.a, r, s.notifier_id, s.notifier_key)
         value = pack_sub(PackedSub(s.token_id, s.service_assoc, s.status.to_text(), sealed))
-        return make_sub_id(self._a, r, srv), srv, value
+        return make_sub_id(self._d.a, r, srv), srv, value
 
 
 def _result(item: ImportedToken, res: Any) -> ImportResult:

@@ -1,9 +1,9 @@
 """Redis key layout and the packed subscription value (theory of operation for the schema).
 
 Per token (all keys share the hash tag `{<token id hex>}`, so they live in one cluster slot):
-  P t{T}        hash   p st vk dhp ci cs ud x vh + sealed dt dhk ds rc (see redis.py `_TOKEN_FIELDS`)
+  P t{T}        hash   p st vk dhp ci cs ud x vh + sealed dt dhk ds rc (layout: codec.py)
   P t{T}:subs   hash   sub id -> SMP server number            (token -> subscriptions, for cascades)
-  P t{T}:ln     hash   sub id -> ts_ms(13 digits) ‖ nonce ‖ encMeta   (last notifications, ≤ 6)
+  P t{T}:ln     hash   sub id -> ts_ms(13 digits) ‖ nonce ‖ encMeta   (last notifications, ≤ 6; codec.py)
 Global:
   P dt:<hmac>   hash   token id -> hmac(verify key)            ((provider, device token) -> tokens)
   P used        zset   token id by last-used day               (expiry, token count)
@@ -14,6 +14,9 @@ Global:
   P s:<server number>:<bucket>   hash   r -> packed subscription (below)
   P dummy:t, P dummy            hash   stand-in token record; stand-in `sub` record and server `addr`,
                                        read where there is no record so lookups cost the same (STYLE 4)
+  P meta         hash   buckets, keycheck (fixed when the data set is created; dataset.py)
+  P sa           hash   imported subscription id -> ours       (only after import-simplex; sub_aliases.py)
+Which module reads and writes which keys: the table in redis.py.
 
 Subscriptions are the bulk of the data (millions), so they have no per-subscription key and no separate
 `(server, notifier id)` index: `r = HMAC(server, notifier id)[:20]` *is* the index. The subscription id
@@ -22,17 +25,22 @@ store key, from which the store recovers both the bucket and the field. Records 
 spread over `buckets` small hashes (listpack-encoded by Redis while ≤ 128 entries, default config), which
 keeps memory near the payload size and lets resubscription page one server's buckets in order.
 
-Packed subscription value: token id(24) ‖ assoc('0'|'1') ‖ u8(len status) ‖ status text ‖ sealed(nid, key).
-The Lua scripts in `scripts.py` read the same layout; keep both in step.
+Packed subscription value: token id(24) ‖ assoc('0'|'1') ‖ u8(len status) ‖ status text ‖ sealed, where
+sealed = AES-GCM(u8(len nid) ‖ notifier id ‖ notifier key), associated data "sub" ‖ r. This module is the
+one place of that layout in Python (`pack_sub`/`unpack_sub`, `seal_notifier`/`decode_sub`); the Lua
+scripts in `scripts.py` read the same layout; keep both in step.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Final
 
+from ntf_server.protocol.encoding import SMPServer, enc_smp_server
 from ntf_server.store.atrest import AtRest
 from ntf_server.store.errors import StoreError
+from ntf_server.store.records import SubscriptionRecord, SubStatus
 
 TOKEN_ID_BYTES: Final = 24
 SUB_ID_BYTES: Final = 24
@@ -115,3 +123,30 @@ def unpack_sub(v: bytes) -> PackedSub:
     n = v[TOKEN_ID_BYTES + 1]
     start = TOKEN_ID_BYTES + 2
     return PackedSub(v[:TOKEN_ID_BYTES], v[24:25] == b"1", v[start : start + n].decode(), v[start + n :])
+
+
+# Called twice per subscription while resubscribing (PENDING, then ACTIVE): the encoding of the same few
+# servers was a tenth of the pool's CPU there (tests/bench/resubscribe.py). SMPServer is frozen, hashable.
+_enc_server = functools.lru_cache(maxsize=4096)(enc_smp_server)
+
+
+def sub_r(atrest: AtRest, server: SMPServer, notifier_id: bytes) -> bytes:
+    """`r` of (server, notifier id): the field of its record, and the index of (server, notifier id)."""
+    return atrest.index(b"sub", _enc_server(server), notifier_id, length=R_BYTES)
+
+
+def seal_notifier(atrest: AtRest, r: bytes, notifier_id: bytes, notifier_key: bytes) -> bytes:
+    """The sealed part of a subscription value (notifier id of 1..255 bytes, checked by the caller)."""
+    return atrest.seal(bytes([len(notifier_id)]) + notifier_id + notifier_key, b"sub" + r)
+
+
+def decode_sub(atrest: AtRest, sid: bytes, server: SMPServer, value: bytes) -> SubscriptionRecord:
+    """The record of subscription `sid` (on `server`) from its packed value, decrypting the notifier."""
+    p = unpack_sub(value)
+    plain = atrest.open(p.sealed, b"sub" + sid[:R_BYTES])
+    n = plain[0]
+    try:
+        status = SubStatus.from_text(p.status)
+    except ValueError as e:
+        raise StoreError("corrupted subscription status") from e
+    return SubscriptionRecord(sid, p.token_id, server, plain[1 : 1 + n], plain[1 + n :], status, p.service_assoc)

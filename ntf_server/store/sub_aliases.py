@@ -24,18 +24,13 @@ ALIAS_KEY: Final = "sa"
 
 class SubIdAliases:
     def __init__(self, client: Redis, prefix: str) -> None:
+        """`client`: the store's (`RedisStore.client`); this module keeps its own key."""
         self._r = client
         self._key = prefix + ALIAS_KEY
         self._enabled = True
 
     def __repr__(self) -> str:
         return f"<SubIdAliases {'on' if self._enabled else 'off (no import)'}>"
-
-    @classmethod
-    def from_url(cls, url: str, prefix: str, *, connect_timeout_s: float = 2.0,
-                 command_timeout_s: float = 10.0) -> SubIdAliases:
-        client = Redis.from_url(url, socket_connect_timeout=connect_timeout_s, socket_timeout=command_timeout_s)
-        return cls(client, prefix)
 
     async def load(self) -> None:
         """Turn lookups off for a data set with no imported subscriptions (decided once, at start: the
@@ -51,5 +46,3 @@ class SubIdAliases:
             ours: Any = await self._r.hget(self._key, sub_id)  # bytes replies (no decode_responses)
         return bytes(ours) if ours is not None else sub_id
 
-    async def close(self) -> None:
-        await self._r.aclose()

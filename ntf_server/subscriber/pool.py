@@ -33,7 +33,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol, TypeVar, assert_never
 
@@ -41,8 +41,15 @@ from ntf_server.logsummary import CountedLog
 from ntf_server.protocol import crypto, smp_events as E
 from ntf_server.protocol.encoding import CodecError, SMPServer
 from ntf_server.protocol.smp_session import NotifierQueue
-from ntf_server.stats import Stats
-from ntf_server.store.base import NewNotification, NtfOutcome, RemovedSub, StoreCounts, StoredNotification
+from ntf_server.stats import Stat, Stats
+from ntf_server.store.base import (
+    NewNotification,
+    NotificationStore,
+    NtfOutcome,
+    RemovedSub,
+    ResubscriptionStore,
+    StoreStats,
+)
 from ntf_server.store.errors import StoreError
 from ntf_server.store.health import backoff_delays
 from ntf_server.store.records import (
@@ -66,8 +73,9 @@ _FAILURE_STATUS: Final = {E.FailureKind.AUTH: SubStatus(SubStatusKind.AUTH),
                           E.FailureKind.SERVICE: SubStatus(SubStatusKind.SERVICE)}
 # What the SMP server answered, counted by the status it gives (spec §6.4's subscription counters).
 _STATUS_COUNTER: Final = {
-    SubStatusKind.ACTIVE: "smp_sub_ok", SubStatusKind.AUTH: "smp_sub_auth", SubStatusKind.SERVICE: "smp_sub_service",
-    SubStatusKind.ERR: "smp_sub_err", SubStatusKind.END: "smp_sub_end", SubStatusKind.DELETED: "smp_sub_deld",
+    SubStatusKind.ACTIVE: Stat.SMP_SUB_OK, SubStatusKind.AUTH: Stat.SMP_SUB_AUTH,
+    SubStatusKind.SERVICE: Stat.SMP_SUB_SERVICE, SubStatusKind.ERR: Stat.SMP_SUB_ERR,
+    SubStatusKind.END: Stat.SMP_SUB_END, SubStatusKind.DELETED: Stat.SMP_SUB_DELD,
 }
 
 
@@ -82,19 +90,8 @@ class Progress:
     elapsed_s: float
 
 
-class PoolStore(Protocol):
+class PoolStore(ResubscriptionStore, NotificationStore, StoreStats, Protocol):
     """What the pool needs of the store (store/base.py)."""
-
-    async def servers_with_subscriptions(self) -> list[SMPServer]: ...
-    def iter_server_subscriptions(
-        self, server: SMPServer, page_size: int = 900, kinds: Collection[SubStatusKind] | None = None
-    ) -> AsyncIterator[list[SubscriptionRecord]]: ...
-    async def set_subscription_statuses(
-        self, server: SMPServer, notifier_ids: Sequence[bytes], status: SubStatus,
-        service_assoc: bool | None = None, only_from: Collection[SubStatusKind] | None = None,
-    ) -> int: ...
-    async def add_last_notifications(self, items: Sequence[NewNotification]) -> list[StoredNotification]: ...
-    async def counts(self) -> StoreCounts: ...
 
 
 class MessagePusher(Protocol):
@@ -189,7 +186,7 @@ class SubscriberPool:
         log.info("resubscribing up to %d subscriptions on %d SMP servers", total, len(links))
         while True:
             done = sum(link.resubscribed for link in links)
-            answered = self._stats["smp_nsub_answered"]
+            answered = self._stats[Stat.SMP_NSUB_ANSWERED]
             elapsed = max(self._clock() - started, 1e-3)
             self.resubscription = Progress(len(links), done, total, answered, elapsed)
             if done == len(links):
@@ -270,14 +267,14 @@ class _Link:
             try:
                 await client.start()
             except ClientError as e:
-                stats.incr("smp_connect_failed")
+                stats.incr(Stat.SMP_CONNECT_FAILED)
                 # which SMP servers users use is metadata: the host only at debug
                 log.debug("SMP server unreachable: %s: %s", type(e).__name__, e)
                 pool.connect_failures.event(type(e).__name__)
                 self.state = "down"
                 await pool._sleep(next(delays))
                 continue
-            stats.incr("smp_connected")
+            stats.incr(Stat.SMP_CONNECTED)
             up_since = pool._clock()
             self.state, self._client = "up", client
             try:
@@ -288,7 +285,7 @@ class _Link:
                 self._client = None
                 await client.close()
             self.state = "down"
-            stats.incr("smp_disconnected")
+            stats.incr(Stat.SMP_DISCONNECTED)
             log.debug("SMP connection lost: %s", client.close_error or "closed")
             pool.disconnects.event(type(client.close_error).__name__ if client.close_error else "closed")
             await self._lost(client)
@@ -357,11 +354,11 @@ class _Link:
             try:
                 queues.append(NotifierQueue(nid, crypto.decode_notifier_key(key_der)))
             except CodecError:
-                pool._stats.incr("sub_bad_key")
+                pool._stats.incr(Stat.SUB_BAD_KEY)
         if not queues:
             return
         client.subscribe(queues)
-        pool._stats.incr("smp_nsub_sent", len(queues))
+        pool._stats.incr(Stat.SMP_NSUB_SENT, len(queues))
         await self._set_statuses([q.notifier_id for q in queues], SubStatus(SubStatusKind.PENDING),
                                  only_from=(SubStatusKind.NEW, SubStatusKind.INACTIVE))
 
@@ -388,23 +385,23 @@ class _Link:
                 case E.Deleted(nid):
                     statuses[SubStatus(SubStatusKind.DELETED)].append(nid)
                 case E.Message(nid, nonce, enc_meta, state):
-                    stats.incr("ntf_received")
+                    stats.incr(Stat.NTF_RECEIVED)
                     if state is None:
-                        stats.incr("ntf_received_forgotten")  # SDEL/TDEL'd: SMP cannot unsubscribe
+                        stats.incr(Stat.NTF_RECEIVED_FORGOTTEN)  # SDEL/TDEL'd: SMP cannot unsubscribe
                     else:
                         messages.append(NewNotification(self.server, nid, now_ms, nonce, enc_meta))
                 case E.SubscriptionTimedOut() | E.PingTimedOut():
-                    stats.incr("smp_timeouts")
+                    stats.incr(Stat.SMP_TIMEOUTS)
                 case E.Pong():
                     pass
                 case E.ServerError() | E.Unexpected():
-                    stats.incr("smp_unexpected")
+                    stats.incr(Stat.SMP_UNEXPECTED)
                     log.debug("SMP server sent something unexpected: %r", ev)
                 case _:
                     assert_never(ev)
         answered = sum(isinstance(ev, E.Subscribed | E.SubscriptionFailed | E.SubscriptionTimedOut) for ev in batch)
         if answered:
-            stats.incr("smp_nsub_answered", answered)
+            stats.incr(Stat.SMP_NSUB_ANSWERED, answered)
             self._answered.set()
         for status, nids in statuses.items():
             stats.incr(_STATUS_COUNTER[status.kind], len(nids))
@@ -417,13 +414,13 @@ class _Link:
         try:
             stored = await pool._store_retry(lambda: pool._store.add_last_notifications(messages))
         except StoreError:
-            stats.incr("ntf_lost_store", len(messages))
+            stats.incr(Stat.NTF_LOST_STORE, len(messages))
             log.error("%d notifications lost: the store stayed unavailable", len(messages))
             return
         for result in stored:
             if result.outcome is NtfOutcome.STORED and result.token is not None:
                 await pool._pusher.send_messages(result.token, result.notifications)  # waits when full
             elif result.outcome is NtfOutcome.NO_SUBSCRIPTION:
-                stats.incr("ntf_received_auth")
+                stats.incr(Stat.NTF_RECEIVED_AUTH)
             else:
-                stats.incr("ntf_received_inactive")
+                stats.incr(Stat.NTF_RECEIVED_INACTIVE)

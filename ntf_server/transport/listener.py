@@ -21,7 +21,7 @@ from ntf_server.logsummary import CountedLog
 from ntf_server.protocol.ntf_handshake import NtfHandshakeFailed
 from ntf_server.protocol.transport import NTF_BLOCK_SIZE
 from ntf_server.ratelimit import address_key
-from ntf_server.stats import Stats
+from ntf_server.stats import Stat, Stats
 from ntf_server.transport.admission import Admission, Caps
 from ntf_server.transport.blocks import ConnectionClosed
 from ntf_server.transport.memory import MemoryReturner
@@ -102,12 +102,12 @@ class NtfListener:
     def _admit(self, conn: TlsConnection) -> bool:
         refusal = self._admission.admit(address_key(conn.peer))
         if refusal is not None:
-            self._stats.incr("conn_refused")
-            self._stats.incr(f"conn_refused_{refusal.value}")
+            self._stats.incr(Stat.CONN_REFUSED)
+            self._stats.incr(Stat(f"conn_refused_{refusal.value}"))
             return False
         self._conns[conn] = None
         self._handshaking.add(conn)
-        self._stats.incr("conn_accepted")
+        self._stats.incr(Stat.CONN_ACCEPTED)
         self._memory.connection_started()
         return True
 
@@ -124,9 +124,9 @@ class NtfListener:
         handshaking = conn in self._handshaking
         self._handshaking.discard(conn)
         self._admission.release(address_key(conn.peer), handshaking=handshaking)
-        self._stats.incr("conn_closed")
+        self._stats.incr(Stat.CONN_CLOSED)
         if not conn.opened:
-            self._stats.incr("conn_tls_failed")
+            self._stats.incr(Stat.CONN_TLS_FAILED)
             log.debug("%s", conn.error or "closed during the TLS handshake")
         if task is None:
             self._memory.connection_ended()
@@ -142,7 +142,7 @@ class NtfListener:
             ntf = NtfConnection(conn, params, dh, self._handlers, self._stats, lim.idle_timeout_s or None, quota)
             await ntf.run()
         except NtfHandshakeFailed as e:  # not our client: closed without an error block
-            self._stats.incr("conn_handshake_failed")
+            self._stats.incr(Stat.CONN_HANDSHAKE_FAILED)
             self.handshake_failures.event(str(e))  # a flood of bad hellos is one line a minute
         except (ConnectionClosed, TimeoutError):
             pass  # the client went away or stalled: an ordinary end, counted when the socket closes

@@ -34,7 +34,7 @@ from ntf_server.protocol.transport import (
     encode_transmission,
     parse_block,
 )
-from ntf_server.stats import Stats
+from ntf_server.stats import Stat, Stats
 from ntf_server.transport.blocks import Blocks, ConnectionClosed
 from ntf_server.transport.quota import ConnectionQuota
 from ntf_server.transport.spsc import SpscQueue
@@ -126,10 +126,10 @@ class NtfConnection:
             try:
                 items = parse_block(self._params, decode_block(block, self._stream.block_size))
             except CodecError:
-                self._stats.incr("blocks_bad")
+                self._stats.incr(Stat.BLOCKS_BAD)
                 await self._in.put([P.NtfReject(b"", b"", BLOCK)])
                 continue
-            self._stats.incr("req_received", len(items))
+            self._stats.incr(Stat.REQ_RECEIVED, len(items))
             await self._in.put([P.decode_request(self._params, i) for i in items])
 
     async def _process(self) -> None:
@@ -137,7 +137,7 @@ class NtfConnection:
             batch = await self._in.get()
             rejects = [Reply(r.corr_id, r.entity_id, P.Err(r.error)) for r in batch if isinstance(r, P.NtfReject)]
             if rejects:
-                self._stats.incr("req_rejected", len(rejects))
+                self._stats.incr(Stat.REQ_REJECTED, len(rejects))
                 await self._out.put(rejects)
             replies = [await self._answer(r) for r in batch if isinstance(r, P.NtfRequest)]
             if replies:

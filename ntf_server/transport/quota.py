@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from ntf_server.logsummary import CountedLog
 from ntf_server.ratelimit import AddressTable, Rate, RegistrationQuota, Verdict, address_key
-from ntf_server.stats import Stats
+from ntf_server.stats import Stat, Stats
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class RegistrationLimits:
         return ConnectionQuota(self, RegistrationQuota(self._per_connection, self._table, address_key(host)))
 
     def _refused(self, verdict: Verdict) -> None:
-        self._stats.incr("req_quota_exceeded")
+        self._stats.incr(Stat.REQ_QUOTA_EXCEEDED)
         log.debug("registration refused: over the per-%s limit", verdict.value)
         self.refusals.event(f"per-{verdict.value} limit")
 

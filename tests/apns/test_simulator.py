@@ -87,6 +87,9 @@ async def test_accepted_push_is_recorded_with_its_headers(
         ({"apns-push-type": "voip"}, b"{}", "", 400, "BadTopic"),
         ({"apns-collapse-id": "c" * 65}, b"{}", "", 400, "BadCollapseId"),
         ({"apns-id": "nope"}, b"{}", "", 400, "BadMessageId"),
+        ({"apns-id": "0A0B0C0D-0000-4000-8000-000000000001"}, b"{}", "", 400, "BadMessageId"),  # lowercase only
+        ({"apns-push-type": "liveactivity"}, b"{}", "", 400, "BadTopic"),  # needs .push-type.liveactivity
+        ({"apns-push-type": "widgets", "apns-topic": TOPIC + ".push-type.widgets"}, b"", "", 400, "PayloadEmpty"),
         ({"apns-expiration": "soon"}, b"{}", "", 400, "BadExpirationDate"),
         ({"apns-priority": "7"}, b"{}", "", 400, "BadPriority"),
         ({"apns-push-type": "background"}, b"{}", "", 400, "BadPriority"),  # default 10 is an error
@@ -130,6 +133,7 @@ async def test_provider_token_checks(http: httpx.AsyncClient, key: ProviderKey) 
         (_jwt(key, now, kid="UNKNOWNKID"), "InvalidProviderToken"),
         (_jwt(key, now, iss="OTHERTEAM0"), "InvalidProviderToken"),
         (_jwt(key, now - 3601), "ExpiredProviderToken"),
+        (_jwt(key, now + 3601), "InvalidProviderToken"),  # iat more than an hour ahead
     ]
     for token, reason in cases:
         hdrs = _headers(key, authorization="bearer " + token)

@@ -39,8 +39,7 @@ from fleet import Child, cpu_of, emit, load, make_tokens, peak_rss_bytes, start_
 from apns.client import ApnsClient, App
 from apns.jwt import ProviderKey, generate_test_key
 from apns.pool import Endpoint
-from apns.sim_rules import SimulatorKey
-from apns.simulator import ApnsSimulator
+from apns.simulator import ApnsSimulator, SimulatorKey
 from ntf_server.protocol import crypto, smp as S
 from ntf_server.protocol.encoding import b64u_decode
 from ntf_server.push.apns_sender import ApnsSender

@@ -108,7 +108,7 @@ async def test_import_keeps_everything_and_a_rerun_changes_nothing(
     assert len(counts.token_statuses) == 10 and len(counts.sub_statuses) == len(SubStatusKind)
 
     store = await open_store(cfg)
-    aliases = SubIdAliases.from_url(cfg.redis_url(), cfg.redis.key_prefix)
+    aliases = SubIdAliases(store.client, store.prefix)
     await aliases.load()
     try:
         stored = await store.counts()
@@ -142,7 +142,6 @@ async def test_import_keeps_everything_and_a_rerun_changes_nothing(
         await check_indexes(cfg, big, valid, {s.token_id for s in kept})
         await check_last_notifications(store, big, kept, servers)
     finally:
-        await aliases.close()
         await store.close()
 
     before = await fingerprint(cfg.redis_url(), cfg.redis.key_prefix)

@@ -10,6 +10,7 @@ from store_helpers import check_invariants, notifier_key, server, token
 
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.store.base import NewNotification, NtfOutcome, StoreCounts, SubCreate
+from ntf_server.store.codec import DUMMY_SUB_ID, DUMMY_TOKEN_ID
 from ntf_server.store.records import (
     RESUBSCRIBE_KINDS,
     SUB_ACTIVE,
@@ -21,7 +22,7 @@ from ntf_server.store.records import (
     SubStatusKind,
     TokenRecord,
 )
-from ntf_server.store.redis import DUMMY_SUB_ID, DUMMY_TOKEN_ID, RedisStore
+from ntf_server.store.redis import RedisStore
 
 
 async def active_token(store: RedisStore) -> TokenRecord:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import secrets
 
-import redis.asyncio
 from store_helpers import NOW, notifier_key, server, token
 
 from ntf_server.store.atrest import AtRest
@@ -17,7 +16,7 @@ from ntf_server.store.sub_aliases import SubIdAliases
 
 async def test_an_imported_id_resolves_to_ours_and_other_ids_pass_through(
         store: RedisStore, redis_url: str, store_key: bytes) -> None:
-    aliases = SubIdAliases.from_url(redis_url, store.prefix)
+    aliases = SubIdAliases(store.client, store.prefix)
     await aliases.load()
     unknown = secrets.token_bytes(24)
     assert await aliases.resolve(unknown) == unknown and "off" in repr(aliases)  # no import: no lookup
@@ -25,8 +24,7 @@ async def test_an_imported_id_resolves_to_ours_and_other_ids_pass_through(
     t = token(status=TOKEN_ACTIVE)
     old_id = secrets.token_bytes(24)
     sub = SubscriptionRecord(old_id, t.token_id, server(), secrets.token_bytes(24), notifier_key(), SUB_ACTIVE)
-    client = redis.asyncio.Redis.from_url(redis_url)
-    importer = StoreImporter(client, AtRest(store_key), store.prefix, store.buckets)
+    importer = StoreImporter(store.client, AtRest(store_key), store.prefix, store.buckets)
     [res] = await importer.write([ImportedToken(t, [sub], [], None)], NOW)
     assert res.outcome is TokenImport.WRITTEN and res.subscriptions_written == 1
 
@@ -38,5 +36,3 @@ async def test_an_imported_id_resolves_to_ours_and_other_ids_pass_through(
                                                                                       SUB_ACTIVE)
     [again] = await importer.write([ImportedToken(t, [sub], [], None)], NOW)
     assert again.outcome is TokenImport.ALREADY_THERE
-    await aliases.close()
-    await client.aclose()

@@ -1,30 +1,37 @@
 """Apple's request rules as the simulator enforces them (spec apns.md A.2, A.3, A.5, D).
 
 `RequestChecker.check()` is pure apart from a cache of verified JWTs: it takes the decoded header list,
-the body and the connection's auth state and returns a `Verdict` -- 200, or Apple's status and exact reason
-string. Checks run in the order a request is parsed: method, path, duplicate headers, provider token,
-topic, push type, priority, ids, body.
+the body size and the connection's auth state and returns a `Verdict` -- 200, or Apple's status and exact
+reason string. Checks run in the order a request is parsed: duplicate headers, method, path, provider
+token, topic, push type, priority, ids, body. Every limit comes from `limits.py` (Apple's documentation),
+never from the client's constants, so a client with a wrong limit is caught here.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
 import jwt as pyjwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from apns.jwt import MAX_TOKEN_AGE_S, MIN_REFRESH_INTERVAL_S, ProviderKey
-from apns.payload import MAX_COLLAPSE_ID_BYTES, PushType, max_payload_bytes
+from apns.simulator import limits as apple
 
-_PUSH_TYPES: Final = {t.value: t for t in PushType}
-_HEX: Final = frozenset(b"0123456789abcdefABCDEF")
-_PATH_PREFIX: Final = b"/3/device/"
 _JWT_CACHE_MAX: Final = 4096
+_PRIORITY_VALUES: Final = frozenset(str(p).encode() for p in apple.PRIORITIES)  # exactly "1", "5", "10"
+
+
+class ProviderKeyLike(Protocol):
+    """What `SimulatorKey.from_provider_key` reads (`apns.jwt.ProviderKey` fits; the client is not imported)."""
+
+    @property
+    def key_id(self) -> str: ...
+    @property
+    def team_id(self) -> str: ...
+    def public_key_pem(self) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -37,7 +44,7 @@ class SimulatorKey:
     topics: frozenset[str] | None = None
 
     @classmethod
-    def from_provider_key(cls, key: ProviderKey, topics: frozenset[str] | None = None) -> SimulatorKey:
+    def from_provider_key(cls, key: ProviderKeyLike, topics: frozenset[str] | None = None) -> SimulatorKey:
         return cls(key.key_id, key.team_id, key.public_key_pem(), topics)
 
 
@@ -56,7 +63,7 @@ class Verdict:
     reason: str | None = None
     token: str = ""
     topic: str = ""
-    push_type: PushType | None = None
+    push_type: str | None = None  # an apns-push-type value (limits.PUSH_TYPES)
     priority: int | None = None
     expiration: int | None = None
     collapse_id: str | None = None
@@ -93,15 +100,15 @@ class RequestChecker:
             if name in h:
                 return Verdict(400, "DuplicateHeaders")
             h[name] = value
-        if h.get(b":method") != b"POST":
+        if h.get(b":method") != apple.METHOD:
             return Verdict(405, "MethodNotAllowed")
         path = h.get(b":path", b"")
-        if not path.startswith(_PATH_PREFIX):
+        if not path.startswith(apple.PATH_PREFIX):
             return Verdict(404, "BadPath")
-        raw_token = path[len(_PATH_PREFIX) :]
+        raw_token = path[len(apple.PATH_PREFIX) :]
         if not raw_token:
             return Verdict(400, "MissingDeviceToken")
-        if len(raw_token) % 2 or not set(raw_token) <= _HEX:
+        if not apple.is_device_token(raw_token):
             return Verdict(400, "BadDeviceToken")
         token = raw_token.decode().lower()
         key = self._check_auth(h.get(b"authorization"), auth)
@@ -114,32 +121,32 @@ class RequestChecker:
         if not topic_b:
             return Verdict(400, "MissingTopic")
         topic = topic_b.decode(errors="replace")
-        if key.topics is not None and _base_topic(topic) not in key.topics:
+        if key.topics is not None and apple.bare_topic(topic) not in key.topics:
             return Verdict(400, "TopicDisallowed")
-        type_b = h.get(b"apns-push-type")
-        push_type = _PUSH_TYPES.get(type_b.decode(errors="replace")) if type_b is not None else None
-        if (type_b is not None and push_type is None) or (type_b is None and self._require_push_type):
+        push_type = _text(h.get(b"apns-push-type"))
+        if push_type not in apple.PUSH_TYPES and (push_type is not None or self._require_push_type):
             return Verdict(400, "InvalidPushType")
-        if push_type is PushType.VOIP and not topic.endswith(".voip"):
+        if push_type is not None and not apple.topic_fits_push_type(topic, push_type):
             return Verdict(400, "BadTopic")
-        prio_b = h.get(b"apns-priority", b"10")
-        if prio_b not in (b"1", b"5", b"10"):
+        prio_b = h.get(b"apns-priority", str(apple.DEFAULT_PRIORITY).encode())
+        if prio_b not in _PRIORITY_VALUES:
             return Verdict(400, "BadPriority")
         priority = int(prio_b)
-        if push_type is PushType.BACKGROUND and priority != 5:
-            return Verdict(400, "BadPriority")  # Apple: "Using priority 10 is an error"
+        required = apple.REQUIRED_PRIORITY.get(push_type or "")
+        if required is not None and priority != required:
+            return Verdict(400, "BadPriority")  # background: "Using priority 10 is an error"
         apns_id = _text(h.get(b"apns-id"))
-        if apns_id is not None and not is_uuid(apns_id):
+        if apns_id is not None and not apple.is_apns_id(apns_id):
             return Verdict(400, "BadMessageId")
         exp_b = h.get(b"apns-expiration")
         if exp_b is not None and not exp_b.isdigit():
             return Verdict(400, "BadExpirationDate")
         collapse = h.get(b"apns-collapse-id")
-        if collapse is not None and len(collapse) > MAX_COLLAPSE_ID_BYTES:
+        if collapse is not None and len(collapse) > apple.COLLAPSE_ID_MAX_BYTES:
             return Verdict(400, "BadCollapseId")
         if body_len == 0:
             return Verdict(400, "PayloadEmpty")
-        if body_len > max_payload_bytes(push_type or PushType.ALERT):
+        if body_len > apple.max_payload_bytes(push_type):
             return Verdict(413, "PayloadTooLarge")
         bound = self.token_topics.get(token)
         if bound is not None and bound != topic:
@@ -166,14 +173,14 @@ class RequestChecker:
         if isinstance(parsed, str):
             return Verdict(403, parsed)
         now = self._clock()
-        if now - parsed.iat > MAX_TOKEN_AGE_S:
+        if now - parsed.iat > apple.TOKEN_MAX_AGE_S:
             return Verdict(403, "ExpiredProviderToken")
-        if parsed.iat - now > MAX_TOKEN_AGE_S:
+        if parsed.iat - now > apple.TOKEN_MAX_FUTURE_S:
             return Verdict(403, "InvalidProviderToken")  # iat from the future
         if auth.team_id is not None and auth.team_id != parsed.key.team_id:
             return Verdict(403, "UnrelatedKeyIdInToken")  # one developer account per connection
         new_token = auth.token is not None and raw != auth.token
-        if new_token and parsed.iat - auth.token_iat < MIN_REFRESH_INTERVAL_S:
+        if new_token and parsed.iat - auth.token_iat < apple.TOKEN_MIN_REFRESH_S:
             return Verdict(429, "TooManyProviderTokenUpdates")
         auth.team_id = parsed.key.team_id
         auth.token, auth.token_iat = raw, parsed.iat
@@ -188,18 +195,19 @@ class RequestChecker:
         try:
             header = pyjwt.get_unverified_header(raw)
             kid = header.get("kid")
-            key = self._keys.get(kid) if isinstance(kid, str) else None
-            if header.get("alg") != "ES256" or key is None:
+            key = self._keys.get(kid) if apple.is_key_or_team_id(kid, apple.KEY_ID_LEN) else None
+            if header.get("alg") != apple.JWT_ALG or key is None:
                 result = "InvalidProviderToken"
             else:
                 claims = pyjwt.decode(
                     raw,
                     self._pub[key.key_id],
-                    algorithms=["ES256"],
+                    algorithms=[apple.JWT_ALG],
                     options={"verify_iat": False, "require": ["iss", "iat"]},
                 )
                 iat = claims.get("iat")
-                if claims.get("iss") == key.team_id and isinstance(iat, int):
+                iss = claims.get("iss")
+                if iss == key.team_id and apple.is_key_or_team_id(iss, apple.TEAM_ID_LEN) and isinstance(iat, int):
                     result = _Jwt(key, iat)
                 else:
                     result = "InvalidProviderToken"
@@ -211,22 +219,5 @@ class RequestChecker:
         return result
 
 
-def _base_topic(topic: str) -> str:
-    """Bundle id without Apple's push-type suffixes (.voip, .complication, ...)."""
-    for suffix in (".voip", ".complication", ".voip-ptt", ".location-query", ".pushkit.fileprovider"):
-        if topic.endswith(suffix):
-            return topic[: -len(suffix)]
-    if ".push-type." in topic:
-        return topic.split(".push-type.", maxsplit=1)[0]
-    return topic
-
-
 def _text(value: bytes | None) -> str | None:
     return value.decode(errors="replace") if value is not None else None
-
-
-def is_uuid(value: str) -> bool:
-    try:
-        return str(uuid.UUID(value)) == value.lower() and len(value) == 36
-    except ValueError:
-        return False

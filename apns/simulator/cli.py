@@ -11,7 +11,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from apns.simulator import ApnsSimulator, SimulatorKey
+from apns.simulator.rules import SimulatorKey
+from apns.simulator.server import ApnsSimulator
 
 
 def _load_keys(args: argparse.Namespace) -> list[SimulatorKey]:

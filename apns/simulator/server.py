@@ -10,13 +10,13 @@ Per connection it advertises SETTINGS_MAX_CONCURRENT_STREAMS = 1 until the first
 "only one stream until you post a request with a valid authentication token"), then `max_streams`; it
 drops back to 1 after a rejected push (4xx except 410, which Apple does not count as an error) and
 restores it after the next accepted one. Replies carry `apns-id` (echoed or generated) and Apple's exact
-reason strings (rules in sim_rules.py). `faults` injects failures: dead tokens (410 Unregistered with a
-timestamp), random 429/500/503, GOAWAY after N streams (streams above last-stream-id are neither processed
-nor recorded, as on APNs), response delays, and `stall()`: a network black hole (bytes both ways are
-dropped, so no replies and no PING answers; when it ends, the connections it swallowed are cut, as after a
-real outage).
+reason strings (rules in rules.py, Apple's limits in limits.py). `faults` injects failures: dead
+tokens (410 Unregistered with a timestamp), random 429/500/503, GOAWAY after N streams (streams above
+last-stream-id are neither processed nor recorded, as on APNs), response delays, and `stall()`: a network
+black hole (bytes both ways are dropped, so no replies and no PING answers; when it ends, the connections
+it swallowed are cut, as after a real outage).
 
-Run standalone: `python -m apns.simulator --help` (apns/sim_cli.py).
+Run standalone: `python -m apns.simulator --help` (cli.py).
 """
 
 from __future__ import annotations
@@ -30,14 +30,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from apns.pool import Endpoint
-from apns.sim_conn import Request, SimConnection
-from apns.sim_rules import AuthState, RequestChecker, SimulatorKey, Verdict
-from apns.sim_tls import generate_certificates
-
-_RETRY_REASONS: Final = {429: "TooManyRequests", 500: "InternalServerError", 503: "ServiceUnavailable"}
+from apns.simulator.conn import Request, SimConnection
+from apns.simulator.limits import RETRY_REASONS
+from apns.simulator.rules import AuthState, RequestChecker, SimulatorKey, Verdict
+from apns.simulator.tls import generate_certificates
 
 __all__ = ["ApnsSimulator", "Faults", "RecordedPush", "SimulatorKey"]
 
@@ -204,7 +203,7 @@ class ApnsSimulator:
         push = RecordedPush(
             verdict.token,
             verdict.topic,
-            verdict.push_type.value if verdict.push_type else None,
+            verdict.push_type,
             verdict.priority,
             verdict.expiration,
             verdict.collapse_id,
@@ -224,14 +223,9 @@ class ApnsSimulator:
             return Verdict(410, "Unregistered", verdict.token)
         for status, rate in self.faults.error_rates.items():
             if rate and self._rng.random() < rate:
-                return Verdict(status, _RETRY_REASONS.get(status, "InternalServerError"), verdict.token)
+                return Verdict(status, RETRY_REASONS.get(status, "InternalServerError"), verdict.token)
         return verdict
 
     def __repr__(self) -> str:
         return f"<ApnsSimulator port={self._port} {len(self.conns)} connections, {self.accepted} accepted>"
 
-
-if __name__ == "__main__":  # python -m apns.simulator
-    from apns.sim_cli import main
-
-    main()

@@ -1,4 +1,9 @@
-"""The simulator's side of one HTTP/2 connection (see simulator.py for the behaviour it implements)."""
+"""The simulator's side of one HTTP/2 connection (see server.py for the behaviour it implements).
+
+A connection needs a few things from the simulator that owns it (verdicts, recording, faults, counters);
+they are named by the `Owner` protocol below, so this module imports nothing from server.py and the
+import order stays one-way: limits <- rules <- conn <- server.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import asyncio
 import json
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 import h2.config
 import h2.connection
@@ -16,10 +21,8 @@ import h2.exceptions
 import h2.settings
 
 from apns.headers import BlockEncoder, status_field, unindexed_field
-from apns.sim_rules import AuthState, Verdict, is_uuid
-
-if TYPE_CHECKING:
-    from apns.simulator import ApnsSimulator
+from apns.simulator.limits import is_apns_id
+from apns.simulator.rules import AuthState, Verdict
 
 _MAX_BODY_KEEP: Final = 16384  # enough to say "413"; never buffer a hostile upload
 _STATUS_ONLY: Final = [(b":status", b"200")]  # h2 only inspects the list; the block is prepared apart
@@ -32,10 +35,35 @@ class Request:
     size: int = 0
 
 
+class FaultSettings(Protocol):
+    goaway_after_streams: int | None
+    goaway_reason: str
+    response_delay_s: float
+    unregistered: dict[str, int]
+
+
+class Owner(Protocol):
+    """The simulator as its connections see it (`server.ApnsSimulator`)."""
+
+    conns: set[SimConnection]
+    connections_accepted: int
+    peak_streams: int
+    replies: dict[str, int]
+    stalled: bool
+    max_streams: int
+    connection_window: int
+    development: bool
+
+    @property
+    def faults(self) -> FaultSettings: ...
+    def decide(self, req: Request, auth: AuthState) -> Verdict: ...
+    def record_push(self, verdict: Verdict, apns_id: str, body: bytes) -> None: ...
+
+
 class SimConnection(asyncio.Protocol):
     """One client connection: h2 in, Apple's verdicts and stream-limit behaviour out."""
 
-    def __init__(self, sim: ApnsSimulator) -> None:
+    def __init__(self, sim: Owner) -> None:
         self.sim = sim
         cfg = h2.config.H2Configuration(
             client_side=False, header_encoding=None, validate_outbound_headers=False, normalize_outbound_headers=False
@@ -120,7 +148,7 @@ class SimConnection(asyncio.Protocol):
             return  # beyond the GOAWAY point: never processed, never answered (the client retries elsewhere)
         verdict = self.sim.decide(req, self.auth)
         sent_id = _header(req.headers, b"apns-id")
-        apns_id = sent_id if sent_id is not None and is_uuid(sent_id) else str(uuid.uuid4())
+        apns_id = sent_id if sent_id is not None and is_apns_id(sent_id) else str(uuid.uuid4())
         if verdict.status == 200:
             self.sim.record_push(verdict, apns_id, bytes(req.body))
         key = verdict.reason or "OK"

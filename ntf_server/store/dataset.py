@@ -1,0 +1,141 @@
+"""The data set as a whole: the connection every entity store shares, and what belongs to no one entity —
+the metadata (`P meta`), the stand-in records (`P dummy:t`, `P dummy`), the figures (`counts`) and advice
+on the Redis configuration.
+
+Every Redis call of the entity stores (tokens.py, servers.py, subscriptions.py, notifications.py) goes
+through `DataSet.run` (a script of scripts.py), `call` (one command) or `pipeline` (reads or queued
+scripts in one round trip), so each passes the health switch (store/health.py) and has its errors
+translated in one place.
+
+`P meta` holds `buckets` (subscription buckets per SMP server, fixed when the data set is created) and
+`keycheck` (a keyed hash telling whether the configured store key is the one the data set was written
+with). `keys` is replaced once, at connect, when the data set uses another bucket count than asked for
+by default; the entity stores read it through this object, so all of them see the change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from redis import exceptions as rex
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
+
+from ntf_server.protocol.encoding import enc_smp_server
+from ntf_server.store import scripts
+from ntf_server.store.atrest import AtRest
+from ntf_server.store.base import StoreCounts
+from ntf_server.store.codec import DUMMY_NOTIFIER, DUMMY_SERVER, DUMMY_SUB_ID, DUMMY_TOKEN, DUMMY_TOKEN_ID, TokenCodec
+from ntf_server.store.errors import StoreError
+from ntf_server.store.health import StoreHealth
+from ntf_server.store.keys import HASH_MAX_LISTPACK_VALUE, R_BYTES, Keys, PackedSub, pack_sub, seal_notifier
+from ntf_server.store.records import TOKEN_ACTIVE
+
+
+def _text(v: bytes | str) -> str:
+    return v.decode(errors="replace") if isinstance(v, bytes) else v
+
+
+class DataSet:
+    def __init__(self, client: Redis, atrest: AtRest, keys: Keys) -> None:
+        self.r = client
+        self.a = atrest
+        self.keys = keys
+        self.health = StoreHealth()
+        self._scripts = {
+            name: client.register_script(getattr(scripts, name))
+            for name in dir(scripts)
+            if name.isupper() and not name.startswith("_")
+        }
+
+    def __repr__(self) -> str:
+        return f"<DataSet prefix={self.keys.prefix!r} buckets={self.keys.buckets} {self.health!r}>"
+
+    # ------------------------------------------------------------------ calls
+
+    def _argv(self, args: tuple[Any, ...]) -> list[Any]:
+        return [self.keys.prefix, self.keys.buckets, *args]  # every script starts so (scripts.py)
+
+    async def run(self, name: str, *args: Any) -> Any:
+        """One Lua script of scripts.py, atomically."""
+        with self.health.guard():
+            return await self._scripts[name](keys=[], args=self._argv(args))
+
+    async def queue(self, pipe: Pipeline, name: str, *args: Any) -> None:
+        """Queue a script in `pipe`; its reply comes with the pipeline's."""
+        script: AsyncScript = self._scripts[name]
+        await script(keys=[], args=self._argv(args), client=pipe)
+
+    async def call(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """One command. redis-py types replies as unions of bytes/str; this store always uses bytes replies."""
+        with self.health.guard():
+            return await fn(*args)
+
+    @asynccontextmanager
+    async def pipeline(self) -> AsyncIterator[Pipeline]:
+        """A non-transactional pipeline: one round trip (atomicity, where needed, is the scripts')."""
+        with self.health.guard():
+            async with self.r.pipeline(transaction=False) as pipe:
+                yield pipe
+
+    # ------------------------------------------------------------------ the data set
+
+    async def check_meta(self, requested_buckets: int | None) -> None:
+        """Adopt the data set's bucket count; refuse another explicit one or another store key."""
+        check = self.a.index(b"store key check").hex()
+        meta = self.keys.g("meta")
+        with self.health.guard():
+            await self.r.hsetnx(meta, "buckets", self.keys.buckets)
+            await self.r.hsetnx(meta, "keycheck", check)
+            vals: Any = await self.r.hmget(meta, ["buckets", "keycheck"])
+        buckets, stored_check = vals
+        if requested_buckets is not None and int(buckets) != requested_buckets:
+            raise StoreError(f"data set uses {int(buckets)} buckets per server, configured {requested_buckets}")
+        self.keys = Keys(self.keys.prefix, int(buckets))
+        if stored_check.decode() != check:
+            raise StoreError("the store key does not match the one this data set was written with")
+
+    async def write_dummies(self) -> None:
+        """Store the stand-in records once per data set (HSETNX: concurrent instances agree, and a field
+        written by either decrypts, as both use the same store key)."""
+        token = TokenCodec(self.a).encode(DUMMY_TOKEN)
+        sealed = seal_notifier(self.a, DUMMY_SUB_ID[:R_BYTES], *DUMMY_NOTIFIER)
+        sub = pack_sub(PackedSub(DUMMY_TOKEN_ID, False, TOKEN_ACTIVE.to_text(), sealed))
+        async with self.pipeline() as pipe:
+            for i in range(0, len(token), 2):
+                pipe.hsetnx(self.keys.g("dummy:t"), str(token[i]), token[i + 1])
+            pipe.hsetnx(self.keys.g("dummy"), "sub", sub)
+            pipe.hsetnx(self.keys.g("dummy"), "addr", enc_smp_server(DUMMY_SERVER))
+            await pipe.execute()
+
+    async def counts(self) -> StoreCounts:
+        async with self.pipeline() as pipe:
+            pipe.zcard(self.keys.g("used"))
+            pipe.get(self.keys.g("n:sub"))
+            pipe.get(self.keys.g("n:ln"))
+            pipe.hgetall(self.keys.g("srv:count"))
+            tokens, subs, lns, per_server = await pipe.execute()
+        servers = sum(1 for c in per_server.values() if int(c) > 0)
+        return StoreCounts(int(tokens), int(subs or 0), int(lns or 0), servers)
+
+    async def config_advice(self) -> list[str]:
+        """Redis settings that would cost memory or durability with this schema (for a start-up log);
+        empty when all is well or when CONFIG is not available (managed Redis)."""
+        try:
+            cfg: Any = await self.r.config_get("*")
+        except rex.RedisError:
+            return []
+        text = {_text(k): _text(v) for k, v in cfg.items()}  # redis-py already decodes some replies
+        get = text.get
+        advice = []
+        if int(get("hash-max-listpack-value") or get("hash-max-ziplist-value") or 0) < HASH_MAX_LISTPACK_VALUE:
+            advice.append(
+                f"set hash-max-listpack-value {HASH_MAX_LISTPACK_VALUE} in redis.conf: subscription buckets "
+                "otherwise use ~20% more memory"
+            )
+        if get("appendonly") != "yes":
+            advice.append("appendonly is off: a Redis restart loses what was written since the last snapshot")
+        return advice

@@ -1,0 +1,47 @@
+"""The push policy in Redis (key ``<prefix>policy``): one JSON document, shared by every instance.
+
+Written only by the admin API (``put``); read by the push service. A missing key means "the config file's
+``[push]`` settings", so a fresh data set needs no write. The stored document was validated when written,
+and is validated again when read: a hand-edited key that no longer parses is reported, not used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from redis.asyncio import Redis
+
+from ntf_server.push.policy import PolicyError, PolicySettings
+
+log = logging.getLogger(__name__)
+
+
+class PolicyStore:
+    def __init__(self, client: Redis, prefix: str) -> None:
+        self._r = client
+        self.key = f"{prefix}policy"
+
+    def __repr__(self) -> str:
+        return f"<PolicyStore {self.key}>"
+
+    async def get(self) -> PolicySettings | None:
+        """The stored settings, or None when none were ever set (or the stored ones are unusable)."""
+        raw = await self._r.get(self.key)
+        return None if raw is None else self._parse(raw)
+
+    async def put(self, settings: PolicySettings) -> PolicySettings | None:
+        """Store ``settings`` (atomically replacing the old document); returns the previous settings."""
+        old = await self._r.set(self.key, json.dumps(settings.to_json(), sort_keys=True), get=True)
+        return self._parse(old) if isinstance(old, bytes | str) else None
+
+    async def clear(self) -> None:
+        """Back to the config file's settings."""
+        await self._r.delete(self.key)
+
+    def _parse(self, raw: bytes | str) -> PolicySettings | None:
+        try:
+            return PolicySettings.from_json(json.loads(raw))
+        except (PolicyError, ValueError) as e:
+            log.error("stored push policy %s is unusable (%s); using the config file's [push] settings", self.key, e)
+            return None

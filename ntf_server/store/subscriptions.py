@@ -1,0 +1,185 @@
+"""Subscriptions: `SNEW`/`SCHK`/`SDEL` (spec §4.3–4.4), status changes from SMP answers (§4.6), paging
+one SMP server's subscriptions for resubscription.
+
+Keys (keys.py, which also has the record and id layouts): `P s:<server number>:<bucket>` (hash: r ->
+packed record), `P t{T}:subs` (hash: sub id -> server number, the token's subscriptions, for cascades),
+and the counters `P n:sub` and `P srv:count` (per server), kept by the scripts. There is no key per
+subscription and no separate (server, notifier id) index: r = HMAC(server, notifier id) is both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Collection, Sequence
+from typing import Final
+
+from ntf_server.protocol.encoding import SMPServer, enc_smp_server
+from ntf_server.store.base import SubCreate
+from ntf_server.store.codec import DUMMY_SERVER, DUMMY_SUB_ID, TokenCodec
+from ntf_server.store.dataset import DataSet
+from ntf_server.store.errors import StoreError
+from ntf_server.store.keys import (
+    SUB_ID_BYTES,
+    PackedSub,
+    decode_sub,
+    make_sub_id,
+    pack_sub,
+    parse_sub_id,
+    seal_notifier,
+    sub_r,
+)
+from ntf_server.store.records import SUB_NEW, SubscriptionRecord, SubStatus, SubStatusKind, TokenRecord
+from ntf_server.store.servers import ServerRegistry
+
+_PAGE_BUCKETS: Final = 64  # buckets fetched per pipeline while paging one SMP server
+_STATUS_BATCH: Final = 1000
+
+
+class RedisSubscriptions:
+    def __init__(self, data: DataSet, servers: ServerRegistry, tokens: TokenCodec) -> None:
+        self._d = data
+        self._servers = servers
+        self._tokens = tokens  # the verification lookups answer the token too
+
+    def __repr__(self) -> str:
+        return f"<RedisSubscriptions prefix={self._d.keys.prefix!r}>"
+
+    def _decode(self, sid: bytes, server: SMPServer, value: bytes) -> SubscriptionRecord:
+        return decode_sub(self._d.a, sid, server, value)
+
+    def _found_or_dummy(self, sid: bytes, server: SMPServer, found: bool, value: bytes) -> SubscriptionRecord | None:
+        if found:
+            return self._decode(sid, server, value)
+        if value:
+            self._decode(DUMMY_SUB_ID, DUMMY_SERVER, value)  # the work a real record costs; result unused
+        return None
+
+    async def create_subscription(
+        self, token_id: bytes, server: SMPServer, notifier_id: bytes, notifier_key: bytes
+    ) -> tuple[SubCreate, SubscriptionRecord | None]:
+        """`SNEW` (spec §4.4): a new subscription in status NEW, or — same token and same key — the
+        existing one (idempotent retry). Another token or another key: CONFLICT (answer AUTH)."""
+        if not 0 < len(notifier_id) <= 255:
+            raise StoreError("notifier id must be 1..255 bytes")
+        server = server.normalized()
+        srv = await self._servers.number(server, create=True)
+        assert srv is not None
+        r = sub_r(self._d.a, server, notifier_id)
+        sid = make_sub_id(self._d.a, r, srv)
+        sealed = seal_notifier(self._d.a, r, notifier_id, notifier_key)
+        value = pack_sub(PackedSub(token_id, False, SUB_NEW.to_text(), sealed))
+        res = await self._d.run("CREATE_SUB", token_id, sid, srv, value)
+        if res[0] == b"NOTOKEN":
+            return SubCreate.NO_TOKEN, None
+        if res[0] == b"CREATED":
+            return SubCreate.CREATED, SubscriptionRecord(sid, token_id, server, notifier_id, notifier_key, SUB_NEW)
+        existing = self._decode(sid, server, res[1])
+        if existing.token_id == token_id and existing.notifier_key == notifier_key:
+            return SubCreate.EXISTS, existing
+        return SubCreate.CONFLICT, None
+
+    async def get_subscription(self, sub_id: bytes) -> SubscriptionRecord | None:
+        r, srv = parse_sub_id(self._d.a, sub_id)
+        server = await self._servers.address(srv) if srv > 0 else None
+        if server is None:
+            return None
+        value = await self._d.call(self._d.r.hget, self._d.keys.sub_bucket(srv, r), r)
+        return self._decode(sub_id, server, value) if value is not None else None
+
+    async def find_subscription(self, server: SMPServer, notifier_id: bytes) -> SubscriptionRecord | None:
+        server = server.normalized()
+        srv = await self._servers.number(server, create=False)
+        if srv is None:
+            return None
+        r = sub_r(self._d.a, server, notifier_id)
+        value = await self._d.call(self._d.r.hget, self._d.keys.sub_bucket(srv, r), r)
+        return self._decode(make_sub_id(self._d.a, r, srv), server, value) if value is not None else None
+
+    async def subscription_and_token(self, sub_id: bytes) -> tuple[SubscriptionRecord | None, TokenRecord | None]:
+        """`SCHK`/`SDEL` verification (spec §4.3): the subscription and its token in one round trip, with the
+        same Redis work, reply shape and decryptions whether or not they exist (STYLE 4). A malformed id is
+        an unknown one."""
+        sid = sub_id if len(sub_id) == SUB_ID_BYTES else DUMMY_SUB_ID
+        r, srv = parse_sub_id(self._d.a, sid)
+        sfound, value, addr, tfound, packed, tid = await self._d.run("LOOKUP_SUB", srv, r, self._tokens.pick(sid))
+        server = self._servers.cached(srv) if sfound else DUMMY_SERVER
+        if server is None:
+            server = self._servers.remember(srv, addr)
+        sub = self._found_or_dummy(sid, server, bool(sfound and sid is sub_id), value)
+        tok = self._tokens.found_or_standin(tfound if sub else 0, packed, tid)
+        return sub, tok
+
+    async def token_and_subscription(
+        self, token_id: bytes, server: SMPServer, notifier_id: bytes
+    ) -> tuple[TokenRecord | None, SubscriptionRecord | None]:
+        """`SNEW` verification (spec §4.3): the token and the subscription of (server, notifier id) in one
+        round trip, with the same work whether or not either exists (STYLE 4)."""
+        server = server.normalized()
+        enc = enc_smp_server(server)
+        r = sub_r(self._d.a, server, notifier_id)
+        pick = self._tokens.pick(token_id)
+        tfound, packed, tid, n, sfound, value = await self._d.run(
+            "LOOKUP_SNEW", token_id, self._servers.index(enc), r, pick
+        )
+        if n:
+            self._servers.learn(enc, server, n)
+        sub = self._found_or_dummy(make_sub_id(self._d.a, r, n), server, bool(sfound), value)
+        return self._tokens.found_or_standin(tfound, packed, tid), sub
+
+    async def delete_subscription(self, sub_id: bytes) -> SubscriptionRecord | None:
+        """`SDEL`: removes the subscription and its last notification; returns what was removed."""
+        _, srv = parse_sub_id(self._d.a, sub_id)
+        server = await self._servers.address(srv) if srv > 0 else None
+        if server is None:
+            return None
+        value = await self._d.run("DELETE_SUB", sub_id, srv)
+        return self._decode(sub_id, server, value) if value else None
+
+    async def set_subscription_statuses(
+        self,
+        server: SMPServer,
+        notifier_ids: Sequence[bytes],
+        status: SubStatus,
+        service_assoc: bool | None = None,
+        only_from: Collection[SubStatusKind] | None = None,
+    ) -> int:
+        """Bulk status change for NSUB results, END/DELD, disconnects (spec §4.6). Returns how many
+        subscriptions changed; unknown ids are skipped. Atomic per batch of 1000."""
+        server = server.normalized()
+        srv = await self._servers.number(server, create=False)
+        if srv is None:
+            return 0
+        assoc = "-" if service_assoc is None else ("1" if service_assoc else "0")
+        kinds = "," + ",".join(k.value for k in only_from) + "," if only_from is not None else ""
+        changed = 0
+        for i in range(0, len(notifier_ids), _STATUS_BATCH):
+            rs = [sub_r(self._d.a, server, nid) for nid in notifier_ids[i : i + _STATUS_BATCH]]
+            changed += int(await self._d.run("SET_SUB_STATUS", srv, status.to_text(), assoc, kinds, *rs))
+        return changed
+
+    async def iter_server_subscriptions(
+        self, server: SMPServer, page_size: int = 900, kinds: Collection[SubStatusKind] | None = None
+    ) -> AsyncIterator[list[SubscriptionRecord]]:
+        """Pages of one SMP server's subscriptions (filtered by status kind), reading `_PAGE_BUCKETS`
+        buckets at a time, so memory stays constant however many there are. A subscription created or
+        deleted while paging may or may not be seen; every one present throughout is seen exactly once."""
+        server = server.normalized()
+        srv = await self._servers.number(server, create=False)
+        if srv is None:
+            return
+        page: list[SubscriptionRecord] = []
+        a, nb = self._d.a, self._d.keys.buckets
+        for start in range(0, nb, _PAGE_BUCKETS):
+            async with self._d.pipeline() as pipe:
+                for b in range(start, min(start + _PAGE_BUCKETS, nb)):
+                    pipe.hgetall(self._d.keys.bucket(srv, b))
+                buckets = await pipe.execute()
+            for h in buckets:
+                for r, value in h.items():
+                    rec = decode_sub(a, make_sub_id(a, r, srv), server, value)
+                    if kinds is None or rec.status.kind in kinds:
+                        page.append(rec)
+            while len(page) >= page_size:
+                yield page[:page_size]
+                page = page[page_size:]
+        if page:
+            yield page

@@ -1,0 +1,176 @@
+"""Tokens: registration, verification lookups, status, periodic-push schedule, expiry (spec §4.3–4.5, §5.10).
+
+Keys (keys.py; the record layout is codec.py): per token `P t{T}` (the record); `P dt:<x>` (hash: token id
+-> HMAC(verify key), the tokens of one (provider, device token)); the zsets `P used` (by last-used day:
+expiry, the token count, stand-in choice), `P cron` (by next periodic push) and `P unv` (by creation time,
+while never verified). Deleting a token cascades to its subscriptions and last notifications inside the
+same script (scripts.py `del_token`), which answers what it removed for the subscriber to forget.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Collection, Sequence
+
+from ntf_server.store.base import RemovedSub, TokenCreate
+from ntf_server.store.codec import TokenCodec
+from ntf_server.store.dataset import DataSet
+from ntf_server.store.errors import StoreError
+from ntf_server.store.keys import TOKEN_ID_BYTES
+from ntf_server.store.records import (
+    CONFIRM_KEEPS,
+    DAY_S,
+    TOKEN_ACTIVE,
+    VERIFY_ALLOWED,
+    PushProvider,
+    TokenRecord,
+    TokenStatus,
+    TokenStatusKind,
+    day_of,
+)
+from ntf_server.store.servers import ServerRegistry
+
+
+class RedisTokens:
+    def __init__(self, data: DataSet, servers: ServerRegistry) -> None:
+        self._d = data
+        self._servers = servers
+        self.codec = TokenCodec(data.a)
+
+    def __repr__(self) -> str:
+        return f"<RedisTokens prefix={self._d.keys.prefix!r}>"
+
+    async def create_token(self, token: TokenRecord, now: float | None = None) -> TokenCreate:
+        """``now`` is the creation time (default: the wall clock); until the token is verified it is also
+        in the `unv` index that ``expire_unverified`` walks."""
+        if len(token.token_id) != TOKEN_ID_BYTES:
+            raise StoreError("token id must be 24 bytes")
+        fields = self.codec.encode(token)
+        x = self.codec.dt_index(token.provider, token.device_token)
+        vh = self.codec.vk_index(token.verify_key)
+        created = math.floor(time.time() if now is None else now)
+        res = await self._d.run("CREATE_TOKEN", token.token_id, x, vh, token.last_used_day, created, *fields)
+        if res in (b"OK", b"SAME"):  # SAME: a retried call whose first reply was lost
+            return TokenCreate.CREATED
+        if res == b"DUPLICATE":
+            return TokenCreate.DUPLICATE
+        raise StoreError("token id collision")
+
+    async def get_token(self, token_id: bytes) -> TokenRecord | None:
+        """One round trip and four decryptions whether or not the token exists (see scripts.py `_LOOKUP`)."""
+        found, packed, tid = await self._d.run("LOOKUP_TOKEN", token_id, self.codec.pick(token_id))
+        return self.codec.found_or_standin(found, packed, tid)
+
+    async def get_tokens(self, tids: Sequence[bytes]) -> list[TokenRecord]:
+        """The tokens of `tids` that exist, in one round trip."""
+        async with self._d.pipeline() as pipe:
+            for tid in tids:
+                pipe.hgetall(self._d.keys.token(tid))
+            hashes = await pipe.execute()
+        return [self.codec.decode(tid, h) for tid, h in zip(tids, hashes, strict=True) if h]
+
+    async def find_tokens(self, provider: PushProvider, device_token: bytes) -> list[TokenRecord]:
+        index = self._d.keys.dt_index(self.codec.dt_index(provider, device_token))
+        found = await self.get_tokens(sorted(await self._d.call(self._d.r.hkeys, index)))
+        return [t for t in found if t.provider is provider and t.device_token == device_token]
+
+    async def find_token(self, provider: PushProvider, device_token: bytes, verify_key: bytes) -> TokenRecord | None:
+        """The token of a repeat `TNEW` (spec §4.3): same provider, device token and verify key."""
+        found = await self.find_tokens(provider, device_token)
+        return next((t for t in found if t.verify_key == verify_key), None)
+
+    async def replace_token(
+        self, token_id: bytes, provider: PushProvider, device_token: bytes, reg_code: bytes
+    ) -> bool:
+        """`TRPL` (spec §4.4): new provider/device token/code, status REGISTERED, DH keys kept.
+
+        False if the token is gone or the new device token is already registered with this verify key.
+        """
+        fields = self.codec.replacement(token_id, provider, device_token, reg_code)
+        res = await self._d.run("REPLACE_TOKEN", token_id, self.codec.dt_index(provider, device_token), *fields)
+        return bool(res == b"OK")
+
+    async def set_token_status(
+        self, token_id: bytes, status: TokenStatus, only_from: Collection[TokenStatusKind] | None = None
+    ) -> TokenStatus | None:
+        """Set the status (only if the current kind is in `only_from`, when given); returns the status
+        the token has afterwards, None if there is no such token."""
+        if only_from is None:
+            res = await self._d.run("SET_TOKEN_STATUS", token_id, status.to_text(), "except")
+        else:
+            kinds = [k.value for k in only_from]
+            res = await self._d.run("SET_TOKEN_STATUS", token_id, status.to_text(), "only", *kinds)
+        return TokenStatus.from_text(res[1].decode()) if res else None
+
+    async def confirm_token(self, token_id: bytes) -> TokenStatus | None:
+        """Verification push accepted: CONFIRMED unless already CONFIRMED/ACTIVE (spec §4.5)."""
+        kinds = [k.value for k in CONFIRM_KEEPS]
+        res = await self._d.run("SET_TOKEN_STATUS", token_id, TokenStatusKind.CONFIRMED.value, "except", *kinds)
+        return TokenStatus.from_text(res[1].decode()) if res else None
+
+    async def activate_token(self, token_id: bytes) -> tuple[bool, list[RemovedSub]]:
+        """`TVFY` accepted: ACTIVE (only from REGISTERED/CONFIRMED/ACTIVE) and, in the same step, delete
+        every other registration of the same device token with its subscriptions (spec §4.4)."""
+        res = await self._d.run("ACTIVATE_TOKEN", token_id, *(k.value for k in VERIFY_ALLOWED))
+        return res[0] == b"OK", await self._servers.removed(res[1])
+
+    async def delete_token(self, token_id: bytes) -> tuple[bool, list[RemovedSub]]:
+        res = await self._d.run("DELETE_TOKEN", token_id)
+        return bool(res[0]), await self._servers.removed(res[1])
+
+    async def touch_token(self, token_id: bytes, now: float) -> None:
+        """Record that the token was used today (spec §4.3); drives expiry of abandoned tokens."""
+        await self._d.run("TOUCH_TOKEN", token_id, day_of(now))
+
+    async def set_cron_interval(self, token_id: bytes, minutes: int, now: float) -> bool:
+        """`TCRN`: 0 turns periodic pushes off. The first one is due one interval from now — the Haskell
+        server never sends it because `cron_sent_at` stays NULL (spec §5.10); we do."""
+        if minutes < 0:
+            raise ValueError("cron interval must be >= 0")
+        return bool(await self._d.run("SET_CRON", token_id, minutes, math.floor(now) + 60 * minutes))
+
+    async def mark_cron_sent(self, token_id: bytes, now: float) -> bool:
+        return bool(await self._d.run("CRON_SENT", token_id, math.floor(now)))
+
+    async def tokens_due_for_cron(self, now: float, limit: int = 1000) -> list[TokenRecord]:
+        """ACTIVE tokens whose periodic push is due (spec §5.10); non-active ones are skipped, not lost."""
+        due: list[TokenRecord] = []
+        offset = 0
+        while len(due) < limit:
+            tids = await self._d.call(self._d.r.zrangebyscore, self._d.keys.g("cron"), "-inf", now, offset, limit)
+            if not tids:
+                break
+            offset += len(tids)
+            due += [t for t in await self.get_tokens(tids) if t.status == TOKEN_ACTIVE]
+        return due[:limit]
+
+    async def expire_tokens(
+        self, now: float, unused_days: int, batch: int = 100
+    ) -> tuple[list[bytes], list[RemovedSub]]:
+        """Delete tokens not used for `unused_days` days, with their subscriptions (the Haskell server
+        never expires anything, spec §6.3). Each batch is one atomic script."""
+        cutoff = day_of(now) - unused_days * DAY_S
+        tids: list[bytes] = []
+        removed: list[RemovedSub] = []
+        while True:
+            res = await self._d.run("EXPIRE_TOKENS", cutoff, batch)
+            tids += res[0]
+            removed += await self._servers.removed(res[1])
+            if len(res[0]) < batch:
+                return tids, removed
+
+    async def expire_unverified(
+        self, now: float, after_s: float, batch: int = 100
+    ) -> tuple[list[bytes], list[RemovedSub]]:
+        """Delete tokens created `after_s` or more before `now` and never verified (TVFY), with their
+        subscriptions. Walks only the `unv` index (a zset by creation time), one atomic batch at a time."""
+        cutoff = math.floor(now - after_s)
+        tids: list[bytes] = []
+        removed: list[RemovedSub] = []
+        while True:
+            scanned, gone, flat = await self._d.run("EXPIRE_UNVERIFIED", cutoff, batch)
+            tids += gone
+            removed += await self._servers.removed(flat)
+            if scanned < batch:
+                return tids, removed
