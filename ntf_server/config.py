@@ -250,6 +250,14 @@ class PushConfig:
     )
     burst: int = setting(3, "hidden pushes a token may receive back to back (not used yet)", min=1)
     overflow: Overflow = setting(Overflow.ALERT, "over budget: alert | defer | drop (not used yet)")
+    retry_deadline_s: float = setting(
+        600.0, "a push APNs answered 429/5xx/timeout is retried until this long after its first try, then "
+        "counted failed", min=0, max=86400)
+    retry_backoff_base_s: float = setting(
+        1.0, "first retry delay; doubles each retry (jittered to half..full)", min=0, max=3600)
+    retry_backoff_cap_s: float = setting(120.0, "longest delay between two retries", min=0, max=3600)
+    verifications_per_hour: int = setting(
+        10, "verification pushes per device token per hour (more are counted, not sent)", min=0, max=3600)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from typing import Final
 
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from apns.client import ApnsClient, App
+from apns.client import App
 from apns.jwt import ProviderKey
 from apns.pool import Endpoint
 from ntf_server.config import Config, ConfigError, redact_url
@@ -41,6 +41,7 @@ from ntf_server.logsummary import flush_every
 from ntf_server.maintenance import Housekeeping
 from ntf_server.protocol import crypto
 from ntf_server.push.apns_sender import ApnsSender
+from ntf_server.push.delivery import DeliverySettings
 from ntf_server.push.service import PushService
 from ntf_server.ratelimit import Rate
 from ntf_server.redact import cap_third_party_loggers
@@ -161,9 +162,9 @@ class NtfServer:
         for advice in await self._store.config_advice():
             log.warning("redis: %s", advice)
         apps = apns_apps(cfg)
-        sender = ApnsSender(ApnsClient(apps) if apps else None, apps)
+        sender = ApnsSender.for_apps(apps)
         stack.push_async_callback(sender.aclose)
-        self.push = PushService(self._store, sender, self.stats)
+        self.push = PushService(self._store, sender, self.stats, delivery=DeliverySettings.of(cfg.push))
         self.pool = SubscriberPool(self._store, self.push, self.stats,
                                    client_factory=smp_client_factory(cfg.subscriber))
         sink = self.pool  # SNEW subscribes, SDEL/TDEL/expiry forget: the same pool for handlers and housekeeping

@@ -30,11 +30,18 @@ class Stat(enum.StrEnum):
     NTF_VRF_DELIVERED = "ntf_vrf_delivered"
     NTF_VRF_FAILED = "ntf_vrf_failed"
     NTF_VRF_INVALID_TKN = "ntf_vrf_invalid_tkn"
+    NTF_VRF_RETRIED = "ntf_vrf_retried"  # a retry was scheduled (429, 5xx, timeout, lost connection)
+    NTF_VRF_RETRY_REPLACED = "ntf_vrf_retry_replaced"  # a waiting retry was replaced by a newer push
+    NTF_VRF_RETRY_EXPIRED = "ntf_vrf_retry_expired"  # the retry deadline passed (also counted failed)
+    NTF_VRF_CAPPED = "ntf_vrf_capped"  # over the per-device hourly cap: not sent
     PUSH_QUEUE_FULL = "push_queue_full"
     # message pushes
     NTF_DELIVERED = "ntf_delivered"
     NTF_FAILED = "ntf_failed"
     NTF_INVALID_TKN = "ntf_invalid_tkn"
+    NTF_RETRIED = "ntf_retried"
+    NTF_RETRY_REPLACED = "ntf_retry_replaced"
+    NTF_RETRY_EXPIRED = "ntf_retry_expired"
     # NTF connections and requests
     STORE_ERRORS = "store_errors"
     CONN_ACCEPTED = "conn_accepted"

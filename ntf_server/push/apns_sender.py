@@ -1,5 +1,9 @@
 """The one place where APNs outcomes become push outcomes (STYLE 5): ``apns.ApnsClient`` behind ``PushSender``.
 
+``TokenInvalid`` → ``Invalid`` with its reason; ``RetryLater`` (429, 500, 503 after one fresh connection,
+timeouts, a lost connection) → ``RetryLater``, which push/delivery.py retries with backoff until a
+deadline; ``ProviderAuthError`` and ``Permanent`` → ``Failed`` (will not succeed as sent).
+
 Providers map to configured APNs environments: ``AP`` → production, ``AD`` → development, ``AT`` → the
 test endpoint (a local simulator). ``AN`` (null provider) is never sent and always "succeeds" (§5.1).
 A provider whose environment is not enabled is a counted failure, never a crash (the NTF handlers refuse
@@ -12,10 +16,10 @@ import logging
 from collections.abc import Mapping
 from typing import Final
 
-from apns.client import ApnsClient, App
-from apns.errors import ApnsError, TokenInvalid
+from apns.client import ApnsClient, App, ClientConfig
+from apns.errors import ApnsError, RetryLater as ApnsRetryLater, TokenInvalid
 from apns.payload import Notification, PushType
-from ntf_server.push.service import Delivered, Failed, Invalid, Outcome
+from ntf_server.push.outcomes import Delivered, Failed, Invalid, Outcome, RetryLater
 from ntf_server.store.records import InvalidReason, PushProvider
 
 log = logging.getLogger(__name__)
@@ -33,7 +37,18 @@ _INVALID_REASONS: Final = {
     "Unregistered": InvalidReason.UNREGISTERED,
 }
 
+# A lost connection comes back as RetryLater at once instead of the client sleeping (up to max_attempts
+# backoffs) on the push worker's task: push/delivery.py schedules the retry, so the worker stays free.
+# Streams APNs never processed (GOAWAY, REFUSED_STREAM) are still retried at once by the client.
+CLIENT_CONFIG: Final = ClientConfig(max_attempts=1)
+
+
 class ApnsSender:
+    @classmethod
+    def for_apps(cls, apps: Mapping[str, App]) -> ApnsSender:
+        """A sender with its own client for ``apps`` (none: only `AN` tokens can be pushed to)."""
+        return cls(ApnsClient(apps, config=CLIENT_CONFIG) if apps else None, apps)
+
     def __init__(self, client: ApnsClient | None, apps: Mapping[str, App]) -> None:
         self._client = client
         self._apps = dict(apps)
@@ -61,7 +76,9 @@ class ApnsSender:
         except TokenInvalid as e:
             reason = _INVALID_REASONS.get(e.reason)
             return Invalid(reason) if reason is not None else Failed(e.reason)
-        except ApnsError as e:
+        except ApnsRetryLater as e:  # 429, 500, 503 (after one fresh connection), timeouts, connection lost
+            return RetryLater(e.reason, e.after_s)
+        except ApnsError as e:  # ProviderAuthError, Permanent: will not succeed as sent
             return Failed(f"{type(e).__name__}: {e.reason}")
         return Delivered()
 

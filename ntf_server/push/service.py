@@ -7,33 +7,33 @@ token's newest ≤ 6 notifications) go through a second bounded queue, whose ``s
 room: a full queue slows the SMP reader that feeds it, and the SMP server keeps what is not read, so no
 notification is dropped silently. Verification pushes have their own queue and workers, so a message
 backlog never delays a registration. Workers build the body (push/payload.py, pure), hand it to a
-``PushSender`` and apply the outcome: delivered → CONFIRMED (verification) or counted, "token invalid" →
-``INVALID,<reason>``, anything else → counted failure. The hidden-push budget arrives with the policy
-issue.
+``Delivery`` (push/delivery.py), which sends it and applies the outcome: delivered → CONFIRMED
+(verification) or counted, "token invalid" → ``INVALID,<reason>``, "retry later" → retried with backoff
+until a deadline without holding the worker, anything else → counted failure. Verification pushes are
+capped per device token per hour (push/caps.py; over the cap: counted, not sent). The hidden-push budget
+arrives with the policy issue.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol, TypeVar
+from typing import Final, TypeVar
 
 from ntf_server.logsummary import CountedLog
 from ntf_server.push import payload
+from ntf_server.push.caps import SlidingCap
+from ntf_server.push.delivery import MESSAGE, VERIFICATION, Delivery, DeliverySettings, Push
+from ntf_server.push.outcomes import Delivered, Failed, Invalid, Outcome, PushSender, RetryLater
 from ntf_server.stats import Stat, Stats
-from ntf_server.store.base import TokenStatusStore
+from ntf_server.store.base import PushTokenStore
 from ntf_server.store.errors import StoreError
-from ntf_server.store.records import (
-    InvalidReason,
-    LastNotification,
-    PushProvider,
-    TokenRecord,
-    TokenStatus,
-    TokenStatusKind,
-)
+from ntf_server.store.records import LastNotification, PushProvider, TokenRecord
 
 log = logging.getLogger(__name__)
 J = TypeVar("J")
@@ -46,24 +46,10 @@ MESSAGE_QUEUE_SIZE: Final = 4096
 # 4 capped a 2-core machine at ~550 pushes/s with a growing backlog (tests/bench/nmsg_pipeline.py).
 MESSAGE_WORKERS: Final = 64
 NONCE_BYTES: Final = 24
+HOUR_S: Final = 3600.0
+DEFAULT_DELIVERY: Final = DeliverySettings()
 
-
-@dataclass(frozen=True, slots=True)
-class Delivered:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Invalid:
-    reason: InvalidReason
-
-
-@dataclass(frozen=True, slots=True)
-class Failed:
-    reason: str
-
-
-Outcome = Delivered | Invalid | Failed
+__all__ = ["Delivered", "Failed", "Invalid", "MessagePush", "Outcome", "PushSender", "PushService", "RetryLater"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,32 +58,36 @@ class MessagePush:
     notifications: tuple[LastNotification, ...]  # oldest first, the one that caused the push last
 
 
-class PushSender(Protocol):
-    async def push(self, provider: PushProvider, device_token: bytes, body: bytes, *, background: bool) -> Outcome:
-        ...
-
-
 class PushService:
-    def __init__(self, store: TokenStatusStore, sender: PushSender, stats: Stats, *, workers: int = 4,
-                 message_workers: int = MESSAGE_WORKERS, queue_size: int = QUEUE_SIZE) -> None:
+    def __init__(self, store: PushTokenStore, sender: PushSender, stats: Stats, *, workers: int = 4,
+                 message_workers: int = MESSAGE_WORKERS, queue_size: int = QUEUE_SIZE,
+                 delivery: DeliverySettings = DEFAULT_DELIVERY, clock: Callable[[], float] = time.monotonic,
+                 ) -> None:
         self._store = store
-        self._sender = sender
+        self._delivery = Delivery(store, sender, stats, delivery, clock=clock)
+        self._vrf_cap: SlidingCap[bytes] = SlidingCap(delivery.verifications_per_hour, HOUR_S)
+        self._clock = clock
         self._stats = stats
         self._workers = workers
         self._message_workers = message_workers
         self._queue: asyncio.Queue[TokenRecord] = asyncio.Queue(queue_size)
         self._messages: asyncio.Queue[MessagePush] = asyncio.Queue(min(queue_size, MESSAGE_QUEUE_SIZE))
-        # one line per token would let a client flood the log (issue 8): per-token detail at debug only
-        self.failures = CountedLog(log, "verification push failed")
-        self.drops = CountedLog(log, "push queue full: verification push dropped", level=logging.WARNING)
-        self.message_failures = CountedLog(log, "message push failed")
+        self.failures = self._delivery.summaries[VERIFICATION]
+        self.drops = CountedLog(log, "verification push not sent", level=logging.WARNING)
+        self.message_failures = self._delivery.summaries[MESSAGE]
 
     def send_verification(self, token: TokenRecord) -> None:
+        if token.provider is not PushProvider.APNS_NULL:
+            device = hashlib.blake2b(token.provider.value.encode() + b" " + token.device_token, digest_size=16)
+            if not self._vrf_cap.allow(device.digest(), self._clock()):
+                self._stats.incr(Stat.NTF_VRF_CAPPED)
+                self.drops.event("over the per-device hourly cap")
+                return
         try:
             self._queue.put_nowait(token)
         except asyncio.QueueFull:
             self._stats.incr(Stat.PUSH_QUEUE_FULL)
-            self.drops.event("queue full")
+            self.drops.event("push queue full")
             return
         if token.provider is not PushProvider.APNS_NULL:
             self._stats.incr(Stat.NTF_VRF_QUEUED)
@@ -110,12 +100,18 @@ class PushService:
     def queue_length(self) -> int:
         return self._queue.qsize() + self._messages.qsize()
 
+    @property
+    def retries_waiting(self) -> int:
+        """Pushes waiting for a retry (a gauge: grows while APNs answers 429/5xx or cannot be reached)."""
+        return self._delivery.waiting
+
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             for _ in range(self._workers):
                 tg.create_task(self._work(self._queue, self._verify, Stat.NTF_VRF_FAILED))
             for _ in range(self._message_workers):
                 tg.create_task(self._work(self._messages, self._message, Stat.NTF_FAILED))
+            tg.create_task(self._delivery.run())
 
     async def _work(self, queue: asyncio.Queue[J], push: Callable[[J], Awaitable[None]], failed: Stat) -> None:
         while True:
@@ -135,41 +131,15 @@ class PushService:
         items = [payload.PNMessage(n.server, n.notifier_id, n.received_at, n.nonce, n.enc_meta)
                  for n in job.notifications]
         body = payload.message_alert_body(tok.dh_secret, secrets.token_bytes(NONCE_BYTES), items)
-        outcome = await self._sender.push(tok.provider, tok.device_token, body, background=False)
-        if isinstance(outcome, Delivered):
-            if tok.provider is not PushProvider.APNS_NULL:
-                self._stats.incr(Stat.NTF_DELIVERED)
-            return
-        await self._not_delivered(tok, outcome, "message push", Stat.NTF_FAILED, Stat.NTF_INVALID_TKN,
-                                  self.message_failures)
-
-    async def _not_delivered(self, tok: TokenRecord, outcome: Invalid | Failed, what: str, failed: Stat,
-                             invalid: Stat, summary: CountedLog) -> None:
-        """APNs said no: a dead device token becomes INVALID with its reason (§5.8); all is counted."""
-        self._stats.incr(failed)
-        match outcome:
-            case Invalid(reason):
-                await self._store.set_token_status(tok.token_id, TokenStatus(TokenStatusKind.INVALID, reason))
-                self._stats.incr(invalid)
-                log.debug("%s: device token invalid (%s), %r", what, reason.value, tok)
-                summary.event(f"invalid token {reason.value}")
-            case Failed(reason):
-                log.debug("%s failed: %s, %r", what, reason, tok)
-                summary.event(reason)
+        await self._delivery.send(Push(MESSAGE, tok, body, background=False))
 
     async def drain(self) -> None:
-        """Wait until every queued push was handled (tests, graceful shutdown)."""
+        """Wait until every queued push was handled, retries included (tests, graceful shutdown)."""
         await self._queue.join()
         await self._messages.join()
+        await self._delivery.idle()
 
     async def _verify(self, tok: TokenRecord) -> None:
         nonce = secrets.token_bytes(NONCE_BYTES)
         body = payload.verification_body(tok.dh_secret, nonce, tok.reg_code)
-        outcome = await self._sender.push(tok.provider, tok.device_token, body, background=True)
-        if isinstance(outcome, Delivered):
-            await self._store.confirm_token(tok.token_id)
-            if tok.provider is not PushProvider.APNS_NULL:
-                self._stats.incr(Stat.NTF_VRF_DELIVERED)
-            return
-        await self._not_delivered(tok, outcome, "verification push", Stat.NTF_VRF_FAILED, Stat.NTF_VRF_INVALID_TKN,
-                                  self.failures)
+        await self._delivery.send(Push(VERIFICATION, tok, body, background=True))

@@ -111,6 +111,10 @@ class TokenLookup(Protocol):
     async def get_token(self, token_id: bytes) -> TokenRecord | None: ...
 
 
+class PushTokenStore(TokenStatusStore, TokenLookup, Protocol):
+    """What push delivery needs: outcomes change a token's status; a retry re-reads the token first."""
+
+
 class TokenStore(TokenStatusStore, TokenLookup, Protocol):
     """The token commands (spec §4.3–4.4); `get_token` costs the same whether or not the token exists."""
 

@@ -55,9 +55,19 @@ def test_message_alert_body_shape_and_content() -> None:
 def test_hidden_and_periodic_bodies() -> None:
     obj = json.loads(payload.message_background_body(SECRET, NONCE, [item()]))
     assert obj["aps"] == {"content-available": 1} and obj["notificationData"]["checkMessages"] is True
-    assert json.loads(payload.check_messages_body()) == {
-        "aps": {"content-available": 1}, "notificationData": {"checkMessages": True}
-    }
+    periodic = json.loads(payload.check_messages_body(SECRET, NONCE))
+    assert periodic["aps"] == {"content-available": 1}
+    assert set(periodic["notificationData"]) == {"checkMessages", "message", "nonce"}
+    assert periodic["notificationData"]["checkMessages"] is True  # all today's app reads from it (§5.5 item 3)
+    enc = b64u_decode(periodic["notificationData"]["message"])
+    assert len(enc) == 16 + payload.PADDED_LEN and crypto.cb_decrypt(SECRET, NONCE, enc) == b""
+
+
+def test_a_periodic_push_carries_the_newest_notifications_when_there_are_some() -> None:
+    items = [item(t=1700000000 + i) for i in range(8)]
+    obj = json.loads(payload.check_messages_body(SECRET, NONCE, items))
+    text = crypto.cb_decrypt(SECRET, NONCE, b64u_decode(obj["notificationData"]["message"]))
+    assert text.decode().split(";") == [i.to_text() for i in items[-6:]]
 
 
 def test_every_message_push_has_the_same_size() -> None:
@@ -84,3 +94,54 @@ def test_bodies_never_exceed_apples_limit(n: int, nhosts: int) -> None:
     for body in (payload.message_alert_body(SECRET, NONCE, items),
                  payload.message_background_body(SECRET, NONCE, items)):
         assert len(body) <= 4096
+
+
+ONION = st.text("abcdefghijklmnopqrstuvwxyz234567", min_size=56, max_size=56).map(lambda h: h + ".onion")
+DNS = st.from_regex(r"[a-z0-9]{1,40}(\.[a-z0-9]{1,20}){1,3}", fullmatch=True)
+SERVERS = st.builds(
+    SMPServer,
+    st.lists(st.one_of(ONION, DNS), min_size=1, max_size=4).map(tuple),
+    st.sampled_from(["", "5223", "443", "65535"]),
+    st.binary(min_size=32, max_size=32),
+)
+
+
+def kinds(items: list[payload.PNMessage]) -> dict[str, bytes]:
+    """One body of every push kind, for the same token and notifications."""
+    return {
+        "verification": payload.verification_body(SECRET, NONCE, os.urandom(32)),
+        "alert": payload.message_alert_body(SECRET, NONCE, items),
+        "hidden": payload.message_background_body(SECRET, NONCE, items),
+        "periodic": payload.check_messages_body(SECRET, NONCE, items),
+        "periodic, nothing yet": payload.check_messages_body(SECRET, NONCE),
+    }
+
+
+def ciphertext(body: bytes) -> bytes:
+    data = json.loads(body)["notificationData"]
+    return b64u_decode(data.get("message") or data["verification"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(SERVERS, min_size=1, max_size=6), st.integers(1, 6))
+def test_every_push_kind_has_one_ciphertext_length_and_fits_apple(servers: list[SMPServer], n: int) -> None:
+    """Any SMP servers (long .onion host lists, ports), 1-6 notifications: one ciphertext length for all kinds,
+    every body <= 4096 bytes, and the notification that caused the push is always in it."""
+    items = [item(servers[i % len(servers)], 1700000000 + i) for i in range(n)]
+    bodies = kinds(items)
+    assert {len(ciphertext(b)) for b in bodies.values()} == {16 + payload.PADDED_LEN}
+    assert max(len(b) for b in bodies.values()) <= payload.MAX_BODY
+    last = crypto.cb_decrypt(SECRET, NONCE, ciphertext(bodies["hidden"])).decode().split(";")[-1]
+    assert last == items[-1].to_text()
+
+
+def test_the_largest_case_six_notifications_from_servers_with_long_host_lists() -> None:
+    hosts = (*(f"{c * 56}.onion" for c in "abc"), "smp-relay-with-a-long-name.example.com")
+    items = [item(SMPServer(hosts, "65535", bytes([i]) * 32), 1700000000 + i) for i in range(6)]
+    bodies = kinds(items)
+    sizes = {k: len(b) for k, b in bodies.items()}
+    assert max(sizes.values()) <= payload.MAX_BODY
+    assert len({len(ciphertext(b)) for b in bodies.values()}) == 1
+    # bodies differ only by each kind's fixed JSON keys (alert aps keys; checkMessages; verification)
+    assert sizes == {"verification": 4017, "alert": 4094, "hidden": 4033, "periodic": 4033,
+                     "periodic, nothing yet": 4033}
