@@ -4,7 +4,9 @@ The normal write paths create records in their initial state (TNEW → REGISTERE
 subscription id); an import must keep the ids the apps know, the statuses, the cron state and the last
 notifications. This module writes exactly the keys and indexes of the schema in `keys.py` (same hash tags,
 same `(provider, device token)` and `(server, notifier id)` indexes, per-server buckets, `used`/`cron`/`unv`
-sets, counters), with the record layouts of `keys.py`/`redis.py`, so every normal path reads them.
+sets, counters), with the store's own encoders (codec.py: token hash, last notification; keys.py: packed
+subscription, ids) and server registry (servers.py), so every normal path reads them. The script body
+repeats what CREATE_TOKEN and CREATE_SUB (scripts.py) write; keep them in step.
 
 Theory of operation: one token with all its subscriptions and last notifications is one Lua script
 (`IMPORT_TOKEN`), so a crash or a lost connection leaves a token imported whole or not at all, and a
