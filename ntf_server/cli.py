@@ -28,6 +28,8 @@ CONFIG_DIR_ENV: Final = "NTF_SERVER_CFG_PATH"  # same variable as the Haskell se
 DEFAULT_CONFIG_DIR: Final = "ntf-config"
 ADMIN_TOKEN_FILE: Final = "admin.token"  # noqa: S105  (a file name, not a secret)
 STORE_KEY_FILE: Final = "store.key"
+IMPORT_DATABASE: Final = "postgresql://ntf@/ntf_server_store"  # the Haskell server's defaults (spec §6.1)
+IMPORT_SCHEMA: Final = "ntf_server"
 EXIT_OK: Final = 0
 EXIT_ERROR: Final = 1
 EXIT_USAGE: Final = 2
@@ -114,7 +116,19 @@ def build_parser() -> argparse.ArgumentParser:
     pset.add_argument("--env", choices=["production", "development", "test"],
                       help="change the override of one APNs environment instead of the default")
     pset.add_argument("assignments", nargs="+", metavar="key=value")
-    for p in (init, start, check, stats, policy):  # the option is accepted on either side of the command
+    imp = sub.add_parser(
+        "import-simplex", help="import the users of a Haskell ntf-server from its PostgreSQL database",
+        description="Copy the tokens, SMP servers, subscriptions and last notifications of a Haskell "
+        "ntf-server (simplexmq, PostgreSQL store) into this server's store, keeping their ids, so apps "
+        "carry on without registering again. Stop this server first; start it afterwards and it "
+        "resubscribes the imported subscriptions. Safe to run again: what is already there is left as it is.",
+    )
+    imp.add_argument("-d", "--database", default=IMPORT_DATABASE, metavar="URL",
+                     help=f"PostgreSQL connection of the Haskell server (default {IMPORT_DATABASE}, as Haskell)")
+    imp.add_argument("--schema", default=IMPORT_SCHEMA, help=f"its schema (default {IMPORT_SCHEMA})")
+    imp.add_argument("--dry-run", action="store_true",
+                     help="read and check everything, print the counts, write nothing")
+    for p in (init, start, check, stats, policy, imp):  # the option is accepted on either side of the command
         _config_dir_option(p, argparse.SUPPRESS)
     demo = sub.add_parser(
         "demo", help="run everything locally and show what happens to each push",
@@ -154,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_stats(config_dir, all_counters=args.all, raw=args.json)
         if args.command == "policy":
             return cmd_policy(config_dir, args.action, getattr(args, "env", None), getattr(args, "assignments", []))
+        if args.command == "import-simplex":
+            return cmd_import_simplex(config_dir, args.database, args.schema, args.dry_run)
         return cmd_check_config(config_dir)
     except (CliError, ConfigError, CredentialsError) as e:
         print(f"ntf-server: {e}", file=sys.stderr)
@@ -267,6 +283,26 @@ def cmd_demo(messages: int, more: int, keep_running: bool) -> int:
 def cmd_check_config(config_dir: Path) -> int:
     config, key_hash = load_initialised(config_dir)
     for line in summary(config, key_hash):
+        print(line)
+    return EXIT_OK
+
+
+def cmd_import_simplex(config_dir: Path, database: str, schema: str, dry_run: bool) -> int:
+    config, _ = load_initialised(config_dir)
+    import asyncio
+
+    from ntf_server.importer.command import ImportFailed, import_simplex
+    from ntf_server.importer.reader import SourceError
+    from ntf_server.importer.writer import report
+    from ntf_server.statelock import AlreadyRunning
+
+    try:
+        counts = asyncio.run(import_simplex(config, database, schema, dry_run=dry_run, out=sys.stdout))
+    except AlreadyRunning as e:
+        raise CliError(f"{e}: stop it before importing") from e
+    except (SourceError, ImportFailed) as e:
+        raise CliError(str(e)) from e
+    for line in report(counts, dry_run):
         print(line)
     return EXIT_OK
 

@@ -16,7 +16,7 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, Protocol, assert_never
 
@@ -83,10 +83,14 @@ class NtfHandlers:
         clock: Callable[[], float] = time.time,
         *,
         pushable: frozenset[PushProvider] = frozenset(PushProvider),
+        resolve_sub_id: Callable[[bytes], Awaitable[bytes]] | None = None,
     ) -> None:
         """`pushable`: the providers this server can push to (`ApnsSender.pushable`: `AN` and the enabled
-        APNs environments); `TNEW`/`TRPL` for any other is answered `ERR CMD PROHIBITED`."""
+        APNs environments); `TNEW`/`TRPL` for any other is answered `ERR CMD PROHIBITED`.
+        `resolve_sub_id`: maps the subscription ids an imported server gave out to ours
+        (`store/sub_aliases.py`); called for every `SCHK`/`SDEL`, known id or not."""
         self._store = store
+        self._resolve_sub_id = resolve_sub_id
         self._pushable = pushable
         self._pusher = pusher
         self._stats = stats
@@ -118,7 +122,8 @@ class NtfHandlers:
                 if tok is not None and existing is not None and existing.token_id != tok.token_id:
                     tok = None  # the queue belongs to another token
             case P.SChk() | P.SDel():
-                sub, tok = await self._store.subscription_and_token(raw.entity_id)
+                sid = raw.entity_id if self._resolve_sub_id is None else await self._resolve_sub_id(raw.entity_id)
+                sub, tok = await self._store.subscription_and_token(sid)
                 tok = _usable(tok, SUB_COMMANDS_ALLOWED)
             case P.TVfy() | P.TChk() | P.TRpl() | P.TDel() | P.TCrn():
                 tok = await self._store.get_token(raw.entity_id)

@@ -61,6 +61,7 @@ from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.store.errors import StoreError
 from ntf_server.store.policy import PolicyStore
 from ntf_server.store.redis import RedisStore
+from ntf_server.store.sub_aliases import SubIdAliases
 from ntf_server.subscriber.pool import SubscriberPool
 from ntf_server.subscriber.routing import client_factory as smp_client_factory
 from ntf_server.transport import certs
@@ -184,7 +185,10 @@ class NtfServer:
         self.pool = SubscriberPool(self._store, self.push, self.stats,
                                    client_factory=smp_client_factory(cfg.subscriber), on_stored=self.activity.record)
         sink = self.pool  # SNEW subscribes, SDEL/TDEL/expiry forget: the same pool for handlers and housekeeping
-        handlers = NtfHandlers(self._store, self.push, self.stats, sink, pushable=sender.pushable)
+        aliases = SubIdAliases(self._store.client, cfg.redis.key_prefix)  # ids of an imported server
+        await aliases.load()
+        handlers = NtfHandlers(self._store, self.push, self.stats, sink, pushable=sender.pushable,
+                               resolve_sub_id=aliases.resolve)
         self.housekeeping = Housekeeping(self._store, sink, self.stats,
                                          expire_after_days=cfg.store.expire_tokens_after_days,
                                          expire_unverified_after_h=cfg.store.expire_unverified_after_h)

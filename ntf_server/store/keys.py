@@ -15,6 +15,7 @@ Global:
   P dummy:t, P dummy            hash   stand-in token record; stand-in `sub` record and server `addr`,
                                        read where there is no record so lookups cost the same (STYLE 4)
   P meta         hash   buckets, keycheck (fixed when the data set is created; dataset.py)
+  P sa           hash   imported subscription id -> ours       (only after import-simplex; sub_aliases.py)
 Which module reads and writes which keys: the table in redis.py.
 
 Subscriptions are the bulk of the data (millions), so they have no per-subscription key and no separate

@@ -7,6 +7,8 @@
 | subscriptions.py    | subscriptions                                | s:<n>:<bucket>, t{T}:subs, n:sub       |
 | notifications.py    | last notifications                           | t{T}:ln, n:ln                          |
 | dataset.py          | the data set: calls, meta, stand-ins, counts | meta, dummy:t, dummy                   |
+| sub_aliases.py      | subscription ids kept from an import         | sa                                     |
+| importing.py        | import-simplex only: whole tokens as they are | all of the above, as the normal paths |
 
 Record layouts: codec.py (token, last notification), keys.py (subscription, ids); atomic changes:
 scripts.py. Reads are single commands or pipelines; every write touching several keys is one Lua script.

@@ -1,0 +1,48 @@
+"""Subscription ids kept from an imported server (`ntf-server import-simplex`).
+
+Our subscription ids are derived from (SMP server, notifier id) (`keys.py`), a Haskell server's are 24
+random bytes, and the apps keep theirs: after an import an app's `SCHK`/`SDEL` names the old id. The
+importer records `old id -> our id` in one hash (`P sa`); the NTF handlers resolve the entity id of every
+`SCHK`/`SDEL` through it before the lookup. To keep the time of an `ERR AUTH` independent of whether an id
+exists (STYLE 4), every such request does the same single HGET, known or not. A data set that never had an
+import has no `sa` key, which `load` notices once at start, and then nothing is looked up at all.
+
+An alias whose subscription was deleted later stays (it resolves to an id that no longer exists, which is
+answered `AUTH`, as for any deleted subscription); aliases cost ~100 bytes each.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from redis.asyncio import Redis
+
+from ntf_server.store.health import translated
+
+ALIAS_KEY: Final = "sa"
+
+
+class SubIdAliases:
+    def __init__(self, client: Redis, prefix: str) -> None:
+        """`client`: the store's (`RedisStore.client`); this module keeps its own key."""
+        self._r = client
+        self._key = prefix + ALIAS_KEY
+        self._enabled = True
+
+    def __repr__(self) -> str:
+        return f"<SubIdAliases {'on' if self._enabled else 'off (no import)'}>"
+
+    async def load(self) -> None:
+        """Turn lookups off for a data set with no imported subscriptions (decided once, at start: the
+        importer runs while the server is stopped)."""
+        with translated():
+            self._enabled = bool(await self._r.exists(self._key))
+
+    async def resolve(self, sub_id: bytes) -> bytes:
+        """Our id for an imported subscription's old id; any other id unchanged."""
+        if not self._enabled or not sub_id:
+            return sub_id
+        with translated():
+            ours: Any = await self._r.hget(self._key, sub_id)  # bytes replies (no decode_responses)
+        return bytes(ours) if ours is not None else sub_id
+
