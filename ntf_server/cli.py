@@ -51,6 +51,7 @@ typical use:
   ntf-server check-config                   check the settings and show what the server will do
   ntf-server start                          run the server (Ctrl-C or SIGTERM stops it)
   ntf-server stats                          what the running server is doing (admin API)
+  ntf-server status                         one screen for the operator; exit 2 when unhealthy
   ntf-server policy set overflow=defer      change the push policy live (admin API)
   ntf-server demo                           see it work: everything local, nothing to prepare
 
@@ -101,6 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
                            "print them as tables.")
     stats.add_argument("--all", action="store_true", help="list every counter, also those still at 0")
     stats.add_argument("--json", action="store_true", help="print the admin API's JSON as is")
+    status = sub.add_parser(
+        "status", help="one screen: health, uptime, store, SMP servers, pushes, policy (admin API)",
+        description="Ask the running server's admin API (GET /v1/status) and print one screen: version and "
+        "uptime, client connections, tokens and subscriptions by status, SMP servers up and down, pushes in "
+        "the last hour and since start by kind, and the push policy.",
+        epilog="exit status: 0 healthy; 1 the admin API cannot be used (server not running, wrong token, "
+        "bad config); 2 the server answers but is unhealthy (NTF listener not running or Redis not answering)",
+    )
+    status.add_argument("--json", action="store_true", help="print the admin API's JSON as is (with --watch: "
+                        "one JSON object a line)")
+    status.add_argument("--watch", type=float, metavar="N", help="redraw every N seconds until Ctrl-C")
     policy = sub.add_parser(
         "policy", help="show or change the push policy of the running server (admin API)",
         description="Show or change the push policy (hidden pushes per device token per hour, burst, and what "
@@ -128,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--schema", default=IMPORT_SCHEMA, help=f"its schema (default {IMPORT_SCHEMA})")
     imp.add_argument("--dry-run", action="store_true",
                      help="read and check everything, print the counts, write nothing")
-    for p in (init, start, check, stats, policy, imp):  # the option is accepted on either side of the command
+    for p in (init, start, check, stats, status, policy, imp):  # the option is accepted on either side of the command
         _config_dir_option(p, argparse.SUPPRESS)
     demo = sub.add_parser(
         "demo", help="run everything locally and show what happens to each push",
@@ -166,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_demo(args.messages, args.more, args.keep_running)
         if args.command == "stats":
             return cmd_stats(config_dir, all_counters=args.all, raw=args.json)
+        if args.command == "status":
+            return cmd_status(config_dir, raw=args.json, watch_s=args.watch)
         if args.command == "policy":
             return cmd_policy(config_dir, args.action, getattr(args, "env", None), getattr(args, "assignments", []))
         if args.command == "import-simplex":
@@ -366,6 +380,43 @@ def cmd_stats(config_dir: Path, *, all_counters: bool = False, raw: bool = False
         data = _remote(lambda: admin.get("/v1/stats"))
     print(json.dumps(data, indent=2) if raw else "\n".join(stats_lines(data, all_counters=all_counters)))
     return EXIT_OK
+
+
+EXIT_UNHEALTHY: Final = 2  # `status`: the server answers but /healthz would fail (documented for monitoring)
+
+
+def cmd_status(config_dir: Path, *, raw: bool = False, watch_s: float | None = None) -> int:
+    from ntf_server.admin.screen import status_lines
+
+    if watch_s is not None and not 0.2 <= watch_s <= 86400:
+        raise CliError("--watch: 0.2 to 86400 seconds")
+    with _admin(config_dir) as admin:
+        if watch_s is not None:
+            return _watch_status(admin, watch_s, raw)
+        data = _remote(lambda: admin.get("/v1/status"))
+    print(json.dumps(data, indent=2) if raw else "\n".join(status_lines(data)))
+    return EXIT_OK if data["healthy"] else EXIT_UNHEALTHY
+
+
+def _watch_status(admin: Any, every_s: float, raw: bool) -> int:
+    """Redraw until Ctrl-C; a failed call is shown in place of the screen, and the next one is tried."""
+    import time
+
+    from ntf_server.admin.remote import RemoteError
+    from ntf_server.admin.screen import status_lines
+
+    clear = "\x1b[H\x1b[2J" if sys.stdout.isatty() and not raw else ""
+    try:
+        while True:
+            try:
+                data = admin.get("/v1/status")
+                text = json.dumps(data) if raw else "\n".join(status_lines(data)) + "\n"
+            except RemoteError as e:
+                text = json.dumps({"error": str(e)}) if raw else f"ntf-server: {e}\n"
+            print(clear + text, flush=True)
+            time.sleep(every_s)
+    except KeyboardInterrupt:
+        return EXIT_OK
 
 
 def cmd_policy(config_dir: Path, action: str, env: str | None, assignments: list[str]) -> int:

@@ -24,6 +24,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -38,6 +39,8 @@ from ntf_server.admin.app import AdminServer, build_app
 from ntf_server.admin.auth import TokenError, clean_token
 from ntf_server.admin.figures import Sources, StoreView
 from ntf_server.admin.policy import PolicyApi
+from ntf_server.admin.status import sample_every
+from ntf_server.admin.window import CounterWindow, push_counter_names
 from ntf_server.apns_metrics import ApnsMetrics
 from ntf_server.config import Config, ConfigError, redact_url
 from ntf_server.handlers import NtfHandlers
@@ -128,6 +131,8 @@ class NtfServer:
         self.activity: ActivityStore | None = None
         self.census: CensusTaker | None = None
         self.admin: AdminServer | None = None
+        self.started_at = 0.0  # Unix time of start() (uptime in the admin API)
+        self.push_window: CounterWindow | None = None  # pushes in the last hour (admin/window.py)
 
     def __repr__(self) -> str:
         parts = ",".join(self._parts) or "-"
@@ -164,6 +169,7 @@ class NtfServer:
 
     async def _start(self, stack: AsyncExitStack) -> None:
         cfg = self.config
+        self.started_at = time.time()
         stack.enter_context(StateLock(cfg.server.state_dir))  # before anything touches the directory
         cap_third_party_loggers()  # also for in-process servers (tests, demo) that skip setup_logging
         url = await self._redis_url(stack)
@@ -216,6 +222,8 @@ class NtfServer:
         if cfg.admin.enabled:
             census = self.census = CensusTaker(self._store.client, self._store.prefix, self._store.buckets)
             self._parts["census"] = lambda: census.run(cfg.admin.census_interval_s)
+            window = self.push_window = CounterWindow(push_counter_names(), time.monotonic())
+            self._parts["push window"] = lambda: sample_every(window, self.stats)
         self._supervisor = asyncio.create_task(self._supervise(), name="ntf-server parts")
         stack.push_async_callback(self._stop_parts)
         try:
@@ -239,7 +247,7 @@ class NtfServer:
         census = self.census
         src = Sources(self.stats, self.apns_metrics, StoreView(self.store), self.pool, self.listener,
                       lambda: self.push.queue_length if self.push else 0, lambda: census.latest,
-                      self.activity.counts, self.stats.own)
+                      self.activity.counts, self.stats.own, self.started_at, self.push_window)
         policy = PolicyApi(PolicyStore(self.store.client, self.store.prefix),
                            PolicySettings.from_config(self.config.push))
         admin = AdminServer(build_app(src, policy, token, metrics_public=cfg.metrics_public))

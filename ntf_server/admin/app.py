@@ -5,6 +5,7 @@
   GET /v1/stats         counters and gauges as JSON
   GET /v1/smp-servers   SMP connection state and counts (host names of own servers only)
   GET|PUT /v1/policy    the push policy, changed live and persisted in Redis
+  GET /v1/status        the operator's one screen in one call (status.py; ``ntf-server status``)
 
 ``AdminServer`` is a resource of the server (started after the NTF listener, closed before it). Every
 answer is JSON except /healthz and /metrics; errors are ``{"error": "<what is wrong>"}``.
@@ -21,6 +22,7 @@ from ntf_server.admin import metrics, views
 from ntf_server.admin.auth import bearer_auth
 from ntf_server.admin.figures import Sources, gather, health
 from ntf_server.admin.policy import PolicyApi
+from ntf_server.admin.status import StatusApi
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ def build_app(src: Sources, policy: PolicyApi, token: bytes, *, metrics_public: 
     app.router.add_get("/v1/smp-servers", smp_servers)
     app.router.add_get("/v1/policy", policy.get)
     app.router.add_put("/v1/policy", policy.put)
+    app.router.add_get("/v1/status", StatusApi(src, policy).get)
     return app
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 from redis.asyncio import Redis
 
 from ntf_server import __version__
+from ntf_server.admin.window import CounterWindow
 from ntf_server.apns_metrics import ApnsMetrics, ApnsSnapshot
 from ntf_server.ownservers import OwnServers
 from ntf_server.protocol.encoding import SMPServer
@@ -64,6 +65,8 @@ class Sources:
     census: Callable[[], Census | None]
     active_tokens: Callable[[], Awaitable[ActiveTokens]]
     own: OwnServers
+    started_at: float = field(default_factory=time.time)  # Unix time (uptime in /v1/status)
+    window: CounterWindow | None = None  # push counters a minute apart (pushes in the last hour)
 
 
 @dataclass(frozen=True)
