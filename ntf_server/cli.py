@@ -2,7 +2,7 @@
 
 ``init`` creates a configuration directory (commented ``ntf-server.toml`` with every default, CA and
 online certificates, store key, admin token), ``start`` checks it and runs the server, ``check-config``
-validates it. ``stats`` and ``policy`` talk to the running server's admin API (admin/remote.py).
+validates it. ``stats``, ``status`` and ``policy`` talk to the running server's admin API (admin/remote.py).
 The config directory is ``--config-dir``, else ``$NTF_SERVER_CFG_PATH``, else
 ``./ntf-config`` (relative, so the Quick start needs no root; packages pass an absolute path).
 """
