@@ -26,6 +26,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
+from functools import partial
 from pathlib import Path
 from typing import Final
 
@@ -41,14 +42,20 @@ from ntf_server.logsummary import flush_every
 from ntf_server.maintenance import Housekeeping
 from ntf_server.protocol import crypto
 from ntf_server.push.apns_sender import ApnsSender
+from ntf_server.push.budget import HiddenPushes
+from ntf_server.push.cron import CronPushes
+from ntf_server.push.deferred import DeferredScheduler
+from ntf_server.push.policy import PolicySettings
 from ntf_server.push.service import PushService
 from ntf_server.ratelimit import Rate
 from ntf_server.redact import cap_third_party_loggers
 from ntf_server.statelock import AlreadyRunning, StateLock
-from ntf_server.stats import Stats
+from ntf_server.stats import Stat, Stats
 from ntf_server.store.atrest import load_or_create_store_key
+from ntf_server.store.budget import BudgetStore
 from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.store.errors import StoreError
+from ntf_server.store.policy import PolicyStore
 from ntf_server.store.redis import RedisStore
 from ntf_server.subscriber.pool import SubscriberPool
 from ntf_server.subscriber.routing import client_factory as smp_client_factory
@@ -162,7 +169,14 @@ class NtfServer:
         apps = apns_apps(cfg)
         sender = ApnsSender(ApnsClient(apps) if apps else None, apps)
         stack.push_async_callback(sender.aclose)
-        self.push = PushService(self._store, sender, self.stats)
+        hidden = HiddenPushes(PolicyStore(self._store.client, self._store.prefix),
+                              PolicySettings.from_config(cfg.push), BudgetStore(self._store.client, self._store.prefix))
+        self.push = PushService(self._store, sender, self.stats, hidden=hidden)
+        deferred = DeferredScheduler(hidden, self._store, partial(self.push.deliver, background=True), self.stats,
+                                     scan_s=cfg.push.defer_scan_s)
+        cron = CronPushes(hidden, self._store, partial(self.push.deliver, background=True,
+                                                        delivered=Stat.NTF_CRON_DELIVERED, failed=Stat.NTF_CRON_FAILED),
+                          self.stats, scan_s=cfg.push.cron_scan_s)
         self.pool = SubscriberPool(self._store, self.push, self.stats,
                                    client_factory=smp_client_factory(cfg.subscriber))
         sink = self.pool  # SNEW subscribes, SDEL/TDEL/expiry forget: the same pool for handlers and housekeeping
@@ -186,6 +200,7 @@ class NtfServer:
                      handlers.store_errors,
                      self.listener.handshake_failures, self.pool.connect_failures, self.pool.disconnects]
         self._parts = {"push workers": self.push.run, "subscriber pool": self.pool.run,
+                       "deferred pushes": deferred.run, "periodic pushes": cron.run,
                        "housekeeping": self.housekeeping.run,
                        "redis health": self._store.watch_health,
                        "log summaries": lambda: flush_every(summaries, SUMMARY_INTERVAL_S), **self._parts}

@@ -8,8 +8,9 @@ room: a full queue slows the SMP reader that feeds it, and the SMP server keeps 
 notification is dropped silently. Verification pushes have their own queue and workers, so a message
 backlog never delays a registration. Workers build the body (push/payload.py, pure), hand it to a
 ``PushSender`` and apply the outcome: delivered → CONFIRMED (verification) or counted, "token invalid" →
-``INVALID,<reason>``, anything else → counted failure. The hidden-push budget arrives with the policy
-issue.
+``INVALID,<reason>``, anything else → counted failure. What a message notification becomes (hidden push,
+alert, deferred, dropped) is the push policy's decision (push/budget.py, push/policy.py); the deferred and
+periodic pushes it schedules are sent through ``deliver`` too (push/deferred.py, push/cron.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from typing import Final, Protocol, TypeVar
 
 from ntf_server.logsummary import CountedLog
 from ntf_server.push import payload
+from ntf_server.push.budget import HiddenPushes, Plan, alert_body, pn_messages
+from ntf_server.push.policy import Decision
 from ntf_server.stats import Stat, Stats
 from ntf_server.store.base import Store
 from ntf_server.store.errors import StoreError
@@ -46,6 +49,8 @@ MESSAGE_QUEUE_SIZE: Final = 4096
 # 4 capped a 2-core machine at ~550 pushes/s with a growing backlog (tests/bench/nmsg_pipeline.py).
 MESSAGE_WORKERS: Final = 64
 NONCE_BYTES: Final = 24
+_PLANNED: Final = {Decision.HIDDEN: Stat.NTF_HIDDEN, Decision.ALERT: Stat.NTF_ALERT,
+                   Decision.DEFER: Stat.NTF_DEFERRED, Decision.DROP: Stat.NTF_DROPPED}
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +84,9 @@ class PushSender(Protocol):
 
 class PushService:
     def __init__(self, store: Store, sender: PushSender, stats: Stats, *, workers: int = 4,
-                 message_workers: int = MESSAGE_WORKERS, queue_size: int = QUEUE_SIZE) -> None:
+                 message_workers: int = MESSAGE_WORKERS, queue_size: int = QUEUE_SIZE,
+                 hidden: HiddenPushes | None = None) -> None:
+        self.hidden = hidden  # the push policy; None = SimpleX parity (every notification an alert)
         self._store = store
         self._sender = sender
         self._stats = stats
@@ -131,17 +138,29 @@ class PushService:
                 queue.task_done()
 
     async def _message(self, job: MessagePush) -> None:
+        """One message notification: the policy decides (push/budget.py); parity mode without a policy."""
         tok = job.token
-        items = [payload.PNMessage(n.server, n.notifier_id, n.received_at, n.nonce, n.enc_meta)
-                 for n in job.notifications]
-        body = payload.message_alert_body(tok.dh_secret, secrets.token_bytes(NONCE_BYTES), items)
-        outcome = await self._sender.push(tok.provider, tok.device_token, body, background=False)
+        if self.hidden is None:
+            plan: Plan | None = Plan(Decision.ALERT, alert_body(tok, pn_messages(job.notifications)))
+        else:
+            plan = await self.hidden.plan(tok, job.notifications)
+        if plan is None:
+            return  # the token was deleted meanwhile
+        self._stats.incr(_PLANNED[plan.decision])
+        if plan.body:
+            await self.deliver(tok, plan.body, background=plan.background)
+
+    async def deliver(self, tok: TokenRecord, body: bytes, *, background: bool,
+                      delivered: Stat = Stat.NTF_DELIVERED, failed: Stat = Stat.NTF_FAILED) -> bool:
+        """Send one message-kind push (message, deferred, periodic) and apply the outcome; True if delivered."""
+        outcome = await self._sender.push(tok.provider, tok.device_token, body, background=background)
         if isinstance(outcome, Delivered):
             if tok.provider is not PushProvider.APNS_NULL:
-                self._stats.incr(Stat.NTF_DELIVERED)
-            return
-        await self._not_delivered(tok, outcome, "message push", Stat.NTF_FAILED, Stat.NTF_INVALID_TKN,
+                self._stats.incr(delivered)
+            return True
+        await self._not_delivered(tok, outcome, "message push", failed, Stat.NTF_INVALID_TKN,
                                   self.message_failures)
+        return False
 
     async def _not_delivered(self, tok: TokenRecord, outcome: Invalid | Failed, what: str, failed: Stat,
                              invalid: Stat, summary: CountedLog) -> None:
