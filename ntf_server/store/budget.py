@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from ntf_server.push.policy import Budget, CronDecision, Decision
-from ntf_server.store.errors import StoreError
+from ntf_server.store.health import edge
 from ntf_server.store.keys import Keys
 
 KEEP_S: Final = 86400  # a budget (and its last-hidden time, for cron) outlives a full bucket by a day
@@ -158,10 +157,8 @@ class BudgetStore:
         return [self._p, _f(now), _f(b.hidden_per_hour), b.burst, KEEP_S]
 
     async def _eval(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        try:
+        with edge():
             return await script(keys=keys, args=args)
-        except (RedisError, OSError) as e:  # the one edge where Redis errors become ours
-            raise StoreError(f"budget: {type(e).__name__}") from e
 
     async def message(self, tid: bytes, b: Budget, now: float, body: bytes = b"",
                       rank: str = "") -> tuple[Decision | None, float | None]:
@@ -177,17 +174,13 @@ class BudgetStore:
 
     async def due(self, now: float, limit: int = 100) -> list[bytes]:
         """Token ids whose pending push is due (read only: ``claim`` decides who sends it)."""
-        try:
+        with edge():
             found = await self._r.zrangebyscore(self.due_key, "-inf", _f(now), 0, limit)
-        except (RedisError, OSError) as e:
-            raise StoreError(f"budget: {type(e).__name__}") from e
         return [t for t in found if isinstance(t, bytes)]
 
     async def next_due(self) -> float | None:
-        try:
+        with edge():
             first = await self._r.zrange(self.due_key, 0, 0, withscores=True)
-        except (RedisError, OSError) as e:
-            raise StoreError(f"budget: {type(e).__name__}") from e
         return float(first[0][1]) if first else None
 
     async def claim(self, tid: bytes, b: Budget, now: float,
@@ -212,8 +205,6 @@ class BudgetStore:
         return None if res == "GONE" else CronDecision(res)
 
     async def pending_count(self) -> int:
-        try:
+        with edge():
             return int(await self._r.zcard(self.due_key))
-        except (RedisError, OSError) as e:
-            raise StoreError(f"budget: {type(e).__name__}") from e
 

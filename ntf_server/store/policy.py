@@ -13,6 +13,7 @@ import logging
 from redis.asyncio import Redis
 
 from ntf_server.push.policy import PolicyError, PolicySettings
+from ntf_server.store.health import edge
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,8 @@ class PolicyStore:
     async def current(self) -> PolicySettings | None:
         """As ``get``, read from Redis on every call (so a change is used by the next push on every
         instance) but parsed only when the stored document changed: one GET per push."""
-        raw = await self._r.get(self.key)
+        with edge():  # read per push: a Redis error is the store's, a swallowed cancel is raised again
+            raw = await self._r.get(self.key)
         if raw is None:
             return None
         if raw != self._seen[0]:
