@@ -62,7 +62,12 @@ class CronPushes:
         now = self._hidden.clock()
         due = await self._store.tokens_due_for_cron(now, BATCH)
         for tok in due:
-            await self._one(tok, now)
+            try:
+                await self._one(tok, now)
+            except StoreError:
+                raise
+            except Exception:  # a bug in one push must not stop the others (nor the server)
+                log.exception("periodic push failed unexpectedly")
         return len(due)
 
     async def _one(self, tok: TokenRecord, now: float) -> None:

@@ -78,6 +78,8 @@ class DeferredScheduler:
                 await self._claim_and_send(tid, now)
             except StoreError as e:  # one token's trouble must not cancel the round's others
                 log.warning("deferred push: store error (%s)", e)
+            except Exception:  # a bug in one push must not stop the scheduler (and with it the server)
+                log.exception("deferred push failed unexpectedly")
 
     async def _claim_and_send(self, tid: bytes, now: float) -> None:
         budgets = self._hidden.budgets
