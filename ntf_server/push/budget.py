@@ -9,6 +9,7 @@ every instance; the decision and the budget update are one Redis script (store/b
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +24,10 @@ from ntf_server.store.policy import PolicyStore
 from ntf_server.store.records import LastNotification, PushProvider, TokenRecord
 
 NONCE_BYTES: Final = 24
+# Decisions in flight at once (each is one or two short Redis calls). The push workers (64) share the store's
+# connection pool (64) with the subscriber pool: without this gate a burst made redis-py run out of
+# connections ("Too many connections" → StoreUnavailable, tests/bench/nmsg_pipeline.py --policy).
+DECISIONS_IN_FLIGHT: Final = 16
 ENVIRONMENT: Final = {
     PushProvider.APNS_PROD: "production",
     PushProvider.APNS_DEV: "development",
@@ -52,6 +57,7 @@ class HiddenPushes:
         self.fallback = fallback
         self.budgets = budgets
         self.clock = clock  # tests and benchmarks inject a fake clock
+        self._gate = asyncio.Semaphore(DECISIONS_IN_FLIGHT)
 
     def __repr__(self) -> str:
         return f"<HiddenPushes {self.budgets!r} {self.policy!r}>"
@@ -64,6 +70,10 @@ class HiddenPushes:
 
     async def plan(self, tok: TokenRecord, notifications: Sequence[LastNotification]) -> Plan | None:
         """What this notification becomes; None when the token was deleted meanwhile (nothing to send)."""
+        async with self._gate:
+            return await self._plan(tok, notifications)
+
+    async def _plan(self, tok: TokenRecord, notifications: Sequence[LastNotification]) -> Plan | None:
         items = pn_messages(notifications)
         budget = await self.budget_for(tok.provider)
         if budget.parity:
