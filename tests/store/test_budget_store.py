@@ -10,9 +10,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio
-from store_helpers import NOW, device_token, token
+from store_helpers import NOW, device_token, server, token
 
 from ntf_server.config import Overflow
+from ntf_server.push.budget import HiddenPushes
 from ntf_server.push.policy import (
     Budget,
     BudgetState,
@@ -26,7 +27,7 @@ from ntf_server.push.policy import (
 )
 from ntf_server.store.budget import KEEP_S, BudgetStore, Claimed
 from ntf_server.store.policy import PolicyStore
-from ntf_server.store.records import TokenRecord
+from ntf_server.store.records import LastNotification, TokenRecord
 from ntf_server.store.redis import RedisStore
 
 
@@ -189,3 +190,14 @@ async def test_cron_skips_a_device_woken_within_the_interval(store: RedisStore, 
     assert await budgets.cron(tok.token_id, b, NOW + 1200, 1200.0) is CronDecision.SEND
     await budgets.message(tok.token_id, b, NOW + 2000)
     assert await budgets.cron(tok.token_id, b, NOW + 2400, 1200.0) is CronDecision.SKIP_RECENT
+
+
+async def test_more_concurrent_pushes_than_redis_connections_are_all_decided(store: RedisStore) -> None:
+    """The 64 push workers share the store's 64 connections with everything else: a burst of decisions must
+    wait for a connection, not fail with "Too many connections" (found by bench/nmsg_pipeline.py --policy)."""
+    tok = await new_token(store)
+    hidden = HiddenPushes(PolicyStore(store.client, store.prefix), PolicySettings.from_json({"hidden_per_hour": 3}),
+                          BudgetStore(store.client, store.prefix), clock=lambda: NOW)
+    ntf = [LastNotification(server(), b"n" * 24, 1_700_000_000_000, b"\x01" * 24, b"m" * 100)]
+    plans = await asyncio.gather(*[hidden.plan(tok, ntf) for _ in range(200)])
+    assert Counter(p.decision for p in plans if p is not None) == {Decision.HIDDEN: 3, Decision.ALERT: 197}
