@@ -1,10 +1,11 @@
 """The push policy in effect, applied to one message notification (DESIGN "Push policy").
 
-``HiddenPushes.plan`` turns a token's newest <= 6 notifications into what to send: the policy is read from
-Redis for every push (``PolicyStore.current``: one GET, parsed only when it changed), falling back to the
-config's ``[push]``, so a change made through the admin API on any instance is used by the next push on
-every instance; the decision and the budget update are one Redis script (store/budget.py). Parity mode
-(``hidden_per_hour = 0``) decides in Python without touching the budget.
+``HiddenPushes.plan`` turns a token's newest <= 6 notifications into what to send. The policy in effect is
+the one stored in Redis (admin API), else the config's ``[push]``; the decision and the budget update are
+one Redis script (store/budget.py), which also checks that the policy document the budget was taken from
+is still the stored one (else it answers the stored one and we decide again): one round trip per push,
+and a change made on any instance is used by the next push on every instance. Parity mode
+(``hidden_per_hour = 0``) has no budget to consult: one GET checks the policy is still parity.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Final
 from ntf_server.config import Overflow
 from ntf_server.push import payload
 from ntf_server.push.policy import Budget, Decision, PolicySettings, coalesce_rank
-from ntf_server.store.budget import BudgetStore
+from ntf_server.store.budget import BudgetStore, Decided, PolicyChanged
+from ntf_server.store.errors import StoreError
 from ntf_server.store.policy import PolicyStore
 from ntf_server.store.records import LastNotification, PushProvider, TokenRecord
 
@@ -28,6 +30,7 @@ NONCE_BYTES: Final = 24
 # connection pool (64) with the subscriber pool: without this gate a burst made redis-py run out of
 # connections ("Too many connections" → StoreUnavailable, tests/bench/nmsg_pipeline.py --policy).
 DECISIONS_IN_FLIGHT: Final = 16
+POLICY_RETRIES: Final = 3
 ENVIRONMENT: Final = {
     PushProvider.APNS_PROD: "production",
     PushProvider.APNS_DEV: "development",
@@ -58,6 +61,7 @@ class HiddenPushes:
         self.budgets = budgets
         self.clock = clock  # tests and benchmarks inject a fake clock
         self._gate = asyncio.Semaphore(DECISIONS_IN_FLIGHT)
+        self._raw: bytes | None = None  # the stored policy document last seen (checked by every decision)
 
     def __repr__(self) -> str:
         return f"<HiddenPushes {self.budgets!r} {self.policy!r}>"
@@ -75,23 +79,38 @@ class HiddenPushes:
 
     async def _plan(self, tok: TokenRecord, notifications: Sequence[LastNotification]) -> Plan | None:
         items = pn_messages(notifications)
-        budget = await self.budget_for(tok.provider)
-        if budget.parity:
-            return Plan(Decision.ALERT, alert_body(tok, items))
-        hidden = payload.message_background_body(tok.dh_secret, secrets.token_bytes(NONCE_BYTES), items)
-        deferring = budget.overflow is Overflow.DEFER
-        decision, due = await self.budgets.message(
-            tok.token_id, budget, self.clock(), hidden if deferring else b"",
-            coalesce_rank([n.received_at_ms for n in notifications]) if deferring else "")
-        match decision:
-            case None:
-                return None
-            case Decision.HIDDEN:
-                return Plan(decision, hidden)
-            case Decision.ALERT:
-                return Plan(decision, alert_body(tok, items))
-        return Plan(decision, due=due)
+        env = ENVIRONMENT.get(tok.provider, "production")
+        for _ in range(POLICY_RETRIES):
+            budget = (self.policy.parsed(self._raw) or self.fallback).for_environment(env)
+            if budget.parity:  # no budget to consult: one GET says whether parity is still the policy
+                raw = await self.policy.raw()
+                if raw != self._raw:
+                    self._raw = raw
+                    continue
+                return Plan(Decision.ALERT, alert_body(tok, items))
+            hidden = payload.message_background_body(tok.dh_secret, secrets.token_bytes(NONCE_BYTES), items)
+            deferring = budget.overflow is Overflow.DEFER
+            res = await self.budgets.message(
+                tok.token_id, budget, self.clock(), hidden if deferring else b"",
+                coalesce_rank([n.received_at_ms for n in notifications]) if deferring else "",
+                policy=(self.policy.key, self._raw))
+            if isinstance(res, PolicyChanged):  # the script checked the policy our budget came from
+                self._raw = res.raw
+                continue
+            return _plan_of(res, hidden, tok, items)
+        raise StoreError("the push policy changed on every try")  # one admin PUT per push: not a real case
 
+
+def _plan_of(res: Decided, hidden: bytes, tok: TokenRecord, items: Sequence[payload.PNMessage]) -> Plan | None:
+    decision, due = res
+    match decision:
+        case None:
+            return None
+        case Decision.HIDDEN:
+            return Plan(decision, hidden)
+        case Decision.ALERT:
+            return Plan(decision, alert_body(tok, items))
+    return Plan(decision, due=due)
 
 def alert_body(tok: TokenRecord, items: Sequence[payload.PNMessage]) -> bytes:
     """The production alert (spec §5.5 item 2) with the token's newest <= 6 notifications."""

@@ -50,9 +50,16 @@ local function consume(bk, tat)
 end
 """
 
-# KEYS: token hash, pending hash, due zset. ARGV: P now rate burst keep overflow tid body rank pending_ttl
-# -> {'GONE'} | {'alert'|'hidden'|'drop'} | {'defer', due}
+# KEYS: token hash, pending hash, due zset[, policy]. ARGV: P now rate burst keep overflow tid body rank
+# pending_ttl[ policy_seen] -> {'POLICY', raw} | {'GONE'} | {'alert'|'hidden'|'drop'} | {'defer', due}
+# With the policy key: the caller's budget came from the policy document ``policy_seen`` ('' = none); if
+# the stored one differs, nothing is decided and the script answers the stored one (read it, retry). So the
+# policy in effect costs no round trip of its own, and a change is used by the very next push.
 MESSAGE: Final = _PRELUDE + r"""
+if #KEYS >= 4 then
+  local raw = redis.call('GET', KEYS[4]) or ''
+  if raw ~= ARGV[11] then return {'POLICY', raw} end
+end
 if rate <= 0 then return {'alert'} end
 local bk = bkey(KEYS[1])
 if not bk then return {'GONE'} end
@@ -126,6 +133,14 @@ class Claimed:
     version: str
 
 
+@dataclass(frozen=True, slots=True)
+class PolicyChanged:
+    raw: bytes | None  # the stored policy document (None: none)
+
+
+Decided = tuple[Decision | None, float | None]
+
+
 def _f(x: float) -> str:
     return repr(float(x))
 
@@ -160,14 +175,20 @@ class BudgetStore:
         with edge():
             return await script(keys=keys, args=args)
 
-    async def message(self, tid: bytes, b: Budget, now: float, body: bytes = b"",
-                      rank: str = "") -> tuple[Decision | None, float | None]:
+    async def message(self, tid: bytes, b: Budget, now: float, body: bytes = b"", rank: str = "",
+                      policy: tuple[str, bytes | None] | None = None) -> Decided | PolicyChanged:
         """Decide one message notification (policy.decide) and apply it; (None, None) if the token is gone.
-        ``body``/``rank``: the pending push to keep when the decision is DEFER."""
+        ``body``/``rank``: the pending push to keep when the decision is DEFER. ``policy``: (policy key, the
+        stored document ``b`` was taken from): answered ``PolicyChanged`` when that is not the stored one."""
         keys = [self._k.token(tid), self.pending_key(tid), self.due_key]
-        res = await self._eval(self._message, keys,
-                               [*self._args(now, b), b.overflow.value, tid, body, rank, PENDING_TTL_S])
+        args = [*self._args(now, b), b.overflow.value, tid, body, rank, PENDING_TTL_S]
+        if policy is not None:
+            keys.append(policy[0])
+            args.append(policy[1] or b"")
+        res = await self._eval(self._message, keys, args)
         kind = _text(res[0])
+        if kind == "POLICY":
+            return PolicyChanged(bytes(res[1]) or None)
         if kind == "GONE":
             return None, None
         return Decision(kind), (float(res[1]) if len(res) > 1 else None)

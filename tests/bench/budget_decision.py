@@ -6,7 +6,8 @@ Run by hand, not collected by pytest:
     .venv/bin/python tests/bench/budget_decision.py [--tokens 1000] [--decisions 20000] [--concurrency 16]
 
 Prints decisions/s and per-decision latency (p50, p99) for: the policy read alone, the budget script alone,
-and both (what ``HiddenPushes.plan`` does besides building the body), each with ``--concurrency`` at once.
+a GET of the policy then the script (two round trips), and the script checking the policy itself (one round
+trip: what ``HiddenPushes.plan`` does besides building the body), each with ``--concurrency`` at once.
 """
 
 from __future__ import annotations
@@ -78,7 +79,11 @@ async def main() -> None:
                 await policy.current()
                 return await budgets.message(toks[i % len(toks)].token_id, b, now + i / 1000, body, "r")
 
-            await measure("policy read + script", args.decisions, args.concurrency, both)
+            await measure("policy GET + script", args.decisions, args.concurrency, both)
+            raw = await policy.raw()
+            await measure("script checking policy", args.decisions, args.concurrency,
+                          lambda i: budgets.message(toks[i % len(toks)].token_id, b, now + i / 1000, body, "r",
+                                                    policy=(policy.key, raw)))
         finally:
             await store.close()
             await redis.stop()

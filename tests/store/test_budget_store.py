@@ -25,7 +25,7 @@ from ntf_server.push.policy import (
     cron_decide,
     decide,
 )
-from ntf_server.store.budget import KEEP_S, BudgetStore, Claimed
+from ntf_server.store.budget import KEEP_S, BudgetStore, Claimed, PolicyChanged
 from ntf_server.store.policy import PolicyStore
 from ntf_server.store.records import LastNotification, TokenRecord
 from ntf_server.store.redis import RedisStore
@@ -201,3 +201,14 @@ async def test_more_concurrent_pushes_than_redis_connections_are_all_decided(sto
     ntf = [LastNotification(server(), b"n" * 24, 1_700_000_000_000, b"\x01" * 24, b"m" * 100)]
     plans = await asyncio.gather(*[hidden.plan(tok, ntf) for _ in range(200)])
     assert Counter(p.decision for p in plans if p is not None) == {Decision.HIDDEN: 3, Decision.ALERT: 197}
+
+
+async def test_the_script_refuses_a_budget_taken_from_an_old_policy(store: RedisStore, budgets: BudgetStore) -> None:
+    tok = await new_token(store)
+    policy = PolicyStore(store.client, store.prefix)
+    b = Budget(3.0, 3, Overflow.ALERT)
+    assert await budgets.message(tok.token_id, b, NOW, policy=(policy.key, None)) == (Decision.HIDDEN, None)
+    await policy.put(PolicySettings.from_json({"hidden_per_hour": 0}))
+    changed = await budgets.message(tok.token_id, b, NOW, policy=(policy.key, None))
+    assert isinstance(changed, PolicyChanged) and changed.raw == await policy.raw()
+    assert await budgets.message(tok.token_id, b, NOW, policy=(policy.key, changed.raw)) == (Decision.HIDDEN, None)
