@@ -88,10 +88,12 @@ class HiddenPushes:
                     self._raw = raw
                     continue
                 return Plan(Decision.ALERT, alert_body(tok, items))
-            hidden = payload.message_background_body(tok.dh_secret, secrets.token_bytes(NONCE_BYTES), items)
+            # under defer the script may keep the body as the pending push, so it is built first; otherwise
+            # only the body the decision needs is built (encryption is most of a push's CPU)
             deferring = budget.overflow is Overflow.DEFER
+            hidden = hidden_body(tok, items) if deferring else b""
             res = await self.budgets.message(
-                tok.token_id, budget, self.clock(), hidden if deferring else b"",
+                tok.token_id, budget, self.clock(), hidden,
                 coalesce_rank([n.received_at_ms for n in notifications]) if deferring else "",
                 policy=(self.policy.key, self._raw))
             if isinstance(res, PolicyChanged):  # the script checked the policy our budget came from
@@ -107,10 +109,15 @@ def _plan_of(res: Decided, hidden: bytes, tok: TokenRecord, items: Sequence[payl
         case None:
             return None
         case Decision.HIDDEN:
-            return Plan(decision, hidden)
+            return Plan(decision, hidden or hidden_body(tok, items))
         case Decision.ALERT:
             return Plan(decision, alert_body(tok, items))
     return Plan(decision, due=due)
+
+def hidden_body(tok: TokenRecord, items: Sequence[payload.PNMessage]) -> bytes:
+    """The hidden push: wakes the app to check messages; the encrypted newest <= 6 ride along."""
+    return payload.message_background_body(tok.dh_secret, secrets.token_bytes(NONCE_BYTES), items)
+
 
 def alert_body(tok: TokenRecord, items: Sequence[payload.PNMessage]) -> bytes:
     """The production alert (spec §5.5 item 2) with the token's newest <= 6 notifications."""
