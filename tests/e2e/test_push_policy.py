@@ -231,3 +231,19 @@ async def test_periodic_pushes_from_the_first_interval_skipped_after_a_hidden_pu
     assert (server.stats["ntf_cron_delivered"], server.stats["ntf_cron_skipped"]) == (1, 1)
     await no_more_pushes(env, burst.device)
     await client.close()
+
+
+async def test_a_deferred_push_is_not_sent_to_a_token_deleted_meanwhile(env: Env) -> None:
+    clock = FakeClock()
+    server = with_clock(env.server, clock)
+    await set_policy(server, hidden_per_hour=3, burst=1, overflow="defer")
+    client = await NtfClient.connect("127.0.0.1", env.port, env.key_hash)
+    burst = await Burst.create(env, client, 2)
+    await burst.send([server])
+    await pushes(env, burst.device, 1)
+    assert await burst.app.token_command(client, P.TDel()) == P.Ok()
+    clock.now = T0 + 1200
+    await no_more_pushes(env, burst.device, 0.5)
+    assert (server.stats["ntf_deferred"], server.stats["ntf_deferred_sent"], server.stats["ntf_deferred_stale"]) == (
+        1, 0, 1)
+    await client.close()
