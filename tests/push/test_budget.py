@@ -189,7 +189,7 @@ def test_never_more_hidden_pushes_than_the_budget_in_any_window(b: Budget, times
     for i in range(len(h)):
         for j in range(i, len(h)):
             assert j - i + 1 <= b.burst + math.floor((h[j] - h[i]) / period + 1e-9)
-        in_hour = sum(1 for t in h[i:] if t < h[i] + 3600)
+        in_hour = sum(1 for t in h[i:] if t < h[i] + 3600 - 1e-6)  # a push exactly an hour later may round below
         assert in_hour <= b.burst + math.ceil(3600 / period - 1e-9) - 1
 
 
