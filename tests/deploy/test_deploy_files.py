@@ -10,6 +10,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,7 @@ def test_dockerfile_runs_as_a_non_root_user() -> None:
     assert users, "no USER in the final stage"
     user = users[-1].split(":")[0]
     assert user not in {"root", "0"}
-    assert any(f"useradd" in run and user in run for run in final_stage("RUN"))
+    assert any("useradd" in run and user in run for run in final_stage("RUN"))
 
 
 def test_dockerfile_exposes_the_default_ports_and_healthchecks_the_admin_api() -> None:
@@ -189,7 +190,7 @@ def verify_unit(unit: Path) -> str:
 def test_systemd_unit_verifies_without_warnings(tmp_path: Path) -> None:
     """The unit's ExecStart points at the installed venv; here it is this checkout's ntf-server."""
     text = (DEPLOY / "ntf-server.service").read_text()
-    exe = shutil.which("ntf-server") or str(Path(os.sys.executable).parent / "ntf-server")
+    exe = shutil.which("ntf-server") or str(Path(sys.executable).parent / "ntf-server")
     unit = tmp_path / "ntf-server.service"
     unit.write_text(text.replace("/opt/ntf-server/bin/ntf-server", exe))
     assert verify_unit(unit) == ""
