@@ -138,6 +138,13 @@ def test_prometheus_rules_pass_promtool() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_alert_rules_fire_as_their_unit_tests_expect() -> None:
+    """deploy/prometheus/alerts.test.yml: series in, alerts (labels and rendered annotations) out."""
+    result = subprocess.run([tool("promtool"), "test", "rules", "alerts.test.yml"], cwd=DEPLOY / "prometheus",
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_prometheus_config_passes_promtool(tmp_path: Path) -> None:
     """The token file it names exists only on a real Prometheus host: point it at a temporary one."""
     token = tmp_path / "token"
