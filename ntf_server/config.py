@@ -507,16 +507,24 @@ _HEADER: Final = """\
 """
 
 
-def render_default_config(*, host: str | None = None, port: int | None = None) -> str:
-    """The commented ``ntf-server.toml`` written by ``init``: every setting at its default, except
-    ``server.host``/``server.port`` when given. Loading it yields exactly those values."""
+def render_default_config(
+    *, host: str | None = None, port: int | None = None, state_dir: Path | None = None, redis_url: str | None = None,
+    admin_bind: str | None = None,
+) -> str:
+    """The commented ``ntf-server.toml`` written by ``init``: every setting at its default, except the keys
+    given (``init`` options, so a container or package sets them without editing the file). Loading it
+    yields exactly those values."""
     config = Config(config_dir=Path())
     server = config.server
     if host is not None:
         server = dataclasses.replace(server, host=host)
     if port is not None:
         server = dataclasses.replace(server, port=port)
-    config = dataclasses.replace(config, server=server)
+    if state_dir is not None:
+        server = dataclasses.replace(server, state_dir=state_dir)
+    redis = config.redis if redis_url is None else dataclasses.replace(config.redis, url=redis_url)
+    admin = config.admin if admin_bind is None else dataclasses.replace(config.admin, bind=admin_bind)
+    config = dataclasses.replace(config, server=server, redis=redis, admin=admin)
     lines = [_HEADER.rstrip("\n")]
     _render(config, "", lines)
     return "\n".join(lines).rstrip("\n") + "\n"
