@@ -13,12 +13,21 @@ import argparse
 import json
 import os
 import sys
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from ntf_server import __version__
-from ntf_server.config import CONFIG_FILE, Config, ConfigError, load_config, redact_url, render_default_config
+from ntf_server.config import (
+    CONFIG_FILE,
+    Config,
+    ConfigError,
+    load_config,
+    parse_config,
+    redact_url,
+    render_default_config,
+)
 from ntf_server.protocol.encoding import CodecError, check_host
 from ntf_server.transport import certs
 from ntf_server.transport.certs import CredentialsError, SignAlgorithm
@@ -83,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--host", default="127.0.0.1",
                       help="host name or IP address apps connect to (default 127.0.0.1)")
     init.add_argument("--port", type=int, default=443, help="port to listen on (default 443, needs root)")
+    # keys a container or package sets at init instead of editing the file afterwards (deploy/README.md)
+    init.add_argument("--state-dir", type=Path, metavar="DIR",
+                      help="server.state_dir: data directory (default: state/ in the config directory)")
+    init.add_argument("--redis-url", metavar="URL",
+                      help="redis.url: an external Redis, redis://host:6379/0 (default: embedded Redis)")
+    init.add_argument("--admin-bind", metavar="ADDRESS",
+                      help="admin.bind: admin API address (default 127.0.0.1; 0.0.0.0 for a scraper in another "
+                      "container)")
     init.add_argument(
         "-a", "--sign-algorithm", type=SignAlgorithm, choices=list(SignAlgorithm), default=SignAlgorithm.ED448,
         help="certificate key type (default ed448)",
@@ -169,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     config_dir: Path = args.config_dir
     try:
         if args.command == "init":
-            return cmd_init(config_dir, args.host, args.port, args.sign_algorithm)
+            return cmd_init(config_dir, args.host, args.port, args.sign_algorithm, state_dir=args.state_dir,
+                            redis_url=args.redis_url, admin_bind=args.admin_bind)
         if args.command == "start":
             return cmd_start(config_dir)
         if args.command == "config-reference":
@@ -207,13 +225,20 @@ def cmd_config_reference(readme: Path | None) -> int:
     return EXIT_OK
 
 
-def cmd_init(config_dir: Path, host: str, port: int, algorithm: SignAlgorithm) -> int:
+def cmd_init(config_dir: Path, host: str, port: int, algorithm: SignAlgorithm, *, state_dir: Path | None = None,
+             redis_url: str | None = None, admin_bind: str | None = None) -> int:
     try:
         check_host(host)
     except CodecError as e:
         raise CliError(f"--host: {e}") from e
     if not 1 <= port <= 65535:
         raise CliError(f"--port: must be 1..65535, got {port}")
+    text = render_default_config(host=host, port=port, state_dir=state_dir, redis_url=redis_url,
+                                 admin_bind=admin_bind)
+    try:  # a bad --redis-url is refused before anything is written
+        parse_config(tomllib.loads(text), config_dir)
+    except ConfigError as e:
+        raise CliError(str(e)) from e
     existing = [n for n in (CONFIG_FILE, *certs.CREDENTIAL_FILES) if (config_dir / n).exists()]
     if existing:
         raise CliError(
@@ -225,7 +250,7 @@ def cmd_init(config_dir: Path, host: str, port: int, algorithm: SignAlgorithm) -
     create_store_key(config_dir / STORE_KEY_FILE)
     certs.write_private_file(config_dir / ADMIN_TOKEN_FILE, (certs.random_token() + "\n").encode())
     # The config file goes last: its presence is what `start` takes as "initialised".
-    certs.write_public_file(config_dir / CONFIG_FILE, render_default_config(host=host, port=port).encode())
+    certs.write_public_file(config_dir / CONFIG_FILE, text.encode())
     print(f"Initialised {config_dir.resolve()} ({algorithm.value} certificates)")
     print("Keep ca.key offline after init: it is only needed to issue a new server certificate.")
     print(f"Fingerprint: {made.fingerprint_b64u}")

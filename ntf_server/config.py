@@ -245,11 +245,18 @@ class ApnsConfig:
 @dataclass(frozen=True)
 class PushConfig:
     hidden_per_hour: float = setting(
-        3.0, "hidden (background) pushes per token per hour (not used yet: no message pushes in this version)",
-        min=0,
+        3.0, "hidden (background) message pushes per device token per hour after the burst; 0 = SimpleX "
+        "parity (every message notification an alert); a policy set live in Redis overrides [push]", min=0, max=3600,
     )
-    burst: int = setting(3, "hidden pushes a token may receive back to back (not used yet)", min=1)
-    overflow: Overflow = setting(Overflow.ALERT, "over budget: alert | defer | drop (not used yet)")
+    burst: int = setting(3, "hidden pushes a device token may receive back to back", min=1, max=100)
+    overflow: Overflow = setting(
+        Overflow.ALERT, "over budget: alert (production alert) | defer (one hidden push when the budget returns, "
+        "carrying the newest 6) | drop (counted)")
+    defer_scan_s: float = setting(
+        1.0, "the deferred-push scheduler looks for due pushes at least this often (seconds)", min=0.01, max=60)
+    cron_scan_s: float = setting(
+        60.0, "periodic (TCRN) pushes are looked for this often (seconds; the Haskell server: 300)", min=1,
+        max=3600)
     retry_deadline_s: float = setting(
         600.0, "a push APNs answered 429/5xx/timeout is retried until this long after its first try, then "
         "counted failed", min=0, max=86400)
@@ -344,7 +351,8 @@ class Config:
     store: StoreConfig = setting(StoreConfig(), "data at rest")
     registration: RegistrationConfig = setting(RegistrationConfig(), "token registration limits (ERR QUOTA beyond)")
     apns: ApnsConfig = setting(ApnsConfig(), "Apple Push Notification service, per environment")
-    push: PushConfig = setting(PushConfig(), "message push policy (for message notifications; not used yet)")
+    push: PushConfig = setting(
+        PushConfig(), "message push policy: hidden-push budget per device token, and what happens over it")
     subscriber: SubscriberConfig = setting(SubscriberConfig(), "connections to SMP (messaging) servers")
     admin: AdminConfig = setting(AdminConfig(), "admin HTTP API (GET /healthz, /metrics, /v1/stats, /v1/smp-servers; "
                                  "GET|PUT /v1/policy)")
@@ -499,16 +507,24 @@ _HEADER: Final = """\
 """
 
 
-def render_default_config(*, host: str | None = None, port: int | None = None) -> str:
-    """The commented ``ntf-server.toml`` written by ``init``: every setting at its default, except
-    ``server.host``/``server.port`` when given. Loading it yields exactly those values."""
+def render_default_config(
+    *, host: str | None = None, port: int | None = None, state_dir: Path | None = None, redis_url: str | None = None,
+    admin_bind: str | None = None,
+) -> str:
+    """The commented ``ntf-server.toml`` written by ``init``: every setting at its default, except the keys
+    given (``init`` options, so a container or package sets them without editing the file). Loading it
+    yields exactly those values."""
     config = Config(config_dir=Path())
     server = config.server
     if host is not None:
         server = dataclasses.replace(server, host=host)
     if port is not None:
         server = dataclasses.replace(server, port=port)
-    config = dataclasses.replace(config, server=server)
+    if state_dir is not None:
+        server = dataclasses.replace(server, state_dir=state_dir)
+    redis = config.redis if redis_url is None else dataclasses.replace(config.redis, url=redis_url)
+    admin = config.admin if admin_bind is None else dataclasses.replace(config.admin, bind=admin_bind)
+    config = dataclasses.replace(config, server=server, redis=redis, admin=admin)
     lines = [_HEADER.rstrip("\n")]
     _render(config, "", lines)
     return "\n".join(lines).rstrip("\n") + "\n"

@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
+from functools import partial
 from pathlib import Path
 from typing import Final
 
@@ -50,7 +51,10 @@ from ntf_server.maintenance import Housekeeping
 from ntf_server.ownservers import OwnServers
 from ntf_server.protocol import crypto
 from ntf_server.push.apns_sender import ApnsSender
-from ntf_server.push.delivery import DeliverySettings
+from ntf_server.push.budget import HiddenPushes
+from ntf_server.push.cron import CronPushes
+from ntf_server.push.deferred import DeferredScheduler
+from ntf_server.push.delivery import PERIODIC, DeliverySettings
 from ntf_server.push.policy import PolicySettings
 from ntf_server.push.service import PushService
 from ntf_server.ratelimit import Rate
@@ -59,6 +63,7 @@ from ntf_server.statelock import AlreadyRunning, StateLock
 from ntf_server.stats import Stats
 from ntf_server.store.activity import ActivityStore
 from ntf_server.store.atrest import AtRest, load_or_create_store_key
+from ntf_server.store.budget import BudgetStore
 from ntf_server.store.census import CensusTaker
 from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.store.errors import StoreError
@@ -184,7 +189,13 @@ class NtfServer:
         apps = apns_apps(cfg)
         sender = ApnsSender.for_apps(apps, observer=self.apns_metrics.observe)
         stack.push_async_callback(sender.aclose)
-        self.push = PushService(self._store, sender, self.stats, delivery=DeliverySettings.of(cfg.push))
+        hidden = HiddenPushes(PolicyStore(self._store.client, self._store.prefix),
+                              PolicySettings.from_config(cfg.push), BudgetStore(self._store.client, self._store.prefix))
+        self.push = PushService(self._store, sender, self.stats, delivery=DeliverySettings.of(cfg.push), hidden=hidden)
+        deferred = DeferredScheduler(hidden, self._store, partial(self.push.deliver, background=True), self.stats,
+                                     scan_s=cfg.push.defer_scan_s)
+        cron = CronPushes(hidden, self._store, partial(self.push.deliver, background=True, kind=PERIODIC),
+                          self.stats, scan_s=cfg.push.cron_scan_s)
         # active tokens are counted by a keyed hash whose key derives from the store key (store/activity.py)
         self.activity = ActivityStore(self._store.client, self._store.prefix,
                                       AtRest(master).index(b"active tokens", length=32))
@@ -214,6 +225,7 @@ class NtfServer:
                      handlers.store_errors,
                      self.listener.handshake_failures, self.pool.connect_failures, self.pool.disconnects]
         self._parts = {"push workers": self.push.run, "subscriber pool": self.pool.run,
+                       "deferred pushes": deferred.run, "periodic pushes": cron.run,
                        "housekeeping": self.housekeeping.run,
                        "redis health": self._store.watch_health, "active tokens": self.activity.run,
                        "log summaries": lambda: flush_every(summaries, SUMMARY_INTERVAL_S), **self._parts}

@@ -48,6 +48,18 @@ class Stat(enum.StrEnum):
     NTF_RETRIED = "ntf_retried"
     NTF_RETRY_REPLACED = "ntf_retry_replaced"
     NTF_RETRY_EXPIRED = "ntf_retry_expired"
+    # push policy (DESIGN "Push policy"): what each message notification became
+    NTF_HIDDEN = "ntf_hidden"  # background push within the budget
+    NTF_ALERT = "ntf_alert"  # production alert (parity mode, or over budget with overflow = alert)
+    NTF_DEFERRED = "ntf_deferred"  # joined the token's pending push (overflow = defer)
+    NTF_DEFERRED_SENT = "ntf_deferred_sent"  # pending pushes sent when the budget returned
+    NTF_DEFERRED_STALE = "ntf_deferred_stale"  # pending pushes dropped: token no longer active or gone
+    NTF_DROPPED = "ntf_dropped"  # over budget with overflow = drop
+    # periodic pushes (spec §5.10)
+    NTF_CRON_DELIVERED = "ntf_cron_delivered"
+    NTF_CRON_FAILED = "ntf_cron_failed"
+    NTF_CRON_SKIPPED = "ntf_cron_skipped"  # a hidden push reached the device within the interval
+    NTF_CRON_SKIPPED_BUDGET = "ntf_cron_skipped_budget"  # budget empty (a hidden push within the last T)
     # NTF connections and requests
     STORE_ERRORS = "store_errors"
     CONN_ACCEPTED = "conn_accepted"

@@ -76,6 +76,29 @@ def test_init_rejects_bad_host_and_port(capsys: pytest.CaptureFixture[str], tmp_
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+def test_init_writes_the_container_settings_into_the_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """deploy/compose.yaml's init: an external Redis, a state volume, the admin API open to a scraper."""
+    config_dir = tmp_path / "cfg"
+    init(capsys, config_dir, "--redis-url", "redis://redis:6379/0", "--state-dir", str(tmp_path / "state"),
+         "--admin-bind", "0.0.0.0")
+    text = (config_dir / "ntf-server.toml").read_text()
+    assert 'url = "redis://redis:6379/0"' in text and 'bind = "0.0.0.0"' in text
+    config = load_config(config_dir)
+    assert config.redis_url() == "redis://redis:6379/0"
+    assert config.server.state_dir == tmp_path / "state"
+    assert config.admin.bind == "0.0.0.0" and config.server.bind == ""
+
+
+def test_init_refuses_a_bad_redis_url_and_writes_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = run(capsys, "--config-dir", str(tmp_path / "a"), "init", "--redis-url", "redis:6379")
+    assert code == 1 and "redis.url: must start with redis://" in err
+    assert not (tmp_path / "a").exists()
+
+
 def test_start_refuses_uninitialised(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, out, err = run(capsys, "--config-dir", str(tmp_path / "none"), "start")
     assert code == 1

@@ -24,6 +24,8 @@ FAMILY_HELP: Final = {
     "message_pushes": "Message notification pushes, by outcome",
     "message_push_decisions": "Message notifications by push policy decision (hidden budget, overflow mode)",
     "periodic_pushes": "Periodic (TCRN) check-messages pushes, by outcome",
+    "deferred_pushes": "Deferred pushes (overflow = defer): sent when the budget returned, or dropped as stale "
+    "(token gone or no longer active)",
     "push_retries": "Pushes APNs asked us to retry later (429, 5xx, timeout, lost connection), by kind and event",
 }
 
@@ -52,6 +54,9 @@ GROUPED: Final = {
     "ntf_cron_delivered": Grouped("periodic_pushes", "outcome", "delivered"),
     "ntf_cron_failed": Grouped("periodic_pushes", "outcome", "failed"),
     "ntf_cron_skipped": Grouped("periodic_pushes", "outcome", "skipped"),
+    "ntf_cron_skipped_budget": Grouped("periodic_pushes", "outcome", "skipped_budget"),
+    "ntf_deferred_sent": Grouped("deferred_pushes", "event", "sent"),
+    "ntf_deferred_stale": Grouped("deferred_pushes", "event", "stale"),
     # retries (push/delivery.py): scheduled, replaced by a newer push of the token, given up at the deadline
     "ntf_retried": Grouped("push_retries", "event", "message_scheduled"),
     "ntf_retry_replaced": Grouped("push_retries", "event", "message_replaced"),
@@ -126,6 +131,9 @@ HELP: Final = {
     "ntf_cron_delivered": "Periodic pushes accepted by APNs",
     "ntf_cron_failed": "Periodic pushes that failed",
     "ntf_cron_skipped": "Periodic pushes skipped: a hidden push reached the device within the interval",
+    "ntf_cron_skipped_budget": "Periodic pushes skipped: the device's hidden-push budget was empty",
+    "ntf_deferred_sent": "Deferred pushes sent when the device's budget returned",
+    "ntf_deferred_stale": "Deferred pushes dropped: the token was deleted or is no longer active",
 }
 
 

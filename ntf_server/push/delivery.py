@@ -78,6 +78,10 @@ VERIFICATION: Final = PushKind("verification push", Stat.NTF_VRF_DELIVERED, Stat
 MESSAGE: Final = PushKind("message push", Stat.NTF_DELIVERED, Stat.NTF_FAILED, Stat.NTF_INVALID_TKN,
                           Stat.NTF_RETRIED, Stat.NTF_RETRY_REPLACED, Stat.NTF_RETRY_EXPIRED,
                           wanted=frozenset({TokenStatusKind.ACTIVE}))  # §5.7: status checked again at dequeue
+# Periodic (TCRN) pushes: their own delivered/failed counters (spec §6.4); retries counted with message pushes.
+PERIODIC: Final = PushKind("periodic push", Stat.NTF_CRON_DELIVERED, Stat.NTF_CRON_FAILED, Stat.NTF_INVALID_TKN,
+                           Stat.NTF_RETRIED, Stat.NTF_RETRY_REPLACED, Stat.NTF_RETRY_EXPIRED,
+                           wanted=frozenset({TokenStatusKind.ACTIVE}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +127,7 @@ class Delivery:
         self._idle.set()
         self._busy = 0  # due entries taken from the book, not yet answered
         # one line per token would let a client flood the log (issue 8): per-token detail at debug only
-        self.summaries = {k: CountedLog(log, f"{k.name} failed") for k in (VERIFICATION, MESSAGE)}
+        self.summaries = {k: CountedLog(log, f"{k.name} failed") for k in (VERIFICATION, MESSAGE, PERIODIC)}
 
     def __repr__(self) -> str:
         return f"<Delivery {self._book!r}, {self._busy} retrying>"

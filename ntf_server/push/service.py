@@ -10,8 +10,10 @@ backlog never delays a registration. Workers build the body (push/payload.py, pu
 ``Delivery`` (push/delivery.py), which sends it and applies the outcome: delivered → CONFIRMED
 (verification) or counted, "token invalid" → ``INVALID,<reason>``, "retry later" → retried with backoff
 until a deadline without holding the worker, anything else → counted failure. Verification pushes are
-capped per device token per hour (push/caps.py; over the cap: counted, not sent). The hidden-push budget
-arrives with the policy issue.
+capped per device token per hour (push/caps.py; over the cap: counted, not sent). What a message
+notification becomes (hidden push, alert, deferred, dropped) is the push policy's decision (push/budget.py,
+push/policy.py); the deferred and periodic pushes it schedules are sent through ``deliver`` too
+(push/deferred.py, push/cron.py), so they get the same retries.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from typing import Final, TypeVar
 
 from ntf_server.logsummary import CountedLog
 from ntf_server.push import payload
+from ntf_server.push.budget import HiddenPushes, Plan, alert_body, pn_messages
 from ntf_server.push.caps import SlidingCap
-from ntf_server.push.delivery import MESSAGE, VERIFICATION, Delivery, DeliverySettings, Push
+from ntf_server.push.delivery import MESSAGE, VERIFICATION, Delivery, DeliverySettings, Push, PushKind
 from ntf_server.push.outcomes import Delivered, Failed, Invalid, Outcome, PushSender, RetryLater
+from ntf_server.push.policy import Decision
 from ntf_server.stats import Stat, Stats
 from ntf_server.store.base import PushTokenStore
 from ntf_server.store.errors import StoreError
@@ -48,6 +52,8 @@ MESSAGE_WORKERS: Final = 64
 NONCE_BYTES: Final = 24
 HOUR_S: Final = 3600.0
 DEFAULT_DELIVERY: Final = DeliverySettings()
+_PLANNED: Final = {Decision.HIDDEN: Stat.NTF_HIDDEN, Decision.ALERT: Stat.NTF_ALERT,
+                   Decision.DEFER: Stat.NTF_DEFERRED, Decision.DROP: Stat.NTF_DROPPED}
 
 __all__ = ["Delivered", "Failed", "Invalid", "MessagePush", "Outcome", "PushSender", "PushService", "RetryLater"]
 
@@ -62,7 +68,8 @@ class PushService:
     def __init__(self, store: PushTokenStore, sender: PushSender, stats: Stats, *, workers: int = 4,
                  message_workers: int = MESSAGE_WORKERS, queue_size: int = QUEUE_SIZE,
                  delivery: DeliverySettings = DEFAULT_DELIVERY, clock: Callable[[], float] = time.monotonic,
-                 ) -> None:
+                 hidden: HiddenPushes | None = None) -> None:
+        self.hidden = hidden  # the push policy; None = SimpleX parity (every notification an alert)
         self._store = store
         self._delivery = Delivery(store, sender, stats, delivery, clock=clock)
         self._vrf_cap: SlidingCap[bytes] = SlidingCap(delivery.verifications_per_hour, HOUR_S)
@@ -127,11 +134,22 @@ class PushService:
                 queue.task_done()
 
     async def _message(self, job: MessagePush) -> None:
+        """One message notification: the policy decides (push/budget.py); parity mode without a policy."""
         tok = job.token
-        items = [payload.PNMessage(n.server, n.notifier_id, n.received_at, n.nonce, n.enc_meta)
-                 for n in job.notifications]
-        body = payload.message_alert_body(tok.dh_secret, secrets.token_bytes(NONCE_BYTES), items)
-        await self._delivery.send(Push(MESSAGE, tok, body, background=False))
+        if self.hidden is None:
+            plan: Plan | None = Plan(Decision.ALERT, alert_body(tok, pn_messages(job.notifications)))
+        else:
+            plan = await self.hidden.plan(tok, job.notifications)
+        if plan is None:
+            return  # the token was deleted meanwhile
+        self._stats.incr(_PLANNED[plan.decision])
+        if plan.body:
+            await self.deliver(tok, plan.body, background=plan.background)
+
+    async def deliver(self, tok: TokenRecord, body: bytes, *, background: bool, kind: PushKind = MESSAGE) -> None:
+        """Send one message-kind push (message, deferred, periodic): first try now, retries scheduled
+        (push/delivery.py); the outcome is counted under ``kind``."""
+        await self._delivery.send(Push(kind, tok, body, background=background))
 
     async def drain(self) -> None:
         """Wait until every queued push was handled, retries included (tests, graceful shutdown)."""

@@ -177,7 +177,7 @@ class SimApp:
         """The decrypted ``PNMessageData`` items, oldest first (the last one is the current notification)."""
         data = _notification_data(push)
         text = crypto.cb_decrypt(self.dh_secret, b64u_decode(data["nonce"]), b64u_decode(data["message"]))
-        return text.decode().split(";")
+        return text.decode().split(";") if text else []  # a periodic push before any notification: empty
 
 
 def _notification_data(push: Mapping[str, Any] | bytes) -> Mapping[str, Any]:

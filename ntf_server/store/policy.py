@@ -13,6 +13,7 @@ import logging
 from redis.asyncio import Redis
 
 from ntf_server.push.policy import PolicyError, PolicySettings
+from ntf_server.store.health import edge
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,7 @@ class PolicyStore:
     def __init__(self, client: Redis, prefix: str) -> None:
         self._r = client
         self.key = f"{prefix}policy"
+        self._seen: tuple[bytes | None, PolicySettings | None] = (None, None)
 
     def __repr__(self) -> str:
         return f"<PolicyStore {self.key}>"
@@ -29,6 +31,25 @@ class PolicyStore:
         """The stored settings, or None when none were ever set (or the stored ones are unusable)."""
         raw = await self._r.get(self.key)
         return None if raw is None else self._parse(raw)
+
+    async def current(self) -> PolicySettings | None:
+        """As ``get``, read from Redis on every call (so a change is used by the next push on every
+        instance) but parsed only when the stored document changed: one GET per push."""
+        return self.parsed(await self.raw())
+
+    async def raw(self) -> bytes | None:
+        """The stored document as it is (None when none)."""
+        with edge():  # read per push: a Redis error is the store's, a swallowed cancel is raised again
+            raw = await self._r.get(self.key)
+        return raw if isinstance(raw, bytes) and raw else None
+
+    def parsed(self, raw: bytes | None) -> PolicySettings | None:
+        """``raw`` parsed (None when None or unusable), parsing again only when it changed."""
+        if raw is None:
+            return None
+        if raw != self._seen[0]:
+            self._seen = (raw, self._parse(raw))
+        return self._seen[1]
 
     async def put(self, settings: PolicySettings) -> PolicySettings | None:
         """Store ``settings`` (atomically replacing the old document); returns the previous settings."""

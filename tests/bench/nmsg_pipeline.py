@@ -43,10 +43,14 @@ from apns.simulator import ApnsSimulator, SimulatorKey
 from ntf_server.protocol import crypto, smp as S
 from ntf_server.protocol.encoding import b64u_decode
 from ntf_server.push.apns_sender import ApnsSender
+from ntf_server.push.budget import HiddenPushes
+from ntf_server.push.policy import PolicySettings
 from ntf_server.push.service import PushService
 from ntf_server.sim.smp_load import seeded_queue
 from ntf_server.stats import Stats
+from ntf_server.store.budget import BudgetStore
 from ntf_server.store.embedded import EmbeddedRedis
+from ntf_server.store.policy import PolicyStore
 from ntf_server.store.records import TokenRecord
 from ntf_server.store.redis import RedisStore
 from ntf_server.subscriber.pool import SubscriberPool
@@ -75,13 +79,17 @@ async def apns_side(key_file: str) -> None:
 
 
 async def ntf_side(url: str, master: bytes, prefix: str, port: int, ca_file: str, key_file: str,
-                   workers: int | None, profile: str | None) -> None:
+                   workers: int | None, profile: str | None, policy: str | None = None) -> None:
     store = await RedisStore.connect(url, master, prefix=prefix)
     stats = Stats()
     key = ProviderKey(Path(key_file).read_bytes(), KEY_ID, TEAM_ID)  # noqa: ASYNC240 - before serving
     apps = {"test": App(Endpoint("localhost", port, ca_file=ca_file), key, TOPIC)}
     sender = ApnsSender(ApnsClient(apps), apps)
-    push = PushService(store, sender, stats, **({"message_workers": workers} if workers else {}))
+    # --policy: the push policy on (budget script + policy read per push), as the server wires it
+    hidden = None if policy is None else HiddenPushes(
+        PolicyStore(store.client, store.prefix), PolicySettings.from_json(json.loads(policy)),
+        BudgetStore(store.client, store.prefix))
+    push = PushService(store, sender, stats, **({"message_workers": workers} if workers else {}), hidden=hidden)
     pool = SubscriberPool(store, push, stats)
     async with asyncio.TaskGroup() as tg:
         tg.create_task(push.run())
@@ -148,7 +156,8 @@ async def one_round(args: argparse.Namespace, url: str, master: bytes, redis_pid
                      "--port", str(info["port"]),
                      "--ca-file", info["ca_file"], "--key-file", str(key_file),
                      *(["--push-workers", str(args.push_workers)] if args.push_workers else []),
-                     *(["--profile", args.profile] if args.profile else [])])
+                     *(["--profile", args.profile] if args.profile else []),
+                     *(["--policy", args.policy] if args.policy else [])])
         procs.append(ntf.proc)
         t_end = time.time() + args.warmup
         while (m := await ntf.message())["t"] < t_end:
@@ -208,6 +217,7 @@ async def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--push-workers", type=int, help="PushService message workers (default: the server's)")
     ap.add_argument("--profile", help="cProfile the ntf-server side 4-12 s after its start, stats to this file")
+    ap.add_argument("--policy", help='push policy JSON, e.g. \'{"hidden_per_hour": 3}\' (default: parity, no budget)')
     ap.add_argument("--role", default="bench", help=argparse.SUPPRESS)
     ap.add_argument("--url", help=argparse.SUPPRESS)
     ap.add_argument("--master", help=argparse.SUPPRESS)
@@ -220,7 +230,7 @@ async def main() -> None:
         await apns_side(args.key_file)
     elif args.role == "ntf":
         await ntf_side(args.url, bytes.fromhex(args.master), args.prefix, args.port, args.ca_file, args.key_file,
-                       args.push_workers, args.profile)
+                       args.push_workers, args.profile, args.policy)
     else:
         await bench(args)
 

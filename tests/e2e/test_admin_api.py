@@ -177,7 +177,7 @@ async def test_bad_policy_changes_are_400_with_the_reason_and_change_nothing(
 ) -> None:
     url = admin_url(env.server) + "/v1/policy"
     before = (await http.get(url)).json()
-    assert before == {"hidden_per_hour": 3.0, "burst": 3, "overflow": "alert"}
+    assert before == {"hidden_per_hour": 0.0, "burst": 3, "overflow": "alert"}  # e2e_env: parity by default
     cases: list[tuple[Any, str]] = [
         (b"{not json", "the body must be a JSON object"),
         ([1, 2], "the policy must be a JSON object"),

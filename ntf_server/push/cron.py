@@ -1,0 +1,88 @@
+"""Periodic "check messages" pushes (spec §5.10) for ACTIVE tokens with TCRN set.
+
+Theory of operation: every ``scan_s`` the store lists the ACTIVE tokens whose periodic push is due (the
+first one is due one interval after TCRN: the Haskell server never sends it, spec §5.10/§8; we do). For each,
+one budget script (store/budget.py ``cron``, mirroring policy.cron_decide) decides:
+  - a hidden push was decided for the device within the interval → skipped, counted ``ntf_cron_skipped``
+    (the device was woken anyway; periodic pushes exist for devices nothing else wakes);
+  - else it counts against the device token's hidden budget and is sent (``ntf_cron_delivered``/``_failed``);
+  - the budget is empty → skipped, counted ``ntf_cron_skipped_budget``: an empty budget means a hidden push
+    was decided within the last ``3600 / hidden_per_hour`` s, so the device was woken recently;
+  - parity mode (``hidden_per_hour = 0``) keeps no budget: sent, as the Haskell server does.
+Either way the token's next periodic push is scheduled one interval later (``mark_cron_sent``), also when
+the push failed: a dead device token became INVALID, any other failure waits for the next interval.
+Two instances scanning at once send one push per device: the first records it as the device's last hidden
+push, so the second's script skips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from ntf_server.push import payload
+from ntf_server.push.budget import HiddenPushes
+from ntf_server.push.policy import CronDecision
+from ntf_server.stats import Stat, Stats
+from ntf_server.store.base import CronStore
+from ntf_server.store.errors import StoreError
+from ntf_server.store.records import TokenRecord
+
+log = logging.getLogger(__name__)
+NONCE_BYTES: Final = 24
+
+BATCH: Final = 1000
+SendCron = Callable[[TokenRecord, bytes], Awaitable[None]]
+
+
+class CronPushes:
+    def __init__(self, hidden: HiddenPushes, store: CronStore, send: SendCron, stats: Stats, *,
+                 scan_s: float = 60.0) -> None:
+        self._hidden = hidden
+        self._store = store
+        self._send = send
+        self._stats = stats
+        self._scan_s = scan_s
+
+    def __repr__(self) -> str:
+        return f"<CronPushes scan={self._scan_s}s>"
+
+    async def run(self) -> None:
+        while True:
+            try:
+                while await self.run_once() >= BATCH:
+                    pass
+            except StoreError as e:
+                log.warning("periodic pushes: store error (%s); retrying in %.0f s", e, self._scan_s)
+            await asyncio.sleep(self._scan_s)
+
+    async def run_once(self) -> int:
+        """Every periodic push due now; returns how many tokens were due."""
+        now = self._hidden.clock()
+        due = await self._store.tokens_due_for_cron(now, BATCH)
+        for tok in due:
+            try:
+                await self._one(tok, now)
+            except StoreError:
+                raise
+            except Exception:  # a bug in one push must not stop the others (nor the server)
+                log.exception("periodic push failed unexpectedly")
+        return len(due)
+
+    async def _one(self, tok: TokenRecord, now: float) -> None:
+        budget = await self._hidden.budget_for(tok.provider)
+        decision = await self._hidden.budgets.cron(tok.token_id, budget, now, 60.0 * tok.cron_interval_min)
+        match decision:
+            case CronDecision.SEND:
+                # the hidden push's shape and size (push/payload.py); counted ntf_cron_delivered/_failed by Delivery
+                await self._send(tok, payload.check_messages_body(tok.dh_secret, secrets.token_bytes(NONCE_BYTES)))
+            case CronDecision.SKIP_RECENT:
+                self._stats.incr(Stat.NTF_CRON_SKIPPED)
+            case CronDecision.SKIP_BUDGET:
+                self._stats.incr(Stat.NTF_CRON_SKIPPED_BUDGET)
+            case None:
+                return  # deleted meanwhile
+        await self._store.mark_cron_sent(tok.token_id, now)

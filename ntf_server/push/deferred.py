@@ -1,0 +1,98 @@
+"""The deferred-push scheduler (overflow = defer): sends each token's pending push when its budget returns.
+
+Theory of operation: the pending pushes and their due times live in Redis (store/budget.py), so a restart
+loses none: the scheduler of any instance finds them in the due index. Each round it reads the due token
+ids, re-reads each token (a token deleted, replaced or no longer ACTIVE meanwhile gets nothing: the pending
+push is forgotten and counted stale) and *claims* the push in one script, which consumes the budget and
+leases the entry for ``CLAIM_LEASE_S``; a second instance claiming the same token finds it not due and
+leaves it. Once APNs answered, ``done`` removes it, unless a newer notification joined it during the send
+(then it stays, due when the budget returns again). A process that dies between claim and ``done`` leaves
+the entry to be claimed again after the lease: a push may then be sent twice, never lost.
+
+The round sleeps until the earliest due time, at most ``scan_s``; a Redis error is logged and the round
+retried (the store's own health probe reports the outage), never fatal to the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from ntf_server.push.budget import HiddenPushes
+from ntf_server.stats import Stat, Stats
+from ntf_server.store.base import TokenLookup
+from ntf_server.store.budget import Claimed
+from ntf_server.store.errors import StoreError
+from ntf_server.store.records import TOKEN_ACTIVE, TokenRecord
+
+log = logging.getLogger(__name__)
+
+BATCH: Final = 256  # due pushes read per round
+CONCURRENCY: Final = 32  # pushes of one round in flight at once (APNs answers in ms; one slow answer not all)
+MIN_SLEEP_S: Final = 0.01
+
+SendHidden = Callable[[TokenRecord, bytes], Awaitable[None]]
+
+
+class DeferredScheduler:
+    def __init__(self, hidden: HiddenPushes, store: TokenLookup, send: SendHidden, stats: Stats, *,
+                 scan_s: float = 1.0) -> None:
+        self._hidden = hidden
+        self._store = store
+        self._send = send
+        self._stats = stats
+        self._scan_s = scan_s
+        self._gate = asyncio.Semaphore(CONCURRENCY)
+
+    def __repr__(self) -> str:
+        return f"<DeferredScheduler scan={self._scan_s}s>"
+
+    async def run(self) -> None:
+        while True:
+            try:
+                handled = await self.run_once()
+                delay = 0.0 if handled >= BATCH else await self._until_next()
+            except StoreError as e:
+                log.warning("deferred pushes: store error (%s); retrying in %.1f s", e, self._scan_s)
+                delay = self._scan_s
+            await asyncio.sleep(max(delay, MIN_SLEEP_S))
+
+    async def _until_next(self) -> float:
+        nxt = await self._hidden.budgets.next_due()
+        return self._scan_s if nxt is None else min(self._scan_s, nxt - self._hidden.clock())
+
+    async def run_once(self) -> int:
+        """One round: every push due now; returns how many due entries were looked at."""
+        now = self._hidden.clock()
+        tids = await self._hidden.budgets.due(now, BATCH)
+        async with asyncio.TaskGroup() as tg:
+            for tid in tids:
+                tg.create_task(self._one(tid, now))
+        return len(tids)
+
+    async def _one(self, tid: bytes, now: float) -> None:
+        async with self._gate:
+            try:
+                await self._claim_and_send(tid, now)
+            except StoreError as e:  # one token's trouble must not cancel the round's others
+                log.warning("deferred push: store error (%s)", e)
+            except Exception:  # a bug in one push must not stop the scheduler (and with it the server)
+                log.exception("deferred push failed unexpectedly")
+
+    async def _claim_and_send(self, tid: bytes, now: float) -> None:
+        budgets = self._hidden.budgets
+        tok = await self._store.get_token(tid)
+        if tok is None or tok.status != TOKEN_ACTIVE:
+            if await budgets.done(tid):
+                self._stats.incr(Stat.NTF_DEFERRED_STALE)
+            return
+        got = await budgets.claim(tid, await self._hidden.budget_for(tok.provider), now)
+        if not isinstance(got, Claimed):
+            return  # not due any more (another instance has it) or the budget went elsewhere: rescheduled
+        self._stats.incr(Stat.NTF_DEFERRED_SENT)
+        try:
+            await self._send(tok, got.body)
+        finally:
+            await budgets.done(tid, got.version)

@@ -1,0 +1,68 @@
+"""deploy/redis.conf is accepted by a real server (the bundled Valkey, and Debian's redis-server when
+installed) and gives what ntf-server needs: AOF on, no eviction, and no start-up advice from the store."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from ntf_server.store.embedded import find_server_binary
+from ntf_server.store.redis import RedisStore
+
+CONF = Path(__file__).resolve().parents[2] / "deploy" / "redis.conf"
+BINARIES = [pytest.param(None, id="bundled"),
+            pytest.param("/usr/bin/redis-server", id="debian-redis",
+                         marks=pytest.mark.skipif(not Path("/usr/bin/redis-server").exists(),
+                                                  reason="Debian redis-server not installed"))]
+
+
+@pytest.fixture(params=BINARIES)
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """The server started with the file as is, only port, socket and dir overridden for a test."""
+    binary = find_server_binary(request.param)
+    sock = tmp_path / "r.sock"
+    with (tmp_path / "stderr").open("wb") as stderr:
+        proc = subprocess.Popen([binary, str(CONF), "--port", "0", "--unixsocket", str(sock), "--dir", str(tmp_path),
+                                 "--daemonize", "no", "--logfile", str(tmp_path / "log")],
+                                stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        client = redis.Redis(unix_socket_path=str(sock))
+        for _ in range(100):
+            if proc.poll() is not None:
+                log = (tmp_path / "log").read_text() if (tmp_path / "log").exists() else ""
+                pytest.fail(f"{binary} refused deploy/redis.conf: {(tmp_path / 'stderr').read_text()}{log}")
+            try:
+                if sock.exists() and client.ping():
+                    break
+            except redis.ConnectionError:
+                pass
+            time.sleep(0.05)
+        client.close()
+        yield sock
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_redis_conf_gives_aof_and_no_eviction(server: Path) -> None:
+    client = redis.Redis(unix_socket_path=str(server), decode_responses=True)
+    try:
+        for key, want in {"appendonly": "yes", "appendfsync": "everysec", "maxmemory-policy": "noeviction",
+                          "hash-max-listpack-value": "256", "protected-mode": "no"}.items():
+            assert client.config_get(key) == {key: want}
+    finally:
+        client.close()
+
+
+async def test_the_store_has_no_advice_for_it(server: Path) -> None:
+    store = await RedisStore.connect(f"unix://{server}", secrets.token_bytes(32), prefix="conf:")
+    try:
+        assert await store.config_advice() == []
+    finally:
+        await store.close()
