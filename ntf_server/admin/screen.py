@@ -102,8 +102,14 @@ def _pushes(p: Mapping[str, Any]) -> list[str]:
 def _policy(pol: Mapping[str, Any] | None) -> list[str]:
     if pol is None:
         return [_line("Policy", "unknown (the store does not answer)")]
-    out = [_line("Policy", f"{pol['hidden_per_hour']:g} hidden pushes per hour per device, burst {pol['burst']}, "
-                           f"over budget: {pol['overflow']}")]
+    out = [_line("Policy", _budget(pol))]
     for env, over in sorted((pol.get("environments") or {}).items()):
         out.append(_line("", f"{env}: " + ", ".join(f"{k} {v}" for k, v in sorted(over.items()))))
     return out
+
+
+def _budget(pol: Mapping[str, Any]) -> str:
+    if not pol["hidden_per_hour"]:  # push/policy.py: 0 is SimpleX parity
+        return "SimpleX parity: every message push an alert (hidden_per_hour 0)"
+    return (f"{pol['hidden_per_hour']:g} hidden pushes per hour per device, burst {pol['burst']}, "
+            f"over budget: {pol['overflow']}")

@@ -142,6 +142,8 @@ def test_status_json_and_the_screen_fit_80x24_with_every_section() -> None:
     assert "thirdparty" not in text and "last 10 min" in text
     assert any(line.split() == ["verification", "1", "1"] for line in lines)
     assert "over budget: defer" in text and "test: burst 1" in text
+    parity = screen.status_lines({**s, "policy": {"hidden_per_hour": 0.0, "burst": 3, "overflow": "alert"}})
+    assert parity[-1] == "Policy       SimpleX parity: every message push an alert (hidden_per_hour 0)"
 
 
 def test_unhealthy_status_lists_the_problems_and_leaves_out_what_it_cannot_know() -> None:

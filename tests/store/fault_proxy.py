@@ -21,23 +21,33 @@ class FaultProxy:
         self.cuts = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._stopped = False
 
     @property
     def url(self) -> str:
         return f"unix://{self.path}"
 
     async def start(self) -> None:
+        self._stopped = False
         self._server = await asyncio.start_unix_server(self._handle, path=str(self.path))
 
     async def stop(self) -> None:
+        # Stop accepting first, then cut: a client reconnecting in between (a health probe does, at once)
+        # must not get a connection that outlives stop(); one accepted but not yet linked cuts itself.
+        self._stopped = True
+        if self._server is not None:
+            self._server.close()
         for w in list(self._writers):
             w.transport.abort()
         if self._server is not None:
-            self._server.close()
             await self._server.wait_closed()
 
     async def _handle(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
         ur, uw = await asyncio.open_unix_connection(self.upstream)
+        if self._stopped:
+            for x in (cw, uw):
+                x.transport.abort()
+            return
         self._writers |= {cw, uw}
 
         def cut() -> None:
