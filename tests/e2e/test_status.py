@@ -96,6 +96,7 @@ async def one_token_one_subscription(env: Env, server: NtfServer, smp: SmpServer
             if dict(census.latest.subscriptions) == {"ACTIVE": 1}:
                 break
             await asyncio.sleep(0.05)
+    # the notifier id third: a test notifies it
     return [app.device_token.token, app.token_id, creds.notifier_id, sub.sub_id, crypto.encode_private_key(key),
             token_of(env).encode()]
 
@@ -121,6 +122,12 @@ async def smp() -> AsyncIterator[SmpServerStandIn]:
 async def test_status_endpoint_gathers_the_screen_in_one_call(env: Env, smp: SmpServerStandIn) -> None:
     server = await env.reconfigure("subscriber", own_server_domains=("localhost",))
     secrets = await one_token_one_subscription(env, server, smp)
+    smp.notify(secrets[2], os.urandom(24), 1_700_000_000)  # one message: an alert push (parity mode)
+    async with asyncio.timeout(10):
+        while True:
+            if server.stats["ntf_delivered"] == 1:
+                break
+            await asyncio.sleep(0.05)
     async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token_of(env)}"}, timeout=10) as http:
         assert (await http.get(admin_url(server) + "/v1/status", headers={"Authorization": "Bearer x"})
                 ).status_code == 401
@@ -135,7 +142,11 @@ async def test_status_endpoint_gathers_the_screen_in_one_call(env: Env, smp: Smp
     assert (st["tokens_by_status"], st["subscriptions_by_status"]) == ({"ACTIVE": 1}, {"ACTIVE": 1})
     assert {k: s["smp_servers"][k] for k in ("up", "down", "own_down")} == {"up": 1, "down": 0, "own_down": []}
     assert s["pushes"]["kinds"]["verification"] == {"last_hour": 1, "since_start": 1}
-    assert s["pushes"]["kinds"]["failed"] == {"last_hour": 0, "since_start": 0}
+    kinds = s["pushes"]["kinds"]
+    for kind in ("message_alert", "message_delivered"):
+        assert kinds[kind] == {"last_hour": 1, "since_start": 1}, kind
+    for kind in ("message_hidden", "message_deferred", "message_dropped", "periodic", "failed", "retried"):
+        assert kinds[kind] == {"last_hour": 0, "since_start": 0}, kind  # every kind is counted by this build
     assert 0 <= s["pushes"]["window_s"] < 120  # a young server: the window is "since start"
     assert s["policy"] == {"hidden_per_hour": 0.0, "burst": 3, "overflow": "alert"}  # e2e_env: parity
     assert_none_of(secrets, resp.text)
