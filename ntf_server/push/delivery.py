@@ -90,6 +90,9 @@ class Push:
     token: TokenRecord
     body: bytes = field(repr=False)
     background: bool
+    # the SMP server of the notification that caused a message push: delivered/failed are also counted per
+    # own server (spec §6.4 ntfDeliveredOwn/ntfFailedOwn; stats.incr_server); () for other kinds
+    hosts: tuple[str, ...] = field(default=(), repr=False)
 
 
 DEFAULT_BACKOFF: Final[Backoff] = JitteredBackoff(1.0, 120.0)
@@ -167,11 +170,11 @@ class Delivery:
                 if push.kind.confirms:
                     await self._store.confirm_token(tok.token_id)
                 if tok.provider is not PushProvider.APNS_NULL:
-                    self._stats.incr(push.kind.delivered)
+                    self._count(push, push.kind.delivered)
             case RetryLater(reason, after_s):
                 self._retry(key, push, seq, attempts, first_at, reason, after_s)
             case Invalid(reason):
-                self._stats.incr(push.kind.failed)
+                self._count(push, push.kind.failed)
                 self._stats.incr(push.kind.invalid)
                 await self._store.set_token_status(tok.token_id, TokenStatus(TokenStatusKind.INVALID, reason))
                 log.debug("%s: device token invalid (%s), %r", push.kind.name, reason.value, tok)
@@ -180,6 +183,12 @@ class Delivery:
                 self._failed(push, reason)
             case _:
                 assert_never(outcome)
+
+    def _count(self, push: Push, stat: Stat) -> None:
+        if push.hosts:
+            self._stats.incr_server(stat, push.hosts)
+        else:
+            self._stats.incr(stat)
 
     def _retry(self, key: _Key, push: Push, seq: int, attempts: int, first_at: float, reason: str,
                after_s: float) -> None:
@@ -204,7 +213,7 @@ class Delivery:
                 assert_never(verdict)
 
     def _failed(self, push: Push, reason: str) -> None:
-        self._stats.incr(push.kind.failed)
+        self._count(push, push.kind.failed)
         log.debug("%s failed: %s, %r", push.kind.name, reason, push.token)
         self.summaries[push.kind].event(reason)
 
@@ -234,7 +243,7 @@ class Delivery:
                 log.warning("store error after a push: %s", type(e).__name__)
             except Exception:  # a bug in one push must not stop the task (and with it all retries)
                 log.exception("push retry failed unexpectedly")
-                self._stats.incr(push.kind.failed)
+                self._count(push, push.kind.failed)
             finally:
                 self._busy -= 1
                 self._settle()

@@ -144,12 +144,14 @@ class PushService:
             return  # the token was deleted meanwhile
         self._stats.incr(_PLANNED[plan.decision])
         if plan.body:
-            await self.deliver(tok, plan.body, background=plan.background)
+            hosts = job.notifications[-1].server.hosts if job.notifications else ()
+            await self.deliver(tok, plan.body, background=plan.background, hosts=hosts)
 
-    async def deliver(self, tok: TokenRecord, body: bytes, *, background: bool, kind: PushKind = MESSAGE) -> None:
+    async def deliver(self, tok: TokenRecord, body: bytes, *, background: bool, kind: PushKind = MESSAGE,
+                      hosts: Sequence[str] = ()) -> None:
         """Send one message-kind push (message, deferred, periodic): first try now, retries scheduled
-        (push/delivery.py); the outcome is counted under ``kind``."""
-        await self._delivery.send(Push(kind, tok, body, background=background))
+        (push/delivery.py); the outcome is counted under ``kind`` (and per own SMP server ``hosts``)."""
+        await self._delivery.send(Push(kind, tok, body, background=background, hosts=tuple(hosts)))
 
     async def drain(self) -> None:
         """Wait until every queued push was handled, retries included (tests, graceful shutdown)."""
