@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from ntf_server import __version__
-from ntf_server.config import CONFIG_FILE, Config, ConfigError, load_config, redact_url, render_default_config
+from ntf_server import __version__, startsummary
+from ntf_server.config import CONFIG_FILE, Config, ConfigError, load_config, render_default_config
 from ntf_server.protocol.encoding import CodecError, check_host
 from ntf_server.transport import certs
 from ntf_server.transport.certs import CredentialsError, SignAlgorithm
@@ -310,14 +310,14 @@ def cmd_import_simplex(config_dir: Path, database: str, schema: str, dry_run: bo
 def summary(config: Config, key_hash: bytes) -> list[str]:
     """What the server will do, without secrets (only where they come from)."""
     s = config.server
-    redis = redact_url(config.redis_url()) or f"embedded (data in {s.state_dir})"
     idle = f"{s.idle_timeout_s:g} s" if s.idle_timeout_s else "none"
     lines = [
         f"Config: {config.config_file} OK",
         f"Server address: {certs.server_address(key_hash, s.host, s.port)}",
         f"Listen: {s.bind or '*'}:{s.port}, max {s.max_connections} connections ({s.max_handshakes} in handshake, "
         f"{s.max_connections_per_ip} per address), idle timeout {idle}",
-        f"Redis: {redis}, key prefix {config.redis.key_prefix!r}",
+        f"Redis: {startsummary.redis_mode(config)}, key prefix {config.redis.key_prefix!r}",
+        f"SMP via SOCKS: {startsummary.socks(config)}",
     ]
     for name, env in config.apns_environments():
         if env.enabled:
@@ -328,8 +328,9 @@ def summary(config: Config, key_hash: bytes) -> list[str]:
     a = config.admin
     if a.enabled:
         scrape = "without" if a.metrics_public else "with"
-        lines.append(f"Admin API: http://{a.bind}:{a.port} (token from {a.token().describe()}; /metrics {scrape} "
-                     f"it), own SMP servers: {', '.join(config.subscriber.own_server_domains) or 'none listed'}")
+        own = ", ".join(config.subscriber.own_server_domains) or "none listed"
+        lines.append(f"Admin API: {startsummary.admin_url(config)} (token from {a.token().describe()}; /metrics "
+                     f"{scrape} it), own SMP servers: {own}")
     else:
         lines.append("Admin API: disabled")
     lines.append(f"Log: {config.log.level.value}, {config.log.format.value}")
