@@ -294,10 +294,12 @@ def cmd_import_simplex(config_dir: Path, database: str, schema: str, dry_run: bo
     from ntf_server.importer.command import ImportFailed, import_simplex
     from ntf_server.importer.reader import SourceError
     from ntf_server.importer.writer import report
+    from ntf_server.logsetup import scoped_logging
     from ntf_server.statelock import AlreadyRunning
 
     try:
-        counts = asyncio.run(import_simplex(config, database, schema, dry_run=dry_run, out=sys.stdout))
+        with scoped_logging(config.log):  # progress events (not on a terminal) and errors, as `start` logs
+            counts = asyncio.run(import_simplex(config, database, schema, dry_run=dry_run, out=sys.stdout))
     except AlreadyRunning as e:
         raise CliError(f"{e}: stop it before importing") from e
     except (SourceError, ImportFailed) as e:

@@ -127,8 +127,6 @@ EVENTS: Final[dict[str, EventSpec]] = {
                                           "expired {tokens} tokens never verified within {after_h} h",
                                           "registrations never verified were deleted"),
     "housekeeping.skipped": _e(W, "error", "token expiry skipped: {error}", "the store failed; next round retries"),
-    "import.started": _e(INF, "tokens schema dry_run", "Haskell database: {tokens} tokens in schema {schema}",
-                         "ntf-server import-simplex begins"),
     "import.progress": _e(INF, "done total unit percent rate_per_s elapsed_s",
                           "{done}/{total} {unit} ({percent}%), {rate_per_s}/s, {elapsed_s} s",
                           "import progress every 5 s when the output is not a terminal"),

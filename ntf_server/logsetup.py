@@ -11,11 +11,13 @@ base64-shaped secrets.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import sys
 import time
+from collections.abc import Iterator
 from typing import Final, TextIO
 
 from ntf_server.config import LogConfig, LogFormat
@@ -75,3 +77,16 @@ def setup_logging(cfg: LogConfig, stream: TextIO | None = None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(cfg.level.value.upper())
     cap_third_party_loggers()
+
+
+@contextlib.contextmanager
+def scoped_logging(cfg: LogConfig, stream: TextIO | None = None) -> Iterator[None]:
+    """``setup_logging`` for one command run in-process (``import-simplex``), then the old root back."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    setup_logging(cfg, stream)
+    try:
+        yield
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
