@@ -102,7 +102,6 @@ EVENTS: Final[dict[str, EventSpec]] = {
                            "start-up resubscription finished"),
     # ---- pushes
     **_counted("push.failed", INF, "kind", "a push of kind (verification, message, periodic) failed"),
-    **_counted("push.not_sent", W, "", "a verification push was not sent"),
     "push.token_invalid": _e(D, "kind reason token", "{kind}: device token invalid ({reason}), {token}",
                              "APNs rejected a device token; the token is marked INVALID"),
     "push.retry": _e(D, "kind attempt reason token", "{kind}: retry {attempt} after {reason}, {token}",

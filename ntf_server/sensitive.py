@@ -53,6 +53,12 @@ class Sensitive:
     def __hash__(self) -> int:
         return hash(self.tag)
 
+    def __copy__(self) -> Sensitive:
+        return self  # immutable
+
+    def __deepcopy__(self, memo: object) -> Sensitive:
+        return self
+
     def __reduce__(self) -> tuple[object, ...]:
         raise TypeError("a Sensitive value is not serialised")  # the tag is per process: meaningless elsewhere
 
