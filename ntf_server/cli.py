@@ -261,9 +261,8 @@ def check_private_files(config: Config) -> None:
 
 
 def cmd_start(config_dir: Path) -> int:
-    config, key_hash = load_initialised(config_dir)
+    config, _ = load_initialised(config_dir)
     use_system_malloc()  # re-executes once: freed memory returns to the system (issue 8.3)
-    print(f"Server address: {certs.server_address(key_hash, config.server.host, config.server.port)}")
     # Imported here: only the CLI imports the server (DESIGN dependency rule), and init/check-config
     # must not pay for (or depend on) the whole server stack.
     from ntf_server.server import run  # type: ignore[import-not-found,unused-ignore]

@@ -62,7 +62,8 @@ class StartSummary:
            admin_port: int | None = None) -> StartSummary:
         s = config.server
         return cls(
-            address=certs.server_address(key_hash, s.host, s.port),
+            # port 0 (tests) listens on a free port: the address shows the one picked
+            address=certs.server_address(key_hash, s.host, s.port or listen_port or 0),
             listen=f"{s.bind or '*'}:{s.port if listen_port is None else listen_port}",
             apns=apns_environments(config), redis=redis_mode(config), policy=policy,
             admin=admin_url(config, admin_port), socks=socks(config),
