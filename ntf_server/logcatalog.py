@@ -130,3 +130,17 @@ EVENTS: Final[dict[str, EventSpec]] = {
                           "{done}/{total} {unit} ({percent}%), {rate_per_s}/s, {elapsed_s} s",
                           "import progress every 5 s when the output is not a terminal"),
 }
+
+
+def render_markdown() -> str:
+    """The catalogue as a Markdown table, for the operators' docs (``python -m ntf_server.logcatalog``)."""
+    rows = ["| event | level | keys | meaning |", "|---|---|---|---|"]
+    for name, spec in sorted(EVENTS.items()):
+        level = "as logged" if name == PLAIN else logging.getLevelName(spec.level).lower()
+        keys = " ".join(f"`{k}`" for k in spec.keys) or "-"
+        rows.append(f"| `{name}` | {level} | {keys} | {spec.doc} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(render_markdown(), end="")

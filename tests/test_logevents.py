@@ -14,7 +14,7 @@ from logparse import parse_lines, parse_logfmt
 
 from ntf_server import logevents
 from ntf_server.config import LogConfig, LogFormat, LogLevel
-from ntf_server.logcatalog import EVENTS, PLAIN, RESERVED_KEYS
+from ntf_server.logcatalog import EVENTS, PLAIN, RESERVED_KEYS, render_markdown
 from ntf_server.logevents import REDACTED_BYTES, EventError, emit, log_event
 from ntf_server.logsetup import setup_logging
 from ntf_server.logsummary import CountedLog
@@ -198,3 +198,8 @@ def test_every_catalogued_event_is_logged_somewhere_and_well_formed() -> None:
         assert set(spec.public) <= set(spec.keys), name
         assert spec.doc, name
         spec.text.format(**dict.fromkeys(spec.keys, "x"))  # the text names only the event's keys
+
+
+def test_the_catalogue_renders_as_a_table_for_the_docs() -> None:
+    table = render_markdown().splitlines()
+    assert len(table) == len(EVENTS) + 2 and all(f"| `{name}` |" in "\n".join(table) for name in EVENTS)
