@@ -49,7 +49,6 @@ INF, W, E, D, C = logging.INFO, logging.WARNING, logging.ERROR, logging.DEBUG, l
 
 EVENTS: Final[dict[str, EventSpec]] = {
     PLAIN: _e(D, "", "", "a plain log line: only msg (level as logged)"),
-    **_counted("counted", INF, "what", "a repeated condition named by what, not yet given its own event"),
     # ---- server life
     "server.started": _e(INF, "address listen apns redis policy admin socks",
                          "started on {listen}; APNs {apns}; Redis {redis}; policy {policy}; admin {admin}; "

@@ -27,13 +27,14 @@ MAX_REASONS_SHOWN: Final = 8  # a summary line stays short whatever an upstream 
 
 
 class CountedLog:
-    def __init__(self, logger: logging.Logger, what: str, *, level: int = logging.INFO, window_s: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic, event: str = "counted",
+    def __init__(self, logger: logging.Logger, what: str, *, event: str, level: int = logging.INFO,
+                 window_s: float = 60.0, clock: Callable[[], float] = time.monotonic,
                  fields: Mapping[str, FieldValue] | None = None) -> None:
+        """``event``: its catalogued name (logcatalog.py, ``_counted``): every repeated condition has its own."""
         self._log = logger
         self._what = what
         self._event = event
-        self._fields: dict[str, FieldValue] = dict(fields or {}) if event != "counted" else {"what": what}
+        self._fields: dict[str, FieldValue] = dict(fields or {})
         self._level = level
         self._window = window_s
         self._clock = clock

@@ -129,7 +129,7 @@ def test_counted_log_writes_catalogued_events(caplog: pytest.LogCaptureFixture) 
     t = [0.0]
     failures = CountedLog(log, "message failed", event="push.failed", fields={"kind": "message"},
                           clock=lambda: t[0])
-    other = CountedLog(log, "verification push not sent", clock=lambda: t[0])  # no event of its own yet
+    other = CountedLog(log, "verification push not sent", event="push.not_sent", clock=lambda: t[0])
     for reason in ("Unregistered", "BadDeviceToken", "BadDeviceToken"):
         failures.event(reason)
         other.event(reason)
@@ -139,10 +139,9 @@ def test_counted_log_writes_catalogued_events(caplog: pytest.LogCaptureFixture) 
     events = [logevents.event_of(r) for r in caplog.records]
     assert events == [
         ("push.failed", {"kind": "message", "reason": "Unregistered", "window_s": 60.0}),
-        ("counted", {"what": "verification push not sent", "reason": "Unregistered", "window_s": 60.0}),
+        ("push.not_sent", {"reason": "Unregistered", "window_s": 60.0}),
         ("push.failed.repeated", {"kind": "message", "count": 2, "window_s": 61, "reasons": "BadDeviceToken=2"}),
-        ("counted.repeated", {"what": "verification push not sent", "count": 2, "window_s": 61,
-                              "reasons": "BadDeviceToken=2"}),
+        ("push.not_sent.repeated", {"count": 2, "window_s": 61, "reasons": "BadDeviceToken=2"}),
     ]
 
 
@@ -174,7 +173,7 @@ def logged_events() -> list[tuple[str, str, set[str] | None]]:
                 found.append((where, _literal(node.args[1]) or "<not a literal>", keys))
             elif func == "CountedLog":
                 event = next((k.value for k in node.keywords if k.arg == "event"), None)
-                name = _literal(event) if event is not None else "counted"
+                name = _literal(event) if event is not None else "<no event>"
                 found.append((where, name or "<not a literal>", None))
                 found.append((where, f"{name}.repeated", None))
     return found
