@@ -50,8 +50,9 @@ class CliError(Exception):
 
 DESCRIPTION: Final = """\
 ntf-server: a self-hosted push-notification server for SimpleX-compatible messengers. iOS apps register
-their APNs device tokens and notification subscriptions with it; it proves each token with an
-end-to-end encrypted push through Apple's push service."""
+their APNs device tokens and notification subscriptions with it; it holds the subscriptions open on the
+messaging (SMP) servers and turns each message notice into an end-to-end encrypted push through Apple's
+push service: hidden within a per-device budget, then as the push policy says."""
 
 EPILOG: Final = """\
 typical use:
