@@ -18,14 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from ntf_server import __version__
+from ntf_server import __version__, startsummary
 from ntf_server.config import (
     CONFIG_FILE,
     Config,
     ConfigError,
     load_config,
     parse_config,
-    redact_url,
     render_default_config,
 )
 from ntf_server.protocol.encoding import CodecError, check_host
@@ -51,8 +50,9 @@ class CliError(Exception):
 
 DESCRIPTION: Final = """\
 ntf-server: a self-hosted push-notification server for SimpleX-compatible messengers. iOS apps register
-their APNs device tokens and notification subscriptions with it; it proves each token with an
-end-to-end encrypted push through Apple's push service."""
+their APNs device tokens and notification subscriptions with it; it holds the subscriptions open on the
+messaging (SMP) servers and turns each message notice into an end-to-end encrypted push through Apple's
+push service: hidden within a per-device budget, then as the push policy says."""
 
 EPILOG: Final = """\
 typical use:
@@ -300,9 +300,8 @@ def check_private_files(config: Config) -> None:
 
 
 def cmd_start(config_dir: Path) -> int:
-    config, key_hash = load_initialised(config_dir)
+    config, _ = load_initialised(config_dir)
     use_system_malloc()  # re-executes once: freed memory returns to the system (issue 8.3)
-    print(f"Server address: {certs.server_address(key_hash, config.server.host, config.server.port)}")
     # Imported here: only the CLI imports the server (DESIGN dependency rule), and init/check-config
     # must not pay for (or depend on) the whole server stack.
     from ntf_server.server import run  # type: ignore[import-not-found,unused-ignore]
@@ -333,10 +332,12 @@ def cmd_import_simplex(config_dir: Path, database: str, schema: str, dry_run: bo
     from ntf_server.importer.command import ImportFailed, import_simplex
     from ntf_server.importer.reader import SourceError
     from ntf_server.importer.writer import report
+    from ntf_server.logsetup import scoped_logging
     from ntf_server.statelock import AlreadyRunning
 
     try:
-        counts = asyncio.run(import_simplex(config, database, schema, dry_run=dry_run, out=sys.stdout))
+        with scoped_logging(config.log):  # progress events (not on a terminal) and errors, as `start` logs
+            counts = asyncio.run(import_simplex(config, database, schema, dry_run=dry_run, out=sys.stdout))
     except AlreadyRunning as e:
         raise CliError(f"{e}: stop it before importing") from e
     except (SourceError, ImportFailed) as e:
@@ -349,14 +350,14 @@ def cmd_import_simplex(config_dir: Path, database: str, schema: str, dry_run: bo
 def summary(config: Config, key_hash: bytes) -> list[str]:
     """What the server will do, without secrets (only where they come from)."""
     s = config.server
-    redis = redact_url(config.redis_url()) or f"embedded (data in {s.state_dir})"
     idle = f"{s.idle_timeout_s:g} s" if s.idle_timeout_s else "none"
     lines = [
         f"Config: {config.config_file} OK",
         f"Server address: {certs.server_address(key_hash, s.host, s.port)}",
         f"Listen: {s.bind or '*'}:{s.port}, max {s.max_connections} connections ({s.max_handshakes} in handshake, "
         f"{s.max_connections_per_ip} per address), idle timeout {idle}",
-        f"Redis: {redis}, key prefix {config.redis.key_prefix!r}",
+        f"Redis: {startsummary.redis_mode(config)}, key prefix {config.redis.key_prefix!r}",
+        f"SMP via SOCKS: {startsummary.socks(config)}",
     ]
     for name, env in config.apns_environments():
         if env.enabled:
@@ -367,8 +368,9 @@ def summary(config: Config, key_hash: bytes) -> list[str]:
     a = config.admin
     if a.enabled:
         scrape = "without" if a.metrics_public else "with"
-        lines.append(f"Admin API: http://{a.bind}:{a.port} (token from {a.token().describe()}; /metrics {scrape} "
-                     f"it), own SMP servers: {', '.join(config.subscriber.own_server_domains) or 'none listed'}")
+        own = ", ".join(config.subscriber.own_server_domains) or "none listed"
+        lines.append(f"Admin API: {startsummary.admin_url(config)} (token from {a.token().describe()}; /metrics "
+                     f"{scrape} it), own SMP servers: {own}")
     else:
         lines.append("Admin API: disabled")
     lines.append(f"Log: {config.log.level.value}, {config.log.format.value}")

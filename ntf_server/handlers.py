@@ -95,7 +95,8 @@ class NtfHandlers:
         self._pusher = pusher
         self._stats = stats
         self._subscriber = subscriber
-        self.store_errors = CountedLog(log, "request answered ERR STORE", level=logging.WARNING)
+        self.store_errors = CountedLog(log, "request answered ERR STORE", level=logging.WARNING,
+                                       event="request.store_error")
         self._clock = clock
 
     # ------------------------------------------------------------ verification (§4.3)

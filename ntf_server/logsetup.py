@@ -1,44 +1,71 @@
-"""Structured logging for the server process: ``key=value`` lines or JSON, one record per line.
+"""Structured logging for the server process: logfmt (``key=value``) lines or JSON, one event per line.
 
-Nothing sensitive is ever passed to a log call (STYLE 12: records and messages hide tokens, keys and ids).
-As defence in depth (ntf_server/redact.py), loggers of libraries that print headers or commands are
-capped, whatever ``log.level`` says, and every formatted line (message and traceback) goes through
-``redact``, which replaces JWT-, PEM-, hex- and base64-shaped secrets.
+Every line has the same leading keys: ``ts``, ``level``, ``event`` (a name from ntf_server/logcatalog.py,
+or ``message`` for a plain log call), then the event's own keys, then ``logger``, ``msg`` (for humans)
+and, after an exception, ``exc``. Values that name a token, an id or a key are keyed-hash tags by type
+(ntf_server/sensitive.py, ntf_server/logevents.py). As defence in depth (ntf_server/redact.py), loggers
+of libraries that print headers or commands are capped, whatever ``log.level`` says, and every rendered
+string value (message, fields and traceback) goes through ``redact``, which replaces JWT-, PEM-, hex- and
+base64-shaped secrets.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import re
 import sys
 import time
-from typing import TextIO
+from collections.abc import Iterator
+from typing import Final, TextIO
 
 from ntf_server.config import LogConfig, LogFormat
+from ntf_server.logcatalog import EVENTS
+from ntf_server.logevents import Scalar, event_of
 from ntf_server.redact import ThirdPartyCap, cap_third_party_loggers, redact
+
+_BARE: Final = re.compile(r"[^\s=\"\\\x00-\x1f\x7f]+")  # a logfmt value that needs no quotes
+
+
+def record_items(record: logging.LogRecord, exc_text: str | None) -> list[tuple[str, Scalar]]:
+    """The line's keys in their stable order, string values scrubbed."""
+    name, fields = event_of(record)
+    spec = EVENTS.get(name)
+    public = spec.public if spec else ()
+    items: list[tuple[str, Scalar]] = [
+        ("ts", time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"),
+        ("level", record.levelname.lower()),
+        ("event", name),
+    ]
+    items += [(k, redact(v) if isinstance(v, str) and k not in public else v) for k, v in fields.items()]
+    items += [("logger", record.name), ("msg", redact(record.getMessage()))]
+    if exc_text:
+        items.append(("exc", redact(exc_text)))
+    return items
+
+
+def logfmt_value(value: Scalar) -> str:
+    if value is None:
+        return '""'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return format(value, ".6g")
+    text = str(value)
+    return text if _BARE.fullmatch(text) else json.dumps(text, ensure_ascii=False)
 
 
 class KvFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        msg = redact(record.getMessage()).replace('"', "'")
-        line = f'ts={ts}Z level={record.levelname.lower()} logger={record.name} msg="{msg}"'
-        if record.exc_info:
-            line += " exc=" + json.dumps(redact(self.formatException(record.exc_info)))
-        return line
+        exc = self.formatException(record.exc_info) if record.exc_info else None
+        return " ".join(f"{k}={logfmt_value(v)}" for k, v in record_items(record, exc))
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        out = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": redact(record.getMessage()),
-        }
-        if record.exc_info:
-            out["exc"] = redact(self.formatException(record.exc_info))
-        return json.dumps(out)
+        exc = self.formatException(record.exc_info) if record.exc_info else None
+        return json.dumps(dict(record_items(record, exc)), ensure_ascii=False)
 
 
 def setup_logging(cfg: LogConfig, stream: TextIO | None = None) -> None:
@@ -50,3 +77,16 @@ def setup_logging(cfg: LogConfig, stream: TextIO | None = None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(cfg.level.value.upper())
     cap_third_party_loggers()
+
+
+@contextlib.contextmanager
+def scoped_logging(cfg: LogConfig, stream: TextIO | None = None) -> Iterator[None]:
+    """``setup_logging`` for one command run in-process (``import-simplex``), then the old root back."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    setup_logging(cfg, stream)
+    try:
+        yield
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)

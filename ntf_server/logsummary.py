@@ -6,6 +6,10 @@ counts, by reason; the first event after the window ended (or ``flush``, called 
 line for what was counted: ``verification push failed 41 more times in the last 60 s (BadDeviceToken=40,
 Unregistered=1)``. Reasons must never carry a secret (they are APNs reason strings, limiter names…);
 per-token detail belongs at debug level in the caller. The clock is injected.
+
+Both lines are log events (ntf_server/logevents.py): ``event`` (default ``counted``, with a ``what`` key)
+with ``reason`` and ``window_s``, then ``<event>.repeated`` with ``count``, ``window_s`` and ``reasons``
+(``Reason=n,…``); ``fields`` (e.g. ``kind``) are added to both.
 """
 
 from __future__ import annotations
@@ -14,17 +18,23 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final
+
+from ntf_server.logevents import FieldValue, emit
 
 MAX_REASONS_SHOWN: Final = 8  # a summary line stays short whatever an upstream invents
 
 
 class CountedLog:
-    def __init__(self, logger: logging.Logger, what: str, *, level: int = logging.INFO, window_s: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, logger: logging.Logger, what: str, *, event: str, level: int = logging.INFO,
+                 window_s: float = 60.0, clock: Callable[[], float] = time.monotonic,
+                 fields: Mapping[str, FieldValue] | None = None) -> None:
+        """``event``: its catalogued name (logcatalog.py, ``_counted``): every repeated condition has its own."""
         self._log = logger
         self._what = what
+        self._event = event
+        self._fields: dict[str, FieldValue] = dict(fields or {})
         self._level = level
         self._window = window_s
         self._clock = clock
@@ -43,8 +53,9 @@ class CountedLog:
             return
         self._emit(now)
         self._start = now
-        self._log.log(self._level, "%s: %s (repeats in the next %d s are summarised)", self._what, reason,
-                      self._window)
+        text = f"{self._what}: {reason} (repeats in the next {self._window:.0f} s are summarised)"
+        emit(self._log, self._event, {**self._fields, "reason": reason, "window_s": self._window}, text=text,
+             level=self._level)
 
     def flush(self) -> None:
         """Log the pending summary if its window has ended (call periodically so quiet periods end it)."""
@@ -61,8 +72,10 @@ class CountedLog:
         more = len(self._counted) - MAX_REASONS_SHOWN
         if more > 0:
             shown += f", {more} other reasons"
-        self._log.log(self._level, "%s %d more times in the last %d s (%s)", self._what, n, round(now - self._start),
-                      shown)
+        window = round(now - self._start)
+        emit(self._log, f"{self._event}.repeated",
+             {**self._fields, "count": n, "window_s": window, "reasons": shown.replace(", ", ",")},
+             text=f"{self._what} {n} more times in the last {window} s ({shown})", level=self._level)
         self._counted.clear()
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Final
 
 from ntf_server.interfaces import SubscriptionSink
+from ntf_server.logevents import log_event
 from ntf_server.stats import Stat, Stats
 from ntf_server.store.base import TokenExpiryStore
 from ntf_server.store.errors import StoreError
@@ -55,7 +56,7 @@ class Housekeeping:
         self._sink.forget(removed)
         if tokens:
             self._stats.incr(Stat.TKN_EXPIRED, len(tokens))
-            log.info("expired %d unused tokens (%d subscriptions)", len(tokens), len(removed))
+            log_event(log, "housekeeping.expired_unused", tokens=len(tokens), subscriptions=len(removed))
         return len(tokens)
 
     async def expire_unverified_once(self, now: float) -> int:
@@ -65,7 +66,7 @@ class Housekeeping:
         self._sink.forget(removed)
         if tokens:
             self._stats.incr(Stat.TKN_EXPIRED_UNVERIFIED, len(tokens))
-            log.info("expired %d tokens never verified within %g h", len(tokens), self._unverified_s / HOUR_S)
+            log_event(log, "housekeeping.expired_unverified", tokens=len(tokens), after_h=self._unverified_s / HOUR_S)
         return len(tokens)
 
     async def run(self) -> None:
@@ -76,7 +77,7 @@ class Housekeeping:
             try:
                 await self.expire_once()
             except StoreError as e:
-                log.warning("token expiry skipped: %s", type(e).__name__)
+                log_event(log, "housekeeping.skipped", error=type(e).__name__)
             if task is not None and task.cancelling():
                 # A cancel that arrived during a store call can be lost on the way (Python 3.11's
                 # asyncio.wait_for, used inside redis-py, may swallow it): stop now, not in an hour.

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Final
 
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from redis.exceptions import RedisError
 
 from apns.client import App
 from apns.jwt import ProviderKey
@@ -45,6 +46,7 @@ from ntf_server.admin.window import CounterWindow, push_counter_names
 from ntf_server.apns_metrics import ApnsMetrics
 from ntf_server.config import Config, ConfigError, redact_url
 from ntf_server.handlers import NtfHandlers
+from ntf_server.logevents import log_event
 from ntf_server.logsetup import setup_logging
 from ntf_server.logsummary import flush_every
 from ntf_server.maintenance import Housekeeping
@@ -59,6 +61,7 @@ from ntf_server.push.policy import PolicySettings
 from ntf_server.push.service import PushService
 from ntf_server.ratelimit import Rate
 from ntf_server.redact import cap_third_party_loggers
+from ntf_server.startsummary import StartSummary, policy_text
 from ntf_server.statelock import AlreadyRunning, StateLock
 from ntf_server.stats import Stats
 from ntf_server.store.activity import ActivityStore
@@ -138,6 +141,7 @@ class NtfServer:
         self.admin: AdminServer | None = None
         self.started_at = 0.0  # Unix time of start() (uptime in the admin API)
         self.push_window: CounterWindow | None = None  # pushes in the last hour (admin/window.py)
+        self.summary: StartSummary | None = None
 
     def __repr__(self) -> str:
         parts = ",".join(self._parts) or "-"
@@ -185,7 +189,7 @@ class NtfServer:
             raise StartupError(f"cannot use Redis at {redact_url(url)}: {e}") from e
         stack.push_async_callback(self._store.close)
         for advice in await self._store.config_advice():
-            log.warning("redis: %s", advice)
+            log_event(log, "redis.config_advice", advice=advice)
         apps = apns_apps(cfg)
         sender = ApnsSender.for_apps(apps, observer=self.apns_metrics.observe)
         stack.push_async_callback(sender.aclose)
@@ -244,8 +248,24 @@ class NtfServer:
             why = os.strerror(e.errno) if e.errno else str(e)  # asyncio's own strerror repeats the address
             raise StartupError(f"cannot listen on {s.bind or '*'}:{s.port}: {why}") from e
         stack.push_async_callback(self.listener.stop)
+        log_event(log, "listener.started", bind=s.bind or "*", port=self.listener.port)
         if cfg.admin.enabled:
             await self._start_admin(stack)
+        self.summary = await self._summary()
+        log_event(log, "server.started", **self.summary.fields())
+
+    async def _summary(self) -> StartSummary:
+        """The start-up summary (startsummary.py), with the push policy in force: stored or the config's."""
+        cfg = self.config
+        try:
+            stored = await PolicyStore(self.store.client, self.store.prefix).get()
+            policy = policy_text(stored.to_json(), "stored") if stored else policy_text(
+                PolicySettings.from_config(cfg.push).to_json(), "config")
+        except RedisError as e:  # a summary line is not worth failing start-up for
+            policy = f"unknown ({type(e).__name__})"
+        key_hash = certs.fingerprint(certs.read_ca_der(cfg.tls.ca_cert_file))
+        admin_port = self.admin.port if self.admin else None
+        return StartSummary.of(cfg, key_hash, policy, listen_port=self.port, admin_port=admin_port)
 
     async def _start_admin(self, stack: AsyncExitStack) -> None:
         """The admin HTTP API, after the listener (so /healthz is true once it answers), closed before it."""
@@ -270,7 +290,7 @@ class NtfServer:
             raise StartupError(f"admin API: cannot listen on {cfg.bind}:{cfg.port}: {why}") from e
         stack.push_async_callback(admin.stop)
         self.admin = admin
-        log.info("admin API on http://%s:%d", cfg.bind, admin.port)
+        log_event(log, "admin.started", url=f"http://{cfg.bind}:{admin.port}")
 
     async def _redis_url(self, stack: AsyncExitStack) -> str:
         url = self.config.redis_url().strip()
@@ -294,10 +314,10 @@ class NtfServer:
         except Exception as e:
             # The exception text, not a traceback: our exceptions carry no secrets, and one line is what
             # an operator reads. The traceback goes to debug for developers.
-            log.critical("%s failed: %s: %s; stopping the server", name, type(e).__name__, e)
+            log_event(log, "server.part_failed", part=name, error=f"{type(e).__name__}: {e}")
             log.debug("%s failure", name, exc_info=True)
             raise PartFailed(f"{name} failed: {e}") from e
-        log.critical("%s ended unexpectedly; stopping the server", name)
+        log_event(log, "server.part_ended", part=name)
         raise PartFailed(f"{name} ended unexpectedly")
 
     async def wait(self) -> None:
@@ -315,7 +335,7 @@ class NtfServer:
         task.cancel()
         done, _ = await asyncio.wait([task], timeout=PARTS_STOP_TIMEOUT_S)
         if not done:  # a part that ignores its cancel must not keep the resources below from closing
-            log.error("server parts did not stop within %g s; closing the rest anyway", PARTS_STOP_TIMEOUT_S)
+            log_event(log, "server.parts_stuck", timeout_s=PARTS_STOP_TIMEOUT_S)
             return
         with contextlib.suppress(asyncio.CancelledError, Exception):  # failures were logged by _run_part
             await task
@@ -336,7 +356,8 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         await server.start()
-        log.info("listening on port %d", server.port)
+        assert server.summary is not None
+        print("\n".join(server.summary.lines()), flush=True)
         print(f"Listening on port {server.port}. Stop with Ctrl-C.", flush=True)
         if ready is not None:
             ready.set()
@@ -347,6 +368,7 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
         if failed.done():
             failed.result()  # raises PartFailed
         failed.cancel()
+        log_event(log, "server.stopping", reason="signal")
         print("Shutting down...", flush=True)
     finally:
         await server.stop()

@@ -14,9 +14,11 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis.asyncio
 
+from ntf_server.logevents import set_strict
 from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.store.redis import RedisStore
 
+set_strict(True)  # a log event outside the catalogue, or a raw bytes field, fails the test that logs it
 TEST_BUCKETS = 64  # small bucket count keeps paging in tests fast; the schema is the same
 
 

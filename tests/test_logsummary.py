@@ -26,7 +26,8 @@ def lines(caplog: pytest.LogCaptureFixture) -> list[str]:
 def test_first_event_at_once_then_one_counted_line_per_window(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     clock = Clock()
-    counted = CountedLog(log, "verification push failed", window_s=60, clock=clock)
+    counted = CountedLog(log, "verification push failed", event="push.failed", fields={"kind": "verification push"},
+                         window_s=60, clock=clock)
     counted.event("BadDeviceToken")
     for i in range(41):
         clock.now += 1
@@ -44,7 +45,8 @@ def test_first_event_at_once_then_one_counted_line_per_window(caplog: pytest.Log
 def test_flush_ends_a_window_in_a_quiet_period(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     clock = Clock()
-    counted = CountedLog(log, "registration refused over quota", window_s=60, clock=clock)
+    counted = CountedLog(log, "registration refused over quota", event="registration.refused", window_s=60,
+                         clock=clock)
     for _ in range(3):
         counted.event("per-address limit")
     counted.flush()  # window not over: nothing yet
@@ -61,7 +63,7 @@ def test_flush_ends_a_window_in_a_quiet_period(caplog: pytest.LogCaptureFixture)
 def test_many_reasons_are_cut_short(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     clock = Clock()
-    counted = CountedLog(log, "x", window_s=10, clock=clock)
+    counted = CountedLog(log, "x", event="request.store_error", window_s=10, clock=clock)
     for i in range(30):
         counted.event(f"reason{i}")
     clock.now += 10

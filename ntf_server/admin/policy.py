@@ -15,6 +15,7 @@ import logging
 
 from aiohttp import web
 
+from ntf_server.logevents import log_event
 from ntf_server.push.policy import PolicyError, PolicySettings
 from ntf_server.store.calls import redis_call
 from ntf_server.store.errors import StoreError
@@ -57,9 +58,9 @@ class PolicyApi:
             return error(503, "the store is unavailable; the policy was not changed")
         before, after = _text(old), _text(new)
         if before == after:
-            log.info("push policy set, unchanged: %s", after)
+            log_event(log, "policy.unchanged", policy=after)
         else:
-            log.info("push policy changed: %s -> %s", before, after)
+            log_event(log, "policy.changed", before=before, after=after)
         return web.json_response(new.to_json())
 
 

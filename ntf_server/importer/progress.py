@@ -1,11 +1,17 @@
-"""Import progress: a bar redrawn in place on a terminal, plain lines every few seconds otherwise (logs,
-systemd, CI). `now` is injected, so the rate and the pacing are tested without sleeping."""
+"""Import progress: a bar redrawn in place on a terminal, otherwise an ``import.progress`` log event every
+few seconds (logs, systemd, CI: parsable keys, ntf_server/logcatalog.py). `now` is injected, so the rate
+and the pacing are tested without sleeping."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Final, TextIO
+
+from ntf_server.logevents import emit
+
+log = logging.getLogger(__name__)
 
 BAR_WIDTH: Final = 30
 LINE_EVERY_S: Final = 5.0  # plain output: one line at most this often
@@ -53,6 +59,10 @@ class Progress:
     def _show(self, t: float) -> None:
         if self._tty:
             self._out.write("\r" + self.line(t))
+            self._out.flush()
         else:
-            self._out.write("progress: " + self.line(t) + "\n")
-        self._out.flush()
+            elapsed = t - self._start
+            fields = {"done": self.done, "total": self.total, "unit": self._what,
+                      "percent": round(100.0 * self.done / self.total) if self.total else 100,
+                      "rate_per_s": round(self.done / elapsed) if elapsed >= 1 else None, "elapsed_s": round(elapsed)}
+            emit(log, "import.progress", fields, text=self.line(t))

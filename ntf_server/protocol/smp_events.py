@@ -23,6 +23,7 @@ from typing import Final
 
 from ntf_server.protocol.errors import AUTH, ErrorType, SimpleError
 from ntf_server.protocol.smp import BrokerMsg, SmpErr, SmpPong, SOk
+from ntf_server.sensitive import NotifierId
 
 SERVICE_ERROR: Final = SimpleError("SERVICE")
 
@@ -110,7 +111,7 @@ class FailureKind(enum.Enum):
 
 
 def _hidden(n: bytes) -> str:
-    return f"<{len(n)}-byte id>"
+    return str(NotifierId(n))  # a keyed tag (ntf_server/sensitive.py): lines about one queue correlate
 
 
 # ---------------------------------------------------------------- events

@@ -23,6 +23,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Final
 
+from ntf_server.logevents import emit, log_event
 from ntf_server.push import payload
 from ntf_server.push.budget import HiddenPushes
 from ntf_server.push.policy import CronDecision
@@ -56,7 +57,8 @@ class CronPushes:
                 while await self.run_once() >= BATCH:
                     pass
             except StoreError as e:
-                log.warning("periodic pushes: store error (%s); retrying in %.0f s", e, self._scan_s)
+                log_event(log, "scheduler.store_error", part="periodic pushes", error=type(e).__name__,
+                          retry_s=self._scan_s)
             await asyncio.sleep(self._scan_s)
 
     async def run_once(self) -> int:
@@ -68,8 +70,9 @@ class CronPushes:
                 await self._one(tok, now)
             except StoreError:
                 raise
-            except Exception:  # a bug in one push must not stop the others (nor the server)
-                log.exception("periodic push failed unexpectedly")
+            except Exception as e:  # a bug in one push must not stop the others (nor the server)
+                emit(log, "scheduler.unexpected_error", {"part": "periodic push", "error": type(e).__name__},
+                     exc_info=True)
         return len(due)
 
     async def _one(self, tok: TokenRecord, now: float) -> None:

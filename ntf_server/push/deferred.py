@@ -20,6 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Final
 
+from ntf_server.logevents import emit, log_event
 from ntf_server.push.budget import HiddenPushes
 from ntf_server.stats import Stat, Stats
 from ntf_server.store.base import TokenLookup
@@ -55,7 +56,8 @@ class DeferredScheduler:
                 handled = await self.run_once()
                 delay = 0.0 if handled >= BATCH else await self._until_next()
             except StoreError as e:
-                log.warning("deferred pushes: store error (%s); retrying in %.1f s", e, self._scan_s)
+                log_event(log, "scheduler.store_error", part="deferred pushes", error=type(e).__name__,
+                          retry_s=self._scan_s)
                 delay = self._scan_s
             await asyncio.sleep(max(delay, MIN_SLEEP_S))
 
@@ -77,9 +79,10 @@ class DeferredScheduler:
             try:
                 await self._claim_and_send(tid, now)
             except StoreError as e:  # one token's trouble must not cancel the round's others
-                log.warning("deferred push: store error (%s)", e)
-            except Exception:  # a bug in one push must not stop the scheduler (and with it the server)
-                log.exception("deferred push failed unexpectedly")
+                log_event(log, "scheduler.store_error", part="deferred push", error=type(e).__name__, retry_s=0)
+            except Exception as e:  # a bug in one push must not stop the scheduler (and with it the server)
+                emit(log, "scheduler.unexpected_error", {"part": "deferred push", "error": type(e).__name__},
+                     exc_info=True)
 
     async def _claim_and_send(self, tid: bytes, now: float) -> None:
         budgets = self._hidden.budgets

@@ -35,9 +35,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, assert_never
 
+from ntf_server.logevents import emit, log_event
 from ntf_server.logsummary import CountedLog
 from ntf_server.push.outcomes import Delivered, Failed, Invalid, PushSender, RetryLater
 from ntf_server.push.retry import MAX_WAITING, Backoff, JitteredBackoff, RetryBook, Verdict, Waiting
+from ntf_server.sensitive import TokenId
 from ntf_server.stats import Stat, Stats
 from ntf_server.store.base import PushTokenStore
 from ntf_server.store.errors import StoreError
@@ -90,6 +92,9 @@ class Push:
     token: TokenRecord
     body: bytes = field(repr=False)
     background: bool
+    # the SMP server of the notification that caused a message push: delivered/failed are also counted per
+    # own server (spec §6.4 ntfDeliveredOwn/ntfFailedOwn; stats.incr_server); () for other kinds
+    hosts: tuple[str, ...] = field(default=(), repr=False)
 
 
 DEFAULT_BACKOFF: Final[Backoff] = JitteredBackoff(1.0, 120.0)
@@ -127,7 +132,8 @@ class Delivery:
         self._idle.set()
         self._busy = 0  # due entries taken from the book, not yet answered
         # one line per token would let a client flood the log (issue 8): per-token detail at debug only
-        self.summaries = {k: CountedLog(log, f"{k.name} failed") for k in (VERIFICATION, MESSAGE, PERIODIC)}
+        self.summaries = {k: CountedLog(log, f"{k.name} failed", event="push.failed",
+                                         fields={"kind": k.name.lower()}) for k in (VERIFICATION, MESSAGE, PERIODIC)}
 
     def __repr__(self) -> str:
         return f"<Delivery {self._book!r}, {self._busy} retrying>"
@@ -153,7 +159,7 @@ class Delivery:
                     tg.create_task(self._resend())
         finally:
             if self._book or self._busy:  # their notifications stay in the store: the next push carries them
-                log.info("stopped with %d push retries waiting and %d in flight", len(self._book), self._busy)
+                log_event(log, "push.stopped", waiting=len(self._book), in_flight=self._busy)
 
     async def idle(self) -> None:
         """Wait until no retry waits or is in flight (tests, graceful shutdown)."""
@@ -167,19 +173,26 @@ class Delivery:
                 if push.kind.confirms:
                     await self._store.confirm_token(tok.token_id)
                 if tok.provider is not PushProvider.APNS_NULL:
-                    self._stats.incr(push.kind.delivered)
+                    self._count(push, push.kind.delivered)
             case RetryLater(reason, after_s):
                 self._retry(key, push, seq, attempts, first_at, reason, after_s)
             case Invalid(reason):
-                self._stats.incr(push.kind.failed)
+                self._count(push, push.kind.failed)
                 self._stats.incr(push.kind.invalid)
                 await self._store.set_token_status(tok.token_id, TokenStatus(TokenStatusKind.INVALID, reason))
-                log.debug("%s: device token invalid (%s), %r", push.kind.name, reason.value, tok)
+                log_event(log, "push.token_invalid", kind=push.kind.name.lower(), reason=reason.value,
+                          token=TokenId(tok.token_id))
                 self.summaries[push.kind].event(f"invalid token {reason.value}")
             case Failed(reason):
                 self._failed(push, reason)
             case _:
                 assert_never(outcome)
+
+    def _count(self, push: Push, stat: Stat) -> None:
+        if push.hosts:
+            self._stats.incr_server(stat, push.hosts)
+        else:
+            self._stats.incr(stat)
 
     def _retry(self, key: _Key, push: Push, seq: int, attempts: int, first_at: float, reason: str,
                after_s: float) -> None:
@@ -190,7 +203,8 @@ class Delivery:
                 self._stats.incr(k.retried)
                 if verdict is Verdict.REPLACED:
                     self._stats.incr(k.replaced)
-                log.debug("%s: retry %d after %s, %r", k.name, attempts, reason, push.token)
+                log_event(log, "push.retry", kind=k.name.lower(), attempt=attempts, reason=reason,
+                          token=TokenId(push.token.token_id))
                 self._idle.clear()
                 self._wake.set()
             case Verdict.SUPERSEDED:
@@ -204,8 +218,8 @@ class Delivery:
                 assert_never(verdict)
 
     def _failed(self, push: Push, reason: str) -> None:
-        self._stats.incr(push.kind.failed)
-        log.debug("%s failed: %s, %r", push.kind.name, reason, push.token)
+        self._count(push, push.kind.failed)
+        log_event(log, "push.gave_up", kind=push.kind.name.lower(), reason=reason, token=TokenId(push.token.token_id))
         self.summaries[push.kind].event(reason)
 
     async def _schedule(self) -> None:
@@ -231,10 +245,10 @@ class Delivery:
                     await self._attempt((push.kind.name, push.token.token_id), push, w.seq, w.attempts + 1,
                                         w.first_at)
             except StoreError as e:
-                log.warning("store error after a push: %s", type(e).__name__)
-            except Exception:  # a bug in one push must not stop the task (and with it all retries)
-                log.exception("push retry failed unexpectedly")
-                self._stats.incr(push.kind.failed)
+                log_event(log, "push.store_error", error=type(e).__name__)
+            except Exception as e:  # a bug in one push must not stop the task (and with it all retries)
+                emit(log, "push.unexpected_error", {"error": type(e).__name__}, exc_info=True)
+                self._count(push, push.kind.failed)
             finally:
                 self._busy -= 1
                 self._settle()
@@ -248,7 +262,7 @@ class Delivery:
         wanted = push.kind.wanted
         if now is None or now.device_token != push.token.device_token or (
                 wanted is not None and now.status.kind not in wanted):
-            log.debug("%s retry dropped: the token changed or is gone, %r", push.kind.name, push.token)
+            log_event(log, "push.retry_dropped", kind=push.kind.name.lower(), token=TokenId(push.token.token_id))
             return False
         return True
 

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
+from ntf_server.logevents import emit, log_event
 from ntf_server.logsummary import CountedLog
 from ntf_server.push import payload
 from ntf_server.push.budget import HiddenPushes, Plan, alert_body, pn_messages
@@ -80,7 +81,7 @@ class PushService:
         self._queue: asyncio.Queue[TokenRecord] = asyncio.Queue(queue_size)
         self._messages: asyncio.Queue[MessagePush] = asyncio.Queue(min(queue_size, MESSAGE_QUEUE_SIZE))
         self.failures = self._delivery.summaries[VERIFICATION]
-        self.drops = CountedLog(log, "verification push not sent", level=logging.WARNING)
+        self.drops = CountedLog(log, "verification push not sent", level=logging.WARNING, event="push.not_sent")
         self.message_failures = self._delivery.summaries[MESSAGE]
 
     def send_verification(self, token: TokenRecord) -> None:
@@ -126,9 +127,9 @@ class PushService:
             try:
                 await push(job)
             except StoreError as e:
-                log.warning("store error after a push: %s", type(e).__name__)
-            except Exception:  # a bug in one push must not stop the worker (and with it all pushes)
-                log.exception("push failed unexpectedly")
+                log_event(log, "push.store_error", error=type(e).__name__)
+            except Exception as e:  # a bug in one push must not stop the worker (and with it all pushes)
+                emit(log, "push.unexpected_error", {"error": type(e).__name__}, exc_info=True)
                 self._stats.incr(failed)
             finally:
                 queue.task_done()
@@ -144,12 +145,14 @@ class PushService:
             return  # the token was deleted meanwhile
         self._stats.incr(_PLANNED[plan.decision])
         if plan.body:
-            await self.deliver(tok, plan.body, background=plan.background)
+            hosts = job.notifications[-1].server.hosts if job.notifications else ()
+            await self.deliver(tok, plan.body, background=plan.background, hosts=hosts)
 
-    async def deliver(self, tok: TokenRecord, body: bytes, *, background: bool, kind: PushKind = MESSAGE) -> None:
+    async def deliver(self, tok: TokenRecord, body: bytes, *, background: bool, kind: PushKind = MESSAGE,
+                      hosts: Sequence[str] = ()) -> None:
         """Send one message-kind push (message, deferred, periodic): first try now, retries scheduled
-        (push/delivery.py); the outcome is counted under ``kind``."""
-        await self._delivery.send(Push(kind, tok, body, background=background))
+        (push/delivery.py); the outcome is counted under ``kind`` (and per own SMP server ``hosts``)."""
+        await self._delivery.send(Push(kind, tok, body, background=background, hosts=tuple(hosts)))
 
     async def drain(self) -> None:
         """Wait until every queued push was handled, retries included (tests, graceful shutdown)."""

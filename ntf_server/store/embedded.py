@@ -30,6 +30,7 @@ from typing import Final
 import redis
 import redis.asyncio
 
+from ntf_server.logevents import log_event
 from ntf_server.store.errors import StoreError
 from ntf_server.store.keys import HASH_MAX_LISTPACK_VALUE
 
@@ -260,9 +261,9 @@ class EmbeddedRedis:
             exits = [t for t in exits if now - t < window_s] + [now]
             if len(exits) > max_restarts:
                 raise self._failed(f"exited {len(exits)} times within {window_s:g} s (status {proc.returncode})")
-            log.error("embedded redis exited with status %s; restarting it on %s", proc.returncode, self.data_dir)
+            log_event(log, "redis.embedded.exited", status=proc.returncode, data_dir=self.data_dir)
             await self.start()
-            log.warning("embedded redis restarted (pid %s)", self.pid)
+            log_event(log, "redis.embedded.restarted", pid=self.pid)
 
     def kill(self) -> None:
         """SIGKILL, as in a crash (tests of AOF durability)."""

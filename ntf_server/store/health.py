@@ -21,6 +21,7 @@ from typing import Final
 
 from redis import exceptions as rex
 
+from ntf_server.logevents import log_event
 from ntf_server.store.errors import StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ class StoreHealth:
             while True:
                 await self._changed.wait()
                 self._changed.clear()
-                log.warning("redis unreachable: answering ERR STORE until it is back")
+                log_event(log, "redis.down")
                 for delay in delays():
                     await asyncio.sleep(delay)
                     try:
@@ -113,7 +114,7 @@ class StoreHealth:
                     except StoreError:
                         continue
                 assert self._down_since is not None
-                log.warning("redis reachable again after %.1f s", time.monotonic() - self._down_since)
+                log_event(log, "redis.up", down_s=round(time.monotonic() - self._down_since, 1))
                 self._down_since = None
         finally:
             self._watched = False

@@ -12,6 +12,7 @@ import logging
 
 from redis.asyncio import Redis
 
+from ntf_server.logevents import log_event
 from ntf_server.push.policy import PolicyError, PolicySettings
 from ntf_server.store.health import edge
 
@@ -64,5 +65,5 @@ class PolicyStore:
         try:
             return PolicySettings.from_json(json.loads(raw))
         except (PolicyError, ValueError) as e:
-            log.error("stored push policy %s is unusable (%s); using the config file's [push] settings", self.key, e)
+            log_event(log, "policy.stored_unusable", key=self.key, error=str(e))
             return None

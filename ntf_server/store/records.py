@@ -21,6 +21,7 @@ from ntf_server.protocol.ntf_types import (
     TokenStatusKind,
 )
 from ntf_server.protocol.token_fsm import SUB_COMMANDS_ALLOWED, TokenEvent, changing_sources, sources
+from ntf_server.sensitive import SubId, TokenId
 
 # The status and provider types are the protocol's own (one definition, same text forms on the wire and
 # in the store); re-exported here because they are also what the store keeps.
@@ -61,8 +62,6 @@ RESUBSCRIBE_KINDS: Final = frozenset(
 )
 
 
-def _hidden(b: bytes) -> str:
-    return f"<{len(b)} bytes>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +83,7 @@ class TokenRecord:
 
     def __repr__(self) -> str:
         return (
-            f"TokenRecord(id={_hidden(self.token_id)}, {self.provider.value}, {self.status.to_text()}, "
+            f"TokenRecord(id={TokenId(self.token_id)}, {self.provider.value}, {self.status.to_text()}, "
             f"cron={self.cron_interval_min}min)"
         )
 
@@ -102,7 +101,7 @@ class SubscriptionRecord:
     service_assoc: bool = False
 
     def __repr__(self) -> str:
-        return f"SubscriptionRecord(id={_hidden(self.sub_id)}, {self.server!r}, {self.status.to_text()})"
+        return f"SubscriptionRecord(id={SubId(self.sub_id)}, {self.server!r}, {self.status.to_text()})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol, TypeVar, assert_never
 
+from ntf_server.logevents import log_event
 from ntf_server.logsummary import CountedLog
 from ntf_server.protocol import crypto, smp_events as E
 from ntf_server.protocol.encoding import CodecError, SMPServer
@@ -142,8 +143,9 @@ class SubscriberPool:
         self._tg: asyncio.TaskGroup | None = None
         self.resubscription = Progress(0, 0, 0, 0, 0.0)
         self._link_done = asyncio.Event()  # a link finished its first resubscription
-        self.connect_failures = CountedLog(log, "SMP server unreachable, retrying with backoff")
-        self.disconnects = CountedLog(log, "SMP connection lost, reconnecting")
+        self.connect_failures = CountedLog(log, "SMP server unreachable, retrying with backoff",
+                                           event="smp.connect_failed")
+        self.disconnects = CountedLog(log, "SMP connection lost, reconnecting", event="smp.disconnected")
 
     def __repr__(self) -> str:
         states: dict[str, int] = defaultdict(int)
@@ -183,21 +185,21 @@ class SubscriberPool:
         """Progress of the start-up resubscription in the log (servers done, subscriptions/s, ETA)."""
         started, links = self._clock(), list(self._links.values())
         if not links:
-            log.info("no subscriptions to resubscribe")
+            log_event(log, "resubscribe.none")
             return
-        log.info("resubscribing up to %d subscriptions on %d SMP servers", total, len(links))
+        log_event(log, "resubscribe.started", servers=len(links), subscriptions=total)
         while True:
             done = sum(link.resubscribed for link in links)
             answered = self._stats[Stat.SMP_NSUB_ANSWERED]
             elapsed = max(self._clock() - started, 1e-3)
             self.resubscription = Progress(len(links), done, total, answered, elapsed)
             if done == len(links):
-                log.info("resubscribed %d subscriptions on %d SMP servers in %.1f s", answered, done, elapsed)
+                log_event(log, "resubscribe.done", servers=done, answered=answered, elapsed_s=round(elapsed, 1))
                 return
             rate = answered / elapsed
-            eta = f"{(total - answered) / rate:.0f} s" if rate > 0 and total > answered else "unknown"
-            log.info("resubscribing: %d/%d SMP servers done, %d answered, %.0f/s, ETA %s",
-                     done, len(links), answered, rate, eta)
+            eta = round((total - answered) / rate) if rate > 0 and total > answered else None
+            log_event(log, "resubscribe.progress", servers_done=done, servers=len(links), answered=answered,
+                      subscriptions=total, rate_per_s=round(rate), eta_s=eta)
             self._link_done.clear()
             with contextlib.suppress(TimeoutError):  # the next line when a server is done, or in 10 s
                 async with asyncio.timeout(PROGRESS_EVERY_S):
@@ -286,7 +288,7 @@ class _Link:
             try:
                 await self._serve(client)
             except StoreError as e:  # the store stayed away: start over, a new connection pages it again
-                log.warning("subscriber: store unavailable (%s); reconnecting to the SMP server", type(e).__name__)
+                log_event(log, "smp.store_unavailable", error=type(e).__name__)
             finally:
                 self._client = None
                 await client.close()
@@ -319,7 +321,7 @@ class _Link:
             try:
                 await self._set_statuses(held, SubStatus(SubStatusKind.INACTIVE), only_from=LOST_FROM)
             except StoreError:  # informational; the next connection sets them again
-                log.warning("subscriber: could not mark %d subscriptions INACTIVE", len(held))
+                log_event(log, "smp.mark_inactive_failed", count=len(held))
 
     async def _set_statuses(self, nids: Sequence[bytes], status: SubStatus,
                             only_from: Collection[SubStatusKind] | None = None) -> None:
@@ -421,7 +423,7 @@ class _Link:
             stored = await pool._store_retry(lambda: pool._store.add_last_notifications(messages))
         except StoreError:
             stats.incr(Stat.NTF_LOST_STORE, len(messages))
-            log.error("%d notifications lost: the store stayed unavailable", len(messages))
+            log_event(log, "smp.notifications_lost", count=len(messages))
             return
         for result in stored:
             if result.outcome is NtfOutcome.STORED and result.token is not None:

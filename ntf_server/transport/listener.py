@@ -17,6 +17,7 @@ import ssl
 from dataclasses import dataclass
 
 from ntf_server.handlers import NtfHandlers
+from ntf_server.logevents import emit
 from ntf_server.logsummary import CountedLog
 from ntf_server.protocol.ntf_handshake import NtfHandshakeFailed
 from ntf_server.protocol.transport import NTF_BLOCK_SIZE
@@ -61,7 +62,7 @@ class NtfListener:
         self._stats = stats
         self._limits = limits
         self._quotas = quotas
-        self.handshake_failures = CountedLog(log, "NTF handshake failed")
+        self.handshake_failures = CountedLog(log, "NTF handshake failed", event="listener.handshake_failed")
         self._admission = Admission(Caps(limits.max_connections, limits.max_handshakes,
                                          limits.max_connections_per_ip))
         self._server: asyncio.Server | None = None
@@ -151,8 +152,8 @@ class NtfListener:
             self.handshake_failures.event(str(e))  # a flood of bad hellos is one line a minute
         except (ConnectionClosed, TimeoutError):
             pass  # the client went away or stalled: an ordinary end, counted when the socket closes
-        except Exception:
-            log.exception("connection failed")
+        except Exception as e:
+            emit(log, "listener.connection_failed", {"error": type(e).__name__}, exc_info=True)
         finally:
             await conn.close()
 

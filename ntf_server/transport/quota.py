@@ -30,7 +30,7 @@ class RegistrationLimits:
         self._table = AddressTable(per_address, table_size)
         self._stats = stats
         self._clock = clock
-        self.refusals = CountedLog(log, "registration refused over quota", clock=clock)
+        self.refusals = CountedLog(log, "registration refused over quota", clock=clock, event="registration.refused")
 
     def __repr__(self) -> str:
         return f"<RegistrationLimits {self._per_connection.per_min}/min per connection, {self._table!r}>"

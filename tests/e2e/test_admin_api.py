@@ -269,6 +269,7 @@ async def test_no_answer_carries_ids_tokens_keys_or_other_servers_hosts(env: Env
         stats = (await http.get(admin_url(server) + "/v1/stats")).json()
         assert stats["active_tokens"] == {"day": 1, "week": 1, "month": 1}
         assert stats["counters_by_server"]["ntf_received"] == {"localhost": 3}
+        assert stats["counters_by_server"]["ntf_delivered"] == {"localhost": 3}  # pushes counted per own server
         for value in secrets:
             forms = {value, value.hex().encode(), base64.b64encode(value), base64.urlsafe_b64encode(value),
                      base64.urlsafe_b64encode(value).rstrip(b"=")}

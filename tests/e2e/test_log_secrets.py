@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import logging
 import os
 import time
@@ -16,8 +17,11 @@ import pytest
 from conftest import Env
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from logparse import parse_logfmt
 
 from ntf_server.config import LogConfig, LogFormat, LogLevel
+from ntf_server.logcatalog import EVENTS
+from ntf_server.logevents import event_of
 from ntf_server.logsetup import setup_logging
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import SMPServer
@@ -58,22 +62,25 @@ class Capture(logging.Handler):
         self.lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        line = f"{record.name} {record.levelname} {record.getMessage()}"
+        line = f"{record.name} {record.levelname} {record.getMessage()} {event_of(record)}"
         if record.exc_info:
             line += logging.Formatter().formatException(record.exc_info)
         self.lines.append(line)
 
 
 @pytest.fixture
-def debug_logs() -> Iterator[tuple[io.StringIO, Capture]]:
+def debug_logs() -> Iterator[tuple[io.StringIO, io.StringIO, Capture]]:
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
-    out = io.StringIO()
+    out, js = io.StringIO(), io.StringIO()
+    setup_logging(LogConfig(level=LogLevel.DEBUG, format=LogFormat.JSON), stream=js)
+    as_json = root.handlers[0]
     setup_logging(LogConfig(level=LogLevel.DEBUG, format=LogFormat.KV), stream=out)
+    root.addHandler(as_json)
     raw = Capture()
     root.addHandler(raw)
     try:
-        yield out, raw
+        yield out, js, raw
     finally:
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
@@ -88,8 +95,8 @@ def leaks(text: str, secrets: Iterable[tuple[str, bytes | set[str]]]) -> list[st
     return found
 
 
-async def test_debug_logs_carry_no_secret(env: Env, debug_logs: tuple[io.StringIO, Capture]) -> None:
-    out, raw = debug_logs
+async def test_debug_logs_carry_no_secret(env: Env, debug_logs: tuple[io.StringIO, io.StringIO, Capture]) -> None:
+    out, js, raw = debug_logs
     client = await NtfClient.connect("127.0.0.1", env.port, env.key_hash)
     secrets: list[tuple[str, bytes | set[str]]] = []
 
@@ -178,3 +185,9 @@ async def test_debug_logs_carry_no_secret(env: Env, debug_logs: tuple[io.StringI
     assert not found, f"handed to logging: {found}"
     found = leaks(written, secrets)
     assert not found, f"written by setup_logging's handler: {found}"
+    found = leaks(js.getvalue(), secrets)
+    assert not found, f"written as JSON: {found}"
+    # one event per line in both formats, every one catalogued, the same events in the same order
+    kv_events = [parse_logfmt(line)["event"] for line in written.splitlines()]
+    assert kv_events == [json.loads(line)["event"] for line in js.getvalue().splitlines()]
+    assert set(kv_events) <= set(EVENTS) and "push.gave_up" in kv_events  # per-push detail, tokens as tags

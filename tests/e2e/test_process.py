@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from logparse import parse_logfmt
 
 from ntf_server import cli
 from ntf_server.protocol import ntf as P
@@ -204,3 +205,42 @@ async def test_unreachable_redis_is_one_line_and_exit_1(tmp_path: Path) -> None:
     assert "Traceback" not in out + err
     [line] = err.strip().splitlines()
     assert line.startswith(f"ntf-server: cannot use Redis at redis://127.0.0.1:{port}/0: redis unreachable")
+
+
+async def test_start_prints_a_summary_and_logs_one_event_per_line(tmp_path: Path) -> None:
+    """What an operator sees: a short summary on stdout, then logfmt events on stderr that parse back, with
+    the start-up summary, the embedded Redis restart and the shutdown as named events."""
+    cfg = init_dir(tmp_path)
+    proc = await spawn(cfg)
+    assert proc.stdout is not None
+    head: list[str] = []
+    async with asyncio.timeout(START_TIMEOUT_S):
+        while not (head and head[-1].startswith("Listening on port")):
+            line = (await proc.stdout.readline()).decode()
+            assert line, "server exited"
+            head.append(line.strip())
+    key_hash = certs.fingerprint(certs.read_ca_der(cfg / "ca.crt"))
+    [redis_pid] = child_pids(proc.pid)
+    os.kill(redis_pid, signal.SIGKILL)
+    async with asyncio.timeout(15):
+        while child_pids(proc.pid) in ([], [redis_pid]):  # noqa: ASYNC110 (another process: nothing to await)
+            await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)  # the "restarted" line follows the new child's start
+    proc.send_signal(signal.SIGTERM)
+    code, _, err = await finished(proc)
+    assert code == 0
+    port = int(head[-1].split()[3].rstrip("."))
+    address = certs.server_address(key_hash, "localhost", port)  # port 0 in the config: the one picked
+    assert head[:2] == [f"Server address: {address}", f"Listen: 127.0.0.1:{port}"]
+    summary = {line.split(": ", 1)[0] for line in head if ": " in line}
+    assert {"Server address", "Listen", "APNs", "Redis", "Push policy", "Admin API", "SMP via SOCKS"} <= summary
+    lines = [parse_logfmt(line) for line in err.splitlines()]  # every line is one logfmt event
+    assert all(list(e)[:3] == ["ts", "level", "event"] for e in lines)
+    by_event = {str(e["event"]): e for e in lines}
+    started = by_event["server.started"]
+    assert started["address"] == address  # public: the scrubber leaves the fingerprint alone
+    assert str(started["redis"]).startswith("embedded at ") and started["admin"].startswith("http://127.0.0.1:")
+    assert started["policy"].endswith("(config)") and started["socks"] == "off" and started["apns"] == "none enabled"
+    assert by_event["listener.started"]["bind"] == "127.0.0.1"
+    assert by_event["redis.embedded.exited"]["level"] == "error" and "redis.embedded.restarted" in by_event
+    assert by_event["server.stopping"]["reason"] == "signal"

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 from e2e_env import Env
 
+from ntf_server.logevents import event_of
 from ntf_server.protocol import crypto, ntf as P, smp as S
 from ntf_server.protocol.encoding import b64u_decode
 from ntf_server.protocol.smp_session import NotifierQueue
@@ -151,6 +152,9 @@ async def test_an_ntf_server_restart_resubscribes_and_loses_nothing(
     progress = [r.getMessage() for r in caplog.records if r.name == "ntf_server.subscriber.pool"]
     assert "resubscribing up to 1 subscriptions on 1 SMP servers" in progress
     assert any(m.startswith("resubscribed 1 subscriptions on 1 SMP servers in ") for m in progress)
+    events = dict(event_of(r) for r in caplog.records if r.name == "ntf_server.subscriber.pool")
+    assert events["resubscribe.started"] == {"servers": 1, "subscriptions": 1}
+    assert {k: v for k, v in events["resubscribe.done"].items() if k != "elapsed_s"} == {"servers": 1, "answered": 1}
     await client.close()
 
 

@@ -263,8 +263,9 @@ def test_cli_imports_into_the_embedded_store_and_says_when_there_is_nothing_to_d
     assert "dry run: nothing was written" in out and f"would be imported: {tokens} tokens" in out
     assert not (tmp_path / "cfg" / "state" / "redis").exists()  # a dry run starts no Redis
     assert cli.main(args) == 0
-    out = capsys.readouterr().out
-    assert f"imported: {tokens} tokens" in out and "progress: " in out
+    captured = capsys.readouterr()
+    assert f"imported: {tokens} tokens" in captured.out
+    assert "event=import.progress " in captured.err  # not a terminal: progress as log events, [log] format
     assert cli.main(args) == 0
     assert "nothing to do" in capsys.readouterr().out
     with StateLock(load_config(tmp_path / "cfg").server.state_dir):  # a running server holds it

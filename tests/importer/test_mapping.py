@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import logging
 import os
 
 import pytest
@@ -11,6 +12,7 @@ from haskell_data import ed25519_pair, server_row, token_row
 
 from ntf_server.importer import mapping as M
 from ntf_server.importer.progress import Progress
+from ntf_server.logevents import event_of
 from ntf_server.protocol import crypto
 from ntf_server.protocol.encoding import SMPServer, b64u_encode
 from ntf_server.protocol.ntf_types import InvalidReason, PushProvider, SubStatusKind
@@ -115,7 +117,8 @@ def test_last_notifications_times_and_the_newest_six() -> None:
     assert [k.received_at_ms for k in keep] == [3000, 4000, 5000, 6000, 7000, 8000] and older == 2
 
 
-def test_progress_is_a_bar_on_a_terminal_and_paced_lines_elsewhere() -> None:
+def test_progress_is_a_bar_on_a_terminal_and_paced_log_events_elsewhere(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="ntf_server.importer.progress")
     t = [0.0]
     out = io.StringIO()
     p = Progress(200, out, tty=False, now=lambda: t[0])
@@ -125,9 +128,13 @@ def test_progress_is_a_bar_on_a_terminal_and_paced_lines_elsewhere() -> None:
     t[0] = 10.0
     p.advance(100)
     p.finish()
-    lines = out.getvalue().splitlines()
-    assert lines[0].startswith("progress: 1/200 tokens")
-    assert lines[1] == "progress: 200/200 tokens (100%), 20/s, 10 s" and len(lines) == 3
+    assert out.getvalue() == ""  # not a terminal: the log has it, with keys
+    events = [event_of(r) for r in caplog.records]
+    assert [name for name, _ in events] == ["import.progress"] * 3
+    assert events[0][1]["done"] == 1 and events[0][1]["rate_per_s"] is None
+    assert events[1][1] == {"done": 200, "total": 200, "unit": "tokens", "percent": 100, "rate_per_s": 20,
+                            "elapsed_s": 10}
+    assert caplog.records[1].getMessage() == "200/200 tokens (100%), 20/s, 10 s"
     bar = io.StringIO()
     p = Progress(4, bar, tty=True, now=lambda: t[0])
     p.advance(2)
