@@ -354,8 +354,8 @@ class Config:
     push: PushConfig = setting(
         PushConfig(), "message push policy: hidden-push budget per device token, and what happens over it")
     subscriber: SubscriberConfig = setting(SubscriberConfig(), "connections to SMP (messaging) servers")
-    admin: AdminConfig = setting(AdminConfig(), "admin HTTP API (GET /healthz, /metrics, /v1/stats, /v1/status, /v1/smp-servers; "
-                                 "GET|PUT /v1/policy)")
+    admin: AdminConfig = setting(AdminConfig(), "admin HTTP API (GET /healthz, /metrics, /v1/stats, /v1/status, "
+                                 "/v1/smp-servers; GET|PUT /v1/policy)")
     log: LogConfig = setting(LogConfig(), "logging")
 
     @property

@@ -4,6 +4,7 @@ loopback pointed at the strict APNs simulator, initialised exactly as ``ntf-serv
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import secrets
 from collections.abc import Callable
@@ -76,3 +77,14 @@ def init_config(directory: Path, redis_url: str, sim: ApnsSimulator, p8: Path, k
         # deferred pushes are looked for often, so a budget that returns is seen within 50 ms
         push=dataclasses.replace(cfg.push, hidden_per_hour=0.0, defer_scan_s=0.05),
     )
+
+
+async def fresh_census(server: NtfServer) -> None:
+    """A census of the data as it is now, instead of waiting ``admin.census_interval_s``. First waits for
+    the census part's own first (paced) count: finishing later, it would overwrite this one with older data."""
+    census = server.census
+    assert census is not None
+    async with asyncio.timeout(10):
+        while census.latest is None:  # noqa: ASYNC110 - the census part has no event to wait on
+            await asyncio.sleep(0.02)
+    census.latest = await census.take()

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import httpx
-from e2e_env import Env
+from e2e_env import Env, fresh_census
 from prometheus_client.parser import text_string_to_metric_families
 from test_admin_api import active_app, admin_url, token_of
 
@@ -39,8 +39,7 @@ async def exported_names(env: Env) -> set[str]:
     client = await NtfClient.connect("127.0.0.1", env.port, env.key_hash)
     await active_app(env, client)
     await client.close()
-    assert env.server.census is not None
-    env.server.census.latest = await env.server.census.take()
+    await fresh_census(env.server)
     async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token_of(env)}"}) as http:
         text = (await http.get(admin_url(env.server) + "/metrics")).text
     names = set()
