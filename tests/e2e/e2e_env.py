@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,9 @@ from typing import Any
 from apns.simulator import ApnsSimulator
 from ntf_server import cli
 from ntf_server.config import Config, load_config
+from ntf_server.protocol import ntf as P
 from ntf_server.server import NtfServer
+from ntf_server.sim.device import NtfClient, SimApp
 
 TOPIC = "chat.simplex.app"
 
@@ -88,3 +91,12 @@ async def fresh_census(server: NtfServer) -> None:
         while census.latest is None:  # noqa: ASYNC110 - the census part has no event to wait on
             await asyncio.sleep(0.02)
     census.latest = await census.take()
+
+
+async def active_app(env: Env, client: NtfClient) -> SimApp:
+    """A simulated app whose token is registered and verified (ACTIVE), over ``client``."""
+    app = SimApp(P.DeviceToken(P.PushProvider.APNS_TEST, os.urandom(32).hex().encode()))
+    assert isinstance(await app.register(client), P.IdTkn)
+    push = await env.sim.next_push(app.device_token.token.decode())
+    assert await app.token_command(client, P.TVfy(app.verification_code(push.body))) == P.Ok()
+    return app

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e_env import Env, fresh_census
+from e2e_env import Env, active_app, fresh_census
 from fault_proxy import FaultProxy
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -28,7 +28,7 @@ from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.push.policy import Budget, PolicySettings
 from ntf_server.server import NtfServer
-from ntf_server.sim.device import NtfClient, SimApp
+from ntf_server.sim.device import NtfClient
 from ntf_server.sim.smp_server import SmpServerStandIn
 from ntf_server.store.policy import PolicyStore
 
@@ -46,14 +46,6 @@ def token_of(env: Env) -> str:
 async def http(env: Env) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token_of(env)}"}, timeout=10) as c:
         yield c
-
-
-async def active_app(env: Env, client: NtfClient) -> SimApp:
-    app = SimApp(P.DeviceToken(P.PushProvider.APNS_TEST, os.urandom(32).hex().encode()))
-    assert isinstance(await app.register(client), P.IdTkn)
-    push = await env.sim.next_push(app.device_token.token.decode())
-    assert await app.token_command(client, P.TVfy(app.verification_code(push.body))) == P.Ok()
-    return app
 
 
 # ------------------------------------------------------------------ health

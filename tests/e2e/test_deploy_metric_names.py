@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import httpx
-from e2e_env import Env, fresh_census
+from e2e_env import Env, active_app, fresh_census
 from prometheus_client.parser import text_string_to_metric_families
-from test_admin_api import active_app, admin_url, token_of
+from test_admin_api import admin_url, token_of
 
 from ntf_server.admin import catalog
 from ntf_server.admin.metrics import PREFIX

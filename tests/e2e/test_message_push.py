@@ -10,23 +10,15 @@ from __future__ import annotations
 import os
 
 import pytest
-from e2e_env import Env
+from e2e_env import Env, active_app
 
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import SMPServer, b64u_encode
 from ntf_server.push.payload import ALERT_CATEGORY, MAX_BODY
-from ntf_server.sim.device import NtfClient, SimApp
+from ntf_server.sim.device import NtfClient
 from ntf_server.store.base import NewNotification, NtfOutcome
 
 SMP = SMPServer(("smp1.example.com", "smp1abcdefghijklmnop.onion"), "5223", b"\x07" * 32)
-
-
-async def active_app(env: Env, client: NtfClient) -> SimApp:
-    app = SimApp(P.DeviceToken(P.PushProvider.APNS_TEST, os.urandom(32).hex().encode()))
-    assert isinstance(await app.register(client), P.IdTkn)
-    push = await env.sim.next_push(app.device_token.token.decode())
-    assert await app.token_command(client, P.TVfy(app.verification_code(push.body))) == P.Ok()
-    return app
 
 
 @pytest.mark.parametrize("messages", [1, 8])

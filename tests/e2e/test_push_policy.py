@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 
 import pytest
-from e2e_env import Env
+from e2e_env import Env, active_app
 
 from apns.simulator import RecordedPush
 from ntf_server.protocol import crypto, ntf as P
@@ -34,14 +34,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-async def active_app(env: Env, client: NtfClient) -> SimApp:
-    app = SimApp(P.DeviceToken(P.PushProvider.APNS_TEST, os.urandom(32).hex().encode()))
-    assert isinstance(await app.register(client), P.IdTkn)
-    push = await env.sim.next_push(app.device_token.token.decode())
-    assert await app.token_command(client, P.TVfy(app.verification_code(push.body))) == P.Ok()
-    return app
 
 
 async def set_policy(server: NtfServer, **policy: object) -> None:

@@ -9,7 +9,7 @@ import os
 import time
 from collections.abc import Callable
 
-from e2e_env import Env
+from e2e_env import Env, active_app
 
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import SMPServer
@@ -33,14 +33,6 @@ async def until(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
 def pusher(server: NtfServer) -> PushService:
     assert server.push is not None
     return server.push
-
-
-async def active_app(env: Env, client: NtfClient) -> SimApp:
-    app = SimApp(P.DeviceToken(P.PushProvider.APNS_TEST, os.urandom(32).hex().encode()))
-    assert isinstance(await app.register(client), P.IdTkn)
-    push = await env.sim.next_push(app.device_token.token.decode())
-    assert await app.token_command(client, P.TVfy(app.verification_code(push.body))) == P.Ok()
-    return app
 
 
 async def notify(env: Env, app: SimApp, client: NtfClient, nid: bytes | None = None) -> TokenRecord:

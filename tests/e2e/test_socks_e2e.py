@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from e2e_env import Env
-from test_subscriber import Kind, active_app, decrypt_items, status_becomes
+from test_subscriber import Kind, connected_app, decrypt_items, status_becomes
 
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import SMPServer
@@ -29,7 +29,7 @@ async def test_onion_only_smp_server_through_the_socks_proxy(env: Env, smp: SmpS
     address = SMPServer((onion,), str(smp.port), smp.key_hash)
     async with Socks5StandIn(names={onion: "127.0.0.1"}) as proxy:
         await env.reconfigure("subscriber", socks_proxy=f"127.0.0.1:{proxy.port}")
-        client, app = await active_app(env)
+        client, app = await connected_app(env)
         key = crypto.generate_ed25519()
         creds, _ = smp.create_queue(crypto.public_of(key))
         resp = await app.subscribe(client, address, creds.notifier_id, key)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from e2e_env import Env
+from e2e_env import Env, active_app
 from fault_proxy import FaultProxy
 
 from ntf_server import __version__
@@ -27,7 +27,7 @@ from ntf_server.admin.status import sample_every
 from ntf_server.admin.window import CounterWindow
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.server import NtfServer
-from ntf_server.sim.device import NtfClient, SimApp
+from ntf_server.sim.device import NtfClient
 from ntf_server.sim.smp_server import SmpServerStandIn
 from ntf_server.stats import Stat, Stats
 
@@ -47,14 +47,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-async def active_app(env: Env, client: NtfClient) -> SimApp:
-    app = SimApp(P.DeviceToken(P.PushProvider.APNS_TEST, os.urandom(32).hex().encode()))
-    assert isinstance(await app.register(client), P.IdTkn)
-    push = await env.sim.next_push(app.device_token.token.decode())
-    assert await app.token_command(client, P.TVfy(app.verification_code(push.body))) == P.Ok()
-    return app
 
 
 async def cli(config_dir: Path, *args: str) -> tuple[int, str, str]:

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import AsyncIterator
 
 import pytest
-from e2e_env import Env
+from e2e_env import Env, active_app
 
 from ntf_server.logevents import event_of
 from ntf_server.protocol import crypto, ntf as P, smp as S
@@ -32,13 +31,9 @@ async def smp() -> AsyncIterator[SmpServerStandIn]:
     await server.close()
 
 
-async def active_app(env: Env) -> tuple[NtfClient, SimApp]:
+async def connected_app(env: Env) -> tuple[NtfClient, SimApp]:
     client = await NtfClient.connect("127.0.0.1", env.port, env.key_hash)
-    app = SimApp(P.DeviceToken(P.PushProvider.APNS_TEST, os.urandom(32).hex().encode()))
-    assert isinstance(await app.register(client), P.IdTkn)
-    push = await env.sim.next_push(app.device_token.token.decode())
-    assert await app.token_command(client, P.TVfy(app.verification_code(push.body))) == P.Ok()
-    return client, app
+    return client, await active_app(env, client)
 
 
 async def subscribed(client: NtfClient, app: SimApp, smp: SmpServerStandIn,
@@ -82,7 +77,7 @@ def decrypt_items(app: SimApp, body: bytes, creds: dict[bytes, QueueCredentials]
 
 
 async def test_every_message_is_pushed_and_the_app_decrypts_it(env: Env, smp: SmpServerStandIn) -> None:
-    client, app = await active_app(env)
+    client, app = await connected_app(env)
     sub_id, creds = await subscribed(client, app, smp)
     await status_becomes(client, app, sub_id, Kind.ACTIVE)
     device = app.device_token.token.decode()
@@ -105,7 +100,7 @@ async def test_every_message_is_pushed_and_the_app_decrypts_it(env: Env, smp: Sm
 
 
 async def test_auth_end_and_deleted_become_statuses(env: Env, smp: SmpServerStandIn) -> None:
-    client, app = await active_app(env)
+    client, app = await connected_app(env)
     wrong_key, _ = await subscribed(client, app, smp, key=crypto.generate_ed25519())
     await status_becomes(client, app, wrong_key, Kind.AUTH)
     deleted, creds = await subscribed(client, app, smp)
@@ -116,7 +111,7 @@ async def test_auth_end_and_deleted_become_statuses(env: Env, smp: SmpServerStan
 
 
 async def test_lost_connection_is_inactive_then_resubscribed(env: Env, smp: SmpServerStandIn) -> None:
-    client, app = await active_app(env)
+    client, app = await connected_app(env)
     sub_id, creds = await subscribed(client, app, smp)
     await status_becomes(client, app, sub_id, Kind.ACTIVE)
     await smp.close()
@@ -133,7 +128,7 @@ async def test_an_ntf_server_restart_resubscribes_and_loses_nothing(
     env: Env, smp: SmpServerStandIn, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="ntf_server.subscriber.pool")
-    client, app = await active_app(env)
+    client, app = await connected_app(env)
     sub_id, creds = await subscribed(client, app, smp)
     await status_becomes(client, app, sub_id, Kind.ACTIVE)
     await client.close()
@@ -164,7 +159,7 @@ async def test_every_smp_version_and_notifier_key_type(env: Env, version: int, k
     server = SmpServerStandIn(versions=VersionRange(6, version))
     await server.start()
     try:
-        client, app = await active_app(env)
+        client, app = await connected_app(env)
         key = crypto.generate_ed25519() if key_type == "ed25519" else crypto.generate_x25519()
         creds, _ = server.create_queue(crypto.public_of(key))
         resp = await app.subscribe(client, server.address, creds.notifier_id, key)
@@ -179,7 +174,7 @@ async def test_every_smp_version_and_notifier_key_type(env: Env, version: int, k
 
 
 async def test_another_subscriber_ends_the_subscription(env: Env, smp: SmpServerStandIn) -> None:
-    client, app = await active_app(env)
+    client, app = await connected_app(env)
     key = crypto.generate_ed25519()
     creds, _ = smp.create_queue(crypto.public_of(key))
     resp = await app.subscribe(client, smp.address, creds.notifier_id, key)
@@ -192,7 +187,7 @@ async def test_another_subscriber_ends_the_subscription(env: Env, smp: SmpServer
 
 
 async def test_deleted_subscription_is_not_pushed(env: Env, smp: SmpServerStandIn) -> None:
-    client, app = await active_app(env)
+    client, app = await connected_app(env)
     sub_id, creds = await subscribed(client, app, smp)
     await status_becomes(client, app, sub_id, Kind.ACTIVE)
     assert (await client.request(sub_id, P.SDel(), app.auth_key))[1] == P.Ok()
@@ -208,7 +203,7 @@ async def test_a_stalled_smp_server_does_not_delay_another(env: Env, smp: SmpSer
     other = SmpServerStandIn()
     await other.start()
     try:
-        client, app = await active_app(env)
+        client, app = await connected_app(env)
         stalled_sub, _ = await subscribed(client, app, smp)
         await status_becomes(client, app, stalled_sub, Kind.ACTIVE)
         smp.stall()
@@ -225,7 +220,7 @@ async def test_a_stalled_smp_server_does_not_delay_another(env: Env, smp: SmpSer
 
 
 async def test_garbage_from_an_smp_server_drops_that_connection_only(env: Env, smp: SmpServerStandIn) -> None:
-    client, app = await active_app(env)
+    client, app = await connected_app(env)
     sub_id, creds = await subscribed(client, app, smp)
     await status_becomes(client, app, sub_id, Kind.ACTIVE)
     connected = env.server.stats["smp_connected"]
