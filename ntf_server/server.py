@@ -225,7 +225,7 @@ class NtfServer:
                                 s.max_connections_per_ip)
         ctx = server_context(cfg.tls.cert_file, cfg.tls.key_file, cfg.tls.ca_cert_file)
         self.listener = NtfListener(ctx, identity, handlers, self.stats, limits, quotas)
-        summaries = [self.push.failures, self.push.drops, self.push.message_failures, quotas.refusals,
+        summaries = [*self.push.summaries, deferred.store_errors, cron.store_errors, quotas.refusals,
                      handlers.store_errors,
                      self.listener.handshake_failures, self.pool.connect_failures, self.pool.disconnects]
         self._parts = {"push workers": self.push.run, "subscriber pool": self.pool.run,

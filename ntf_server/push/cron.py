@@ -23,7 +23,8 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-from ntf_server.logevents import emit, log_event
+from ntf_server.logevents import emit
+from ntf_server.logsummary import CountedLog
 from ntf_server.push import payload
 from ntf_server.push.budget import HiddenPushes
 from ntf_server.push.policy import CronDecision
@@ -45,6 +46,9 @@ class CronPushes:
         self._hidden = hidden
         self._store = store
         self._send = send
+        # one line at once, then one a minute while Redis stays away (a scan every {scan_s} would flood)
+        self.store_errors = CountedLog(log, "periodic pushes: store error", level=logging.WARNING,
+                                       event="scheduler.store_error", fields={"part": "periodic pushes"})
         self._stats = stats
         self._scan_s = scan_s
 
@@ -57,8 +61,7 @@ class CronPushes:
                 while await self.run_once() >= BATCH:
                     pass
             except StoreError as e:
-                log_event(log, "scheduler.store_error", part="periodic pushes", error=type(e).__name__,
-                          retry_s=self._scan_s)
+                self.store_errors.event(type(e).__name__)
             await asyncio.sleep(self._scan_s)
 
     async def run_once(self) -> int:

@@ -20,7 +20,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-from ntf_server.logevents import emit, log_event
+from ntf_server.logevents import emit
+from ntf_server.logsummary import CountedLog
 from ntf_server.push.budget import HiddenPushes
 from ntf_server.stats import Stat, Stats
 from ntf_server.store.base import TokenLookup
@@ -43,6 +44,9 @@ class DeferredScheduler:
         self._hidden = hidden
         self._store = store
         self._send = send
+        # one line at once, then one a minute while Redis stays away (a scan every {scan_s} would flood)
+        self.store_errors = CountedLog(log, "deferred pushes: store error", level=logging.WARNING,
+                                       event="scheduler.store_error", fields={"part": "deferred pushes"})
         self._stats = stats
         self._scan_s = scan_s
         self._gate = asyncio.Semaphore(CONCURRENCY)
@@ -56,8 +60,7 @@ class DeferredScheduler:
                 handled = await self.run_once()
                 delay = 0.0 if handled >= BATCH else await self._until_next()
             except StoreError as e:
-                log_event(log, "scheduler.store_error", part="deferred pushes", error=type(e).__name__,
-                          retry_s=self._scan_s)
+                self.store_errors.event(type(e).__name__)
                 delay = self._scan_s
             await asyncio.sleep(max(delay, MIN_SLEEP_S))
 
@@ -79,7 +82,7 @@ class DeferredScheduler:
             try:
                 await self._claim_and_send(tid, now)
             except StoreError as e:  # one token's trouble must not cancel the round's others
-                log_event(log, "scheduler.store_error", part="deferred push", error=type(e).__name__, retry_s=0)
+                self.store_errors.event(type(e).__name__)
             except Exception as e:  # a bug in one push must not stop the scheduler (and with it the server)
                 emit(log, "scheduler.unexpected_error", {"part": "deferred push", "error": type(e).__name__},
                      exc_info=True)

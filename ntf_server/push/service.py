@@ -105,6 +105,11 @@ class PushService:
         await self._messages.put(MessagePush(token, tuple(notifications)))
 
     @property
+    def summaries(self) -> list[CountedLog]:
+        """Every counted log of pushes (flushed by the server's "log summaries" part)."""
+        return [self.drops, *self._delivery.summaries.values()]
+
+    @property
     def queue_length(self) -> int:
         return self._queue.qsize() + self._messages.qsize()
 

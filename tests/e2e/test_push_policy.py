@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 from e2e_env import Env, active_app
+from fault_proxy import FaultProxy
 
 from apns.simulator import RecordedPush
+from ntf_server import logevents
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import SMPServer, b64u_encode
 from ntf_server.push.payload import MAX_BODY
@@ -241,3 +245,23 @@ async def test_a_deferred_push_is_not_sent_to_a_token_deleted_meanwhile(env: Env
     assert (server.stats["ntf_deferred"], server.stats["ntf_deferred_sent"], server.stats["ntf_deferred_stale"]) == (
         1, 0, 1)
     await client.close()
+
+
+async def test_schedulers_log_a_redis_outage_once_not_every_scan(
+    env: Env, tmp_path: Path, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The deferred-push scheduler scans every 50 ms here: a line per failed scan flooded the log while
+    Redis was away (seen in CI). Now one line per scheduler, then one summary a minute."""
+    proxy = FaultProxy(redis_url.removeprefix("unix://"), tmp_path / "redis-proxy.sock")
+    await proxy.start()
+    await env.server.stop()
+    cfg = dataclasses.replace(env.server.config, redis=dataclasses.replace(env.server.config.redis, url=proxy.url),
+                              push=dataclasses.replace(env.server.config.push, cron_scan_s=1.0))
+    server = NtfServer(cfg)
+    env.servers.append(server)
+    await server.start()
+    caplog.set_level(logging.INFO)
+    await proxy.stop()
+    await asyncio.sleep(1.5)  # about 30 deferred-push scans and 2 periodic-push scans with Redis away
+    errors = [fields for name, fields in map(logevents.event_of, caplog.records) if name == "scheduler.store_error"]
+    assert sorted(str(f["part"]) for f in errors) == ["deferred pushes", "periodic pushes"]

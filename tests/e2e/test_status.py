@@ -52,8 +52,17 @@ def free_port() -> int:
 async def cli(config_dir: Path, *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "ntf_server.cli", "--config-dir", str(config_dir), "status", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+    try:
+        out, err = await asyncio.wait_for(asyncio.shield(comm := asyncio.ensure_future(proc.communicate())), 60)
+    except TimeoutError:
+        # Seen once in CI (not reproduced): the command did not end within 60 s. Its own limits (httpx 10 s)
+        # should end it far sooner, so show where it is stuck: SIGABRT makes faulthandler print every stack.
+        proc.send_signal(signal.SIGABRT)
+        out, err = await asyncio.wait_for(comm, 30)
+        raise AssertionError(
+            f"ntf-server status {args} hung; stdout: {out.decode()!r}\nstderr: {err.decode()}") from None
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 
