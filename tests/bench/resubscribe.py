@@ -37,7 +37,7 @@ from ntf_server.protocol import crypto
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.sim.smp_load import seeded_key_der
 from ntf_server.stats import Stats
-from ntf_server.store.base import NewNotification, StoredNotification
+from ntf_server.store.base import NewNotification, StoreCounts, StoredNotification
 from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.store.records import (
     SUB_INACTIVE,
@@ -81,6 +81,9 @@ class CountingStore:
 
     async def add_last_notifications(self, items: Sequence[NewNotification]) -> list[StoredNotification]:
         return await self._s.add_last_notifications(items)
+
+    async def counts(self) -> StoreCounts:  # the pool reads the total at start (resubscription progress)
+        return await self._s.counts()
 
 
 class NoPush:
