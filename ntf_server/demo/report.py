@@ -179,9 +179,11 @@ def notes(record: Record, budget_configured: bool) -> list[str]:
            f"({total.hidden} hidden, {total.alert} alert); the device decrypted {total.reached} of the "
            f"{total.sent} messages."]
     if budget_configured and total.hidden == 0 and total.pushes:
-        out.append("No hidden pushes: this build sends every message as a visible alert (SimpleX parity); "
-                   "the hidden-push budget is not applied yet.")
+        out.append("No hidden pushes: the budget was used up before the demo's messages (or the policy is "
+                   "SimpleX parity, hidden_per_hour = 0).")
     if total.sent > total.reached:
-        out.append(f"{total.sent - total.reached} message(s) did not reach the device during the demo "
-                   "(deferred or dropped by the policy).")
+        out.append(f"{total.sent - total.reached} message(s) did not reach the device during the demo: under "
+                   "overflow = defer the server holds one hidden push for the device, sent when its budget "
+                   "returns (20 min at 3/h) with the newest 6 notifications; under drop they wait on the SMP "
+                   "servers until the app fetches them.")
     return out
