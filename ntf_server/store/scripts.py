@@ -58,7 +58,8 @@ local function del_token(tid, out)
   redis.call('ZREM', P .. 'used', tid)
   redis.call('ZREM', P .. 'cron', tid)
   redis.call('ZREM', P .. 'unv', tid)
-  redis.call('DEL', tk, tk .. ':subs', tk .. ':ln')
+  redis.call('ZREM', P .. 'dfr', tid)  -- a deferred push (store/budget.py) dies with its token
+  redis.call('DEL', tk, tk .. ':subs', tk .. ':ln', tk .. ':dfr')
   return true
 end
 """

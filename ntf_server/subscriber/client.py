@@ -312,8 +312,8 @@ class SmpClient:
         finally:
             stream.abort()
             self._finish(error)
-            if error is not None:
-                log.info("SMP connection to %s:%s closed: %s", self.host, self.server.effective_port, error)
+            if error is not None:  # hosts are metadata: at debug; the pool counts and summarises disconnects
+                log.debug("SMP connection to %s:%s closed: %s", self.host, self.server.effective_port, error)
 
     async def _read(self, stream: BlockStream) -> None:
         session, liveness = self._up(), self._liveness
