@@ -74,7 +74,12 @@ async def test_active_tokens_are_distinct_keyed_hashes_per_period(store: RedisSt
         activity.record(tid)
     await activity.flush()
     counts = await activity.counts()
-    assert counts.day == counts.week == counts.month == 50
+    # a HyperLogLog counts 50 items exactly unless two land in one register (about 7% of random sets: CI saw 49)
+    assert counts.day == counts.week == counts.month and 48 <= counts.day <= 50
+    for tid in tids:  # the same ids again change nothing
+        activity.record(tid)
+    await activity.flush()
+    assert await activity.counts() == counts
     # what Redis holds says nothing about the ids: a PFADD of a real id changes the estimate as a new one
     key = period_keys(store.prefix, NOW)["d"]
     assert await store.client.pfadd(key, *tids[:5]) == 1
