@@ -68,14 +68,15 @@ async def test_census_of_an_unreachable_redis_is_a_store_error() -> None:
 
 
 async def test_active_tokens_are_distinct_keyed_hashes_per_period(store: RedisStore) -> None:
-    activity = ActivityStore(store.client, store.prefix, secrets.token_bytes(32), clock=lambda: NOW)
-    tids = [secrets.token_bytes(24) for _ in range(50)]
+    # Fixed ids and key: a HyperLogLog counts 50 items exactly only when no two land in one register, which about
+    # 7% of random sets miss (CI once saw 49); this set has no such pair, in Valkey and Redis alike (same hash).
+    activity = ActivityStore(store.client, store.prefix, bytes(range(32)), clock=lambda: NOW)
+    tids = [i.to_bytes(24, "big") for i in range(1, 51)]
     for tid in tids + tids[:10]:  # repeats count once
         activity.record(tid)
     await activity.flush()
     counts = await activity.counts()
-    # a HyperLogLog counts 50 items exactly unless two land in one register (about 7% of random sets: CI saw 49)
-    assert counts.day == counts.week == counts.month and 48 <= counts.day <= 50
+    assert counts.day == counts.week == counts.month == 50
     for tid in tids:  # the same ids again change nothing
         activity.record(tid)
     await activity.flush()
