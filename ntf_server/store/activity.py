@@ -28,8 +28,8 @@ from typing import Final
 
 from redis.asyncio import Redis
 
-from ntf_server.store.calls import redis_call
 from ntf_server.store.errors import StoreError
+from ntf_server.store.health import edge
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class ActivityStore:
             return
         items = list(self._pending)
         keys = period_keys(self._prefix, self._clock())
-        with redis_call():
+        with edge():
             async with self._r.pipeline(transaction=False) as pipe:
                 for period, key in keys.items():
                     for i in range(0, len(items), PFADD_CHUNK):
@@ -100,7 +100,7 @@ class ActivityStore:
 
     async def counts(self) -> ActiveTokens:
         keys = period_keys(self._prefix, self._clock())
-        with redis_call():
+        with edge():
             async with self._r.pipeline(transaction=False) as pipe:
                 for key in keys.values():
                     pipe.pfcount(key)

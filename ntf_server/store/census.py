@@ -32,8 +32,8 @@ from typing import Any, Final
 from redis.asyncio import Redis
 
 from ntf_server.protocol.encoding import CodecError, SMPServer, dec_smp_server, decode_all
-from ntf_server.store.calls import redis_call
 from ntf_server.store.errors import StoreError
+from ntf_server.store.health import edge
 from ntf_server.store.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ class CensusTaker:
 
     async def _paced(self, call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
         t0 = time.monotonic()
-        with redis_call():
+        with edge():
             result = await call(*args, **kwargs)
         spent = time.monotonic() - t0
         await self._sleep(spent * (1 - self._duty) / self._duty)
@@ -160,7 +160,7 @@ class CensusTaker:
             start += TOKEN_PAGE
 
     async def _servers(self) -> list[tuple[int, SMPServer]]:
-        with redis_call():
+        with edge():
             numbers = [int(n) for n, c in (await self._r.hgetall(self._k.g("srv:count"))).items() if int(c) > 0]
             addrs = await self._r.hmget(self._k.g("srv:addr"), numbers) if numbers else []
         out = []
