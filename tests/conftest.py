@@ -9,12 +9,14 @@ else valkey-server/redis-server on PATH.
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 import redis.asyncio
 
 from ntf_server.logevents import set_strict
+from ntf_server.protocol.transport import VersionRange
+from ntf_server.sim.smp_server import SmpServerStandIn
 from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.store.redis import RedisStore
 
@@ -55,3 +57,23 @@ async def store(redis_url: str, store_key: bytes) -> AsyncIterator[RedisStore]:
             await client.delete(*keys[i : i + 500])
     finally:
         await client.aclose()
+
+
+SmpServerFactory = Callable[..., Awaitable[SmpServerStandIn]]
+
+
+@pytest.fixture
+async def make_server() -> AsyncIterator[SmpServerFactory]:
+    """SMP stand-ins on loopback (SMP versions 6..``max_version``), closed after the test (un-stalled first)."""
+    servers: list[SmpServerStandIn] = []
+
+    async def make(max_version: int = 18, **kw: object) -> SmpServerStandIn:
+        s = SmpServerStandIn(versions=VersionRange(6, max_version), **kw)  # type: ignore[arg-type]
+        await s.start()
+        servers.append(s)
+        return s
+
+    yield make
+    for s in servers:
+        s.stall(False)
+        await s.close()

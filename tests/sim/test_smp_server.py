@@ -6,7 +6,7 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PrivateKey
@@ -20,7 +20,6 @@ from ntf_server.protocol.smp_session import NotifierQueue, SmpProtocolError
 from ntf_server.protocol.transport import (
     SMP_BLOCK_SIZE,
     THParams,
-    VersionRange,
     decode_block,
     encode_block,
     encode_transmission,
@@ -31,21 +30,6 @@ from ntf_server.sim.smp_server import QueueCredentials, SmpServerStandIn
 from ntf_server.transport.certs import SignAlgorithm
 
 ServerFactory = Callable[..., Awaitable[SmpServerStandIn]]
-
-
-@pytest.fixture
-async def make_server() -> AsyncIterator[ServerFactory]:
-    servers: list[SmpServerStandIn] = []
-
-    async def make(max_version: int = 18, **kw: object) -> SmpServerStandIn:
-        s = SmpServerStandIn(versions=VersionRange(6, max_version), **kw)  # type: ignore[arg-type]
-        await s.start()
-        servers.append(s)
-        return s
-
-    yield make
-    for s in servers:
-        await s.close()
 
 
 async def connect(server: SmpServerStandIn) -> SmpTestClient:

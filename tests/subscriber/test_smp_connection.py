@@ -16,7 +16,6 @@ from ntf_server.protocol import crypto, smp as S, smp_events as E
 from ntf_server.protocol.encoding import SMPServer, b64u_encode
 from ntf_server.protocol.errors import AUTH
 from ntf_server.protocol.smp_session import NotifierQueue
-from ntf_server.protocol.transport import VersionRange
 from ntf_server.sim.smp_server import QueueCredentials, SmpServerStandIn
 from ntf_server.subscriber.client import ClientState, SmpClient
 from ntf_server.subscriber.connect import AddrInfo, open_tcp
@@ -25,22 +24,6 @@ from ntf_server.subscriber.liveness import Timeouts
 
 WAIT_S = 10.0
 ServerFactory = Callable[..., Awaitable[SmpServerStandIn]]
-
-
-@pytest.fixture
-async def make_server() -> AsyncIterator[ServerFactory]:
-    servers: list[SmpServerStandIn] = []
-
-    async def make(max_version: int = 18, **kw: object) -> SmpServerStandIn:
-        s = SmpServerStandIn(versions=VersionRange(6, max_version), **kw)  # type: ignore[arg-type]
-        await s.start()
-        servers.append(s)
-        return s
-
-    yield make
-    for s in servers:
-        s.stall(False)
-        await s.close()
 
 
 @pytest.fixture
