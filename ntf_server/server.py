@@ -279,7 +279,8 @@ class NtfServer:
         census = self.census
         src = Sources(self.stats, self.apns_metrics, StoreView(self.store), self.pool, self.listener,
                       lambda: self.push.queue_length if self.push else 0, lambda: census.latest,
-                      self.activity.counts, self.stats.own, self.started_at, self.push_window)
+                      self.activity.counts, self.stats.own, self.started_at, self.push_window,
+                      lambda: self.push.retries_waiting if self.push else 0)
         policy = PolicyApi(PolicyStore(self.store.client, self.store.prefix),
                            PolicySettings.from_config(self.config.push))
         admin = AdminServer(build_app(src, policy, token, metrics_public=cfg.metrics_public))

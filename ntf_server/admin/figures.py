@@ -67,6 +67,7 @@ class Sources:
     own: OwnServers
     started_at: float = field(default_factory=time.time)  # Unix time (uptime in /v1/status)
     window: CounterWindow | None = None  # push counters a minute apart (pushes in the last hour)
+    retries_waiting: Callable[[], int] = lambda: 0  # pushes scheduled for a retry (push/delivery.py)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class Figures:
     resubscription: Progress
     listening: bool
     connections: int
+    retries_waiting: int = 0
 
 
 async def gather(src: Sources) -> Figures:
@@ -101,6 +103,7 @@ async def gather(src: Sources) -> Figures:
         store_up=up, counts=counts, active=active, census=src.census(), links=tuple(src.pool.link_states()),
         queue_length=src.queue_length(), resubscription=src.pool.resubscription,
         listening=src.listener.listening, connections=src.listener.connections,
+        retries_waiting=src.retries_waiting(),
     )
 
 

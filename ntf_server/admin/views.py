@@ -46,6 +46,7 @@ def stats_json(fig: Figures) -> dict[str, Any]:
         },
         "smp_connections": {s: states.get(s, 0) for s in ("idle", "connecting", "up", "down")},
         "push_queue_length": fig.queue_length,
+        "push_retries_waiting": fig.retries_waiting,
         "resubscription": {"servers": p.servers, "servers_done": p.servers_done,
                            "subscriptions": p.subscriptions, "answered": p.answered,
                            "elapsed_s": round(p.elapsed_s, 1)},

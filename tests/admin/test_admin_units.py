@@ -75,7 +75,7 @@ def figures(stats: Stats, *, census: bool = True) -> Figures:
                MappingProxyType({OWN: {"ACTIVE": 4}, THEIRS: {"ACTIVE": 5, "END": 1}}), 1000.0, 0.5)
     return Figures("0.1.0", 1060.0, stats.snapshot(), apns.snapshot(), True, StoreCounts(6, 10, 3, 2),
                    ActiveTokens(2, 3, 4), c if census else None, ((OWN, "up"), (THEIRS, "connecting")), 7,
-                   Progress(2, 1, 10, 9, 1.5), True, 12)
+                   Progress(2, 1, 10, 9, 1.5), True, 12, retries_waiting=4)
 
 
 def parsed(fig: Figures, own: OwnServers) -> dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
@@ -120,6 +120,7 @@ def test_gauges_and_own_servers_in_metrics() -> None:
         ("ntf_smp_server_subscriptions", (("server", "other"), ("status", "END")))] == 1
     assert fams["ntf_active_tokens"][("ntf_active_tokens", (("period", "week"),))] == 3
     assert fams["ntf_push_queue_length"] == {("ntf_push_queue_length", ()): 7}
+    assert fams["ntf_push_retries_waiting"] == {("ntf_push_retries_waiting", ()): 4}
     hist = fams["ntf_apns_request_duration_seconds"]
     assert hist[("ntf_apns_request_duration_seconds_count", (("environment", "test"),))] == 2
     answers = fams["ntf_apns_responses"]

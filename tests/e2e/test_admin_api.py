@@ -140,7 +140,8 @@ async def test_metrics_parse_and_have_the_expected_families(env: Env, http: http
                  "ntf_notifications_received", "ntf_notifications_received_auth", "ntf_smp_subscription_answers",
                  "ntf_tokens_stored", "ntf_subscriptions_stored", "ntf_tokens_by_status",
                  "ntf_subscriptions_by_status", "ntf_census_age_seconds", "ntf_active_tokens",
-                 "ntf_smp_connections", "ntf_push_queue_length", "ntf_resubscription_servers",
+                 "ntf_smp_connections", "ntf_push_queue_length", "ntf_push_retries_waiting",
+                 "ntf_resubscription_servers",
                  "ntf_apns_request_duration_seconds", "ntf_apns_responses", "ntf_store_up", "ntf_build_info"):
         assert name in fams, name
 
