@@ -69,12 +69,6 @@ class Keys:
     def token(self, tid: bytes) -> str:
         return f"{self.prefix}t{{{tid.hex()}}}"
 
-    def token_subs(self, tid: bytes) -> str:
-        return self.token(tid) + ":subs"
-
-    def token_ln(self, tid: bytes) -> str:
-        return self.token(tid) + ":ln"
-
     def dt_index(self, x: str) -> str:
         return f"{self.prefix}dt:{x}"
 
