@@ -10,6 +10,7 @@ and a change made on any instance is used by the next push on every instance. Pa
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +26,10 @@ from ntf_server.store.policy import PolicyStore
 from ntf_server.store.records import LastNotification, PushProvider, TokenRecord
 
 NONCE_BYTES: Final = 24
+# Decisions in flight at once (each is one or two short Redis calls). The push workers (64) share the store's
+# connection pool (64) with the subscriber pool: without this gate a burst made redis-py run out of
+# connections ("Too many connections" → StoreUnavailable, tests/bench/nmsg_pipeline.py --policy).
+DECISIONS_IN_FLIGHT: Final = 16
 POLICY_RETRIES: Final = 3
 ENVIRONMENT: Final = {
     PushProvider.APNS_PROD: "production",
@@ -55,6 +60,7 @@ class HiddenPushes:
         self.fallback = fallback
         self.budgets = budgets
         self.clock = clock  # tests and benchmarks inject a fake clock
+        self._gate = asyncio.Semaphore(DECISIONS_IN_FLIGHT)
         self._raw: bytes | None = None  # the stored policy document last seen (checked by every decision)
 
     def __repr__(self) -> str:
@@ -67,8 +73,11 @@ class HiddenPushes:
         return (await self.settings()).for_environment(ENVIRONMENT.get(provider, "production"))
 
     async def plan(self, tok: TokenRecord, notifications: Sequence[LastNotification]) -> Plan | None:
-        """What this notification becomes; None when the token was deleted meanwhile (nothing to send).
-        A burst of decisions beyond the store's connections waits for one (RedisStore's blocking pool)."""
+        """What this notification becomes; None when the token was deleted meanwhile (nothing to send)."""
+        async with self._gate:
+            return await self._plan(tok, notifications)
+
+    async def _plan(self, tok: TokenRecord, notifications: Sequence[LastNotification]) -> Plan | None:
         items = pn_messages(notifications)
         env = ENVIRONMENT.get(tok.provider, "production")
         for _ in range(POLICY_RETRIES):

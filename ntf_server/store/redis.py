@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
 
 from redis import exceptions as rex
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
@@ -91,18 +91,14 @@ class RedisStore:
         uses", or DEFAULT_BUCKETS for a new one; a different explicit value is refused. The timeouts bound
         how long a call can hang on a Redis host that stopped answering (no call here blocks on purpose)."""
         retry = Retry(ExponentialWithJitterBackoff(cap=2.0, base=0.05), retries)
-        # A burst of calls beyond max_connections (64 push workers, the SMP readers, the admin API at once)
-        # waits for a free connection, up to the command timeout, instead of failing with "Too many connections".
-        pool = BlockingConnectionPool.from_url(
+        client = Redis.from_url(
             url,
-            timeout=command_timeout_s,
             retry=retry,
             retry_on_error=[rex.ConnectionError, rex.TimeoutError],
             max_connections=max_connections,
             socket_connect_timeout=connect_timeout_s,
             socket_timeout=command_timeout_s,
         )
-        client = Redis.from_pool(pool)
         store = cls(client, AtRest(master_key), prefix, buckets or DEFAULT_BUCKETS)
         try:
             await store._d.check_meta(buckets)

@@ -91,15 +91,3 @@ async def test_a_swallowed_cancel_comes_back_at_the_store_edge(store: RedisStore
     with pytest.raises(asyncio.CancelledError):
         await task
     assert reached == []
-
-
-async def test_a_burst_beyond_the_connection_pool_waits_for_a_connection(redis_url: str, store_key: bytes) -> None:
-    """More calls at once than pool connections wait for one (up to the command timeout) instead of failing with
-    "Too many connections" (the push workers, the SMP readers and the admin API share one pool)."""
-    store = await RedisStore.connect(redis_url, store_key, prefix=f"test:{secrets.token_hex(6)}:",
-                                     buckets=64, max_connections=4)
-    try:
-        found = await asyncio.gather(*[store.get_token(secrets.token_bytes(24)) for _ in range(200)])
-        assert found == [None] * 200
-    finally:
-        await store.close()
