@@ -14,6 +14,7 @@ each connection's version and writes them. It behaves like a strict Haskell SMP 
   other SMP commands are ``ERR CMD PROHIBITED``, unknown ones ``ERR CMD UNKNOWN``.
 * Success answers ``OK`` (< v16) / ``SOK`` (≥ v16); a previous subscriber on another connection gets ``END``;
   notifications kept while nobody was subscribed follow right after the answer (real servers keep them 24 h).
+* A blocked queue answers NSUB ``ERR BLOCKED`` (downgraded for old versions by the encoder).
 * Deleting a queue sends ``DELD`` (``END`` before v10) to its subscriber.
 """
 
@@ -29,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from ntf_server.protocol import crypto, smp as S
 from ntf_server.protocol.encoding import CodecError, pad
-from ntf_server.protocol.errors import AUTH, BLOCK, SESSION, ErrorType, SimpleError
+from ntf_server.protocol.errors import AUTH, BLOCK, SESSION, BlockedErr, ErrorType, SimpleError
 from ntf_server.protocol.handshake import CertChainPubKey, SmpClientHello, SmpServerHello
 from ntf_server.protocol.transport import (
     SMP_BLOCK_SIZE,
@@ -143,6 +144,7 @@ class SimQueue:
     rcv_ntf_dh_secret: bytes = field(repr=False)
     subscriber: int | None = None
     pending: list[S.NMsg] = field(default_factory=list, repr=False)
+    blocked: BlockedErr | None = None  # an operator blocked it: NSUB answers ERR BLOCKED
 
 
 class SmpServerCore:
@@ -228,6 +230,8 @@ class SmpServerCore:
         ok = crypto.verify_transmission_auth(key, t.auth, t.authorized, t.corr_id, session.dh_key)
         if q is None or not ok:
             return [Outgoing(session.conn_id, t.corr_id, t.entity_id, S.SmpErr(AUTH))]
+        if q.blocked is not None:
+            return [Outgoing(session.conn_id, t.corr_id, t.entity_id, S.SmpErr(q.blocked))]
         out = []
         if q.subscriber is not None and q.subscriber != session.conn_id:
             out.append(Outgoing(q.subscriber, b"", q.notifier_id, S.End()))

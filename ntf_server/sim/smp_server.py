@@ -10,7 +10,9 @@ few blocks as fit (batched transmissions, §1.5). Queues are created and fed thr
 live in ``smp_core``.
 
 Faults for tests: :meth:`drop_connections`, :meth:`stall` (stop reading and writing, keep the sockets),
-``refuse_handshakes`` (close right after TLS), :meth:`send_garbage` (one block of random bytes).
+``refuse_handshakes`` (close right after TLS), :meth:`send_garbage` (one block of random bytes),
+``answer_delay_s`` (every client block is processed — NSUBs subscribed and answered, PINGs answered — this
+long after it arrived, in order: a busy SMP server answering late).
 
 Standalone: ``python -m ntf_server.sim.smp_server [--host 127.0.0.1] [--port 0]`` prints its address.
 """
@@ -33,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from ntf_server.protocol import crypto, smp as S
 from ntf_server.protocol.encoding import SMPServer
+from ntf_server.protocol.errors import BlockedErr
 from ntf_server.protocol.transport import (
     SMP_BLOCK_SIZE,
     SMP_LEGACY_SERVER_VRANGE,
@@ -72,6 +75,7 @@ class _Conn:
         self.session = session
         self.stream = stream
         self.outbox: asyncio.Queue[Outgoing] = asyncio.Queue(OUTBOX_SIZE)
+        self.inbox: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()  # (process at, block), in order
 
 
 class SmpServerStandIn:
@@ -88,6 +92,7 @@ class SmpServerStandIn:
         self.versions = versions
         self.core = SmpServerCore()
         self.refuse_handshakes = False
+        self.answer_delay_s = 0.0
         self.started = asyncio.Event()
         self._running = asyncio.Event()
         self._running.set()
@@ -179,6 +184,10 @@ class SmpServerStandIn:
     def notify(self, notifier_id: bytes, msg_id: bytes, msg_ts: int) -> None:
         self._deliver(self.core.notify(notifier_id, S.NMsgMeta(msg_id, msg_ts)))
 
+    def block_queue(self, notifier_id: bytes, reason: str = "spam") -> None:
+        """As an SMP operator blocking a queue: later NSUBs for it answer ``ERR BLOCKED reason=…``."""
+        self.core.queues[notifier_id].blocked = BlockedErr(reason)
+
     def delete_queue(self, notifier_id: bytes) -> None:
         self._deliver(self.core.delete_queue(notifier_id))
 
@@ -264,8 +273,9 @@ class SmpServerStandIn:
         return conn
 
     async def _serve(self, conn: _Conn) -> None:
-        """Reader and writer; the first to end (EOF, dropped, failed write) ends the other."""
-        tasks = [asyncio.create_task(self._read(conn)), asyncio.create_task(self._write(conn))]
+        """Reader, processor and writer; the first to end (EOF, dropped, failed write) ends the others."""
+        tasks = [asyncio.create_task(self._read(conn)), asyncio.create_task(self._process(conn)),
+                 asyncio.create_task(self._write(conn))]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for t in done:
@@ -277,8 +287,18 @@ class SmpServerStandIn:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _read(self, conn: _Conn) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             block = await conn.stream.read_block()
+            await self._running.wait()
+            conn.inbox.put_nowait((loop.time() + self.answer_delay_s, block))
+
+    async def _process(self, conn: _Conn) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due, block = await conn.inbox.get()
+            if (wait := due - loop.time()) > 0:
+                await asyncio.sleep(wait)
             await self._running.wait()
             self._deliver(self.core.receive_block(conn.session, block))
 

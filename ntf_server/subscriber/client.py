@@ -16,7 +16,9 @@ resolved every time, TLS pinned, handshake v7–18) and starts one task that run
   notifications), and nothing is lost or reordered. The consumer takes everything waiting at once
   (:class:`EventStream`), so the further it fell behind, the fewer round trips it spends per event.
 * Time. The ticker wakes every ``tick_s`` (``sleep`` injected) and, on the *session clock*, expires
-  unanswered commands (``SubscriptionTimedOut`` / ``PingTimedOut`` events), sends PING after
+  unanswered commands (``SubscriptionTimedOut`` / ``PingTimedOut`` events; a timeout counts from when the
+  writer wrote the command's block), re-sends the timed-out NSUBs whose backoff is over (their queues stay
+  pending and a late answer still counts: nothing is forgotten), sends PING after
   ``ping_idle_s`` of silence and drops the connection after repeated timeouts (``liveness``). The session
   clock is the injected ``clock`` minus the time the reader spent waiting for the consumer: answers
   sitting unread in the socket because the pool is slow are not timeouts.
@@ -96,6 +98,7 @@ class ClientCounters:
     blocks_sent: int = 0
     blocks_received: int = 0
     nsubs_sent: int = 0
+    nsubs_resent: int = 0  # NSUBs sent again on this connection after they timed out
     pings_sent: int = 0
     timeouts: int = 0  # commands that got no answer in time
     paused_s: float = 0.0  # time the reader waited for the consumer (back-pressure)
@@ -229,7 +232,7 @@ class SmpClient:
         Raises ``ConnectionLost`` when not connected and ``ValueError`` for a queue already pending here.
         CPU: one signature per queue, so the pool passes chunks (e.g. ≤ 1,000 queues) between awaits."""
         session, batch = self._up(), list(queues)
-        blocks = session.subscribe(batch, now=self._now())
+        blocks = session.subscribe(batch)
         self._enqueue(blocks)
         self.counters.nsubs_sent += len(batch)
         return len(blocks)
@@ -356,6 +359,7 @@ class SmpClient:
                 raise ConnectionLost("the server does not take our blocks") from e
             except (ConnectionClosed, OSError) as e:
                 raise ConnectionLost(f"write failed ({e})") from e
+            self._up().block_written(now=self._now())  # its commands' response timeouts start now
             self.counters.blocks_sent += 1
             if self._outbox.empty():
                 self._flushed.set()
@@ -374,10 +378,14 @@ class SmpClient:
             liveness.timed_out(len(expired))
             self.counters.timeouts += len(expired)
             await self._events.put(expired)
+        resent = session.resend_due(now=now)  # timed-out NSUBs, again on this connection (backoff 1 → 10 s)
+        if resent:
+            self._enqueue(resent)
+            self.counters.nsubs_resent += session.resent_last
         reason = liveness.drop_reason(now)
         if reason is not None:
             raise ConnectionLost(reason)
         if liveness.ping_due(now):
             liveness.pinged(now)
-            self._enqueue([session.ping(now=now)])
+            self._enqueue([session.ping()])
             self.counters.pings_sent += 1

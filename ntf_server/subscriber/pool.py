@@ -1,9 +1,9 @@
 """The subscriber pool: every notification subscription held open on its SMP server (spec §3.3, §4.6).
 
 Theory of operation. One ``_Link`` per SMP server (hosts + port + key hash) owns at most one connection
-(``client.SmpClient``) at a time and runs forever: connect (DNS resolved anew every time), subscribe, read,
-and after any loss reconnect with capped, jittered exponential backoff (an injected strategy). Servers are
-independent: a slow or dead server delays nobody else.
+(``client.SmpClient``) at a time: connect (DNS resolved anew every time), subscribe, read, and after any
+loss reconnect with capped, jittered exponential backoff (an injected strategy; by default up to 10 s, as
+Haskell's reconnect interval). Servers are independent: a slow or dead server delays nobody else.
 
 * Subscribing. On every new connection the link pages the store for the server's live subscriptions
   (NEW, PENDING, ACTIVE, INACTIVE; constant memory however many) and sends their NSUBs many to a block,
@@ -12,15 +12,18 @@ independent: a slow or dead server delays nobody else.
   the connection is never subscribed twice.
 * Answers become statuses (§4.6), written in one store call per status per received block: OK/SOK →
   ACTIVE, ERR AUTH → AUTH, other errors → ERR, END → END, DELD → DELETED; a lost connection turns what
-  it held into INACTIVE. Sent NSUBs are PENDING. A timed-out NSUB stays PENDING: the client drops a
-  connection that keeps timing out, and the next connection subscribes it again.
+  it held into INACTIVE. Sent NSUBs are PENDING. A timed-out NSUB stays PENDING and is never forgotten:
+  the session re-sends it on the same connection (backoff 1 s → 10 s) and applies a late answer; the
+  client drops a connection that keeps timing out in silence, and the next connection subscribes it again.
+  Other errors become ``ERR <text>`` with the text Haskell writes (``SMP error …``), which SCHK shows.
 * Messages. The NMSGs of one block are stored together (one round trip, ``add_last_notifications``), then
   each becomes a push (SimpleX parity: one alert per NMSG with the token's newest ≤ 6). Handing a push
   over waits when the push queue is full, and while this link waits it reads nothing more from its SMP
   server, which keeps what it has not delivered: back-pressure, never a silent drop. A store failure is
   retried (the notification was already taken from the SMP server) before the block is given up, counted.
 * SDEL/TDEL: SMP has no unsubscribe; the link forgets the queue, and later NMSGs for it are counted, not
-  pushed.
+  pushed. Any other NMSG is handed to the store whatever this connection knows of its queue (e.g. one
+  racing a reconnect): pushed when the store holds its subscription.
 
 Which servers this instance serves is injected (``serves``): today all; scale-out gives each SMP server to
 one instance through a lease.
@@ -69,6 +72,8 @@ T = TypeVar("T")
 
 LOST_FROM: Final = (SubStatusKind.PENDING, SubStatusKind.ACTIVE)  # what a lost connection makes INACTIVE
 PROGRESS_EVERY_S: Final = 10.0
+RECONNECT_BASE_S: Final = 0.5
+RECONNECT_CAP_S: Final = 10.0  # Haskell's reconnect interval tops out at 10 s (spec §3.3)
 STORE_ATTEMPTS: Final = 20  # store retries for a block of events before it is given up (~ a minute)
 _FAILURE_STATUS: Final = {E.FailureKind.AUTH: SubStatus(SubStatusKind.AUTH),
                           E.FailureKind.SERVICE: SubStatus(SubStatusKind.SERVICE)}
@@ -122,7 +127,7 @@ class SubscriberPool:
         stats: Stats,
         *,
         client_factory: ClientFactory = SmpClient,
-        delays: Callable[[], Iterator[float]] = lambda: backoff_delays(0.5, 60.0),
+        delays: Callable[[], Iterator[float]] = lambda: backoff_delays(RECONNECT_BASE_S, RECONNECT_CAP_S),
         serves: Callable[[SMPServer], bool] = lambda _: True,
         settings: PoolSettings = PoolSettings(),
         on_stored: Callable[[bytes], None] | None = None,
@@ -385,8 +390,8 @@ class _Link:
             match ev:
                 case E.Subscribed(nid):
                     statuses[SubStatus(SubStatusKind.ACTIVE)].append(nid)
-                case E.SubscriptionFailed(nid, kind, _, detail):
-                    status = _FAILURE_STATUS.get(kind) or SubStatus.error(f"{kind.value} {detail}".strip())
+                case E.SubscriptionFailed(nid, kind):
+                    status = _FAILURE_STATUS.get(kind) or SubStatus.error(ev.status_text())
                     statuses[status].append(nid)
                 case E.Ended(nid):
                     statuses[SubStatus(SubStatusKind.END)].append(nid)
@@ -407,10 +412,11 @@ class _Link:
                     log.debug("SMP server sent something unexpected: %r", ev)
                 case _:
                     assert_never(ev)
-        answered = sum(isinstance(ev, E.Subscribed | E.SubscriptionFailed | E.SubscriptionTimedOut) for ev in batch)
+        answered = sum(isinstance(ev, E.Subscribed | E.SubscriptionFailed) for ev in batch)
         if answered:
             stats.incr(Stat.SMP_NSUB_ANSWERED, answered)
-            self._answered.set()
+        if answered or any(isinstance(ev, E.SubscriptionTimedOut) for ev in batch):
+            self._answered.set()  # fewer NSUBs awaited in time (a timed-out one is re-sent by the session)
         for status, nids in statuses.items():
             stats.incr(_STATUS_COUNTER[status.kind], len(nids))
             await self._set_statuses(nids, status)
