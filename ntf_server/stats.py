@@ -80,6 +80,7 @@ class Stat(enum.StrEnum):
     SMP_CONNECTED = "smp_connected"
     SMP_CONNECT_FAILED = "smp_connect_failed"
     SMP_DISCONNECTED = "smp_disconnected"
+    SMP_LINKS_ENDED = "smp_links_ended"
     SMP_NSUB_SENT = "smp_nsub_sent"
     SMP_NSUB_ANSWERED = "smp_nsub_answered"
     SMP_TIMEOUTS = "smp_timeouts"

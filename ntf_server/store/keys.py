@@ -69,6 +69,9 @@ class Keys:
     def token(self, tid: bytes) -> str:
         return f"{self.prefix}t{{{tid.hex()}}}"
 
+    def token_subs(self, tid: bytes) -> str:
+        return self.token(tid) + ":subs"
+
     def dt_index(self, x: str) -> str:
         return f"{self.prefix}dt:{x}"
 

@@ -227,9 +227,15 @@ class RedisStore:
         return await self._subs.set_subscription_statuses(server, notifier_ids, status, service_assoc, only_from)
 
     def iter_server_subscriptions(self, server: SMPServer, page_size: int = 900,
-                                  kinds: Collection[SubStatusKind] | None = None
+                                  kinds: Collection[SubStatusKind] | None = None, active_tokens_only: bool = False
                                   ) -> AsyncIterator[list[SubscriptionRecord]]:
-        return self._subs.iter_server_subscriptions(server, page_size, kinds)
+        return self._subs.iter_server_subscriptions(server, page_size, kinds, active_tokens_only)
+
+    async def has_live_subscriptions(self, server: SMPServer) -> bool:
+        return await self._subs.has_live_subscriptions(server)
+
+    async def token_subscriptions(self, token_id: bytes) -> list[SubscriptionRecord]:
+        return await self._subs.token_subscriptions(token_id)
 
     # ------------------------------------------------------------------ last notifications (notifications.py)
 

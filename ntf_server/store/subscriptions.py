@@ -9,7 +9,8 @@ subscription and no separate (server, notifier id) index: r = HMAC(server, notif
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Sequence
+import contextlib
+from collections.abc import AsyncGenerator, Collection, Sequence
 from typing import Final
 
 from ntf_server.protocol.encoding import SMPServer, enc_smp_server
@@ -27,11 +28,20 @@ from ntf_server.store.keys import (
     seal_notifier,
     sub_r,
 )
-from ntf_server.store.records import SUB_NEW, SubscriptionRecord, SubStatus, SubStatusKind, TokenRecord
+from ntf_server.store.records import (
+    RESUBSCRIBE_KINDS,
+    SUB_NEW,
+    SubscriptionRecord,
+    SubStatus,
+    SubStatusKind,
+    TokenRecord,
+    TokenStatusKind,
+)
 from ntf_server.store.servers import ServerRegistry
 
 _PAGE_BUCKETS: Final = 64  # buckets fetched per pipeline while paging one SMP server
 _STATUS_BATCH: Final = 1000
+_ACTIVE: Final = TokenStatusKind.ACTIVE.value.encode()  # a token's `st` field when ACTIVE
 
 
 class RedisSubscriptions:
@@ -125,6 +135,38 @@ class RedisSubscriptions:
         sub = self._found_or_dummy(make_sub_id(self._d.a, r, n), server, bool(sfound), value)
         return self._tokens.found_or_standin(tfound, packed, tid), sub
 
+    async def _of_active_tokens(self, recs: list[SubscriptionRecord]) -> list[SubscriptionRecord]:
+        """The records whose token is ACTIVE (one pipelined status read per distinct token)."""
+        tids = list({rec.token_id for rec in recs})
+        async with self._d.pipeline() as pipe:
+            for tid in tids:
+                pipe.hget(self._d.keys.token(tid), "st")
+            statuses = await pipe.execute()
+        active = {tid for tid, st in zip(tids, statuses, strict=True) if st == _ACTIVE}
+        return [rec for rec in recs if rec.token_id in active]
+
+    async def has_live_subscriptions(self, server: SMPServer) -> bool:
+        """Whether any subscription would be resubscribed on ``server`` (a status of RESUBSCRIBE_KINDS and an
+        ACTIVE token): its SMP link is needed. Stops at the first one."""
+        async with contextlib.aclosing(self.iter_server_subscriptions(server, 1, RESUBSCRIBE_KINDS, True)) as pages:
+            async for _ in pages:
+                return True
+        return False
+
+    async def token_subscriptions(self, token_id: bytes) -> list[SubscriptionRecord]:
+        """Every subscription of a token (for subscribing them when it becomes ACTIVE)."""
+        index = await self._d.call(self._d.r.hgetall, self._d.keys.token_subs(token_id))
+        out = []
+        for sid, srv in index.items():
+            server = await self._servers.address(int(srv))
+            if server is None:
+                continue
+            r, _ = parse_sub_id(self._d.a, sid)
+            value = await self._d.call(self._d.r.hget, self._d.keys.sub_bucket(int(srv), r), r)
+            if value is not None:
+                out.append(self._decode(sid, server, value))
+        return out
+
     async def delete_subscription(self, sub_id: bytes) -> SubscriptionRecord | None:
         """`SDEL`: removes the subscription and its last notification; returns what was removed."""
         _, srv = parse_sub_id(self._d.a, sub_id)
@@ -157,11 +199,14 @@ class RedisSubscriptions:
         return changed
 
     async def iter_server_subscriptions(
-        self, server: SMPServer, page_size: int = 900, kinds: Collection[SubStatusKind] | None = None
-    ) -> AsyncIterator[list[SubscriptionRecord]]:
-        """Pages of one SMP server's subscriptions (filtered by status kind), reading `_PAGE_BUCKETS`
-        buckets at a time, so memory stays constant however many there are. A subscription created or
-        deleted while paging may or may not be seen; every one present throughout is seen exactly once."""
+        self, server: SMPServer, page_size: int = 900, kinds: Collection[SubStatusKind] | None = None,
+        active_tokens_only: bool = False,
+    ) -> AsyncGenerator[list[SubscriptionRecord], None]:
+        """Pages of one SMP server's subscriptions (filtered by status kind, and with ``active_tokens_only``
+        by their token's status: only ACTIVE tokens' subscriptions open SMP connections, issue 16), reading
+        `_PAGE_BUCKETS` buckets at a time, so memory stays constant however many there are. A subscription
+        created or deleted while paging may or may not be seen; every one present throughout is seen
+        exactly once."""
         server = server.normalized()
         srv = await self._servers.number(server, create=False)
         if srv is None:
@@ -173,11 +218,13 @@ class RedisSubscriptions:
                 for b in range(start, min(start + _PAGE_BUCKETS, nb)):
                     pipe.hgetall(self._d.keys.bucket(srv, b))
                 buckets = await pipe.execute()
+            found = []
             for h in buckets:
                 for r, value in h.items():
                     rec = decode_sub(a, make_sub_id(a, r, srv), server, value)
                     if kinds is None or rec.status.kind in kinds:
-                        page.append(rec)
+                        found.append(rec)
+            page += await self._of_active_tokens(found) if active_tokens_only and found else found
             while len(page) >= page_size:
                 yield page[:page_size]
                 page = page[page_size:]

@@ -21,6 +21,12 @@ Haskell's reconnect interval). Servers are independent: a slow or dead server de
   over waits when the push queue is full, and while this link waits it reads nothing more from its SMP
   server, which keeps what it has not delivered: back-pressure, never a silent drop. A store failure is
   retried (the notification was already taken from the SMP server) before the block is given up, counted.
+* Which subscriptions open connections (issue 16): only those of ACTIVE tokens. SNEW for a token that is
+  not ACTIVE is stored and answered but not handed here; TVFY hands over the token's stored subscriptions
+  (:meth:`SubscriberPool.token_activated`); resubscription pages only ACTIVE tokens' subscriptions. A link
+  ends — connection closed, no more reconnects — when no live subscription needs it: checked before every
+  connection attempt and after every SDEL/TDEL/expiry that touched its server (a token that became
+  INVALID is noticed at the next reconnect). A new subscription later starts a new link.
 * SDEL/TDEL: SMP has no unsubscribe; the link forgets the queue, and later NMSGs for it are counted, not
   pushed. Any other NMSG is handed to the store whatever this connection knows of its queue (e.g. one
   racing a reconnect): pushed when the store holds its subscription.
@@ -172,6 +178,22 @@ class SubscriberPool:
             if link is not None:
                 link.forget(s.notifier_id)
 
+    def token_activated(self, token_id: bytes) -> None:
+        """TVFY made the token ACTIVE: its stored subscriptions now need their SMP servers. Before ``run``
+        there is nothing to do: the start-up resubscription pages them."""
+        if self._tg is not None:
+            self._tg.create_task(self._subscribe_token(token_id), name="subscribe activated token")
+
+    async def _subscribe_token(self, token_id: bytes) -> None:
+        try:
+            subs = await self._store_retry(lambda: self._store.token_subscriptions(token_id))
+        except StoreError:  # the next connection to each server pages them (they are in the store)
+            log_event(log, "smp.store_unavailable", error="token subscriptions")
+            return
+        for sub in subs:
+            if sub.status.kind in RESUBSCRIBE_KINDS:
+                self.subscribe(sub)
+
     # ------------------------------------------------------------ running
 
     async def run(self) -> None:
@@ -218,6 +240,13 @@ class SubscriberPool:
         """Every SMP server this instance serves, with its connection state (idle, connecting, up, down)."""
         return [(server, link.state) for server, link in self._links.items()]
 
+    def _retired(self, link: _Link) -> None:
+        """The link ended (no live subscription needs it); a later subscription starts a new one."""
+        if self._links.get(link.server) is link:
+            del self._links[link.server]
+        self._stats.incr(Stat.SMP_LINKS_ENDED)
+        self._link_done.set()
+
     def _link(self, server: SMPServer) -> _Link | None:
         key = server.normalized()
         link = self._links.get(key)
@@ -252,6 +281,7 @@ class _Link:
         self._wake = asyncio.Event()
         self._client: SmpClient | None = None
         self._answered = asyncio.Event()
+        self._recheck = asyncio.Event()  # subscriptions were forgotten: is this link still needed?
         self.resubscribed = False  # the first connection paged everything and had every NSUB answered
 
     def __repr__(self) -> str:
@@ -268,13 +298,31 @@ class _Link:
         self._new.pop(notifier_id, None)
         if self._client is not None:
             self._client.forget(notifier_id)
+        self._recheck.set()
+
+    async def _still_needed(self) -> bool:
+        """Whether a live subscription needs this server; if not, the link retires (synchronously after
+        the store's answer, so a subscription added meanwhile is seen, or goes to a new link)."""
+        pool = self._pool
+        if self._new:
+            return True
+        try:
+            needed = await pool._store_retry(lambda: pool._store.has_live_subscriptions(self.server))
+        except StoreError:
+            return True  # cannot tell: keep serving
+        if needed or self._new:
+            return True
+        self.state, self.resubscribed = "ended", True
+        pool._retired(self)
+        return False
 
     # ------------------------------------------------------------ connection loop
 
     async def _run(self) -> None:
         pool, stats = self._pool, self._pool._stats
         delays = pool._delays()
-        while True:
+        while await self._still_needed():
+            self._recheck.clear()
             self.state = "connecting"
             client = pool._factory(self.server)
             try:
@@ -308,17 +356,27 @@ class _Link:
 
     async def _serve(self, client: SmpClient) -> None:
         """Until the connection ends: read its events, subscribe what the store holds, then new ones."""
-        reader = asyncio.create_task(self._read(client))
-        sender = asyncio.create_task(self._send(client))
+        tasks = [asyncio.create_task(self._read(client)), asyncio.create_task(self._send(client)),
+                 asyncio.create_task(self._watch_need())]
         try:
-            await asyncio.wait([reader, sender], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for t in (reader, sender):
+            for t in tasks:
                 t.cancel()
-            results = await asyncio.gather(reader, sender, return_exceptions=True)
+            results = await asyncio.gather(*tasks, return_exceptions=True)
         for r in results:
             if isinstance(r, Exception) and not isinstance(r, ClientError | asyncio.CancelledError):
                 raise r
+
+    async def _watch_need(self) -> None:
+        """Returns (ending the connection) once subscriptions were forgotten and none needs this server."""
+        pool = self._pool
+        while True:
+            await self._recheck.wait()
+            await pool._sleep(pool.settings.coalesce_s)  # a TDEL forgets several at once: check once
+            self._recheck.clear()
+            if not await self._still_needed():
+                return
 
     async def _lost(self, client: SmpClient) -> None:
         held = client.queues(E.QueueState.PENDING, E.QueueState.ACTIVE)
@@ -339,7 +397,7 @@ class _Link:
     async def _send(self, client: SmpClient) -> None:
         pool = self._pool
         async for page in pool._store.iter_server_subscriptions(self.server, pool.settings.page_size,
-                                                                 RESUBSCRIBE_KINDS):
+                                                                 RESUBSCRIBE_KINDS, active_tokens_only=True):
             await self._subscribe(client, [(s.notifier_id, s.notifier_key) for s in page])
         while not self.resubscribed and client.awaiting:
             self._answered.clear()

@@ -67,9 +67,15 @@ class CountingStore:
         return await self._s.servers_with_subscriptions()
 
     def iter_server_subscriptions(self, server: SMPServer, page_size: int = 900,
-                                  kinds: Collection[SubStatusKind] | None = None
+                                  kinds: Collection[SubStatusKind] | None = None, active_tokens_only: bool = False
                                   ) -> AsyncIterator[list[SubscriptionRecord]]:
-        return self._s.iter_server_subscriptions(server, page_size, kinds)
+        return self._s.iter_server_subscriptions(server, page_size, kinds, active_tokens_only)
+
+    async def has_live_subscriptions(self, server: SMPServer) -> bool:
+        return await self._s.has_live_subscriptions(server)
+
+    async def token_subscriptions(self, token_id: bytes) -> list[SubscriptionRecord]:
+        return await self._s.token_subscriptions(token_id)
 
     async def set_subscription_statuses(self, server: SMPServer, notifier_ids: Sequence[bytes], status: SubStatus,
                                         service_assoc: bool | None = None,
