@@ -345,6 +345,9 @@ class _Link:
             finally:
                 self._client = None
                 await client.close()
+            if self.state == "ended":  # no live subscription needs this server: closed on purpose
+                await self._lost(client)
+                return
             self.state = "down"
             stats.incr(Stat.SMP_DISCONNECTED)
             log.debug("SMP connection lost: %s", client.close_error or "closed")

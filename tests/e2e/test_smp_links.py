@@ -147,3 +147,23 @@ async def test_an_invalid_tokens_subscriptions_connect_once_it_is_active_again(e
         await client.close()
     finally:
         await smp.close()
+
+
+async def test_a_connected_link_ends_with_its_last_subscription(env: Env) -> None:
+    smp = SmpServerStandIn()
+    await smp.start()
+    try:
+        client = await NtfClient.connect("127.0.0.1", env.port, env.key_hash)
+        app = await active_app(env, client)
+        sub_id, _ = await subscribed(client, app, smp)
+        await status_becomes(client, app, sub_id, Kind.ACTIVE)
+        assert smp.connections == 1
+        assert (await client.request(sub_id, P.SDel(), app.auth_key))[1] == P.Ok()
+        await link_gone(env, smp.address)
+        async with asyncio.timeout(10):
+            while smp.connections:  # noqa: ASYNC110 - the stand-in has no event for a closed connection
+                await asyncio.sleep(0.02)
+        assert env.server.stats["smp_links_ended"] == 1 and env.server.stats["smp_disconnected"] == 0
+        await client.close()
+    finally:
+        await smp.close()
