@@ -5,7 +5,7 @@ decision about bytes.
 
 1. Handshake. After TLS (ALPN ``smp/1``, no SNI) the caller reads the server's first block and calls
    :func:`client_handshake` with it, the pinned key hash, the TLS ``tls-unique`` and the TLS peer chain. It
-   checks the hello (session id = tls-unique; a version in our range 7..18; from v7 a certificate chain whose
+   checks the hello (session id = tls-unique; a version in our range 7..20; from v7 a certificate chain whose
    identity hash is the pinned one, whose leaf is the TLS leaf, and an X25519 session key signed by that
    leaf) and returns the padded client hello to write plus the connection parameters. Any failure raises
    :class:`HandshakeFailed` carrying the transport error Haskell would report; the caller closes without

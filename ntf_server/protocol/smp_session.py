@@ -143,7 +143,7 @@ class SmpClientSession:
             self._forgotten.discard(q.notifier_id)
             corr_id = self._new_corr_id(E.CommandKind.NSUB, q.notifier_id, q)
             self._live[q.notifier_id] = corr_id
-            transmissions.append((corr_id, self._signed(corr_id, q, S.encode_command(S.NSub()))))
+            transmissions.append((corr_id, self._signed(corr_id, q, S.encode_command(S.NSub(), self.version))))
         return self._blocks(transmissions)
 
     def resend_due(self, *, now: float) -> list[bytes]:
@@ -157,7 +157,7 @@ class SmpClientSession:
 
     def ping(self) -> bytes:
         corr_id = self._new_corr_id(E.CommandKind.PING, b"", None)
-        ping = encode_transmission(self.params, corr_id, b"", S.encode_command(S.SmpPing()))
+        ping = encode_transmission(self.params, corr_id, b"", S.encode_command(S.SmpPing(), self.version))
         [block] = self._blocks([(corr_id, ping)])
         return block
 
@@ -286,7 +286,7 @@ class SmpClientSession:
             raise CodecError("server transmissions are never authorized")
         if not self.params.implied_session_id and item.session_id != self.params.session_id:
             raise CodecError("wrong session id")
-        msg = S.parse_broker_msg(item.command)
+        msg = S.parse_broker_msg(item.command, self.version)
         if not S.check_broker_entity(msg, item.entity_id):
             raise CodecError(f"{type(msg).__name__} with a wrong entity id")
         return msg

@@ -206,7 +206,7 @@ class SmpServerCore:
 
         if not session.params.implied_session_id and t.session_id != session.params.session_id:
             return [Outgoing(session.conn_id, t.corr_id, b"", S.SmpErr(SESSION))]
-        cmd = S.parse_command(t.command)
+        cmd = S.parse_command(t.command, session.params.version)
         if not isinstance(cmd, S.NSub | S.NSubs | S.SmpPing):
             return err(cmd)
         bad = S.check_command_credentials(bool(t.auth), t.entity_id, cmd)

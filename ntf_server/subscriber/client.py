@@ -1,7 +1,7 @@
 """One SMP connection: the asyncio wrapper around the sans-IO SMP client (spec §1.8, §3.1–3.3).
 
 Theory of operation. :meth:`SmpClient.start` connects (``connect.open_smp``: hosts in order, name
-resolved every time, TLS pinned, handshake v7–18) and starts one task that runs, in one ``TaskGroup``
+resolved every time, TLS pinned, handshake v7–20) and starts one task that runs, in one ``TaskGroup``
 (STYLE 7), a **reader**, a **writer** and a **ticker**; the first of them to end ends the others, and a
 ``finally`` records why (:meth:`wait_closed`, :attr:`close_error`) and closes the event channel.
 

@@ -7,7 +7,7 @@ address is cached anywhere here: an SMP server that moved to a new IP is reached
 host that cannot be reached is skipped for the next one. Once TCP is up the attempt is final: TLS
 without SNI with ALPN ``smp/1``, the TLS chain checked against the pinned CA hash before anything is
 read or written, then the server hello checked (``protocol.smp_client.client_handshake``: session id,
-versions 7–18, the hello's chain = the TLS chain, the signed session key) and our hello written. Any
+versions 7–20, the hello's chain = the TLS chain, the signed session key) and our hello written. Any
 failure there closes the socket having sent nothing of SMP.
 
 ``open_tcp`` is the hook for proxies: any coroutine ``(host, port) -> connected socket`` works (e.g. a

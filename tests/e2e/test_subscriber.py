@@ -15,7 +15,7 @@ from ntf_server.logevents import event_of
 from ntf_server.protocol import crypto, ntf as P, smp as S
 from ntf_server.protocol.encoding import b64u_decode
 from ntf_server.protocol.smp_session import NotifierQueue
-from ntf_server.protocol.transport import VersionRange
+from ntf_server.protocol.transport import SMP_CLIENT_VRANGE, VersionRange
 from ntf_server.sim.device import NtfClient, SimApp
 from ntf_server.sim.smp_server import QueueCredentials, SmpServerStandIn
 from ntf_server.subscriber.client import SmpClient
@@ -153,7 +153,7 @@ async def test_an_ntf_server_restart_resubscribes_and_loses_nothing(
     await client.close()
 
 
-@pytest.mark.parametrize("version", [7, 10, 11, 16, 18])
+@pytest.mark.parametrize("version", SMP_CLIENT_VRANGE.all())
 @pytest.mark.parametrize("key_type", ["ed25519", "x25519"])
 async def test_every_smp_version_and_notifier_key_type(env: Env, version: int, key_type: str) -> None:
     server = SmpServerStandIn(versions=VersionRange(6, version))

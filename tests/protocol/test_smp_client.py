@@ -33,6 +33,8 @@ from ntf_server.protocol.smp_client import HandshakeFailed, SmpHandshake, client
 from ntf_server.protocol.smp_session import NotifierQueue, SmpClientSession, SmpProtocolError
 from ntf_server.protocol.transport import (
     SMP_BLOCK_SIZE,
+    SMP_CLIENT_VRANGE,
+    SMP_CURRENT_VERSION,
     SMP_SERVER_VRANGE,
     RawTransmission,
     VersionRange,
@@ -86,12 +88,12 @@ def failure(block: bytes, identity: Identity = ID25519, **kw: object) -> Transpo
 
 
 @pytest.mark.parametrize("identity", [ID25519, ID448], ids=["ed25519", "ed448"])
-@pytest.mark.parametrize("max_version", [7, 10, 11, 15, 16, 18, 30])
+@pytest.mark.parametrize("max_version", [7, 10, 11, 15, 16, 18, 19, 20, 30])
 def test_handshake_picks_the_highest_common_version(identity: Identity, max_version: int) -> None:
     server_dh = crypto.generate_x25519()
     client_dh = crypto.generate_x25519()
     hs = shake(hello(identity, VersionRange(6, max_version), server_dh), identity, client_key=client_dh)
-    v = min(max_version, 18)
+    v = min(max_version, SMP_CURRENT_VERSION)
     assert hs.params.version == v and hs.params.session_id == SID and hs.params.implied_session_id
     assert hs.params.service_auth == (v >= 16)
     assert len(hs.client_hello) == SMP_BLOCK_SIZE
@@ -104,7 +106,7 @@ def test_session_id_must_be_the_tls_channel_binding() -> None:
     assert failure(hello(), tls_unique=bytes(32)) == TransportError(TransportErrorKind.SESSION)
 
 
-@pytest.mark.parametrize("versions", [VersionRange(6, 6), VersionRange(19, 20), VersionRange(1, 5)])
+@pytest.mark.parametrize("versions", [VersionRange(6, 6), VersionRange(21, 22), VersionRange(1, 5)])
 def test_no_common_version(versions: VersionRange) -> None:
     assert failure(hello(versions=versions)) == TransportError(TransportErrorKind.VERSION)
 
@@ -135,7 +137,7 @@ def test_handshake_leaf_must_be_the_tls_leaf() -> None:
 def test_certificate_validity_is_checked_at_the_given_time() -> None:
     past = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
     assert failure(hello(), now=past) == TransportError(TransportErrorKind.HANDSHAKE, HandshakeError.IDENTITY)
-    assert shake(hello(), now=dt.datetime.now(dt.UTC)).params.version == 18
+    assert shake(hello(), now=dt.datetime.now(dt.UTC)).params.version == SMP_CURRENT_VERSION
 
 
 def test_session_key_signed_by_another_key_is_bad_auth() -> None:
@@ -186,7 +188,7 @@ class Pair:
         return self.client.receive_block(self.server.seal(b"\x01" + len(t).to_bytes(2, "big") + t), now=1.0)
 
 
-@pytest.mark.parametrize("version", [7, 10, 11, 16, 18])
+@pytest.mark.parametrize("version", SMP_CLIENT_VRANGE.all())
 @pytest.mark.parametrize("key_maker", [crypto.generate_ed25519, Ed448PrivateKey.generate, crypto.generate_x25519],
                          ids=["ed25519", "ed448", "x25519"])
 def test_nsub_accepted_by_a_strict_server(version: int, key_maker: Callable[[], crypto.PrivateAuthKey]) -> None:
@@ -221,7 +223,7 @@ def test_x25519_authenticator_is_80_bytes_and_bound_to_the_session() -> None:
                                            p.server.dh_key)
 
 
-@pytest.mark.parametrize("version", [7, 10, 11, 16, 18])
+@pytest.mark.parametrize("version", SMP_CLIENT_VRANGE.all())
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cuts=st.lists(st.integers(min_value=1, max_value=SMP_BLOCK_SIZE * 3), max_size=8))
 def test_fragmented_input_gives_the_same_events(version: int, cuts: list[int]) -> None:
@@ -473,7 +475,7 @@ def test_response_outcomes_cover_each_command() -> None:
     assert {k for k, _ in E.RESPONSE_OUTCOMES} == set(E.CommandKind)
 
 
-@pytest.mark.parametrize("version", [10, 18])
+@pytest.mark.parametrize("version", [10, 18, 19, 20])
 @settings(max_examples=200, deadline=None)
 @given(data=st.lists(st.binary(max_size=300), min_size=1, max_size=5))
 def test_any_transmission_content_gives_events_not_exceptions(version: int, data: list[bytes]) -> None:

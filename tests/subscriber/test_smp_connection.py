@@ -16,6 +16,7 @@ from ntf_server.protocol import crypto, smp as S, smp_events as E
 from ntf_server.protocol.encoding import SMPServer, b64u_encode
 from ntf_server.protocol.errors import AUTH
 from ntf_server.protocol.smp_session import NotifierQueue
+from ntf_server.protocol.transport import SMP_CLIENT_VRANGE
 from ntf_server.sim.smp_server import QueueCredentials, SmpServerStandIn
 from ntf_server.subscriber.client import ClientState, SmpClient
 from ntf_server.subscriber.connect import AddrInfo, open_tcp
@@ -73,7 +74,7 @@ async def waiting(client: SmpClient) -> list[E.SmpEvent]:
 # ---------------------------------------------------------------- subscribing, events
 
 
-@pytest.mark.parametrize("version", [7, 10, 11, 16, 18])
+@pytest.mark.parametrize("version", SMP_CLIENT_VRANGE.all())
 async def test_subscribe_many_queues_at_each_version(make_server: ServerFactory, clients: list[SmpClient],
                                                      version: int) -> None:
     server = await make_server(max_version=version)
@@ -221,7 +222,7 @@ async def test_server_drops_the_connection(make_server: ServerFactory, clients: 
         client.subscribe([q])
 
 
-@pytest.mark.parametrize("version", [11, 18])
+@pytest.mark.parametrize("version", [11, 18, 20])
 async def test_garbage_from_the_server_is_a_protocol_error(make_server: ServerFactory, clients: list[SmpClient],
                                                            version: int) -> None:
     server = await make_server(max_version=version)
@@ -447,6 +448,6 @@ async def test_repr_shows_state_not_ids(make_server: ServerFactory, clients: lis
     client.subscribe([q])
     await take(client, 1)
     text = repr(client)
-    assert "up" in text and "v18" in text and "1 active" in text
+    assert "up" in text and "v20" in text and "1 active" in text
     for form in (q.notifier_id.hex(), repr(q.notifier_id), b64u_encode(q.notifier_id)):
         assert form not in text
