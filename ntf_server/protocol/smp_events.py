@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from ntf_server.protocol.errors import AUTH, ErrorType, SimpleError, enc_error
-from ntf_server.protocol.smp import BrokerMsg, SmpErr, SmpPong, SOk
+from ntf_server.protocol.smp import BrokerMsg, SmpErr, SmpPong, SOk, SOks
 from ntf_server.sensitive import NotifierId
 
 SERVICE_ERROR: Final = SimpleError("SERVICE")
@@ -85,12 +85,15 @@ def transition(state: QueueState | None, event: QueueEvent) -> tuple[bool, Queue
 
 class CommandKind(enum.Enum):
     NSUB = "NSUB"
+    NSUBS = "NSUBS"
     PING = "PING"
 
 
 class Outcome(enum.Enum):
     SUBSCRIBED = "subscribed"
     SUBSCRIPTION_ERROR = "subscription error"
+    SERVICE_SUBSCRIBED = "service subscribed"
+    SERVICE_ERROR = "service subscription error"
     PONG = "pong"
     PING_ERROR = "ping error"
 
@@ -98,6 +101,8 @@ class Outcome(enum.Enum):
 RESPONSE_OUTCOMES: Final[dict[tuple[CommandKind, type[BrokerMsg]], Outcome]] = {
     (CommandKind.NSUB, SOk): Outcome.SUBSCRIBED,
     (CommandKind.NSUB, SmpErr): Outcome.SUBSCRIPTION_ERROR,
+    (CommandKind.NSUBS, SOks): Outcome.SERVICE_SUBSCRIBED,
+    (CommandKind.NSUBS, SmpErr): Outcome.SERVICE_ERROR,
     (CommandKind.PING, SmpPong): Outcome.PONG,
     (CommandKind.PING, SmpErr): Outcome.PING_ERROR,
 }
@@ -137,7 +142,7 @@ class Subscribed:
     """NSUB answered ``OK`` (v < 16) or ``SOK`` (v ≥ 16): NMSGs for this queue now come here."""
 
     notifier_id: bytes
-    service_id: bytes | None = None  # SOK (Just serviceId): only in service sessions (not used yet)
+    service_id: bytes | None = None  # SOK (Just serviceId): tied to that service (ours in a service session)
 
     def __repr__(self) -> str:
         return f"Subscribed({_hidden(self.notifier_id)})"
@@ -213,6 +218,32 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
+class ServiceSubscribed:
+    """``SOKS``: the SMP server subscribed every queue tied to our service here: how many it holds and
+    their IdsHash (v19+; the empty hash before), to compare with what we stored."""
+
+    count: int
+    ids_hash: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSubscriptionFailed:
+    """``NSUBS`` answered ``ERR`` (e.g. ``SERVICE``), something else, or not in time (``error`` None):
+    subscribe the queues one by one."""
+
+    error: ErrorType | None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceEnded:
+    """``ENDS``: another session of our service took its queues (count, IdsHash)."""
+
+    count: int
+    ids_hash: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Pong:
     pass
 
@@ -249,5 +280,5 @@ class Unexpected:
 
 SmpEvent = (
     Subscribed | SubscriptionFailed | SubscriptionTimedOut | Ended | Deleted | Message | Pong | PingTimedOut
-    | ServerError | Unexpected
+    | ServiceSubscribed | ServiceSubscriptionFailed | ServiceEnded | ServerError | Unexpected
 )

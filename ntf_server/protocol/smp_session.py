@@ -24,6 +24,7 @@ from ntf_server.protocol import crypto, smp as S, smp_events as E
 from ntf_server.protocol.encoding import CodecError
 from ntf_server.protocol.errors import ErrorType
 from ntf_server.protocol.smp_client import BlockCodec, SmpHandshake
+from ntf_server.protocol.smp_service import ServiceSession
 from ntf_server.protocol.transport import (
     SMP_BLOCK_SIZE,
     Batch,
@@ -75,8 +76,10 @@ class SmpClientSession:
     """One SMP connection's protocol state after the handshake (see the module docstring)."""
 
     def __init__(self, hs: SmpHandshake, *, now: float, random: Callable[[int], bytes] = os.urandom,
-                 resend_base_s: float = RESEND_BASE_S, resend_cap_s: float = RESEND_CAP_S) -> None:
+                 resend_base_s: float = RESEND_BASE_S, resend_cap_s: float = RESEND_CAP_S,
+                 service: ServiceSession | None = None) -> None:
         self.params = hs.params
+        self.service = service  # a service session (smp_service): NSUBs double-signed, NSUBS allowed
         self._server_dh = hs.server_dh_key
         self._codec = BlockCodec(hs)
         self._random = random
@@ -179,8 +182,26 @@ class SmpClientSession:
 
     def _signed(self, corr_id: bytes, q: NotifierQueue, command: bytes) -> bytes:
         authorized, _ = for_auth(self.params, corr_id, q.notifier_id, command)
-        auth = crypto.client_authorize(q.key, authorized, corr_id, self._server_dh)
-        return encode_transmission(self.params, corr_id, q.notifier_id, command, auth=auth)
+        svc = self.service
+        if svc is None:
+            auth = crypto.client_authorize(q.key, authorized, corr_id, self._server_dh)
+            return encode_transmission(self.params, corr_id, q.notifier_id, command, auth=auth)
+        # A service session: the queue key covers certHash ‖ authorized, the session key signs authorized.
+        auth = crypto.client_authorize(q.key, svc.cert_hash + authorized, corr_id, self._server_dh)
+        return encode_transmission(self.params, corr_id, q.notifier_id, command, auth=auth,
+                                   service_sig=crypto.sign(svc.key, authorized))
+
+    def subscribe_service(self, count: int, ids_hash: bytes) -> list[bytes]:
+        """``NSUBS`` for every queue tied to our service (the count and IdsHash we stored); a service
+        session only. One block; its answer is a ``ServiceSubscribed`` or ``ServiceSubscriptionFailed``."""
+        svc = self.service
+        if svc is None:
+            raise ValueError("NSUBS needs a service session")
+        corr_id = self._new_corr_id(E.CommandKind.NSUBS, svc.service_id, None)
+        command = S.encode_command(S.NSubs(count, ids_hash), self.version)
+        authorized, _ = for_auth(self.params, corr_id, svc.service_id, command)
+        t = encode_transmission(self.params, corr_id, svc.service_id, command, auth=crypto.sign(svc.key, authorized))
+        return self._blocks([(corr_id, t)])
 
     def _blocks(self, transmissions: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
         """Sealed blocks of (corrId, transmission) pairs, in order; remembers each block's corrIds."""
@@ -235,6 +256,10 @@ class SmpClientSession:
                 self._drop(corr_id)
                 events.append(E.PingTimedOut())
                 continue
+            if p.kind is E.CommandKind.NSUBS:  # the pool falls back to one NSUB per queue
+                self._drop(corr_id)
+                events.append(E.ServiceSubscriptionFailed(None, "timed out"))
+                continue
             p.timed_out = True
             self._timed_out += 1
             nid = p.entity_id
@@ -274,6 +299,8 @@ class SmpClientSession:
         except CodecError as e:
             if pending is not None and pending.kind is E.CommandKind.NSUB:
                 return self._failed(pending.entity_id, E.FailureKind.BAD_RESPONSE, None, str(e))
+            if pending is not None and pending.kind is E.CommandKind.NSUBS:
+                return [E.ServiceSubscriptionFailed(None, f"ResponseError {e}")]
             return [E.Unexpected(item.corr_id, item.entity_id, f"bad message: {e}")]
         if not item.corr_id:
             return self._event(item, msg)
@@ -300,12 +327,18 @@ class SmpClientSession:
                 return self._on_queue(p.entity_id, E.QueueEvent.SUBSCRIBED, E.Subscribed(p.entity_id, service_id))
             case E.Outcome.SUBSCRIPTION_ERROR, S.SmpErr(error):
                 return self._failed(p.entity_id, E.FailureKind.of_error(error), error, "")
+            case E.Outcome.SERVICE_SUBSCRIBED, S.SOks(count, ids_hash):
+                return [E.ServiceSubscribed(count, ids_hash)]
+            case E.Outcome.SERVICE_ERROR, S.SmpErr(error):
+                return [E.ServiceSubscriptionFailed(error)]
             case E.Outcome.PONG, _:
                 return [E.Pong()]
             case E.Outcome.PING_ERROR, S.SmpErr(error):
                 return [E.ServerError(item.corr_id, item.entity_id, error)]
         if p.kind is E.CommandKind.NSUB:
             return self._failed(p.entity_id, E.FailureKind.UNEXPECTED_RESPONSE, None, type(msg).__name__)
+        if p.kind is E.CommandKind.NSUBS:
+            return [E.ServiceSubscriptionFailed(None, f"UnexpectedResponse {type(msg).__name__}")]
         return [E.Unexpected(item.corr_id, item.entity_id, f"{type(msg).__name__} answering {p.kind.value}")]
 
     def _failed(self, q: bytes, kind: E.FailureKind, error: ErrorType | None, detail: str) -> list[E.SmpEvent]:
@@ -321,6 +354,8 @@ class SmpClientSession:
                 return self._on_queue(q, E.QueueEvent.END, E.Ended(q))
             case S.Deld():
                 return self._on_queue(q, E.QueueEvent.DELD, E.Deleted(q))
+            case S.Ends(count, ids_hash) if self.service is not None and q == self.service.service_id:
+                return [E.ServiceEnded(count, ids_hash)]
             case S.SmpErr(error):
                 return [E.ServerError(item.corr_id, q, error)]
         return [E.Unexpected(item.corr_id, q, f"{type(msg).__name__} without a corrId")]

@@ -34,8 +34,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from ntf_server.protocol import crypto, smp as S
-from ntf_server.protocol.encoding import SMPServer
+from ntf_server.protocol.encoding import SMPServer, pad
 from ntf_server.protocol.errors import BlockedErr
+from ntf_server.protocol.smp_service import service_response
 from ntf_server.protocol.transport import (
     SMP_BLOCK_SIZE,
     SMP_LEGACY_SERVER_VRANGE,
@@ -47,10 +48,12 @@ from ntf_server.sim.smp_core import (
     HandshakeRefused,
     Outgoing,
     ServerSession,
+    ServiceRefusedAtHandshake,
     SmpServerCore,
     accept_client_hello,
     server_hello_block,
 )
+from ntf_server.sim.smp_core_services import BAD_AUTH, ServiceRegistry
 from ntf_server.transport import certs, tls
 from ntf_server.transport.blocks import BlockStream, ConnectionClosed
 
@@ -184,6 +187,17 @@ class SmpServerStandIn:
     def notify(self, notifier_id: bytes, msg_id: bytes, msg_ts: int) -> None:
         self._deliver(self.core.notify(notifier_id, S.NMsgMeta(msg_id, msg_ts)))
 
+    @property
+    def services(self) -> ServiceRegistry:
+        """Service knobs: ``refuse``, ``count_offset`` (see ``smp_core_services``)."""
+        return self.core.services
+
+    def drop_service_ties(self) -> None:
+        self.core.drop_service_ties()
+
+    def tied_queues(self, service_id: bytes) -> list[bytes]:
+        return [q.notifier_id for q in self.core.queues.values() if q.service_id == service_id]
+
     def block_queue(self, notifier_id: bytes, reason: str = "spam") -> None:
         """As an SMP operator blocking a queue: later NSUBs for it answer ``ERR BLOCKED reason=…``."""
         self.core.queues[notifier_id].blocked = BlockedErr(reason)
@@ -264,8 +278,16 @@ class SmpServerStandIn:
             await stream.write_block(server_hello_block(versions, session_id, self._chain, self._leaf_key, dh_key))
             block = await stream.read_block()
         self._next_id += 1
-        session = accept_client_hello(block, self._next_id, versions=versions, key_hash=self.key_hash,
-                                      session_id=session_id, dh_key=dh_key)
+        try:
+            session = accept_client_hello(block, self._next_id, versions=versions, key_hash=self.key_hash,
+                                          session_id=session_id, dh_key=dh_key)
+        except ServiceRefusedAtHandshake:
+            await stream.write_block(pad(service_response(None, BAD_AUTH), SMP_BLOCK_SIZE))
+            raise
+        if session.service_request is not None:  # the third handshake block: our service id, or refused
+            await stream.write_block(self.core.accept_service(session))
+            if session.service is None:
+                return None
         conn = _Conn(session, stream)
         self._conns[session.conn_id] = conn
         async with self._conn_change:

@@ -468,6 +468,9 @@ class _Link:
                     stats.incr(Stat.SMP_TIMEOUTS)
                 case E.Pong():
                     pass
+                case E.ServiceSubscribed() | E.ServiceSubscriptionFailed() | E.ServiceEnded():
+                    stats.incr(Stat.SMP_UNEXPECTED)  # this pool opens no service sessions (yet)
+                    log.debug("SMP service event without a service session: %r", ev)
                 case E.ServerError() | E.Unexpected():
                     stats.incr(Stat.SMP_UNEXPECTED)
                     log.debug("SMP server sent something unexpected: %r", ev)

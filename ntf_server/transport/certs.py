@@ -126,6 +126,18 @@ def generate_server_cert(
     return key, builder.sign(ca_key, None)
 
 
+def generate_service_cert(*, now: dt.datetime | None = None, days: int = VALIDITY_DAYS
+                          ) -> tuple[ed25519.Ed25519PrivateKey, x509.Certificate]:
+    """A notification service's certificate for one SMP server (SMP v16 services): self-signed Ed25519,
+    ``CN=simplex`` as Haskell's ``genCredentials``; used both as the TLS client certificate and in the
+    SMP client hello."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "simplex")])
+    builder = _base_builder(name, name, key, now, days).add_extension(
+        x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    return key, builder.sign(key, None)
+
+
 def _base_builder(
     subject: x509.Name, issuer: x509.Name, key: SigningKey, now: dt.datetime | None, days: int
 ) -> x509.CertificateBuilder:
