@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ntf_server.protocol.encoding import SMPServer
+from ntf_server.protocol.smp_service import ServiceCredentials
 from ntf_server.store.records import (
     LastNotification,
     PushProvider,
@@ -189,6 +190,27 @@ class ResubscriptionStore(Protocol):
     ) -> int: ...
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceState:
+    """What we know of our service on one SMP server (store/services.py)."""
+
+    service_id: bytes | None = field(repr=False)  # None: never got one (or dropped after an error)
+    count: int  # subscriptions tied to it
+    ids_hash: bytes = field(repr=False)
+
+
+class ServiceStore(Protocol):
+    """Our SMP service per SMP server (store/services.py): credentials, service id, tied subscriptions."""
+
+    async def service_credentials(self, server: SMPServer,
+                                  make: Callable[[], ServiceCredentials]) -> ServiceCredentials: ...
+    async def service_state(self, server: SMPServer) -> ServiceState: ...
+    async def set_service_id(self, server: SMPServer, service_id: bytes | None) -> None: ...
+    async def reset_service_ties(self, server: SMPServer) -> None: ...
+    def tied_subscriptions(
+        self, server: SMPServer, page_size: int = 900) -> AsyncIterator[list[SubscriptionRecord]]: ...
+
+
 class NotificationStore(Protocol):
     """`NMSG`s kept as last notifications, the newest 6 per token (spec §5.7)."""
 
@@ -213,7 +235,7 @@ class StoreLifecycle(Protocol):
 
 
 class Store(
-    TokenStore, CronStore, TokenExpiryStore, SubscriptionStore, ResubscriptionStore, NotificationStore,
-    StoreStats, StoreLifecycle, Protocol,
+    TokenStore, CronStore, TokenExpiryStore, SubscriptionStore, ResubscriptionStore, ServiceStore,
+    NotificationStore, StoreStats, StoreLifecycle, Protocol,
 ):
     """Everything the store does (store/redis.py `RedisStore`)."""

@@ -30,11 +30,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
 from ntf_server.protocol.encoding import SMPServer
+from ntf_server.protocol.smp_service import ServiceCredentials
 from ntf_server.store.atrest import AtRest
 from ntf_server.store.base import (
     NewNotification,
     NtfOutcome,
     RemovedSub,
+    ServiceState,
     Store,
     StoreCounts,
     StoredNotification,
@@ -46,6 +48,7 @@ from ntf_server.store.health import backoff_delays
 from ntf_server.store.keys import DEFAULT_BUCKETS, MAX_BUCKETS, Keys
 from ntf_server.store.notifications import RedisNotifications
 from ntf_server.store.records import (
+    RESUBSCRIBE_KINDS,
     LastNotification,
     PushProvider,
     SubscriptionRecord,
@@ -56,6 +59,7 @@ from ntf_server.store.records import (
     TokenStatusKind,
 )
 from ntf_server.store.servers import ServerRegistry
+from ntf_server.store.services import RedisServices
 from ntf_server.store.subscriptions import RedisSubscriptions
 from ntf_server.store.tokens import RedisTokens
 
@@ -72,6 +76,7 @@ class RedisStore:
         self._servers = servers
         self._tokens = RedisTokens(self._d, servers)
         self._subs = RedisSubscriptions(self._d, servers, self._tokens.codec)
+        self._services = RedisServices(self._d, servers)
         self._ntfs = RedisNotifications(self._d, servers, self._tokens)
 
     @classmethod
@@ -230,6 +235,27 @@ class RedisStore:
                                   kinds: Collection[SubStatusKind] | None = None, active_tokens_only: bool = False
                                   ) -> AsyncIterator[list[SubscriptionRecord]]:
         return self._subs.iter_server_subscriptions(server, page_size, kinds, active_tokens_only)
+
+    async def tied_subscriptions(self, server: SMPServer, page_size: int = 900
+                                 ) -> AsyncIterator[list[SubscriptionRecord]]:
+        async for page in self._subs.iter_server_subscriptions(server, page_size, RESUBSCRIBE_KINDS):
+            if tied := [s for s in page if s.service_assoc]:
+                yield tied
+
+    # ------------------------------------------------------------------ our SMP services (services.py)
+
+    async def service_credentials(self, server: SMPServer,
+                                  make: Callable[[], ServiceCredentials]) -> ServiceCredentials:
+        return await self._services.credentials(server, make)
+
+    async def service_state(self, server: SMPServer) -> ServiceState:
+        return await self._services.state(server)
+
+    async def set_service_id(self, server: SMPServer, service_id: bytes | None) -> None:
+        await self._services.set_service_id(server, service_id)
+
+    async def reset_service_ties(self, server: SMPServer) -> None:
+        await self._services.reset_ties(server)
 
     async def has_live_subscriptions(self, server: SMPServer) -> bool:
         return await self._subs.has_live_subscriptions(server)

@@ -38,6 +38,7 @@ from ntf_server.store.records import (
     TokenStatusKind,
 )
 from ntf_server.store.servers import ServerRegistry
+from ntf_server.store.services import md5_of
 
 _PAGE_BUCKETS: Final = 64  # buckets fetched per pipeline while paging one SMP server
 _STATUS_BATCH: Final = 1000
@@ -174,7 +175,12 @@ class RedisSubscriptions:
         if server is None:
             return None
         value = await self._d.run("DELETE_SUB", sub_id, srv)
-        return self._decode(sub_id, server, value) if value else None
+        if not value:
+            return None
+        rec = self._decode(sub_id, server, value)
+        if rec.service_assoc:
+            await self._servers.untie_deleted(srv, [rec.notifier_id])
+        return rec
 
     async def set_subscription_statuses(
         self,
@@ -194,8 +200,11 @@ class RedisSubscriptions:
         kinds = "," + ",".join(k.value for k in only_from) + "," if only_from is not None else ""
         changed = 0
         for i in range(0, len(notifier_ids), _STATUS_BATCH):
-            rs = [sub_r(self._d.a, server, nid) for nid in notifier_ids[i : i + _STATUS_BATCH]]
-            changed += int(await self._d.run("SET_SUB_STATUS", srv, status.to_text(), assoc, kinds, *rs))
+            nids = notifier_ids[i : i + _STATUS_BATCH]
+            rs = [sub_r(self._d.a, server, nid) for nid in nids]
+            # Tying or untying: each record's MD5(notifier id) too, for the server's service ties (services.py).
+            args = rs if service_assoc is None else [x for r, m in zip(rs, md5_of(nids), strict=True) for x in (r, m)]
+            changed += int(await self._d.run("SET_SUB_STATUS", srv, status.to_text(), assoc, kinds, *args))
         return changed
 
     async def iter_server_subscriptions(

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ed448, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ntf_server.protocol.encoding import b64u_encode
+from ntf_server.protocol.smp_service import ServiceCredentials
 
 # openssl `-days 999999` in the Haskell init: the certificates never expire in practice.
 VALIDITY_DAYS: Final = 999_999
@@ -136,6 +137,11 @@ def generate_service_cert(*, now: dt.datetime | None = None, days: int = VALIDIT
     builder = _base_builder(name, name, key, now, days).add_extension(
         x509.BasicConstraints(ca=True, path_length=None), critical=True)
     return key, builder.sign(key, None)
+
+
+def new_service_credentials() -> ServiceCredentials:
+    key, cert = generate_service_cert()
+    return ServiceCredentials((cert.public_bytes(serialization.Encoding.DER),), key)
 
 
 def _base_builder(
