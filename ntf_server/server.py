@@ -204,7 +204,8 @@ class NtfServer:
         self.activity = ActivityStore(self._store.client, self._store.prefix,
                                       AtRest(master).index(b"active tokens", length=32))
         self.pool = SubscriberPool(self._store, self.push, self.stats,
-                                   client_factory=smp_client_factory(cfg.subscriber), on_stored=self.activity.record)
+                                   client_factory=smp_client_factory(cfg.subscriber), on_stored=self.activity.record,
+                                   services=cfg.subscriber.use_service_credentials)
         sink = self.pool  # SNEW subscribes, SDEL/TDEL/expiry forget: the same pool for handlers and housekeeping
         aliases = SubIdAliases(self._store.client, cfg.redis.key_prefix)  # ids of an imported server
         await aliases.load()

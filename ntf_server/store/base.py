@@ -12,7 +12,7 @@ DH check on repeat TNEW, which push outcome) is the NTF handlers' job.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -208,7 +208,7 @@ class ServiceStore(Protocol):
     async def set_service_id(self, server: SMPServer, service_id: bytes | None) -> None: ...
     async def reset_service_ties(self, server: SMPServer) -> None: ...
     def tied_subscriptions(
-        self, server: SMPServer, page_size: int = 900) -> AsyncIterator[list[SubscriptionRecord]]: ...
+        self, server: SMPServer, page_size: int = 900) -> AsyncGenerator[list[SubscriptionRecord], None]: ...
 
 
 class NotificationStore(Protocol):

@@ -22,7 +22,7 @@ each waiting through the retries, until a background probe finds it again.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Iterator, Sequence
 
 from redis import exceptions as rex
 from redis.asyncio import Redis
@@ -237,7 +237,7 @@ class RedisStore:
         return self._subs.iter_server_subscriptions(server, page_size, kinds, active_tokens_only)
 
     async def tied_subscriptions(self, server: SMPServer, page_size: int = 900
-                                 ) -> AsyncIterator[list[SubscriptionRecord]]:
+                                 ) -> AsyncGenerator[list[SubscriptionRecord], None]:
         async for page in self._subs.iter_server_subscriptions(server, page_size, RESUBSCRIBE_KINDS):
             if tied := [s for s in page if s.service_assoc]:
                 yield tied

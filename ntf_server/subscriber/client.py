@@ -41,6 +41,7 @@ from typing import Final, Self
 
 from ntf_server.protocol import smp_events as E
 from ntf_server.protocol.encoding import SMPServer
+from ntf_server.protocol.smp_service import ServiceCredentials
 from ntf_server.protocol.smp_session import NotifierQueue, SmpClientSession, SmpProtocolError
 from ntf_server.protocol.transport import SMP_CLIENT_VRANGE, VersionRange
 from ntf_server.subscriber.channel import Channel
@@ -126,6 +127,9 @@ class SmpClient:
         default_hosts = [h for h in server.hosts if opener is not open_tcp or not h.endswith(".onion")]
         self.hosts = tuple(hosts if hosts is not None else default_hosts)
         self._context = context or tls.smp_client_context()
+        self._own_context = context is None
+        # Our service certificate for this server (set before start): offered in TLS and in the hello.
+        self.service: ServiceCredentials | None = None
         self._timeouts = timeouts or Timeouts()
         self._opener = opener
         self._versions = versions
@@ -169,9 +173,12 @@ class SmpClient:
         if self.state is not ClientState.NEW:
             raise RuntimeError(f"SmpClient.start() on a {self.state.value} client")
         self.state = ClientState.CONNECTING
+        context = self._context
+        if self.service is not None and self._own_context:
+            context = tls.smp_service_context(self.service.chain, self.service.key)
         self._connecting = asyncio.create_task(
-            open_smp(self.hosts, self.server.effective_port, self.server.key_hash, context=self._context,
-                     timeouts=self._timeouts, opener=self._opener, versions=self._versions))
+            open_smp(self.hosts, self.server.effective_port, self.server.key_hash, context=context,
+                     timeouts=self._timeouts, opener=self._opener, versions=self._versions, service=self.service))
         try:
             conn = await self._connecting
         except ClientError as e:
@@ -185,7 +192,7 @@ class SmpClient:
             raise
         now = self._now()
         self.host = conn.host
-        self._session = SmpClientSession(conn.handshake, now=now, random=self._random)
+        self._session = SmpClientSession(conn.handshake, now=now, random=self._random, service=conn.service)
         self._liveness = Liveness(self._timeouts, now=now)
         self.state = ClientState.UP
         self._stream = conn.stream
@@ -236,6 +243,16 @@ class SmpClient:
         self._enqueue(blocks)
         self.counters.nsubs_sent += len(batch)
         return len(blocks)
+
+    def subscribe_service(self, count: int, ids_hash: bytes) -> None:
+        """Queue ``NSUBS`` for every queue tied to our service (a service session only); never waits."""
+        self._enqueue(self._up().subscribe_service(count, ids_hash))
+
+    @property
+    def service_id(self) -> bytes | None:
+        """Our service id on this connection (None: not a service session)."""
+        s = self._session
+        return None if s is None or s.service is None else s.service.service_id
 
     def events(self) -> EventStream:
         """The event batches (``async for batch in client.events()``), one list per received block or timer

@@ -58,6 +58,7 @@ from ntf_server.store.base import (
     NtfOutcome,
     RemovedSub,
     ResubscriptionStore,
+    ServiceStore,
     StoreStats,
 )
 from ntf_server.store.errors import StoreError
@@ -71,7 +72,8 @@ from ntf_server.store.records import (
     TokenRecord,
 )
 from ntf_server.subscriber.client import EventBatch, SmpClient
-from ntf_server.subscriber.errors import ClientError
+from ntf_server.subscriber.errors import ClientError, ServiceRefused
+from ntf_server.subscriber.service_link import LinkService
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -102,7 +104,7 @@ class Progress:
     elapsed_s: float
 
 
-class PoolStore(ResubscriptionStore, NotificationStore, StoreStats, Protocol):
+class PoolStore(ResubscriptionStore, ServiceStore, NotificationStore, StoreStats, Protocol):
     """What the pool needs of the store (store/base.py)."""
 
 
@@ -139,8 +141,10 @@ class SubscriberPool:
         on_stored: Callable[[bytes], None] | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Sleep = asyncio.sleep,
+        services: bool = False,
     ) -> None:
         self._store = store
+        self.services = services  # [subscriber] use_service_credentials (subscriber/service_link.py)
         self._pusher = pusher
         self._stats = stats
         self._factory = client_factory
@@ -282,6 +286,7 @@ class _Link:
         self._client: SmpClient | None = None
         self._answered = asyncio.Event()
         self._recheck = asyncio.Event()  # subscriptions were forgotten: is this link still needed?
+        self._service = LinkService(server, pool._store, pool._stats, pool._store_retry, enabled=pool.services)
         self.resubscribed = False  # the first connection paged everything and had every NSUB answered
 
     def __repr__(self) -> str:
@@ -326,7 +331,11 @@ class _Link:
             self.state = "connecting"
             client = pool._factory(self.server)
             try:
+                await self._service.prepare(client)
                 await client.start()
+            except ServiceRefused:
+                await self._service.refused_by_server()  # plain sessions from now on; retry at once
+                continue
             except ClientError as e:
                 stats.incr(Stat.SMP_CONNECT_FAILED)
                 # which SMP servers users use is metadata: the host only at debug
@@ -382,7 +391,8 @@ class _Link:
                 return
 
     async def _lost(self, client: SmpClient) -> None:
-        held = client.queues(E.QueueState.PENDING, E.QueueState.ACTIVE)
+        tied = self._service.tied_here  # tied to our service: left ACTIVE, NSUBS takes them back (Haskell)
+        held = [q for q in client.queues(E.QueueState.PENDING, E.QueueState.ACTIVE) if q not in tied]
         if held:
             try:
                 await self._set_statuses(held, SubStatus(SubStatusKind.INACTIVE), only_from=LOST_FROM)
@@ -390,18 +400,17 @@ class _Link:
                 log_event(log, "smp.mark_inactive_failed", count=len(held))
 
     async def _set_statuses(self, nids: Sequence[bytes], status: SubStatus,
-                            only_from: Collection[SubStatusKind] | None = None) -> None:
+                            only_from: Collection[SubStatusKind] | None = None, tied: bool | None = None) -> None:
         store = self._pool._store
-        await self._pool._store_retry(lambda: store.set_subscription_statuses(self.server, nids, status,
-                                                                               only_from=only_from))
+        await self._pool._store_retry(lambda: store.set_subscription_statuses(
+            self.server, nids, status, service_assoc=tied, only_from=only_from))
 
     # ------------------------------------------------------------ sending
 
     async def _send(self, client: SmpClient) -> None:
         pool = self._pool
-        async for page in pool._store.iter_server_subscriptions(self.server, pool.settings.page_size,
-                                                                 RESUBSCRIBE_KINDS, active_tokens_only=True):
-            await self._subscribe(client, [(s.notifier_id, s.notifier_key) for s in page])
+        skip_tied = await self._service.start(client)  # one NSUBS for the queues tied to our service
+        await self._page(client, skip_tied=skip_tied)
         while not self.resubscribed and client.awaiting:
             self._answered.clear()
             await self._answered.wait()
@@ -411,9 +420,24 @@ class _Link:
             await self._wake.wait()
             self._wake.clear()
             await pool._sleep(pool.settings.coalesce_s)
+            if self._service.fallback:  # NSUBS did not cover the tied queues: one NSUB each
+                drop = self._service.drop
+                self._service.fallback = self._service.drop = False
+                if drop:  # ERR SERVICE: untie all, then subscribe every live subscription again
+                    await self._service.drop_ties()
+                await self._page(client, only_tied=not drop)
             batch, self._new = list(self._new.items()), {}
             for i in range(0, len(batch), pool.settings.page_size):
                 await self._subscribe(client, batch[i: i + pool.settings.page_size])
+
+    async def _page(self, client: SmpClient, *, skip_tied: bool = False, only_tied: bool = False) -> None:
+        """NSUB what the store holds for this server (live, ACTIVE tokens), page by page."""
+        pool = self._pool
+        async for page in pool._store.iter_server_subscriptions(self.server, pool.settings.page_size,
+                                                                 RESUBSCRIBE_KINDS, active_tokens_only=True):
+            subs = [(s.notifier_id, s.notifier_key) for s in page
+                    if not (skip_tied and s.service_assoc) and (s.service_assoc or not only_tied)]
+            await self._subscribe(client, subs)
 
     async def _subscribe(self, client: SmpClient, subs: Sequence[tuple[bytes, bytes]]) -> None:
         pool = self._pool
@@ -445,12 +469,18 @@ class _Link:
     async def _handle(self, batch: EventBatch) -> None:
         pool, stats = self._pool, self._pool._stats
         statuses: dict[SubStatus, list[bytes]] = defaultdict(list)
+        tied: dict[bool, list[bytes]] = defaultdict(list)  # ACTIVE, tied to our service or not
         messages: list[NewNotification] = []
         now_ms = int(pool._clock() * 1000)
+        client = self._client
+        our_service = client.service_id if client is not None else None
         for ev in batch:
             match ev:
-                case E.Subscribed(nid):
-                    statuses[SubStatus(SubStatusKind.ACTIVE)].append(nid)
+                case E.Subscribed(nid, sid):
+                    is_tied = sid is not None and sid == our_service
+                    tied[is_tied].append(nid)
+                    if is_tied:
+                        self._service.tied_here.add(nid)
                 case E.SubscriptionFailed(nid, kind):
                     status = _FAILURE_STATUS.get(kind) or SubStatus.error(ev.status_text())
                     statuses[status].append(nid)
@@ -469,8 +499,8 @@ class _Link:
                 case E.Pong():
                     pass
                 case E.ServiceSubscribed() | E.ServiceSubscriptionFailed() | E.ServiceEnded():
-                    stats.incr(Stat.SMP_UNEXPECTED)  # this pool opens no service sessions (yet)
-                    log.debug("SMP service event without a service session: %r", ev)
+                    if self._service.on_event(ev, client.version if client is not None else None):
+                        self._wake.set()  # the sender falls back to one NSUB per tied queue
                 case E.ServerError() | E.Unexpected():
                     stats.incr(Stat.SMP_UNEXPECTED)
                     log.debug("SMP server sent something unexpected: %r", ev)
@@ -481,6 +511,9 @@ class _Link:
             stats.incr(Stat.SMP_NSUB_ANSWERED, answered)
         if answered or any(isinstance(ev, E.SubscriptionTimedOut) for ev in batch):
             self._answered.set()  # fewer NSUBs awaited in time (a timed-out one is re-sent by the session)
+        for is_tied, nids in tied.items():  # SOK serviceId ties the queue, any other SOK unties it
+            stats.incr(Stat.SMP_SUB_OK, len(nids))
+            await self._set_statuses(nids, SubStatus(SubStatusKind.ACTIVE), tied=is_tied)
         for status, nids in statuses.items():
             stats.incr(_STATUS_COUNTER[status.kind], len(nids))
             await self._set_statuses(nids, status)

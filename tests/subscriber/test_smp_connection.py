@@ -20,8 +20,9 @@ from ntf_server.protocol.transport import SMP_CLIENT_VRANGE
 from ntf_server.sim.smp_server import QueueCredentials, SmpServerStandIn
 from ntf_server.subscriber.client import ClientState, SmpClient
 from ntf_server.subscriber.connect import AddrInfo, open_tcp
-from ntf_server.subscriber.errors import ConnectFailed, ConnectionLost, HandshakeFailed, ProtocolError
+from ntf_server.subscriber.errors import ConnectFailed, ConnectionLost, HandshakeFailed, ProtocolError, ServiceRefused
 from ntf_server.subscriber.liveness import Timeouts
+from ntf_server.transport.certs import new_service_credentials
 
 WAIT_S = 10.0
 ServerFactory = Callable[..., Awaitable[SmpServerStandIn]]
@@ -451,3 +452,40 @@ async def test_repr_shows_state_not_ids(make_server: ServerFactory, clients: lis
     assert "up" in text and "v20" in text and "1 active" in text
     for form in (q.notifier_id.hex(), repr(q.notifier_id), b64u_encode(q.notifier_id)):
         assert form not in text
+
+
+# ---------------------------------------------------------------- services (SMP v16+)
+
+
+async def test_a_service_session_over_tls(make_server: ServerFactory, clients: list[SmpClient]) -> None:
+    server = await make_server()
+    creds = new_service_credentials()
+    first = SmpClient(server.address)
+    first.service = creds
+    clients.append(first)
+    await first.start()
+    sid = first.service_id
+    assert sid is not None
+    q, _ = new_queue(server)
+    first.subscribe([q])
+    assert await take(first, 1) == [E.Subscribed(q.notifier_id, sid)]
+    assert server.tied_queues(sid) == [q.notifier_id]
+    second = SmpClient(server.address)  # a reconnect: one NSUBS takes every tied queue
+    second.service = creds
+    clients.append(second)
+    await second.start()
+    assert second.service_id == sid
+    second.subscribe_service(1, S.queue_ids_hash([q.notifier_id]))
+    assert await take(second, 1) == [E.ServiceSubscribed(1, S.queue_ids_hash([q.notifier_id]))]
+    assert await take(first, 1) == [E.ServiceEnded(1, S.queue_ids_hash([q.notifier_id]))]
+    assert server.subscriber_of(q.notifier_id) == 2
+
+
+async def test_a_refused_service_fails_the_handshake(make_server: ServerFactory, clients: list[SmpClient]) -> None:
+    server = await make_server()
+    server.services.refuse = True
+    client = SmpClient(server.address)
+    client.service = new_service_credentials()
+    clients.append(client)
+    with pytest.raises(ServiceRefused, match="BAD_SERVICE"):
+        await client.start()
