@@ -350,6 +350,9 @@ class SmpClientSession:
             case S.NMsg(nonce, enc_meta):
                 state = self._queues.get(q, None if q in self._forgotten else E.QueueState.UNKNOWN)
                 return [E.Message(q, nonce, enc_meta, state)]
+            case S.End() | S.Deld() if self.service is not None and q not in self._queues:
+                # A queue our NSUBS subscribed: tied queues are not tracked one by one here.
+                return [E.Ended(q) if isinstance(msg, S.End) else E.Deleted(q)]
             case S.End():
                 return self._on_queue(q, E.QueueEvent.END, E.Ended(q))
             case S.Deld():

@@ -232,9 +232,9 @@ class RedisStore:
         return await self._subs.set_subscription_statuses(server, notifier_ids, status, service_assoc, only_from)
 
     def iter_server_subscriptions(self, server: SMPServer, page_size: int = 900,
-                                  kinds: Collection[SubStatusKind] | None = None, active_tokens_only: bool = False
-                                  ) -> AsyncIterator[list[SubscriptionRecord]]:
-        return self._subs.iter_server_subscriptions(server, page_size, kinds, active_tokens_only)
+                                  kinds: Collection[SubStatusKind] | None = None, active_tokens_only: bool = False,
+                                  untied_only: bool = False) -> AsyncIterator[list[SubscriptionRecord]]:
+        return self._subs.iter_server_subscriptions(server, page_size, kinds, active_tokens_only, untied_only)
 
     async def tied_subscriptions(self, server: SMPServer, page_size: int = 900
                                  ) -> AsyncGenerator[list[SubscriptionRecord], None]:

@@ -20,6 +20,7 @@ from ntf_server.store.dataset import DataSet
 from ntf_server.store.errors import StoreError
 from ntf_server.store.keys import (
     SUB_ID_BYTES,
+    TIED_AT,
     PackedSub,
     decode_sub,
     make_sub_id,
@@ -209,10 +210,11 @@ class RedisSubscriptions:
 
     async def iter_server_subscriptions(
         self, server: SMPServer, page_size: int = 900, kinds: Collection[SubStatusKind] | None = None,
-        active_tokens_only: bool = False,
+        active_tokens_only: bool = False, untied_only: bool = False,
     ) -> AsyncGenerator[list[SubscriptionRecord], None]:
         """Pages of one SMP server's subscriptions (filtered by status kind, and with ``active_tokens_only``
-        by their token's status: only ACTIVE tokens' subscriptions open SMP connections, issue 16), reading
+        by their token's status: only ACTIVE tokens' subscriptions open SMP connections, issue 16; with
+        ``untied_only`` without those tied to our service, skipped before decryption: NSUBS has them), reading
         `_PAGE_BUCKETS` buckets at a time, so memory stays constant however many there are. A subscription
         created or deleted while paging may or may not be seen; every one present throughout is seen
         exactly once."""
@@ -230,6 +232,8 @@ class RedisSubscriptions:
             found = []
             for h in buckets:
                 for r, value in h.items():
+                    if untied_only and value[TIED_AT:TIED_AT + 1] == b"1":
+                        continue
                     rec = decode_sub(a, make_sub_id(a, r, srv), server, value)
                     if kinds is None or rec.status.kind in kinds:
                         found.append(rec)

@@ -434,9 +434,9 @@ class _Link:
         """NSUB what the store holds for this server (live, ACTIVE tokens), page by page."""
         pool = self._pool
         async for page in pool._store.iter_server_subscriptions(self.server, pool.settings.page_size,
-                                                                 RESUBSCRIBE_KINDS, active_tokens_only=True):
-            subs = [(s.notifier_id, s.notifier_key) for s in page
-                    if not (skip_tied and s.service_assoc) and (s.service_assoc or not only_tied)]
+                                                                 RESUBSCRIBE_KINDS, active_tokens_only=True,
+                                                                 untied_only=skip_tied):
+            subs = [(s.notifier_id, s.notifier_key) for s in page if s.service_assoc or not only_tied]
             await self._subscribe(client, subs)
 
     async def _subscribe(self, client: SmpClient, subs: Sequence[tuple[bytes, bytes]]) -> None:
@@ -514,9 +514,9 @@ class _Link:
         for is_tied, nids in tied.items():  # SOK serviceId ties the queue, any other SOK unties it
             stats.incr(Stat.SMP_SUB_OK, len(nids))
             await self._set_statuses(nids, SubStatus(SubStatusKind.ACTIVE), tied=is_tied)
-        for status, nids in statuses.items():
+        for status, nids in statuses.items():  # final statuses: no longer tied to our service
             stats.incr(_STATUS_COUNTER[status.kind], len(nids))
-            await self._set_statuses(nids, status)
+            await self._set_statuses(nids, status, tied=False)
         if messages:
             await self._notify(messages)
 

@@ -100,3 +100,18 @@ async def test_a_refused_certificate_drops_the_ties_and_subscribes_plainly(env: 
     assert all(smp.core.queues[c.notifier_id].service_id is None for c in creds)  # untied by plain NSUBs
     await pushed(env, smp, app, creds, b"plain-")
     await client.close()
+
+
+async def test_a_deleted_tied_queue_is_untied_and_causes_no_drift(env: Env, smp: SmpServerStandIn) -> None:
+    client, app, creds, _ = await tied_setup(env, smp)
+    await with_services(env)  # NSUBS now holds them: the queue's DELD arrives for a queue not tracked one by one
+    await counter_at_least(env, "smp_service_subscribed", 1)
+    smp.delete_queue(creds[0].notifier_id)
+    await counter_at_least(env, "smp_sub_deld", 1)
+    state = await env.server.store.service_state(smp.address)
+    assert (state.count, state.ids_hash) == (QUEUES - 1, S.queue_ids_hash(c.notifier_id for c in creds[1:]))
+    await with_services(env)
+    await counter_at_least(env, "smp_service_subscribed", 1)
+    assert env.server.stats["smp_service_drift"] == 0 and env.server.stats["smp_nsub_sent"] == 0
+    await pushed(env, smp, app, creds[1:], b"still-")
+    await client.close()

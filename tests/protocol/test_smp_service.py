@@ -171,3 +171,15 @@ def test_nsubs_timeout_falls_back() -> None:
     c.client.subscribe_service(1, S.EMPTY_IDS_HASH)
     c.client.block_written(now=0.0)
     assert c.client.expire(now=30.0, timeout_s=30.0) == [E.ServiceSubscriptionFailed(None, "timed out")]
+
+
+def test_end_and_deld_of_a_queue_subscribed_by_nsubs() -> None:
+    core = SmpServerCore()
+    first = connect(core, 1)
+    q, other = new_queue(core), new_queue(core)
+    deliver(first, exchange(core, first, first.client.subscribe([q, other])))
+    second = connect(core, 2)  # NSUBS: the queues are subscribed here without one NSUB each
+    deliver(second, exchange(core, second, second.client.subscribe_service(2, S.EMPTY_IDS_HASH)))
+    plain = connect(core, 3, creds=None)  # another subscriber takes one: END; the other is deleted: DELD
+    assert deliver(second, exchange(core, plain, plain.client.subscribe([q]))) == [E.Ended(q.notifier_id)]
+    assert deliver(second, core.delete_queue(other.notifier_id)) == [E.Deleted(other.notifier_id)]
