@@ -334,7 +334,16 @@ class _Link:
                 await self._service.prepare(client)
                 await client.start()
             except ServiceRefused:
-                await self._service.refused_by_server()  # plain sessions from now on; retry at once
+                try:
+                    await self._service.refused_by_server()  # plain sessions from now on; retry at once
+                except StoreError as e:  # the plain NSUBs untie the queues one by one anyway
+                    log_event(log, "smp.store_unavailable", error=type(e).__name__)
+                continue
+            except StoreError as e:  # our service certificate or ties unavailable: try again later
+                log_event(log, "smp.store_unavailable", error=type(e).__name__)
+                await client.close()
+                self.state = "down"
+                await pool._sleep(next(delays))
                 continue
             except ClientError as e:
                 stats.incr(Stat.SMP_CONNECT_FAILED)
