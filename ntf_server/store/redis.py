@@ -254,8 +254,8 @@ class RedisStore:
     async def set_service_id(self, server: SMPServer, service_id: bytes | None) -> None:
         await self._services.set_service_id(server, service_id)
 
-    async def reset_service_ties(self, server: SMPServer) -> None:
-        await self._services.reset_ties(server)
+    async def set_service_ties(self, server: SMPServer, count: int, ids_hash: bytes) -> None:
+        await self._services.set_ties(server, count, ids_hash)
 
     async def has_live_subscriptions(self, server: SMPServer) -> bool:
         return await self._subs.has_live_subscriptions(server)

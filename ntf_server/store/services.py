@@ -9,7 +9,8 @@ subscription statuses (scripts.py SET_SUB_STATUS, whose callers pass the MD5s), 
 with the records' `assoc` flags; a deleted tied subscription is untied right after its deletion script
 (servers.py ``untie_deleted``: the scripts cannot compute MD5 and the notifier ids are sealed), so a crash in between
 leaves the count one off: the next NSUBS then reports drift, and the subscriber re-subscribes that
-server's queues one by one and rebuilds the ties (Haskell keeps them with triggers).
+server's tied queues one by one and sets the count and IdsHash from the records it paged (``set_ties``;
+Haskell keeps them with triggers).
 """
 
 from __future__ import annotations
@@ -73,11 +74,11 @@ class RedisServices:
         sid, n, h = await self._d.call(self._d.r.hmget, self._key(srv), "i", "n", "h")
         return ServiceState(sid or None, int(n or 0), h or S.EMPTY_IDS_HASH)
 
-    async def reset_ties(self, server: SMPServer) -> None:
-        """No subscription of ``server`` is tied any more (after they were all untied): count 0, empty hash,
-        whatever a crash between a deletion and its untie left."""
+    async def set_ties(self, server: SMPServer, count: int, ids_hash: bytes) -> None:
+        """The count and IdsHash as counted from the records (after all were untied: 0 and the empty hash;
+        after a drift: the tied records paged), whatever a crash between a deletion and its untie left."""
         srv = await self._number(server)
-        await self._d.call(self._d.r.hset, self._key(srv), None, None, {"n": 0, "h": S.EMPTY_IDS_HASH})
+        await self._d.call(self._d.r.hset, self._key(srv), None, None, {"n": count, "h": ids_hash})
 
     async def set_service_id(self, server: SMPServer, service_id: bytes | None) -> None:
         srv = await self._number(server)

@@ -434,19 +434,25 @@ class _Link:
                 self._service.fallback = self._service.drop = False
                 if drop:  # ERR SERVICE: untie all, then subscribe every live subscription again
                     await self._service.drop_ties()
-                await self._page(client, only_tied=not drop)
+                    await self._page(client)
+                else:  # drift: the tied ones again, and their count and IdsHash as our records say
+                    await self._service.recount(await self._page(client, only_tied=True))
             batch, self._new = list(self._new.items()), {}
             for i in range(0, len(batch), pool.settings.page_size):
                 await self._subscribe(client, batch[i: i + pool.settings.page_size])
 
-    async def _page(self, client: SmpClient, *, skip_tied: bool = False, only_tied: bool = False) -> None:
-        """NSUB what the store holds for this server (live, ACTIVE tokens), page by page."""
-        pool = self._pool
+    async def _page(self, client: SmpClient, *, skip_tied: bool = False, only_tied: bool = False) -> list[bytes]:
+        """NSUB what the store holds for this server (live, ACTIVE tokens), page by page; with ``only_tied``
+        only those tied to our service, whose notifier ids it returns."""
+        pool, tied = self._pool, []
         async for page in pool._store.iter_server_subscriptions(self.server, pool.settings.page_size,
                                                                  RESUBSCRIBE_KINDS, active_tokens_only=True,
                                                                  untied_only=skip_tied):
             subs = [(s.notifier_id, s.notifier_key) for s in page if s.service_assoc or not only_tied]
+            if only_tied:
+                tied += [nid for nid, _ in subs]
             await self._subscribe(client, subs)
+        return tied
 
     async def _subscribe(self, client: SmpClient, subs: Sequence[tuple[bytes, bytes]]) -> None:
         pool = self._pool

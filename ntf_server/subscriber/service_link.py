@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol, TypeVar
 
 from ntf_server.logevents import log_event
-from ntf_server.protocol import smp_events as E
+from ntf_server.protocol import smp as S, smp_events as E
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.protocol.errors import SimpleError
 from ntf_server.protocol.smp_service import ServiceCredentials
@@ -132,8 +132,12 @@ class LinkService:
             async for page in pages:
                 await self._store.set_subscription_statuses(self.server, [s.notifier_id for s in page],
                                                             SUB_INACTIVE, service_assoc=False)
-        await self._call(lambda: self._store.reset_service_ties(self.server))
+        await self._call(lambda: self._store.set_service_ties(self.server, 0, S.EMPTY_IDS_HASH))
         await self._call(lambda: self._store.set_service_id(self.server, None))
+
+    async def recount(self, tied: list[bytes]) -> None:
+        """After a drift: the count and IdsHash of the tied subscriptions just paged (what we hold)."""
+        await self._call(lambda: self._store.set_service_ties(self.server, len(tied), S.queue_ids_hash(tied)))
 
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
         result: T = await self._retry(call)

@@ -111,8 +111,8 @@ class CountingStore:
     async def set_service_id(self, server: SMPServer, service_id: bytes | None) -> None:
         await self._s.set_service_id(server, service_id)
 
-    async def reset_service_ties(self, server: SMPServer) -> None:
-        await self._s.reset_service_ties(server)
+    async def set_service_ties(self, server: SMPServer, count: int, ids_hash: bytes) -> None:
+        await self._s.set_service_ties(server, count, ids_hash)
 
     def tied_subscriptions(self, server: SMPServer, page_size: int = 900
                            ) -> AsyncGenerator[list[SubscriptionRecord], None]:

@@ -115,3 +115,20 @@ async def test_a_deleted_tied_queue_is_untied_and_causes_no_drift(env: Env, smp:
     assert env.server.stats["smp_service_drift"] == 0 and env.server.stats["smp_nsub_sent"] == 0
     await pushed(env, smp, app, creds[1:], b"still-")
     await client.close()
+
+
+async def test_a_count_left_off_by_a_crash_is_recounted_after_one_drift(env: Env, smp: SmpServerStandIn) -> None:
+    client, app, creds, _ = await tied_setup(env, smp)
+    store = env.server.store
+    number = await store._servers.number(smp.address, create=False)  # as a crash between delete and untie
+    await store.client.hincrby(f"{store.prefix}svc:{number}", "n", 1)
+    await with_services(env)
+    await counter_at_least(env, "smp_service_drift", 1)
+    async with asyncio.timeout(10):
+        while (await env.server.store.service_state(smp.address)).count != QUEUES:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    await with_services(env)  # recounted: no drift this time
+    await counter_at_least(env, "smp_service_subscribed", 1)
+    assert env.server.stats["smp_service_drift"] == 0
+    await pushed(env, smp, app, creds, b"recounted-")
+    await client.close()
