@@ -320,6 +320,19 @@ return n
 """
 )
 
+# ARGV: P NB tid ... -> a string of '1'/'0': which tokens are ACTIVE (one call however many: resubscription
+#   reads one per token of a page-through, subscriptions.py)
+TOKENS_ACTIVE: Final = (
+    _PRELUDE
+    + r"""
+local out = {}
+for i = 3, #ARGV do
+  if redis.call('HGET', tkey(ARGV[i]), 'st') == 'ACTIVE' then out[i - 2] = '1' else out[i - 2] = '0' end
+end
+return table.concat(out)
+"""
+)
+
 # ARGV: P NB srv md5 ... -> 0. Tied subscriptions that were deleted (services.py: after the deletion).
 UNTIE_DELETED: Final = (
     _PRELUDE

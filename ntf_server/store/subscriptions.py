@@ -36,14 +36,13 @@ from ntf_server.store.records import (
     SubStatus,
     SubStatusKind,
     TokenRecord,
-    TokenStatusKind,
 )
 from ntf_server.store.servers import ServerRegistry
 from ntf_server.store.services import md5_of
 
 _PAGE_BUCKETS: Final = 64  # buckets fetched per pipeline while paging one SMP server
 _STATUS_BATCH: Final = 1000
-_ACTIVE: Final = TokenStatusKind.ACTIVE.value.encode()  # a token's `st` field when ACTIVE
+_ONE: Final = ord("1")  # TOKENS_ACTIVE's flag for an ACTIVE token
 
 
 class RedisSubscriptions:
@@ -137,15 +136,15 @@ class RedisSubscriptions:
         sub = self._found_or_dummy(make_sub_id(self._d.a, r, n), server, bool(sfound), value)
         return self._tokens.found_or_standin(tfound, packed, tid), sub
 
-    async def _of_active_tokens(self, recs: list[SubscriptionRecord]) -> list[SubscriptionRecord]:
-        """The records whose token is ACTIVE (one pipelined status read per distinct token)."""
-        tids = list({rec.token_id for rec in recs})
-        async with self._d.pipeline() as pipe:
-            for tid in tids:
-                pipe.hget(self._d.keys.token(tid), "st")
-            statuses = await pipe.execute()
-        active = {tid for tid, st in zip(tids, statuses, strict=True) if st == _ACTIVE}
-        return [rec for rec in recs if rec.token_id in active]
+    async def _of_active_tokens(self, recs: list[SubscriptionRecord], known: dict[bytes, bool]
+                                ) -> list[SubscriptionRecord]:
+        """The records whose token is ACTIVE: one pipelined status read per token not in ``known`` (the
+        statuses read earlier in the same page-through), which it extends."""
+        tids = list({rec.token_id for rec in recs} - known.keys())
+        if tids:
+            flags = await self._d.run("TOKENS_ACTIVE", *tids)
+            known.update((tid, flag == _ONE) for tid, flag in zip(tids, flags, strict=True))
+        return [rec for rec in recs if known[rec.token_id]]
 
     async def has_live_subscriptions(self, server: SMPServer) -> bool:
         """Whether any subscription would be resubscribed on ``server`` (a status of RESUBSCRIBE_KINDS and an
@@ -223,6 +222,7 @@ class RedisSubscriptions:
         if srv is None:
             return
         page: list[SubscriptionRecord] = []
+        token_active: dict[bytes, bool] = {}  # read once per token while paging (many subscriptions each)
         a, nb = self._d.a, self._d.keys.buckets
         for start in range(0, nb, _PAGE_BUCKETS):
             async with self._d.pipeline() as pipe:
@@ -237,7 +237,7 @@ class RedisSubscriptions:
                     rec = decode_sub(a, make_sub_id(a, r, srv), server, value)
                     if kinds is None or rec.status.kind in kinds:
                         found.append(rec)
-            page += await self._of_active_tokens(found) if active_tokens_only and found else found
+            page += await self._of_active_tokens(found, token_active) if active_tokens_only and found else found
             while len(page) >= page_size:
                 yield page[:page_size]
                 page = page[page_size:]

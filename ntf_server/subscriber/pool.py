@@ -526,12 +526,16 @@ class _Link:
             stats.incr(Stat.SMP_NSUB_ANSWERED, answered)
         if answered or any(isinstance(ev, E.SubscriptionTimedOut) for ev in batch):
             self._answered.set()  # fewer NSUBs awaited in time (a timed-out one is re-sent by the session)
-        for is_tied, nids in tied.items():  # SOK serviceId ties the queue, any other SOK unties it
+        # In a service session SOK serviceId ties the queue and any other SOK, or a final status, unties it.
+        # Elsewhere the ties are left alone (no MD5s to compute): if a plain session untied queues at the
+        # SMP server, the next NSUBS sees the drift and recounts.
+        service = our_service is not None
+        for is_tied, nids in tied.items():
             stats.incr(Stat.SMP_SUB_OK, len(nids))
-            await self._set_statuses(nids, SubStatus(SubStatusKind.ACTIVE), tied=is_tied)
-        for status, nids in statuses.items():  # final statuses: no longer tied to our service
+            await self._set_statuses(nids, SubStatus(SubStatusKind.ACTIVE), tied=is_tied if service else None)
+        for status, nids in statuses.items():
             stats.incr(_STATUS_COUNTER[status.kind], len(nids))
-            await self._set_statuses(nids, status, tied=False)
+            await self._set_statuses(nids, status, tied=False if service else None)
         if messages:
             await self._notify(messages)
 
