@@ -524,8 +524,9 @@ class _Link:
         answered = sum(isinstance(ev, E.Subscribed | E.SubscriptionFailed) for ev in batch)
         if answered:
             stats.incr(Stat.SMP_NSUB_ANSWERED, answered)
-        if answered or any(isinstance(ev, E.SubscriptionTimedOut) for ev in batch):
-            self._answered.set()  # fewer NSUBs awaited in time (a timed-out one is re-sent by the session)
+        if answered or any(isinstance(ev, E.SubscriptionTimedOut | E.ServiceSubscribed | E.ServiceSubscriptionFailed)
+                           for ev in batch):
+            self._answered.set()  # fewer commands awaited in time (a timed-out NSUB is re-sent by the session)
         # In a service session SOK serviceId ties the queue and any other SOK, or a final status, unties it.
         # Elsewhere the ties are left alone (no MD5s to compute): if a plain session untied queues at the
         # SMP server, the next NSUBS sees the drift and recounts.

@@ -132,3 +132,14 @@ async def test_a_count_left_off_by_a_crash_is_recounted_after_one_drift(env: Env
     assert env.server.stats["smp_service_drift"] == 0
     await pushed(env, smp, app, creds, b"recounted-")
     await client.close()
+
+
+async def test_a_late_nsubs_answer_falls_back_and_loses_nothing(env: Env, smp: SmpServerStandIn) -> None:
+    client, app, creds, _ = await tied_setup(env, smp)
+    smp.answer_delay_s = 2.5  # > the response timeout + a tick: NSUBS times out
+    await env.reconfigure("subscriber", use_service_credentials=True, response_timeout_s=1.0)
+    await counter_at_least(env, "smp_service_failed", 1)
+    await counter_at_least(env, "smp_nsub_sent", QUEUES)  # the tied queues one by one
+    await counter_at_least(env, "smp_sub_ok", QUEUES)
+    await pushed(env, smp, app, creds, b"late-nsubs-")
+    await client.close()
