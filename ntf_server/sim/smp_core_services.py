@@ -61,6 +61,10 @@ class ServiceRegistry:
         session.service = PeerService(service_id, cert_hash, key)
         return pad(service_response(service_id), SMP_BLOCK_SIZE)
 
+    def register(self, cert_hash: bytes, service_id: bytes) -> None:
+        """A service this SMP server already knows (e.g. a Haskell ntf-server's, before an import)."""
+        self._ids[cert_hash] = service_id
+
     def tied(self, service_id: bytes, conn_id: int) -> None:
         """An NSUB of this session tied a queue: the session now holds the service's subscriptions."""
         self._sessions[service_id] = conn_id
