@@ -124,9 +124,11 @@ class ServerSession:
 
 def accept_client_hello(
     block: bytes, conn_id: int, *, versions: VersionRange, key_hash: bytes, session_id: bytes,
-    dh_key: X25519PrivateKey,
+    dh_key: X25519PrivateKey, tls_client_chain: Sequence[bytes] | None = None,
 ) -> ServerSession:
-    """§1.8 step 3 on the server: our identity, a version we offered; from v11 block encryption."""
+    """§1.8 step 3 on the server: our identity, a version we offered; from v11 block encryption. With
+    ``tls_client_chain`` (the server asked for client certificates: the TLS leaf, all Python's ssl shows a
+    server) a service hello's leaf must be the TLS one (Haskell: ``getPeerCertChain c == cc``)."""
     try:
         hello = SmpClientHello.decode(decode_block(block, SMP_BLOCK_SIZE))
     except CodecError as e:
@@ -141,6 +143,8 @@ def accept_client_hello(
     if hello.service is not None:
         if hello.service.role is not ServiceRole.NOTIFIER:
             raise HandshakeRefused("the stand-in serves notifier services only")
+        if tls_client_chain is not None and list(tls_client_chain) != list(hello.service.cert_key.chain[:1]):
+            raise ServiceRefusedAtHandshake("the service certificate is not the TLS client certificate")
         try:
             request = verify_client_service(hello.service)
         except (ChainError, CodecError) as e:

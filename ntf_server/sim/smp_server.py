@@ -26,6 +26,7 @@ import logging
 import os
 import ssl
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Self
@@ -96,6 +97,7 @@ class SmpServerStandIn:
         self.core = SmpServerCore()
         self.refuse_handshakes = False
         self.answer_delay_s = 0.0
+        self._client_certs = False  # trust_service_certs() was called: TLS client chains are checked
         self.started = asyncio.Event()
         self._running = asyncio.Event()
         self._running.set()
@@ -192,6 +194,15 @@ class SmpServerStandIn:
         """Service knobs: ``refuse``, ``count_offset`` (see ``smp_core_services``)."""
         return self.core.services
 
+    def trust_service_certs(self, *chains: Sequence[bytes]) -> None:
+        """Ask TLS clients for a certificate and accept these (self-signed) service certificates, so that a
+        service hello's chain is checked against the TLS one (Python's ssl cannot ask for a client
+        certificate without a trust store; a real SMP server takes any and checks it in the handshake)."""
+        for chain in chains:
+            self._context.load_verify_locations(cadata=chain[-1])
+        self._context.verify_mode = ssl.CERT_OPTIONAL
+        self._client_certs = True
+
     def drop_service_ties(self) -> None:
         self.core.drop_service_ties()
 
@@ -278,9 +289,13 @@ class SmpServerStandIn:
             await stream.write_block(server_hello_block(versions, session_id, self._chain, self._leaf_key, dh_key))
             block = await stream.read_block()
         self._next_id += 1
+        client_chain = None
+        if self._client_certs:  # the server side sees the verified leaf (Python's ssl: not the chain)
+            leaf = ssl_obj.getpeercert(binary_form=True)
+            client_chain = [leaf] if leaf else []
         try:
             session = accept_client_hello(block, self._next_id, versions=versions, key_hash=self.key_hash,
-                                          session_id=session_id, dh_key=dh_key)
+                                          session_id=session_id, dh_key=dh_key, tls_client_chain=client_chain)
         except ServiceRefusedAtHandshake:
             await stream.write_block(pad(service_response(None, BAD_AUTH), SMP_BLOCK_SIZE))
             raise

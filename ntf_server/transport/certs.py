@@ -127,20 +127,20 @@ def generate_server_cert(
     return key, builder.sign(ca_key, None)
 
 
-def generate_service_cert(*, now: dt.datetime | None = None, days: int = VALIDITY_DAYS
+def generate_service_cert(*, now: dt.datetime | None = None, days: int = VALIDITY_DAYS, common_name: str = "simplex"
                           ) -> tuple[ed25519.Ed25519PrivateKey, x509.Certificate]:
     """A notification service's certificate for one SMP server (SMP v16 services): self-signed Ed25519,
     ``CN=simplex`` as Haskell's ``genCredentials``; used both as the TLS client certificate and in the
     SMP client hello."""
     key = ed25519.Ed25519PrivateKey.generate()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "simplex")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     builder = _base_builder(name, name, key, now, days).add_extension(
         x509.BasicConstraints(ca=True, path_length=None), critical=True)
     return key, builder.sign(key, None)
 
 
-def new_service_credentials() -> ServiceCredentials:
-    key, cert = generate_service_cert()
+def new_service_credentials(common_name: str = "simplex") -> ServiceCredentials:
+    key, cert = generate_service_cert(common_name=common_name)
     return ServiceCredentials((cert.public_bytes(serialization.Encoding.DER),), key)
 
 

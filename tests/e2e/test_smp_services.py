@@ -15,6 +15,7 @@ from ntf_server.protocol import ntf as P, smp as S
 from ntf_server.server import NtfServer
 from ntf_server.sim.device import NtfClient, SimApp
 from ntf_server.sim.smp_server import QueueCredentials, SmpServerStandIn
+from ntf_server.transport.certs import new_service_credentials
 
 Kind = P.SubStatusKind
 QUEUES = 3
@@ -41,6 +42,10 @@ async def counter_at_least(env: Env, name: str, value: int, timeout_s: float = 1
 
 
 async def tied_setup(env: Env, smp: SmpServerStandIn) -> tuple[NtfClient, SimApp, list[QueueCredentials], bytes]:
+    # Our certificate for this SMP server, made now rather than at the first connection, so that the stand-in
+    # can ask for it in TLS and check it is the one in the hello.
+    ours = await env.server.store.service_credentials(smp.address, new_service_credentials)
+    smp.trust_service_certs(ours.chain)
     await with_services(env)
     client, app = await connected_app(env)
     subs = [await subscribed(client, app, smp) for _ in range(QUEUES)]

@@ -22,6 +22,7 @@ from ntf_server.subscriber.client import ClientState, SmpClient
 from ntf_server.subscriber.connect import AddrInfo, open_tcp
 from ntf_server.subscriber.errors import ConnectFailed, ConnectionLost, HandshakeFailed, ProtocolError, ServiceRefused
 from ntf_server.subscriber.liveness import Timeouts
+from ntf_server.transport import tls
 from ntf_server.transport.certs import new_service_credentials
 
 WAIT_S = 10.0
@@ -489,3 +490,23 @@ async def test_a_refused_service_fails_the_handshake(make_server: ServerFactory,
     clients.append(client)
     with pytest.raises(ServiceRefused, match="BAD_SERVICE"):
         await client.start()
+
+
+async def test_the_service_certificate_is_the_tls_client_certificate(make_server: ServerFactory,
+                                                                     clients: list[SmpClient]) -> None:
+    """As Haskell's getPeerCertChain check: the hello's service chain must be the one presented in TLS."""
+    server = await make_server()
+    creds, other = new_service_credentials(), new_service_credentials("another")  # (the stand-in's trust store
+    # tells self-signed certificates apart by name)
+    server.trust_service_certs(creds.chain, other.chain)
+    good = SmpClient(server.address)
+    good.service = creds
+    clients.append(good)
+    await good.start()
+    assert good.service_id is not None
+    for context in (tls.smp_service_context(other.chain, other.key), tls.smp_client_context()):
+        liar = SmpClient(server.address, context=context)  # another certificate in TLS, or none
+        liar.service = creds
+        clients.append(liar)
+        with pytest.raises(ServiceRefused, match="BAD_AUTH"):
+            await liar.start()
