@@ -22,6 +22,7 @@ from ntf_server.protocol.smp import queue_ids_hash
 from ntf_server.protocol.smp_service import ServiceCredentials
 from ntf_server.statelock import StateLock
 from ntf_server.store.atrest import AtRest, load_or_create_store_key
+from ntf_server.store.base import ServiceStore
 from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.store.errors import StoreError
 from ntf_server.store.importing import StoreImporter
@@ -57,7 +58,7 @@ async def import_simplex(config: Config, database: str, schema: str, *, dry_run:
                 await embedded.stop()
 
 
-async def carry_service(store: RedisStore, server: SMPServer, creds: ServiceCredentials, service_id: bytes) -> None:
+async def carry_service(store: ServiceStore, server: SMPServer, creds: ServiceCredentials, service_id: bytes) -> None:
     """The Haskell server's service for ``server`` becomes ours, unless we already have one there (then its
     imported ties, which were the Haskell service's, make the first NSUBS drift, and the subscriber
     recounts); the count and IdsHash are counted from the tied records, so a second run of the import
