@@ -265,6 +265,9 @@ class PushConfig:
     retry_backoff_cap_s: float = setting(120.0, "longest delay between two retries", min=0, max=3600)
     verifications_per_hour: int = setting(
         10, "verification pushes per device token per hour (more are counted, not sent)", min=0, max=3600)
+    shutdown_grace_s: float = setting(
+        10.0, "on SIGTERM, after the SMP reads stop, queued pushes are sent for up to this long; what is left "
+        "is kept in Redis and sent by the next start", min=0, max=600)
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,6 @@ class Stat(enum.StrEnum):
     NTF_VRF_FAILED = "ntf_vrf_failed"
     NTF_VRF_INVALID_TKN = "ntf_vrf_invalid_tkn"
     NTF_VRF_RETRIED = "ntf_vrf_retried"  # a retry was scheduled (429, 5xx, timeout, lost connection)
-    NTF_VRF_RETRY_REPLACED = "ntf_vrf_retry_replaced"  # a waiting retry was replaced by a newer push
     NTF_VRF_RETRY_EXPIRED = "ntf_vrf_retry_expired"  # the retry deadline passed (also counted failed)
     NTF_VRF_CAPPED = "ntf_vrf_capped"  # over the per-device hourly cap: not sent
     PUSH_QUEUE_FULL = "push_queue_full"
@@ -46,7 +45,6 @@ class Stat(enum.StrEnum):
     NTF_FAILED = "ntf_failed"
     NTF_INVALID_TKN = "ntf_invalid_tkn"
     NTF_RETRIED = "ntf_retried"
-    NTF_RETRY_REPLACED = "ntf_retry_replaced"
     NTF_RETRY_EXPIRED = "ntf_retry_expired"
     # push policy (DESIGN "Push policy"): what each message notification became
     NTF_HIDDEN = "ntf_hidden"  # background push within the budget

@@ -59,10 +59,8 @@ GROUPED: Final = {
     "ntf_deferred_stale": Grouped("deferred_pushes", "event", "stale"),
     # retries (push/delivery.py): scheduled, replaced by a newer push of the token, given up at the deadline
     "ntf_retried": Grouped("push_retries", "event", "message_scheduled"),
-    "ntf_retry_replaced": Grouped("push_retries", "event", "message_replaced"),
     "ntf_retry_expired": Grouped("push_retries", "event", "message_expired"),
     "ntf_vrf_retried": Grouped("push_retries", "event", "verification_scheduled"),
-    "ntf_vrf_retry_replaced": Grouped("push_retries", "event", "verification_replaced"),
     "ntf_vrf_retry_expired": Grouped("push_retries", "event", "verification_expired"),
 }
 
@@ -82,10 +80,8 @@ HELP: Final = {
     "push_queue_full": "Verification pushes dropped because the push queue was full",
     "ntf_vrf_capped": "Verification pushes not sent: push.verifications_per_hour reached for the device",
     "ntf_retried": "Message pushes scheduled for a retry",
-    "ntf_retry_replaced": "Waiting message retries replaced by a newer push of the same token",
     "ntf_retry_expired": "Message pushes given up at push.retry_deadline_s",
     "ntf_vrf_retried": "Verification pushes scheduled for a retry",
-    "ntf_vrf_retry_replaced": "Waiting verification retries replaced by a newer verification push",
     "ntf_vrf_retry_expired": "Verification pushes given up at push.retry_deadline_s",
     "ntf_delivered": "Message pushes accepted by APNs",
     "ntf_failed": "Message pushes that failed",

@@ -18,49 +18,37 @@ always stays).
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Final
 
 from ntf_server.protocol import crypto
-from ntf_server.protocol.encoding import SMPServer, b64u_encode
+from ntf_server.protocol.encoding import b64u_encode
+from ntf_server.store.records import MAX_NOTICES, Notice
 
+NONCE_BYTES: Final = 24
 PADDED_LEN: Final = 2912
 MAX_BODY: Final = 4096
-MAX_NOTIFICATIONS: Final = 6
 ALERT_TEXT: Final = "Encrypted message or another app event"
 ALERT_CATEGORY: Final = "NTF_CAT_CHECK_MESSAGE"
 
 
-@dataclass(frozen=True, slots=True)
-class PNMessage:
-    """One stored notification (``PNMessageData``); ``received_at`` is Unix seconds."""
-
-    server: SMPServer
-    notifier_id: bytes
-    received_at: int
-    nonce: bytes
-    enc_meta: bytes
-
-    def to_text(self) -> str:
-        """``smp://…/<b64u notifierId> <ts> <b64u nonce> <b64u encNMsgMeta>`` (§5.7)."""
-        return (
-            f"{self.server.to_uri()}/{b64u_encode(self.notifier_id)} {self.received_at} "
-            f"{b64u_encode(self.nonce)} {b64u_encode(self.enc_meta)}"
-        )
-
-    def __repr__(self) -> str:
-        return f"PNMessage({self.server!r}, t={self.received_at})"
+def notice_text(n: Notice) -> str:
+    """``smp://…/<b64u notifierId> <ts> <b64u nonce> <b64u encNMsgMeta>`` (§5.7, ``PNMessageData``)."""
+    return (
+        f"{n.server.to_uri()}/{b64u_encode(n.notifier_id)} {n.received_at} "
+        f"{b64u_encode(n.nonce)} {b64u_encode(n.enc_meta)}"
+    )
 
 
-def encode_pn_messages(items: Sequence[PNMessage]) -> bytes:
+def encode_pn_messages(items: Sequence[Notice]) -> bytes:
     """Items oldest → newest joined by ``;`` (host lists contain commas)."""
-    return ";".join(i.to_text() for i in items).encode()
+    return ";".join(notice_text(i) for i in items).encode()
 
 
-def fit_pn_messages(items: Sequence[PNMessage], limit: int = PADDED_LEN - 2) -> bytes:
+def fit_pn_messages(items: Sequence[Notice], limit: int = PADDED_LEN - 2) -> bytes:
     """The longest suffix (newest items, at most 6) whose encoding fits ``limit`` bytes; empty for none."""
-    kept = list(items[-MAX_NOTIFICATIONS:])
+    kept = list(items[-MAX_NOTICES:])
     while kept:
         text = encode_pn_messages(kept)
         if len(text) <= limit or len(kept) == 1:
@@ -85,7 +73,7 @@ def verification_body(dh_secret: bytes, nonce: bytes, reg_code: bytes) -> bytes:
     )
 
 
-def message_alert_body(dh_secret: bytes, nonce: bytes, items: Sequence[PNMessage]) -> bytes:
+def message_alert_body(dh_secret: bytes, nonce: bytes, items: Sequence[Notice]) -> bytes:
     """Mutable-content alert with the encrypted notification list (§5.5 item 2, production shape)."""
     enc = crypto.cb_encrypt(dh_secret, nonce, fit_pn_messages(items), PADDED_LEN)
     return _json(
@@ -94,7 +82,7 @@ def message_alert_body(dh_secret: bytes, nonce: bytes, items: Sequence[PNMessage
     )
 
 
-def message_background_body(dh_secret: bytes, nonce: bytes, items: Sequence[PNMessage]) -> bytes:
+def message_background_body(dh_secret: bytes, nonce: bytes, items: Sequence[Notice]) -> bytes:
     """Hidden push: wakes the app to check messages; the encrypted list rides along (DESIGN "Push policy")."""
     enc = crypto.cb_encrypt(dh_secret, nonce, fit_pn_messages(items), PADDED_LEN)
     return _json(
@@ -103,9 +91,20 @@ def message_background_body(dh_secret: bytes, nonce: bytes, items: Sequence[PNMe
     )
 
 
-def check_messages_body(dh_secret: bytes, nonce: bytes, items: Sequence[PNMessage] = ()) -> bytes:
+def check_messages_body(dh_secret: bytes, nonce: bytes, items: Sequence[Notice] = ()) -> bytes:
     """Periodic background push (§5.5 item 3), in the hidden message push's shape so that it has the same
     size and fields: ``checkMessages: true`` (all today's app reads from it) and the token's newest ≤ 6
     notifications encrypted under ``message`` (an encrypted empty text when it has none yet), where the
     Haskell server sends a tiny unencrypted body that tells anyone who sees it that it is a periodic push."""
     return message_background_body(dh_secret, nonce, items)
+
+
+def new_nonce() -> bytes:
+    """The nonce of one push body: every body is built with a fresh one (the only place nonces are made)."""
+    return secrets.token_bytes(NONCE_BYTES)
+
+
+def message_body(dh_secret: bytes, items: Sequence[Notice], *, hidden: bool, nonce: bytes | None = None) -> bytes:
+    """A message push (hidden within the budget, else the production alert) with a fresh nonce."""
+    build = message_background_body if hidden else message_alert_body
+    return build(dh_secret, nonce or new_nonce(), items)

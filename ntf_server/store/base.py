@@ -12,13 +12,13 @@ DH check on repeat TNEW, which push outcome) is the NTF handlers' job.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.store.records import (
-    LastNotification,
+    Notice,
     PushProvider,
     SubscriptionRecord,
     SubStatus,
@@ -27,6 +27,11 @@ from ntf_server.store.records import (
     TokenStatus,
     TokenStatusKind,
 )
+
+if TYPE_CHECKING:
+    from ntf_server.push.policy import Budget
+    from ntf_server.store.notices import Claimed, Decided, ForRetry, PolicyChanged
+    from ntf_server.store.outbox import Cause, OutboxEntry, PushKindCode
 
 
 class TokenCreate(enum.Enum):
@@ -39,35 +44,6 @@ class SubCreate(enum.Enum):
     EXISTS = "exists"  # same token, same notifier key: answer IDSUB with the stored id (spec §4.4)
     CONFLICT = "conflict"  # another token, or another key: AUTH
     NO_TOKEN = "no_token"  # noqa: S105 - not a password
-
-
-class NtfOutcome(enum.Enum):
-    STORED = "stored"
-    NO_SUBSCRIPTION = "no_subscription"  # AUTH, counted ntfReceivedAuth (spec §5.7)
-    TOKEN_NOT_ACTIVE = "token_not_active"  # noqa: S105 - not a password
-
-
-@dataclass(frozen=True, slots=True)
-class NewNotification:
-    """An `NMSG` as the SMP server sent it (spec §3.2): stored and forwarded as is (the ntf server cannot
-    decrypt the metadata, which is for the recipient)."""
-
-    server: SMPServer
-    notifier_id: bytes = field(repr=False)
-    received_at_ms: int
-    nonce: bytes = field(repr=False)
-    enc_meta: bytes = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class StoredNotification:
-    """What storing one `NMSG` gave: the token to push to (STORED only) and its newest ≤ 6 notifications,
-    oldest first (spec §5.7)."""
-
-    outcome: NtfOutcome
-    token: TokenRecord | None
-    notifications: list[LastNotification]
-    token_id: bytes = field(default=b"", repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,13 +162,27 @@ class ResubscriptionStore(Protocol):
     ) -> int: ...
 
 
-class NotificationStore(Protocol):
-    """`NMSG`s kept as last notifications, the newest 6 per token (spec §5.7)."""
+class NoticeStore(Protocol):
+    """Notices (`NMSG`s) stored and decided a batch at a time, and read again for a deferred push or a retry
+    (store/notices.py)."""
 
-    async def add_last_notifications(self, items: Sequence[NewNotification]) -> list[StoredNotification]: ...
-    async def add_last_notification(
-        self, server: SMPServer, notifier_id: bytes, received_at_ms: int, nonce: bytes, enc_meta: bytes
-    ) -> tuple[NtfOutcome, TokenRecord | None, list[LastNotification]]: ...
+    async def notify(self, batch: Sequence[Notice], budgets: Mapping[PushProvider, Budget], now: float,
+                     policy: tuple[str, bytes | None] | None, lease_s: float,
+                     sent_at: float | None = None) -> list[Decided] | PolicyChanged: ...
+    async def claim_deferred(self, tid: bytes, b: Budget, now: float, lease_s: float) -> Claimed | float | None: ...
+    async def for_retry(self, tid: bytes, cause: Cause | None) -> ForRetry: ...
+
+
+class OutboxStore(Protocol):
+    """Pushes from their decision until APNs answered (store/outbox.py)."""
+
+    async def outbox_add(self, kind: PushKindCode, token_id: bytes, first_at: float, due: float, tries: int,
+                         cause: Cause | None = None) -> int: ...
+    async def outbox_ack(self, ids: Sequence[int]) -> int: ...
+    async def outbox_retry(self, id_: int, due: float, tries: int) -> bool: ...
+    async def outbox_claim(self, now: float, lease_s: float, limit: int) -> list[OutboxEntry]: ...
+    async def outbox_release(self, ids: Sequence[int], now: float) -> int: ...
+    async def outbox_count(self) -> int: ...
 
 
 class StoreStats(Protocol):
@@ -210,7 +200,7 @@ class StoreLifecycle(Protocol):
 
 
 class Store(
-    TokenStore, CronStore, TokenExpiryStore, SubscriptionStore, ResubscriptionStore, NotificationStore,
+    TokenStore, CronStore, TokenExpiryStore, SubscriptionStore, ResubscriptionStore, NoticeStore, OutboxStore,
     StoreStats, StoreLifecycle, Protocol,
 ):
     """Everything the store does (store/redis.py `RedisStore`)."""

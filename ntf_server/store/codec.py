@@ -25,7 +25,7 @@ from ntf_server.store.errors import StoreError
 from ntf_server.store.keys import SUB_ID_BYTES, TOKEN_ID_BYTES
 from ntf_server.store.records import (
     TOKEN_ACTIVE,
-    LastNotification,
+    Notice,
     PushProvider,
     TokenRecord,
     TokenStatus,
@@ -79,9 +79,9 @@ def encode_ln(received_at_ms: int, nonce: bytes, enc_meta: bytes) -> bytes:
     return f"{received_at_ms:0{LN_TS_DIGITS}d}".encode() + nonce + enc_meta
 
 
-def decode_ln(server: SMPServer, notifier_id: bytes, v: bytes) -> LastNotification:
+def decode_ln(server: SMPServer, notifier_id: bytes, v: bytes) -> Notice:
     nonce_end = LN_TS_DIGITS + LN_NONCE_BYTES
-    return LastNotification(server, notifier_id, int(v[:LN_TS_DIGITS]), v[LN_TS_DIGITS:nonce_end], v[nonce_end:])
+    return Notice(server, notifier_id, int(v[:LN_TS_DIGITS]), v[LN_TS_DIGITS:nonce_end], v[nonce_end:])
 
 
 class TokenCodec:

@@ -40,6 +40,34 @@ local function del_sub(tid, sid, srv)
   redis.call('HINCRBY', P .. 'srv:count', srv, -1)
   return v
 end
+-- The token's newest `max` last notifications (trimming older ones), `first` first among equal times (the
+-- notice being stored: it is the newest); appends server number, record, value, sid of each to out, oldest
+-- first, so the notice being stored comes last (store/notices.py decodes this layout).
+local function newest(tk, first, max, out)
+  local all = redis.call('HGETALL', tk .. ':ln')
+  local items = {}
+  for i = 1, #all, 2 do table.insert(items, {all[i], all[i + 1]}) end
+  table.sort(items, function(a, b)
+    local ta, tb = string.sub(a[2], 1, 13), string.sub(b[2], 1, 13)
+    if ta ~= tb then return ta > tb end
+    if a[1] == first then return true end
+    if b[1] == first then return false end
+    return a[1] > b[1]
+  end)
+  for i = max + 1, #items do
+    redis.call('HDEL', tk .. ':ln', items[i][1])
+    redis.call('DECR', P .. 'n:ln')
+  end
+  for i = math.min(max, #items), 1, -1 do
+    local s = items[i][1]
+    local sv = redis.call('HGET', tk .. ':subs', s)
+    local rec = sv and redis.call('HGET', bkey(sv, string.sub(s, 1, 20)), string.sub(s, 1, 20))
+    if rec then
+      table.insert(out, sv); table.insert(out, rec); table.insert(out, items[i][2]); table.insert(out, s)
+    end
+  end
+  return out
+end
 -- Remove a token with everything hanging off it; appends sid, server number, record to out.
 local function del_token(tid, out)
   local tk = tkey(tid)
@@ -288,43 +316,6 @@ for i = 7, #ARGV do
   end
 end
 return n
-"""
-)
-
-# ARGV: P NB srv r sid value max -> {'OK', {srv, record, value, sid, ...} oldest first} | {'NOSUB'|'INACTIVE'}
-ADD_LAST_NTF: Final = (
-    _PRELUDE
-    + r"""
-local srv, r, sid, value, max = ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
-local v = redis.call('HGET', bkey(srv, r), r)
-if not v then return {'NOSUB'} end
-local tk = tkey(rec_tid(v))
-if redis.call('HGET', tk, 'st') ~= 'ACTIVE' then return {'INACTIVE'} end
-if redis.call('HSET', tk .. ':ln', sid, value) == 1 then redis.call('INCR', P .. 'n:ln') end
-local all = redis.call('HGETALL', tk .. ':ln')
-local items = {}
-for i = 1, #all, 2 do table.insert(items, {all[i], all[i + 1]}) end
-table.sort(items, function(a, b)
-  local ta, tb = string.sub(a[2], 1, 13), string.sub(b[2], 1, 13)
-  if ta ~= tb then return ta > tb end
-  if a[1] == sid then return true end
-  if b[1] == sid then return false end
-  return a[1] > b[1]
-end)
-for i = max + 1, #items do
-  redis.call('HDEL', tk .. ':ln', items[i][1])
-  redis.call('DECR', P .. 'n:ln')
-end
-local out = {}
-for i = math.min(max, #items), 1, -1 do
-  local s = items[i][1]
-  local sv = redis.call('HGET', tk .. ':subs', s)
-  local rec = sv and redis.call('HGET', bkey(sv, string.sub(s, 1, 20)), string.sub(s, 1, 20))
-  if rec then
-    table.insert(out, sv); table.insert(out, rec); table.insert(out, items[i][2]); table.insert(out, s)
-  end
-end
-return {'OK', out}
 """
 )
 

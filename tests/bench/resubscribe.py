@@ -37,15 +37,14 @@ from ntf_server.protocol import crypto
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.sim.smp_load import seeded_key_der
 from ntf_server.stats import Stats
-from ntf_server.store.base import NewNotification, StoreCounts, StoredNotification
+from ntf_server.store.base import StoreCounts
 from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.store.records import (
     SUB_INACTIVE,
-    LastNotification,
+    Notice,
     SubscriptionRecord,
     SubStatus,
     SubStatusKind,
-    TokenRecord,
 )
 from ntf_server.store.redis import RedisStore
 from ntf_server.subscriber.pool import SubscriberPool
@@ -79,15 +78,12 @@ class CountingStore:
             self.active += n
         return n
 
-    async def add_last_notifications(self, items: Sequence[NewNotification]) -> list[StoredNotification]:
-        return await self._s.add_last_notifications(items)
-
     async def counts(self) -> StoreCounts:  # the pool reads the total at start (resubscription progress)
         return await self._s.counts()
 
 
 class NoPush:
-    async def send_messages(self, token: TokenRecord, notifications: Sequence[LastNotification]) -> None:
+    async def accept(self, server: SMPServer, notices: Sequence[Notice]) -> None:
         raise AssertionError("no NMSG expected in this benchmark")
 
 

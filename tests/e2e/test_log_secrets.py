@@ -120,7 +120,7 @@ async def test_debug_logs_carry_no_secret(env: Env, debug_logs: tuple[io.StringI
     push = await env.sim.next_push(app.device_token.token.decode())
     code = app.verification_code(push.body)
     secrets.append(("registration code", code))
-    await env.server.push.drain()  # type: ignore[union-attr]
+    await env.server.push.settle()  # type: ignore[union-attr]
     assert await app.token_command(client, P.TVfy(code)) == P.Ok()
     assert isinstance(await app.token_command(client, P.TChk()), P.Tkn)
     assert await app.token_command(client, P.TCrn(20)) == P.Ok()
@@ -146,7 +146,7 @@ async def test_debug_logs_carry_no_secret(env: Env, debug_logs: tuple[io.StringI
     bad = SimApp(P.DeviceToken(P.PushProvider.APNS_TEST, b"not hex, but a secret all the same"))
     for other in (dead, prod, bad):
         await other.register(client)
-    await env.server.push.drain()  # type: ignore[union-attr]
+    await env.server.push.settle()  # type: ignore[union-attr]
     assert await dead.token_command(client, P.TVfy(os.urandom(32))) == P.Err(AUTH)
     # a flood over the per-connection quota (ERR QUOTA, debug lines and a summary)
     flood = [SimApp(P.DeviceToken(P.PushProvider.APNS_TEST, os.urandom(32).hex().encode())) for _ in range(25)]

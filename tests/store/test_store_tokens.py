@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from store_helpers import NOW, check_invariants, device_token, notifier_key, server, token
+from store_helpers import NOW, add_notice, check_invariants, device_token, notifier_key, server, token
 
 from ntf_server.store.base import TokenCreate
 from ntf_server.store.records import (
@@ -142,7 +142,7 @@ async def test_delete_token_cascades(store: RedisStore, redis_url: str) -> None:
     nids = [bytes([i]) * 24 for i in range(5)]
     for i, nid in enumerate(nids):
         await store.create_subscription(t.token_id, server(i % 2 + 1), nid, notifier_key())
-    await store.add_last_notification(server(1), nids[0], 1, b"n" * 24, b"m" * 144)
+    await add_notice(store, server(1), nids[0], 1, b"n" * 24, b"m" * 144)
     found, removed = await store.delete_token(t.token_id)
     assert found
     assert sorted(r.notifier_id for r in removed) == nids
