@@ -74,6 +74,7 @@ DEFAULT_BACKOFF: Final[Backoff] = JitteredBackoff(1.0, 120.0)
 POLICY_RETRIES: Final = 3
 STORE_ATTEMPTS: Final = 20  # tries of one batch while Redis is away (~ a minute), then counted lost
 STORE_RETRY_S: Final = 3.0
+ACK_PACE_S: Final = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +286,11 @@ class PushPipeline:
         return self._intake.size + self._outgoing.qsize() + self._verifications.qsize()
 
     @property
+    def in_flight(self) -> int:
+        """Message pushes decided and not yet answered by APNs (queued here or at APNs)."""
+        return len(self._in_flight)
+
+    @property
     def retries_waiting(self) -> int:
         return self.waiting
 
@@ -472,9 +478,13 @@ class PushPipeline:
     # ------------------------------------------------------------ the outbox: acks and retries
 
     async def _ack_loop(self) -> None:
+        """Acknowledgements wait up to ``ACK_PACE_S`` to share a call (they are not on anyone's path: an
+        entry acknowledged late is at worst sent again after its lease, by a claim)."""
         while True:
             await self._ack_wake.wait()
             self._ack_wake.clear()
+            if len(self._acks) < self.settings.retry_batch:
+                await asyncio.sleep(ACK_PACE_S)
             await self._flush_acks()
 
     async def _flush_acks(self) -> None:

@@ -285,7 +285,8 @@ class RedisNotices:
         """(server number, record, value, sub id) x n from ``start``, decoded."""
         out = []
         for i in range(start, len(flat), 4):
-            server = await self._servers.address(int(flat[i]))
+            srv = int(flat[i])
+            server = self._servers.cached(srv) or await self._servers.address(srv)
             if server is None:
                 continue
             nid = self._notifier_id(flat[i + 3], server, flat[i + 1])

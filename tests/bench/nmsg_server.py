@@ -106,7 +106,7 @@ async def py_spy(pid: int, out: str, seconds: float) -> None:
     spy = Path(sys.executable).parent / "py-spy"
     fmt = "raw" if out.endswith(".txt") else "flamegraph"
     proc = await asyncio.create_subprocess_exec(str(spy), "record", "-p", str(pid), "-d", str(int(seconds)),
-                                                "-o", out, "-f", fmt, "-r", "200", "--nonblocking",
+                                                "-o", out, "-f", fmt, "-r", "200", "--nonblocking", "--gil",
                                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     await proc.wait()
 
@@ -115,6 +115,7 @@ async def one_round(args: argparse.Namespace, url: str, redis_pid: int, rate: in
                     tmp: Path) -> dict[str, float]:
     p8 = tmp / f"key-{rate}-{rnd}.p8"
     p8.write_bytes(generate_test_key(KEY_ID, TEAM_ID).key_pem)
+    p8.chmod(0o600)  # the server refuses a key others can read
     sim = Child([PIPELINE, "--role", "apns", "--key-file", str(p8)], stdin=True)
     info = await sim.message()
     prefix = f"srv-{rate}-{rnd}"
@@ -134,7 +135,7 @@ async def one_round(args: argparse.Namespace, url: str, redis_pid: int, rate: in
         nid_secret = {q.notifier_id: q.rcv_ntf_dh_secret
                       for s in standins for q in (seeded_queue(s.seed, i) for i in range(s.queues))}
         server = subprocess.Popen([CLI, "--config-dir", str(d), "start"], stdout=subprocess.PIPE,  # noqa: ASYNC220
-                                  stderr=subprocess.DEVNULL, text=True)
+                                  stderr=None, text=True)
         procs.append(server)
         await wait_listening(server)
         await asyncio.sleep(args.warmup)

@@ -185,3 +185,35 @@ async def test_verification_pushes_are_capped_per_device_per_hour(env: Env) -> N
     assert len(env.sim.pushes(app.device_token.token.decode())) == 3
     assert server.stats["ntf_vrf_capped"] == 2 and server.stats["ntf_vrf_delivered"] == 3
     await client.close()
+
+
+async def test_a_stop_during_a_burst_with_retries_waiting_loses_nothing(env: Env) -> None:
+    """What SIGTERM does (server.stop, as `serve` calls it): pushes waiting for a retry and pushes still at
+    APNs when the grace ends are kept in Redis; the next start sends every one, each with its notice."""
+    server = await env.reconfigure("push", retry_backoff_base_s=1.0, retry_backoff_cap_s=1.0, shutdown_grace_s=0.5)
+    client = await NtfClient.connect("127.0.0.1", env.port, env.key_hash)
+    app = await active_app(env, client)
+    nids = [os.urandom(24) for _ in range(3)]
+    for nid in nids:
+        await app.subscribe(client, SMP, nid, crypto.generate_ed25519())
+    burst = [Notice(SMP, nids[i % 3], int(time.time() * 1000) + i, os.urandom(24), os.urandom(144))
+             for i in range(40)]
+    env.sim.faults.error_rates = {503: 1.0}
+    await pusher(server).accept(SMP, burst[:30])
+    await until(lambda: server.stats["ntf_retried"] >= 30)  # 30 waiting for their retry
+    env.sim.faults.response_delay_s = 5.0  # the next 10 are at APNs, unanswered, when the stop comes
+    await pusher(server).accept(SMP, burst[30:])
+    device = app.device_token.token.decode()
+    await until(lambda: env.sim.replies.get("ServiceUnavailable", 0) >= 30 and server.push is not None
+                and server.push.in_flight == 10)
+
+    def apns_well() -> None:
+        env.sim.faults.error_rates = {}
+        env.sim.faults.response_delay_s = 0.0
+
+    seen = len(env.sim.pushes(device))
+    again = await env.restart(while_stopped=apns_well)
+    await pusher(again).settle()
+    causes = {app.message_list(p.body)[-1].split(" ")[2] for p in env.sim.pushes(device)[seen:]}
+    assert causes == {b64u_encode(n.nonce) for n in burst}
+    await client.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from ntf_server.protocol import crypto
@@ -146,3 +147,14 @@ def test_the_largest_case_six_notifications_from_servers_with_long_host_lists() 
     # bodies differ only by each kind's fixed JSON keys (alert aps keys; checkMessages; verification)
     assert sizes == {"verification": 4017, "alert": 4094, "hidden": 4033, "periodic": 4033,
                      "periodic, nothing yet": 4033}
+
+
+@pytest.mark.parametrize("hidden", [True, False])
+def test_message_bodies_are_byte_for_byte_what_json_dumps_writes(hidden: bool) -> None:
+    """Bodies are joined from a template (push/payload.py): the same bytes as the dict through json.dumps."""
+    key, nonce = os.urandom(32), os.urandom(24)
+    body = payload.message_body(key, [item()], hidden=hidden, nonce=nonce)
+    parsed = json.loads(body)
+    assert json.dumps(parsed, separators=(",", ":")).encode() == body
+    assert parsed["notificationData"]["nonce"] == b64u_encode(nonce)
+    assert ("checkMessages" in parsed["notificationData"]) is hidden
