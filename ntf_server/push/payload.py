@@ -18,13 +18,14 @@ always stays).
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import secrets
 from collections.abc import Sequence
 from typing import Final
 
 from ntf_server.protocol import crypto
-from ntf_server.protocol.encoding import b64u_encode
+from ntf_server.protocol.encoding import SMPServer, b64u_encode
 from ntf_server.store.records import MAX_NOTICES, Notice
 
 NONCE_BYTES: Final = 24
@@ -34,12 +35,21 @@ ALERT_TEXT: Final = "Encrypted message or another app event"
 ALERT_CATEGORY: Final = "NTF_CAT_CHECK_MESSAGE"
 
 
+_uri = functools.lru_cache(maxsize=4096)(SMPServer.to_uri)  # a few servers, in every item of every push
+_TEXTS: dict[bytes, str] = {}  # by nonce: a notice is in up to 6 pushes of its token (the newest 6)
+_TEXTS_MAX: Final = 65536
+
+
 def notice_text(n: Notice) -> str:
     """``smp://…/<b64u notifierId> <ts> <b64u nonce> <b64u encNMsgMeta>`` (§5.7, ``PNMessageData``)."""
-    return (
-        f"{n.server.to_uri()}/{b64u_encode(n.notifier_id)} {n.received_at} "
-        f"{b64u_encode(n.nonce)} {b64u_encode(n.enc_meta)}"
-    )
+    text = _TEXTS.get(n.nonce)
+    if text is None:
+        text = (f"{_uri(n.server)}/{b64u_encode(n.notifier_id)} {n.received_at} "
+                f"{b64u_encode(n.nonce)} {b64u_encode(n.enc_meta)}")
+        if len(_TEXTS) >= _TEXTS_MAX:
+            del _TEXTS[next(iter(_TEXTS))]
+        _TEXTS[n.nonce] = text
+    return text
 
 
 def encode_pn_messages(items: Sequence[Notice]) -> bytes:

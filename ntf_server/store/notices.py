@@ -226,6 +226,7 @@ class RedisNotices:
         self._where: _Cache[tuple[SMPServer, bytes], tuple[int, bytes, bytes]] = _Cache()
         self._tokens: _Cache[bytes, TokenRecord] = _Cache()
         self._nids: _Cache[bytes, bytes] = _Cache()
+        self._seen: _Cache[bytes, Notice] = _Cache()  # a notice is in the list of up to 6 pushes
 
     def __repr__(self) -> str:
         return f"<RedisNotices prefix={self._d.keys.prefix!r}>"
@@ -285,12 +286,17 @@ class RedisNotices:
         """(server number, record, value, sub id) x n from ``start``, decoded."""
         out = []
         for i in range(start, len(flat), 4):
+            value = flat[i + 2]
+            key = flat[i + 3] + value  # sub id ‖ ts ‖ the SMP server's nonce ‖ metadata: one notice
+            if (known := self._seen.get(key)) is not None:
+                out.append(known)
+                continue
             srv = int(flat[i])
             server = self._servers.cached(srv) or await self._servers.address(srv)
             if server is None:
                 continue
             nid = self._notifier_id(flat[i + 3], server, flat[i + 1])
-            out.append(decode_ln(server, nid, flat[i + 2]))
+            out.append(self._seen.put(key, decode_ln(server, nid, value)))
         return tuple(out)
 
     def _notifier_id(self, sid: bytes, server: SMPServer, record: bytes) -> bytes:

@@ -61,6 +61,16 @@ class Apns:
         return Delivered()
 
 
+@dataclass(frozen=True)
+class Fixed:
+    """A backoff of ``s`` seconds whatever the try."""
+
+    s: float
+
+    def delay_s(self, attempt: int, hint_s: float) -> float:
+        return self.s
+
+
 def carried(tok: TokenRecord, body: bytes) -> list[bytes]:
     """The nonces of the notices a push carries, oldest first (the app's view: decrypt the list)."""
     data = json.loads(body)["notificationData"]
@@ -195,14 +205,15 @@ async def test_pushes_of_a_process_that_died_are_sent_after_their_lease(store: R
 async def test_a_retry_is_built_again_with_its_own_notice_and_the_newest_others(store: RedisStore) -> None:
     tok, nids = await active(store, 8)
     apns = Apns(retry=True)
-    p = pipeline(store, apns, retry_scan_s=0.05)
+    p = pipeline(store, apns, backoff=Fixed(0.5))
     first = notices(server(1), nids, 1)
     async with running(p):
         await p.accept(server(1), first)
-        await until(lambda: apns.tries >= 1)
+        await until(lambda: p.retries_waiting == 1)  # due again in 0.5 s
         apns.retry = False
         later = notices(server(1), nids[1:], 7, start_ms=1_700_000_001_000)
         await p.accept(server(1), later)
+        await until(lambda: len(apns.delivered) == 7)  # the 7 later ones, before the retry falls due
         await p.settle()
     lists = [carried(tok, s.body) for s in apns.delivered]
     [retried] = [items for items in lists if items[-1] == first[0].nonce]
