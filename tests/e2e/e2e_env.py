@@ -42,10 +42,13 @@ class Env:
 
     async def reconfigure(self, section: str, **changes: Any) -> NtfServer:
         """Stop the running server and start one whose config ``section`` has ``changes``."""
+        return await self.reconfigure_sections({section: changes})
+
+    async def reconfigure_sections(self, sections: dict[str, dict[str, Any]]) -> NtfServer:
+        """Stop the running server and start one with several config sections changed at once."""
         await self.server.stop()
-        changed = dataclasses.replace(getattr(self.config, section), **changes)
-        cfg = dataclasses.replace(self.config, **{section: changed})
-        new = NtfServer(cfg)
+        changed = {name: dataclasses.replace(getattr(self.config, name), **c) for name, c in sections.items()}
+        new = NtfServer(dataclasses.replace(self.config, **changed))
         await new.start()
         self.servers.append(new)
         return new
