@@ -20,7 +20,7 @@ from ntf_server.protocol import crypto, ntf as P
 from ntf_server.sim.device import NtfClient
 from ntf_server.sim.smp_server import SmpServerStandIn
 
-ATTACK_S = 2.5  # how long the attack runs before the well-behaved side is checked
+ATTACK_S = 2.0  # how long the attack runs before the well-behaved side is checked
 # Reconnects to a server that breaks every connection: the pool's backoff (0.5 s doubling, jittered)
 # allows a handful in the first seconds; a busy loop would be hundreds.
 MAX_CONNECTIONS_PER_S = 3.0
