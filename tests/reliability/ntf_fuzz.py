@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+from collections.abc import Sequence
 
 from ntf_inputs import Identity, batch_content, client_hello, fuzz_block
 
@@ -35,10 +36,10 @@ class FuzzConnection:
         assert isinstance(await app.register(client), P.IdTkn)
         return cls(client, Identity(client.params, client.server_dh, app.auth_key, app.token_id))
 
-    async def fuzz(self, rng: random.Random, blocks: int) -> None:
+    async def fuzz(self, rng: random.Random, blocks: int, corpus: Sequence[bytes] = ()) -> None:
         """Send ``blocks`` fuzzed blocks then a PING; every reply must parse and the PONG must come."""
         for _ in range(blocks):
-            await self.client.send_raw(fuzz_block(rng, self.ident))
+            await self.client.send_raw(fuzz_block(rng, self.ident, corpus))
         await self.ping()
 
     async def ping(self) -> None:

@@ -6,7 +6,7 @@ drives the million-input bench (tests/bench/fuzz_ntf.py)."""
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
@@ -48,7 +48,7 @@ def valid_command(rng: random.Random, ident: Identity) -> tuple[bytes, P.NtfComm
         (token, P.TChk()),
         (token, P.TRpl(_device_token(rng))),
         (token, P.TDel()),
-        (token, P.TCrn(rng.randint(0, 70000))),
+        (token, P.TCrn(rng.randint(0, 0xFFFF))),  # 0 and beyond a day: the server rejects those
         (b"", P.SNew(token, _smp(rng), rng.randbytes(rng.randint(0, 40)),
                      crypto.encode_private_key(crypto.generate_ed25519()))),
         (rng.randbytes(24), P.SChk()),
@@ -140,13 +140,16 @@ def fit_block(content: bytes) -> bytes:
     return pad(content[: NTF_BLOCK_SIZE - 2], NTF_BLOCK_SIZE)
 
 
-def fuzz_block(rng: random.Random, ident: Identity) -> bytes:
+def fuzz_block(rng: random.Random, ident: Identity, corpus: Sequence[bytes] = ()) -> bytes:
     """One 512-byte block: mostly a well-framed batch of mutated (or intact) valid transmissions, which reach
-    the command parsers and handlers; else random bytes, a wrong count, a lying pad length, a mutated block."""
+    the command parsers and handlers; else random bytes, a wrong count, a lying pad length, a mutated block.
+    Valid transmissions are made fresh, or taken from ``corpus`` (the long bench: signing each costs more
+    than the server's answer)."""
     kind = rng.choices(range(6), weights=(5, 1, 1, 1, 1, 1))[0]
     if kind == 4:
         return rng.randbytes(NTF_BLOCK_SIZE)
-    ts = [valid_transmission(rng, ident) for _ in range(rng.randint(1, 3) if ident.params.batch else 1)]
+    count = rng.randint(1, 3) if ident.params.batch else 1
+    ts = [rng.choice(corpus) if corpus else valid_transmission(rng, ident) for _ in range(count)]
     if kind in (0, 1):  # kind 1: intact
         ts = [mutate(rng, t) if kind == 0 and rng.random() < 0.7 else t for t in ts]
         while len(ts) > 1 and len(batch_content(ident.params, ts)) > NTF_BLOCK_SIZE - BATCH_OVERHEAD:

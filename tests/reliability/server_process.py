@@ -54,9 +54,11 @@ def init_config(directory: Path, settings: dict[tuple[str, str], str | int | flo
 
 
 class ServerProcess:
-    def __init__(self, config_dir: Path) -> None:
+    def __init__(self, config_dir: Path, log_path: Path | None = None) -> None:
         self.config_dir = config_dir
+        self.log_path = log_path  # where its output goes after the start line (None: nowhere)
         self.proc: asyncio.subprocess.Process | None = None
+        self._drain: asyncio.Task[None] | None = None
         self.port = 0
 
     @property
@@ -79,12 +81,15 @@ class ServerProcess:
                 if m := re.match(r"Listening on port (\d+)", line):
                     self.port = int(m.group(1))
                     break
-        asyncio.get_running_loop().create_task(self._drain_stdout())
+        self._drain = asyncio.get_running_loop().create_task(self._drain_stdout("".join(seen).encode()))
 
-    async def _drain_stdout(self) -> None:
+    async def _drain_stdout(self, head: bytes) -> None:
         assert self.proc is not None and self.proc.stdout is not None
-        while await self.proc.stdout.read(65536):
-            pass
+        with open(self.log_path or os.devnull, "ab") as out:  # noqa: ASYNC230 - small writes, test helper
+            out.write(head)
+            while data := await self.proc.stdout.read(65536):
+                out.write(data)
+                out.flush()
 
     async def kill9(self) -> None:
         assert self.proc is not None
