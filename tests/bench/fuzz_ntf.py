@@ -57,12 +57,6 @@ class Run:
         return n
 
 
-def rss_fds(pid: int) -> tuple[int, int]:
-    rss = next(int(line.split()[1]) * 1024 for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-               if line.startswith("VmRSS:"))
-    return rss, len(list(Path(f"/proc/{pid}/fd").iterdir()))
-
-
 async def fuzz_worker(run: Run, server: ServerProcess, version: int, seed: int) -> None:
     rng = random.Random(seed)
     while run.remaining > 0:
@@ -95,8 +89,7 @@ async def sampler(run: Run, server: ServerProcess, redis_url: str, every_s: floa
     t0 = time.monotonic()
     try:
         while True:
-            assert server.proc is not None
-            rss, fds = rss_fds(server.proc.pid)
+            rss, fds = server.resources()
             used = int((await client.info("memory"))["used_memory"])
             run.samples.append((time.monotonic() - t0, run.done, rss, fds, used))
             t = time.perf_counter()

@@ -91,6 +91,13 @@ class ServerProcess:
                 out.write(data)
                 out.flush()
 
+    def resources(self) -> tuple[int, int]:
+        """(RSS bytes, open fds) of the running server, from /proc."""
+        assert self.proc is not None
+        status = Path(f"/proc/{self.proc.pid}/status").read_text().splitlines()
+        rss = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+        return rss, len(list(Path(f"/proc/{self.proc.pid}/fd").iterdir()))
+
     async def kill9(self) -> None:
         assert self.proc is not None
         self.proc.kill()
