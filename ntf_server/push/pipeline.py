@@ -504,7 +504,9 @@ class PushPipeline:
         while True:
             delay = s.retry_scan_s
             try:
-                entries = await self._store.outbox_claim(self._clock(), s.lease_s, s.retry_batch)
+                # a draining process claims nothing more: what it releases is for the next start
+                entries = [] if self._closing else await self._store.outbox_claim(self._clock(), s.lease_s,
+                                                                                  s.retry_batch)
                 for e in entries:
                     await self._resend(e)
                 self.waiting = max(0, await self._store.outbox_count() - len(self._in_flight))
