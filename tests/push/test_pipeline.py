@@ -205,11 +205,11 @@ async def test_pushes_of_a_process_that_died_are_sent_after_their_lease(store: R
 async def test_a_retry_is_built_again_with_its_own_notice_and_the_newest_others(store: RedisStore) -> None:
     tok, nids = await active(store, 8)
     apns = Apns(retry=True)
-    p = pipeline(store, apns, backoff=Fixed(0.5))
+    p = pipeline(store, apns, backoff=Fixed(2.0))
     first = notices(server(1), nids, 1)
     async with running(p):
         await p.accept(server(1), first)
-        await until(lambda: p.retries_waiting == 1)  # due again in 0.5 s
+        await until(lambda: p.retries_waiting == 1)  # due again in 2 s
         apns.retry = False
         later = notices(server(1), nids[1:], 7, start_ms=1_700_000_001_000)
         await p.accept(server(1), later)
