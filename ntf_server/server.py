@@ -55,7 +55,8 @@ from ntf_server.push.apns_sender import ApnsSender
 from ntf_server.push.budget import HiddenPushes
 from ntf_server.push.cron import CronPushes
 from ntf_server.push.deferred import DeferredScheduler
-from ntf_server.push.pipeline import PipelineSettings, PushPipeline
+from ntf_server.push.model import PipelineSettings
+from ntf_server.push.pipeline import PushPipeline
 from ntf_server.push.policy import PolicySettings
 from ntf_server.ratelimit import Rate
 from ntf_server.redact import cap_third_party_loggers

@@ -25,7 +25,7 @@ from ntf_server.logevents import emit
 from ntf_server.logsummary import CountedLog
 from ntf_server.push import payload
 from ntf_server.push.budget import HiddenPushes
-from ntf_server.push.pipeline import Push
+from ntf_server.push.model import Push
 from ntf_server.push.policy import Budget
 from ntf_server.stats import Stat, Stats
 from ntf_server.store.base import TokenLookup

@@ -35,9 +35,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Protocol, assert_never
 
 from ntf_server.logevents import emit, log_event
@@ -46,9 +44,19 @@ from ntf_server.protocol.encoding import SMPServer
 from ntf_server.push import payload
 from ntf_server.push.budget import HiddenPushes
 from ntf_server.push.caps import SlidingCap
+from ntf_server.push.intake import FairIntake
+from ntf_server.push.model import (
+    BACKGROUND,
+    DEFAULT_SETTINGS,
+    KIND_OF,
+    MESSAGE,
+    PERIODIC,
+    VERIFICATION,
+    PipelineSettings,
+    Push,
+)
 from ntf_server.push.outcomes import Delivered, Failed, Invalid, PushSender, RetryLater
 from ntf_server.push.policy import Decision
-from ntf_server.push.retry import Backoff, JitteredBackoff
 from ntf_server.sensitive import TokenId
 from ntf_server.stats import Stat, Stats
 from ntf_server.store.base import NoticeStore, OutboxStore, TokenLookup, TokenStatusStore
@@ -65,160 +73,29 @@ from ntf_server.store.records import (
 )
 
 if TYPE_CHECKING:
-    from ntf_server.config import PushConfig
+    pass
 
 log = logging.getLogger(__name__)
 
 HOUR_S: Final = 3600.0
-DEFAULT_BACKOFF: Final[Backoff] = JitteredBackoff(1.0, 120.0)
 POLICY_RETRIES: Final = 3
 STORE_ATTEMPTS: Final = 20  # tries of one batch while Redis is away (~ a minute), then counted lost
 STORE_RETRY_S: Final = 3.0
 ACK_PACE_S: Final = 0.01
 
 
-@dataclass(frozen=True, slots=True)
-class PushKind:
-    """A kind of push and its counters; ``confirms``: a delivered push confirms the token (§4.5)."""
-
-    name: str
-    delivered: Stat
-    failed: Stat
-    invalid: Stat
-    retried: Stat
-    expired: Stat
-    confirms: bool = False
-
-    def __repr__(self) -> str:
-        return f"<PushKind {self.name}>"
-
-
-VERIFICATION: Final = PushKind("verification push", Stat.NTF_VRF_DELIVERED, Stat.NTF_VRF_FAILED,
-                               Stat.NTF_VRF_INVALID_TKN, Stat.NTF_VRF_RETRIED, Stat.NTF_VRF_RETRY_EXPIRED,
-                               confirms=True)
-MESSAGE: Final = PushKind("message push", Stat.NTF_DELIVERED, Stat.NTF_FAILED, Stat.NTF_INVALID_TKN,
-                          Stat.NTF_RETRIED, Stat.NTF_RETRY_EXPIRED)
-# Periodic (TCRN) pushes: their own delivered/failed counters (spec §6.4); retries counted with message pushes.
-PERIODIC: Final = PushKind("periodic push", Stat.NTF_CRON_DELIVERED, Stat.NTF_CRON_FAILED, Stat.NTF_INVALID_TKN,
-                           Stat.NTF_RETRIED, Stat.NTF_RETRY_EXPIRED)
-KIND_OF: Final = {PushKindCode.ALERT: MESSAGE, PushKindCode.HIDDEN: MESSAGE, PushKindCode.DEFERRED: MESSAGE,
-                  PushKindCode.PERIODIC: PERIODIC, PushKindCode.VERIFICATION: VERIFICATION}
-_BACKGROUND: Final = frozenset({PushKindCode.HIDDEN, PushKindCode.DEFERRED, PushKindCode.PERIODIC,
-                                PushKindCode.VERIFICATION})
 _PLANNED: Final = {Decision.HIDDEN: Stat.NTF_HIDDEN, Decision.ALERT: Stat.NTF_ALERT,
                    Decision.DEFER: Stat.NTF_DEFERRED, Decision.DROP: Stat.NTF_DROPPED}
 _CODE_OF: Final = {Decision.HIDDEN: PushKindCode.HIDDEN, Decision.ALERT: PushKindCode.ALERT}
-
-
-@dataclass(slots=True)
-class Push:
-    """One push to send: built once, sent again unchanged while this process retries it."""
-
-    code: PushKindCode
-    token: TokenRecord
-    body: bytes = field(repr=False)
-    first_at: float  # Unix seconds of the first try (the retry deadline counts from it)
-    outbox_id: int = 0  # its outbox entry (0: none yet)
-    tries: int = 0
-    # the SMP server of the notice that caused a message push: delivered/failed also counted per own server
-    hosts: tuple[str, ...] = field(default=(), repr=False)
-
-    @property
-    def kind(self) -> PushKind:
-        return KIND_OF[self.code]
-
-
-@dataclass(frozen=True, slots=True)
-class PipelineSettings:
-    """Sizes that belong together: ``store_calls`` + 2 (acks, retry claims) + ``store_gate`` + what the
-    handlers and the subscriber pool use must fit the store's connection pool (``check``)."""
-
-    senders: int = 256  # pushes waiting for APNs' answer at once (the client allows 4 x 500 streams)
-    batch_max: int = 256  # notices per store call
-    store_calls: int = 2  # store calls of notices in flight at once
-    intake_per_server: int = 1024  # notices of one SMP server accepted and not yet stored
-    outgoing: int = 4096  # pushes built and not yet sent
-    store_gate: int = 16  # per-push store calls (confirm, invalid, retry) in flight at once
-    verification_workers: int = 4
-    verification_queue: int = 32768  # full: the push is dropped, counted (the app repeats TNEW)
-    lease_s: float = 30.0  # a push not answered within this is sent again by whoever claims it
-    retry_scan_s: float = 1.0
-    retry_batch: int = 256
-    backoff: Backoff = DEFAULT_BACKOFF
-    deadline_s: float = 600.0
-    verifications_per_hour: int = 10
-    shutdown_grace_s: float = 10.0
-
-    @classmethod
-    def of(cls, push: PushConfig) -> PipelineSettings:
-        return cls(backoff=JitteredBackoff(push.retry_backoff_base_s, push.retry_backoff_cap_s),
-                   deadline_s=push.retry_deadline_s, verifications_per_hour=push.verifications_per_hour,
-                   shutdown_grace_s=push.shutdown_grace_s)
-
-    @property
-    def redis_connections(self) -> int:
-        return self.store_calls + 2 + self.store_gate
-
-    def check(self, redis_pool: int, reserved: int) -> None:
-        """Start-up check: the push path's store calls and ``reserved`` others fit a pool of ``redis_pool``."""
-        if self.redis_connections + reserved > redis_pool:
-            raise ValueError(f"the push pipeline needs {self.redis_connections} Redis connections and the rest of "
-                             f"the server {reserved}: more than the pool's {redis_pool}")
-        if min(self.senders, self.batch_max, self.store_calls, self.intake_per_server, self.outgoing,
-               self.store_gate, self.verification_workers) < 1 or self.lease_s <= 0:
-            raise ValueError("every pipeline size must be at least 1")
 
 
 class PipelineStore(NoticeStore, OutboxStore, TokenLookup, TokenStatusStore, Protocol):
     """What the pipeline needs of the store (store/base.py)."""
 
 
-class _Intake:
-    """Accepted notices per SMP server, taken in fair shares (module docstring)."""
-
-    def __init__(self, per_server: int) -> None:
-        self._limit = per_server
-        self._queues: dict[SMPServer, deque[Notice]] = {}
-        self._order: deque[SMPServer] = deque()  # servers with notices waiting, in turn
-        self._room: dict[SMPServer, asyncio.Event] = {}
-        self.ready = asyncio.Event()
-        self.size = 0
-
-    async def put(self, server: SMPServer, notices: Sequence[Notice]) -> None:
-        q = self._queues.get(server)
-        if q is None:
-            q = self._queues[server] = deque()
-        while len(q) >= self._limit:
-            room = self._room.setdefault(server, asyncio.Event())
-            room.clear()
-            await room.wait()
-        if not q:
-            self._order.append(server)
-        q.extend(notices)
-        self.size += len(notices)
-        self.ready.set()
-
-    def take(self, most: int) -> list[Notice]:
-        out: list[Notice] = []
-        while self._order and len(out) < most:
-            share = max(1, (most - len(out)) // len(self._order))
-            server = self._order.popleft()
-            q = self._queues[server]
-            for _ in range(min(share, len(q))):
-                out.append(q.popleft())
-            if q:
-                self._order.append(server)
-            if (room := self._room.get(server)) is not None and len(q) < self._limit:
-                room.set()
-        self.size -= len(out)
-        if not self._order:
-            self.ready.clear()
-        return out
-
-
 class PushPipeline:
     def __init__(self, store: PipelineStore, sender: PushSender, stats: Stats, hidden: HiddenPushes, *,
-                 settings: PipelineSettings = PipelineSettings(), clock: Callable[[], float] = time.time,
+                 settings: PipelineSettings = DEFAULT_SETTINGS, clock: Callable[[], float] = time.time,
                  on_stored: Callable[[bytes], None] | None = None) -> None:
         self._store = store
         self._sender = sender
@@ -227,7 +104,7 @@ class PushPipeline:
         self.settings = settings
         self._clock = clock
         self._on_stored = on_stored  # token id of each notice stored for an ACTIVE token (active-token counts)
-        self._intake = _Intake(settings.intake_per_server)
+        self._intake = FairIntake(settings.intake_per_server)
         self._calls = asyncio.Semaphore(settings.store_calls)
         self._storing = 0
         self._outgoing: asyncio.Queue[Push] = asyncio.Queue(settings.outgoing)
@@ -412,7 +289,7 @@ class PushPipeline:
     async def _try(self, push: Push) -> None:
         tok, kind = push.token, push.kind
         outcome = await self._sender.push(tok.provider, tok.device_token, push.body,
-                                          background=push.code in _BACKGROUND)
+                                          background=push.code in BACKGROUND)
         match outcome:
             case Delivered():
                 if kind.confirms:

@@ -21,8 +21,9 @@ from store_helpers import NOW, notifier_key, server, token
 from ntf_server.protocol import crypto
 from ntf_server.protocol.encoding import SMPServer, b64u_decode
 from ntf_server.push.budget import HiddenPushes
+from ntf_server.push.model import PipelineSettings
 from ntf_server.push.outcomes import Delivered, Outcome, RetryLater
-from ntf_server.push.pipeline import PipelineSettings, PushPipeline
+from ntf_server.push.pipeline import PushPipeline
 from ntf_server.push.policy import PolicySettings
 from ntf_server.push.retry import NO_WAIT
 from ntf_server.stats import Stats
