@@ -202,6 +202,17 @@ class RegistrationConfig:
     per_ip_burst: int = setting(300, "TNEW/TRPL an address may send back to back (phones behind one NAT)", min=1)
     ip_table_size: int = setting(100000, "client addresses tracked at once (least recently seen forgotten)",
                                  min=1)
+    snew_per_connection_per_min: float = setting(
+        1000.0, "SNEW per connection per minute, sustained; 0 = no limit", min=0)
+    snew_per_connection_burst: int = setting(
+        5000, "SNEW a connection may send back to back (an app subscribing all its queues at once)", min=1)
+    snew_per_ip_per_min: float = setting(
+        5000.0, "SNEW per client address (IPv6: per /64) per minute, sustained; 0 = no limit", min=0)
+    snew_per_ip_burst: int = setting(20000, "SNEW an address may send back to back", min=1)
+    max_subscriptions_per_token: int = setting(
+        20000, "subscriptions one token may have (a queue each: contacts and group members); 0 = no cap", min=0)
+    max_smp_servers_per_token: int = setting(
+        100, "distinct SMP servers one token's subscriptions may name (one connection each); 0 = no cap", min=0)
 
 
 @dataclass(frozen=True)
@@ -279,6 +290,9 @@ class SubscriberConfig:
     ping_idle_s: float = setting(60.0, "PING an SMP server after this long without traffic", min=1)
     drop_after_silence_s: float = setting(
         180.0, "drop and re-establish an SMP connection after 3 timeouts and this long without traffic", min=1)
+    allow_private_hosts: bool = setting(
+        False, "accept SMP servers on private, loopback and link-local addresses (IP literals refused at SNEW, "
+        "names resolving there refused at connect); only for tests and closed networks")
     own_server_domains: tuple[str, ...] = setting(
         (), "domains of the SMP servers you run, e.g. [\"example.org\"]: per-server figures for these (and "
         "subdomains), all others together as \"other\"")
@@ -349,7 +363,8 @@ class Config:
     tls: TlsConfig = setting(TlsConfig(), "server credentials (written by ntf-server init)")
     redis: RedisConfig = setting(RedisConfig(), "store: Redis")
     store: StoreConfig = setting(StoreConfig(), "data at rest")
-    registration: RegistrationConfig = setting(RegistrationConfig(), "token registration limits (ERR QUOTA beyond)")
+    registration: RegistrationConfig = setting(
+        RegistrationConfig(), "registration limits: tokens (TNEW/TRPL) and subscriptions (SNEW); ERR QUOTA beyond")
     apns: ApnsConfig = setting(ApnsConfig(), "Apple Push Notification service, per environment")
     push: PushConfig = setting(
         PushConfig(), "message push policy: hidden-push budget per device token, and what happens over it")

@@ -45,7 +45,7 @@ from ntf_server.admin.status import sample_every
 from ntf_server.admin.window import CounterWindow, push_counter_names
 from ntf_server.apns_metrics import ApnsMetrics
 from ntf_server.config import Config, ConfigError, redact_url
-from ntf_server.handlers import NtfHandlers
+from ntf_server.handlers import HandlerLimits, NtfHandlers
 from ntf_server.logevents import log_event
 from ntf_server.logsetup import setup_logging
 from ntf_server.logsummary import flush_every
@@ -59,7 +59,6 @@ from ntf_server.push.deferred import DeferredScheduler
 from ntf_server.push.delivery import PERIODIC, DeliverySettings
 from ntf_server.push.policy import PolicySettings
 from ntf_server.push.service import PushService
-from ntf_server.ratelimit import Rate
 from ntf_server.redact import cap_third_party_loggers
 from ntf_server.startsummary import StartSummary, policy_text
 from ntf_server.statelock import AlreadyRunning, StateLock
@@ -79,7 +78,7 @@ from ntf_server.transport import certs
 from ntf_server.transport.certs import CredentialsError
 from ntf_server.transport.listener import ListenerLimits, NtfListener
 from ntf_server.transport.ntf_connection import ServerIdentity
-from ntf_server.transport.quota import RegistrationLimits
+from ntf_server.transport.quota import FrontDoor
 from ntf_server.transport.tls import TlsError, server_context
 
 log = logging.getLogger(__name__)
@@ -209,13 +208,11 @@ class NtfServer:
         aliases = SubIdAliases(self._store.client, cfg.redis.key_prefix)  # ids of an imported server
         await aliases.load()
         handlers = NtfHandlers(self._store, self.push, self.stats, sink, pushable=sender.pushable,
-                               resolve_sub_id=aliases.resolve)
+                               resolve_sub_id=aliases.resolve, limits=HandlerLimits.of(cfg))
         self.housekeeping = Housekeeping(self._store, sink, self.stats,
                                          expire_after_days=cfg.store.expire_tokens_after_days,
                                          expire_unverified_after_h=cfg.store.expire_unverified_after_h)
-        r = cfg.registration
-        quotas = RegistrationLimits(Rate(r.per_connection_per_min, r.per_connection_burst),
-                                    Rate(r.per_ip_per_min, r.per_ip_burst), r.ip_table_size, self.stats)
+        quotas = FrontDoor.from_config(cfg.registration, self.stats)
         identity = ServerIdentity(
             certs.fingerprint(certs.read_ca_der(cfg.tls.ca_cert_file)), load_sign_key(cfg.tls.key_file)
         )
@@ -225,7 +222,7 @@ class NtfServer:
                                 s.max_connections_per_ip)
         ctx = server_context(cfg.tls.cert_file, cfg.tls.key_file, cfg.tls.ca_cert_file)
         self.listener = NtfListener(ctx, identity, handlers, self.stats, limits, quotas)
-        summaries = [*self.push.summaries, deferred.store_errors, cron.store_errors, quotas.refusals,
+        summaries = [*self.push.summaries, deferred.store_errors, cron.store_errors, *quotas.summaries,
                      handlers.store_errors,
                      self.listener.handshake_failures, self.pool.connect_failures, self.pool.disconnects]
         self._parts = {"push workers": self.push.run, "subscriber pool": self.pool.run,

@@ -75,6 +75,8 @@ class Stat(enum.StrEnum):
     REQ_AUTH_FAILED = "req_auth_failed"
     REQ_PROHIBITED = "req_prohibited"
     REQ_QUOTA_EXCEEDED = "req_quota_exceeded"
+    SUB_QUOTA_EXCEEDED = "sub_quota_exceeded"  # SNEW over its rate or the token's caps
+    SUB_HOST_REFUSED = "sub_host_refused"  # SNEW naming a private or loopback SMP host
     BLOCKS_BAD = "blocks_bad"
     # subscriber pool
     SMP_CONNECTED = "smp_connected"

@@ -104,6 +104,8 @@ HELP: Final = {
     "req_auth_failed": "NTF requests answered AUTH",
     "req_prohibited": "NTF requests answered PROHIBITED",
     "req_quota_exceeded": "NTF registrations refused by the registration rate limits (ERR QUOTA)",
+    "sub_quota_exceeded": "SNEW refused by the subscription rate limits or the per-token caps (ERR QUOTA)",
+    "sub_host_refused": "SNEW naming a private or loopback SMP host, refused (ERR CMD PROHIBITED)",
     "blocks_bad": "Malformed NTF transport blocks",
     "smp_connected": "SMP connections established",
     "smp_connect_failed": "SMP connection attempts that failed",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Final, Protocol
 
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.store.records import (
@@ -39,6 +39,18 @@ class SubCreate(enum.Enum):
     EXISTS = "exists"  # same token, same notifier key: answer IDSUB with the stored id (spec §4.4)
     CONFLICT = "conflict"  # another token, or another key: AUTH
     NO_TOKEN = "no_token"  # noqa: S105 - not a password
+    QUOTA = "quota"  # over the token's caps (SubCaps): ERR QUOTA
+
+
+@dataclass(frozen=True, slots=True)
+class SubCaps:
+    """Most subscriptions and distinct SMP servers one token may have (0 = no cap; issue 16.1)."""
+
+    subscriptions: int = 0
+    servers: int = 0
+
+
+NO_CAPS: Final = SubCaps()
 
 
 class NtfOutcome(enum.Enum):
@@ -155,7 +167,8 @@ class SubscriptionStore(Protocol):
     or not the records exist (STYLE 4)."""
 
     async def create_subscription(
-        self, token_id: bytes, server: SMPServer, notifier_id: bytes, notifier_key: bytes
+        self, token_id: bytes, server: SMPServer, notifier_id: bytes, notifier_key: bytes,
+        caps: SubCaps = NO_CAPS,
     ) -> tuple[SubCreate, SubscriptionRecord | None]: ...
     async def get_subscription(self, sub_id: bytes) -> SubscriptionRecord | None: ...
     async def subscription_and_token(

@@ -32,12 +32,14 @@ from redis.backoff import ExponentialWithJitterBackoff
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.store.atrest import AtRest
 from ntf_server.store.base import (
+    NO_CAPS,
     NewNotification,
     NtfOutcome,
     RemovedSub,
     Store,
     StoreCounts,
     StoredNotification,
+    SubCaps,
     SubCreate,
     TokenCreate,
 )
@@ -202,8 +204,9 @@ class RedisStore:
     # ------------------------------------------------------------------ subscriptions (subscriptions.py)
 
     async def create_subscription(self, token_id: bytes, server: SMPServer, notifier_id: bytes,
-                                  notifier_key: bytes) -> tuple[SubCreate, SubscriptionRecord | None]:
-        return await self._subs.create_subscription(token_id, server, notifier_id, notifier_key)
+                                  notifier_key: bytes, caps: SubCaps = NO_CAPS,
+                                  ) -> tuple[SubCreate, SubscriptionRecord | None]:
+        return await self._subs.create_subscription(token_id, server, notifier_id, notifier_key, caps)
 
     async def get_subscription(self, sub_id: bytes) -> SubscriptionRecord | None:
         return await self._subs.get_subscription(sub_id)

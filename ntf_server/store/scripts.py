@@ -38,6 +38,8 @@ local function del_sub(tid, sid, srv)
   redis.call('HDEL', bk, r)
   redis.call('DECR', P .. 'n:sub')
   redis.call('HINCRBY', P .. 'srv:count', srv, -1)
+  -- per-token server counts (CREATE_SUB's cap); absent for subscriptions stored before they existed
+  if redis.call('HINCRBY', tk .. ':srv', srv, -1) <= 0 then redis.call('HDEL', tk .. ':srv', srv) end
   return v
 end
 -- Remove a token with everything hanging off it; appends sid, server number, record to out.
@@ -59,7 +61,7 @@ local function del_token(tid, out)
   redis.call('ZREM', P .. 'cron', tid)
   redis.call('ZREM', P .. 'unv', tid)
   redis.call('ZREM', P .. 'dfr', tid)  -- a deferred push (store/budget.py) dies with its token
-  redis.call('DEL', tk, tk .. ':subs', tk .. ':ln', tk .. ':dfr')
+  redis.call('DEL', tk, tk .. ':subs', tk .. ':ln', tk .. ':dfr', tk .. ':srv')
   return true
 end
 """
@@ -241,18 +243,27 @@ return n
 """
 )
 
-# ARGV: P NB tid sid srv record -> {'CREATED'} | {'EXISTS', record} | {'NOTOKEN'}
+# The caps (0 = none) bound what one token can make the subscriber do (issue 16.1): subscriptions, and
+# distinct SMP servers (each one a connection), counted in `t{T}:srv` (server number -> subscriptions).
+# ARGV: P NB tid sid srv record max_subs max_servers
+#   -> {'CREATED'} | {'EXISTS', record} | {'NOTOKEN'} | {'QUOTA'}
 CREATE_SUB: Final = (
     _PRELUDE
     + r"""
 local tid, sid, srv = ARGV[3], ARGV[4], ARGV[5]
-if redis.call('EXISTS', tkey(tid)) == 0 then return {'NOTOKEN'} end
+local max_subs, max_servers = tonumber(ARGV[7]), tonumber(ARGV[8])
+local tk = tkey(tid)
+if redis.call('EXISTS', tk) == 0 then return {'NOTOKEN'} end
 local r = string.sub(sid, 1, 20)
 local bk = bkey(srv, r)
 local v = redis.call('HGET', bk, r)
 if v then return {'EXISTS', v} end
+if max_subs > 0 and redis.call('HLEN', tk .. ':subs') >= max_subs then return {'QUOTA'} end
+if max_servers > 0 and redis.call('HEXISTS', tk .. ':srv', srv) == 0
+  and redis.call('HLEN', tk .. ':srv') >= max_servers then return {'QUOTA'} end
 redis.call('HSET', bk, r, ARGV[6])
-redis.call('HSET', tkey(tid) .. ':subs', sid, srv)
+redis.call('HSET', tk .. ':subs', sid, srv)
+redis.call('HINCRBY', tk .. ':srv', srv, 1)
 redis.call('INCR', P .. 'n:sub')
 redis.call('HINCRBY', P .. 'srv:count', srv, 1)
 return {'CREATED'}

@@ -27,7 +27,7 @@ from ntf_server.transport.admission import Admission, Caps
 from ntf_server.transport.blocks import ConnectionClosed
 from ntf_server.transport.memory import MemoryReturner
 from ntf_server.transport.ntf_connection import NtfConnection, ServerIdentity, server_handshake
-from ntf_server.transport.quota import RegistrationLimits
+from ntf_server.transport.quota import FrontDoor
 from ntf_server.transport.server_tls import TlsConnection
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class NtfListener:
         handlers: NtfHandlers,
         stats: Stats,
         limits: ListenerLimits,
-        quotas: RegistrationLimits | None = None,
+        quotas: FrontDoor | None = None,
     ) -> None:
         self._ssl = ssl_context
         self._identity = identity

@@ -36,7 +36,7 @@ from ntf_server.protocol.transport import (
 )
 from ntf_server.stats import Stat, Stats
 from ntf_server.transport.blocks import Blocks, ConnectionClosed
-from ntf_server.transport.quota import ConnectionQuota
+from ntf_server.transport.quota import PeerQuotas
 from ntf_server.transport.spsc import SpscQueue
 from ntf_server.transport.tls import negotiated_alpn
 
@@ -86,7 +86,7 @@ class NtfConnection:
         handlers: NtfHandlers,
         stats: Stats,
         idle_timeout_s: float | None,
-        quota: ConnectionQuota | None = None,
+        quota: PeerQuotas | None = None,
     ) -> None:
         self._stream = stream
         self._quota = quota
@@ -144,7 +144,7 @@ class NtfConnection:
                 await self._out.put(replies)
 
     async def _answer(self, req: P.NtfRequest) -> Reply:
-        if isinstance(req.command, P.TNew | P.TRpl) and self._quota is not None and not self._quota.allow():
+        if self._quota is not None and not self._quota.allow(req.command):
             resp: P.NtfResponse = P.Err(QUOTA)  # refused before any store or crypto work
         else:
             resp = await self._handlers.handle(req, self._server_dh)

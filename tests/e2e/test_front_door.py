@@ -1,0 +1,83 @@
+"""The front door against abuse (issue 16) over the real wire: what one client may make the server do.
+
+SNEW (16.1): caps on subscriptions and distinct SMP servers per token, a rate per connection, and SMP
+servers on private or loopback addresses refused unless ``subscriber.allow_private_hosts``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from e2e_env import Env, active_app
+
+from ntf_server.handlers import PROHIBITED
+from ntf_server.protocol import crypto, ntf as P
+from ntf_server.protocol.encoding import SMPServer
+from ntf_server.protocol.errors import QUOTA
+from ntf_server.sim.device import NtfClient, SimApp
+
+QUOTA_ERR = P.Err(QUOTA)
+
+
+def smp(host: str) -> SMPServer:
+    """An address nobody answers at (.invalid never resolves): the subscriber's attempts fail at once."""
+    return SMPServer((host,), "5223", b"\x07" * 32)
+
+
+async def connect(env: Env) -> NtfClient:
+    return await NtfClient.connect("127.0.0.1", env.port, env.key_hash)
+
+
+async def snew(app: SimApp, client: NtfClient, server: SMPServer, nid: bytes | None = None) -> P.NtfResponse:
+    return await app.subscribe(client, server, nid or os.urandom(24), crypto.generate_ed25519())
+
+
+async def test_subscriptions_and_smp_servers_per_token_are_capped(env: Env) -> None:
+    server = await env.reconfigure("registration", max_subscriptions_per_token=4, max_smp_servers_per_token=2)
+    client = await connect(env)
+    app = await active_app(env, client)
+    a, b, c = smp("a.invalid"), smp("b.invalid"), smp("c.invalid")
+    key = crypto.generate_ed25519()
+    first = await app.subscribe(client, a, b"n1", key)
+    assert isinstance(first, P.IdSub)
+    assert isinstance(await snew(app, client, a), P.IdSub)
+    assert isinstance(await snew(app, client, b), P.IdSub)
+    assert await snew(app, client, c) == QUOTA_ERR  # a third SMP server
+    assert isinstance(await snew(app, client, b), P.IdSub)  # a fourth subscription on a known server
+    assert await snew(app, client, a) == QUOTA_ERR  # a fifth subscription
+    assert await app.subscribe(client, a, b"n1", key) == first  # a retried SNEW is still answered
+    assert await client.request(first.sub_id, P.SDel(), app.auth_key) == (first.sub_id, P.Ok())
+    assert isinstance(await snew(app, client, a), P.IdSub)  # the deleted one made room
+    assert server.stats["sub_quota_exceeded"] == 2
+    other = await active_app(env, client)  # the caps are per token
+    assert isinstance(await snew(other, client, c), P.IdSub)
+    await client.close()
+
+
+async def test_snew_rate_per_connection(env: Env) -> None:
+    server = await env.reconfigure("registration", snew_per_connection_per_min=1.0, snew_per_connection_burst=3)
+    flooder, other = await connect(env), await connect(env)
+    app = await active_app(env, flooder)
+    answers = [await snew(app, flooder, smp("a.invalid")) for _ in range(4)]
+    assert [type(r) for r in answers[:3]] == [P.IdSub] * 3
+    assert answers[3] == QUOTA_ERR
+    assert isinstance(await app.token_command(flooder, P.TChk()), P.Tkn)  # other commands are served
+    assert isinstance(await snew(app, other, smp("a.invalid")), P.IdSub)  # another connection's own quota
+    assert server.stats["sub_quota_exceeded"] == 1
+    assert (await server.store.counts()).subscriptions == 4
+    for c in (flooder, other):
+        await c.close()
+
+
+async def test_private_smp_hosts_are_refused_unless_allowed(env: Env) -> None:
+    server = await env.reconfigure("subscriber", allow_private_hosts=False)
+    client = await connect(env)
+    app = await active_app(env, client)
+    for host in ("127.0.0.1", "10.1.2.3", "192.168.0.1", "169.254.169.254", "::1", "::ffff:127.0.0.1",
+                 "fd00::1", "0.0.0.0", "localhost", "db.localhost"):
+        assert await snew(app, client, smp(host)) == P.Err(PROHIBITED), host
+    assert isinstance(await snew(app, client, smp("smp.invalid")), P.IdSub)  # names are checked at connect
+    assert isinstance(await snew(app, client, smp("8.8.8.8")), P.IdSub)
+    assert server.stats["sub_host_refused"] == 10
+    assert (await server.store.counts()).subscriptions == 2
+    await client.close()
