@@ -202,6 +202,9 @@ class RegistrationConfig:
     per_ip_burst: int = setting(300, "TNEW/TRPL an address may send back to back (phones behind one NAT)", min=1)
     ip_table_size: int = setting(100000, "client addresses tracked at once (least recently seen forgotten)",
                                  min=1)
+    max_tokens_per_device: int = setting(
+        50, "registrations one device token may have (each TNEW with a new verify key is one; verifying one "
+        "deletes the others; unverified ones expire); 0 = no cap", min=0)
     snew_per_connection_per_min: float = setting(
         1000.0, "SNEW per connection per minute, sustained; 0 = no limit", min=0)
     snew_per_connection_burst: int = setting(

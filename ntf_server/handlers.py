@@ -85,12 +85,13 @@ class HandlerLimits:
 
     sub_caps: SubCaps = NO_CAPS
     allow_private_hosts: bool = True  # SMP servers on private/loopback IP literals (privatehosts.py)
+    tokens_per_device: int = 0  # registrations of one device token (0 = no cap)
 
     @classmethod
     def of(cls, cfg: Config) -> HandlerLimits:
         r = cfg.registration
         return cls(SubCaps(r.max_subscriptions_per_token, r.max_smp_servers_per_token),
-                   cfg.subscriber.allow_private_hosts)
+                   cfg.subscriber.allow_private_hosts, r.max_tokens_per_device)
 
 
 class HandlerStore(TokenStore, SubscriptionStore, Protocol):
@@ -267,8 +268,12 @@ class NtfHandlers:
             reg_code=secrets.token_bytes(REG_CODE_BYTES),
             last_used_day=day_of(self._clock()),
         )
-        if await self._store.create_token(rec, self._clock()) is TokenCreate.DUPLICATE:
+        created = await self._store.create_token(rec, self._clock(), self._limits.tokens_per_device)
+        if created is TokenCreate.DUPLICATE:
             return P.Err(AUTH)
+        if created is TokenCreate.QUOTA:
+            self._stats.incr(Stat.REQ_QUOTA_EXCEEDED)
+            return P.Err(QUOTA)
         self._pusher.send_verification(rec)
         if rec.provider is not PushProvider.APNS_NULL:
             self._stats.incr(Stat.TKN_CREATED)

@@ -32,6 +32,7 @@ from ntf_server.store.records import (
 class TokenCreate(enum.Enum):
     CREATED = "created"
     DUPLICATE = "duplicate"  # same (provider, device token, verify key) exists: Haskell answers AUTH
+    QUOTA = "quota"  # the device token has the most registrations allowed: ERR QUOTA
 
 
 class SubCreate(enum.Enum):
@@ -130,7 +131,9 @@ class PushTokenStore(TokenStatusStore, TokenLookup, Protocol):
 class TokenStore(TokenStatusStore, TokenLookup, Protocol):
     """The token commands (spec §4.3–4.4); `get_token` costs the same whether or not the token exists."""
 
-    async def create_token(self, token: TokenRecord, now: float | None = None) -> TokenCreate: ...
+    async def create_token(
+        self, token: TokenRecord, now: float | None = None, max_per_device: int = 0
+    ) -> TokenCreate: ...
     async def find_tokens(self, provider: PushProvider, device_token: bytes) -> list[TokenRecord]: ...
     async def find_token(
         self, provider: PushProvider, device_token: bytes, verify_key: bytes

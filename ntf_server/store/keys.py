@@ -4,8 +4,10 @@ Per token (all keys share the hash tag `{<token id hex>}`, so they live in one c
   P t{T}        hash   p st vk dhp ci cs ud x vh + sealed dt dhk ds rc (layout: codec.py)
   P t{T}:subs   hash   sub id -> SMP server number            (token -> subscriptions, for cascades)
   P t{T}:ln     hash   sub id -> ts_ms(13 digits) ‖ nonce ‖ encMeta   (last notifications, ≤ 6; codec.py)
+  P t{T}:srv    hash   SMP server number -> subscriptions      (the cap on servers per token; issue 16.1)
 Global:
   P dt:<hmac>   hash   token id -> hmac(verify key)            ((provider, device token) -> tokens)
+  P tv          hash   <dt hmac>:<hmac(verify key)> -> token id (repeated TNEW in O(1); issue 16.2)
   P used        zset   token id by last-used day               (expiry, token count)
   P cron        zset   token id by next periodic push time     (cron due set)
   P unv         zset   token id by creation time (Unix s), only while never verified (expiry of those)
@@ -14,7 +16,7 @@ Global:
   P s:<server number>:<bucket>   hash   r -> packed subscription (below)
   P dummy:t, P dummy            hash   stand-in token record; stand-in `sub` record and server `addr`,
                                        read where there is no record so lookups cost the same (STYLE 4)
-  P meta         hash   buckets, keycheck (fixed when the data set is created; dataset.py)
+  P meta         hash   buckets, keycheck (fixed when the data set is created; dataset.py), tv (P tv built)
   P sa           hash   imported subscription id -> ours       (only after import-simplex; sub_aliases.py)
 Which module reads and writes which keys: the table in redis.py.
 

@@ -105,6 +105,7 @@ class RedisStore:
         try:
             await store._d.check_meta(buckets)
             await store._d.write_dummies()
+            await store._tokens.index_repeats()
         except BaseException:
             await client.aclose()
             raise
@@ -147,8 +148,9 @@ class RedisStore:
 
     # ------------------------------------------------------------------ tokens (tokens.py)
 
-    async def create_token(self, token: TokenRecord, now: float | None = None) -> TokenCreate:
-        return await self._tokens.create_token(token, now)
+    async def create_token(self, token: TokenRecord, now: float | None = None,
+                           max_per_device: int = 0) -> TokenCreate:
+        return await self._tokens.create_token(token, now, max_per_device)
 
     async def get_token(self, token_id: bytes) -> TokenRecord | None:
         return await self._tokens.get_token(token_id)

@@ -57,6 +57,7 @@ local function del_token(tid, out)
   local nln = redis.call('HLEN', tk .. ':ln')
   if nln > 0 then redis.call('DECRBY', P .. 'n:ln', nln) end
   redis.call('HDEL', P .. 'dt:' .. x, tid)
+  redis.call('HDEL', P .. 'tv', x .. ':' .. (redis.call('HGET', tk, 'vh') or ''))
   redis.call('ZREM', P .. 'used', tid)
   redis.call('ZREM', P .. 'cron', tid)
   redis.call('ZREM', P .. 'unv', tid)
@@ -66,20 +67,26 @@ local function del_token(tid, out)
 end
 """
 
-# ARGV: P NB tid x vh day created field value ...
+# `P tv` (field x:vh -> token id) finds the token of a (provider, device token, verify key) without reading
+# the device token's other registrations; `max_per_device` (0 = no cap) bounds how many one device token
+# may have (each TNEW with a new verify key is one), so a TVFY deleting the others stays small (issue 16.2).
+# ARGV: P NB tid x vh day created max_per_device field value ...
+#   -> 'OK' | 'SAME' | 'DUPLICATE' | 'CLASH' | 'QUOTA'
 CREATE_TOKEN: Final = (
     _PRELUDE
     + r"""
 local tid, x, vh, day, created = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local max_per_device = tonumber(ARGV[8])
 local tk = tkey(tid)
 if redis.call('EXISTS', tk) == 1 then
   if redis.call('HGET', tk, 'vh') == vh and redis.call('HGET', tk, 'x') == x then return 'SAME' end
   return 'CLASH'
 end
-local idx = redis.call('HGETALL', P .. 'dt:' .. x)
-for i = 2, #idx, 2 do if idx[i] == vh then return 'DUPLICATE' end end
-redis.call('HSET', tk, unpack(ARGV, 8))
+if redis.call('HEXISTS', P .. 'tv', x .. ':' .. vh) == 1 then return 'DUPLICATE' end
+if max_per_device > 0 and redis.call('HLEN', P .. 'dt:' .. x) >= max_per_device then return 'QUOTA' end
+redis.call('HSET', tk, unpack(ARGV, 9))
 redis.call('HSET', P .. 'dt:' .. x, tid, vh)
+redis.call('HSET', P .. 'tv', x .. ':' .. vh, tid)
 redis.call('ZADD', P .. 'used', day, tid)
 if kind(redis.call('HGET', tk, 'st')) ~= 'ACTIVE' then redis.call('ZADD', P .. 'unv', created, tid) end
 return 'OK'
@@ -96,10 +103,11 @@ local old = redis.call('HGET', tk, 'x')
 if not old then return 'NOTOKEN' end
 if old ~= newx then
   local vh = redis.call('HGET', tk, 'vh')
-  local idx = redis.call('HGETALL', P .. 'dt:' .. newx)
-  for i = 2, #idx, 2 do if idx[i] == vh then return 'DUPLICATE' end end
+  if redis.call('HEXISTS', P .. 'tv', newx .. ':' .. vh) == 1 then return 'DUPLICATE' end
   redis.call('HDEL', P .. 'dt:' .. old, tid)
   redis.call('HSET', P .. 'dt:' .. newx, tid, vh)
+  redis.call('HDEL', P .. 'tv', old .. ':' .. vh)
+  redis.call('HSET', P .. 'tv', newx .. ':' .. vh, tid)
 end
 redis.call('HSET', tk, 'x', newx, unpack(ARGV, 5))
 return 'OK'
@@ -379,6 +387,20 @@ local function hget_or_dummy(key, field, dfield)
   return 0, redis.call('HGET', P .. 'dummy', dfield) or ''
 end
 """
+
+# The token of a repeated TNEW (its auth is already checked with the key it names, so there is nothing to
+# hide by timing): one index read, one record. ARGV: P NB x:vh -> {found(0|1), packed token hash, its id}
+LOOKUP_TNEW: Final = (
+    _PRELUDE
+    + _LOOKUP
+    + r"""
+local tid = redis.call('HGET', P .. 'tv', ARGV[3])
+if not tid then return {0, '', ''} end
+local h = redis.call('HGETALL', tkey(tid))
+if #h == 0 then return {0, '', ''} end
+return {1, pack(h), tid}
+"""
+)
 
 # ARGV: P NB tid pick -> {found(0|1), packed token hash, its id}
 LOOKUP_TOKEN: Final = (

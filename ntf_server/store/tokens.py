@@ -14,7 +14,7 @@ import time
 from collections.abc import Collection, Sequence
 
 from ntf_server.store.base import RemovedSub, TokenCreate
-from ntf_server.store.codec import TokenCodec
+from ntf_server.store.codec import TokenCodec, unpack_hash
 from ntf_server.store.dataset import DataSet
 from ntf_server.store.errors import StoreError
 from ntf_server.store.keys import TOKEN_ID_BYTES
@@ -41,20 +41,25 @@ class RedisTokens:
     def __repr__(self) -> str:
         return f"<RedisTokens prefix={self._d.keys.prefix!r}>"
 
-    async def create_token(self, token: TokenRecord, now: float | None = None) -> TokenCreate:
+    async def create_token(self, token: TokenRecord, now: float | None = None,
+                           max_per_device: int = 0) -> TokenCreate:
         """``now`` is the creation time (default: the wall clock); until the token is verified it is also
-        in the `unv` index that ``expire_unverified`` walks."""
+        in the `unv` index that ``expire_unverified`` walks. ``max_per_device`` (0 = no cap): QUOTA when the
+        device token already has that many registrations (issue 16.2)."""
         if len(token.token_id) != TOKEN_ID_BYTES:
             raise StoreError("token id must be 24 bytes")
         fields = self.codec.encode(token)
         x = self.codec.dt_index(token.provider, token.device_token)
         vh = self.codec.vk_index(token.verify_key)
         created = math.floor(time.time() if now is None else now)
-        res = await self._d.run("CREATE_TOKEN", token.token_id, x, vh, token.last_used_day, created, *fields)
+        res = await self._d.run("CREATE_TOKEN", token.token_id, x, vh, token.last_used_day, created,
+                                max_per_device, *fields)
         if res in (b"OK", b"SAME"):  # SAME: a retried call whose first reply was lost
             return TokenCreate.CREATED
         if res == b"DUPLICATE":
             return TokenCreate.DUPLICATE
+        if res == b"QUOTA":
+            return TokenCreate.QUOTA
         raise StoreError("token id collision")
 
     async def get_token(self, token_id: bytes) -> TokenRecord | None:
@@ -76,9 +81,38 @@ class RedisTokens:
         return [t for t in found if t.provider is provider and t.device_token == device_token]
 
     async def find_token(self, provider: PushProvider, device_token: bytes, verify_key: bytes) -> TokenRecord | None:
-        """The token of a repeat `TNEW` (spec §4.3): same provider, device token and verify key."""
-        found = await self.find_tokens(provider, device_token)
-        return next((t for t in found if t.verify_key == verify_key), None)
+        """The token of a repeat `TNEW` (spec §4.3): same provider, device token and verify key. One index
+        read and one record, however many registrations the device token has (issue 16.2)."""
+        field = self._repeat_field(self.codec.dt_index(provider, device_token), self.codec.vk_index(verify_key))
+        found, packed, tid = await self._d.run("LOOKUP_TNEW", field)
+        if not found:
+            return None
+        t = self.codec.decode(tid, unpack_hash(packed))
+        same = t.provider is provider and t.device_token == device_token and t.verify_key == verify_key
+        return t if same else None
+
+    @staticmethod
+    def _repeat_field(x: str | bytes, vh: bytes) -> bytes:
+        """The `P tv` field of a registration (as scripts.py writes it: x ‖ ':' ‖ vh)."""
+        return (x.encode() if isinstance(x, str) else x) + b":" + vh
+
+    async def index_repeats(self, batch: int = 1000) -> int:
+        """Once per data set: fill `P tv` from the `dt:` indexes of a data set written before it existed
+        (marked done by the field `tv` of `P meta`). Returns how many registrations were indexed."""
+        r, keys = self._d.r, self._d.keys
+        if await self._d.call(r.hexists, keys.g("meta"), "tv"):
+            return 0
+        n = 0
+        if await self._d.call(r.zcard, keys.g("used")):  # an empty data set has nothing to index
+            start = len(keys.dt_index(""))
+            async for key in r.scan_iter(match=keys.dt_index("*"), count=batch):
+                pairs = await self._d.call(r.hgetall, key)
+                if pairs:
+                    fields = {self._repeat_field(key[start:], vh): tid for tid, vh in pairs.items()}
+                    await self._d.call(r.hset, keys.g("tv"), None, None, fields)
+                    n += len(fields)
+        await self._d.call(r.hset, keys.g("meta"), "tv", 1)
+        return n
 
     async def replace_token(
         self, token_id: bytes, provider: PushProvider, device_token: bytes, reg_code: bytes

@@ -81,3 +81,31 @@ async def test_private_smp_hosts_are_refused_unless_allowed(env: Env) -> None:
     assert server.stats["sub_host_refused"] == 10
     assert (await server.store.counts()).subscriptions == 2
     await client.close()
+
+
+async def test_registrations_per_device_token_are_capped(env: Env) -> None:
+    """Issue 16.2: each TNEW with a new verify key for one device token is one more registration; beyond
+    the cap, ERR QUOTA. A repeat is answered as before, and verifying one makes room again."""
+    server = await env.reconfigure("registration", max_tokens_per_device=3)
+    client = await connect(env)
+    device = P.DeviceToken(P.PushProvider.APNS_TEST, os.urandom(32).hex().encode())
+    apps = [SimApp(device) for _ in range(4)]
+    answers = [await a.register(client) for a in apps]
+    assert [type(r) for r in answers[:3]] == [P.IdTkn] * 3
+    assert answers[3] == QUOTA_ERR
+    assert await apps[0].register(client) == answers[0]  # a repeat
+    pushes = [await env.sim.next_push(device.token.decode()) for _ in range(4)]  # 3 + the repeat's
+    code = next(c for c in map(lambda p: own_code(apps[0], p.body), pushes) if c is not None)
+    assert await apps[0].token_command(client, P.TVfy(code)) == P.Ok()
+    assert isinstance(await apps[3].register(client), P.IdTkn)
+    assert server.stats["req_quota_exceeded"] == 1
+    await client.close()
+
+
+def own_code(app: SimApp, body: bytes) -> bytes | None:
+    """The verification code of ``body`` if it was meant for ``app`` (pushes of one device may come in any
+    order)."""
+    try:
+        return app.verification_code(body)
+    except crypto.CryptoError:
+        return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import redis.asyncio
 from store_helpers import NOW, check_invariants, device_token, notifier_key, server, token
 
 from ntf_server.store.base import TokenCreate
@@ -191,3 +192,52 @@ async def test_touch_and_expiry_of_abandoned_tokens(store: RedisStore, redis_url
     assert await store.get_token(fresh.token_id) is not None
     assert await store.expire_tokens(NOW, unused_days=30) == ([], [])
     await check_invariants(store, redis_url)
+
+
+async def test_repeat_tnew_reads_one_record_not_every_registration(store: RedisStore, redis_url: str) -> None:
+    """Issue 16.2: the lookup of a repeated TNEW goes through the `tv` index; the device token's other
+    registrations are never read (here one of them is unreadable, which a scan would trip over)."""
+    t = token()
+    others = [token(t.device_token) for _ in range(3)]
+    for x in (t, *others):
+        await store.create_token(x)
+    c = redis.asyncio.Redis.from_url(redis_url)
+    await c.hset(f"{store.prefix}t{{{others[1].token_id.hex()}}}", "dt", b"garbage")
+    await c.aclose()
+    assert await store.find_token(t.provider, t.device_token, t.verify_key) == t
+
+
+async def test_registrations_per_device_token_are_capped(store: RedisStore, redis_url: str) -> None:
+    first = token()
+    assert await store.create_token(first, max_per_device=3) is TokenCreate.CREATED
+    same_device = [token(first.device_token) for _ in range(3)]
+    assert [await store.create_token(x, max_per_device=3) for x in same_device] == [
+        TokenCreate.CREATED, TokenCreate.CREATED, TokenCreate.QUOTA]  # fmt: skip
+    assert await store.create_token(first, max_per_device=3) is TokenCreate.CREATED  # a retried create
+    assert await store.create_token(token(), max_per_device=3) is TokenCreate.CREATED  # another device
+    ok, removed = await store.activate_token(first.token_id)  # verifying one deletes the others (≤ cap)
+    assert ok and removed == []
+    assert {x.token_id for x in await store.find_tokens(first.provider, first.device_token)} == {first.token_id}
+    assert await store.create_token(same_device[2], max_per_device=3) is TokenCreate.CREATED
+    await check_invariants(store, redis_url)
+
+
+async def test_a_data_set_from_before_the_repeat_index_is_indexed_at_connect(
+    store: RedisStore, redis_url: str, store_key: bytes
+) -> None:
+    tokens = [token() for _ in range(3)]
+    for t in tokens:
+        await store.create_token(t)
+    c = redis.asyncio.Redis.from_url(redis_url)
+    await c.delete(store.prefix + "tv")  # as the code before issue 16.2 left it
+    await c.hdel(store.prefix + "meta", "tv")
+    await c.aclose()
+    assert await store.find_token(tokens[0].provider, tokens[0].device_token, tokens[0].verify_key) is None
+    again = await RedisStore.connect(redis_url, store_key, prefix=store.prefix)
+    try:
+        for t in tokens:
+            assert await again.find_token(t.provider, t.device_token, t.verify_key) == t
+        assert await again.create_token(token(tokens[0].device_token, vk=tokens[0].verify_key)) is (
+            TokenCreate.DUPLICATE)
+    finally:
+        await again.close()
