@@ -13,7 +13,7 @@ from e2e_env import Env, active_app
 from ntf_server.handlers import PROHIBITED
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import SMPServer
-from ntf_server.protocol.errors import QUOTA
+from ntf_server.protocol.errors import QUOTA, CmdError, CommandError
 from ntf_server.sim.device import NtfClient, SimApp
 
 QUOTA_ERR = P.Err(QUOTA)
@@ -109,3 +109,26 @@ def own_code(app: SimApp, body: bytes) -> bytes | None:
         return app.verification_code(body)
     except crypto.CryptoError:
         return None
+
+
+async def test_an_empty_notifier_id_is_a_syntax_error_not_a_store_error(env: Env) -> None:
+    """Issue 16.6: it used to reach the store, answer ERR STORE, count a store error and fire the alert."""
+    client = await connect(env)
+    app = await active_app(env, client)
+    assert await app.subscribe(client, smp("a.invalid"), b"", crypto.generate_ed25519()) == P.Err(
+        CmdError(CommandError.SYNTAX))
+    assert env.server.stats["store_errors"] == 0
+    assert isinstance(await snew(app, client, smp("a.invalid")), P.IdSub)  # the connection carries on
+    await client.close()
+
+
+async def test_one_device_token_in_any_case_is_one_device(env: Env) -> None:
+    """Issue 16.5: upper- and lower-case hex of one device token are the same registration."""
+    client = await connect(env)
+    hex_token = os.urandom(32).hex()
+    app = SimApp(P.DeviceToken(P.PushProvider.APNS_TEST, hex_token.upper().encode()))
+    first = await app.register(client)
+    assert isinstance(first, P.IdTkn)
+    app.device_token = P.DeviceToken(P.PushProvider.APNS_TEST, hex_token.encode())
+    assert await app.register(client) == first  # a repeat of the same registration, not a new device
+    await client.close()
