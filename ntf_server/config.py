@@ -23,6 +23,7 @@ import os
 import tomllib
 import types
 import typing
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,10 +109,18 @@ class Secret:
 
 
 def redact_url(url: str) -> str:
-    """``redis://user:pw@host`` -> ``redis://***@host``."""
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    return f"{scheme}{sep}***@{host}" if sep and at and userinfo else url
+    """A URL for messages, built from its scheme, host, port and path only: user, password, query
+    (``?password=``) and fragment are left out, whatever they hold (issue 16.7). ``***@`` marks a URL that
+    had credentials; one that cannot be parsed shows only its scheme."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        return f"{url.partition(':')[0][:16]}://<unparseable>"
+    if ":" in host:
+        host = f"[{host}]"
+    creds = "***@" if parts.username is not None or parts.password is not None else ""
+    return f"{parts.scheme}://{creds}{host}{f':{port}' if port is not None else ''}{parts.path}"
 
 
 def _secret(section: object, path: str, name: str) -> Secret:
