@@ -151,7 +151,13 @@ class ServerConfig:
     max_handshakes: int = setting(
         1000, "sockets at once still in the TLS or NTF handshake (they count toward max_connections too)", min=1)
     max_connections_per_ip: int = setting(
-        500, "sockets at once from one IPv4 address or IPv6 /64 (NAT: many phones share one address)", min=1)
+        500, "sockets at once from one IPv4 address or IPv6 /56 (NAT: many phones share one address)", min=1)
+    max_handshakes_per_ip: int = setting(
+        100, "sockets at once from one address still in the TLS or NTF handshake (so a few addresses cannot "
+        "hold every max_handshakes slot)", min=1)
+    first_byte_timeout_s: float = setting(
+        10.0, "drop a socket that sends nothing this long after accept (a silent socket holds a handshake slot; "
+        "capped at tls_timeout_s)", min=0.1)
 
     def validate(self, path: str) -> None:
         try:
@@ -206,7 +212,7 @@ class RegistrationConfig:
                                             min=0)
     per_connection_burst: int = setting(20, "TNEW/TRPL a connection may send back to back", min=1)
     per_ip_per_min: float = setting(
-        60.0, "TNEW/TRPL per client address (IPv6: per /64) per minute, sustained; 0 = no limit", min=0
+        60.0, "TNEW/TRPL per client address (IPv6: per /56) per minute, sustained; 0 = no limit", min=0
     )
     per_ip_burst: int = setting(300, "TNEW/TRPL an address may send back to back (phones behind one NAT)", min=1)
     ip_table_size: int = setting(100000, "client addresses tracked at once (least recently seen forgotten)",
@@ -219,7 +225,7 @@ class RegistrationConfig:
     snew_per_connection_burst: int = setting(
         5000, "SNEW a connection may send back to back (an app subscribing all its queues at once)", min=1)
     snew_per_ip_per_min: float = setting(
-        5000.0, "SNEW per client address (IPv6: per /64) per minute, sustained; 0 = no limit", min=0)
+        5000.0, "SNEW per client address (IPv6: per /56) per minute, sustained; 0 = no limit", min=0)
     snew_per_ip_burst: int = setting(20000, "SNEW an address may send back to back", min=1)
     max_subscriptions_per_token: int = setting(
         20000, "subscriptions one token may have (a queue each: contacts and group members); 0 = no cap", min=0)

@@ -219,7 +219,7 @@ class NtfServer:
         s = cfg.server
         limits = ListenerLimits(s.max_connections, s.tls_timeout_s, s.handshake_timeout_s, s.block_read_timeout_s,
                                 s.block_write_timeout_s, s.idle_timeout_s, s.shutdown_timeout_s, s.max_handshakes,
-                                s.max_connections_per_ip)
+                                s.max_connections_per_ip, s.first_byte_timeout_s, s.max_handshakes_per_ip)
         ctx = server_context(cfg.tls.cert_file, cfg.tls.key_file, cfg.tls.ca_cert_file)
         self.listener = NtfListener(ctx, identity, handlers, self.stats, limits, quotas)
         summaries = [*self.push.summaries, deferred.store_errors, cron.store_errors, *quotas.summaries,

@@ -67,6 +67,7 @@ class Stat(enum.StrEnum):
     CONN_REFUSED_CONNECTIONS = "conn_refused_connections"
     CONN_REFUSED_HANDSHAKES = "conn_refused_handshakes"
     CONN_REFUSED_PER_IP = "conn_refused_per_ip"
+    CONN_REFUSED_HANDSHAKES_PER_IP = "conn_refused_handshakes_per_ip"
     CONN_TLS_FAILED = "conn_tls_failed"
     CONN_HANDSHAKE_FAILED = "conn_handshake_failed"
     CONN_CLOSED = "conn_closed"

@@ -96,6 +96,7 @@ HELP: Final = {
     "conn_refused_connections": "Refused: server.max_connections reached",
     "conn_refused_handshakes": "Refused: server.max_handshakes reached",
     "conn_refused_per_ip": "Refused: server.max_connections_per_ip reached",
+    "conn_refused_handshakes_per_ip": "Refused: server.max_handshakes_per_ip reached",
     "conn_tls_failed": "NTF client sockets closed before TLS completed",
     "conn_handshake_failed": "NTF client connections with a failed NTF handshake",
     "conn_closed": "NTF client sockets closed",
