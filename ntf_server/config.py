@@ -155,6 +155,17 @@ class ServerConfig:
     max_handshakes_per_ip: int = setting(
         100, "sockets at once from one address still in the TLS or NTF handshake (so a few addresses cannot "
         "hold every max_handshakes slot)", min=1)
+    commands_per_connection_per_min: float = setting(
+        3000.0, "commands of any kind per connection per minute, sustained (ERR QUOTA beyond); 0 = no limit", min=0)
+    commands_per_connection_burst: int = setting(
+        10000, "commands a connection may send back to back (at least registration.snew_per_connection_burst)",
+        min=1)
+    commands_per_ip_per_min: float = setting(
+        12000.0, "commands of any kind per client address per minute, sustained; 0 = no limit", min=0)
+    commands_per_ip_burst: int = setting(40000, "commands an address may send back to back", min=1)
+    max_auth_failures: int = setting(
+        200, "close a connection after this many ERR AUTH answers (each costs a signature check); 0 = never",
+        min=0)
     first_byte_timeout_s: float = setting(
         10.0, "drop a socket that sends nothing this long after accept (a silent socket holds a handshake slot; "
         "capped at tls_timeout_s)", min=0.1)

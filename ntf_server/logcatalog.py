@@ -80,6 +80,7 @@ EVENTS: Final[dict[str, EventSpec]] = {
     **_counted("request.store_error", W, "", "a request was answered ERR STORE"),
     **_counted("registration.refused", INF, "", "a registration was refused over its quota"),
     **_counted("subscription.refused", INF, "", "an SNEW was refused over its rate quota"),
+    **_counted("request.over_budget", INF, "", "a request was refused over the command budget"),
     # ---- subscriber (SMP)
     **_counted("smp.connect_failed", INF, "", "an SMP server was unreachable; retrying with backoff"),
     **_counted("smp.disconnected", INF, "", "an SMP connection was lost; reconnecting"),

@@ -212,14 +212,15 @@ class NtfServer:
         self.housekeeping = Housekeeping(self._store, sink, self.stats,
                                          expire_after_days=cfg.store.expire_tokens_after_days,
                                          expire_unverified_after_h=cfg.store.expire_unverified_after_h)
-        quotas = FrontDoor.from_config(cfg.registration, self.stats)
+        quotas = FrontDoor.from_config(cfg.registration, cfg.server, self.stats)
         identity = ServerIdentity(
             certs.fingerprint(certs.read_ca_der(cfg.tls.ca_cert_file)), load_sign_key(cfg.tls.key_file)
         )
         s = cfg.server
         limits = ListenerLimits(s.max_connections, s.tls_timeout_s, s.handshake_timeout_s, s.block_read_timeout_s,
                                 s.block_write_timeout_s, s.idle_timeout_s, s.shutdown_timeout_s, s.max_handshakes,
-                                s.max_connections_per_ip, s.first_byte_timeout_s, s.max_handshakes_per_ip)
+                                s.max_connections_per_ip, s.first_byte_timeout_s, s.max_handshakes_per_ip,
+                                s.max_auth_failures)
         ctx = server_context(cfg.tls.cert_file, cfg.tls.key_file, cfg.tls.ca_cert_file)
         self.listener = NtfListener(ctx, identity, handlers, self.stats, limits, quotas)
         summaries = [*self.push.summaries, deferred.store_errors, cron.store_errors, *quotas.summaries,

@@ -76,6 +76,8 @@ class Stat(enum.StrEnum):
     REQ_AUTH_FAILED = "req_auth_failed"
     REQ_PROHIBITED = "req_prohibited"
     REQ_QUOTA_EXCEEDED = "req_quota_exceeded"
+    REQ_OVER_BUDGET = "req_over_budget"  # over the per-connection or per-address command budget
+    CONN_CLOSED_AUTH = "conn_closed_auth_failures"  # closed after server.max_auth_failures ERR AUTH
     SUB_QUOTA_EXCEEDED = "sub_quota_exceeded"  # SNEW over its rate or the token's caps
     SUB_HOST_REFUSED = "sub_host_refused"  # SNEW naming a private or loopback SMP host
     BLOCKS_BAD = "blocks_bad"

@@ -105,6 +105,8 @@ HELP: Final = {
     "req_auth_failed": "NTF requests answered AUTH",
     "req_prohibited": "NTF requests answered PROHIBITED",
     "req_quota_exceeded": "NTF registrations refused by the registration rate limits (ERR QUOTA)",
+    "req_over_budget": "NTF requests refused by the command budget per connection or address (ERR QUOTA)",
+    "conn_closed_auth_failures": "NTF connections closed after server.max_auth_failures ERR AUTH answers",
     "sub_quota_exceeded": "SNEW refused by the subscription rate limits or the per-token caps (ERR QUOTA)",
     "sub_host_refused": "SNEW naming a private or loopback SMP host, refused (ERR CMD PROHIBITED)",
     "blocks_bad": "Malformed NTF transport blocks",

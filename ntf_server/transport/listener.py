@@ -48,6 +48,7 @@ class ListenerLimits:
     max_connections_per_ip: int = 500
     first_byte_timeout_s: float = 10.0
     max_handshakes_per_ip: int | None = None
+    max_auth_failures: int = 0  # 0 = never close for AUTH answers
 
 
 class NtfListener:
@@ -150,7 +151,8 @@ class NtfListener:
             params, dh = await server_handshake(conn, self._identity, lim.handshake_timeout_s)
             self._handshake_done(conn)
             quota = self._quotas.for_peer(conn.peer) if self._quotas else None
-            ntf = NtfConnection(conn, params, dh, self._handlers, self._stats, lim.idle_timeout_s or None, quota)
+            ntf = NtfConnection(conn, params, dh, self._handlers, self._stats, lim.idle_timeout_s or None, quota,
+                                max_auth_failures=lim.max_auth_failures)
             await ntf.run()
         except NtfHandshakeFailed as e:  # not our client: closed without an error block
             self._stats.incr(Stat.CONN_HANDSHAKE_FAILED)

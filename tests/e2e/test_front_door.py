@@ -13,7 +13,7 @@ from e2e_env import Env, active_app
 from ntf_server.handlers import PROHIBITED
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import SMPServer
-from ntf_server.protocol.errors import QUOTA, CmdError, CommandError
+from ntf_server.protocol.errors import AUTH, QUOTA, CmdError, CommandError
 from ntf_server.sim.device import NtfClient, SimApp
 
 QUOTA_ERR = P.Err(QUOTA)
@@ -132,3 +132,36 @@ async def test_one_device_token_in_any_case_is_one_device(env: Env) -> None:
     app.device_token = P.DeviceToken(P.PushProvider.APNS_TEST, hex_token.encode())
     assert await app.register(client) == first  # a repeat of the same registration, not a new device
     await client.close()
+
+
+async def test_every_command_counts_toward_the_budget_of_its_connection_and_address(env: Env) -> None:
+    """Issue 16.4: only TNEW/TRPL were limited; any other command with a random signature cost a lookup
+    and a signature check, 2,100/s from one connection."""
+    server = await env.reconfigure("server", commands_per_connection_per_min=1.0, commands_per_connection_burst=4,
+                                   commands_per_ip_per_min=1.0, commands_per_ip_burst=7)
+    a, b = await connect(env), await connect(env)
+    app = SimApp(P.DeviceToken(P.PushProvider.APNS_TEST, os.urandom(32).hex().encode()))
+    assert isinstance(await app.register(a), P.IdTkn)
+    answers = [await app.token_command(a, P.TChk()) for _ in range(4)]
+    assert [type(r) for r in answers[:3]] == [P.Tkn] * 3 and answers[3] == QUOTA_ERR  # 4 per connection
+    assert await a.request(b"", P.Ping()) == (b"", QUOTA_ERR)  # whatever the command
+    on_b = [await app.token_command(b, P.TChk()) for _ in range(4)]  # 7 per address, 4 taken (refused: free)
+    assert [type(r) for r in on_b[:3]] == [P.Tkn] * 3 and on_b[3] == QUOTA_ERR
+    elsewhere = await NtfClient.connect("127.0.0.1", env.port, env.key_hash, local_host="127.0.0.2")
+    assert isinstance(await app.token_command(elsewhere, P.TChk()), P.Tkn)
+    assert server.stats["req_over_budget"] == 3
+    for c in (a, b, elsewhere):
+        await c.close()
+
+
+async def test_a_connection_is_closed_after_too_many_auth_failures(env: Env) -> None:
+    server = await env.reconfigure("server", max_auth_failures=3)
+    prober, bystander = await connect(env), await connect(env)
+    app = await active_app(env, bystander)
+    forged = [(app.token_id, P.TChk(), crypto.generate_ed25519()) for _ in range(3)]
+    for entity, cmd, key in forged:  # a random signature on a real token: ERR AUTH, then closed
+        assert (await prober.request(entity, cmd, key))[1] == P.Err(AUTH)
+    assert await prober.closed_by_server()
+    assert server.stats["conn_closed_auth_failures"] == 1
+    assert isinstance(await app.token_command(bystander, P.TChk()), P.Tkn)
+    await bystander.close()
