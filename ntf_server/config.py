@@ -366,6 +366,10 @@ class AdminConfig:
     port: int = setting(5227, "admin API port", min=0, max=65535)
     token_file: Path | None = setting(Path("admin.token"), "bearer token file (created by init)")
     token_env: str = setting("", "environment variable holding the bearer token instead")
+    read_token_file: Path | None = setting(
+        None, "a second bearer token, read-only: GET /metrics, /v1/stats, /v1/status, /v1/smp-servers, "
+        "/v1/policy, not PUT (give this one to Prometheus); empty = none")
+    read_token_env: str = setting("", "environment variable holding the read-only token instead")
     metrics_public: bool = setting(
         False, "serve GET /metrics without the bearer token (only for a scraper that cannot send one)")
     census_interval_s: float = setting(
@@ -373,6 +377,9 @@ class AdminConfig:
 
     def token(self) -> Secret:
         return _secret(self, "admin", "token")
+
+    def read_token(self) -> Secret:
+        return _secret(self, "admin", "read_token")
 
     def validate(self, path: str) -> None:
         if self.enabled and not self.token().configured:
@@ -415,6 +422,8 @@ class Config:
                 found.append(env.key(f"apns.{name}"))
         if self.admin.enabled:
             found.append(self.admin.token())
+            if self.admin.read_token().configured:
+                found.append(self.admin.read_token())
         if self.redis.url_env:
             found.append(self.redis.secret())
         return found

@@ -272,6 +272,7 @@ class NtfServer:
         assert self.activity is not None and self.census is not None
         try:
             token = clean_token(cfg.token().read())
+            read_token = clean_token(cfg.read_token().read()) if cfg.read_token().configured else None
         except (ConfigError, TokenError) as e:
             raise StartupError(f"admin API: {e}") from e
         census = self.census
@@ -281,7 +282,11 @@ class NtfServer:
                       lambda: self.push.retries_waiting if self.push else 0)
         policy = PolicyApi(PolicyStore(self.store.client, self.store.prefix),
                            PolicySettings.from_config(self.config.push))
-        admin = AdminServer(build_app(src, policy, token, metrics_public=cfg.metrics_public))
+        try:
+            app = build_app(src, policy, token, metrics_public=cfg.metrics_public, read_token=read_token)
+        except TokenError as e:
+            raise StartupError(f"admin API: {e}") from e
+        admin = AdminServer(app)
         try:
             await admin.start(cfg.bind, cfg.port)
         except OSError as e:
