@@ -233,7 +233,7 @@ class NtfHandlers:
                 updated = await self._store.get_token(tok.token_id)
                 if updated is None:
                     return P.Err(AUTH)
-                self._pusher.send_verification(updated)
+                await self._pusher.send_verification(updated)
                 self._stats.incr(Stat.TKN_REPLACED)
                 return P.Ok()
             case P.TDel():
@@ -274,7 +274,7 @@ class NtfHandlers:
         if created is TokenCreate.QUOTA:
             self._stats.incr(Stat.REQ_QUOTA_EXCEEDED)
             return P.Err(QUOTA)
-        self._pusher.send_verification(rec)
+        await self._pusher.send_verification(rec)
         if rec.provider is not PushProvider.APNS_NULL:
             self._stats.incr(Stat.TKN_CREATED)
         return P.IdTkn(rec.token_id, rec.dh_public)
@@ -296,7 +296,7 @@ class NtfHandlers:
             await self._store.set_token_status(
                 tok.token_id, TokenStatus(target), only_from=changing_sources(TokenEvent.TNEW_REPEAT)
             )
-        self._pusher.send_verification(tok)
+        await self._pusher.send_verification(tok)
         return P.IdTkn(tok.token_id, tok.dh_public)
 
     async def _tvfy(self, code: bytes, tok: TokenRecord) -> P.NtfResponse:

@@ -58,7 +58,7 @@ from ntf_server.push.cron import CronPushes
 from ntf_server.push.deferred import DeferredScheduler
 from ntf_server.push.delivery import PERIODIC, DeliverySettings
 from ntf_server.push.policy import PolicySettings
-from ntf_server.push.service import PushService
+from ntf_server.push.service import HOUR_S, PushService
 from ntf_server.redact import cap_third_party_loggers
 from ntf_server.startsummary import StartSummary, policy_text
 from ntf_server.statelock import AlreadyRunning, StateLock
@@ -72,6 +72,7 @@ from ntf_server.store.errors import StoreError
 from ntf_server.store.policy import PolicyStore
 from ntf_server.store.redis import RedisStore
 from ntf_server.store.sub_aliases import SubIdAliases
+from ntf_server.store.vrfcap import VerificationCap
 from ntf_server.subscriber.pool import SubscriberPool
 from ntf_server.subscriber.routing import client_factory as smp_client_factory
 from ntf_server.transport import certs
@@ -194,7 +195,10 @@ class NtfServer:
         stack.push_async_callback(sender.aclose)
         hidden = HiddenPushes(PolicyStore(self._store.client, self._store.prefix),
                               PolicySettings.from_config(cfg.push), BudgetStore(self._store.client, self._store.prefix))
-        self.push = PushService(self._store, sender, self.stats, delivery=DeliverySettings.of(cfg.push), hidden=hidden)
+        vrf_cap = VerificationCap(self._store.client, self._store.prefix, partial(AtRest(master).index, b"vrf cap"),
+                                  cfg.push.verifications_per_hour, HOUR_S)  # in Redis: survives restarts
+        self.push = PushService(self._store, sender, self.stats, delivery=DeliverySettings.of(cfg.push), hidden=hidden,
+                                vrf_cap=vrf_cap)
         deferred = DeferredScheduler(hidden, self._store, partial(self.push.deliver, background=True), self.stats,
                                      scan_s=cfg.push.defer_scan_s)
         cron = CronPushes(hidden, self._store, partial(self.push.deliver, background=True, kind=PERIODIC),

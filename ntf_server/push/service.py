@@ -1,7 +1,8 @@
 """Push delivery: a bounded queue, workers, APNs outcomes turned into token status and counters (§5.8–5.9).
 
-Theory of operation: handlers enqueue without waiting (``send_verification`` never blocks the NTF
-connection; a full queue is counted and the push dropped, and the client's repeat TNEW re-sends it).
+Theory of operation: handlers enqueue without waiting for the push (``send_verification`` awaits only the
+per-device cap, one Redis call; a full queue is counted and the push dropped, and the client's repeat TNEW
+re-sends it).
 Message notifications (spec §5.7, SimpleX parity: every NMSG → one mutable-content alert carrying the
 token's newest ≤ 6 notifications) go through a second bounded queue, whose ``send_messages`` *waits* for
 room: a full queue slows the SMP reader that feeds it, and the SMP server keeps what is not read, so no
@@ -19,7 +20,6 @@ push/policy.py); the deferred and periodic pushes it schedules are sent through 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import secrets
 import time
@@ -31,7 +31,7 @@ from ntf_server.logevents import emit, log_event
 from ntf_server.logsummary import CountedLog
 from ntf_server.push import payload
 from ntf_server.push.budget import HiddenPushes, Plan, alert_body, pn_messages
-from ntf_server.push.caps import SlidingCap
+from ntf_server.push.caps import DeviceCap, MemoryDeviceCap, SlidingCap
 from ntf_server.push.delivery import MESSAGE, VERIFICATION, Delivery, DeliverySettings, Push, PushKind
 from ntf_server.push.outcomes import Delivered, Failed, Invalid, Outcome, PushSender, RetryLater
 from ntf_server.push.policy import Decision
@@ -69,11 +69,12 @@ class PushService:
     def __init__(self, store: PushTokenStore, sender: PushSender, stats: Stats, *, workers: int = 4,
                  message_workers: int = MESSAGE_WORKERS, queue_size: int = QUEUE_SIZE,
                  delivery: DeliverySettings = DEFAULT_DELIVERY, clock: Callable[[], float] = time.monotonic,
-                 hidden: HiddenPushes | None = None) -> None:
+                 hidden: HiddenPushes | None = None, vrf_cap: DeviceCap | None = None) -> None:
+        """``vrf_cap``: verification pushes per device (store/vrfcap.py; default: this instance's memory)."""
         self.hidden = hidden  # the push policy; None = SimpleX parity (every notification an alert)
         self._store = store
         self._delivery = Delivery(store, sender, stats, delivery, clock=clock)
-        self._vrf_cap: SlidingCap[bytes] = SlidingCap(delivery.verifications_per_hour, HOUR_S)
+        self._vrf_cap = vrf_cap or MemoryDeviceCap(SlidingCap(delivery.verifications_per_hour, HOUR_S), clock)
         self._clock = clock
         self._stats = stats
         self._workers = workers
@@ -84,13 +85,12 @@ class PushService:
         self.drops = CountedLog(log, "verification push not sent", level=logging.WARNING, event="push.not_sent")
         self.message_failures = self._delivery.summaries[MESSAGE]
 
-    def send_verification(self, token: TokenRecord) -> None:
-        if token.provider is not PushProvider.APNS_NULL:
-            device = hashlib.blake2b(token.provider.value.encode() + b" " + token.device_token, digest_size=16)
-            if not self._vrf_cap.allow(device.digest(), self._clock()):
-                self._stats.incr(Stat.NTF_VRF_CAPPED)
-                self.drops.event("over the per-device hourly cap")
-                return
+    async def send_verification(self, token: TokenRecord) -> None:
+        null = token.provider is PushProvider.APNS_NULL
+        if not null and not await self._vrf_cap.allow(token.provider, token.device_token):
+            self._stats.incr(Stat.NTF_VRF_CAPPED)
+            self.drops.event("over the per-device hourly cap")
+            return
         try:
             self._queue.put_nowait(token)
         except asyncio.QueueFull:

@@ -18,6 +18,7 @@ Global:
                                        read where there is no record so lookups cost the same (STYLE 4)
   P meta         hash   buckets, keycheck (fixed when the data set is created; dataset.py), tv (P tv built)
   P sa           hash   imported subscription id -> ours       (only after import-simplex; sub_aliases.py)
+  P vc:<hmac>    zset   verification pushes of one device in the last hour, expiring (vrfcap.py)
 Which module reads and writes which keys: the table in redis.py.
 
 Subscriptions are the bulk of the data (millions), so they have no per-subscription key and no separate

@@ -160,7 +160,7 @@ async def test_debug_logs_carry_no_secret(env: Env, debug_logs: tuple[io.StringI
     assert await bad.register(client) == P.Err(CmdError(CommandError.SYNTAX))  # issue 16.5
     stored = legacy_token(bad)  # a malformed device token stored before that: its push fails for good
     await env.server.store.create_token(stored)
-    env.server.push.send_verification(stored)  # type: ignore[union-attr]
+    await env.server.push.send_verification(stored)  # type: ignore[union-attr]
     await env.server.push.drain()  # type: ignore[union-attr]
     assert await dead.token_command(client, P.TVfy(os.urandom(32))) == P.Err(AUTH)
     # a flood over the per-connection quota (ERR QUOTA, debug lines and a summary)

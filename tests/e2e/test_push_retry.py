@@ -189,3 +189,25 @@ async def test_verification_pushes_are_capped_per_device_per_hour(env: Env) -> N
     assert len(env.sim.pushes(app.device_token.token.decode())) == 3
     assert server.stats["ntf_vrf_capped"] == 2 and server.stats["ntf_vrf_delivered"] == 3
     await client.close()
+
+
+async def test_the_verification_cap_survives_a_restart_and_counts_one_device_in_any_case(env: Env) -> None:
+    """Issue 16.5: the cap was in memory (a restart forgot it) and upper-case hex was another device."""
+    await env.reconfigure("push", verifications_per_hour=2)
+    hex_token = os.urandom(32).hex()
+    client = await NtfClient.connect("127.0.0.1", env.port, env.key_hash)
+    app = SimApp(P.DeviceToken(P.PushProvider.APNS_TEST, hex_token.encode()))
+    assert isinstance(await app.register(client), P.IdTkn)
+    await client.close()
+    await pusher(env.server).drain()
+    server = await env.reconfigure("push", verifications_per_hour=2)  # a restart: a new server, the same Redis
+    client = await NtfClient.connect("127.0.0.1", env.port, env.key_hash)
+    for case in (str.upper, str.lower, str.upper):  # one TNEW with new keys, two repeats of it
+        other = SimApp(P.DeviceToken(P.PushProvider.APNS_TEST, case(hex_token).encode()))
+        if case is str.lower:
+            other = dataclasses.replace(other, auth_key=app.auth_key, dh_key=app.dh_key)
+        assert isinstance(await other.register(client), P.IdTkn)
+    await pusher(server).drain()
+    assert len(env.sim.pushes(hex_token)) == 2  # the first before the restart, one after
+    assert server.stats["ntf_vrf_capped"] == 2
+    await client.close()
