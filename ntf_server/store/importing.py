@@ -234,7 +234,7 @@ class StoreImporter:
         server = s.server.normalized()
         srv = await self.server_number(server)
         r = sub_r(self._d.a, server, s.notifier_id)
-        sealed = seal_notifier(self._d.a, r, s.notifier_id, s.notifier_key)
+        sealed = seal_notifier(self._d.a, r, s.token_id, s.notifier_id, s.notifier_key)
         value = pack_sub(PackedSub(s.token_id, s.service_assoc, s.status.to_text(), sealed))
         return make_sub_id(self._d.a, r, srv), srv, value
 

@@ -29,7 +29,9 @@ spread over `buckets` small hashes (listpack-encoded by Redis while ≤ 128 entr
 keeps memory near the payload size and lets resubscription page one server's buckets in order.
 
 Packed subscription value: token id(24) ‖ assoc('0'|'1') ‖ u8(len status) ‖ status text ‖ sealed, where
-sealed = AES-GCM(u8(len nid) ‖ notifier id ‖ notifier key), associated data "sub" ‖ r. This module is the
+sealed = AES-GCM(u8(len nid) ‖ notifier id ‖ notifier key), associated data "sub" 0x00 ‖ r ‖ token id: the
+record opens only under its own (server, notifier id) and token. Status and assoc are not authenticated
+(the Lua scripts rewrite them in bulk; they decide what is resubscribed, not where anything goes). This module is the
 one place of that layout in Python (`pack_sub`/`unpack_sub`, `seal_notifier`/`decode_sub`); the Lua
 scripts in `scripts.py` read the same layout; keep both in step.
 """
@@ -132,15 +134,21 @@ def sub_r(atrest: AtRest, server: SMPServer, notifier_id: bytes) -> bytes:
     return atrest.index(b"sub", _enc_server(server), notifier_id, length=R_BYTES)
 
 
-def seal_notifier(atrest: AtRest, r: bytes, notifier_id: bytes, notifier_key: bytes) -> bytes:
+def sub_aad(r: bytes, token_id: bytes) -> bytes:
+    """Associated data of a sealed notifier: binds it to its (server, notifier id) *and* its token, so a
+    record moved to another token no longer opens (issue 16.10; before, only to `r`: upgrade.py)."""
+    return b"sub\x00" + r + token_id
+
+
+def seal_notifier(atrest: AtRest, r: bytes, token_id: bytes, notifier_id: bytes, notifier_key: bytes) -> bytes:
     """The sealed part of a subscription value (notifier id of 1..255 bytes, checked by the caller)."""
-    return atrest.seal(bytes([len(notifier_id)]) + notifier_id + notifier_key, b"sub" + r)
+    return atrest.seal(bytes([len(notifier_id)]) + notifier_id + notifier_key, sub_aad(r, token_id))
 
 
 def decode_sub(atrest: AtRest, sid: bytes, server: SMPServer, value: bytes) -> SubscriptionRecord:
     """The record of subscription `sid` (on `server`) from its packed value, decrypting the notifier."""
     p = unpack_sub(value)
-    plain = atrest.open(p.sealed, b"sub" + sid[:R_BYTES])
+    plain = atrest.open(p.sealed, sub_aad(sid[:R_BYTES], p.token_id))
     n = plain[0]
     try:
         status = SubStatus.from_text(p.status)

@@ -60,6 +60,7 @@ from ntf_server.store.records import (
 from ntf_server.store.servers import ServerRegistry
 from ntf_server.store.subscriptions import RedisSubscriptions
 from ntf_server.store.tokens import RedisTokens
+from ntf_server.store.upgrade import authenticate_records
 
 
 class RedisStore:
@@ -105,6 +106,7 @@ class RedisStore:
         try:
             await store._d.check_meta(buckets)
             await store._d.write_dummies()
+            await authenticate_records(store._d, store._tokens.codec)
             await store._tokens.index_repeats()
         except BaseException:
             await client.aclose()

@@ -114,7 +114,8 @@ return 'OK'
 """
 )
 
-# ARGV: P NB tid new_status mode('only'|'except') kind ...  -> {changed, status} | false
+# sm: the MAC of the new status (codec.py), written with it.
+# ARGV: P NB tid new_status sm mode('only'|'except') kind ...  -> {changed, status} | false
 SET_TOKEN_STATUS: Final = (
     _PRELUDE
     + r"""
@@ -122,9 +123,9 @@ local tk = tkey(ARGV[3])
 local st = redis.call('HGET', tk, 'st')
 if not st then return false end
 local listed = false
-for i = 6, #ARGV do if ARGV[i] == kind(st) then listed = true end end
-if (ARGV[5] == 'only') == listed then
-  redis.call('HSET', tk, 'st', ARGV[4])
+for i = 7, #ARGV do if ARGV[i] == kind(st) then listed = true end end
+if (ARGV[6] == 'only') == listed then
+  redis.call('HSET', tk, 'st', ARGV[4], 'sm', ARGV[5])
   if kind(ARGV[4]) == 'ACTIVE' then redis.call('ZREM', P .. 'unv', ARGV[3]) end
   return {1, ARGV[4]}
 end
@@ -132,7 +133,7 @@ return {0, st}
 """
 )
 
-# ARGV: P NB tid allowed_kind ... -> {'OK'|'DENIED'|'NOTOKEN', {sid, srv, record, ...}}
+# ARGV: P NB tid sm(ACTIVE) allowed_kind ... -> {'OK'|'DENIED'|'NOTOKEN', {sid, srv, record, ...}}
 ACTIVATE_TOKEN: Final = (
     _PRELUDE
     + r"""
@@ -141,9 +142,9 @@ local tk = tkey(tid)
 local st = redis.call('HGET', tk, 'st')
 if not st then return {'NOTOKEN', {}} end
 local ok = false
-for i = 4, #ARGV do if ARGV[i] == kind(st) then ok = true end end
+for i = 5, #ARGV do if ARGV[i] == kind(st) then ok = true end end
 if not ok then return {'DENIED', {}} end
-redis.call('HSET', tk, 'st', 'ACTIVE')
+redis.call('HSET', tk, 'st', 'ACTIVE', 'sm', ARGV[4])
 redis.call('ZREM', P .. 'unv', tid)
 local others = redis.call('HKEYS', P .. 'dt:' .. redis.call('HGET', tk, 'x'))
 local out = {}

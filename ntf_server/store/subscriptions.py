@@ -67,7 +67,7 @@ class RedisSubscriptions:
         assert srv is not None
         r = sub_r(self._d.a, server, notifier_id)
         sid = make_sub_id(self._d.a, r, srv)
-        sealed = seal_notifier(self._d.a, r, notifier_id, notifier_key)
+        sealed = seal_notifier(self._d.a, r, token_id, notifier_id, notifier_key)
         value = pack_sub(PackedSub(token_id, False, SUB_NEW.to_text(), sealed))
         res = await self._d.run("CREATE_SUB", token_id, sid, srv, value, caps.subscriptions, caps.servers)
         if res[0] == b"NOTOKEN":

@@ -130,23 +130,28 @@ class RedisTokens:
     ) -> TokenStatus | None:
         """Set the status (only if the current kind is in `only_from`, when given); returns the status
         the token has afterwards, None if there is no such token."""
+        text = status.to_text()
+        sm = self.codec.status_mac(token_id, text)
         if only_from is None:
-            res = await self._d.run("SET_TOKEN_STATUS", token_id, status.to_text(), "except")
+            res = await self._d.run("SET_TOKEN_STATUS", token_id, text, sm, "except")
         else:
             kinds = [k.value for k in only_from]
-            res = await self._d.run("SET_TOKEN_STATUS", token_id, status.to_text(), "only", *kinds)
+            res = await self._d.run("SET_TOKEN_STATUS", token_id, text, sm, "only", *kinds)
         return TokenStatus.from_text(res[1].decode()) if res else None
 
     async def confirm_token(self, token_id: bytes) -> TokenStatus | None:
         """Verification push accepted: CONFIRMED unless already CONFIRMED/ACTIVE (spec §4.5)."""
         kinds = [k.value for k in CONFIRM_KEEPS]
-        res = await self._d.run("SET_TOKEN_STATUS", token_id, TokenStatusKind.CONFIRMED.value, "except", *kinds)
+        confirmed = TokenStatusKind.CONFIRMED.value
+        res = await self._d.run("SET_TOKEN_STATUS", token_id, confirmed, self.codec.status_mac(token_id, confirmed),
+                                "except", *kinds)
         return TokenStatus.from_text(res[1].decode()) if res else None
 
     async def activate_token(self, token_id: bytes) -> tuple[bool, list[RemovedSub]]:
         """`TVFY` accepted: ACTIVE (only from REGISTERED/CONFIRMED/ACTIVE) and, in the same step, delete
         every other registration of the same device token with its subscriptions (spec §4.4)."""
-        res = await self._d.run("ACTIVATE_TOKEN", token_id, *(k.value for k in VERIFY_ALLOWED))
+        sm = self.codec.status_mac(token_id, TokenStatusKind.ACTIVE.value)
+        res = await self._d.run("ACTIVATE_TOKEN", token_id, sm, *(k.value for k in VERIFY_ALLOWED))
         return res[0] == b"OK", await self._servers.removed(res[1])
 
     async def delete_token(self, token_id: bytes) -> tuple[bool, list[RemovedSub]]:
