@@ -38,6 +38,7 @@ from ntf_server.store.base import (
     SubCreate,
     SubscriptionStore,
     TokenCreate,
+    TokenReplace,
     TokenStore,
 )
 from ntf_server.store.errors import StoreError
@@ -228,7 +229,12 @@ class NtfHandlers:
                     return self._prohibited()
                 reg_code = secrets.token_bytes(REG_CODE_BYTES)
                 provider = device.provider
-                if not await self._store.replace_token(tok.token_id, provider, device.token, reg_code):
+                replaced = await self._store.replace_token(tok.token_id, provider, device.token, reg_code,
+                                                           self._limits.tokens_per_device)
+                if replaced is TokenReplace.QUOTA:
+                    self._stats.incr(Stat.REQ_QUOTA_EXCEEDED)
+                    return P.Err(QUOTA)
+                if replaced is not TokenReplace.REPLACED:
                     return P.Err(AUTH)
                 updated = await self._store.get_token(tok.token_id)
                 if updated is None:

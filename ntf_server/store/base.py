@@ -35,6 +35,15 @@ class TokenCreate(enum.Enum):
     QUOTA = "quota"  # the device token has the most registrations allowed: ERR QUOTA
 
 
+class TokenReplace(enum.Enum):
+    """What `TRPL` did (spec §4.4)."""
+
+    REPLACED = "replaced"
+    NO_TOKEN = "no_token"  # noqa: S105 - not a password
+    DUPLICATE = "duplicate"  # the new device token is registered with this verify key: AUTH
+    QUOTA = "quota"  # the new device token has the most registrations allowed: ERR QUOTA
+
+
 class SubCreate(enum.Enum):
     CREATED = "created"
     EXISTS = "exists"  # same token, same notifier key: answer IDSUB with the stored id (spec §4.4)
@@ -139,8 +148,8 @@ class TokenStore(TokenStatusStore, TokenLookup, Protocol):
         self, provider: PushProvider, device_token: bytes, verify_key: bytes
     ) -> TokenRecord | None: ...
     async def replace_token(
-        self, token_id: bytes, provider: PushProvider, device_token: bytes, reg_code: bytes
-    ) -> bool: ...
+        self, token_id: bytes, provider: PushProvider, device_token: bytes, reg_code: bytes, max_per_device: int = 0
+    ) -> TokenReplace: ...
     async def activate_token(self, token_id: bytes) -> tuple[bool, list[RemovedSub]]: ...
     async def delete_token(self, token_id: bytes) -> tuple[bool, list[RemovedSub]]: ...
     async def touch_token(self, token_id: bytes, now: float) -> None: ...

@@ -42,6 +42,7 @@ from ntf_server.store.base import (
     SubCaps,
     SubCreate,
     TokenCreate,
+    TokenReplace,
 )
 from ntf_server.store.dataset import DataSet
 from ntf_server.store.health import backoff_delays
@@ -164,8 +165,8 @@ class RedisStore:
         return await self._tokens.find_token(provider, device_token, verify_key)
 
     async def replace_token(self, token_id: bytes, provider: PushProvider, device_token: bytes,
-                            reg_code: bytes) -> bool:
-        return await self._tokens.replace_token(token_id, provider, device_token, reg_code)
+                            reg_code: bytes, max_per_device: int = 0) -> TokenReplace:
+        return await self._tokens.replace_token(token_id, provider, device_token, reg_code, max_per_device)
 
     async def set_token_status(self, token_id: bytes, status: TokenStatus,
                                only_from: Collection[TokenStatusKind] | None = None) -> TokenStatus | None:

@@ -93,23 +93,25 @@ return 'OK'
 """
 )
 
-# ARGV: P NB tid newx field value ... (fields: p dt rc st)
+# ARGV: P NB tid newx max_per_device field value ... (fields: p dt rc st pm sm)
+#   -> 'OK' | 'NOTOKEN' | 'DUPLICATE' | 'QUOTA'
 REPLACE_TOKEN: Final = (
     _PRELUDE
     + r"""
-local tid, newx = ARGV[3], ARGV[4]
+local tid, newx, max_per_device = ARGV[3], ARGV[4], tonumber(ARGV[5])
 local tk = tkey(tid)
 local old = redis.call('HGET', tk, 'x')
 if not old then return 'NOTOKEN' end
 if old ~= newx then
   local vh = redis.call('HGET', tk, 'vh')
   if redis.call('HEXISTS', P .. 'tv', newx .. ':' .. vh) == 1 then return 'DUPLICATE' end
+  if max_per_device > 0 and redis.call('HLEN', P .. 'dt:' .. newx) >= max_per_device then return 'QUOTA' end
   redis.call('HDEL', P .. 'dt:' .. old, tid)
   redis.call('HSET', P .. 'dt:' .. newx, tid, vh)
   redis.call('HDEL', P .. 'tv', old .. ':' .. vh)
   redis.call('HSET', P .. 'tv', newx .. ':' .. vh, tid)
 end
-redis.call('HSET', tk, 'x', newx, unpack(ARGV, 5))
+redis.call('HSET', tk, 'x', newx, unpack(ARGV, 6))
 return 'OK'
 """
 )

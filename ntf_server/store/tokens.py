@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Collection, Sequence
+from typing import Final
 
-from ntf_server.store.base import RemovedSub, TokenCreate
+from ntf_server.store.base import RemovedSub, TokenCreate, TokenReplace
 from ntf_server.store.codec import TokenCodec, unpack_hash
 from ntf_server.store.dataset import DataSet
 from ntf_server.store.errors import StoreError
@@ -30,6 +31,8 @@ from ntf_server.store.records import (
     day_of,
 )
 from ntf_server.store.servers import ServerRegistry
+
+_REPLACED: Final = {b"OK": TokenReplace.REPLACED, b"DUPLICATE": TokenReplace.DUPLICATE, b"QUOTA": TokenReplace.QUOTA}
 
 
 class RedisTokens:
@@ -115,15 +118,15 @@ class RedisTokens:
         return n
 
     async def replace_token(
-        self, token_id: bytes, provider: PushProvider, device_token: bytes, reg_code: bytes
-    ) -> bool:
-        """`TRPL` (spec §4.4): new provider/device token/code, status REGISTERED, DH keys kept.
-
-        False if the token is gone or the new device token is already registered with this verify key.
-        """
+        self, token_id: bytes, provider: PushProvider, device_token: bytes, reg_code: bytes, max_per_device: int = 0
+    ) -> TokenReplace:
+        """`TRPL` (spec §4.4): new provider/device token/code, status REGISTERED, DH keys kept. Refused when
+        the token is gone, the new device token is already registered with this verify key, or (moving to
+        another device token) that one has ``max_per_device`` registrations (0 = no cap; issue 16.2)."""
         fields = self.codec.replacement(token_id, provider, device_token, reg_code)
-        res = await self._d.run("REPLACE_TOKEN", token_id, self.codec.dt_index(provider, device_token), *fields)
-        return bool(res == b"OK")
+        x = self.codec.dt_index(provider, device_token)
+        res = await self._d.run("REPLACE_TOKEN", token_id, x, max_per_device, *fields)
+        return _REPLACED.get(res, TokenReplace.NO_TOKEN)
 
     async def set_token_status(
         self, token_id: bytes, status: TokenStatus, only_from: Collection[TokenStatusKind] | None = None

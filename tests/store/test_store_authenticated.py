@@ -12,6 +12,7 @@ import redis.asyncio
 from store_helpers import notifier_key, server, token
 
 from ntf_server.store.atrest import AtRest
+from ntf_server.store.base import TokenReplace
 from ntf_server.store.errors import StoreError
 from ntf_server.store.keys import R_BYTES, PackedSub, pack_sub, sub_aad, unpack_sub
 from ntf_server.store.records import TOKEN_ACTIVE, PushProvider, SubscriptionRecord, TokenRecord
@@ -57,7 +58,7 @@ async def test_status_changes_keep_the_record_readable(store: RedisStore) -> Non
     a, b, _ = await populated(store)
     await store.confirm_token(b.token_id)
     assert await store.activate_token(b.token_id) == (True, [])
-    assert await store.replace_token(a.token_id, a.provider, token().device_token, b"r" * 32)
+    assert await store.replace_token(a.token_id, a.provider, token().device_token, b"r" * 32) is TokenReplace.REPLACED
     for t in (a, b):
         assert await store.get_token(t.token_id) is not None
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 import redis.asyncio
 from store_helpers import NOW, check_invariants, device_token, notifier_key, server, token
 
-from ntf_server.store.base import TokenCreate
+from ntf_server.store.base import TokenCreate, TokenReplace
 from ntf_server.store.records import (
     DAY_S,
     TOKEN_ACTIVE,
@@ -58,7 +58,7 @@ async def test_replace_token_moves_the_device_index(store: RedisStore, redis_url
     t = replace(token(), status=TOKEN_ACTIVE)
     await store.create_token(t)
     new_dt, new_code = device_token(), b"c" * 32
-    assert await store.replace_token(t.token_id, PushProvider.APNS_DEV, new_dt, new_code)
+    assert await store.replace_token(t.token_id, PushProvider.APNS_DEV, new_dt, new_code) is TokenReplace.REPLACED
     got = await store.get_token(t.token_id)
     assert got is not None
     assert (got.provider, got.device_token, got.reg_code, got.status) == (
@@ -70,7 +70,7 @@ async def test_replace_token_moves_the_device_index(store: RedisStore, redis_url
     assert got.dh_secret == t.dh_secret and got.dh_private == t.dh_private
     assert await store.find_tokens(t.provider, t.device_token) == []
     assert await store.find_tokens(PushProvider.APNS_DEV, new_dt) == [got]
-    assert not await store.replace_token(b"\x01" * 24, PushProvider.APNS_DEV, new_dt, new_code)
+    assert await store.replace_token(b"\x01" * 24, PushProvider.APNS_DEV, new_dt, new_code) is TokenReplace.NO_TOKEN
     await check_invariants(store, redis_url)
 
 
@@ -79,7 +79,7 @@ async def test_replace_token_onto_an_existing_registration_is_refused(store: Red
     b = token(vk=a.verify_key)
     await store.create_token(a)
     await store.create_token(b)
-    assert not await store.replace_token(b.token_id, a.provider, a.device_token, b"c" * 32)
+    assert await store.replace_token(b.token_id, a.provider, a.device_token, b"c" * 32) is TokenReplace.DUPLICATE
     assert await store.get_token(b.token_id) == b
 
 
@@ -219,6 +219,12 @@ async def test_registrations_per_device_token_are_capped(store: RedisStore, redi
     assert ok and removed == []
     assert {x.token_id for x in await store.find_tokens(first.provider, first.device_token)} == {first.token_id}
     assert await store.create_token(same_device[2], max_per_device=3) is TokenCreate.CREATED
+    elsewhere = token()  # TRPL onto a device token with the most registrations: refused the same way
+    await store.create_token(elsewhere)
+    assert await store.replace_token(elsewhere.token_id, first.provider, first.device_token, b"c" * 32,
+                                     max_per_device=2) is TokenReplace.QUOTA  # it has 2: first, same_device[2]
+    assert await store.replace_token(elsewhere.token_id, first.provider, first.device_token, b"c" * 32,
+                                     max_per_device=3) is TokenReplace.REPLACED
     await check_invariants(store, redis_url)
 
 
