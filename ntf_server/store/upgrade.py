@@ -6,8 +6,8 @@ both, so a data set from before is upgraded before anything reads it: every toke
 sealed fields are checked on the way, so a corrupted one is counted and left as it is, failing reads as
 before), every subscription is sealed again under the new associated data, and the stand-in subscription
 too. ``P meta`` field ``auth`` marks the data set done; an upgrade cut short is finished at the next
-connect (records already done are recognised and skipped). It reads each record once: about a minute per
-million subscriptions. A data set created by this version is marked done at once.
+connect (records already done are recognised and skipped). It reads each record once (its time on a large
+data set is not measured yet). A data set created by this version is marked done at once.
 
 Runs while nothing else uses the data set (``RedisStore.connect``, before the server serves), which the
 state lock already ensures for one server per data set.
