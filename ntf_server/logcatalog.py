@@ -72,6 +72,10 @@ EVENTS: Final[dict[str, EventSpec]] = {
     "admin.started": _e(INF, "url", "admin API on {url}", "the admin HTTP API listens"),
     # ---- Redis
     "redis.config_advice": _e(W, "advice", "redis: {advice}", "Redis settings that risk data (e.g. no AOF)"),
+    "store.records_authenticated": _e(W, "tokens subscriptions unreadable",
+                                      "store upgraded: MACs added to {tokens} tokens, {subscriptions} subscriptions "
+                                      "sealed to their tokens, {unreadable} records unreadable (left as they were)",
+                                      "once, at the first start after upgrading to authenticated records"),
     "redis.down": _e(W, "", "redis unreachable: answering ERR STORE until it is back",
                      "the store became unreachable; requests get ERR STORE"),
     "redis.up": _e(W, "down_s", "redis reachable again after {down_s} s", "the store is back"),
@@ -81,6 +85,8 @@ EVENTS: Final[dict[str, EventSpec]] = {
     # ---- requests
     **_counted("request.store_error", W, "", "a request was answered ERR STORE"),
     **_counted("registration.refused", INF, "", "a registration was refused over its quota"),
+    **_counted("subscription.refused", INF, "", "an SNEW was refused over its rate quota"),
+    **_counted("request.over_budget", INF, "", "a request was refused over the command budget"),
     # ---- subscriber (SMP)
     **_counted("smp.connect_failed", INF, "", "an SMP server was unreachable; retrying with backoff"),
     **_counted("smp.disconnected", INF, "", "an SMP connection was lost; reconnecting"),

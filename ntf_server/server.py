@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
+from functools import partial
 from pathlib import Path
 from typing import Final
 
@@ -44,7 +45,7 @@ from ntf_server.admin.status import sample_every
 from ntf_server.admin.window import CounterWindow, push_counter_names
 from ntf_server.apns_metrics import ApnsMetrics
 from ntf_server.config import Config, ConfigError, redact_url
-from ntf_server.handlers import NtfHandlers
+from ntf_server.handlers import HandlerLimits, NtfHandlers
 from ntf_server.logevents import log_event
 from ntf_server.logsetup import setup_logging
 from ntf_server.logsummary import flush_every
@@ -56,9 +57,8 @@ from ntf_server.push.budget import HiddenPushes
 from ntf_server.push.cron import CronPushes
 from ntf_server.push.deferred import DeferredScheduler
 from ntf_server.push.model import PipelineSettings
-from ntf_server.push.pipeline import PushPipeline
+from ntf_server.push.pipeline import HOUR_S, PushPipeline
 from ntf_server.push.policy import PolicySettings
-from ntf_server.ratelimit import Rate
 from ntf_server.redact import cap_third_party_loggers
 from ntf_server.startsummary import StartSummary, policy_text
 from ntf_server.statelock import AlreadyRunning, StateLock
@@ -72,13 +72,14 @@ from ntf_server.store.errors import StoreError
 from ntf_server.store.policy import PolicyStore
 from ntf_server.store.redis import RedisStore
 from ntf_server.store.sub_aliases import SubIdAliases
+from ntf_server.store.vrfcap import VerificationCap
 from ntf_server.subscriber.pool import SubscriberPool
 from ntf_server.subscriber.routing import client_factory as smp_client_factory
 from ntf_server.transport import certs
 from ntf_server.transport.certs import CredentialsError
 from ntf_server.transport.listener import ListenerLimits, NtfListener
 from ntf_server.transport.ntf_connection import ServerIdentity
-from ntf_server.transport.quota import RegistrationLimits
+from ntf_server.transport.quota import FrontDoor
 from ntf_server.transport.tls import TlsError, server_context
 
 log = logging.getLogger(__name__)
@@ -202,6 +203,8 @@ class NtfServer:
         stack.push_async_callback(sender.aclose)
         hidden = HiddenPushes(PolicyStore(self._store.client, self._store.prefix),
                               PolicySettings.from_config(cfg.push), BudgetStore(self._store.client, self._store.prefix))
+        vrf_cap = VerificationCap(self._store.client, self._store.prefix, partial(AtRest(master).index, b"vrf cap"),
+                                  cfg.push.verifications_per_hour, HOUR_S)  # in Redis: survives restarts
         # active tokens are counted by a keyed hash whose key derives from the store key (store/activity.py)
         self.activity = ActivityStore(self._store.client, self._store.prefix,
                                       AtRest(master).index(b"active tokens", length=32))
@@ -211,7 +214,7 @@ class NtfServer:
         except ValueError as e:
             raise StartupError(str(e)) from e
         self.push = PushPipeline(self._store, sender, self.stats, hidden, settings=settings,
-                                 on_stored=self.activity.record)
+                                 on_stored=self.activity.record, vrf_cap=vrf_cap)
         deferred = DeferredScheduler(hidden, self._store, self.push.submit, self.stats, scan_s=cfg.push.defer_scan_s)
         cron = CronPushes(hidden, self._store, self.push.submit, self.stats, scan_s=cfg.push.cron_scan_s)
         self.pool = SubscriberPool(self._store, self.push, self.stats,
@@ -220,23 +223,22 @@ class NtfServer:
         aliases = SubIdAliases(self._store.client, cfg.redis.key_prefix)  # ids of an imported server
         await aliases.load()
         handlers = NtfHandlers(self._store, self.push, self.stats, sink, pushable=sender.pushable,
-                               resolve_sub_id=aliases.resolve)
+                               resolve_sub_id=aliases.resolve, limits=HandlerLimits.of(cfg))
         self.housekeeping = Housekeeping(self._store, sink, self.stats,
                                          expire_after_days=cfg.store.expire_tokens_after_days,
                                          expire_unverified_after_h=cfg.store.expire_unverified_after_h)
-        r = cfg.registration
-        quotas = RegistrationLimits(Rate(r.per_connection_per_min, r.per_connection_burst),
-                                    Rate(r.per_ip_per_min, r.per_ip_burst), r.ip_table_size, self.stats)
+        quotas = FrontDoor.from_config(cfg.registration, cfg.server, self.stats)
         identity = ServerIdentity(
             certs.fingerprint(certs.read_ca_der(cfg.tls.ca_cert_file)), load_sign_key(cfg.tls.key_file)
         )
         s = cfg.server
         limits = ListenerLimits(s.max_connections, s.tls_timeout_s, s.handshake_timeout_s, s.block_read_timeout_s,
                                 s.block_write_timeout_s, s.idle_timeout_s, s.shutdown_timeout_s, s.max_handshakes,
-                                s.max_connections_per_ip)
+                                s.max_connections_per_ip, s.first_byte_timeout_s, s.max_handshakes_per_ip,
+                                s.max_auth_failures)
         ctx = server_context(cfg.tls.cert_file, cfg.tls.key_file, cfg.tls.ca_cert_file)
         self.listener = NtfListener(ctx, identity, handlers, self.stats, limits, quotas)
-        summaries = [*self.push.summary_logs, deferred.store_errors, cron.store_errors, quotas.refusals,
+        summaries = [*self.push.summary_logs, deferred.store_errors, cron.store_errors, *quotas.summaries,
                      handlers.store_errors,
                      self.listener.handshake_failures, self.pool.connect_failures, self.pool.disconnects]
         self._parts = {"push pipeline": self.push.run, "subscriber pool": self.pool.run,
@@ -285,6 +287,7 @@ class NtfServer:
         assert self.activity is not None and self.census is not None
         try:
             token = clean_token(cfg.token().read())
+            read_token = clean_token(cfg.read_token().read()) if cfg.read_token().configured else None
         except (ConfigError, TokenError) as e:
             raise StartupError(f"admin API: {e}") from e
         census = self.census
@@ -294,7 +297,11 @@ class NtfServer:
                       lambda: self.push.retries_waiting if self.push else 0)
         policy = PolicyApi(PolicyStore(self.store.client, self.store.prefix),
                            PolicySettings.from_config(self.config.push))
-        admin = AdminServer(build_app(src, policy, token, metrics_public=cfg.metrics_public))
+        try:
+            app = build_app(src, policy, token, metrics_public=cfg.metrics_public, read_token=read_token)
+        except TokenError as e:
+            raise StartupError(f"admin API: {e}") from e
+        admin = AdminServer(app)
         try:
             await admin.start(cfg.bind, cfg.port)
         except OSError as e:

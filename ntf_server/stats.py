@@ -65,6 +65,7 @@ class Stat(enum.StrEnum):
     CONN_REFUSED_CONNECTIONS = "conn_refused_connections"
     CONN_REFUSED_HANDSHAKES = "conn_refused_handshakes"
     CONN_REFUSED_PER_IP = "conn_refused_per_ip"
+    CONN_REFUSED_HANDSHAKES_PER_IP = "conn_refused_handshakes_per_ip"
     CONN_TLS_FAILED = "conn_tls_failed"
     CONN_HANDSHAKE_FAILED = "conn_handshake_failed"
     CONN_CLOSED = "conn_closed"
@@ -73,6 +74,10 @@ class Stat(enum.StrEnum):
     REQ_AUTH_FAILED = "req_auth_failed"
     REQ_PROHIBITED = "req_prohibited"
     REQ_QUOTA_EXCEEDED = "req_quota_exceeded"
+    REQ_OVER_BUDGET = "req_over_budget"  # over the per-connection or per-address command budget
+    CONN_CLOSED_AUTH = "conn_closed_auth_failures"  # closed after server.max_auth_failures ERR AUTH
+    SUB_QUOTA_EXCEEDED = "sub_quota_exceeded"  # SNEW over its rate or the token's caps
+    SUB_HOST_REFUSED = "sub_host_refused"  # SNEW naming a private or loopback SMP host
     BLOCKS_BAD = "blocks_bad"
     # subscriber pool
     SMP_CONNECTED = "smp_connected"

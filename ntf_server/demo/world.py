@@ -87,6 +87,9 @@ key_id = {_toml_str(key_id)}
 team_id = {_toml_str(team_id)}
 topic = {_toml_str(TOPIC)}
 
+[subscriber]
+allow_private_hosts = true  # the SMP stand-ins listen on loopback
+
 [push]
 hidden_per_hour = {policy.hidden_per_hour}
 burst = {policy.burst}

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -43,7 +42,7 @@ from ntf_server.logsummary import CountedLog
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.push import payload
 from ntf_server.push.budget import HiddenPushes
-from ntf_server.push.caps import SlidingCap
+from ntf_server.push.caps import DeviceCap, MemoryDeviceCap, SlidingCap
 from ntf_server.push.intake import FairIntake
 from ntf_server.push.model import (
     BACKGROUND,
@@ -96,7 +95,8 @@ class PipelineStore(NoticeStore, OutboxStore, TokenLookup, TokenStatusStore, Pro
 class PushPipeline:
     def __init__(self, store: PipelineStore, sender: PushSender, stats: Stats, hidden: HiddenPushes, *,
                  settings: PipelineSettings = DEFAULT_SETTINGS, clock: Callable[[], float] = time.time,
-                 on_stored: Callable[[bytes], None] | None = None) -> None:
+                 on_stored: Callable[[bytes], None] | None = None, vrf_cap: DeviceCap | None = None) -> None:
+        """``vrf_cap``: verification pushes per device (store/vrfcap.py in the server; default: memory)."""
         self._store = store
         self._sender = sender
         self._stats = stats
@@ -110,7 +110,7 @@ class PushPipeline:
         self._outgoing: asyncio.Queue[Push] = asyncio.Queue(settings.outgoing)
         self._verifications: asyncio.Queue[TokenRecord] = asyncio.Queue(settings.verification_queue)
         self._gate = asyncio.Semaphore(settings.store_gate)
-        self._vrf_cap: SlidingCap[bytes] = SlidingCap(settings.verifications_per_hour, HOUR_S)
+        self._vrf_cap = vrf_cap or MemoryDeviceCap(SlidingCap(settings.verifications_per_hour, HOUR_S), clock)
         self._in_flight: set[int] = set()  # outbox ids queued or being sent by this process
         self._acks: list[int] = []
         self._ack_wake = asyncio.Event()
@@ -135,14 +135,14 @@ class PushPipeline:
         if notices:
             await self._intake.put(server, notices)
 
-    def send_verification(self, token: TokenRecord) -> None:
-        """Queue a verification push without waiting (the NTF connection never blocks on APNs)."""
-        if token.provider is not PushProvider.APNS_NULL:
-            device = hashlib.blake2b(token.provider.value.encode() + b" " + token.device_token, digest_size=16)
-            if not self._vrf_cap.allow(device.digest(), self._clock()):
-                self._stats.incr(Stat.NTF_VRF_CAPPED)
-                self.drops.event("over the per-device hourly cap")
-                return
+    async def send_verification(self, token: TokenRecord) -> None:
+        """Queue a verification push without waiting for it (the NTF connection never blocks on APNs; it
+        awaits only the per-device cap, one Redis call in the server: store/vrfcap.py)."""
+        null = token.provider is PushProvider.APNS_NULL
+        if not null and not await self._vrf_cap.allow(token.provider, token.device_token):
+            self._stats.incr(Stat.NTF_VRF_CAPPED)
+            self.drops.event("over the per-device hourly cap")
+            return
         try:
             self._verifications.put_nowait(token)
         except asyncio.QueueFull:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.store.records import (
@@ -37,6 +37,16 @@ if TYPE_CHECKING:
 class TokenCreate(enum.Enum):
     CREATED = "created"
     DUPLICATE = "duplicate"  # same (provider, device token, verify key) exists: Haskell answers AUTH
+    QUOTA = "quota"  # the device token has the most registrations allowed: ERR QUOTA
+
+
+class TokenReplace(enum.Enum):
+    """What `TRPL` did (spec §4.4)."""
+
+    REPLACED = "replaced"
+    NO_TOKEN = "no_token"  # noqa: S105 - not a password
+    DUPLICATE = "duplicate"  # the new device token is registered with this verify key: AUTH
+    QUOTA = "quota"  # the new device token has the most registrations allowed: ERR QUOTA
 
 
 class SubCreate(enum.Enum):
@@ -44,6 +54,18 @@ class SubCreate(enum.Enum):
     EXISTS = "exists"  # same token, same notifier key: answer IDSUB with the stored id (spec §4.4)
     CONFLICT = "conflict"  # another token, or another key: AUTH
     NO_TOKEN = "no_token"  # noqa: S105 - not a password
+    QUOTA = "quota"  # over the token's caps (SubCaps): ERR QUOTA
+
+
+@dataclass(frozen=True, slots=True)
+class SubCaps:
+    """Most subscriptions and distinct SMP servers one token may have (0 = no cap; issue 16.1)."""
+
+    subscriptions: int = 0
+    servers: int = 0
+
+
+NO_CAPS: Final = SubCaps()
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,14 +116,16 @@ class PushTokenStore(TokenStatusStore, TokenLookup, Protocol):
 class TokenStore(TokenStatusStore, TokenLookup, Protocol):
     """The token commands (spec §4.3–4.4); `get_token` costs the same whether or not the token exists."""
 
-    async def create_token(self, token: TokenRecord, now: float | None = None) -> TokenCreate: ...
+    async def create_token(
+        self, token: TokenRecord, now: float | None = None, max_per_device: int = 0
+    ) -> TokenCreate: ...
     async def find_tokens(self, provider: PushProvider, device_token: bytes) -> list[TokenRecord]: ...
     async def find_token(
         self, provider: PushProvider, device_token: bytes, verify_key: bytes
     ) -> TokenRecord | None: ...
     async def replace_token(
-        self, token_id: bytes, provider: PushProvider, device_token: bytes, reg_code: bytes
-    ) -> bool: ...
+        self, token_id: bytes, provider: PushProvider, device_token: bytes, reg_code: bytes, max_per_device: int = 0
+    ) -> TokenReplace: ...
     async def activate_token(self, token_id: bytes) -> tuple[bool, list[RemovedSub]]: ...
     async def delete_token(self, token_id: bytes) -> tuple[bool, list[RemovedSub]]: ...
     async def touch_token(self, token_id: bytes, now: float) -> None: ...
@@ -131,7 +155,8 @@ class SubscriptionStore(Protocol):
     or not the records exist (STYLE 4)."""
 
     async def create_subscription(
-        self, token_id: bytes, server: SMPServer, notifier_id: bytes, notifier_key: bytes
+        self, token_id: bytes, server: SMPServer, notifier_id: bytes, notifier_key: bytes,
+        caps: SubCaps = NO_CAPS,
     ) -> tuple[SubCreate, SubscriptionRecord | None]: ...
     async def get_subscription(self, sub_id: bytes) -> SubscriptionRecord | None: ...
     async def subscription_and_token(

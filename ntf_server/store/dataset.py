@@ -113,7 +113,7 @@ class DataSet:
         """Store the stand-in records once per data set (HSETNX: concurrent instances agree, and a field
         written by either decrypts, as both use the same store key)."""
         token = TokenCodec(self.a).encode(DUMMY_TOKEN)
-        sealed = seal_notifier(self.a, DUMMY_SUB_ID[:R_BYTES], *DUMMY_NOTIFIER)
+        sealed = seal_notifier(self.a, DUMMY_SUB_ID[:R_BYTES], DUMMY_TOKEN_ID, *DUMMY_NOTIFIER)
         sub = pack_sub(PackedSub(DUMMY_TOKEN_ID, False, TOKEN_ACTIVE.to_text(), sealed))
         async with self.pipeline() as pipe:
             for i in range(0, len(token), 2):

@@ -34,11 +34,14 @@ from ntf_server.protocol.encoding import SMPServer
 from ntf_server.push.policy import Budget
 from ntf_server.store.atrest import AtRest
 from ntf_server.store.base import (
+    NO_CAPS,
     RemovedSub,
     Store,
     StoreCounts,
+    SubCaps,
     SubCreate,
     TokenCreate,
+    TokenReplace,
 )
 from ntf_server.store.dataset import DataSet
 from ntf_server.store.health import backoff_delays
@@ -58,6 +61,7 @@ from ntf_server.store.records import (
 from ntf_server.store.servers import ServerRegistry
 from ntf_server.store.subscriptions import RedisSubscriptions
 from ntf_server.store.tokens import RedisTokens
+from ntf_server.store.upgrade import authenticate_records
 
 
 class RedisStore:
@@ -104,6 +108,8 @@ class RedisStore:
         try:
             await store._d.check_meta(buckets)
             await store._d.write_dummies()
+            await authenticate_records(store._d, store._tokens.codec)
+            await store._tokens.index_repeats()
         except BaseException:
             await client.aclose()
             raise
@@ -146,8 +152,9 @@ class RedisStore:
 
     # ------------------------------------------------------------------ tokens (tokens.py)
 
-    async def create_token(self, token: TokenRecord, now: float | None = None) -> TokenCreate:
-        return await self._tokens.create_token(token, now)
+    async def create_token(self, token: TokenRecord, now: float | None = None,
+                           max_per_device: int = 0) -> TokenCreate:
+        return await self._tokens.create_token(token, now, max_per_device)
 
     async def get_token(self, token_id: bytes) -> TokenRecord | None:
         return await self._tokens.get_token(token_id)
@@ -159,8 +166,8 @@ class RedisStore:
         return await self._tokens.find_token(provider, device_token, verify_key)
 
     async def replace_token(self, token_id: bytes, provider: PushProvider, device_token: bytes,
-                            reg_code: bytes) -> bool:
-        return await self._tokens.replace_token(token_id, provider, device_token, reg_code)
+                            reg_code: bytes, max_per_device: int = 0) -> TokenReplace:
+        return await self._tokens.replace_token(token_id, provider, device_token, reg_code, max_per_device)
 
     async def set_token_status(self, token_id: bytes, status: TokenStatus,
                                only_from: Collection[TokenStatusKind] | None = None) -> TokenStatus | None:
@@ -203,8 +210,9 @@ class RedisStore:
     # ------------------------------------------------------------------ subscriptions (subscriptions.py)
 
     async def create_subscription(self, token_id: bytes, server: SMPServer, notifier_id: bytes,
-                                  notifier_key: bytes) -> tuple[SubCreate, SubscriptionRecord | None]:
-        return await self._subs.create_subscription(token_id, server, notifier_id, notifier_key)
+                                  notifier_key: bytes, caps: SubCaps = NO_CAPS,
+                                  ) -> tuple[SubCreate, SubscriptionRecord | None]:
+        return await self._subs.create_subscription(token_id, server, notifier_id, notifier_key, caps)
 
     async def get_subscription(self, sub_id: bytes) -> SubscriptionRecord | None:
         return await self._subs.get_subscription(sub_id)

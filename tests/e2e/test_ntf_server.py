@@ -382,13 +382,12 @@ async def test_store_outage_is_answered_and_survived(
         await proxy.stop()
 
 
-async def test_malformed_device_token_fails_its_push_only(env: Env) -> None:
+async def test_malformed_device_token_is_a_syntax_error(env: Env) -> None:
+    """Issue 16.5: refused at parse (it used to be stored and fail its push), and the connection carries on."""
     client = await connect(env)
     bad = SimApp(P.DeviceToken(P.PushProvider.APNS_TEST, b"not hex!"))
-    assert isinstance(await bad.register(client), P.IdTkn)
-    await env.server.push.settle()  # type: ignore[union-attr]
-    assert env.server.stats["ntf_vrf_failed"] == 1
-    assert await bad.token_command(client, P.TChk()) == P.Tkn(P.TokenStatus(P.TokenStatusKind.REGISTERED))
+    assert await bad.register(client) == P.Err(CmdError(CommandError.SYNTAX))
+    assert (await env.server.store.counts()).tokens == 0
     await active(env, client)  # the next registration's push still goes out
     await client.close()
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -216,4 +217,26 @@ async def test_a_stop_during_a_burst_with_retries_waiting_loses_nothing(env: Env
     await pusher(again).settle()
     causes = {app.message_list(p.body)[-1].split(" ")[2] for p in env.sim.pushes(device)[seen:]}
     assert causes == {b64u_encode(n.nonce) for n in burst}
+    await client.close()
+
+
+async def test_the_verification_cap_survives_a_restart_and_counts_one_device_in_any_case(env: Env) -> None:
+    """Issue 16.5: the cap was in memory (a restart forgot it) and upper-case hex was another device."""
+    await env.reconfigure("push", verifications_per_hour=2)
+    hex_token = os.urandom(32).hex()
+    client = await NtfClient.connect("127.0.0.1", env.port, env.key_hash)
+    app = SimApp(P.DeviceToken(P.PushProvider.APNS_TEST, hex_token.encode()))
+    assert isinstance(await app.register(client), P.IdTkn)
+    await client.close()
+    await pusher(env.server).settle()
+    server = await env.reconfigure("push", verifications_per_hour=2)  # a restart: a new server, the same Redis
+    client = await NtfClient.connect("127.0.0.1", env.port, env.key_hash)
+    for case in (str.upper, str.lower, str.upper):  # one TNEW with new keys, two repeats of it
+        other = SimApp(P.DeviceToken(P.PushProvider.APNS_TEST, case(hex_token).encode()))
+        if case is str.lower:
+            other = dataclasses.replace(other, auth_key=app.auth_key, dh_key=app.dh_key)
+        assert isinstance(await other.register(client), P.IdTkn)
+    await pusher(server).settle()
+    assert len(env.sim.pushes(hex_token)) == 2  # the first before the restart, one after
+    assert server.stats["ntf_vrf_capped"] == 2
     await client.close()
