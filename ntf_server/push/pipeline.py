@@ -279,8 +279,9 @@ class PushPipeline:
     async def _attempt(self, push: Push) -> None:
         try:
             await self._try(push)
-        except StoreError as e:
+        except StoreError as e:  # its outbox entry stays, due when its lease ends: a claim sends it again
             self.store_errors.event(type(e).__name__)
+            self._in_flight.discard(push.outbox_id)
         except Exception as e:  # a bug in one push must not stop the task (and with it all pushes)
             emit(log, "push.unexpected_error", {"error": type(e).__name__}, exc_info=True)
             self._count(push, push.kind.failed)
