@@ -16,9 +16,10 @@ from ntf_server.store.records import SubscriptionRecord, TokenRecord
 
 
 class Pusher(Protocol):
-    """Where verification pushes go (the push service); never blocks the caller."""
+    """Where verification pushes go (the push service): checks the per-device cap (one Redis call), queues,
+    never waits for the push."""
 
-    def send_verification(self, token: TokenRecord) -> None: ...
+    async def send_verification(self, token: TokenRecord) -> None: ...
 
 
 class SubscriptionSink(Protocol):

@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator, Collection, Sequence
 from typing import Final
 
 from ntf_server.protocol.encoding import SMPServer, enc_smp_server
-from ntf_server.store.base import SubCreate
+from ntf_server.store.base import NO_CAPS, SubCaps, SubCreate
 from ntf_server.store.codec import DUMMY_SERVER, DUMMY_SUB_ID, TokenCodec
 from ntf_server.store.dataset import DataSet
 from ntf_server.store.errors import StoreError
@@ -65,10 +65,12 @@ class RedisSubscriptions:
         return None
 
     async def create_subscription(
-        self, token_id: bytes, server: SMPServer, notifier_id: bytes, notifier_key: bytes
+        self, token_id: bytes, server: SMPServer, notifier_id: bytes, notifier_key: bytes,
+        caps: SubCaps = NO_CAPS,
     ) -> tuple[SubCreate, SubscriptionRecord | None]:
         """`SNEW` (spec §4.4): a new subscription in status NEW, or — same token and same key — the
-        existing one (idempotent retry). Another token or another key: CONFLICT (answer AUTH)."""
+        existing one (idempotent retry). Another token or another key: CONFLICT (answer AUTH). A new one
+        beyond the token's `caps`: QUOTA (an idempotent retry is still answered)."""
         if not 0 < len(notifier_id) <= 255:
             raise StoreError("notifier id must be 1..255 bytes")
         server = server.normalized()
@@ -76,11 +78,13 @@ class RedisSubscriptions:
         assert srv is not None
         r = sub_r(self._d.a, server, notifier_id)
         sid = make_sub_id(self._d.a, r, srv)
-        sealed = seal_notifier(self._d.a, r, notifier_id, notifier_key)
+        sealed = seal_notifier(self._d.a, r, token_id, notifier_id, notifier_key)
         value = pack_sub(PackedSub(token_id, False, SUB_NEW.to_text(), sealed))
-        res = await self._d.run("CREATE_SUB", token_id, sid, srv, value)
+        res = await self._d.run("CREATE_SUB", token_id, sid, srv, value, caps.subscriptions, caps.servers)
         if res[0] == b"NOTOKEN":
             return SubCreate.NO_TOKEN, None
+        if res[0] == b"QUOTA":
+            return SubCreate.QUOTA, None
         if res[0] == b"CREATED":
             return SubCreate.CREATED, SubscriptionRecord(sid, token_id, server, notifier_id, notifier_key, SUB_NEW)
         existing = self._decode(sid, server, res[1])

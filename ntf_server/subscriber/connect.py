@@ -17,12 +17,14 @@ SOCKS5 connector for ``.onion`` hosts, which is the pool's business).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from ntf_server.privatehosts import private_address
 from ntf_server.protocol import smp_client
 from ntf_server.protocol.certchain import ChainError
 from ntf_server.protocol.encoding import CodecError
@@ -69,6 +71,20 @@ async def open_tcp(host: str, port: int, *, resolve: Resolver = _system_resolve)
             raise
         return sock
     raise last
+
+
+def public_only(resolve: Resolver = _system_resolve) -> Resolver:
+    """A resolver that drops private, loopback and link-local addresses (``subscriber.allow_private_hosts``
+    off, see privatehosts.py); a name with no other address fails like one that does not resolve."""
+
+    async def resolve_public(host: str, port: int) -> Sequence[AddrInfo]:
+        infos = await resolve(host, port)
+        public = [i for i in infos if not private_address(ipaddress.ip_address(str(i[4][0]).split("%", 1)[0]))]
+        if infos and not public:
+            raise OSError(f"{host} resolves only to private addresses (subscriber.allow_private_hosts is off)")
+        return public
+
+    return resolve_public
 
 
 def _keepalive(sock: socket.socket) -> None:

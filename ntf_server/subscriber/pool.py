@@ -16,11 +16,11 @@ Haskell's reconnect interval). Servers are independent: a slow or dead server de
   the session re-sends it on the same connection (backoff 1 s → 10 s) and applies a late answer; the
   client drops a connection that keeps timing out in silence, and the next connection subscribes it again.
   Other errors become ``ERR <text>`` with the text Haskell writes (``SMP error …``), which SCHK shows.
-* Messages. The NMSGs of one block are stored together (one round trip, ``add_last_notifications``), then
-  each becomes a push (SimpleX parity: one alert per NMSG with the token's newest ≤ 6). Handing a push
-  over waits when the push queue is full, and while this link waits it reads nothing more from its SMP
-  server, which keeps what it has not delivered: back-pressure, never a silent drop. A store failure is
-  retried (the notification was already taken from the SMP server) before the block is given up, counted.
+* Messages. The NMSGs of one block become ``Notice``s handed to the push pipeline together
+  (push/pipeline.py ``accept``), which stores and decides them a batch at a time. Handing them over waits
+  while this server has a full share of notices waiting there, and while this link waits it reads nothing
+  more from its SMP server, which keeps what it has not delivered: back-pressure on the server that floods,
+  never on the others, and never a silent drop.
 * Which subscriptions open connections (issue 16): only those of ACTIVE tokens. SNEW for a token that is
   not ACTIVE is stored and answered but not handed here; TVFY hands over the token's stored subscriptions
   (:meth:`SubscriberPool.token_activated`); resubscription pages only ACTIVE tokens' subscriptions. A link
@@ -52,24 +52,15 @@ from ntf_server.protocol import crypto, smp_events as E
 from ntf_server.protocol.encoding import CodecError, SMPServer
 from ntf_server.protocol.smp_session import NotifierQueue
 from ntf_server.stats import Stat, Stats
-from ntf_server.store.base import (
-    NewNotification,
-    NotificationStore,
-    NtfOutcome,
-    RemovedSub,
-    ResubscriptionStore,
-    ServiceStore,
-    StoreStats,
-)
+from ntf_server.store.base import RemovedSub, ResubscriptionStore, ServiceStore, StoreStats
 from ntf_server.store.errors import StoreError
 from ntf_server.store.health import backoff_delays
 from ntf_server.store.records import (
     RESUBSCRIBE_KINDS,
-    LastNotification,
+    Notice,
     SubscriptionRecord,
     SubStatus,
     SubStatusKind,
-    TokenRecord,
 )
 from ntf_server.subscriber.client import EventBatch, SmpClient
 from ntf_server.subscriber.errors import ClientError, ServiceRefused
@@ -104,12 +95,12 @@ class Progress:
     elapsed_s: float
 
 
-class PoolStore(ResubscriptionStore, ServiceStore, NotificationStore, StoreStats, Protocol):
+class PoolStore(ResubscriptionStore, ServiceStore, StoreStats, Protocol):
     """What the pool needs of the store (store/base.py)."""
 
 
-class MessagePusher(Protocol):
-    async def send_messages(self, token: TokenRecord, notifications: Sequence[LastNotification]) -> None: ...
+class NoticeSink(Protocol):
+    async def accept(self, server: SMPServer, notices: Sequence[Notice]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,14 +122,13 @@ class SubscriberPool:
     def __init__(
         self,
         store: PoolStore,
-        pusher: MessagePusher,
+        pusher: NoticeSink,
         stats: Stats,
         *,
         client_factory: ClientFactory = SmpClient,
         delays: Callable[[], Iterator[float]] = lambda: backoff_delays(RECONNECT_BASE_S, RECONNECT_CAP_S),
         serves: Callable[[SMPServer], bool] = lambda _: True,
         settings: PoolSettings = PoolSettings(),
-        on_stored: Callable[[bytes], None] | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Sleep = asyncio.sleep,
         services: bool = False,
@@ -150,7 +140,6 @@ class SubscriberPool:
         self._factory = client_factory
         self._delays = delays
         self._serves = serves
-        self._on_stored = on_stored  # token id of each stored notification (active-token counts)
         self.settings = settings
         self._clock = clock
         self._sleep = sleep
@@ -485,7 +474,7 @@ class _Link:
         pool, stats = self._pool, self._pool._stats
         statuses: dict[SubStatus, list[bytes]] = defaultdict(list)
         tied: dict[bool, list[bytes]] = defaultdict(list)  # ACTIVE, tied to our service or not
-        messages: list[NewNotification] = []
+        messages: list[Notice] = []
         now_ms = int(pool._clock() * 1000)
         client = self._client
         our_service = client.service_id if client is not None else None
@@ -508,7 +497,7 @@ class _Link:
                     if state is None:
                         stats.incr(Stat.NTF_RECEIVED_FORGOTTEN)  # SDEL/TDEL'd: SMP cannot unsubscribe
                     else:
-                        messages.append(NewNotification(self.server, nid, now_ms, nonce, enc_meta))
+                        messages.append(Notice(self.server, nid, now_ms, nonce, enc_meta))
                 case E.SubscriptionTimedOut() | E.PingTimedOut():
                     stats.incr(Stat.SMP_TIMEOUTS)
                 case E.Pong():
@@ -540,20 +529,7 @@ class _Link:
         if messages:
             await self._notify(messages)
 
-    async def _notify(self, messages: list[NewNotification]) -> None:
-        pool, stats = self._pool, self._pool._stats
-        try:
-            stored = await pool._store_retry(lambda: pool._store.add_last_notifications(messages))
-        except StoreError:
-            stats.incr(Stat.NTF_LOST_STORE, len(messages))
-            log_event(log, "smp.notifications_lost", count=len(messages))
-            return
-        for result in stored:
-            if result.outcome is NtfOutcome.STORED and result.token is not None:
-                if pool._on_stored is not None:
-                    pool._on_stored(result.token.token_id)
-                await pool._pusher.send_messages(result.token, result.notifications)  # waits when full
-            elif result.outcome is NtfOutcome.NO_SUBSCRIPTION:
-                stats.incr_server(Stat.NTF_RECEIVED_AUTH, self.server.hosts)
-            else:
-                stats.incr(Stat.NTF_RECEIVED_INACTIVE)
+    async def _notify(self, notices: list[Notice]) -> None:
+        """Hand the block's notices to the push pipeline; waits while this server has a full share waiting
+        there, and this link then reads nothing more (back-pressure on this SMP server only)."""
+        await self._pool._pusher.accept(self.server, notices)

@@ -43,15 +43,14 @@ from ntf_server.protocol.encoding import SMPServer
 from ntf_server.protocol.smp_service import ServiceCredentials
 from ntf_server.sim.smp_load import seeded_key_der
 from ntf_server.stats import Stat, Stats
-from ntf_server.store.base import NewNotification, NtfOutcome, ServiceState, StoreCounts, StoredNotification
+from ntf_server.store.base import ServiceState, StoreCounts
 from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.store.records import (
     SUB_INACTIVE,
-    LastNotification,
+    Notice,
     SubscriptionRecord,
     SubStatus,
     SubStatusKind,
-    TokenRecord,
 )
 from ntf_server.store.redis import RedisStore
 from ntf_server.subscriber.pool import SubscriberPool
@@ -85,13 +84,6 @@ class CountingStore:
             self.active += n
         return n
 
-    async def add_last_notifications(self, items: Sequence[NewNotification]) -> list[StoredNotification]:
-        return await self._s.add_last_notifications(items)
-
-    async def add_last_notification(self, server: SMPServer, notifier_id: bytes, received_at_ms: int, nonce: bytes,
-                                    enc_meta: bytes) -> tuple[NtfOutcome, TokenRecord | None, list[LastNotification]]:
-        return await self._s.add_last_notification(server, notifier_id, received_at_ms, nonce, enc_meta)
-
     async def counts(self) -> StoreCounts:  # the pool reads the total at start (resubscription progress)
         return await self._s.counts()
 
@@ -120,7 +112,7 @@ class CountingStore:
 
 
 class NoPush:
-    async def send_messages(self, token: TokenRecord, notifications: Sequence[LastNotification]) -> None:
+    async def accept(self, server: SMPServer, notices: Sequence[Notice]) -> None:
         raise AssertionError("no NMSG expected in this benchmark")
 
 

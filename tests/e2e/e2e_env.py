@@ -5,19 +5,22 @@ loopback pointed at the strict APNs simulator, initialised exactly as ``ntf-serv
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from apns.simulator import ApnsSimulator
+from apns.jwt import generate_test_key
+from apns.simulator import ApnsSimulator, SimulatorKey
 from ntf_server import cli
 from ntf_server.config import Config, load_config
 from ntf_server.protocol import ntf as P
 from ntf_server.server import NtfServer
 from ntf_server.sim.device import NtfClient, SimApp
+from ntf_server.transport import certs
 
 TOPIC = "chat.simplex.app"
 
@@ -39,10 +42,13 @@ class Env:
 
     async def reconfigure(self, section: str, **changes: Any) -> NtfServer:
         """Stop the running server and start one whose config ``section`` has ``changes``."""
+        return await self.reconfigure_sections({section: changes})
+
+    async def reconfigure_sections(self, sections: dict[str, dict[str, Any]]) -> NtfServer:
+        """Stop the running server and start one with several config sections changed at once."""
         await self.server.stop()
-        changed = dataclasses.replace(getattr(self.config, section), **changes)
-        cfg = dataclasses.replace(self.config, **{section: changed})
-        new = NtfServer(cfg)
+        changed = {name: dataclasses.replace(getattr(self.config, name), **c) for name, c in sections.items()}
+        new = NtfServer(dataclasses.replace(self.config, **changed))
         await new.start()
         self.servers.append(new)
         return new
@@ -59,6 +65,27 @@ class Env:
         await new.start()
         self.servers.append(new)
         return new
+
+
+@contextlib.asynccontextmanager
+async def running_env(tmp_path: Path, redis_url: str) -> AsyncIterator[Env]:
+    """A started APNs simulator and NTF server (the ``env`` fixture; also used outside pytest-asyncio's
+    loop, e.g. by tests/reliability's server thread); both stopped on exit."""
+    key = generate_test_key("KEYID00001", "TEAMID0001")
+    p8 = tmp_path / "AuthKey.p8"
+    p8.write_bytes(key.key_pem)
+    sim = ApnsSimulator([SimulatorKey.from_provider_key(key)], seed=1)
+    await sim.start()
+    servers: list[NtfServer] = []
+    try:
+        cfg = init_config(tmp_path / "cfg", redis_url, sim, p8, key.key_id, key.team_id)
+        servers.append(NtfServer(cfg))
+        await servers[0].start()
+        yield Env(cfg, sim, certs.fingerprint(certs.read_ca_der(cfg.tls.ca_cert_file)), servers)
+    finally:
+        for s in servers:
+            await s.stop()
+        await sim.stop()
 
 
 def init_config(directory: Path, redis_url: str, sim: ApnsSimulator, p8: Path, key_id: str, team_id: str,
@@ -79,6 +106,7 @@ def init_config(directory: Path, redis_url: str, sim: ApnsSimulator, p8: Path, k
         # SimpleX parity (every NMSG an alert) unless a test sets a policy (PolicyStore.put, as the admin API);
         # deferred pushes are looked for often, so a budget that returns is seen within 50 ms
         push=dataclasses.replace(cfg.push, hidden_per_hour=0.0, defer_scan_s=0.05),
+        subscriber=dataclasses.replace(cfg.subscriber, allow_private_hosts=True),  # SMP stand-ins on loopback
     )
 
 

@@ -94,7 +94,7 @@ async def test_every_message_is_pushed_and_the_app_decrypts_it(env: Env, smp: Sm
     known[creds2.notifier_id] = creds2
     assert [m for _, m in decrypt_items(app, second.body, known)] == [b"msg-1", b"msg-2"]
     assert env.server.push is not None
-    await env.server.push.drain()
+    await env.server.push.settle()
     assert env.server.stats["ntf_received"] == 2 and env.server.stats["ntf_delivered"] == 2
     await client.close()
 

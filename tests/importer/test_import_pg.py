@@ -16,7 +16,7 @@ import pytest
 import redis.asyncio
 from haskell_data import HaskellData, ed25519_pair, generate, load, token_row
 from pg_server import PgServer, load_schema, postgres  # noqa: F401  (postgres: the session fixture)
-from store_helpers import check_invariants
+from store_helpers import add_notice, check_invariants
 
 from ntf_server import cli
 from ntf_server.config import Config, load_config
@@ -187,7 +187,7 @@ async def check_last_notifications(store: RedisStore, big: HaskellData, kept: li
     assert isinstance(server, M.SMPServer)
     imported = sorted(ntfs, key=lambda n: n.sent_at)
     later_ms = int(imported[-1].sent_at.timestamp() * 1000) + 1000
-    _, _, stored = await store.add_last_notification(server, sub.smp_notifier_id, later_ms, bytes(24), b"m")
+    _, _, stored = await add_notice(store, server, sub.smp_notifier_id, later_ms, bytes(24), b"m")
     others = [n for n in imported if n.subscription_id != sub.subscription_id]
     assert [x.nonce for x in stored[:-1]] == [n.nmsg_nonce for n in others]
     assert [x.received_at_ms for x in stored[:-1]] == [int(n.sent_at.timestamp() * 1000) for n in others]

@@ -1,0 +1,167 @@
+"""Soak (issue 16): mixed load on an ``ntf-server start`` child process for a while (default 10 minutes):
+registrations (TNEW, TVFY from the verification push) and subscriptions (SNEW to a real SMP stand-in) that
+replace the oldest app (TDEL), NMSGs from the stand-in to live queues (pushed through the APNs simulator),
+TCHK and PING. The number of live apps stays constant, so the server's RSS, open fds and Redis memory
+should stay flat after warm-up; they are sampled and compared (the first third against the last third).
+
+    .venv/bin/python tests/bench/soak.py --minutes 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reliability"))
+
+import redis.asyncio
+from server_process import ServerProcess, init_config
+
+from apns.jwt import generate_test_key
+from apns.simulator import ApnsSimulator, SimulatorKey
+from ntf_server.protocol import crypto, ntf as P
+from ntf_server.sim.device import NtfClient, SimApp
+from ntf_server.sim.smp_server import SmpServerStandIn
+from ntf_server.store.embedded import EmbeddedRedis
+
+HOST = "127.0.0.1"
+TOPIC = "chat.simplex.app"
+
+
+@dataclass
+class Live:
+    app: SimApp
+    notifier_id: bytes
+
+
+@dataclass
+class Soak:
+    apps: collections.deque[Live] = field(default_factory=collections.deque)
+    counts: collections.Counter[str] = field(default_factory=collections.Counter)
+    samples: list[tuple[float, int, int, int]] = field(default_factory=list)  # t, rss, fds, redis used
+
+
+async def new_app(client: NtfClient, sim: ApnsSimulator, smp: SmpServerStandIn, soak: Soak) -> None:
+    app = SimApp(P.DeviceToken(P.PushProvider.APNS_TEST, os.urandom(32).hex().encode()))
+    assert isinstance(await app.register(client), P.IdTkn)
+    push = await sim.next_push(app.device_token.token.decode(), timeout_s=60)
+    assert await app.token_command(client, P.TVfy(app.verification_code(push.body))) == P.Ok()
+    key = crypto.generate_ed25519()
+    creds, _ = smp.create_queue(crypto.public_of(key))
+    assert isinstance(await app.subscribe(client, smp.address, creds.notifier_id, key), P.IdSub)
+    soak.apps.append(Live(app, creds.notifier_id))
+    soak.counts["registered+subscribed"] += 1
+
+
+async def churn(server: ServerProcess, sim: ApnsSimulator, smp: SmpServerStandIn, soak: Soak, live: int,
+                per_s: float, until: float) -> None:
+    client = await NtfClient.connect(HOST, server.port, server.key_hash)
+    while len(soak.apps) < live:
+        await new_app(client, sim, smp, soak)
+    while time.monotonic() < until:
+        t = time.monotonic()
+        await new_app(client, sim, smp, soak)
+        old = soak.apps.popleft()
+        assert await old.app.token_command(client, P.TDel()) == P.Ok()
+        soak.counts["deleted"] += 1
+        assert isinstance(await soak.apps[-1].app.token_command(client, P.TChk()), P.Tkn)
+        assert (await client.request(b"", P.Ping()))[1] == P.Pong()
+        await asyncio.sleep(max(0.0, 1 / per_s - (time.monotonic() - t)))
+    await client.close()
+
+
+async def messages(smp: SmpServerStandIn, soak: Soak, per_s: float, until: float) -> None:
+    rng = random.Random(1)
+    while time.monotonic() < until:
+        if soak.apps:
+            smp.notify(rng.choice(soak.apps).notifier_id, os.urandom(24), int(time.time()))
+            soak.counts["nmsg"] += 1
+        await asyncio.sleep(1 / per_s)
+
+
+async def sample(server: ServerProcess, redis_url: str, soak: Soak, every_s: float, until: float) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    t0 = time.monotonic()
+    while time.monotonic() < until:
+        rss, fds = server.resources()
+        used = int((await client.info("memory"))["used_memory"])
+        soak.samples.append((time.monotonic() - t0, rss, fds, used))
+        await asyncio.sleep(every_s)
+    await client.aclose()
+
+
+async def main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="soak-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        store = EmbeddedRedis(tmp / "state")
+        await store.start()
+        key = generate_test_key("KEYID00001", "TEAMID0001")
+        p8 = tmp / "AuthKey.p8"
+        p8.write_bytes(key.key_pem)
+        p8.chmod(0o600)
+        async with ApnsSimulator([SimulatorKey.from_provider_key(key)]) as sim, SmpServerStandIn() as smp:
+            cfg = init_config(tmp / "cfg", {
+                ("redis", "url"): store.url, ("registration", "per_connection_per_min"): 0.0,
+                ("registration", "per_ip_per_min"): 0.0, ("apns.test", "enabled"): True,
+                ("apns.test", "host"): HOST, ("apns.test", "port"): sim.port,
+                ("apns.test", "ca_file"): str(sim.ca_file), ("apns.test", "key_file"): str(p8),
+                ("apns.test", "key_id"): key.key_id, ("apns.test", "team_id"): key.team_id,
+                ("apns.test", "topic"): TOPIC,
+            })
+            log_path = tmp / "server.log"
+            server = ServerProcess(cfg, log_path)
+            await server.start()
+            soak = Soak()
+            t0 = time.monotonic()
+            until = t0 + args.minutes * 60
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(sample(server, store.url, soak, args.sample_s, until))
+                    tg.create_task(messages(smp, soak, args.nmsg_per_s, until))
+                    for _ in range(args.churners):
+                        tg.create_task(churn(server, sim, smp, soak, args.live // args.churners,
+                                             args.churn_per_s / args.churners, until))
+            finally:
+                await server.stop()
+                await store.stop()
+            soak.counts["pushes accepted by APNs"] = sim.accepted
+            report(soak, time.monotonic() - t0, log_path)
+
+
+def report(soak: Soak, elapsed: float, log_path: Path) -> None:
+    print(f"soak {elapsed / 60:.1f} min: {dict(soak.counts)}")
+    print("t_s rss_MiB fds redis_MiB")
+    step = max(1, len(soak.samples) // 15)
+    for t, rss, fds, used in soak.samples[::step] + soak.samples[-1:]:
+        print(f"{t:5.0f} {rss / 2**20:7.1f} {fds:4} {used / 2**20:7.1f}")
+    third = max(1, len(soak.samples) // 3)
+    first, last = soak.samples[:third], soak.samples[-third:]
+    for name, i, unit in (("RSS", 1, 2**20), ("fds", 2, 1), ("Redis used_memory", 3, 2**20)):
+        a, b = statistics.median(s[i] for s in first), statistics.median(s[i] for s in last)
+        print(f"{name}: median of the first third {a / unit:.1f}, of the last third {b / unit:.1f} "
+              f"({(b - a) / a * 100 if a else 0:+.1f} %)")
+    bad = [line for line in log_path.read_text(errors="replace").splitlines()
+           if "Traceback" in line or "level=error" in line]
+    print(f"server log: {len(bad)} error/traceback lines")
+    for line in bad[:20]:
+        print("  ", line[:300])
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--live", type=int, default=400, help="apps registered and subscribed at any time")
+    p.add_argument("--churners", type=int, default=4, help="connections replacing apps")
+    p.add_argument("--churn-per-s", type=float, default=20.0, help="apps replaced per second (all churners)")
+    p.add_argument("--nmsg-per-s", type=float, default=100.0, help="NMSGs per second from the SMP stand-in")
+    p.add_argument("--sample-s", type=float, default=10.0)
+    asyncio.run(main(p.parse_args()))

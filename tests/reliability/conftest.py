@@ -1,0 +1,39 @@
+"""Reliability fixtures: the e2e environment (tests/e2e/e2e_env.py, imported by name) and a server thread
+for hypothesis, whose tests are synchronous (``live.py``); every test here fails on a traceback or an
+error logged anywhere in the process (``watch.py``)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
+
+from e2e_env import Env, running_env  # found through the path above
+from live import LiveServer
+from watch import LogWatch
+
+
+@pytest.fixture
+def log_watch() -> Iterator[LogWatch]:
+    """Collects error records and tracebacks from every logger while the test runs; the test asserts."""
+    with LogWatch.installed() as w:
+        yield w
+
+
+@pytest.fixture
+async def env(tmp_path: Path, redis_url: str) -> AsyncIterator[Env]:
+    async with running_env(tmp_path, redis_url) as e:
+        yield e
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[LiveServer]:
+    """One server for a module's hypothesis examples, in its own thread and event loop."""
+    server = LiveServer(tmp_path_factory.mktemp("live"), redis_url)
+    server.start()
+    yield server
+    server.stop()
