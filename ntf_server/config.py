@@ -328,6 +328,9 @@ class SubscriberConfig:
     own_server_domains: tuple[str, ...] = setting(
         (), "domains of the SMP servers you run, e.g. [\"example.org\"]: per-server figures for these (and "
         "subdomains), all others together as \"other\"")
+    use_service_credentials: bool = setting(
+        False, "present a service certificate to SMP servers v16+ (one per server, made when first needed): "
+        "after a reconnect one NSUBS resubscribes every queue tied to it instead of one NSUB per queue")
 
     def validate(self, path: str) -> None:
         for domain in self.own_server_domains:

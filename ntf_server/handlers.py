@@ -313,6 +313,8 @@ class NtfHandlers:
         if not activated:
             return P.Err(AUTH)
         self._subscriber.forget(removed)
+        if tok.status.kind is not TokenStatusKind.ACTIVE:  # its stored subscriptions now open connections
+            self._subscriber.token_activated(tok.token_id)
         self._stats.incr(Stat.TKN_VERIFIED)
         return P.Ok()
 
@@ -327,7 +329,8 @@ class NtfHandlers:
             self._stats.incr(Stat.SUB_QUOTA_EXCEEDED)
             return P.Err(QUOTA)
         if outcome is SubCreate.CREATED and sub is not None:
-            self._subscriber.subscribe(sub)
+            if tok.status.kind is TokenStatusKind.ACTIVE:  # others wait for TVFY (issue 16: no connection)
+                self._subscriber.subscribe(sub)
             self._stats.incr(Stat.SUB_CREATED)
             return P.IdSub(sub.sub_id)
         if outcome is SubCreate.EXISTS and sub is not None:

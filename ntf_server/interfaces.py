@@ -23,11 +23,15 @@ class Pusher(Protocol):
 
 
 class SubscriptionSink(Protocol):
-    """The subscriber pool's intake: new subscriptions to subscribe (NSUB), removed ones to forget."""
+    """The subscriber pool's intake: new subscriptions to subscribe (NSUB), removed ones to forget, tokens
+    that became ACTIVE (their stored subscriptions to subscribe). Only ACTIVE tokens' subscriptions are
+    handed over: the others open no SMP connection (issue 16)."""
 
     def subscribe(self, sub: SubscriptionRecord) -> None: ...
 
     def forget(self, subs: Sequence[RemovedSub]) -> None: ...
+
+    def token_activated(self, token_id: bytes) -> None: ...
 
 
 class NullSink:
@@ -40,4 +44,7 @@ class NullSink:
         pass
 
     def forget(self, subs: Sequence[RemovedSub]) -> None:
+        pass
+
+    def token_activated(self, token_id: bytes) -> None:
         pass

@@ -92,6 +92,9 @@ EVENTS: Final[dict[str, EventSpec]] = {
     **_counted("smp.disconnected", INF, "", "an SMP connection was lost; reconnecting"),
     "smp.store_unavailable": _e(W, "error", "subscriber: store unavailable ({error}); reconnecting to the SMP "
                                 "server", "the store stayed away while serving an SMP connection"),
+    "smp.service_fallback": _e(W, "reason count", "subscriber: SMP service subscription not usable ({reason}, "
+                               "{count}); subscribing the queues one by one",
+                               "drift, ERR SERVICE, a refused certificate or a new service id"),
     "smp.mark_inactive_failed": _e(W, "count", "subscriber: could not mark {count} subscriptions INACTIVE",
                                    "informational; the next connection sets them again"),
     "smp.notifications_lost": _e(E, "count", "{count} notifications lost: the store stayed unavailable",

@@ -218,7 +218,8 @@ class NtfServer:
         deferred = DeferredScheduler(hidden, self._store, self.push.submit, self.stats, scan_s=cfg.push.defer_scan_s)
         cron = CronPushes(hidden, self._store, self.push.submit, self.stats, scan_s=cfg.push.cron_scan_s)
         self.pool = SubscriberPool(self._store, self.push, self.stats,
-                                   client_factory=smp_client_factory(cfg.subscriber))
+                                   client_factory=smp_client_factory(cfg.subscriber),
+                                   services=cfg.subscriber.use_service_credentials)
         sink = self.pool  # SNEW subscribes, SDEL/TDEL/expiry forget: the same pool for handlers and housekeeping
         aliases = SubIdAliases(self._store.client, cfg.redis.key_prefix)  # ids of an imported server
         await aliases.load()

@@ -88,6 +88,7 @@ team_id = {_toml_str(team_id)}
 topic = {_toml_str(TOPIC)}
 
 [subscriber]
+use_service_credentials = true
 allow_private_hosts = true  # the SMP stand-ins listen on loopback
 
 [push]

@@ -12,11 +12,12 @@ DH check on repeat TNEW, which push outcome) is the NTF handlers' job.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Protocol
 
 from ntf_server.protocol.encoding import SMPServer
+from ntf_server.protocol.smp_service import ServiceCredentials
 from ntf_server.store.records import (
     Notice,
     PushProvider,
@@ -175,8 +176,11 @@ class ResubscriptionStore(Protocol):
 
     async def servers_with_subscriptions(self) -> list[SMPServer]: ...
     def iter_server_subscriptions(
-        self, server: SMPServer, page_size: int = 900, kinds: Collection[SubStatusKind] | None = None
+        self, server: SMPServer, page_size: int = 900, kinds: Collection[SubStatusKind] | None = None,
+        active_tokens_only: bool = False, untied_only: bool = False,
     ) -> AsyncIterator[list[SubscriptionRecord]]: ...
+    async def has_live_subscriptions(self, server: SMPServer) -> bool: ...
+    async def token_subscriptions(self, token_id: bytes) -> list[SubscriptionRecord]: ...
     async def set_subscription_statuses(
         self,
         server: SMPServer,
@@ -185,6 +189,27 @@ class ResubscriptionStore(Protocol):
         service_assoc: bool | None = None,
         only_from: Collection[SubStatusKind] | None = None,
     ) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceState:
+    """What we know of our service on one SMP server (store/services.py)."""
+
+    service_id: bytes | None = field(repr=False)  # None: never got one (or dropped after an error)
+    count: int  # subscriptions tied to it
+    ids_hash: bytes = field(repr=False)
+
+
+class ServiceStore(Protocol):
+    """Our SMP service per SMP server (store/services.py): credentials, service id, tied subscriptions."""
+
+    async def service_credentials(self, server: SMPServer,
+                                  make: Callable[[], ServiceCredentials]) -> ServiceCredentials: ...
+    async def service_state(self, server: SMPServer) -> ServiceState: ...
+    async def set_service_id(self, server: SMPServer, service_id: bytes | None) -> None: ...
+    async def set_service_ties(self, server: SMPServer, count: int, ids_hash: bytes) -> None: ...
+    def tied_subscriptions(
+        self, server: SMPServer, page_size: int = 900) -> AsyncGenerator[list[SubscriptionRecord], None]: ...
 
 
 class NoticeStore(Protocol):
@@ -225,7 +250,7 @@ class StoreLifecycle(Protocol):
 
 
 class Store(
-    TokenStore, CronStore, TokenExpiryStore, SubscriptionStore, ResubscriptionStore, NoticeStore, OutboxStore,
-    StoreStats, StoreLifecycle, Protocol,
+    TokenStore, CronStore, TokenExpiryStore, SubscriptionStore, ResubscriptionStore, ServiceStore, NoticeStore,
+    OutboxStore, StoreStats, StoreLifecycle, Protocol,
 ):
     """Everything the store does (store/redis.py `RedisStore`)."""

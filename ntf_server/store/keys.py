@@ -48,6 +48,7 @@ from ntf_server.store.errors import StoreError
 from ntf_server.store.records import SubscriptionRecord, SubStatus
 
 TOKEN_ID_BYTES: Final = 24
+TIED_AT: Final = 24  # offset of the packed record's assoc byte ('1': tied to our SMP service)
 SUB_ID_BYTES: Final = 24
 R_BYTES: Final = 20
 # Buckets per SMP server, fixed when the data set is created (stored in `P meta`). Redis keeps a hash
@@ -73,6 +74,9 @@ class Keys:
 
     def token(self, tid: bytes) -> str:
         return f"{self.prefix}t{{{tid.hex()}}}"
+
+    def token_subs(self, tid: bytes) -> str:
+        return self.token(tid) + ":subs"
 
     def dt_index(self, x: str) -> str:
         return f"{self.prefix}dt:{x}"
@@ -121,7 +125,7 @@ def unpack_sub(v: bytes) -> PackedSub:
         raise StoreError("corrupted subscription record")
     n = v[TOKEN_ID_BYTES + 1]
     start = TOKEN_ID_BYTES + 2
-    return PackedSub(v[:TOKEN_ID_BYTES], v[24:25] == b"1", v[start : start + n].decode(), v[start + n :])
+    return PackedSub(v[:TOKEN_ID_BYTES], v[TIED_AT:TIED_AT + 1] == b"1", v[start : start + n].decode(), v[start + n :])
 
 
 # Called twice per subscription while resubscribing (PENDING, then ACTIVE): the encoding of the same few

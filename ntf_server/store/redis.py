@@ -23,7 +23,7 @@ each waiting through the retries, until a background probe finds it again.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 
 from redis import exceptions as rex
 from redis.asyncio import Redis
@@ -31,11 +31,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
 from ntf_server.protocol.encoding import SMPServer
+from ntf_server.protocol.smp_service import ServiceCredentials
 from ntf_server.push.policy import Budget
 from ntf_server.store.atrest import AtRest
 from ntf_server.store.base import (
     NO_CAPS,
     RemovedSub,
+    ServiceState,
     Store,
     StoreCounts,
     SubCaps,
@@ -49,6 +51,7 @@ from ntf_server.store.keys import DEFAULT_BUCKETS, MAX_BUCKETS, Keys
 from ntf_server.store.notices import Claimed, Decided, ForRetry, PolicyChanged, RedisNotices
 from ntf_server.store.outbox import Cause, OutboxEntry, PushKindCode, RedisOutbox
 from ntf_server.store.records import (
+    RESUBSCRIBE_KINDS,
     Notice,
     PushProvider,
     SubscriptionRecord,
@@ -59,6 +62,7 @@ from ntf_server.store.records import (
     TokenStatusKind,
 )
 from ntf_server.store.servers import ServerRegistry
+from ntf_server.store.services import RedisServices
 from ntf_server.store.subscriptions import RedisSubscriptions
 from ntf_server.store.tokens import RedisTokens
 from ntf_server.store.upgrade import authenticate_records
@@ -76,6 +80,7 @@ class RedisStore:
         self._servers = servers
         self._tokens = RedisTokens(self._d, servers)
         self._subs = RedisSubscriptions(self._d, servers, self._tokens.codec)
+        self._services = RedisServices(self._d, servers)
         self._notices = RedisNotices(self._d, servers, self._tokens.codec)
         self._outbox = RedisOutbox(self._d)
 
@@ -236,9 +241,36 @@ class RedisStore:
         return await self._subs.set_subscription_statuses(server, notifier_ids, status, service_assoc, only_from)
 
     def iter_server_subscriptions(self, server: SMPServer, page_size: int = 900,
-                                  kinds: Collection[SubStatusKind] | None = None
-                                  ) -> AsyncIterator[list[SubscriptionRecord]]:
-        return self._subs.iter_server_subscriptions(server, page_size, kinds)
+                                  kinds: Collection[SubStatusKind] | None = None, active_tokens_only: bool = False,
+                                  untied_only: bool = False) -> AsyncIterator[list[SubscriptionRecord]]:
+        return self._subs.iter_server_subscriptions(server, page_size, kinds, active_tokens_only, untied_only)
+
+    async def tied_subscriptions(self, server: SMPServer, page_size: int = 900
+                                 ) -> AsyncGenerator[list[SubscriptionRecord], None]:
+        async for page in self._subs.iter_server_subscriptions(server, page_size, RESUBSCRIBE_KINDS):
+            if tied := [s for s in page if s.service_assoc]:
+                yield tied
+
+    # ------------------------------------------------------------------ our SMP services (services.py)
+
+    async def service_credentials(self, server: SMPServer,
+                                  make: Callable[[], ServiceCredentials]) -> ServiceCredentials:
+        return await self._services.credentials(server, make)
+
+    async def service_state(self, server: SMPServer) -> ServiceState:
+        return await self._services.state(server)
+
+    async def set_service_id(self, server: SMPServer, service_id: bytes | None) -> None:
+        await self._services.set_service_id(server, service_id)
+
+    async def set_service_ties(self, server: SMPServer, count: int, ids_hash: bytes) -> None:
+        await self._services.set_ties(server, count, ids_hash)
+
+    async def has_live_subscriptions(self, server: SMPServer) -> bool:
+        return await self._subs.has_live_subscriptions(server)
+
+    async def token_subscriptions(self, token_id: bytes) -> list[SubscriptionRecord]:
+        return await self._subs.token_subscriptions(token_id)
 
     # ------------------------------------------------------------------ notices (notices.py)
 

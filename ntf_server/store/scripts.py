@@ -320,24 +320,91 @@ return del_sub(rec_tid(v), sid, srv) or false
 """
 )
 
-# ARGV: P NB srv status assoc('0'|'1'|'-') from_kinds(',A,B,' or '') r ... -> number updated
+# The per-server service ties (services.py): `P svc:<n>` fields n (count of subscriptions tied to our
+# service) and h (their IdsHash: XOR of MD5(notifier id), 16 bytes), changed with every tie and untie.
+_TIES: Final = r"""
+local function xor16(a, b)
+  local t = {}
+  for i = 1, 16 do t[i] = string.char(bit.bxor(string.byte(a, i), string.byte(b, i))) end
+  return table.concat(t)
+end
+local function add_ties(srv, dn, dh)
+  if dn == 0 and dh == nil then return end
+  local k = P .. 'svc:' .. srv
+  redis.call('HINCRBY', k, 'n', dn)
+  if dh ~= nil then
+    local h = redis.call('HGET', k, 'h') or string.rep('\0', 16)
+    redis.call('HSET', k, 'h', xor16(h, dh))
+  end
+end
+"""
+
+# ARGV: P NB srv status assoc('0'|'1'|'-') from_kinds(',A,B,' or '') then r ... (assoc '-') or r md5 ...
+#   (assoc '0'|'1': MD5 of each notifier id, to keep the server's service ties) -> number updated
 SET_SUB_STATUS: Final = (
     _PRELUDE
+    + _TIES
     + r"""
 local srv, st, assoc, from = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local n = 0
-for i = 7, #ARGV do
+local step = 1
+if assoc ~= '-' then step = 2 end
+local n, dn, dh = 0, 0, nil
+for i = 7, #ARGV, step do
   local r = ARGV[i]
   local bk = bkey(srv, r)
   local v = redis.call('HGET', bk, r)
   if v and (from == '' or string.find(from, ',' .. kind(rec_status(v)) .. ',', 1, true)) then
+    local a0 = string.sub(v, 25, 25)
     local a = assoc
-    if a == '-' then a = string.sub(v, 25, 25) end
+    if a == '-' then a = a0 end
     redis.call('HSET', bk, r, rec_tid(v) .. a .. string.char(#st) .. st .. rec_rest(v))
     n = n + 1
+    if a ~= a0 then
+      if a == '1' then dn = dn + 1 else dn = dn - 1 end
+      if dh == nil then dh = ARGV[i + 1] else dh = xor16(dh, ARGV[i + 1]) end
+    end
   end
 end
+add_ties(srv, dn, dh)
 return n
+"""
+)
+
+# ARGV: P NB tid ... -> a string of '1'/'0': which tokens are ACTIVE (one call however many: resubscription
+#   reads one per token of a page-through, subscriptions.py)
+TOKENS_ACTIVE: Final = (
+    _PRELUDE
+    + r"""
+local out = {}
+for i = 3, #ARGV do
+  if redis.call('HGET', tkey(ARGV[i]), 'st') == 'ACTIVE' then out[i - 2] = '1' else out[i - 2] = '0' end
+end
+return table.concat(out)
+"""
+)
+
+# ARGV: P NB srv md5 ... -> 0. Tied subscriptions that were deleted (services.py: after the deletion).
+UNTIE_DELETED: Final = (
+    _PRELUDE
+    + _TIES
+    + r"""
+local dh = nil
+for i = 4, #ARGV do
+  if dh == nil then dh = ARGV[i] else dh = xor16(dh, ARGV[i]) end
+end
+add_ties(ARGV[3], 3 - #ARGV, dh)
+return 0
+"""
+)
+
+# ARGV: P NB srv sealed_chain sealed_key -> {sealed_chain, sealed_key}: the server's service credentials,
+#   these ones unless some were stored first (two instances creating them at once agree).
+SET_SERVICE_CREDS: Final = (
+    _PRELUDE
+    + r"""
+local k = P .. 'svc:' .. ARGV[3]
+if redis.call('HEXISTS', k, 'c') == 0 then redis.call('HSET', k, 'c', ARGV[4], 'k', ARGV[5]) end
+return redis.call('HMGET', k, 'c', 'k')
 """
 )
 

@@ -27,6 +27,9 @@ class Forgotten:
     def forget(self, subs: Sequence[RemovedSub]) -> None:
         self.subs += subs
 
+    def token_activated(self, token_id: bytes) -> None:
+        pass
+
 
 def housekeeping(store: RedisStore, sink: Forgotten, stats: Stats, after_h: float = 6.0) -> Housekeeping:
     return Housekeeping(store, sink, stats, expire_after_days=0, expire_unverified_after_h=after_h,

@@ -22,6 +22,8 @@ from ntf_server.store.records import (
     SubStatus,
     SubStatusKind,
     TokenRecord,
+    TokenStatus,
+    TokenStatusKind,
 )
 from ntf_server.store.redis import RedisStore
 
@@ -169,6 +171,30 @@ async def test_paging_one_server_sees_every_subscription_once(store: RedisStore)
     live = [s.sub_id async for page in store.iter_server_subscriptions(server(1), 900, RESUBSCRIBE_KINDS) for s in page]
     assert len(live) == len(expected) - 100
     assert [p async for p in store.iter_server_subscriptions(server(42))] == []
+
+
+async def test_only_active_tokens_subscriptions_need_a_link(store: RedisStore) -> None:
+    """Issue 16: resubscription pages only ACTIVE tokens' live subscriptions; a server is needed while one
+    is left; a token's subscriptions are found for its activation."""
+    active = await active_token(store)
+    invalid = replace(token(), status=TokenStatus(TokenStatusKind.INVALID))
+    await store.create_token(invalid)
+    nids = [secrets.token_bytes(24) for _ in range(4)]
+    for i, nid in enumerate(nids):
+        await store.create_subscription((active if i < 2 else invalid).token_id, server(1), nid, notifier_key())
+    await store.create_subscription(invalid.token_id, server(2), secrets.token_bytes(24), notifier_key())
+    paged = [s.notifier_id async for page in store.iter_server_subscriptions(server(1), 900, RESUBSCRIBE_KINDS,
+                                                                             active_tokens_only=True) for s in page]
+    assert sorted(paged) == sorted(nids[:2])
+    assert await store.has_live_subscriptions(server(1)) is True
+    assert await store.has_live_subscriptions(server(2)) is False  # only an INVALID token's
+    assert await store.has_live_subscriptions(server(42)) is False  # none at all
+    await store.set_subscription_statuses(server(1), nids[:2], SubStatus(SubStatusKind.AUTH))
+    assert await store.has_live_subscriptions(server(1)) is False  # no live status left
+    mine = await store.token_subscriptions(invalid.token_id)
+    assert len(mine) == 3 and {s.notifier_id for s in mine if s.server == server(1)} == set(nids[2:])
+    assert [s.server for s in mine].count(server(2)) == 1 and all(s.token_id == invalid.token_id for s in mine)
+    assert await store.token_subscriptions(secrets.token_bytes(24)) == []
 
 
 async def test_last_notifications_newest_six_oldest_first(store: RedisStore, redis_url: str) -> None:
