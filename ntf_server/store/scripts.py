@@ -42,9 +42,18 @@ local function del_sub(tid, sid, srv)
   if redis.call('HINCRBY', tk .. ':srv', srv, -1) <= 0 then redis.call('HDEL', tk .. ':srv', srv) end
   return v
 end
--- The token's newest `max` last notifications (trimming older ones), `first` first among equal times (the
--- notice being stored: it is the newest); appends server number, record, value, sid of each to out, oldest
--- first, so the notice being stored comes last (store/notices.py decodes this layout).
+-- Appends server number, record, value, sub id of one last notification to out (store/notices.py decodes it).
+local function item_out(tk, s, v, out)
+  local sv = redis.call('HGET', tk .. ':subs', s)
+  local rec = sv and redis.call('HGET', bkey(sv, string.sub(s, 1, 20)), string.sub(s, 1, 20))
+  if rec then
+    table.insert(out, sv); table.insert(out, rec); table.insert(out, v); table.insert(out, s)
+  end
+end
+-- The token's last notifications trimmed to the newest `max`; appends a push's list to out, oldest first:
+-- with `first` (the sub id of the notice being stored, the push's cause) the newest max - 1 others, then
+-- `first` itself last, even when others arrived later (another SMP server's, stored first) and it is no
+-- longer among the newest kept; without it (''), the newest `max`.
 local function newest(tk, first, max, out)
   local all = redis.call('HGETALL', tk .. ':ln')
   local items = {}
@@ -60,14 +69,14 @@ local function newest(tk, first, max, out)
     redis.call('HDEL', tk .. ':ln', items[i][1])
     redis.call('DECR', P .. 'n:ln')
   end
-  for i = math.min(max, #items), 1, -1 do
-    local s = items[i][1]
-    local sv = redis.call('HGET', tk .. ':subs', s)
-    local rec = sv and redis.call('HGET', bkey(sv, string.sub(s, 1, 20)), string.sub(s, 1, 20))
-    if rec then
-      table.insert(out, sv); table.insert(out, rec); table.insert(out, items[i][2]); table.insert(out, s)
-    end
+  local picked, cause = {}, nil
+  local limit = (first ~= '') and (max - 1) or max
+  for i = 1, #items do
+    if items[i][1] == first then cause = items[i]
+    elseif #picked < limit then table.insert(picked, items[i]) end
   end
+  for i = #picked, 1, -1 do item_out(tk, picked[i][1], picked[i][2], out) end
+  if cause then item_out(tk, cause[1], cause[2], out) end
   return out
 end
 -- Remove a token with everything hanging off it; appends sid, server number, record to out.

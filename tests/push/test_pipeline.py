@@ -228,3 +228,21 @@ def test_settings_that_do_not_fit_the_redis_pool_are_refused() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         PipelineSettings(senders=0).check(redis_pool=64, reserved=20)
     PipelineSettings().check(redis_pool=64, reserved=40)
+
+
+async def test_each_push_carries_its_notice_whatever_order_the_batches_store_them_in(store: RedisStore) -> None:
+    """The fair intake takes notices from several SMP servers in turn, so a batch can store a notice after
+    newer ones of the same token (from another server): its push must still carry it, last, even when more
+    than five newer ones are already stored (found by a lease test: 100 NMSGs for one token's 100 queues)."""
+    tok, nids = await active(store, 20)
+    apns = Apns()
+    p = pipeline(store, apns)
+    # arrival times falling within the batch: every notice is stored after all the newer ones
+    burst = [Notice(server(1), nids[i % 20], 1_700_000_100_000 - i, os.urandom(24), b"m") for i in range(40)]
+    async with running(p):
+        await p.accept(server(1), burst)
+        await p.settle()
+    assert len(apns.delivered) == 40
+    lists = [carried(tok, s.body) for s in apns.delivered]
+    assert sorted(items[-1] for items in lists) == sorted(n.nonce for n in burst)
+    assert all(len(items) <= 6 and len(set(items)) == len(items) for items in lists)
