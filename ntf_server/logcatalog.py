@@ -96,6 +96,16 @@ EVENTS: Final[dict[str, EventSpec]] = {
                                    "informational; the next connection sets them again"),
     "smp.notifications_lost": _e(E, "count", "{count} notifications lost: the store stayed unavailable",
                                  "NMSGs received but not stored"),
+    "lease.gained": _e(INF, "server token", "subscribing SMP server #{server}: lease taken (token {token})",
+                       "this instance took the lease of an SMP server (its number in the store, not its address)"),
+    "lease.lost": _e(W, "server token reason", "stopped subscribing SMP server #{server}: lease lost ({reason})",
+                     "a lease was taken by another instance after it expired (taken), or could not be renewed "
+                     "in time (unconfirmed): the connection stops at once"),
+    "lease.store_failed": _e(W, "error", "leases: store call failed ({error}); retrying next round",
+                             "leases could not be renewed or taken this round; held ones are given up before "
+                             "they can expire"),
+    "lease.handoff_dropped": _e(W, "count", "{count} new subscriptions not handed to their SMP server's owner",
+                                "the owner subscribes them at its next connection (they are stored NEW)"),
     "resubscribe.none": _e(INF, "", "no subscriptions to resubscribe", "start-up: nothing to resubscribe"),
     "resubscribe.started": _e(INF, "servers subscriptions",
                               "resubscribing up to {subscriptions} subscriptions on {servers} SMP servers",

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
 from dataclasses import replace
 
-import pytest
 from store_helpers import notifier_key, server, token
 
 from ntf_server.protocol.encoding import SMPServer
@@ -36,39 +34,31 @@ async def number(store: RedisStore, s: SMPServer) -> int:
     return n
 
 
-@pytest.fixture
-async def other(store: RedisStore, redis_url: str, store_key: bytes) -> AsyncIterator[RedisStore]:
-    """A second instance: its own connection pool on the same data set."""
-    s = await RedisStore.connect(redis_url, store_key, prefix=store.prefix)
-    yield s
-    await s.close()
-
-
-async def test_acquire_is_exclusive_and_tokens_increase(store: RedisStore, other: RedisStore) -> None:
+async def test_acquire_is_exclusive_and_tokens_increase(store: RedisStore, second_store: RedisStore) -> None:
     await with_subscriptions(store, server(1), server(2))
     n1, n2 = await number(store, server(1)), await number(store, server(2))
     a = await store.leases.acquire(server(1), n1, A, 10)
     assert a is not None
-    assert await other.leases.acquire(server(1), n1, B, 10) is None  # held
-    b = await other.leases.acquire(server(2), n2, B, 10)
+    assert await second_store.leases.acquire(server(1), n1, B, 10) is None  # held
+    b = await second_store.leases.acquire(server(2), n2, B, 10)
     assert b is not None and b.token > a.token
     assert await store.leases.release([a], A) == 1
-    again = await other.leases.acquire(server(1), n1, B, 10)
+    again = await second_store.leases.acquire(server(1), n1, B, 10)
     assert again is not None and again.token > b.token  # every acquisition a greater token
 
 
 async def test_lease_expires_and_the_stale_holder_cannot_renew_or_release(store: RedisStore,
-                                                                         other: RedisStore) -> None:
+                                                                         second_store: RedisStore) -> None:
     await with_subscriptions(store, server(1))
     n = await number(store, server(1))
     old = await store.leases.acquire(server(1), n, A, 0.05)
     assert old is not None
     await asyncio.sleep(0.1)  # Redis expires the key (PX): nothing to wait on but its clock
-    new = await other.leases.acquire(server(1), n, B, 10)
+    new = await second_store.leases.acquire(server(1), n, B, 10)
     assert new is not None and new.token > old.token
     assert await store.leases.renew([old], A, 10) == [False]
     assert await store.leases.release([old], A) == 0
-    assert await other.leases.renew([new], B, 10) == [True]
+    assert await second_store.leases.renew([new], B, 10) == [True]
     [listed] = await store.leases.listing()
     assert (listed.owner, listed.token) == (B, new.token)
 
@@ -98,7 +88,7 @@ async def test_listing_shows_free_and_held_servers_with_counts(store: RedisStore
 
 
 async def test_two_instances_racing_for_many_servers_each_server_has_one_owner(store: RedisStore,
-                                                                              other: RedisStore) -> None:
+                                                                              second_store: RedisStore) -> None:
     servers = [server(i) for i in range(1, 21)]
     await with_subscriptions(store, *servers)
     numbers = [await number(store, s) for s in servers]
@@ -107,7 +97,7 @@ async def test_two_instances_racing_for_many_servers_each_server_has_one_owner(s
         got = await asyncio.gather(*(st.leases.acquire(s, n, me, 10) for s, n in zip(servers, numbers, strict=True)))
         return [x for x in got if x is not None]
 
-    mine, theirs = await asyncio.gather(grab(store, A), grab(other, B))
+    mine, theirs = await asyncio.gather(grab(store, A), grab(second_store, B))
     assert sorted([x.number for x in mine] + [x.number for x in theirs]) == sorted(numbers)
     tokens = [x.token for x in mine + theirs]
     assert len(set(tokens)) == len(tokens)
@@ -115,24 +105,24 @@ async def test_two_instances_racing_for_many_servers_each_server_has_one_owner(s
     assert owners == {**{x.number: A for x in mine}, **{x.number: B for x in theirs}}
 
 
-async def test_presence(store: RedisStore, other: RedisStore) -> None:
+async def test_presence(store: RedisStore, second_store: RedisStore) -> None:
     assert await store.leases.presence(A, 10) == [A]
-    assert sorted(await other.leases.presence(B, 0.05)) == [A, B]
+    assert sorted(await second_store.leases.presence(B, 0.05)) == [A, B]
     await asyncio.sleep(0.1)
     assert await store.leases.presence(A, 10) == [A]  # B did not renew: gone
     assert await store.leases.presence(A, 0) == []  # leaving
 
 
-async def test_handoff_goes_only_to_the_holder(store: RedisStore, other: RedisStore) -> None:
+async def test_handoff_goes_only_to_the_holder(store: RedisStore, second_store: RedisStore) -> None:
     sids = await with_subscriptions(store, server(1), server(1))
     n = await number(store, server(1))
     for sid in sids:
         await store.leases.hand_off(server(1), sid)
     await store.leases.hand_off(server(9), b"x" * 24)  # no subscription there: nothing kept
-    lease = await other.leases.acquire(server(1), n, B, 10)
+    lease = await second_store.leases.acquire(server(1), n, B, 10)
     assert lease is not None
     assert await store.leases.take_handoffs(lease, A, 10) == []  # not A's lease
     assert await store.leases.take_handoffs(Lease(server(1), n, lease.token - 1), B, 10) == []  # stale token
-    assert await other.leases.take_handoffs(lease, B, 1) == sids[:1]
-    assert await other.leases.take_handoffs(lease, B, 10) == sids[1:]
-    assert await other.leases.take_handoffs(lease, B, 10) == []
+    assert await second_store.leases.take_handoffs(lease, B, 1) == sids[:1]
+    assert await second_store.leases.take_handoffs(lease, B, 10) == sids[1:]
+    assert await second_store.leases.take_handoffs(lease, B, 10) == []
