@@ -101,6 +101,9 @@ EVENTS: Final[dict[str, EventSpec]] = {
     "lease.lost": _e(W, "server token reason", "stopped subscribing SMP server #{server}: lease lost ({reason})",
                      "a lease was taken by another instance after it expired (taken), or could not be renewed "
                      "in time (unconfirmed): the connection stops at once"),
+    "lease.predecessor_released": _e(INF, "count", "freed {count} SMP server leases of the previous start",
+                                     "the previous process on this state directory died holding leases "
+                                     "(kill -9): freed now rather than after their expiry"),
     "lease.store_failed": _e(W, "error", "leases: store call failed ({error}); retrying next round",
                              "leases could not be renewed or taken this round; held ones are given up before "
                              "they can expire"),

@@ -92,6 +92,20 @@ end
 return out
 """
 
+# ARGV: P NB instance -> leases released (every lease of an instance known dead: its successor on one state
+# directory, which the state lock proves)
+RELEASE_INSTANCE: Final = _P + r"""
+local n, tail = 0, ' ' .. ARGV[3]
+local counts = redis.call('HGETALL', P .. 'srv:count')
+for i = 1, #counts, 2 do
+  local k = P .. 'ls:' .. counts[i]
+  local v = redis.call('GET', k)
+  if v and string.sub(v, -#tail) == tail then n = n + redis.call('DEL', k) end
+end
+redis.call('ZREM', P .. 'lp', ARGV[3])
+return n
+"""
+
 # ARGV: P NB n cap sub_id -> list length
 HANDOFF: Final = _P + r"""
 local k = P .. 'lh:' .. ARGV[3]
@@ -136,6 +150,7 @@ class RedisLeases:
         self._acquire = data.script(ACQUIRE)
         self._renew = data.script(RENEW)
         self._release = data.script(RELEASE)
+        self._release_instance = data.script(RELEASE_INSTANCE)
         self._presence = data.script(PRESENCE)
         self._list = data.script(LIST)
         self._handoff = data.script(HANDOFF)
@@ -178,6 +193,11 @@ class RedisLeases:
         if not leases:
             return 0
         return int(await self._release(*[a for lease in leases for a in (lease.number, lease.token, instance)]))
+
+    async def release_instance(self, instance: str) -> int:
+        """Free every lease of ``instance``, which the caller knows to be dead (kill -9, then a restart on
+        the same state directory), so its successor need not wait for them to expire."""
+        return int(await self._release_instance(instance))
 
     async def presence(self, instance: str, ttl_s: float) -> list[str]:
         """Say ``instance`` is alive for ``ttl_s`` (0: it leaves now); the instances alive now."""

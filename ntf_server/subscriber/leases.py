@@ -2,7 +2,8 @@
 
 Theory of operation. Every SMP server is subscribed by exactly one instance at a time: the one holding its
 lease in Redis (store/leases.py: set-if-absent with expiry and a fencing token). Each start picks a random
-instance id. Every ``renew_s`` the manager
+instance id (``instance_ids``: a start on the state directory of a dead one frees that one's leases at once).
+Every ``renew_s`` the manager
 
 1. says it is alive (presence, expiring after ``ttl_s``) and learns how many instances are;
 2. renews the leases it holds; one that is not its own any more is *lost*: its link stops at once;
@@ -37,6 +38,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Final, Protocol
 
 from ntf_server.logevents import log_event
@@ -49,6 +51,7 @@ from ntf_server.store.records import RESUBSCRIBE_KINDS, SubscriptionRecord
 log = logging.getLogger(__name__)
 
 HANDOFF_QUEUE: Final = 10_000  # SNEWs waiting to be handed off; beyond, the owner finds them at its next connect
+LEASE_INSTANCE_FILE: Final = "instance"  # in the state directory: the id of the last start (instance_ids)
 HANDOFF_BATCH: Final = 1000  # subscription ids popped per server per round
 
 
@@ -72,6 +75,7 @@ class LeaseStore(Protocol):
     async def renew(self, leases: Sequence[Lease], instance: str, ttl_s: float) -> list[bool]: ...
     async def release(self, leases: Sequence[Lease], instance: str) -> int: ...
     async def presence(self, instance: str, ttl_s: float) -> list[str]: ...
+    async def release_instance(self, instance: str) -> int: ...
     async def hand_off(self, server: SMPServer, sub_id: bytes) -> None: ...
     async def take_handoffs(self, lease: Lease, instance: str, limit: int) -> list[bytes]: ...
 
@@ -83,6 +87,19 @@ class Served(Protocol):
     def drop(self, server: SMPServer) -> None: ...
     def subscribe(self, sub: SubscriptionRecord) -> None: ...
     def forget(self, subs: Sequence[RemovedSub]) -> None: ...
+
+
+def instance_ids(path: Path) -> tuple[str, str | None]:
+    """A new instance id, recorded in ``path`` (in the state directory), and the one recorded there by the
+    previous start, if any. The state lock (statelock.py) proves that one is no longer running: its leases
+    are freed at once instead of after their expiry, so a restart after kill -9 resubscribes at once."""
+    try:
+        previous: str | None = path.read_text().strip() or None
+    except FileNotFoundError:
+        previous = None
+    new = secrets.token_hex(8)
+    path.write_text(new + "\n")
+    return new, previous
 
 
 # ---------------------------------------------------------------- the decision (pure)
@@ -127,6 +144,7 @@ class LeaseManager:
         settings: LeaseSettings = LeaseSettings(),
         *,
         instance: str | None = None,
+        predecessor: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -134,6 +152,7 @@ class LeaseManager:
         self._lookup = lookup
         self.settings = settings
         self.instance = instance or secrets.token_hex(8)
+        self._predecessor = predecessor
         self._clock = clock
         self._sleep = sleep
         self._pool: Served | None = None
@@ -143,6 +162,7 @@ class LeaseManager:
         self._outgoing: asyncio.Queue[SubscriptionRecord] = asyncio.Queue(HANDOFF_QUEUE)
         self._outgoing_ready = asyncio.Event()
         self.alive = 1
+        self._rounds = 0
         self.handoffs_dropped = 0
 
     def __repr__(self) -> str:
@@ -181,14 +201,22 @@ class LeaseManager:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._hand_off(), name="lease hand-off out")
             tg.create_task(self._pick_up(), name="lease hand-off in")
-            while True:
+            if not self._rounds:
                 await self.round()
+            while True:
                 await self._sleep(self.settings.renew_s)
+                await self.round()
 
     async def round(self) -> None:
         """One round: presence, renewals, listing, acquisitions (module docstring)."""
         s, started = self.settings, self._clock()
+        self._rounds += 1
         try:
+            if self._predecessor is not None:
+                freed = await self._store.release_instance(self._predecessor)
+                self._predecessor = None
+                if freed:
+                    log_event(log, "lease.predecessor_released", count=freed)
             self.alive = max(len(await self._store.presence(self.instance, s.ttl_s)), 1)
             held = list(self._held.values())
             for lease, ok in zip(held, await self._store.renew(held, self.instance, s.ttl_s), strict=True):

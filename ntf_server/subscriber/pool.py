@@ -22,8 +22,9 @@ independent: a slow or dead server delays nobody else.
 * SDEL/TDEL: SMP has no unsubscribe; the link forgets the queue, and later NMSGs for it are counted, not
   pushed.
 
-Which servers this instance serves is injected (``serves``): today all; scale-out gives each SMP server to
-one instance through a lease.
+Which servers this instance serves is injected (``serves``): all by default; with several instances on one
+Redis, the servers whose lease it holds (subscriber/leases.py), which calls ``serve`` when it gains a lease
+and ``drop`` when it loses one: the link stops at once and writes nothing more (the new owner does).
 """
 
 from __future__ import annotations
@@ -157,6 +158,16 @@ class SubscriberPool:
             if link is not None:
                 link.forget(s.notifier_id)
 
+    def serve(self, server: SMPServer) -> None:
+        """Start serving ``server`` (a lease was gained): connect and page its subscriptions."""
+        self._link(server)
+
+    def drop(self, server: SMPServer) -> None:
+        """Stop serving ``server`` at once (its lease was lost): close its connection, write no status."""
+        link = self._links.pop(server.normalized(), None)
+        if link is not None:
+            link.stop()
+
     # ------------------------------------------------------------ running
 
     async def run(self) -> None:
@@ -238,12 +249,20 @@ class _Link:
         self._client: SmpClient | None = None
         self._answered = asyncio.Event()
         self.resubscribed = False  # the first connection paged everything and had every NSUB answered
+        self._task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"<_Link {self.server!r} {self.state} new={len(self._new)}>"
 
     def start(self, tg: asyncio.TaskGroup) -> None:
-        tg.create_task(self._run(), name="smp link")
+        self._task = tg.create_task(self._run(), name="smp link")
+
+    def stop(self) -> None:
+        """Cancelled: the connection closes in ``_run``'s finally; ``_lost`` is not reached, so no status is
+        written by an instance that no longer owns the server."""
+        if self._task is not None:
+            self._task.cancel()
+        self.state = "dropped"
 
     def add(self, sub: SubscriptionRecord) -> None:
         self._new[sub.notifier_id] = sub.notifier_key

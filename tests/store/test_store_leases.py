@@ -126,3 +126,16 @@ async def test_handoff_goes_only_to_the_holder(store: RedisStore, second_store: 
     assert await second_store.leases.take_handoffs(lease, B, 1) == sids[:1]
     assert await second_store.leases.take_handoffs(lease, B, 10) == sids[1:]
     assert await second_store.leases.take_handoffs(lease, B, 10) == []
+
+
+async def test_release_instance_frees_only_that_instances_leases(store: RedisStore, second_store: RedisStore) -> None:
+    await with_subscriptions(store, server(1), server(2), server(3))
+    n1, n2, n3 = [await number(store, server(i)) for i in (1, 2, 3)]
+    await store.leases.acquire(server(1), n1, A, 10)
+    await store.leases.acquire(server(2), n2, "x" + A, 10)  # an id ending like A's is someone else
+    await second_store.leases.acquire(server(3), n3, B, 10)
+    await store.leases.presence(A, 10)
+    assert await second_store.leases.release_instance(A) == 1
+    owners = {x.number: x.owner for x in await store.leases.listing()}
+    assert owners == {n1: None, n2: "x" + A, n3: B}
+    assert await second_store.leases.presence(B, 10) == [B]

@@ -17,7 +17,7 @@ from ntf_server.store.base import RemovedSub
 from ntf_server.store.leases import ServerLease
 from ntf_server.store.records import TOKEN_ACTIVE, SubscriptionRecord
 from ntf_server.store.redis import RedisStore
-from ntf_server.subscriber.leases import LeaseManager, LeaseSettings, fair_share, overdue, plan
+from ntf_server.subscriber.leases import LeaseManager, LeaseSettings, fair_share, instance_ids, overdue, plan
 
 S = LeaseSettings(ttl_s=15, renew_s=3, grace_s=15)
 
@@ -213,3 +213,27 @@ async def test_a_handoff_waits_for_an_owner_when_there_is_none(store: RedisStore
     await a.round()
     await a.pick_up()
     assert pa.served == [server(1)] and pa.subscribed == [sub]
+
+
+def test_instance_ids_are_new_per_start_and_remember_the_previous(tmp_path: Path) -> None:
+    path = tmp_path / "instance"
+    first, none = instance_ids(path)
+    second, previous = instance_ids(path)
+    assert none is None and previous == first and second != first and len(second) == 16
+
+
+async def test_a_successor_frees_its_dead_predecessors_leases_at_once(store: RedisStore,
+                                                                      second_store: RedisStore) -> None:
+    await subscriptions(store, {1: 1})
+    clock = Clock()
+    dead, _ = manager(store, "dead", clock)
+    await dead.round()  # then kill -9: nothing released
+    other, po = manager(second_store, "other", clock)
+    await other.round()
+    assert po.served == []  # held by the dead one until it expires
+    successor = LeaseManager(store.leases, store.get_subscription, S, instance="next", predecessor="dead",
+                             clock=clock)
+    ps = Pool()
+    successor.attach(ps)
+    await successor.round()
+    assert ps.served == [server(1)]
