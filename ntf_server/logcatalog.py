@@ -104,6 +104,9 @@ EVENTS: Final[dict[str, EventSpec]] = {
     "lease.predecessor_released": _e(INF, "count", "freed {count} SMP server leases of the previous start",
                                      "the previous process on this state directory died holding leases "
                                      "(kill -9): freed now rather than after their expiry"),
+    "lease.fenced_out": _e(W, "", "stopped an SMP connection: its server's lease is another instance's now",
+                           "a status write carried a lease Redis no longer holds (this instance was paused or cut "
+                           "off past the lease time): nothing was written, the connection stops"),
     "lease.store_failed": _e(W, "error", "leases: store call failed ({error}); retrying next round",
                              "leases could not be renewed or taken this round; held ones are given up before "
                              "they can expire"),

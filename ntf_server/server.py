@@ -224,7 +224,7 @@ class NtfServer:
         leases = self.leases = LeaseManager(self._store.leases, self._store.get_subscription,
                                             LeaseSettings(sc.lease_ttl_s, sc.lease_renew_s, grace_s=sc.lease_ttl_s),
                                             instance=instance, predecessor=predecessor)
-        self.pool = SubscriberPool(self._store, self.push, self.stats, serves=leases.holds,
+        self.pool = SubscriberPool(self._store, self.push, self.stats, serves=leases.holds, fence=leases.fence,
                                    client_factory=smp_client_factory(cfg.subscriber))
         leases.attach(self.pool)
         await leases.round()  # the servers free now, before the pool's start-up resubscription counts them

@@ -122,6 +122,14 @@ return redis.call('LPOP', k, tonumber(ARGV[6])) or {}
 """
 
 
+NO_LEASE: Final = 0  # never a fencing token (the counter starts at 1): the fence of a server not held
+
+
+def fence(token: int, instance: str) -> str:
+    """A lease's value in Redis: what renewals, releases and status writes (scripts.py SET_SUB_STATUS) compare."""
+    return f"{token} {instance}"
+
+
 @dataclass(frozen=True, slots=True)
 class Lease:
     """A lease this instance holds: the fencing token proves it (checked by every renewal and release)."""

@@ -235,8 +235,10 @@ class RedisStore:
 
     async def set_subscription_statuses(self, server: SMPServer, notifier_ids: Sequence[bytes], status: SubStatus,
                                         service_assoc: bool | None = None,
-                                        only_from: Collection[SubStatusKind] | None = None) -> int:
-        return await self._subs.set_subscription_statuses(server, notifier_ids, status, service_assoc, only_from)
+                                        only_from: Collection[SubStatusKind] | None = None,
+                                        fence: str | None = None) -> int:
+        return await self._subs.set_subscription_statuses(server, notifier_ids, status, service_assoc, only_from,
+                                                          fence)
 
     def iter_server_subscriptions(self, server: SMPServer, page_size: int = 900,
                                   kinds: Collection[SubStatusKind] | None = None

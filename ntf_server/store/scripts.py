@@ -324,9 +324,11 @@ return del_sub(rec_tid(v), sid, srv) or false
 SET_SUB_STATUS: Final = (
     _PRELUDE
     + r"""
-local srv, st, assoc, from = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local srv, st, assoc, from, fence = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+-- the writer's lease on the server (store/leases.py: key P ls:<n>, value token ' ' instance), when it has one
+if fence ~= '' and redis.call('GET', P .. 'ls:' .. srv) ~= fence then return -1 end
 local n = 0
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   local r = ARGV[i]
   local bk = bkey(srv, r)
   local v = redis.call('HGET', bk, r)

@@ -25,7 +25,9 @@ owner pops it every ``handoff_s`` and subscribes it. A server nobody owns yet ke
 owner takes it; that owner pages every NEW subscription anyway.
 
 Not yet (issue 18, later parts): rebalancing when an instance joins (a newcomer takes only free servers:
-after a restart of all, or as others die), and workers inside one instance.
+after a restart of all, or as others die), and workers inside one instance. Status writes carry the lease
+(``fence``; scripts.py SET_SUB_STATUS refuses a stale one), so a holder paused past its expiry writes nothing
+once another has the server.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from ntf_server.logevents import log_event
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.store.base import RemovedSub
 from ntf_server.store.errors import StoreError
-from ntf_server.store.leases import Lease, ServerLease
+from ntf_server.store.leases import NO_LEASE, Lease, ServerLease, fence
 from ntf_server.store.records import RESUBSCRIBE_KINDS, SubscriptionRecord
 
 log = logging.getLogger(__name__)
@@ -173,6 +175,12 @@ class LeaseManager:
 
     def holds(self, server: SMPServer) -> bool:
         return server.normalized() in self._held
+
+    def fence(self, server: SMPServer) -> str:
+        """What a status write on ``server`` must still hold in Redis: this instance's lease, or (not held)
+        a value no lease has, so the write is refused."""
+        lease = self._held.get(server.normalized())
+        return fence(lease.token if lease is not None else NO_LEASE, self.instance)
 
     def held(self) -> list[Lease]:
         return list(self._held.values())

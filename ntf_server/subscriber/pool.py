@@ -24,7 +24,9 @@ independent: a slow or dead server delays nobody else.
 
 Which servers this instance serves is injected (``serves``): all by default; with several instances on one
 Redis, the servers whose lease it holds (subscriber/leases.py), which calls ``serve`` when it gains a lease
-and ``drop`` when it loses one: the link stops at once and writes nothing more (the new owner does).
+and ``drop`` when it loses one: the link stops at once and writes nothing more (the new owner does). Every
+status write carries the lease (``fence``): one the server no longer holds in Redis writes nothing, and
+its link stops (an instance paused past its lease's expiry finds out at its first write).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from ntf_server.protocol.encoding import CodecError, SMPServer
 from ntf_server.protocol.smp_session import NotifierQueue
 from ntf_server.stats import Stat, Stats
 from ntf_server.store.base import RemovedSub, ResubscriptionStore, StoreStats
-from ntf_server.store.errors import StoreError
+from ntf_server.store.errors import FencedOut, StoreError
 from ntf_server.store.health import backoff_delays
 from ntf_server.store.records import (
     RESUBSCRIBE_KINDS,
@@ -117,6 +119,7 @@ class SubscriberPool:
         client_factory: ClientFactory = SmpClient,
         delays: Callable[[], Iterator[float]] = lambda: backoff_delays(0.5, 60.0),
         serves: Callable[[SMPServer], bool] = lambda _: True,
+        fence: Callable[[SMPServer], str | None] = lambda _: None,
         settings: PoolSettings = PoolSettings(),
         clock: Callable[[], float] = time.time,
         sleep: Sleep = asyncio.sleep,
@@ -127,6 +130,7 @@ class SubscriberPool:
         self._factory = client_factory
         self._delays = delays
         self._serves = serves
+        self._fence = fence  # the lease a status write must still hold (store/leases.py), None: unchecked
         self.settings = settings
         self._clock = clock
         self._sleep = sleep
@@ -161,6 +165,11 @@ class SubscriberPool:
     def serve(self, server: SMPServer) -> None:
         """Start serving ``server`` (a lease was gained): connect and page its subscriptions."""
         self._link(server)
+
+    def _unlink(self, link: _Link) -> None:
+        """A link that ended by itself (fenced out); a later ``serve`` starts a new one."""
+        if self._links.get(link.server) is link:
+            del self._links[link.server]
 
     def drop(self, server: SMPServer) -> None:
         """Stop serving ``server`` at once (its lease was lost): close its connection, write no status."""
@@ -298,6 +307,10 @@ class _Link:
                 await self._serve(client)
             except StoreError as e:  # the store stayed away: start over, a new connection pages it again
                 log_event(log, "smp.store_unavailable", error=type(e).__name__)
+            except FencedOut:  # another instance owns the server now: stop, write nothing more
+                log_event(log, "lease.fenced_out")
+                pool._unlink(self)
+                return
             finally:
                 self._client = None
                 await client.close()
@@ -331,12 +344,15 @@ class _Link:
                 await self._set_statuses(held, SubStatus(SubStatusKind.INACTIVE), only_from=LOST_FROM)
             except StoreError:  # informational; the next connection sets them again
                 log_event(log, "smp.mark_inactive_failed", count=len(held))
+            except FencedOut:  # the lease was lost meanwhile: the new owner writes the statuses
+                pass
 
     async def _set_statuses(self, nids: Sequence[bytes], status: SubStatus,
                             only_from: Collection[SubStatusKind] | None = None) -> None:
         store = self._pool._store
+        fence = self._pool._fence(self.server)
         await self._pool._store_retry(lambda: store.set_subscription_statuses(self.server, nids, status,
-                                                                               only_from=only_from))
+                                                                               only_from=only_from, fence=fence))
 
     # ------------------------------------------------------------ sending
 
@@ -420,11 +436,18 @@ class _Link:
         if answered:
             stats.incr(Stat.SMP_NSUB_ANSWERED, answered)
             self._answered.set()
+        fenced: FencedOut | None = None
         for status, nids in statuses.items():
             stats.incr(_STATUS_COUNTER[status.kind], len(nids))
-            await self._set_statuses(nids, status)
+            try:
+                await self._set_statuses(nids, status)
+            except FencedOut as e:  # the notices below came to this connection only: pushed all the same
+                fenced = e
+                break
         if messages:
             await self._notify(messages)
+        if fenced is not None:
+            raise fenced
 
     async def _notify(self, notices: list[Notice]) -> None:
         """Hand the block's notices to the push pipeline; waits while this server has a full share waiting

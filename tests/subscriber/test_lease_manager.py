@@ -237,3 +237,14 @@ async def test_a_successor_frees_its_dead_predecessors_leases_at_once(store: Red
     successor.attach(ps)
     await successor.round()
     assert ps.served == [server(1)]
+
+
+async def test_the_fence_is_the_held_lease_or_one_no_write_can_match(store: RedisStore) -> None:
+    await subscriptions(store, {1: 1})
+    a, _ = manager(store, "a", Clock())
+    assert a.fence(server(1)) == "0 a"  # not held: token 0 is never given
+    await a.round()
+    [lease] = a.held()
+    assert a.fence(server(1)) == f"{lease.token} a"
+    [listed] = await store.leases.listing()
+    assert (listed.token, listed.owner) == (lease.token, "a")
