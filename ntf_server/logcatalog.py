@@ -107,6 +107,9 @@ EVENTS: Final[dict[str, EventSpec]] = {
     "lease.fenced_out": _e(W, "", "stopped an SMP connection: its server's lease is another instance's now",
                            "a status write carried a lease Redis no longer holds (this instance was paused or cut "
                            "off past the lease time): nothing was written, the connection stops"),
+    "lease.given_up": _e(INF, "server token", "handed SMP server #{server} over to rebalance (token {token})",
+                         "an instance joined: this one held more than its fair share of subscriptions; the "
+                         "connection stopped, then the lease was released for the joiner to take"),
     "lease.store_failed": _e(W, "error", "leases: store call failed ({error}); retrying next round",
                              "leases could not be renewed or taken this round; held ones are given up before "
                              "they can expire"),

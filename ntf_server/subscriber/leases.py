@@ -24,8 +24,12 @@ subscription id handed to the owner through the server's hand-off list (store/le
 owner pops it every ``handoff_s`` and subscribes it. A server nobody owns yet keeps its list until an
 owner takes it; that owner pages every NEW subscription anyway.
 
-Not yet (issue 18, later parts): rebalancing when an instance joins (a newcomer takes only free servers:
-after a restart of all, or as others die), and workers inside one instance. Status writes carry the lease
+5. rebalances when an instance joins (``to_give_up``): with no server free, an instance over its fair share
+   hands one server a round to an instance below it (its link stops, then the lease is released, and the
+   poorer instance takes it at its next round); only moves that narrow the gap and leave the giver at its
+   share, so a server never goes back and forth.
+
+Not yet (issue 18, later parts): workers inside one instance. Status writes carry the lease
 (``fence``; scripts.py SET_SUB_STATUS refuses a stale one), so a holder paused past its expiry writes nothing
 once another has the server.
 """
@@ -86,7 +90,7 @@ class Served(Protocol):
     """The subscriber pool as the manager drives it."""
 
     def serve(self, server: SMPServer) -> None: ...
-    def drop(self, server: SMPServer) -> None: ...
+    def drop(self, server: SMPServer) -> asyncio.Task[None] | None: ...
     def subscribe(self, sub: SubscriptionRecord) -> None: ...
     def forget(self, subs: Sequence[RemovedSub]) -> None: ...
 
@@ -124,6 +128,27 @@ def plan(listing: Sequence[ServerLease], me: str, alive: int, free_since: Mappin
             take.append(x)
             mine += x.subscriptions
     return take
+
+
+def to_give_up(listing: Sequence[ServerLease], me: str, alive: Sequence[str]) -> ServerLease | None:
+    """The one server to hand over this round, to rebalance after an instance joined: only when no server is
+    free, this instance holds more than its fair share, and another one alive holds less; the largest of
+    its servers that narrows the gap to the poorest without taking this instance below its share (so it
+    does not take the server back: ``plan`` takes only below the share). One server a round: no storm."""
+    if any(x.owner is None for x in listing):
+        return None
+    share = fair_share(listing, len(alive))
+    totals = dict.fromkeys(alive, 0)
+    for x in listing:
+        if x.owner in totals:
+            totals[x.owner] += x.subscriptions
+    mine = totals.get(me, 0)
+    others = [t for owner, t in totals.items() if owner != me]
+    if not others or mine <= share or min(others) >= share:
+        return None
+    gap = mine - min(others)
+    fits = [x for x in listing if x.owner == me and 0 < x.subscriptions < gap and mine - x.subscriptions >= share]
+    return max(fits, key=lambda x: (x.subscriptions, -x.number), default=None)
 
 
 def overdue(now: float, confirmed_at: float, s: LeaseSettings) -> bool:
@@ -225,7 +250,8 @@ class LeaseManager:
                 self._predecessor = None
                 if freed:
                     log_event(log, "lease.predecessor_released", count=freed)
-            self.alive = max(len(await self._store.presence(self.instance, s.ttl_s)), 1)
+            alive = await self._store.presence(self.instance, s.ttl_s)
+            self.alive = max(len(alive), 1)
             held = list(self._held.values())
             for lease, ok in zip(held, await self._store.renew(held, self.instance, s.ttl_s), strict=True):
                 if ok:
@@ -251,6 +277,9 @@ class LeaseManager:
                 return
             if got is not None:
                 self._gain(got, now)
+        handed = to_give_up(view, self.instance, alive)
+        if handed is not None and handed.server in self._held:
+            await self._give_up(handed.server)
 
     def _gain(self, lease: Lease, now: float) -> None:
         assert self._pool is not None, "attach the pool first"
@@ -266,6 +295,19 @@ class LeaseManager:
         self._confirmed.pop(server, None)
         log_event(log, "lease.lost", server=lease.number, token=lease.token, reason=why)
         self._pool.drop(server)
+
+    async def _give_up(self, server: SMPServer) -> None:
+        """Hand a server over (rebalancing): its link stops first, then the lease is released, so the next
+        owner never subscribes while this connection still holds the queues."""
+        assert self._pool is not None, "attach the pool first"
+        lease = self._held.pop(server)
+        self._confirmed.pop(server, None)
+        log_event(log, "lease.given_up", server=lease.number, token=lease.token)
+        stopping = self._pool.drop(server)
+        if stopping is not None:
+            await asyncio.wait([stopping])
+        with contextlib.suppress(StoreError):  # else it expires after ttl_s
+            await self._store.release([lease], self.instance)
 
     async def release_all(self) -> None:
         """Graceful stop (after the pool stopped): give every lease up, so others take them at once."""

@@ -171,11 +171,11 @@ class SubscriberPool:
         if self._links.get(link.server) is link:
             del self._links[link.server]
 
-    def drop(self, server: SMPServer) -> None:
-        """Stop serving ``server`` at once (its lease was lost): close its connection, write no status."""
+    def drop(self, server: SMPServer) -> asyncio.Task[None] | None:
+        """Stop serving ``server`` at once (its lease was lost or is handed over): close its connection, write
+        no status; the link's task (done when the connection is closed), if it was running."""
         link = self._links.pop(server.normalized(), None)
-        if link is not None:
-            link.stop()
+        return link.stop() if link is not None else None
 
     # ------------------------------------------------------------ running
 
@@ -266,12 +266,13 @@ class _Link:
     def start(self, tg: asyncio.TaskGroup) -> None:
         self._task = tg.create_task(self._run(), name="smp link")
 
-    def stop(self) -> None:
+    def stop(self) -> asyncio.Task[None] | None:
         """Cancelled: the connection closes in ``_run``'s finally; ``_lost`` is not reached, so no status is
         written by an instance that no longer owns the server."""
         if self._task is not None:
             self._task.cancel()
         self.state = "dropped"
+        return self._task
 
     def add(self, sub: SubscriptionRecord) -> None:
         self._new[sub.notifier_id] = sub.notifier_key

@@ -1,7 +1,8 @@
 """Two NTF servers on one Redis (issue 18, SMP servers owned by leases): each SMP server is subscribed by
 exactly one of them; when one dies without a graceful stop, the other takes its SMP servers within the lease
 time and every notification sent afterwards is pushed exactly once. Real parts throughout: two NtfServers,
-one Redis, four SMP stand-ins, the APNs simulator."""
+one Redis, four SMP stand-ins, the APNs simulator. Then a third instance joins and is handed half of
+the SMP servers, each still subscribed by one connection."""
 
 from __future__ import annotations
 
@@ -144,5 +145,20 @@ async def test_each_smp_server_has_one_owner_and_a_dead_instances_servers_are_ta
         assert causes == {b"both-" + nid[:4]: 1 for nid in queues} | {b"after-" + nid[:4]: 1 for nid in queues}
         assert alive.stats["smp_sub_end"] == 0  # no queue was ever subscribed on two connections at once
         print(f"taken over {took_s:.2f} s after the crash (lease {TTL_S} s, renewal {RENEW_S} s)")
+
+        # a third instance joins: the survivor hands it SMP servers, one a round, each subscribed by one
+        cfg_c = dataclasses.replace(a.config, server=dataclasses.replace(a.config.server, state_dir=tmp_path / "c",
+                                                                           port=0))
+        c = NtfServer(cfg_c)
+        await c.start()
+        try:
+            assert c.leases is not None
+            await until(lambda: len(c.leases.held()) == SERVERS // 2, 20)  # type: ignore[union-attr]
+            await until(lambda: all(len(o) == 1 and None not in o for o in owners(stand_ins, queues)), 20)
+            assert [smp.connections for smp in stand_ins] == [1] * SERVERS
+            assert len(alive.leases.held()) == SERVERS // 2
+            assert alive.stats["smp_sub_end"] == 0 and c.stats["smp_sub_end"] == 0
+        finally:
+            await c.stop()
     finally:
         await b.stop()

@@ -4,6 +4,7 @@ Redis with an injected clock (no sleeping: each test calls ``round`` itself)."""
 from __future__ import annotations
 
 import secrets
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,7 +18,15 @@ from ntf_server.store.base import RemovedSub
 from ntf_server.store.leases import ServerLease
 from ntf_server.store.records import TOKEN_ACTIVE, SubscriptionRecord
 from ntf_server.store.redis import RedisStore
-from ntf_server.subscriber.leases import LeaseManager, LeaseSettings, fair_share, instance_ids, overdue, plan
+from ntf_server.subscriber.leases import (
+    LeaseManager,
+    LeaseSettings,
+    fair_share,
+    instance_ids,
+    overdue,
+    plan,
+    to_give_up,
+)
 
 S = LeaseSettings(ttl_s=15, renew_s=3, grace_s=15)
 
@@ -54,6 +63,26 @@ def test_servers_owned_by_others_are_never_planned() -> None:
     assert plan([lease(1, 5, "b"), lease(2, 5, "c")], "a", 3, {server(1): 0.0}, 1000.0, 15) == []
 
 
+def test_an_instance_over_its_share_hands_one_server_to_a_poorer_one() -> None:
+    held = [lease(1, 4, "a"), lease(2, 3, "a"), lease(3, 2, "a"), lease(4, 1, "a")]
+    assert fair_share(held, 2) == 5
+    # gap 10 to b's 0: the largest server that leaves a at >= 5 is #1 (4 subscriptions)
+    x = to_give_up(held, "a", ["a", "b"])
+    assert x is not None and x.number == 1
+    after = [lease(1, 4, "b"), lease(2, 3, "a"), lease(3, 2, "a"), lease(4, 1, "a")]
+    y = to_give_up(after, "a", ["a", "b"])  # a at 6, b at 4: only #4 (1) narrows the gap and leaves a at 5
+    assert y is not None and y.number == 4
+    balanced = [lease(1, 4, "b"), lease(2, 3, "a"), lease(3, 2, "a"), lease(4, 1, "b")]
+    assert to_give_up(balanced, "a", ["a", "b"]) is None and to_give_up(balanced, "b", ["a", "b"]) is None
+
+
+def test_no_handover_while_a_server_is_free_or_alone_or_balanced() -> None:
+    assert to_give_up([lease(1, 4, "a"), lease(2, 3)], "a", ["a", "b"]) is None  # b takes the free one
+    assert to_give_up([lease(1, 4, "a"), lease(2, 3, "a")], "a", ["a"]) is None
+    assert to_give_up([lease(1, 4, "a"), lease(2, 3, "b")], "a", ["a", "b"]) is None  # 4 and 3: share 4
+    assert to_give_up([lease(1, 9, "a"), lease(2, 1, "b")], "a", ["a", "b"]) is None  # one big server: stays
+
+
 def test_a_lease_is_given_up_before_redis_can_free_it() -> None:
     assert not overdue(111.9, 100.0, S)
     assert overdue(112.0, 100.0, S)  # ttl 15 - renew 3: one round before it could expire
@@ -79,7 +108,7 @@ class Pool:
         self.served.append(s)
 
     def drop(self, s: SMPServer) -> None:
-        self.dropped.append(s)
+        self.dropped.append(s)  # no link task to wait for
 
     def subscribe(self, sub: SubscriptionRecord) -> None:
         self.subscribed.append(sub)
@@ -248,3 +277,25 @@ async def test_the_fence_is_the_held_lease_or_one_no_write_can_match(store: Redi
     assert a.fence(server(1)) == f"{lease.token} a"
     [listed] = await store.leases.listing()
     assert (listed.token, listed.owner) == (lease.token, "a")
+
+
+async def test_an_instance_that_joins_gets_its_share_one_server_a_round(store: RedisStore,
+                                                                       second_store: RedisStore) -> None:
+    await subscriptions(store, {1: 4, 2: 3, 3: 2, 4: 1})
+    clock = Clock()
+    a, pa = manager(store, "a", clock)
+    b, pb = manager(second_store, "b", clock)
+    await a.round()
+    assert len(a.held()) == 4  # alone
+    moves = []
+    for _ in range(6):
+        await b.round()  # joins: nothing free
+        await a.round()  # hands over at most one server a round
+        moves.append(len(pa.dropped))
+    totals = Counter[str]()
+    for x in await store.leases.listing():
+        assert x.owner is not None
+        totals[x.owner] += x.subscriptions
+    assert totals == {"a": 5, "b": 5}
+    assert moves[:2] == [1, 2] and moves[-1] == 2  # two moves, one a round, then stable
+    assert len(pb.served) == 2 and pb.dropped == []  # nothing went back
