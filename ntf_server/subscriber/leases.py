@@ -90,7 +90,8 @@ class Served(Protocol):
     """The subscriber pool as the manager drives it."""
 
     def serve(self, server: SMPServer) -> None: ...
-    def drop(self, server: SMPServer) -> asyncio.Task[None] | None: ...
+    def drop(self, server: SMPServer) -> None: ...
+    async def hand_over(self, server: SMPServer) -> None: ...
     def subscribe(self, sub: SubscriptionRecord) -> None: ...
     def forget(self, subs: Sequence[RemovedSub]) -> None: ...
 
@@ -297,15 +298,14 @@ class LeaseManager:
         self._pool.drop(server)
 
     async def _give_up(self, server: SMPServer) -> None:
-        """Hand a server over (rebalancing): its link stops first, then the lease is released, so the next
-        owner never subscribes while this connection still holds the queues."""
+        """Hand a server over (rebalancing): its link stops first (what it read is pushed, its statuses
+        written), then the lease is released, so the next owner never subscribes while this connection
+        still holds the queues."""
         assert self._pool is not None, "attach the pool first"
         lease = self._held.pop(server)
         self._confirmed.pop(server, None)
         log_event(log, "lease.given_up", server=lease.number, token=lease.token)
-        stopping = self._pool.drop(server)
-        if stopping is not None:
-            await asyncio.wait([stopping])
+        await self._pool.hand_over(server)
         with contextlib.suppress(StoreError):  # else it expires after ttl_s
             await self._store.release([lease], self.instance)
 

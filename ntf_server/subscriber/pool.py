@@ -171,11 +171,18 @@ class SubscriberPool:
         if self._links.get(link.server) is link:
             del self._links[link.server]
 
-    def drop(self, server: SMPServer) -> asyncio.Task[None] | None:
-        """Stop serving ``server`` at once (its lease was lost or is handed over): close its connection, write
-        no status; the link's task (done when the connection is closed), if it was running."""
+    def drop(self, server: SMPServer) -> None:
+        """Stop serving ``server`` at once (its lease was lost): close its connection, write no status."""
         link = self._links.pop(server.normalized(), None)
-        return link.stop() if link is not None else None
+        if link is not None:
+            link.stop()
+
+    async def hand_over(self, server: SMPServer) -> None:
+        """Stop serving ``server`` (its lease is to be released, rebalancing): close its connection, hand the
+        notices already read to the pipeline and write the statuses, then return; the lease still holds."""
+        link = self._links.pop(server.normalized(), None)
+        if link is not None:
+            await link.hand_over()
 
     # ------------------------------------------------------------ running
 
@@ -259,6 +266,7 @@ class _Link:
         self._answered = asyncio.Event()
         self.resubscribed = False  # the first connection paged everything and had every NSUB answered
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False  # handed over: end after this connection instead of reconnecting
 
     def __repr__(self) -> str:
         return f"<_Link {self.server!r} {self.state} new={len(self._new)}>"
@@ -266,13 +274,29 @@ class _Link:
     def start(self, tg: asyncio.TaskGroup) -> None:
         self._task = tg.create_task(self._run(), name="smp link")
 
-    def stop(self) -> asyncio.Task[None] | None:
+    def stop(self) -> None:
         """Cancelled: the connection closes in ``_run``'s finally; ``_lost`` is not reached, so no status is
         written by an instance that no longer owns the server."""
         if self._task is not None:
             self._task.cancel()
         self.state = "dropped"
-        return self._task
+
+    async def hand_over(self) -> None:
+        """Closed: the connection's event stream ends after what it already read, which ``_read`` handles as
+        usual (notices to the pipeline, statuses), then ``_run`` marks the queues INACTIVE and ends instead
+        of reconnecting. Not connected: cancelled, as nothing was read."""
+        self._stopping = True
+        if self._task is None:
+            return
+        if self._client is not None:
+            await self._client.close()
+        else:
+            self._task.cancel()
+        await asyncio.wait([self._task])
+        self.state = "dropped"
+
+    def handed_over(self) -> bool:
+        return self._stopping
 
     def add(self, sub: SubscriptionRecord) -> None:
         self._new[sub.notifier_id] = sub.notifier_key
@@ -288,7 +312,7 @@ class _Link:
     async def _run(self) -> None:
         pool, stats = self._pool, self._pool._stats
         delays = pool._delays()
-        while True:
+        while not self.handed_over():
             self.state = "connecting"
             client = pool._factory(self.server)
             try:
@@ -311,6 +335,7 @@ class _Link:
             except FencedOut:  # another instance owns the server now: stop, write nothing more
                 log_event(log, "lease.fenced_out")
                 pool._unlink(self)
+                self.state = "dropped"
                 return
             finally:
                 self._client = None
@@ -320,6 +345,8 @@ class _Link:
             log.debug("SMP connection lost: %s", client.close_error or "closed")
             pool.disconnects.event(type(client.close_error).__name__ if client.close_error else "closed")
             await self._lost(client)
+            if self.handed_over():
+                return
             if pool._clock() - up_since >= pool.settings.stable_after_s:
                 delays = pool._delays()
             await pool._sleep(next(delays))

@@ -108,7 +108,10 @@ class Pool:
         self.served.append(s)
 
     def drop(self, s: SMPServer) -> None:
-        self.dropped.append(s)  # no link task to wait for
+        self.dropped.append(s)
+
+    async def hand_over(self, s: SMPServer) -> None:
+        self.dropped.append(s)
 
     def subscribe(self, sub: SubscriptionRecord) -> None:
         self.subscribed.append(sub)

@@ -13,11 +13,11 @@ from store_helpers import token
 
 from ntf_server.protocol import crypto
 from ntf_server.protocol.encoding import SMPServer
-from ntf_server.sim.smp_server import SmpServerStandIn
+from ntf_server.sim.smp_server import QueueCredentials, SmpServerStandIn
 from ntf_server.stats import Stats
 from ntf_server.store.errors import FencedOut
 from ntf_server.store.leases import fence
-from ntf_server.store.records import SUB_ACTIVE, TOKEN_ACTIVE, Notice, SubStatus, SubStatusKind
+from ntf_server.store.records import SUB_ACTIVE, TOKEN_ACTIVE, Notice, SubscriptionRecord, SubStatus, SubStatusKind
 from ntf_server.store.redis import RedisStore
 from ntf_server.subscriber.pool import SubscriberPool
 
@@ -30,6 +30,19 @@ class Notices:
         self.got += notices
 
 
+async def queue_and_subscription(store: RedisStore, smp: SmpServerStandIn,
+                                 ) -> tuple[QueueCredentials, SubscriptionRecord]:
+    """A queue on the stand-in and its subscription in the store (NEW), for an ACTIVE token."""
+    t = replace(token(), status=TOKEN_ACTIVE)
+    await store.create_token(t)
+    key = crypto.generate_ed25519()
+    creds, _ = smp.create_queue(crypto.public_of(key))
+    _, sub = await store.create_subscription(t.token_id, smp.address, creds.notifier_id,
+                                             crypto.encode_private_key(key))
+    assert sub is not None
+    return creds, sub
+
+
 async def until(cond: Callable[[], bool], timeout_s: float = 10) -> None:
     async with asyncio.timeout(timeout_s):
         while not cond():  # noqa: ASYNC110 - the stand-in's and the pool's states have no common event
@@ -39,13 +52,7 @@ async def until(cond: Callable[[], bool], timeout_s: float = 10) -> None:
 async def test_a_link_whose_lease_is_gone_writes_nothing_and_stops(store: RedisStore,
                                                                    make_server: Callable[..., object]) -> None:
     smp: SmpServerStandIn = await make_server()  # type: ignore[misc]
-    t = replace(token(), status=TOKEN_ACTIVE)
-    await store.create_token(t)
-    key = crypto.generate_ed25519()
-    creds, _ = smp.create_queue(crypto.public_of(key))
-    _, sub = await store.create_subscription(t.token_id, smp.address, creds.notifier_id,
-                                             crypto.encode_private_key(key))
-    assert sub is not None
+    creds, sub = await queue_and_subscription(store, smp)
     number = await store._servers.number(smp.address, create=False)
     assert number is not None
     mine = await store.leases.acquire(smp.address, number, "a", 30)
@@ -92,3 +99,26 @@ async def test_status_writes_check_the_fence_atomically(store: RedisStore) -> No
     got = await store.get_subscription(sub.sub_id)
     assert got is not None and got.status.kind is SubStatusKind.ACTIVE
     assert await store.set_subscription_statuses(server, [b"n" * 24], SubStatus(SubStatusKind.END)) == 1
+
+
+async def test_a_handed_over_link_writes_its_statuses_closes_and_does_not_reconnect(
+        store: RedisStore, make_server: Callable[..., object]) -> None:
+    smp: SmpServerStandIn = await make_server()  # type: ignore[misc]
+    creds, sub = await queue_and_subscription(store, smp)
+    notices = Notices()
+    pool = SubscriberPool(store, notices, Stats(), delays=lambda: iter(lambda: 0.0, None))
+    task = asyncio.create_task(pool.run())
+    try:
+        await until(lambda: pool.link_state(smp.address) == "up" and creds.notifier_id in smp.subscribed_queues())
+        smp.notify(creds.notifier_id, b"m1", 1_700_000_000)
+        await until(lambda: len(notices.got) == 1)
+        await pool.hand_over(smp.address)
+        assert pool.link_state(smp.address) is None
+        got = await store.get_subscription(sub.sub_id)
+        assert got is not None and got.status.kind is SubStatusKind.INACTIVE  # written before the lease goes
+        await until(lambda: smp.connections == 0)
+        await asyncio.sleep(0.2)  # a reconnect (no backoff here) would have connected by now
+        assert smp.connections == 0 and not task.done()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
