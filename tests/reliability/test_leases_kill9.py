@@ -133,9 +133,12 @@ async def test_kill_9_of_one_of_two_instances_its_smp_servers_are_taken_over(
             dead, dead_name = (a, "a") if owners["a"] >= owners["b"] else (b, "b")
             await dead.kill9()
             t0 = time.monotonic()
-            for i, (smp, creds) in enumerate(queues.values()):  # while nobody subscribes the dead one's queues
-                smp.notify(creds.notifier_id, b"gap-%03d" % i, 1_700_000_001)
             alive_id = next(i for i, n in ids.items() if n != dead_name)
+            # the SMP servers saw the dead one's connections close (an NMSG sent to a connection as it breaks is
+            # lost, in SMP as here), then notifications while nobody subscribes its queues
+            await until(lambda: sum(smp.connections for smp in stand_ins) == STAND_INS - owners[dead_name], 30)
+            for i, (smp, creds) in enumerate(queues.values()):
+                smp.notify(creds.notifier_id, b"gap-%03d" % i, 1_700_000_001)
 
             async def taken_over() -> None:
                 while not (all(o == alive_id for o in await lease_owners(redis_url, prefix)) and all_subscribed()  # noqa: ASYNC110
