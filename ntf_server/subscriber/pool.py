@@ -24,9 +24,10 @@ independent: a slow or dead server delays nobody else.
 
 Which servers this instance serves is injected (``serves``): all by default; with several instances on one
 Redis, the servers whose lease it holds (subscriber/leases.py), which calls ``serve`` when it gains a lease
-and ``drop`` when it loses one: the link stops at once and writes nothing more (the new owner does). Every
-status write carries the lease (``fence``): one the server no longer holds in Redis writes nothing, and
-its link stops (an instance paused past its lease's expiry finds out at its first write).
+and ``drop`` when it loses one (``hand_over`` when it gives one up): the connection closes at once, what it
+already read is pushed, and the link ends instead of reconnecting. Every status write carries the lease
+(``fence``): one the server no longer holds in Redis writes nothing, and its link stops (an instance paused
+past its lease's expiry finds out at its first write).
 """
 
 from __future__ import annotations
@@ -135,6 +136,7 @@ class SubscriberPool:
         self._clock = clock
         self._sleep = sleep
         self._links: dict[SMPServer, _Link] = {}
+        self._dropping: set[asyncio.Task[None]] = set()  # links closing after their lease was lost
         self._tg: asyncio.TaskGroup | None = None
         self.resubscription = Progress(0, 0, 0, 0, 0.0)
         self._link_done = asyncio.Event()  # a link finished its first resubscription
@@ -172,10 +174,15 @@ class SubscriberPool:
             del self._links[link.server]
 
     def drop(self, server: SMPServer) -> None:
-        """Stop serving ``server`` at once (its lease was lost): close its connection, write no status."""
+        """Stop serving ``server`` now (its lease was lost): its connection closes at once and what it already
+        read is still pushed (the SMP server sent those NMSGs to this connection only); its status writes,
+        fenced, write nothing once another instance holds the lease. Returns at once: the rest runs in a task,
+        so the lease manager's round is not held up."""
         link = self._links.pop(server.normalized(), None)
         if link is not None:
-            link.stop()
+            task = asyncio.get_running_loop().create_task(link.hand_over(), name="smp link drop")
+            self._dropping.add(task)
+            task.add_done_callback(self._dropping.discard)
 
     async def hand_over(self, server: SMPServer) -> None:
         """Stop serving ``server`` (its lease is to be released, rebalancing): close its connection, hand the
@@ -273,13 +280,6 @@ class _Link:
 
     def start(self, tg: asyncio.TaskGroup) -> None:
         self._task = tg.create_task(self._run(), name="smp link")
-
-    def stop(self) -> None:
-        """Cancelled: the connection closes in ``_run``'s finally; ``_lost`` is not reached, so no status is
-        written by an instance that no longer owns the server."""
-        if self._task is not None:
-            self._task.cancel()
-        self.state = "dropped"
 
     async def hand_over(self) -> None:
         """Closed: the connection's event stream ends after what it already read, which ``_read`` handles as

@@ -101,8 +101,11 @@ async def test_status_writes_check_the_fence_atomically(store: RedisStore) -> No
     assert await store.set_subscription_statuses(server, [b"n" * 24], SubStatus(SubStatusKind.END)) == 1
 
 
-async def test_a_handed_over_link_writes_its_statuses_closes_and_does_not_reconnect(
-        store: RedisStore, make_server: Callable[..., object]) -> None:
+@pytest.mark.parametrize("how", ["hand_over", "drop"])
+async def test_a_handed_over_or_dropped_link_writes_its_statuses_closes_and_does_not_reconnect(
+        store: RedisStore, make_server: Callable[..., object], how: str) -> None:
+    """hand_over (rebalancing) returns once it is done; drop (lease lost) returns at once and finishes in a
+    task. Here the lease is nowhere (no fence), so the statuses are written either way."""
     smp: SmpServerStandIn = await make_server()  # type: ignore[misc]
     creds, sub = await queue_and_subscription(store, smp)
     notices = Notices()
@@ -112,11 +115,21 @@ async def test_a_handed_over_link_writes_its_statuses_closes_and_does_not_reconn
         await until(lambda: pool.link_state(smp.address) == "up" and creds.notifier_id in smp.subscribed_queues())
         smp.notify(creds.notifier_id, b"m1", 1_700_000_000)
         await until(lambda: len(notices.got) == 1)
-        await pool.hand_over(smp.address)
+        if how == "hand_over":
+            await pool.hand_over(smp.address)
+        else:
+            pool.drop(smp.address)
         assert pool.link_state(smp.address) is None
-        got = await store.get_subscription(sub.sub_id)
-        assert got is not None and got.status.kind is SubStatusKind.INACTIVE  # written before the lease goes
         await until(lambda: smp.connections == 0)
+        got = await store.get_subscription(sub.sub_id)
+        assert got is not None
+        if got.status.kind is not SubStatusKind.INACTIVE:  # drop: written by its task, soon
+            assert how == "drop"
+            async with asyncio.timeout(5):
+                while got.status.kind is not SubStatusKind.INACTIVE:  # the store has no event to wait on
+                    await asyncio.sleep(0.02)
+                    got = await store.get_subscription(sub.sub_id)
+                    assert got is not None
         await asyncio.sleep(0.2)  # a reconnect (no backoff here) would have connected by now
         assert smp.connections == 0 and not task.done()
     finally:
