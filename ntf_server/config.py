@@ -331,8 +331,17 @@ class SubscriberConfig:
     use_service_credentials: bool = setting(
         False, "present a service certificate to SMP servers v16+ (one per server, made when first needed): "
         "after a reconnect one NSUBS resubscribes every queue tied to it instead of one NSUB per queue")
+    lease_ttl_s: float = setting(
+        15.0, "several instances on one Redis: an SMP server's lease (which instance subscribes it) expires this "
+        "long after its holder last renewed it; after kill -9 others take its servers within this (+ one renewal)",
+        min=1, max=300)
+    lease_renew_s: float = setting(
+        3.0, "how often an instance renews its leases and looks for free SMP servers; less than half "
+        "lease_ttl_s", min=0.1, max=60)
 
     def validate(self, path: str) -> None:
+        if not self.lease_renew_s * 2 < self.lease_ttl_s:
+            raise ConfigError(f"{path}.lease_renew_s must be less than half of lease_ttl_s")
         for domain in self.own_server_domains:
             try:
                 check_host(domain.strip("."))

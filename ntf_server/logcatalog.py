@@ -99,6 +99,25 @@ EVENTS: Final[dict[str, EventSpec]] = {
                                    "informational; the next connection sets them again"),
     "smp.notifications_lost": _e(E, "count", "{count} notifications lost: the store stayed unavailable",
                                  "NMSGs received but not stored"),
+    "lease.gained": _e(INF, "server token", "subscribing SMP server #{server}: lease taken (token {token})",
+                       "this instance took the lease of an SMP server (its number in the store, not its address)"),
+    "lease.lost": _e(W, "server token reason", "stopped subscribing SMP server #{server}: lease lost ({reason})",
+                     "a lease was taken by another instance after it expired (taken), or could not be renewed "
+                     "in time (unconfirmed): the connection stops at once"),
+    "lease.predecessor_released": _e(INF, "count", "freed {count} SMP server leases of the previous start",
+                                     "the previous process on this state directory died holding leases "
+                                     "(kill -9): freed now rather than after their expiry"),
+    "lease.fenced_out": _e(W, "", "stopped an SMP connection: its server's lease is another instance's now",
+                           "a status write carried a lease Redis no longer holds (this instance was paused or cut "
+                           "off past the lease time): nothing was written, the connection stops"),
+    "lease.given_up": _e(INF, "server token", "handed SMP server #{server} over to rebalance (token {token})",
+                         "an instance joined: this one held more than its fair share of subscriptions; the "
+                         "connection stopped, then the lease was released for the joiner to take"),
+    "lease.store_failed": _e(W, "error", "leases: store call failed ({error}); retrying next round",
+                             "leases could not be renewed or taken this round; held ones are given up before "
+                             "they can expire"),
+    "lease.handoff_dropped": _e(W, "count", "{count} new subscriptions not handed to their SMP server's owner",
+                                "the owner subscribes them at its next connection (they are stored NEW)"),
     "resubscribe.none": _e(INF, "", "no subscriptions to resubscribe", "start-up: nothing to resubscribe"),
     "resubscribe.started": _e(INF, "servers subscriptions",
                               "resubscribing up to {subscriptions} subscriptions on {servers} SMP servers",

@@ -73,6 +73,7 @@ from ntf_server.store.policy import PolicyStore
 from ntf_server.store.redis import RedisStore
 from ntf_server.store.sub_aliases import SubIdAliases
 from ntf_server.store.vrfcap import VerificationCap
+from ntf_server.subscriber.leases import LEASE_INSTANCE_FILE, LeaseManager, LeaseSettings, instance_ids
 from ntf_server.subscriber.pool import SubscriberPool
 from ntf_server.subscriber.routing import client_factory as smp_client_factory
 from ntf_server.transport import certs
@@ -114,7 +115,7 @@ PARTS_STOP_TIMEOUT_S: Final = 10.0
 # (NTF handlers, the subscriber pool's status writes, schedulers, admin, health), checked at start.
 REDIS_POOL: Final = 64
 # The parts that take new work, stopped before the push pipeline drains.
-_TAKE_WORK: Final = frozenset({"subscriber pool", "deferred pushes", "periodic pushes"})
+_TAKE_WORK: Final = frozenset({"subscriber pool", "smp leases", "deferred pushes", "periodic pushes"})
 REDIS_RESERVED: Final = 40
 
 Part = Callable[[], Awaitable[None]]
@@ -143,6 +144,7 @@ class NtfServer:
         self.listener: NtfListener | None = None
         self.push: PushPipeline | None = None
         self.pool: SubscriberPool | None = None
+        self.leases: LeaseManager | None = None
         self.activity: ActivityStore | None = None
         self.census: CensusTaker | None = None
         self.admin: AdminServer | None = None
@@ -217,10 +219,17 @@ class NtfServer:
                                  on_stored=self.activity.record, vrf_cap=vrf_cap)
         deferred = DeferredScheduler(hidden, self._store, self.push.submit, self.stats, scan_s=cfg.push.defer_scan_s)
         cron = CronPushes(hidden, self._store, self.push.submit, self.stats, scan_s=cfg.push.cron_scan_s)
-        self.pool = SubscriberPool(self._store, self.push, self.stats,
+        sc = cfg.subscriber  # each SMP server is subscribed by the one instance holding its lease
+        instance, predecessor = instance_ids(cfg.server.state_dir / LEASE_INSTANCE_FILE)
+        leases = self.leases = LeaseManager(self._store.leases, self._store.get_subscription,
+                                            LeaseSettings(sc.lease_ttl_s, sc.lease_renew_s, grace_s=sc.lease_ttl_s),
+                                            instance=instance, predecessor=predecessor)
+        self.pool = SubscriberPool(self._store, self.push, self.stats, serves=leases.holds, fence=leases.fence,
                                    client_factory=smp_client_factory(cfg.subscriber),
                                    services=cfg.subscriber.use_service_credentials)
-        sink = self.pool  # SNEW subscribes, SDEL/TDEL/expiry forget: the same pool for handlers and housekeeping
+        leases.attach(self.pool)
+        await leases.round()  # the servers free now, before the pool's start-up resubscription counts them
+        sink = leases  # SNEW subscribes (or hands off to the owner), SDEL/TDEL/expiry forget
         aliases = SubIdAliases(self._store.client, cfg.redis.key_prefix)  # ids of an imported server
         await aliases.load()
         handlers = NtfHandlers(self._store, self.push, self.stats, sink, pushable=sender.pushable,
@@ -242,7 +251,7 @@ class NtfServer:
         summaries = [*self.push.summary_logs, deferred.store_errors, cron.store_errors, *quotas.summaries,
                      handlers.store_errors,
                      self.listener.handshake_failures, self.pool.connect_failures, self.pool.disconnects]
-        self._parts = {"push pipeline": self.push.run, "subscriber pool": self.pool.run,
+        self._parts = {"push pipeline": self.push.run, "subscriber pool": self.pool.run, "smp leases": leases.run,
                        "deferred pushes": deferred.run, "periodic pushes": cron.run,
                        "housekeeping": self.housekeeping.run,
                        "redis health": self._store.watch_health, "active tokens": self.activity.run,
@@ -381,6 +390,8 @@ class NtfServer:
             t.cancel()
         if stopping:
             await asyncio.wait(stopping, timeout=PARTS_STOP_TIMEOUT_S)
+        if self.leases is not None:  # the SMP links are closed: others may take their servers at once
+            await self.leases.release_all()
         push = self._tasks.get("push pipeline")
         if self.push is not None and push is not None and not push.done():
             log_event(log, "server.draining", grace_s=self.config.push.shutdown_grace_s)

@@ -59,6 +59,15 @@ async def store(redis_url: str, store_key: bytes) -> AsyncIterator[RedisStore]:
         await client.aclose()
 
 
+@pytest.fixture
+async def second_store(store: RedisStore, redis_url: str, store_key: bytes) -> AsyncIterator[RedisStore]:
+    """A second instance on `store`'s data set: its own connection pool (instances racing; the keys go
+    with `store`'s)."""
+    s = await RedisStore.connect(redis_url, store_key, prefix=store.prefix)
+    yield s
+    await s.close()
+
+
 SmpServerFactory = Callable[..., Awaitable[SmpServerStandIn]]
 
 

@@ -188,6 +188,7 @@ class ResubscriptionStore(Protocol):
         status: SubStatus,
         service_assoc: bool | None = None,
         only_from: Collection[SubStatusKind] | None = None,
+        fence: str | None = None,
     ) -> int: ...
 
 

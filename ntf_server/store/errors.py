@@ -9,3 +9,8 @@ class StoreError(Exception):
 
 class StoreUnavailable(StoreError):
     """Redis could not be reached even after retries; callers may back off and try again later."""
+
+
+class FencedOut(Exception):
+    """A status write carried a lease (fencing token) that is no longer the SMP server's (store/leases.py):
+    another instance owns the server now; the writer stops serving it. Not a StoreError: retrying cannot help."""

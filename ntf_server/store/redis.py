@@ -7,6 +7,7 @@
 | subscriptions.py    | subscriptions                                | s:<n>:<bucket>, t{T}:subs, n:sub       |
 | notices.py          | notices: stored and decided a batch at a time | t{T}:ln, n:ln, b:<x>, t{T}:dfr, dfr   |
 | outbox.py           | pushes from their decision to APNs' answer   | ob, ob:a, obq, ob:n                    |
+| leases.py           | which instance subscribes which SMP server   | ls:<n>, ls:n, lp, lh:<n>               |
 | dataset.py          | the data set: calls, meta, stand-ins, counts | meta, dummy:t, dummy                   |
 | sub_aliases.py      | subscription ids kept from an import         | sa                                     |
 | importing.py        | import-simplex only: whole tokens as they are | all of the above, as the normal paths |
@@ -48,6 +49,7 @@ from ntf_server.store.base import (
 from ntf_server.store.dataset import DataSet
 from ntf_server.store.health import backoff_delays
 from ntf_server.store.keys import DEFAULT_BUCKETS, MAX_BUCKETS, Keys
+from ntf_server.store.leases import RedisLeases
 from ntf_server.store.notices import Claimed, Decided, ForRetry, PolicyChanged, RedisNotices
 from ntf_server.store.outbox import Cause, OutboxEntry, PushKindCode, RedisOutbox
 from ntf_server.store.records import (
@@ -83,6 +85,7 @@ class RedisStore:
         self._services = RedisServices(self._d, servers)
         self._notices = RedisNotices(self._d, servers, self._tokens.codec)
         self._outbox = RedisOutbox(self._d)
+        self.leases = RedisLeases(self._d, servers)  # SMP servers' owners (scale-out; subscriber/leases.py)
 
     @classmethod
     async def connect(
@@ -237,8 +240,10 @@ class RedisStore:
 
     async def set_subscription_statuses(self, server: SMPServer, notifier_ids: Sequence[bytes], status: SubStatus,
                                         service_assoc: bool | None = None,
-                                        only_from: Collection[SubStatusKind] | None = None) -> int:
-        return await self._subs.set_subscription_statuses(server, notifier_ids, status, service_assoc, only_from)
+                                        only_from: Collection[SubStatusKind] | None = None,
+                                        fence: str | None = None) -> int:
+        return await self._subs.set_subscription_statuses(server, notifier_ids, status, service_assoc, only_from,
+                                                          fence)
 
     def iter_server_subscriptions(self, server: SMPServer, page_size: int = 900,
                                   kinds: Collection[SubStatusKind] | None = None, active_tokens_only: bool = False,

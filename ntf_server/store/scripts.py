@@ -348,17 +348,19 @@ local function add_ties(srv, dn, dh)
 end
 """
 
-# ARGV: P NB srv status assoc('0'|'1'|'-') from_kinds(',A,B,' or '') then r ... (assoc '-') or r md5 ...
+# ARGV: P NB srv status assoc('0'|'1'|'-') from_kinds(',A,B,' or '') fence('': none) then r ... (assoc '-') or r md5 ...
 #   (assoc '0'|'1': MD5 of each notifier id, to keep the server's service ties) -> number updated
 SET_SUB_STATUS: Final = (
     _PRELUDE
     + _TIES
     + r"""
-local srv, st, assoc, from = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local srv, st, assoc, from, fence = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+-- the writer's lease on the server (store/leases.py: key P ls:<n>, value token ' ' instance), when it has one
+if fence ~= '' and redis.call('GET', P .. 'ls:' .. srv) ~= fence then return -1 end
 local step = 1
 if assoc ~= '-' then step = 2 end
 local n, dn, dh = 0, 0, nil
-for i = 7, #ARGV, step do
+for i = 8, #ARGV, step do
   local r = ARGV[i]
   local bk = bkey(srv, r)
   local v = redis.call('HGET', bk, r)

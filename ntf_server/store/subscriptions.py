@@ -17,7 +17,7 @@ from ntf_server.protocol.encoding import SMPServer, enc_smp_server
 from ntf_server.store.base import NO_CAPS, SubCaps, SubCreate
 from ntf_server.store.codec import DUMMY_SERVER, DUMMY_SUB_ID, TokenCodec
 from ntf_server.store.dataset import DataSet
-from ntf_server.store.errors import StoreError
+from ntf_server.store.errors import FencedOut, StoreError
 from ntf_server.store.keys import (
     SUB_ID_BYTES,
     TIED_AT,
@@ -193,9 +193,12 @@ class RedisSubscriptions:
         status: SubStatus,
         service_assoc: bool | None = None,
         only_from: Collection[SubStatusKind] | None = None,
+        fence: str | None = None,
     ) -> int:
         """Bulk status change for NSUB results, END/DELD, disconnects (spec §4.6). Returns how many
-        subscriptions changed; unknown ids are skipped. Atomic per batch of 1000."""
+        subscriptions changed; unknown ids are skipped. Atomic per batch of 1000. With ``fence`` (a lease's
+        value, store/leases.py ``fence``), nothing is written unless that lease still holds the server:
+        ``FencedOut``."""
         server = server.normalized()
         srv = await self._servers.number(server, create=False)
         if srv is None:
@@ -208,7 +211,10 @@ class RedisSubscriptions:
             rs = [sub_r(self._d.a, server, nid) for nid in nids]
             # Tying or untying: each record's MD5(notifier id) too, for the server's service ties (services.py).
             args = rs if service_assoc is None else [x for r, m in zip(rs, md5_of(nids), strict=True) for x in (r, m)]
-            changed += int(await self._d.run("SET_SUB_STATUS", srv, status.to_text(), assoc, kinds, *args))
+            n = int(await self._d.run("SET_SUB_STATUS", srv, status.to_text(), assoc, kinds, fence or "", *args))
+            if n < 0:
+                raise FencedOut("the SMP server's lease is another instance's now")
+            changed += n
         return changed
 
     async def iter_server_subscriptions(

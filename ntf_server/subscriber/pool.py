@@ -31,8 +31,12 @@ Haskell's reconnect interval). Servers are independent: a slow or dead server de
   pushed. Any other NMSG is handed to the store whatever this connection knows of its queue (e.g. one
   racing a reconnect): pushed when the store holds its subscription.
 
-Which servers this instance serves is injected (``serves``): today all; scale-out gives each SMP server to
-one instance through a lease.
+Which servers this instance serves is injected (``serves``): all by default; with several instances on one
+Redis, the servers whose lease it holds (subscriber/leases.py), which calls ``serve`` when it gains a lease
+and ``drop`` when it loses one (``hand_over`` when it gives one up): the connection closes at once, what it
+already read is pushed, and the link ends instead of reconnecting. Every status write carries the lease
+(``fence``): one the server no longer holds in Redis writes nothing, and its link stops (an instance paused
+past its lease's expiry finds out at its first write).
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ from ntf_server.protocol.encoding import CodecError, SMPServer
 from ntf_server.protocol.smp_session import NotifierQueue
 from ntf_server.stats import Stat, Stats
 from ntf_server.store.base import RemovedSub, ResubscriptionStore, ServiceStore, StoreStats
-from ntf_server.store.errors import StoreError
+from ntf_server.store.errors import FencedOut, StoreError
 from ntf_server.store.health import backoff_delays
 from ntf_server.store.records import (
     RESUBSCRIBE_KINDS,
@@ -128,6 +132,7 @@ class SubscriberPool:
         client_factory: ClientFactory = SmpClient,
         delays: Callable[[], Iterator[float]] = lambda: backoff_delays(RECONNECT_BASE_S, RECONNECT_CAP_S),
         serves: Callable[[SMPServer], bool] = lambda _: True,
+        fence: Callable[[SMPServer], str | None] = lambda _: None,
         settings: PoolSettings = PoolSettings(),
         clock: Callable[[], float] = time.time,
         sleep: Sleep = asyncio.sleep,
@@ -140,6 +145,8 @@ class SubscriberPool:
         self._factory = client_factory
         self._delays = delays
         self._serves = serves
+        self._fence = fence  # the lease a status write must still hold (store/leases.py), None: unchecked
+        self._dropping: set[asyncio.Task[None]] = set()  # links closing after their lease was lost
         self.settings = settings
         self._clock = clock
         self._sleep = sleep
@@ -171,13 +178,42 @@ class SubscriberPool:
             if link is not None:
                 link.forget(s.notifier_id)
 
-    def token_activated(self, token_id: bytes) -> None:
-        """TVFY made the token ACTIVE: its stored subscriptions now need their SMP servers. Before ``run``
-        there is nothing to do: the start-up resubscription pages them."""
-        if self._tg is not None:
-            self._tg.create_task(self._subscribe_token(token_id), name="subscribe activated token")
+    def serve(self, server: SMPServer) -> None:
+        """Start serving ``server`` (a lease was gained): connect and page its subscriptions."""
+        self._link(server)
 
-    async def _subscribe_token(self, token_id: bytes) -> None:
+    def _unlink(self, link: _Link) -> None:
+        """A link that ended by itself (fenced out); a later ``serve`` starts a new one."""
+        if self._links.get(link.server) is link:
+            del self._links[link.server]
+
+    def drop(self, server: SMPServer) -> None:
+        """Stop serving ``server`` now (its lease was lost): its connection closes at once and what it already
+        read is still pushed (the SMP server sent those NMSGs to this connection only); its status writes,
+        fenced, write nothing once another instance holds the lease. Returns at once: the rest runs in a task,
+        so the lease manager's round is not held up."""
+        link = self._links.pop(server.normalized(), None)
+        if link is not None:
+            task = asyncio.get_running_loop().create_task(link.hand_over(), name="smp link drop")
+            self._dropping.add(task)
+            task.add_done_callback(self._dropping.discard)
+
+    async def hand_over(self, server: SMPServer) -> None:
+        """Stop serving ``server`` (its lease is to be released, rebalancing): close its connection, hand the
+        notices already read to the pipeline and write the statuses, then return; the lease still holds."""
+        link = self._links.pop(server.normalized(), None)
+        if link is not None:
+            await link.hand_over()
+
+    def token_activated(self, token_id: bytes, route: Callable[[SubscriptionRecord], None] | None = None) -> None:
+        """TVFY made the token ACTIVE: its stored subscriptions now need their SMP servers. Before ``run``
+        there is nothing to do: the start-up resubscription pages them. ``route``: where each goes (the lease
+        manager's ``subscribe``, which hands those of servers another instance owns to that instance)."""
+        if self._tg is not None:
+            self._tg.create_task(self._subscribe_token(token_id, route or self.subscribe),
+                                 name="subscribe activated token")
+
+    async def _subscribe_token(self, token_id: bytes, route: Callable[[SubscriptionRecord], None]) -> None:
         try:
             subs = await self._store_retry(lambda: self._store.token_subscriptions(token_id))
         except StoreError:  # the next connection to each server pages them (they are in the store)
@@ -185,7 +221,7 @@ class SubscriberPool:
             return
         for sub in subs:
             if sub.status.kind in RESUBSCRIBE_KINDS:
-                self.subscribe(sub)
+                route(sub)
 
     # ------------------------------------------------------------ running
 
@@ -277,12 +313,31 @@ class _Link:
         self._recheck = asyncio.Event()  # subscriptions were forgotten: is this link still needed?
         self._service = LinkService(server, pool._store, pool._stats, pool._store_retry, enabled=pool.services)
         self.resubscribed = False  # the first connection paged everything and had every NSUB answered
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False  # handed over: end after this connection instead of reconnecting
 
     def __repr__(self) -> str:
         return f"<_Link {self.server!r} {self.state} new={len(self._new)}>"
 
     def start(self, tg: asyncio.TaskGroup) -> None:
-        tg.create_task(self._run(), name="smp link")
+        self._task = tg.create_task(self._run(), name="smp link")
+
+    async def hand_over(self) -> None:
+        """Closed: the connection's event stream ends after what it already read, which ``_read`` handles as
+        usual (notices to the pipeline, statuses), then ``_run`` marks the queues INACTIVE and ends instead
+        of reconnecting. Not connected: cancelled, as nothing was read."""
+        self._stopping = True
+        if self._task is None:
+            return
+        if self._client is not None:
+            await self._client.close()
+        else:
+            self._task.cancel()
+        await asyncio.wait([self._task])
+        self.state = "dropped"
+
+    def handed_over(self) -> bool:
+        return self._stopping
 
     def add(self, sub: SubscriptionRecord) -> None:
         self._new[sub.notifier_id] = sub.notifier_key
@@ -315,7 +370,7 @@ class _Link:
     async def _run(self) -> None:
         pool, stats = self._pool, self._pool._stats
         delays = pool._delays()
-        while await self._still_needed():
+        while not self.handed_over() and await self._still_needed():
             self._recheck.clear()
             self.state = "connecting"
             client = pool._factory(self.server)
@@ -349,6 +404,11 @@ class _Link:
                 await self._serve(client)
             except StoreError as e:  # the store stayed away: start over, a new connection pages it again
                 log_event(log, "smp.store_unavailable", error=type(e).__name__)
+            except FencedOut:  # another instance owns the server now: stop, write nothing more
+                log_event(log, "lease.fenced_out")
+                pool._unlink(self)
+                self.state = "dropped"
+                return
             finally:
                 self._client = None
                 await client.close()
@@ -360,6 +420,8 @@ class _Link:
             log.debug("SMP connection lost: %s", client.close_error or "closed")
             pool.disconnects.event(type(client.close_error).__name__ if client.close_error else "closed")
             await self._lost(client)
+            if self.handed_over():
+                return
             if pool._clock() - up_since >= pool.settings.stable_after_s:
                 delays = pool._delays()
             await pool._sleep(next(delays))
@@ -396,12 +458,15 @@ class _Link:
                 await self._set_statuses(held, SubStatus(SubStatusKind.INACTIVE), only_from=LOST_FROM)
             except StoreError:  # informational; the next connection sets them again
                 log_event(log, "smp.mark_inactive_failed", count=len(held))
+            except FencedOut:  # the lease was lost meanwhile: the new owner writes the statuses
+                pass
 
     async def _set_statuses(self, nids: Sequence[bytes], status: SubStatus,
                             only_from: Collection[SubStatusKind] | None = None, tied: bool | None = None) -> None:
         store = self._pool._store
+        fence = self._pool._fence(self.server)
         await self._pool._store_retry(lambda: store.set_subscription_statuses(
-            self.server, nids, status, service_assoc=tied, only_from=only_from))
+            self.server, nids, status, service_assoc=tied, only_from=only_from, fence=fence))
 
     # ------------------------------------------------------------ sending
 
@@ -520,12 +585,17 @@ class _Link:
         # Elsewhere the ties are left alone (no MD5s to compute): if a plain session untied queues at the
         # SMP server, the next NSUBS sees the drift and recounts.
         service = our_service is not None
-        for is_tied, nids in tied.items():
-            stats.incr(Stat.SMP_SUB_OK, len(nids))
-            await self._set_statuses(nids, SubStatus(SubStatusKind.ACTIVE), tied=is_tied if service else None)
-        for status, nids in statuses.items():
-            stats.incr(_STATUS_COUNTER[status.kind], len(nids))
-            await self._set_statuses(nids, status, tied=False if service else None)
+        try:
+            for is_tied, nids in tied.items():
+                stats.incr(Stat.SMP_SUB_OK, len(nids))
+                await self._set_statuses(nids, SubStatus(SubStatusKind.ACTIVE), tied=is_tied if service else None)
+            for status, nids in statuses.items():
+                stats.incr(_STATUS_COUNTER[status.kind], len(nids))
+                await self._set_statuses(nids, status, tied=False if service else None)
+        except FencedOut:  # the notices below came to this connection only: pushed all the same, then stop
+            if messages:
+                await self._notify(messages)
+            raise
         if messages:
             await self._notify(messages)
 

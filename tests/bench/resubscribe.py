@@ -78,8 +78,9 @@ class CountingStore:
 
     async def set_subscription_statuses(self, server: SMPServer, notifier_ids: Sequence[bytes], status: SubStatus,
                                         service_assoc: bool | None = None,
-                                        only_from: Collection[SubStatusKind] | None = None) -> int:
-        n = await self._s.set_subscription_statuses(server, notifier_ids, status, service_assoc, only_from)
+                                        only_from: Collection[SubStatusKind] | None = None,
+                                        fence: str | None = None) -> int:
+        n = await self._s.set_subscription_statuses(server, notifier_ids, status, service_assoc, only_from, fence)
         if status.kind is SubStatusKind.ACTIVE:
             self.active += n
         return n

@@ -1,0 +1,226 @@
+"""Leases on SMP servers: which instance subscribes which SMP server (issue 18, DESIGN "What runs").
+
+Keys (``P`` = key prefix; ``<n>`` = the SMP server's number, servers.py):
+  P ls:<n>   string  fencing token ‖ ' ' ‖ owner's instance id; expires (PX) unless its owner renews it
+  P ls:n     counter bumped on every acquisition: the fencing tokens, increasing across all servers, so a
+             later owner of a server always holds a greater token than any earlier one
+  P lp       zset    instance id -> Unix ms until which it is alive (its presence, renewed with its leases)
+  P lh:<n>   list    ids of subscriptions created (SNEW) on an instance that does not own server <n>: the
+             owner pops them and subscribes them (a hand-off, so a queue is never subscribed by two
+             connections at once); capped, as the owner pages every NEW subscription when it connects anyway
+
+A lease is taken only when absent (set-if-absent with expiry), renewed and released only by the holder of
+the same value (token and instance), so an instance that lost its lease (expired while it was paused or cut
+off from Redis) can neither renew nor release its successor's. Expiry uses the Redis server's clock (PX and
+TIME), so the instances' clocks need not agree.
+
+The value holds no secret: the instance id is random per start; server numbers reveal no address.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ntf_server.protocol.encoding import SMPServer
+from ntf_server.store.dataset import DataSet
+from ntf_server.store.servers import ServerRegistry
+
+HANDOFF_CAP: Final = 100_000  # ids kept per server for its owner; beyond, the oldest are dropped (still NEW)
+
+_P: Final = "local P = ARGV[1]\n"
+
+# ARGV: P NB n instance ttl_ms -> token | false (held by someone)
+ACQUIRE: Final = _P + r"""
+local k = P .. 'ls:' .. ARGV[3]
+if redis.call('EXISTS', k) == 1 then return false end
+local t = redis.call('INCR', P .. 'ls:n')
+redis.call('SET', k, t .. ' ' .. ARGV[4], 'PX', ARGV[5])
+return t
+"""
+
+# ARGV: P NB ttl_ms n token instance [n token instance ...] -> {1|0, ...} (0: not ours any more)
+RENEW: Final = _P + r"""
+local out = {}
+for i = 4, #ARGV, 3 do
+  local k = P .. 'ls:' .. ARGV[i]
+  if redis.call('GET', k) == ARGV[i + 1] .. ' ' .. ARGV[i + 2] then
+    redis.call('PEXPIRE', k, ARGV[3])
+    table.insert(out, 1)
+  else
+    table.insert(out, 0)
+  end
+end
+return out
+"""
+
+# ARGV: P NB n token instance [...] -> leases released
+RELEASE: Final = _P + r"""
+local n = 0
+for i = 3, #ARGV, 3 do
+  local k = P .. 'ls:' .. ARGV[i]
+  if redis.call('GET', k) == ARGV[i + 1] .. ' ' .. ARGV[i + 2] then n = n + redis.call('DEL', k) end
+end
+return n
+"""
+
+# ARGV: P NB instance ttl_ms (0: leaving) -> {instance, ...} alive now
+PRESENCE: Final = _P + r"""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', P .. 'lp', '-inf', now)
+if tonumber(ARGV[4]) > 0 then
+  redis.call('ZADD', P .. 'lp', now + tonumber(ARGV[4]), ARGV[3])
+else
+  redis.call('ZREM', P .. 'lp', ARGV[3])
+end
+return redis.call('ZRANGE', P .. 'lp', 0, -1)
+"""
+
+# ARGV: P NB -> {n, subscriptions, lease value or '', ms left or -2, ...} for every server with subscriptions
+LIST: Final = _P + r"""
+local out = {}
+local counts = redis.call('HGETALL', P .. 'srv:count')
+for i = 1, #counts, 2 do
+  if tonumber(counts[i + 1]) > 0 then
+    local k = P .. 'ls:' .. counts[i]
+    table.insert(out, counts[i]); table.insert(out, counts[i + 1])
+    table.insert(out, redis.call('GET', k) or ''); table.insert(out, redis.call('PTTL', k))
+  end
+end
+return out
+"""
+
+# ARGV: P NB instance -> leases released (every lease of an instance known dead: its successor on one state
+# directory, which the state lock proves)
+RELEASE_INSTANCE: Final = _P + r"""
+local n, tail = 0, ' ' .. ARGV[3]
+local counts = redis.call('HGETALL', P .. 'srv:count')
+for i = 1, #counts, 2 do
+  local k = P .. 'ls:' .. counts[i]
+  local v = redis.call('GET', k)
+  if v and string.sub(v, -#tail) == tail then n = n + redis.call('DEL', k) end
+end
+redis.call('ZREM', P .. 'lp', ARGV[3])
+return n
+"""
+
+# ARGV: P NB n cap sub_id -> list length
+HANDOFF: Final = _P + r"""
+local k = P .. 'lh:' .. ARGV[3]
+redis.call('RPUSH', k, ARGV[5])
+redis.call('LTRIM', k, -tonumber(ARGV[4]), -1)
+return redis.call('LLEN', k)
+"""
+
+# ARGV: P NB n token instance limit -> {sub_id, ...} (nothing unless the caller holds the lease)
+TAKE_HANDOFF: Final = _P + r"""
+local k = P .. 'lh:' .. ARGV[3]
+if redis.call('GET', P .. 'ls:' .. ARGV[3]) ~= ARGV[4] .. ' ' .. ARGV[5] then return {} end
+return redis.call('LPOP', k, tonumber(ARGV[6])) or {}
+"""
+
+
+NO_LEASE: Final = 0  # never a fencing token (the counter starts at 1): the fence of a server not held
+
+
+def fence(token: int, instance: str) -> str:
+    """A lease's value in Redis: what renewals, releases and status writes (scripts.py SET_SUB_STATUS) compare."""
+    return f"{token} {instance}"
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A lease this instance holds: the fencing token proves it (checked by every renewal and release)."""
+
+    server: SMPServer
+    number: int
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLease:
+    """One SMP server with subscriptions, as the listing shows it (owner None: free)."""
+
+    server: SMPServer
+    number: int
+    subscriptions: int
+    owner: str | None
+    token: int | None
+    expires_in_s: float | None
+
+
+class RedisLeases:
+    def __init__(self, data: DataSet, servers: ServerRegistry) -> None:
+        self._d = data
+        self._servers = servers
+        self._acquire = data.script(ACQUIRE)
+        self._renew = data.script(RENEW)
+        self._release = data.script(RELEASE)
+        self._release_instance = data.script(RELEASE_INSTANCE)
+        self._presence = data.script(PRESENCE)
+        self._list = data.script(LIST)
+        self._handoff = data.script(HANDOFF)
+        self._take = data.script(TAKE_HANDOFF)
+
+    def __repr__(self) -> str:
+        return f"<RedisLeases {self._d.keys.prefix}ls>"
+
+    async def listing(self) -> list[ServerLease]:
+        """Every SMP server with subscriptions, its subscription count and its lease (admin, the manager)."""
+        flat: Any = await self._list()
+        out = []
+        for i in range(0, len(flat), 4):
+            n = int(flat[i])
+            server = await self._servers.address(n)
+            if server is None:
+                continue
+            owner = token = expires = None
+            if flat[i + 2]:
+                tok, _, inst = bytes(flat[i + 2]).decode().partition(" ")
+                token, owner = int(tok), inst
+                expires = max(int(flat[i + 3]), 0) / 1000
+            out.append(ServerLease(server, n, int(flat[i + 1]), owner, token, expires))
+        return out
+
+    async def acquire(self, server: SMPServer, number: int, instance: str, ttl_s: float) -> Lease | None:
+        """The server's lease for ``instance`` if nobody holds it, with a fresh fencing token."""
+        t = await self._acquire(number, instance, _ms(ttl_s))
+        return Lease(server, number, int(t)) if t is not None else None
+
+    async def renew(self, leases: Sequence[Lease], instance: str, ttl_s: float) -> list[bool]:
+        """Extend each lease that is still ours by ``ttl_s``; False where it is not (expired, taken)."""
+        if not leases:
+            return []
+        args = [a for lease in leases for a in (lease.number, lease.token, instance)]
+        return [bool(x) for x in await self._renew(_ms(ttl_s), *args)]
+
+    async def release(self, leases: Sequence[Lease], instance: str) -> int:
+        """Give these leases up (graceful stop); one another instance holds by now is left alone."""
+        if not leases:
+            return 0
+        return int(await self._release(*[a for lease in leases for a in (lease.number, lease.token, instance)]))
+
+    async def release_instance(self, instance: str) -> int:
+        """Free every lease of ``instance``, which the caller knows to be dead (kill -9, then a restart on
+        the same state directory), so its successor need not wait for them to expire."""
+        return int(await self._release_instance(instance))
+
+    async def presence(self, instance: str, ttl_s: float) -> list[str]:
+        """Say ``instance`` is alive for ``ttl_s`` (0: it leaves now); the instances alive now."""
+        return [bytes(x).decode() for x in await self._presence(instance, _ms(ttl_s))]
+
+    async def hand_off(self, server: SMPServer, sub_id: bytes) -> None:
+        """A subscription created here on a server another instance (or nobody yet) subscribes."""
+        number = await self._servers.number(server.normalized(), create=False)
+        if number is not None:  # none: the subscription is gone with its server's last one
+            await self._handoff(number, HANDOFF_CAP, sub_id)
+
+    async def take_handoffs(self, lease: Lease, instance: str, limit: int) -> list[bytes]:
+        """Subscription ids handed to the server's owner; empty unless ``lease`` is still held."""
+        return [bytes(x) for x in await self._take(lease.number, lease.token, instance, limit)]
+
+
+def _ms(s: float) -> int:
+    return max(int(s * 1000), 0)
