@@ -47,7 +47,7 @@ class Live:
 class Soak:
     apps: collections.deque[Live] = field(default_factory=collections.deque)
     counts: collections.Counter[str] = field(default_factory=collections.Counter)
-    samples: list[tuple[float, int, int, int]] = field(default_factory=list)  # t, rss, fds, redis used
+    samples: list[tuple[float, int, int, int, int]] = field(default_factory=list)  # t, rss, fds, Redis used, data
 
 
 async def new_app(client: NtfClient, sim: ApnsSimulator, smp: SmpServerStandIn, soak: Soak) -> None:
@@ -93,8 +93,9 @@ async def sample(server: ServerProcess, redis_url: str, soak: Soak, every_s: flo
     t0 = time.monotonic()
     while time.monotonic() < until:
         rss, fds = server.resources()
-        used = int((await client.info("memory"))["used_memory"])
-        soak.samples.append((time.monotonic() - t0, rss, fds, used))
+        info = await client.info("memory")
+        soak.samples.append((time.monotonic() - t0, rss, fds, int(info["used_memory"]),
+                             int(info["used_memory_dataset"])))
         await asyncio.sleep(every_s)
     await client.aclose()
 
@@ -139,13 +140,14 @@ async def main(args: argparse.Namespace) -> None:
 
 def report(soak: Soak, elapsed: float, log_path: Path) -> None:
     print(f"soak {elapsed / 60:.1f} min: {dict(soak.counts)}")
-    print("t_s rss_MiB fds redis_MiB")
+    print("t_s rss_MiB fds redis_MiB redis_dataset_MiB")
     step = max(1, len(soak.samples) // 15)
-    for t, rss, fds, used in soak.samples[::step] + soak.samples[-1:]:
-        print(f"{t:5.0f} {rss / 2**20:7.1f} {fds:4} {used / 2**20:7.1f}")
+    for t, rss, fds, used, data in soak.samples[::step] + soak.samples[-1:]:
+        print(f"{t:5.0f} {rss / 2**20:7.1f} {fds:4} {used / 2**20:7.1f} {data / 2**20:7.2f}")
     third = max(1, len(soak.samples) // 3)
     first, last = soak.samples[:third], soak.samples[-third:]
-    for name, i, unit in (("RSS", 1, 2**20), ("fds", 2, 1), ("Redis used_memory", 3, 2**20)):
+    for name, i, unit in (("RSS", 1, 2**20), ("fds", 2, 1), ("Redis used_memory", 3, 2**20),
+                          ("Redis used_memory_dataset", 4, 2**20)):
         a, b = statistics.median(s[i] for s in first), statistics.median(s[i] for s in last)
         print(f"{name}: median of the first third {a / unit:.1f}, of the last third {b / unit:.1f} "
               f"({(b - a) / a * 100 if a else 0:+.1f} %)")
