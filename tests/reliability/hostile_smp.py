@@ -200,11 +200,10 @@ class HostileSmp:
                 ts = [encode_transmission(session.params, os.urandom(24), os.urandom(24), body) for body in
                       (b"NMSG", b"NMSG " + os.urandom(10), b"WHAT", b"ERR NOPE", b"OK extra", os.urandom(40))]
                 await conn.sealed(bytes((len(ts),)) + b"".join(enc_large(t) for t in ts))
-            case Attack.NMSG_FLOOD:
-                items = []
-                for nid in [*known, os.urandom(24)]:
-                    items += self.core.notify(nid, S.NMsgMeta(os.urandom(24), int(time.time()))) if nid in known \
-                        else [Outgoing(session.conn_id, b"", nid, S.NMsg(os.urandom(24), os.urandom(144)))]
+            case Attack.NMSG_FLOOD:  # real notifications, unknown queues, metadata that does not decrypt
+                meta = S.NMsgMeta(os.urandom(24), int(time.time()))
+                items = [i for nid in known for i in self.core.notify(nid, meta)]
+                items += [Outgoing(session.conn_id, b"", os.urandom(24), S.NMsg(os.urandom(24), os.urandom(144)))]
                 items += [Outgoing(session.conn_id, b"", nid, S.NMsg(os.urandom(24), os.urandom(7))) for nid in known]
                 await conn.send(items * 20)
             case Attack.END_STORM:

@@ -50,6 +50,7 @@ async def test_hostile_smp_server_harms_nobody_else(
         assert len(bystander.message_list(push.body)) == 1
         assert (await client.request(b"", P.Ping()))[1] == P.Pong()
         assert hostile.connections_per_s() <= MAX_CONNECTIONS_PER_S, hostile
+        print(f"{hostile!r}: {hostile.connections_per_s():.2f} connections/s")
         assert hostile.sent > 0 or attack is Attack.STALL, hostile
         if attack in BREAKS_THE_SESSION:  # the client must hang up (and come back, with backoff)
             assert hostile.connections >= 2, hostile
