@@ -22,55 +22,29 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reliability"))
 
 from hostile_smp import Attack, HostileSmp
-from server_process import ServerProcess, init_config
+from load import verified_app
+from server_process import error_lines, server_world
 
-from apns.jwt import generate_test_key
-from apns.simulator import ApnsSimulator, SimulatorKey
 from ntf_server.protocol import crypto, ntf as P
-from ntf_server.sim.device import NtfClient, SimApp
+from ntf_server.sim.device import NtfClient
 from ntf_server.sim.smp_server import SmpServerStandIn
-from ntf_server.store.embedded import EmbeddedRedis
 
 HOST = "127.0.0.1"
-TOPIC = "chat.simplex.app"
-
-
-async def active(client: NtfClient, sim: ApnsSimulator) -> SimApp:
-    app = SimApp(P.DeviceToken(P.PushProvider.APNS_TEST, os.urandom(32).hex().encode()))
-    assert isinstance(await app.register(client), P.IdTkn)
-    push = await sim.next_push(app.device_token.token.decode(), timeout_s=30)
-    assert await app.token_command(client, P.TVfy(app.verification_code(push.body))) == P.Ok()
-    return app
 
 
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="hostile-smp-") as tmp_dir:
         tmp = Path(tmp_dir)
-        store = EmbeddedRedis(tmp / "state")
-        await store.start()
-        key = generate_test_key("KEYID00001", "TEAMID0001")
-        p8 = tmp / "AuthKey.p8"
-        p8.write_bytes(key.key_pem)
-        p8.chmod(0o600)
         hostiles = [HostileSmp(Attack(a), tmp / a) for a in args.attacks]
-        async with ApnsSimulator([SimulatorKey.from_provider_key(key)]) as sim, SmpServerStandIn() as good:
-            cfg = init_config(tmp / "cfg", {
-                ("redis", "url"): store.url, ("apns.test", "enabled"): True,
-                ("apns.test", "host"): HOST, ("apns.test", "port"): sim.port,
-                ("apns.test", "ca_file"): str(sim.ca_file), ("apns.test", "key_file"): str(p8),
-                ("apns.test", "key_id"): key.key_id, ("apns.test", "team_id"): key.team_id,
-                ("apns.test", "topic"): TOPIC,
-            })
-            log_path = tmp / "server.log"
-            server = ServerProcess(cfg, log_path)
-            await server.start()
+        async with SmpServerStandIn() as good, server_world(tmp, {}) as world:
+            server, sim = world.server, world.sim
             client = await NtfClient.connect(HOST, server.port, server.key_hash)
             for h in hostiles:
                 await h.start()
-                victim, k = await active(client, sim), crypto.generate_ed25519()
+                victim, k = await verified_app(client, sim), crypto.generate_ed25519()
                 assert isinstance(await victim.subscribe(client, h.address, h.create_queue(crypto.public_of(k)), k),
                                   P.IdSub)
-            bystander, k = await active(client, sim), crypto.generate_ed25519()
+            bystander, k = await verified_app(client, sim), crypto.generate_ed25519()
             creds, _ = good.create_queue(crypto.public_of(k))
             assert isinstance(await bystander.subscribe(client, good.address, creds.notifier_id, k), P.IdSub)
             samples, latencies = [], []
@@ -85,11 +59,9 @@ async def main(args: argparse.Namespace) -> None:
                     await asyncio.sleep(args.every_s)
             finally:
                 await client.close()
-                await server.stop()
                 for h in hostiles:
                     await h.close()
-                await store.stop()
-            report(hostiles, samples, latencies, log_path)
+        report(hostiles, samples, latencies, tmp / "server.log")
 
 
 def report(hostiles: list[HostileSmp], samples: list[tuple[float, int, int]], latencies: list[float],
@@ -104,8 +76,7 @@ def report(hostiles: list[HostileSmp], samples: list[tuple[float, int, int]], la
     step = max(1, len(samples) // 12)
     for t, rss, fds in samples[::step] + samples[-1:]:
         print(f"{t:5.0f} {rss / 2**20:7.1f} {fds:4}")
-    bad = [line for line in log_path.read_text(errors="replace").splitlines()
-           if "Traceback" in line or "level=error" in line]
+    bad = error_lines(log_path)
     print(f"server log: {len(bad)} error/traceback lines")
     for line in bad[:20]:
         print("  ", line[:300])
