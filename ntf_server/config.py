@@ -23,6 +23,7 @@ import os
 import tomllib
 import types
 import typing
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,10 +109,18 @@ class Secret:
 
 
 def redact_url(url: str) -> str:
-    """``redis://user:pw@host`` -> ``redis://***@host``."""
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    return f"{scheme}{sep}***@{host}" if sep and at and userinfo else url
+    """A URL for messages, built from its scheme, host, port and path only: user, password, query
+    (``?password=``) and fragment are left out, whatever they hold (issue 16.7). ``***@`` marks a URL that
+    had credentials; one that cannot be parsed shows only its scheme."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        return f"{url.partition(':')[0][:16]}://<unparseable>"
+    if ":" in host:
+        host = f"[{host}]"
+    creds = "***@" if parts.username is not None or parts.password is not None else ""
+    return f"{parts.scheme}://{creds}{host}{f':{port}' if port is not None else ''}{parts.path}"
 
 
 def _secret(section: object, path: str, name: str) -> Secret:
@@ -142,7 +151,24 @@ class ServerConfig:
     max_handshakes: int = setting(
         1000, "sockets at once still in the TLS or NTF handshake (they count toward max_connections too)", min=1)
     max_connections_per_ip: int = setting(
-        500, "sockets at once from one IPv4 address or IPv6 /64 (NAT: many phones share one address)", min=1)
+        500, "sockets at once from one IPv4 address or IPv6 /56 (NAT: many phones share one address)", min=1)
+    max_handshakes_per_ip: int = setting(
+        100, "sockets at once from one address still in the TLS or NTF handshake (so a few addresses cannot "
+        "hold every max_handshakes slot)", min=1)
+    commands_per_connection_per_min: float = setting(
+        3000.0, "commands of any kind per connection per minute, sustained (ERR QUOTA beyond); 0 = no limit", min=0)
+    commands_per_connection_burst: int = setting(
+        10000, "commands a connection may send back to back (at least registration.snew_per_connection_burst)",
+        min=1)
+    commands_per_ip_per_min: float = setting(
+        12000.0, "commands of any kind per client address per minute, sustained; 0 = no limit", min=0)
+    commands_per_ip_burst: int = setting(40000, "commands an address may send back to back", min=1)
+    max_auth_failures: int = setting(
+        200, "close a connection after this many ERR AUTH answers (each costs a signature check); 0 = never",
+        min=0)
+    first_byte_timeout_s: float = setting(
+        10.0, "drop a socket that sends nothing this long after accept (a silent socket holds a handshake slot; "
+        "capped at tls_timeout_s)", min=0.1)
 
     def validate(self, path: str) -> None:
         try:
@@ -197,11 +223,25 @@ class RegistrationConfig:
                                             min=0)
     per_connection_burst: int = setting(20, "TNEW/TRPL a connection may send back to back", min=1)
     per_ip_per_min: float = setting(
-        60.0, "TNEW/TRPL per client address (IPv6: per /64) per minute, sustained; 0 = no limit", min=0
+        60.0, "TNEW/TRPL per client address (IPv6: per /56) per minute, sustained; 0 = no limit", min=0
     )
     per_ip_burst: int = setting(300, "TNEW/TRPL an address may send back to back (phones behind one NAT)", min=1)
     ip_table_size: int = setting(100000, "client addresses tracked at once (least recently seen forgotten)",
                                  min=1)
+    max_tokens_per_device: int = setting(
+        50, "registrations one device token may have (each TNEW with a new verify key is one; verifying one "
+        "deletes the others; unverified ones expire); 0 = no cap", min=0)
+    snew_per_connection_per_min: float = setting(
+        1000.0, "SNEW per connection per minute, sustained; 0 = no limit", min=0)
+    snew_per_connection_burst: int = setting(
+        5000, "SNEW a connection may send back to back (an app subscribing all its queues at once)", min=1)
+    snew_per_ip_per_min: float = setting(
+        5000.0, "SNEW per client address (IPv6: per /56) per minute, sustained; 0 = no limit", min=0)
+    snew_per_ip_burst: int = setting(20000, "SNEW an address may send back to back", min=1)
+    max_subscriptions_per_token: int = setting(
+        20000, "subscriptions one token may have (a queue each: contacts and group members); 0 = no cap", min=0)
+    max_smp_servers_per_token: int = setting(
+        100, "distinct SMP servers one token's subscriptions may name (one connection each); 0 = no cap", min=0)
 
 
 @dataclass(frozen=True)
@@ -265,6 +305,9 @@ class PushConfig:
     retry_backoff_cap_s: float = setting(120.0, "longest delay between two retries", min=0, max=3600)
     verifications_per_hour: int = setting(
         10, "verification pushes per device token per hour (more are counted, not sent)", min=0, max=3600)
+    shutdown_grace_s: float = setting(
+        10.0, "on SIGTERM, after the SMP reads stop, queued pushes are sent for up to this long; what is left "
+        "is kept in Redis and sent by the next start", min=0, max=600)
 
 
 @dataclass(frozen=True)
@@ -279,9 +322,15 @@ class SubscriberConfig:
     ping_idle_s: float = setting(60.0, "PING an SMP server after this long without traffic", min=1)
     drop_after_silence_s: float = setting(
         180.0, "drop and re-establish an SMP connection after 3 timeouts and this long without traffic", min=1)
+    allow_private_hosts: bool = setting(
+        False, "accept SMP servers on private, loopback and link-local addresses (IP literals refused at SNEW, "
+        "names resolving there refused at connect); only for tests and closed networks")
     own_server_domains: tuple[str, ...] = setting(
         (), "domains of the SMP servers you run, e.g. [\"example.org\"]: per-server figures for these (and "
         "subdomains), all others together as \"other\"")
+    use_service_credentials: bool = setting(
+        False, "present a service certificate to SMP servers v16+ (one per server, made when first needed): "
+        "after a reconnect one NSUBS resubscribes every queue tied to it instead of one NSUB per queue")
 
     def validate(self, path: str) -> None:
         for domain in self.own_server_domains:
@@ -323,6 +372,10 @@ class AdminConfig:
     port: int = setting(5227, "admin API port", min=0, max=65535)
     token_file: Path | None = setting(Path("admin.token"), "bearer token file (created by init)")
     token_env: str = setting("", "environment variable holding the bearer token instead")
+    read_token_file: Path | None = setting(
+        None, "a second bearer token, read-only: GET /metrics, /v1/stats, /v1/status, /v1/smp-servers, "
+        "/v1/policy, not PUT (give this one to Prometheus); empty = none")
+    read_token_env: str = setting("", "environment variable holding the read-only token instead")
     metrics_public: bool = setting(
         False, "serve GET /metrics without the bearer token (only for a scraper that cannot send one)")
     census_interval_s: float = setting(
@@ -330,6 +383,9 @@ class AdminConfig:
 
     def token(self) -> Secret:
         return _secret(self, "admin", "token")
+
+    def read_token(self) -> Secret:
+        return _secret(self, "admin", "read_token")
 
     def validate(self, path: str) -> None:
         if self.enabled and not self.token().configured:
@@ -349,7 +405,8 @@ class Config:
     tls: TlsConfig = setting(TlsConfig(), "server credentials (written by ntf-server init)")
     redis: RedisConfig = setting(RedisConfig(), "store: Redis")
     store: StoreConfig = setting(StoreConfig(), "data at rest")
-    registration: RegistrationConfig = setting(RegistrationConfig(), "token registration limits (ERR QUOTA beyond)")
+    registration: RegistrationConfig = setting(
+        RegistrationConfig(), "registration limits: tokens (TNEW/TRPL) and subscriptions (SNEW); ERR QUOTA beyond")
     apns: ApnsConfig = setting(ApnsConfig(), "Apple Push Notification service, per environment")
     push: PushConfig = setting(
         PushConfig(), "message push policy: hidden-push budget per device token, and what happens over it")
@@ -371,6 +428,8 @@ class Config:
                 found.append(env.key(f"apns.{name}"))
         if self.admin.enabled:
             found.append(self.admin.token())
+            if self.admin.read_token().configured:
+                found.append(self.admin.read_token())
         if self.redis.url_env:
             found.append(self.redis.secret())
         return found

@@ -22,14 +22,25 @@ from typing import Final, Protocol, assert_never
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from ntf_server.config import Config
 from ntf_server.interfaces import Pusher, SubscriptionSink
 from ntf_server.logsummary import CountedLog
+from ntf_server.privatehosts import any_private_literal
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.errors import AUTH, QUOTA, CmdError, CommandError, StoreErr
 from ntf_server.protocol.token_fsm import SUB_COMMANDS_ALLOWED, TokenEvent, changing_sources, next_status
 from ntf_server.protocol.transport import RawTransmission
 from ntf_server.stats import Stat, Stats
-from ntf_server.store.base import RemovedSub, SubCreate, SubscriptionStore, TokenCreate, TokenStore
+from ntf_server.store.base import (
+    NO_CAPS,
+    RemovedSub,
+    SubCaps,
+    SubCreate,
+    SubscriptionStore,
+    TokenCreate,
+    TokenReplace,
+    TokenStore,
+)
 from ntf_server.store.errors import StoreError
 from ntf_server.store.records import (
     PushProvider,
@@ -69,6 +80,21 @@ def _usable(tok: TokenRecord | None, allowed: frozenset[TokenStatusKind]) -> Tok
     return tok if tok is not None and tok.status.kind in allowed else None
 
 
+@dataclass(frozen=True, slots=True)
+class HandlerLimits:
+    """What one token may ask of the server (issue 16; README "Abuse limits")."""
+
+    sub_caps: SubCaps = NO_CAPS
+    allow_private_hosts: bool = True  # SMP servers on private/loopback IP literals (privatehosts.py)
+    tokens_per_device: int = 0  # registrations of one device token (0 = no cap)
+
+    @classmethod
+    def of(cls, cfg: Config) -> HandlerLimits:
+        r = cfg.registration
+        return cls(SubCaps(r.max_subscriptions_per_token, r.max_smp_servers_per_token),
+                   cfg.subscriber.allow_private_hosts, r.max_tokens_per_device)
+
+
 class HandlerStore(TokenStore, SubscriptionStore, Protocol):
     """What the NTF commands need of the store (store/base.py)."""
 
@@ -84,12 +110,14 @@ class NtfHandlers:
         *,
         pushable: frozenset[PushProvider] = frozenset(PushProvider),
         resolve_sub_id: Callable[[bytes], Awaitable[bytes]] | None = None,
+        limits: HandlerLimits = HandlerLimits(),
     ) -> None:
         """`pushable`: the providers this server can push to (`ApnsSender.pushable`: `AN` and the enabled
         APNs environments); `TNEW`/`TRPL` for any other is answered `ERR CMD PROHIBITED`.
         `resolve_sub_id`: maps the subscription ids an imported server gave out to ours
         (`store/sub_aliases.py`); called for every `SCHK`/`SDEL`, known id or not."""
         self._store = store
+        self._limits = limits
         self._resolve_sub_id = resolve_sub_id
         self._pushable = pushable
         self._pusher = pusher
@@ -201,12 +229,17 @@ class NtfHandlers:
                     return self._prohibited()
                 reg_code = secrets.token_bytes(REG_CODE_BYTES)
                 provider = device.provider
-                if not await self._store.replace_token(tok.token_id, provider, device.token, reg_code):
+                replaced = await self._store.replace_token(tok.token_id, provider, device.token, reg_code,
+                                                           self._limits.tokens_per_device)
+                if replaced is TokenReplace.QUOTA:
+                    self._stats.incr(Stat.REQ_QUOTA_EXCEEDED)
+                    return P.Err(QUOTA)
+                if replaced is not TokenReplace.REPLACED:
                     return P.Err(AUTH)
                 updated = await self._store.get_token(tok.token_id)
                 if updated is None:
                     return P.Err(AUTH)
-                self._pusher.send_verification(updated)
+                await self._pusher.send_verification(updated)
                 self._stats.incr(Stat.TKN_REPLACED)
                 return P.Ok()
             case P.TDel():
@@ -241,9 +274,13 @@ class NtfHandlers:
             reg_code=secrets.token_bytes(REG_CODE_BYTES),
             last_used_day=day_of(self._clock()),
         )
-        if await self._store.create_token(rec, self._clock()) is TokenCreate.DUPLICATE:
+        created = await self._store.create_token(rec, self._clock(), self._limits.tokens_per_device)
+        if created is TokenCreate.DUPLICATE:
             return P.Err(AUTH)
-        self._pusher.send_verification(rec)
+        if created is TokenCreate.QUOTA:
+            self._stats.incr(Stat.REQ_QUOTA_EXCEEDED)
+            return P.Err(QUOTA)
+        await self._pusher.send_verification(rec)
         if rec.provider is not PushProvider.APNS_NULL:
             self._stats.incr(Stat.TKN_CREATED)
         return P.IdTkn(rec.token_id, rec.dh_public)
@@ -265,7 +302,7 @@ class NtfHandlers:
             await self._store.set_token_status(
                 tok.token_id, TokenStatus(target), only_from=changing_sources(TokenEvent.TNEW_REPEAT)
             )
-        self._pusher.send_verification(tok)
+        await self._pusher.send_verification(tok)
         return P.IdTkn(tok.token_id, tok.dh_public)
 
     async def _tvfy(self, code: bytes, tok: TokenRecord) -> P.NtfResponse:
@@ -276,15 +313,24 @@ class NtfHandlers:
         if not activated:
             return P.Err(AUTH)
         self._subscriber.forget(removed)
+        if tok.status.kind is not TokenStatusKind.ACTIVE:  # its stored subscriptions now open connections
+            self._subscriber.token_activated(tok.token_id)
         self._stats.incr(Stat.TKN_VERIFIED)
         return P.Ok()
 
     async def _snew(self, cmd: P.SNew, tok: TokenRecord) -> P.NtfResponse:
+        if not self._limits.allow_private_hosts and any_private_literal(cmd.smp_server.hosts):
+            self._stats.incr(Stat.SUB_HOST_REFUSED)  # the server would connect into its own network
+            return P.Err(PROHIBITED)
         outcome, sub = await self._store.create_subscription(
-            tok.token_id, cmd.smp_server, cmd.notifier_id, cmd.notifier_key
+            tok.token_id, cmd.smp_server, cmd.notifier_id, cmd.notifier_key, self._limits.sub_caps
         )
+        if outcome is SubCreate.QUOTA:
+            self._stats.incr(Stat.SUB_QUOTA_EXCEEDED)
+            return P.Err(QUOTA)
         if outcome is SubCreate.CREATED and sub is not None:
-            self._subscriber.subscribe(sub)
+            if tok.status.kind is TokenStatusKind.ACTIVE:  # others wait for TVFY (issue 16: no connection)
+                self._subscriber.subscribe(sub)
             self._stats.incr(Stat.SUB_CREATED)
             return P.IdSub(sub.sub_id)
         if outcome is SubCreate.EXISTS and sub is not None:

@@ -16,17 +16,22 @@ from ntf_server.store.records import SubscriptionRecord, TokenRecord
 
 
 class Pusher(Protocol):
-    """Where verification pushes go (the push service); never blocks the caller."""
+    """Where verification pushes go (the push service): checks the per-device cap (one Redis call), queues,
+    never waits for the push."""
 
-    def send_verification(self, token: TokenRecord) -> None: ...
+    async def send_verification(self, token: TokenRecord) -> None: ...
 
 
 class SubscriptionSink(Protocol):
-    """The subscriber pool's intake: new subscriptions to subscribe (NSUB), removed ones to forget."""
+    """The subscriber pool's intake: new subscriptions to subscribe (NSUB), removed ones to forget, tokens
+    that became ACTIVE (their stored subscriptions to subscribe). Only ACTIVE tokens' subscriptions are
+    handed over: the others open no SMP connection (issue 16)."""
 
     def subscribe(self, sub: SubscriptionRecord) -> None: ...
 
     def forget(self, subs: Sequence[RemovedSub]) -> None: ...
+
+    def token_activated(self, token_id: bytes) -> None: ...
 
 
 class NullSink:
@@ -39,4 +44,7 @@ class NullSink:
         pass
 
     def forget(self, subs: Sequence[RemovedSub]) -> None:
+        pass
+
+    def token_activated(self, token_id: bytes) -> None:
         pass

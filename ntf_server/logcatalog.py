@@ -58,6 +58,8 @@ EVENTS: Final[dict[str, EventSpec]] = {
                          "and where it comes from, admin URL or off, SOCKS proxy for SMP or off",
                          public="address"),
     "server.stopping": _e(INF, "reason", "shutting down: {reason}", "shutdown begins (signal or a failed part)"),
+    "server.draining": _e(INF, "grace_s", "sending queued pushes for up to {grace_s} s",
+                          "graceful stop: the SMP reads stopped, the push pipeline drains"),
     "server.part_failed": _e(C, "part error", "{part} failed: {error}; stopping the server",
                              "a long-lived part raised; the process exits non-zero (systemd restarts it)"),
     "server.part_ended": _e(C, "part", "{part} ended unexpectedly; stopping the server", "a part returned"),
@@ -70,6 +72,10 @@ EVENTS: Final[dict[str, EventSpec]] = {
     "admin.started": _e(INF, "url", "admin API on {url}", "the admin HTTP API listens"),
     # ---- Redis
     "redis.config_advice": _e(W, "advice", "redis: {advice}", "Redis settings that risk data (e.g. no AOF)"),
+    "store.records_authenticated": _e(W, "tokens subscriptions unreadable",
+                                      "store upgraded: MACs added to {tokens} tokens, {subscriptions} subscriptions "
+                                      "sealed to their tokens, {unreadable} records unreadable (left as they were)",
+                                      "once, at the first start after upgrading to authenticated records"),
     "redis.down": _e(W, "", "redis unreachable: answering ERR STORE until it is back",
                      "the store became unreachable; requests get ERR STORE"),
     "redis.up": _e(W, "down_s", "redis reachable again after {down_s} s", "the store is back"),
@@ -79,11 +85,16 @@ EVENTS: Final[dict[str, EventSpec]] = {
     # ---- requests
     **_counted("request.store_error", W, "", "a request was answered ERR STORE"),
     **_counted("registration.refused", INF, "", "a registration was refused over its quota"),
+    **_counted("subscription.refused", INF, "", "an SNEW was refused over its rate quota"),
+    **_counted("request.over_budget", INF, "", "a request was refused over the command budget"),
     # ---- subscriber (SMP)
     **_counted("smp.connect_failed", INF, "", "an SMP server was unreachable; retrying with backoff"),
     **_counted("smp.disconnected", INF, "", "an SMP connection was lost; reconnecting"),
     "smp.store_unavailable": _e(W, "error", "subscriber: store unavailable ({error}); reconnecting to the SMP "
                                 "server", "the store stayed away while serving an SMP connection"),
+    "smp.service_fallback": _e(W, "reason count", "subscriber: SMP service subscription not usable ({reason}, "
+                               "{count}); subscribing the queues one by one",
+                               "drift, ERR SERVICE, a refused certificate or a new service id"),
     "smp.mark_inactive_failed": _e(W, "count", "subscriber: could not mark {count} subscriptions INACTIVE",
                                    "informational; the next connection sets them again"),
     "smp.notifications_lost": _e(E, "count", "{count} notifications lost: the store stayed unavailable",
@@ -109,8 +120,8 @@ EVENTS: Final[dict[str, EventSpec]] = {
     "push.retry_dropped": _e(D, "kind token", "{kind} retry dropped: the token changed or is gone, {token}",
                              "a waiting retry was for a token that changed"),
     "push.stopped": _e(INF, "waiting in_flight",
-                       "stopped with {waiting} push retries waiting and {in_flight} in flight", "shutdown"),
-    "push.store_error": _e(W, "error", "store error after a push: {error}", "a push's status was not stored"),
+                       "stopped with {waiting} push retries waiting and {in_flight} unsent, kept for the next start",
+                       "shutdown"),
     **_counted("push.not_sent", W, "", "a verification push was not sent (the device's hourly cap, or a full queue)"),
     **_counted("scheduler.store_error", W, "part",
                "the deferred-push or periodic-push scheduler could not reach Redis; it retries every scan"),

@@ -12,8 +12,8 @@ forgotten, i.e. forgiven — the price of bounded memory).
 registration is taken only when both conform, and then charged to both (a refused request costs
 nothing, so a client that backs off gets through as soon as either limit allows).
 
-Address keys: an IPv4 address, or the /64 network of an IPv6 address (one subscriber line usually has a
-whole /64, so per-address limits on IPv6 would be trivially evaded). IPv4-mapped IPv6 counts as IPv4.
+Address keys: an IPv4 address, or the /56 network of an IPv6 address (one subscriber line usually gets a
+/56 or a /64; keyed per /64, a /56 would get 256 quotas; issue 16.3). IPv4-mapped IPv6 counts as IPv4.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Final
 
-IPV6_PREFIX_LEN: Final = 64
+IPV6_PREFIX_LEN: Final = 56
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,7 @@ from ntf_server.admin.status import sample_every
 from ntf_server.admin.window import CounterWindow, push_counter_names
 from ntf_server.apns_metrics import ApnsMetrics
 from ntf_server.config import Config, ConfigError, redact_url
-from ntf_server.handlers import NtfHandlers
+from ntf_server.handlers import HandlerLimits, NtfHandlers
 from ntf_server.logevents import log_event
 from ntf_server.logsetup import setup_logging
 from ntf_server.logsummary import flush_every
@@ -56,10 +56,9 @@ from ntf_server.push.apns_sender import ApnsSender
 from ntf_server.push.budget import HiddenPushes
 from ntf_server.push.cron import CronPushes
 from ntf_server.push.deferred import DeferredScheduler
-from ntf_server.push.delivery import PERIODIC, DeliverySettings
+from ntf_server.push.model import PipelineSettings
+from ntf_server.push.pipeline import HOUR_S, PushPipeline
 from ntf_server.push.policy import PolicySettings
-from ntf_server.push.service import PushService
-from ntf_server.ratelimit import Rate
 from ntf_server.redact import cap_third_party_loggers
 from ntf_server.startsummary import StartSummary, policy_text
 from ntf_server.statelock import AlreadyRunning, StateLock
@@ -73,13 +72,14 @@ from ntf_server.store.errors import StoreError
 from ntf_server.store.policy import PolicyStore
 from ntf_server.store.redis import RedisStore
 from ntf_server.store.sub_aliases import SubIdAliases
+from ntf_server.store.vrfcap import VerificationCap
 from ntf_server.subscriber.pool import SubscriberPool
 from ntf_server.subscriber.routing import client_factory as smp_client_factory
 from ntf_server.transport import certs
 from ntf_server.transport.certs import CredentialsError
 from ntf_server.transport.listener import ListenerLimits, NtfListener
 from ntf_server.transport.ntf_connection import ServerIdentity
-from ntf_server.transport.quota import RegistrationLimits
+from ntf_server.transport.quota import FrontDoor
 from ntf_server.transport.tls import TlsError, server_context
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,12 @@ EXIT_FAILED: Final = 1
 # connection that a Redis restart closed; an outage beyond that is the health switch's job.
 STORE_RETRIES: Final = 1
 PARTS_STOP_TIMEOUT_S: Final = 10.0
+# Redis connections: the push pipeline's (PipelineSettings.redis_connections) and REDIS_RESERVED for the rest
+# (NTF handlers, the subscriber pool's status writes, schedulers, admin, health), checked at start.
+REDIS_POOL: Final = 64
+# The parts that take new work, stopped before the push pipeline drains.
+_TAKE_WORK: Final = frozenset({"subscriber pool", "deferred pushes", "periodic pushes"})
+REDIS_RESERVED: Final = 40
 
 Part = Callable[[], Awaitable[None]]
 
@@ -130,11 +136,12 @@ class NtfServer:
         self._stack: AsyncExitStack | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._parts: dict[str, Part] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
         self._embedded: EmbeddedRedis | None = None
         self._store: RedisStore | None = None
         self.housekeeping: Housekeeping | None = None
         self.listener: NtfListener | None = None
-        self.push: PushService | None = None
+        self.push: PushPipeline | None = None
         self.pool: SubscriberPool | None = None
         self.activity: ActivityStore | None = None
         self.census: CensusTaker | None = None
@@ -184,7 +191,8 @@ class NtfServer:
         url = await self._redis_url(stack)
         master = load_or_create_store_key(cfg.store.key_file)
         try:
-            self._store = await RedisStore.connect(url, master, prefix=cfg.redis.key_prefix, retries=STORE_RETRIES)
+            self._store = await RedisStore.connect(url, master, prefix=cfg.redis.key_prefix, retries=STORE_RETRIES,
+                                                   max_connections=REDIS_POOL)
         except StoreError as e:
             raise StartupError(f"cannot use Redis at {redact_url(url)}: {e}") from e
         stack.push_async_callback(self._store.close)
@@ -195,40 +203,46 @@ class NtfServer:
         stack.push_async_callback(sender.aclose)
         hidden = HiddenPushes(PolicyStore(self._store.client, self._store.prefix),
                               PolicySettings.from_config(cfg.push), BudgetStore(self._store.client, self._store.prefix))
-        self.push = PushService(self._store, sender, self.stats, delivery=DeliverySettings.of(cfg.push), hidden=hidden)
-        deferred = DeferredScheduler(hidden, self._store, partial(self.push.deliver, background=True), self.stats,
-                                     scan_s=cfg.push.defer_scan_s)
-        cron = CronPushes(hidden, self._store, partial(self.push.deliver, background=True, kind=PERIODIC),
-                          self.stats, scan_s=cfg.push.cron_scan_s)
+        vrf_cap = VerificationCap(self._store.client, self._store.prefix, partial(AtRest(master).index, b"vrf cap"),
+                                  cfg.push.verifications_per_hour, HOUR_S)  # in Redis: survives restarts
         # active tokens are counted by a keyed hash whose key derives from the store key (store/activity.py)
         self.activity = ActivityStore(self._store.client, self._store.prefix,
                                       AtRest(master).index(b"active tokens", length=32))
+        settings = PipelineSettings.of(cfg.push)
+        try:
+            settings.check(REDIS_POOL, REDIS_RESERVED)
+        except ValueError as e:
+            raise StartupError(str(e)) from e
+        self.push = PushPipeline(self._store, sender, self.stats, hidden, settings=settings,
+                                 on_stored=self.activity.record, vrf_cap=vrf_cap)
+        deferred = DeferredScheduler(hidden, self._store, self.push.submit, self.stats, scan_s=cfg.push.defer_scan_s)
+        cron = CronPushes(hidden, self._store, self.push.submit, self.stats, scan_s=cfg.push.cron_scan_s)
         self.pool = SubscriberPool(self._store, self.push, self.stats,
-                                   client_factory=smp_client_factory(cfg.subscriber), on_stored=self.activity.record)
+                                   client_factory=smp_client_factory(cfg.subscriber),
+                                   services=cfg.subscriber.use_service_credentials)
         sink = self.pool  # SNEW subscribes, SDEL/TDEL/expiry forget: the same pool for handlers and housekeeping
         aliases = SubIdAliases(self._store.client, cfg.redis.key_prefix)  # ids of an imported server
         await aliases.load()
         handlers = NtfHandlers(self._store, self.push, self.stats, sink, pushable=sender.pushable,
-                               resolve_sub_id=aliases.resolve)
+                               resolve_sub_id=aliases.resolve, limits=HandlerLimits.of(cfg))
         self.housekeeping = Housekeeping(self._store, sink, self.stats,
                                          expire_after_days=cfg.store.expire_tokens_after_days,
                                          expire_unverified_after_h=cfg.store.expire_unverified_after_h)
-        r = cfg.registration
-        quotas = RegistrationLimits(Rate(r.per_connection_per_min, r.per_connection_burst),
-                                    Rate(r.per_ip_per_min, r.per_ip_burst), r.ip_table_size, self.stats)
+        quotas = FrontDoor.from_config(cfg.registration, cfg.server, self.stats)
         identity = ServerIdentity(
             certs.fingerprint(certs.read_ca_der(cfg.tls.ca_cert_file)), load_sign_key(cfg.tls.key_file)
         )
         s = cfg.server
         limits = ListenerLimits(s.max_connections, s.tls_timeout_s, s.handshake_timeout_s, s.block_read_timeout_s,
                                 s.block_write_timeout_s, s.idle_timeout_s, s.shutdown_timeout_s, s.max_handshakes,
-                                s.max_connections_per_ip)
+                                s.max_connections_per_ip, s.first_byte_timeout_s, s.max_handshakes_per_ip,
+                                s.max_auth_failures)
         ctx = server_context(cfg.tls.cert_file, cfg.tls.key_file, cfg.tls.ca_cert_file)
         self.listener = NtfListener(ctx, identity, handlers, self.stats, limits, quotas)
-        summaries = [*self.push.summaries, deferred.store_errors, cron.store_errors, quotas.refusals,
+        summaries = [*self.push.summary_logs, deferred.store_errors, cron.store_errors, *quotas.summaries,
                      handlers.store_errors,
                      self.listener.handshake_failures, self.pool.connect_failures, self.pool.disconnects]
-        self._parts = {"push workers": self.push.run, "subscriber pool": self.pool.run,
+        self._parts = {"push pipeline": self.push.run, "subscriber pool": self.pool.run,
                        "deferred pushes": deferred.run, "periodic pushes": cron.run,
                        "housekeeping": self.housekeeping.run,
                        "redis health": self._store.watch_health, "active tokens": self.activity.run,
@@ -274,6 +288,7 @@ class NtfServer:
         assert self.activity is not None and self.census is not None
         try:
             token = clean_token(cfg.token().read())
+            read_token = clean_token(cfg.read_token().read()) if cfg.read_token().configured else None
         except (ConfigError, TokenError) as e:
             raise StartupError(f"admin API: {e}") from e
         census = self.census
@@ -283,7 +298,11 @@ class NtfServer:
                       lambda: self.push.retries_waiting if self.push else 0)
         policy = PolicyApi(PolicyStore(self.store.client, self.store.prefix),
                            PolicySettings.from_config(self.config.push))
-        admin = AdminServer(build_app(src, policy, token, metrics_public=cfg.metrics_public))
+        try:
+            app = build_app(src, policy, token, metrics_public=cfg.metrics_public, read_token=read_token)
+        except TokenError as e:
+            raise StartupError(f"admin API: {e}") from e
+        admin = AdminServer(app)
         try:
             await admin.start(cfg.bind, cfg.port)
         except OSError as e:
@@ -307,7 +326,7 @@ class NtfServer:
     async def _supervise(self) -> None:
         async with asyncio.TaskGroup() as tg:
             for name, part in self._parts.items():
-                tg.create_task(self._run_part(name, part), name=name)
+                self._tasks[name] = tg.create_task(self._run_part(name, part), name=name)
 
     async def _run_part(self, name: str, part: Part) -> None:
         try:
@@ -342,10 +361,30 @@ class NtfServer:
             await task
 
     async def stop(self) -> None:
-        """Close everything in reverse order of creation; safe to call twice and after a failure."""
+        """Stop gracefully (``wind_down``), then close everything in reverse order of creation; safe to call
+        twice and after a failure."""
         stack, self._stack = self._stack, None
         if stack is not None:
-            await stack.aclose()
+            try:
+                await self.wind_down()
+            finally:
+                await stack.aclose()
+
+    async def wind_down(self) -> None:
+        """Nothing accepted is lost: stop taking new work (the NTF listener, the SMP reads, the schedulers
+        that make pushes), then let the push pipeline store what it accepted and send what it queued, for up
+        to ``[push] shutdown_grace_s``; what is left stays in Redis for the next start (push/pipeline.py)."""
+        if self.listener is not None:
+            await self.listener.stop()
+        stopping = [t for name, t in self._tasks.items() if name in _TAKE_WORK and not t.done()]
+        for t in stopping:
+            t.cancel()
+        if stopping:
+            await asyncio.wait(stopping, timeout=PARTS_STOP_TIMEOUT_S)
+        push = self._tasks.get("push pipeline")
+        if self.push is not None and push is not None and not push.done():
+            log_event(log, "server.draining", grace_s=self.config.push.shutdown_grace_s)
+            await self.push.drain(self.config.push.shutdown_grace_s)
 
 
 async def serve(config: Config, ready: asyncio.Event | None = None) -> None:

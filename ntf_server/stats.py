@@ -37,7 +37,6 @@ class Stat(enum.StrEnum):
     NTF_VRF_FAILED = "ntf_vrf_failed"
     NTF_VRF_INVALID_TKN = "ntf_vrf_invalid_tkn"
     NTF_VRF_RETRIED = "ntf_vrf_retried"  # a retry was scheduled (429, 5xx, timeout, lost connection)
-    NTF_VRF_RETRY_REPLACED = "ntf_vrf_retry_replaced"  # a waiting retry was replaced by a newer push
     NTF_VRF_RETRY_EXPIRED = "ntf_vrf_retry_expired"  # the retry deadline passed (also counted failed)
     NTF_VRF_CAPPED = "ntf_vrf_capped"  # over the per-device hourly cap: not sent
     PUSH_QUEUE_FULL = "push_queue_full"
@@ -46,7 +45,6 @@ class Stat(enum.StrEnum):
     NTF_FAILED = "ntf_failed"
     NTF_INVALID_TKN = "ntf_invalid_tkn"
     NTF_RETRIED = "ntf_retried"
-    NTF_RETRY_REPLACED = "ntf_retry_replaced"
     NTF_RETRY_EXPIRED = "ntf_retry_expired"
     # push policy (DESIGN "Push policy"): what each message notification became
     NTF_HIDDEN = "ntf_hidden"  # background push within the budget
@@ -67,6 +65,7 @@ class Stat(enum.StrEnum):
     CONN_REFUSED_CONNECTIONS = "conn_refused_connections"
     CONN_REFUSED_HANDSHAKES = "conn_refused_handshakes"
     CONN_REFUSED_PER_IP = "conn_refused_per_ip"
+    CONN_REFUSED_HANDSHAKES_PER_IP = "conn_refused_handshakes_per_ip"
     CONN_TLS_FAILED = "conn_tls_failed"
     CONN_HANDSHAKE_FAILED = "conn_handshake_failed"
     CONN_CLOSED = "conn_closed"
@@ -75,11 +74,22 @@ class Stat(enum.StrEnum):
     REQ_AUTH_FAILED = "req_auth_failed"
     REQ_PROHIBITED = "req_prohibited"
     REQ_QUOTA_EXCEEDED = "req_quota_exceeded"
+    REQ_OVER_BUDGET = "req_over_budget"  # over the per-connection or per-address command budget
+    CONN_CLOSED_AUTH = "conn_closed_auth_failures"  # closed after server.max_auth_failures ERR AUTH
+    SUB_QUOTA_EXCEEDED = "sub_quota_exceeded"  # SNEW over its rate or the token's caps
+    SUB_HOST_REFUSED = "sub_host_refused"  # SNEW naming a private or loopback SMP host
     BLOCKS_BAD = "blocks_bad"
     # subscriber pool
     SMP_CONNECTED = "smp_connected"
     SMP_CONNECT_FAILED = "smp_connect_failed"
     SMP_DISCONNECTED = "smp_disconnected"
+    SMP_LINKS_ENDED = "smp_links_ended"
+    SMP_SERVICE_SUBSCRIBED = "smp_service_subscribed"
+    SMP_SERVICE_DRIFT = "smp_service_drift"
+    SMP_SERVICE_FAILED = "smp_service_failed"
+    SMP_SERVICE_ENDED = "smp_service_ended"
+    SMP_SERVICE_REFUSED = "smp_service_refused"
+    SMP_SERVICE_CHANGED = "smp_service_changed"
     SMP_NSUB_SENT = "smp_nsub_sent"
     SMP_NSUB_ANSWERED = "smp_nsub_answered"
     SMP_TIMEOUTS = "smp_timeouts"

@@ -15,7 +15,7 @@ import pytest
 import redis.asyncio
 
 from ntf_server.logevents import set_strict
-from ntf_server.protocol.transport import VersionRange
+from ntf_server.protocol.transport import SMP_CURRENT_VERSION, VersionRange
 from ntf_server.sim.smp_server import SmpServerStandIn
 from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.store.redis import RedisStore
@@ -67,7 +67,7 @@ async def make_server() -> AsyncIterator[SmpServerFactory]:
     """SMP stand-ins on loopback (SMP versions 6..``max_version``), closed after the test (un-stalled first)."""
     servers: list[SmpServerStandIn] = []
 
-    async def make(max_version: int = 18, **kw: object) -> SmpServerStandIn:
+    async def make(max_version: int = SMP_CURRENT_VERSION, **kw: object) -> SmpServerStandIn:
         s = SmpServerStandIn(versions=VersionRange(6, max_version), **kw)  # type: ignore[arg-type]
         await s.start()
         servers.append(s)

@@ -15,9 +15,11 @@ from ntf_server.config import (
     ConfigError,
     LogFormat,
     Overflow,
+    RedisConfig,
     SocksMode,
     load_config,
     parse_config,
+    redact_url,
     render_default_config,
 )
 
@@ -207,3 +209,18 @@ def test_deploy_example_is_the_template_with_a_host_and_state_dir(tmp_path: Path
     loaded = load_config(write(tmp_path, example.read_text()), secrets=False)
     expected = {"server": {"host": "ntf.example.com", "state_dir": "/var/lib/ntf-server"}}
     assert loaded == parse_config(expected, tmp_path.resolve())
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("redis://user:pw@db.example:6380/2", "redis://***@db.example:6380/2"),
+    ("redis://:pw@db.example", "redis://***@db.example"),
+    ("redis://db.example:6379/0?password=hunter2", "redis://db.example:6379/0"),
+    ("rediss://db.example/1?username=u&password=hunter2#frag", "rediss://db.example/1"),
+    ("unix:///run/redis/redis.sock?password=hunter2&db=1", "unix:///run/redis/redis.sock"),
+    ("redis://[::1]:6379", "redis://[::1]:6379"),
+    ("redis://db.example:99999?password=hunter2", "redis://<unparseable>"),
+])
+def test_redact_url_shows_host_port_and_path_only(url: str, shown: str) -> None:
+    """Issue 16.7: a `?password=` URL was printed whole."""
+    assert redact_url(url) == shown
+    assert "hunter2" not in repr(RedisConfig(url=url))

@@ -37,7 +37,7 @@ MAX_DIFF_PCT = 5.0
 class NoPushes:
     """Nothing is pushed in this test: every request fails its auth check."""
 
-    def send_verification(self, token: TokenRecord) -> None:
+    async def send_verification(self, token: TokenRecord) -> None:
         raise AssertionError("no request here may succeed")
 
 

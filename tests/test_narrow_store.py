@@ -11,7 +11,7 @@ import pytest
 import ntf_server
 from ntf_server.handlers import NtfHandlers
 from ntf_server.maintenance import Housekeeping
-from ntf_server.push.service import PushService
+from ntf_server.push.pipeline import PushPipeline
 from ntf_server.store.base import Store
 from ntf_server.subscriber.pool import SubscriberPool
 
@@ -24,7 +24,7 @@ def _members(proto: type) -> set[str]:
             for name in vars(k) if not name.startswith("_")}
 
 
-@pytest.mark.parametrize("component", [NtfHandlers, Housekeeping, PushService, SubscriberPool])
+@pytest.mark.parametrize("component", [NtfHandlers, Housekeeping, PushPipeline, SubscriberPool])
 def test_component_takes_a_narrower_protocol_than_store(component: type) -> None:
     proto = get_type_hints(component.__init__)["store"]
     assert getattr(proto, "_is_protocol", False), f"{component.__name__} takes {proto!r}, not a protocol"

@@ -65,7 +65,9 @@ def test_unlimited() -> None:
 def test_address_keys() -> None:
     assert address_key("192.0.2.7") == "192.0.2.7"
     assert address_key("::ffff:192.0.2.7") == "192.0.2.7"
-    assert address_key("2001:db8:1:2:aaaa::1") == address_key("2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"
-    assert address_key("2001:db8:1:3::1") != address_key("2001:db8:1:2::1")
-    assert address_key("fe80::1%eth0") == "fe80::/64"
+    assert address_key("2001:db8:1:2:aaaa::1") == address_key("2001:db8:1:2:bbbb::9") == "2001:db8:1::/56"
+    # issue 16.3: a customer usually gets a /56 (256 /64s), so /64 keys let one line take 256 quotas
+    assert address_key("2001:db8:1:3::1") == address_key("2001:db8:1:ff::1")
+    assert address_key("2001:db8:1:100::1") != address_key("2001:db8:1:2::1")
+    assert address_key("fe80::1%eth0") == "fe80::/56"
     assert address_key("") == address_key("/run/ntf.sock") == "other"

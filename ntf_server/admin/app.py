@@ -30,9 +30,11 @@ MAX_BODY_BYTES: Final = 64 * 1024  # a policy document is a few hundred bytes
 SHUTDOWN_TIMEOUT_S: Final = 2.0  # answers are quick; a stuck client must not hold up the server's shutdown
 
 
-def build_app(src: Sources, policy: PolicyApi, token: bytes, *, metrics_public: bool = False) -> web.Application:
+def build_app(src: Sources, policy: PolicyApi, token: bytes, *, metrics_public: bool = False,
+              read_token: bytes | None = None) -> web.Application:
+    """``read_token``: a second, read-only bearer token (GET only), for Prometheus and dashboards."""
     public = {"/healthz", "/metrics"} if metrics_public else {"/healthz"}
-    app = web.Application(middlewares=[bearer_auth(token, public)], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(middlewares=[bearer_auth(token, public, read_token)], client_max_size=MAX_BODY_BYTES)
 
     async def healthz(_: web.Request) -> web.Response:
         why = await health(src)

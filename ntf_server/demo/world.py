@@ -87,6 +87,10 @@ key_id = {_toml_str(key_id)}
 team_id = {_toml_str(team_id)}
 topic = {_toml_str(TOPIC)}
 
+[subscriber]
+use_service_credentials = true
+allow_private_hosts = true  # the SMP stand-ins listen on loopback
+
 [push]
 hidden_per_hour = {policy.hidden_per_hour}
 burst = {policy.burst}

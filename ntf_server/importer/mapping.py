@@ -10,11 +10,13 @@ Each column, and how we keep it:
   minutes (u16 on the wire); `cron_sent_at` Unix seconds or NULL; `updated_at` a UTC day or NULL
   (NULL: the day of the import, so the token is not "unused since 1970" for expiry).
 * smp_servers: `smp_host` comma-joined hosts, `smp_port` text ('' = default port), `smp_keyhash` the
-  *base64url text* of the 32-byte hash (raw 32 bytes accepted too); `ntf_service_id` is not carried (we do
-  not use service credentials: the association belongs to the Haskell server's certificate).
+  *base64url text* of the 32-byte hash (raw 32 bytes accepted too); `ntf_service_id` with
+  `ntf_service_cert` (``smpEncode`` of the chain: a NonEmpty of Large DER certificates) and
+  `ntf_service_priv_key` (PKCS#8) are carried together — our service for that SMP server then is the
+  Haskell server's, and its ties stay valid; an id without a usable certificate is not carried.
 * subscriptions: `subscription_id` kept as the app's alias; `smp_notifier_id` raw; `smp_notifier_key` PKCS#8,
   checked and kept byte for byte (SNEW retries compare it); `status` §4.6 text (`ERR <text>` cut to 200
-  bytes); `ntf_service_assoc` becomes false (same reason as `ntf_service_id`), counted.
+  bytes); `ntf_service_assoc` kept where the server's service is carried, else false (counted).
 * last_notifications: `sent_at` → milliseconds; `nmsg_nonce` 24 bytes; `nmsg_data` as is; newest 6 per token.
 
 A row that cannot be represented is a `Rejected` with the reason, which the importer counts and reports.
@@ -26,15 +28,17 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Final
 
+from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PrivateKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from ntf_server.protocol import crypto
-from ntf_server.protocol.encoding import CodecError, SMPServer, b64u_decode
+from ntf_server.protocol.encoding import CodecError, Reader, SMPServer, b64u_decode
 from ntf_server.protocol.ntf_types import PushProvider, SubStatus, TokenStatus
+from ntf_server.protocol.smp_service import ServiceCredentials
 from ntf_server.store.importing import MAX_LAST_NTFS, NONCE_BYTES, ImportedNotification
 from ntf_server.store.keys import SUB_ID_BYTES, TOKEN_ID_BYTES
-from ntf_server.store.records import MAX_ERR_TEXT, SubscriptionRecord, TokenRecord, day_of
+from ntf_server.store.records import MAX_ERR_TEXT, RESUBSCRIBE_KINDS, SubscriptionRecord, TokenRecord, day_of
 
 PROVIDERS: Final = {p.text: p for p in PushProvider}
 DH_SECRET_BYTES: Final = 32
@@ -66,6 +70,8 @@ class ServerRow:
     smp_port: str
     smp_keyhash: bytes
     ntf_service_id: bytes | None
+    ntf_service_cert: bytes | None = None
+    ntf_service_priv_key: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +153,24 @@ def map_server(row: ServerRow) -> SMPServer | Rejected:
         return Rejected(f"SMP server address not valid: {e}")
 
 
-def map_sub(row: SubRow, servers: dict[int, SMPServer | Rejected]) -> MappedSub | Rejected:
+def map_service(row: ServerRow) -> tuple[ServiceCredentials, bytes] | Rejected | None:
+    """The Haskell server's service for this SMP server (certificate, key, id), or None when it has none."""
+    if row.ntf_service_id is None or row.ntf_service_cert is None or row.ntf_service_priv_key is None:
+        return None if row.ntf_service_id is None else Rejected("service id without its certificate and key")
+    try:
+        r = Reader(row.ntf_service_cert)
+        chain = tuple(r.nonempty(Reader.large))
+        r.end()
+        key = crypto.decode_private_key(row.ntf_service_priv_key)
+    except CodecError as e:
+        return Rejected(f"service certificate or key not readable: {e}")
+    if not isinstance(key, Ed25519PrivateKey | Ed448PrivateKey):
+        return Rejected("service key is not an Ed25519/Ed448 key")
+    return ServiceCredentials(chain, key), row.ntf_service_id
+
+
+def map_sub(row: SubRow, servers: dict[int, SMPServer | Rejected],
+            carried: frozenset[int] = frozenset()) -> MappedSub | Rejected:
     if len(row.subscription_id) != SUB_ID_BYTES:
         return Rejected("subscription id is not 24 bytes")
     server = servers.get(row.smp_server_id) if row.smp_server_id is not None else None
@@ -165,10 +188,11 @@ def map_sub(row: SubRow, servers: dict[int, SMPServer | Rejected]) -> MappedSub 
     notes: list[str] = []
     if status.to_text() != row.status:
         notes.append(ERR_TEXT_NOTE)
-    if row.ntf_service_assoc:
+    tied = row.ntf_service_assoc and row.smp_server_id in carried and status.kind in RESUBSCRIBE_KINDS
+    if row.ntf_service_assoc and not tied:
         notes.append("service association dropped (resubscribed one by one)")
     record = SubscriptionRecord(row.subscription_id, row.token_id, server, row.smp_notifier_id, row.smp_notifier_key,
-                                status, service_assoc=False)
+                                status, service_assoc=tied)
     return MappedSub(record, tuple(notes))
 
 

@@ -43,7 +43,8 @@ _SUBS: Final = ("SELECT subscription_id, token_id, smp_server_id, smp_notifier_i
                 "{assoc} FROM {}.subscriptions ORDER BY token_id, subscription_id")
 _NTFS: Final = ("SELECT token_id, subscription_id, sent_at, nmsg_nonce, nmsg_data FROM {}.last_notifications "
                 "ORDER BY token_id, sent_at")
-_SERVERS: Final = "SELECT smp_server_id, smp_host, smp_port, smp_keyhash, {service} FROM {}.smp_servers"
+_SERVERS: Final = ("SELECT smp_server_id, smp_host, smp_port, smp_keyhash, {service}, {svc_cert}, {svc_key} "
+                   "FROM {}.smp_servers")
 
 
 class HaskellDb:
@@ -108,6 +109,11 @@ class HaskellDb:
             else sql.SQL("false"),
             "service": sql.Identifier("ntf_service_id") if ("smp_servers", "ntf_service_id") in cols
             else sql.SQL("NULL"),
+            # the service certificate per server: from migration 20251219_service_cert_per_server
+            "svc_cert": sql.Identifier("ntf_service_cert") if ("smp_servers", "ntf_service_cert") in cols
+            else sql.SQL("NULL"),
+            "svc_key": sql.Identifier("ntf_service_priv_key") if ("smp_servers", "ntf_service_priv_key") in cols
+            else sql.SQL("NULL"),
         }
 
     def counts(self) -> dict[str, int]:
@@ -129,7 +135,8 @@ class HaskellDb:
             rows = self._conn.execute(self._q(_SERVERS)).fetchall()
         except psycopg.Error as e:
             raise SourceError(f"reading the Haskell database failed: {_first_line(e)}") from e
-        return [ServerRow(int(r[0]), r[1], r[2], bytes(r[3]), None if r[4] is None else bytes(r[4])) for r in rows]
+        return [ServerRow(int(r[0]), r[1], r[2], bytes(r[3]), *(None if v is None else bytes(v) for v in r[4:7]))
+                for r in rows]
 
     def __iter__(self) -> Iterator[TokenGroup]:
         """`token_groups`, with a database error while reading turned into a `SourceError`."""

@@ -15,6 +15,7 @@ from ntf_server.importer import mapping as M
 from ntf_server.importer.progress import Progress
 from ntf_server.importer.reader import HaskellDb, TokenGroup
 from ntf_server.protocol.encoding import SMPServer
+from ntf_server.protocol.smp_service import ServiceCredentials
 from ntf_server.store.importing import ImportedToken, StoreImporter, TokenImport
 from ntf_server.store.records import TokenStatusKind
 
@@ -57,6 +58,8 @@ class Importer:
         self._now = now
         self.counts = Counts()
         self._servers: dict[int, SMPServer | M.Rejected] = {}
+        self.services: dict[SMPServer, tuple[ServiceCredentials, bytes]] = {}  # carried: certificate, id
+        self._carried: frozenset[int] = frozenset()
 
     def __repr__(self) -> str:
         return f"<Importer {'dry run' if self._target is None else 'writing'} {self.counts.tokens} tokens read>"
@@ -68,8 +71,10 @@ class Importer:
             self._servers[row.smp_server_id] = mapped
             if isinstance(mapped, M.Rejected):
                 self.counts.refused[f"SMP server: {mapped.reason}"] += 1
-            elif row.ntf_service_id is not None:
-                self.counts.notes["SMP server service id not carried (no service credentials)"] += 1
+            else:
+                self._service(row, mapped)
+        self._carried = frozenset(n for n, srv in self._servers.items()
+                                  if not isinstance(srv, M.Rejected) and srv in self.services)
         batch: list[ImportedToken] = []
         for group in self._db:
             item = self._map(group)
@@ -90,6 +95,14 @@ class Importer:
             self._progress.finish()
         return self.counts
 
+    def _service(self, row: M.ServerRow, server: SMPServer) -> None:
+        service = M.map_service(row)
+        if isinstance(service, M.Rejected):
+            self.counts.notes[f"SMP server service not carried: {service.reason}"] += 1
+        elif service is not None:
+            self.services[server] = service
+            self.counts.notes["SMP server service carried (certificate, id, ties)"] += 1
+
     def _refuse(self, what: str, reason: str, n: int = 1) -> None:
         if n:
             self.counts.refused[f"{what}: {reason}"] += n
@@ -107,7 +120,7 @@ class Importer:
             return None
         subs = []
         for row in g.subscriptions:
-            sub = M.map_sub(row, self._servers)
+            sub = M.map_sub(row, self._servers, self._carried)
             if isinstance(sub, M.Rejected):
                 self._refuse("subscription", sub.reason)
                 continue

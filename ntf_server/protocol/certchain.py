@@ -63,12 +63,37 @@ def validate_server_chain(
     id_der = chain_der[1]  # [leaf, ca] -> ca; [leaf, id, ca] and [leaf, id, x, ca] -> id
     if not hmac.compare_digest(fingerprint(id_der), key_hash):
         raise ChainError(ChainErrorKind.UNKNOWN_CA, "identity certificate does not match the server key hash")
+    certs = _loaded_in_validity(chain_der, now)
+    if certs[0].version is not x509.Version.v3:
+        raise ChainError(ChainErrorKind.LEAF_NOT_V3, "leaf certificate is not X.509 v3")
+    return _linked_leaf_key(certs)
+
+
+def validate_service_chain(chain_der: Sequence[bytes], *, now: dt.datetime | None = None) -> PeerKey:
+    """A client's service chain (SMP v16, ``chainIdCaCerts``): one self-signed certificate, or 2–4 each
+    signed by the next; all within their validity; the leaf key Ed25519 or Ed448. No pinned identity:
+    the server learns the identity (the certificate hash) from the chain."""
+    if not 1 <= len(chain_der) <= MAX_CHAIN:
+        raise ChainError(ChainErrorKind.EMPTY_CHAIN, f"{len(chain_der)} certificate(s), need 1 to 4")
+    certs = _loaded_in_validity(chain_der, now)
+    if len(certs) == 1:
+        try:
+            certs[0].verify_directly_issued_by(certs[0])
+        except (InvalidSignature, ValueError, TypeError) as e:
+            raise ChainError(ChainErrorKind.INVALID_SIGNATURE, "a lone certificate must be self-signed") from e
+    return _linked_leaf_key(certs)
+
+
+def _loaded_in_validity(chain_der: Sequence[bytes], now: dt.datetime | None) -> list[x509.Certificate]:
     certs = [_load_der(d, i) for i, d in enumerate(chain_der)]
     when = now or dt.datetime.now(dt.UTC)
     for i, cert in enumerate(certs):
         _check_validity(cert, i, when)
-    if certs[0].version is not x509.Version.v3:
-        raise ChainError(ChainErrorKind.LEAF_NOT_V3, "leaf certificate is not X.509 v3")
+    return certs
+
+
+def _linked_leaf_key(certs: Sequence[x509.Certificate]) -> PeerKey:
+    """Each certificate issued by the next (a CA); the leaf's key, which must be Ed25519 or Ed448."""
     for i in range(len(certs) - 1):
         _check_issued_by(certs[i], certs[i + 1], i)
     leaf_key = certs[0].public_key()

@@ -478,9 +478,9 @@ class BlockCipherChain:
 # ---------------------------------------------------------------- SignedExact (§1.7)
 
 
-def signed_key_tbs(x25519_pub: X25519PublicKey) -> bytes:
+def signed_key_tbs(pub: AnyPublicKey) -> bytes:
     """``SEQUENCE { SPKI }`` — 46 bytes for an X25519 key (the extra SEQUENCE is crypton's)."""
-    return der.tlv(der.SEQUENCE, encode_public_key(x25519_pub))
+    return der.tlv(der.SEQUENCE, encode_public_key(pub))
 
 
 def signed_exact(tbs_der: bytes, priv: SignPrivateKey) -> bytes:
@@ -492,6 +492,18 @@ def signed_exact(tbs_der: bytes, priv: SignPrivateKey) -> bytes:
 
 def verify_signed_key(signed: bytes, signer_pub: SignPublicKey) -> X25519PublicKey:
     """Parse a signed X25519 key strictly, check the signature over the tbs bytes as received."""
+    return decode_x25519_public_key(_verified_spki(signed, signer_pub))
+
+
+def verify_signed_sign_key(signed: bytes, signer_pub: SignPublicKey) -> Ed25519PublicKey:
+    """The same for a service's Ed25519 session key, signed by its certificate (SMP v16 services)."""
+    key = decode_public_key(_verified_spki(signed, signer_pub))
+    if not isinstance(key, Ed25519PublicKey):
+        raise CodecError("a service session key must be Ed25519")
+    return key
+
+
+def _verified_spki(signed: bytes, signer_pub: SignPublicKey) -> bytes:
     r = der.DerReader(signed)
     body = der.DerReader(r.expect(der.SEQUENCE))
     r.end()
@@ -513,7 +525,6 @@ def verify_signed_key(signed: bytes, signer_pub: SignPublicKey) -> X25519PublicK
     tbs = der.DerReader(der.DerReader(tbs_raw).expect(der.SEQUENCE))
     spki = tbs.element(der.SEQUENCE)
     tbs.end()
-    key = decode_x25519_public_key(spki)
     if not verify_signature(signer_pub, bits[1:], tbs_raw):
-        raise CryptoError("bad signature on the server's session key")
-    return key
+        raise CryptoError("bad signature on the session key")
+    return spki

@@ -127,7 +127,23 @@ class ProxyErr:
     error: ProxyError
 
 
-ErrorType = SimpleError | CmdError | StoreErr | BlockedErr | ProxyErr
+class NameErrorKind(enum.Enum):
+    """``NameErrorType`` of SMP v20 name resolution (Protocol.hs); ``RESOLVER`` carries a text."""
+
+    NO_RESOLVER = "NO_RESOLVER"
+    NOT_FOUND = "NOT_FOUND"
+    RESOLVER = "RESOLVER"
+
+
+@dataclass(frozen=True, slots=True)
+class NameErr:
+    """``NAME <NameErrorType>`` (SMP v20): a name-resolution error; decoded so it never breaks a block."""
+
+    kind: NameErrorKind
+    detail: str = ""  # RESOLVER's diagnostic text (the rest of the transmission)
+
+
+ErrorType = SimpleError | CmdError | StoreErr | BlockedErr | ProxyErr | NameErr
 
 AUTH: Final = SimpleError("AUTH")
 BLOCK: Final = SimpleError("BLOCK")
@@ -185,6 +201,8 @@ def enc_error(e: ErrorType) -> bytes:
             return b"BLOCKED reason=" + reason.encode() + (b"" if notice is None else b",notice=" + notice)
         case ProxyErr(err):
             return b"PROXY " + enc_proxy_error(err)
+        case NameErr(kind, detail):
+            return b"NAME " + kind.value.encode() + (b" " + detail.encode() if kind is NameErrorKind.RESOLVER else b"")
         case _:
             assert_never(e)
 
@@ -272,7 +290,21 @@ def dec_error(r: Reader) -> ErrorType:
     if tag == b"PROXY":
         r.space()
         return ProxyErr(dec_proxy_error(r))
+    if tag == b"NAME":
+        r.space()
+        return _dec_name(r)
     raise CodecError("bad error type")
+
+
+def _dec_name(r: Reader) -> NameErr:
+    try:
+        kind = NameErrorKind(_word(r).decode())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CodecError("bad name error") from e
+    if kind is NameErrorKind.RESOLVER:
+        r.space()
+        return NameErr(kind, r.tail().decode("utf-8", "replace"))
+    return NameErr(kind)
 
 
 def _dec_blocked(rest: bytes) -> BlockedErr:

@@ -149,6 +149,8 @@ def _dec_snew(r: Reader) -> SNew:
     token_id = r.short()
     server = dec_smp_server(r)
     notifier_id = r.short()
+    if not notifier_id:  # 1..255 bytes (the length prefix caps it at 255); empty: a syntax error, not STORE
+        raise CodecError("empty notifier id")
     key = r.short()
     crypto.decode_private_key(key)
     return SNew(token_id, server, notifier_id, key)

@@ -2,11 +2,16 @@
 
 Both directions are here: the notification server encodes commands and parses broker messages; the strict
 SMP stand-in in ``ntf_server/sim`` parses commands and encodes broker messages, with the version-dependent
-forms Haskell uses (``SOK`` only from v16, ``DELD`` only from v10, ``BLOCKED`` downgraded for old clients).
+forms Haskell uses (Protocol.hs, simplexmq master): ``SOK`` only from v16, ``DELD`` only from v10,
+``BLOCKED`` downgraded for old clients, and from v19 ``NSUBS``/``SOKS``/``ENDS`` carry an IdsHash (the XOR
+of the MD5 of every queue id, 16 bytes) after the count; before v19 ``NSUBS`` has no parameters (the
+server reads count -1 and an empty hash) and ``SOKS``/``ENDS`` only the count (the hash reads as empty).
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar, Final, assert_never
 
@@ -25,6 +30,7 @@ from ntf_server.protocol.transport import (
     SMP_VERSION_BLOCKED_ENTITY,
     SMP_VERSION_CLIENT_NOTICES,
     SMP_VERSION_DELETED_EVENT,
+    SMP_VERSION_RCV_SERVICE,
     SMP_VERSION_SERVICE_CERTS,
 )
 
@@ -39,9 +45,25 @@ class NSub:
     TAG: ClassVar[bytes] = b"NSUB"
 
 
+IDS_HASH_LEN: Final = 16
+EMPTY_IDS_HASH: Final = bytes(IDS_HASH_LEN)  # Haskell's ``mempty``: the hash of no queues
+
+
+def queue_ids_hash(ids: Iterable[bytes]) -> bytes:
+    """``queueIdsHash``: the XOR of MD5(queue id) over ``ids`` (order-free; adding a queue twice removes it)."""
+    acc = 0
+    for q in ids:
+        acc ^= int.from_bytes(hashlib.md5(q, usedforsecurity=False).digest(), "big")
+    return acc.to_bytes(IDS_HASH_LEN, "big")
+
+
 @dataclass(frozen=True, slots=True)
 class NSubs:
+    """Subscribe every queue tied to our service: how many we expect and their IdsHash (v19+)."""
+
     TAG: ClassVar[bytes] = b"NSUBS"
+    count: int = -1  # what a pre-v19 server reads
+    ids_hash: bytes = EMPTY_IDS_HASH
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +76,9 @@ SmpCommand = NSub | NSubs | SmpPing
 _COMMANDS: Final[dict[bytes, SmpCommand]] = {b"NSUB": NSub(), b"NSUBS": NSubs(), b"PING": SmpPing()}
 
 
-def encode_command(c: SmpCommand) -> bytes:
+def encode_command(c: SmpCommand, version: int) -> bytes:
+    if isinstance(c, NSubs) and version >= SMP_VERSION_RCV_SERVICE:
+        return b"NSUBS " + enc_int64(c.count) + enc_short(c.ids_hash)
     return c.TAG
 
 
@@ -63,9 +87,18 @@ def uses_service_auth(c: SmpCommand) -> bool:
     return isinstance(c, NSub)
 
 
-def parse_command(data: bytes) -> SmpCommand | ErrorType:
+def parse_command(data: bytes, version: int) -> SmpCommand | ErrorType:
     """Server side. Other SMP commands exist but a notifier may not use them: ``CMD PROHIBITED``."""
     tag = data.partition(b" ")[0]
+    if tag == b"NSUBS" and version >= SMP_VERSION_RCV_SERVICE:
+        r = Reader(data[len(tag):])
+        try:
+            r.space()
+            c = NSubs(r.int64(), r.short())
+            r.end()
+        except CodecError:
+            return CmdError(CommandError.SYNTAX)
+        return c
     if tag in _COMMANDS:
         return _COMMANDS[tag] if data == tag else CmdError(CommandError.SYNTAX)
     if tag in _OTHER_SMP_TAGS:
@@ -103,7 +136,10 @@ class SOk:
 
 @dataclass(frozen=True, slots=True)
 class SOks:
+    """``SOKS``: the service's queues are subscribed here, how many the server found, and (v19+) their hash."""
+
     count: int
+    ids_hash: bytes = EMPTY_IDS_HASH
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +162,10 @@ class End:
 
 @dataclass(frozen=True, slots=True)
 class Ends:
+    """``ENDS``: another session of our service took these queues (count, and the hash from v19)."""
+
     count: int
+    ids_hash: bytes = EMPTY_IDS_HASH
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,14 +192,14 @@ def encode_broker_msg(m: BrokerMsg, version: int) -> bytes:
             if version >= SMP_VERSION_SERVICE_CERTS:
                 return b"SOK " + enc_maybe(service_id, enc_short)
             return b"OK"
-        case SOks(count):
-            return b"SOKS " + enc_int64(count)
+        case SOks(count, ids_hash):
+            return b"SOKS " + _service_counts(count, ids_hash, version)
         case NMsg(nonce, enc_meta):
             return b"NMSG " + nonce + enc_short(enc_meta)
         case End():
             return b"END"
-        case Ends(count):
-            return b"ENDS " + enc_int64(count)
+        case Ends(count, ids_hash):
+            return b"ENDS " + _service_counts(count, ids_hash, version)
         case Deld():
             return b"DELD" if version >= SMP_VERSION_DELETED_EVENT else b"END"
         case SmpErr(error):
@@ -169,6 +208,10 @@ def encode_broker_msg(m: BrokerMsg, version: int) -> bytes:
             return b"PONG"
         case _:
             assert_never(m)
+
+
+def _service_counts(count: int, ids_hash: bytes, version: int) -> bytes:
+    return enc_int64(count) + (enc_short(ids_hash) if version >= SMP_VERSION_RCV_SERVICE else b"")
 
 
 def _downgrade_error(e: ErrorType, version: int) -> ErrorType:
@@ -180,8 +223,8 @@ def _downgrade_error(e: ErrorType, version: int) -> ErrorType:
     return e
 
 
-def parse_broker_msg(data: bytes) -> BrokerMsg:
-    """Client side; raises ``CodecError`` for unknown or malformed messages."""
+def parse_broker_msg(data: bytes, version: int) -> BrokerMsg:
+    """Client side, at the connection's ``version``; raises ``CodecError`` for unknown or malformed messages."""
     tag = data.partition(b" ")[0]
     r = Reader(data[len(tag) :])
     msg: BrokerMsg
@@ -192,17 +235,27 @@ def parse_broker_msg(data: bytes) -> BrokerMsg:
         if tag == b"SOK":
             msg = SOk(r.maybe(Reader.short))
         elif tag == b"SOKS":
-            msg = SOks(r.int64())
+            msg = SOks(*_read_service_counts(r, version))
         elif tag == b"NMSG":
             msg = NMsg(r.take(NONCE_LEN), r.short())
         elif tag == b"ENDS":
-            msg = Ends(r.int64())
+            msg = Ends(*_read_service_counts(r, version))
         elif tag == b"ERR":
             msg = SmpErr(dec_error(r))
         else:
             raise CodecError("unknown or unexpected SMP broker message")
     r.end()
     return msg
+
+
+def _read_service_counts(r: Reader, version: int) -> tuple[int, bytes]:
+    count = r.int64()
+    if version < SMP_VERSION_RCV_SERVICE:
+        return count, EMPTY_IDS_HASH
+    ids_hash = r.short()
+    if len(ids_hash) != IDS_HASH_LEN:
+        raise CodecError("IdsHash must be 16 bytes")
+    return count, ids_hash
 
 
 _NO_PARAMS: Final[dict[bytes, BrokerMsg]] = {

@@ -5,9 +5,11 @@ decision about bytes.
 
 1. Handshake. After TLS (ALPN ``smp/1``, no SNI) the caller reads the server's first block and calls
    :func:`client_handshake` with it, the pinned key hash, the TLS ``tls-unique`` and the TLS peer chain. It
-   checks the hello (session id = tls-unique; a version in our range 7..18; from v7 a certificate chain whose
+   checks the hello (session id = tls-unique; a version in our range 7..20; from v7 a certificate chain whose
    identity hash is the pinned one, whose leaf is the TLS leaf, and an X25519 session key signed by that
-   leaf) and returns the padded client hello to write plus the connection parameters. Any failure raises
+   leaf) and returns the padded client hello to write plus the connection parameters. With service
+   credentials (v16+) the hello carries our service part, and the caller then reads the server's third
+   block (``smp_service.read_service_response``) before the session starts. Any failure raises
    :class:`HandshakeFailed` carrying the transport error Haskell would report; the caller closes without
    writing anything.
 2. Session. ``smp_session.SmpClientSession`` is one connection after the handshake. Sending: :meth:`subscribe`
@@ -30,6 +32,7 @@ import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from ntf_server.protocol import crypto
@@ -37,11 +40,13 @@ from ntf_server.protocol.certchain import ChainError, validate_server_chain
 from ntf_server.protocol.encoding import CodecError, pad
 from ntf_server.protocol.errors import HandshakeError, TransportError, TransportErrorKind
 from ntf_server.protocol.handshake import SmpClientHello, SmpServerHello
+from ntf_server.protocol.smp_service import ServiceCredentials, client_service
 from ntf_server.protocol.transport import (
     SMP_BLOCK_SIZE,
     SMP_CLIENT_VRANGE,
     SMP_VERSION_AUTH_CMDS,
     SMP_VERSION_ENCRYPTED_BLOCK,
+    SMP_VERSION_SERVICE_CERTS,
     THParams,
     VersionRange,
     decode_block,
@@ -73,6 +78,9 @@ class SmpHandshake:
     server_versions: VersionRange
     server_dh_key: X25519PublicKey = field(repr=False)  # for X25519 authenticators (§2.4)
     block_secret: bytes | None = field(repr=False)  # v ≥ 11: X25519 secret seeding block encryption (§1.6)
+    # A service hello was sent (v16+): read the server's third block (smp_service.read_service_response)
+    # and start the session with the ServiceSession it names, signed with this key.
+    service_key: Ed25519PrivateKey | None = field(default=None, repr=False)
 
 
 def client_handshake(
@@ -84,6 +92,7 @@ def client_handshake(
     versions: VersionRange = SMP_CLIENT_VRANGE,
     client_key: X25519PrivateKey | None = None,
     now: dt.datetime | None = None,
+    service: ServiceCredentials | None = None,
 ) -> SmpHandshake:
     """Check the server hello block and produce our hello (``smpClientHandshake``). ``peer_chain`` is the
     TLS peer chain (DER, leaf first); ``client_key`` is the ephemeral X25519 key (fresh when None); ``now``
@@ -100,10 +109,13 @@ def client_handshake(
     server_dh = _server_session_key(hello, key_hash, peer_chain, now)
     version = common.max
     own = client_key or crypto.generate_x25519()
-    wire = SmpClientHello(version, key_hash, crypto.encode_public_key(own.public_key())).encode()
+    service_key = Ed25519PrivateKey.generate() if service is not None and version >= SMP_VERSION_SERVICE_CERTS else None
+    hello_service = client_service(service, service_key) if service is not None and service_key else None
+    wire = SmpClientHello(version, key_hash, crypto.encode_public_key(own.public_key()),
+                          service=hello_service).encode()
     secret = crypto.dh(server_dh, own) if version >= SMP_VERSION_ENCRYPTED_BLOCK else None
     params = THParams.smp(version, tls_unique)
-    return SmpHandshake(params, pad(wire, SMP_BLOCK_SIZE), hello.versions, server_dh, secret)
+    return SmpHandshake(params, pad(wire, SMP_BLOCK_SIZE), hello.versions, server_dh, secret, service_key)
 
 
 def _server_session_key(

@@ -2,8 +2,12 @@
 
 Theory of operation: a session (``smp_client.SmpClientSession``) tracks each notifier queue it has sent
 ``NSUB`` for, in one of the :class:`QueueState` states, and moves it with :data:`QUEUE_TRANSITIONS`
-(STYLE 2). A pair missing from the table is not an error of ours: the server said something that makes no
-sense for that queue on this connection (``END`` for a queue never subscribed here, ``DELD`` for a queue
+(STYLE 2). A subscription is never forgotten by a timeout: an NSUB unanswered in time leaves its queue
+PENDING, the session re-sends it on the same connection (backoff 1 s → 10 s), and an answer that arrives
+late, to the first NSUB or to a re-sent one, is still applied (issue 17).
+
+A pair missing from the table is not an error of ours: the server said something that makes no sense for
+that queue on this connection (``END`` for a queue never subscribed here, ``DELD`` for a queue
 forgotten by the pool); the session reports :class:`Unexpected` and leaves the state alone. ``NMSG`` is in
 the table for every state, so a notification is never dropped here: whether it still belongs to a live
 subscription is the store's decision (§5.7 step 2: no subscription → counted, not pushed).
@@ -21,8 +25,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Final
 
-from ntf_server.protocol.errors import AUTH, ErrorType, SimpleError
-from ntf_server.protocol.smp import BrokerMsg, SmpErr, SmpPong, SOk
+from ntf_server.protocol.errors import AUTH, ErrorType, SimpleError, enc_error
+from ntf_server.protocol.smp import BrokerMsg, SmpErr, SmpPong, SOk, SOks
 from ntf_server.sensitive import NotifierId
 
 SERVICE_ERROR: Final = SimpleError("SERVICE")
@@ -36,6 +40,9 @@ class QueueState(enum.Enum):
     ENDED = "ended"  # END: another connection subscribed it (§3.2)
     DELETED = "deleted"  # DELD (or END before v10, which the server cannot tell apart)
     FAILED = "failed"  # ERR or a nonsensical answer to NSUB
+    # Only in ``Message.state``, never tracked: not subscribed on this connection, and not forgotten by the
+    # pool either (e.g. an NMSG racing a reconnect). ``None`` there means forgotten (SDEL/TDEL).
+    UNKNOWN = "unknown"
 
 
 class QueueEvent(enum.Enum):
@@ -50,14 +57,16 @@ class QueueEvent(enum.Enum):
 
 _S = QueueState
 _E = QueueEvent
-_ANY: Final[tuple[QueueState | None, ...]] = (None, *QueueState)
+_ANY: Final[tuple[QueueState | None, ...]] = (None, *(s for s in QueueState if s is not _S.UNKNOWN))
 
 QUEUE_TRANSITIONS: Final[dict[tuple[QueueState | None, QueueEvent], QueueState | None]] = {
-    # (Re)subscribing is allowed from anything but PENDING: one NSUB in flight per queue and connection.
-    **{(s, _E.SEND_NSUB): _S.PENDING for s in _ANY if s is not _S.PENDING},
+    # (Re)subscribing is allowed from any state; the session keeps one *live* NSUB per queue (a timed-out
+    # one may still be answered, so a re-sent NSUB can find the queue PENDING).
+    **{(s, _E.SEND_NSUB): _S.PENDING for s in _ANY},
     (_S.PENDING, _E.SUBSCRIBED): _S.ACTIVE,
+    (_S.ACTIVE, _E.SUBSCRIBED): _S.ACTIVE,  # the answer to a re-sent NSUB after a late one was applied
     (_S.PENDING, _E.FAILED): _S.FAILED,
-    (_S.PENDING, _E.TIMED_OUT): None,  # temporary (§3.3): the pool keeps it pending and reconnects
+    (_S.PENDING, _E.TIMED_OUT): _S.PENDING,  # temporary (§3.3): stays pending, re-sent on this connection
     (_S.ACTIVE, _E.END): _S.ENDED,
     (_S.PENDING, _E.DELD): _S.DELETED,
     (_S.ACTIVE, _E.DELD): _S.DELETED,
@@ -76,12 +85,15 @@ def transition(state: QueueState | None, event: QueueEvent) -> tuple[bool, Queue
 
 class CommandKind(enum.Enum):
     NSUB = "NSUB"
+    NSUBS = "NSUBS"
     PING = "PING"
 
 
 class Outcome(enum.Enum):
     SUBSCRIBED = "subscribed"
     SUBSCRIPTION_ERROR = "subscription error"
+    SERVICE_SUBSCRIBED = "service subscribed"
+    SERVICE_ERROR = "service subscription error"
     PONG = "pong"
     PING_ERROR = "ping error"
 
@@ -89,6 +101,8 @@ class Outcome(enum.Enum):
 RESPONSE_OUTCOMES: Final[dict[tuple[CommandKind, type[BrokerMsg]], Outcome]] = {
     (CommandKind.NSUB, SOk): Outcome.SUBSCRIBED,
     (CommandKind.NSUB, SmpErr): Outcome.SUBSCRIPTION_ERROR,
+    (CommandKind.NSUBS, SOks): Outcome.SERVICE_SUBSCRIBED,
+    (CommandKind.NSUBS, SmpErr): Outcome.SERVICE_ERROR,
     (CommandKind.PING, SmpPong): Outcome.PONG,
     (CommandKind.PING, SmpErr): Outcome.PING_ERROR,
 }
@@ -110,6 +124,12 @@ class FailureKind(enum.Enum):
         return FailureKind.SERVICE if e == SERVICE_ERROR else FailureKind.SMP_ERROR
 
 
+# The text of a subscription's ``ERR <text>`` status, as Haskell's ``queueSubErrorStatus`` writes it
+# (Notifications/Server.hs: ``NSErr $ errType <> bshow e``); SCHK shows it to the app (spec §4.2, §3.3).
+_ERR_PREFIX: Final = {FailureKind.SMP_ERROR: "SMP error ", FailureKind.BAD_RESPONSE: "ResponseError ",
+                      FailureKind.UNEXPECTED_RESPONSE: "UnexpectedResponse "}
+
+
 def _hidden(n: bytes) -> str:
     return str(NotifierId(n))  # a keyed tag (ntf_server/sensitive.py): lines about one queue correlate
 
@@ -122,7 +142,7 @@ class Subscribed:
     """NSUB answered ``OK`` (v < 16) or ``SOK`` (v ≥ 16): NMSGs for this queue now come here."""
 
     notifier_id: bytes
-    service_id: bytes | None = None  # SOK (Just serviceId): only in service sessions (not used yet)
+    service_id: bytes | None = None  # SOK (Just serviceId): tied to that service (ours in a service session)
 
     def __repr__(self) -> str:
         return f"Subscribed({_hidden(self.notifier_id)})"
@@ -140,10 +160,17 @@ class SubscriptionFailed:
     def __repr__(self) -> str:
         return f"SubscriptionFailed({_hidden(self.notifier_id)}, {self.kind.value}, {self.error!r})"
 
+    def status_text(self) -> str:
+        """The ``ERR`` status text: ``SMP error BLOCKED …``, ``ResponseError …``, ``UnexpectedResponse …``
+        (the wire form of the SMP error where Haskell shows its ``show``: informational, spec §3.3)."""
+        shown = enc_error(self.error).decode(errors="replace") if self.error is not None else self.detail
+        return (_ERR_PREFIX.get(self.kind, "") + shown).strip()
+
 
 @dataclass(frozen=True, slots=True)
 class SubscriptionTimedOut:
-    """No answer in time: a temporary error (§3.3) — keep the subscription pending and reconnect."""
+    """No answer in time: a temporary error (§3.3). The queue stays PENDING; the session re-sends its NSUB
+    with backoff and still applies a late answer."""
 
     notifier_id: bytes
 
@@ -177,7 +204,8 @@ class Message:
 
     ``enc_meta`` is opaque here: it is encrypted with the recipient's ``rcvNtfDhSecret``, which the
     notification server does not have; the app decrypts it after the push. ``state`` is this connection's
-    view of the queue (``None``: not subscribed here, e.g. forgotten after SDEL — count, do not push).
+    view of the queue: ``None`` only when the pool forgot it here (SDEL/TDEL: count, do not push);
+    ``UNKNOWN`` when it is not tracked here for another reason — the store decides (pushed if stored).
     """
 
     notifier_id: bytes
@@ -187,6 +215,32 @@ class Message:
 
     def __repr__(self) -> str:
         return f"Message({_hidden(self.notifier_id)}, {len(self.enc_meta)} bytes, {self.state})"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSubscribed:
+    """``SOKS``: the SMP server subscribed every queue tied to our service here: how many it holds and
+    their IdsHash (v19+; the empty hash before), to compare with what we stored."""
+
+    count: int
+    ids_hash: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSubscriptionFailed:
+    """``NSUBS`` answered ``ERR`` (e.g. ``SERVICE``), something else, or not in time (``error`` None):
+    subscribe the queues one by one."""
+
+    error: ErrorType | None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceEnded:
+    """``ENDS``: another session of our service took its queues (count, IdsHash)."""
+
+    count: int
+    ids_hash: bytes = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,5 +280,5 @@ class Unexpected:
 
 SmpEvent = (
     Subscribed | SubscriptionFailed | SubscriptionTimedOut | Ended | Deleted | Message | Pong | PingTimedOut
-    | ServerError | Unexpected
+    | ServiceSubscribed | ServiceSubscriptionFailed | ServiceEnded | ServerError | Unexpected
 )

@@ -36,6 +36,10 @@ class VersionRange:
     def __contains__(self, v: object) -> bool:
         return isinstance(v, int) and self.min <= v <= self.max
 
+    def all(self) -> list[int]:
+        """Every version in the range (tests run at each one we offer)."""
+        return list(range(self.min, self.max + 1))
+
     def intersect(self, other: VersionRange) -> VersionRange | None:
         lo, hi = max(self.min, other.min), min(self.max, other.max)
         return VersionRange(lo, hi) if lo <= hi else None
@@ -78,7 +82,9 @@ SMP_VERSION_SHORT_LINKS: Final = 15
 SMP_VERSION_SERVICE_CERTS: Final = 16  # SOK/SOKS/ENDS/NSUBS, service signature slot
 SMP_VERSION_NEW_NTF_CREDS: Final = 17
 SMP_VERSION_CLIENT_NOTICES: Final = 18
-SMP_CURRENT_VERSION: Final = 18
+SMP_VERSION_RCV_SERVICE: Final = 19  # SOKS/ENDS/NSUBS carry the IdsHash beside the count
+SMP_VERSION_NAMES: Final = 20  # name resolution (ERR NAME …); nothing else a notifier sees changes
+SMP_CURRENT_VERSION: Final = 20
 # v6 sends no certificate chain in the handshake, so the server identity could not be pinned from
 # Python 3.11 (DESIGN.md "Wire compatibility targets"); our client starts at v7.
 SMP_CLIENT_VRANGE: Final = VersionRange(SMP_VERSION_AUTH_CMDS, SMP_CURRENT_VERSION)

@@ -7,16 +7,19 @@ often as the registration rate limits allow. ``SlidingCap`` allows at most ``lim
 
 State is in memory, bounded by ``max_keys`` (least recently seen keys are forgotten first, which only
 makes the cap more lenient for a forgotten key). Each instance caps on its own, and a restart forgets:
-a verification push is an answer to a client's own request, so the cap is a guard against abuse, not a
-promise to users like the hidden-push budget (which lives in Redis); the per-connection and per-IP
-registration limits already bound how fast one client can ask.
+the server uses the Redis-backed ``store/vrfcap.py`` instead (issue 16.5); ``MemoryDeviceCap`` is this cap
+behind the same interface, for a push service without one.
 """
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections import OrderedDict, deque
-from collections.abc import Hashable
-from typing import Final, Generic, TypeVar
+from collections.abc import Callable, Hashable
+from typing import Final, Generic, Protocol, TypeVar
+
+from ntf_server.store.records import PushProvider
 
 K = TypeVar("K", bound=Hashable)
 
@@ -50,3 +53,24 @@ class SlidingCap(Generic[K]):
             return False
         times.append(now)
         return True
+
+
+class DeviceCap(Protocol):
+    """Verification pushes per device token (store/vrfcap.py ``VerificationCap`` in the server)."""
+
+    async def allow(self, provider: PushProvider, device_token: bytes) -> bool: ...
+
+
+class MemoryDeviceCap:
+    """``SlidingCap`` per device as a ``DeviceCap``: this instance's memory only."""
+
+    def __init__(self, cap: SlidingCap[bytes], clock: Callable[[], float] = time.monotonic) -> None:
+        self._cap = cap
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"<MemoryDeviceCap {self._cap!r}>"
+
+    async def allow(self, provider: PushProvider, device_token: bytes) -> bool:
+        device = hashlib.blake2b(provider.value.encode() + b" " + device_token, digest_size=16).digest()
+        return self._cap.allow(device, self._clock())

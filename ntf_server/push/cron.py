@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -27,25 +26,26 @@ from ntf_server.logevents import emit
 from ntf_server.logsummary import CountedLog
 from ntf_server.push import payload
 from ntf_server.push.budget import HiddenPushes
+from ntf_server.push.model import Push
 from ntf_server.push.policy import CronDecision
 from ntf_server.stats import Stat, Stats
 from ntf_server.store.base import CronStore
 from ntf_server.store.errors import StoreError
+from ntf_server.store.outbox import PushKindCode
 from ntf_server.store.records import TokenRecord
 
 log = logging.getLogger(__name__)
-NONCE_BYTES: Final = 24
 
 BATCH: Final = 1000
-SendCron = Callable[[TokenRecord, bytes], Awaitable[None]]
+Submit = Callable[[Push], Awaitable[None]]
 
 
 class CronPushes:
-    def __init__(self, hidden: HiddenPushes, store: CronStore, send: SendCron, stats: Stats, *,
+    def __init__(self, hidden: HiddenPushes, store: CronStore, submit: Submit, stats: Stats, *,
                  scan_s: float = 60.0) -> None:
         self._hidden = hidden
         self._store = store
-        self._send = send
+        self._submit = submit
         # one line at once, then one a minute while Redis stays away (a scan every {scan_s} would flood)
         self.store_errors = CountedLog(log, "periodic pushes: store error", level=logging.WARNING,
                                        event="scheduler.store_error", fields={"part": "periodic pushes"})
@@ -84,7 +84,8 @@ class CronPushes:
         match decision:
             case CronDecision.SEND:
                 # the hidden push's shape and size (push/payload.py); counted ntf_cron_delivered/_failed by Delivery
-                await self._send(tok, payload.check_messages_body(tok.dh_secret, secrets.token_bytes(NONCE_BYTES)))
+                body = payload.check_messages_body(tok.dh_secret, payload.new_nonce())
+                await self._submit(Push(PushKindCode.PERIODIC, tok, body, now))
             case CronDecision.SKIP_RECENT:
                 self._stats.incr(Stat.NTF_CRON_SKIPPED)
             case CronDecision.SKIP_BUDGET:

@@ -1,13 +1,14 @@
 """The deferred-push scheduler (overflow = defer): sends each token's pending push when its budget returns.
 
-Theory of operation: the pending pushes and their due times live in Redis (store/budget.py), so a restart
-loses none: the scheduler of any instance finds them in the due index. Each round it reads the due token
-ids, re-reads each token (a token deleted, replaced or no longer ACTIVE meanwhile gets nothing: the pending
-push is forgotten and counted stale) and *claims* the push in one script, which consumes the budget and
-leases the entry for ``CLAIM_LEASE_S``; a second instance claiming the same token finds it not due and
-leaves it. Once APNs answered, ``done`` removes it, unless a newer notification joined it during the send
-(then it stays, due when the budget returns again). A process that dies between claim and ``done`` leaves
-the entry to be claimed again after the lease: a push may then be sent twice, never lost.
+Theory of operation: the pending pushes and their due times live in Redis (store/budget.py), so a restart loses
+none: the scheduler of any instance finds them in the due index. Each round it reads the due token ids, re-reads
+each token (a token deleted, replaced or no longer ACTIVE meanwhile gets nothing: the pending push is forgotten and
+counted stale) and *claims* the push in one script (store/notices.py), which consumes the budget, leases the entry
+for ``CLAIM_LEASE_S`` and answers the token's newest <= 6 notifications, which the push carries; a second instance
+claiming the same token finds it not due and leaves it. Once APNs answered (or the push went to the outbox for a
+retry), ``done`` removes it, unless a newer notification joined it during the send (then it stays, due when the
+budget returns again). A process that dies between claim and ``done`` leaves the entry to be claimed again after the
+lease: a push may then be sent twice, never lost.
 
 The round sleeps until the earliest due time, at most ``scan_s``; a Redis error is logged and the round
 retried (the store's own health probe reports the outage), never fatal to the server.
@@ -18,16 +19,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Final, Protocol
 
 from ntf_server.logevents import emit
 from ntf_server.logsummary import CountedLog
+from ntf_server.push import payload
 from ntf_server.push.budget import HiddenPushes
+from ntf_server.push.model import Push
+from ntf_server.push.policy import Budget
 from ntf_server.stats import Stat, Stats
 from ntf_server.store.base import TokenLookup
-from ntf_server.store.budget import Claimed
+from ntf_server.store.budget import CLAIM_LEASE_S
 from ntf_server.store.errors import StoreError
-from ntf_server.store.records import TOKEN_ACTIVE, TokenRecord
+from ntf_server.store.notices import Claimed
+from ntf_server.store.outbox import PushKindCode
+from ntf_server.store.records import TOKEN_ACTIVE
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +41,19 @@ BATCH: Final = 256  # due pushes read per round
 CONCURRENCY: Final = 32  # pushes of one round in flight at once (APNs answers in ms; one slow answer not all)
 MIN_SLEEP_S: Final = 0.01
 
-SendHidden = Callable[[TokenRecord, bytes], Awaitable[None]]
+Submit = Callable[[Push], Awaitable[None]]
+
+
+class DeferredStore(TokenLookup, Protocol):
+    async def claim_deferred(self, tid: bytes, b: Budget, now: float, lease_s: float) -> Claimed | float | None: ...
 
 
 class DeferredScheduler:
-    def __init__(self, hidden: HiddenPushes, store: TokenLookup, send: SendHidden, stats: Stats, *,
+    def __init__(self, hidden: HiddenPushes, store: DeferredStore, submit: Submit, stats: Stats, *,
                  scan_s: float = 1.0) -> None:
         self._hidden = hidden
         self._store = store
-        self._send = send
+        self._submit = submit
         # one line at once, then one a minute while Redis stays away (a scan every {scan_s} would flood)
         self.store_errors = CountedLog(log, "deferred pushes: store error", level=logging.WARNING,
                                        event="scheduler.store_error", fields={"part": "deferred pushes"})
@@ -94,11 +104,12 @@ class DeferredScheduler:
             if await budgets.done(tid):
                 self._stats.incr(Stat.NTF_DEFERRED_STALE)
             return
-        got = await budgets.claim(tid, await self._hidden.budget_for(tok.provider), now)
+        got = await self._store.claim_deferred(tid, await self._hidden.budget_for(tok.provider), now, CLAIM_LEASE_S)
         if not isinstance(got, Claimed):
             return  # not due any more (another instance has it) or the budget went elsewhere: rescheduled
         self._stats.incr(Stat.NTF_DEFERRED_SENT)
+        body = payload.message_body(got.token.dh_secret, got.notices, hidden=True)
         try:
-            await self._send(tok, got.body)
+            await self._submit(Push(PushKindCode.DEFERRED, got.token, body, now))
         finally:
             await budgets.done(tid, got.version)

@@ -17,50 +17,49 @@ always stays).
 
 from __future__ import annotations
 
+import base64
+import functools
 import json
+import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Final
 
 from ntf_server.protocol import crypto
 from ntf_server.protocol.encoding import SMPServer, b64u_encode
+from ntf_server.store.records import MAX_NOTICES, Notice
 
+NONCE_BYTES: Final = 24
 PADDED_LEN: Final = 2912
 MAX_BODY: Final = 4096
-MAX_NOTIFICATIONS: Final = 6
 ALERT_TEXT: Final = "Encrypted message or another app event"
 ALERT_CATEGORY: Final = "NTF_CAT_CHECK_MESSAGE"
 
 
-@dataclass(frozen=True, slots=True)
-class PNMessage:
-    """One stored notification (``PNMessageData``); ``received_at`` is Unix seconds."""
-
-    server: SMPServer
-    notifier_id: bytes
-    received_at: int
-    nonce: bytes
-    enc_meta: bytes
-
-    def to_text(self) -> str:
-        """``smp://…/<b64u notifierId> <ts> <b64u nonce> <b64u encNMsgMeta>`` (§5.7)."""
-        return (
-            f"{self.server.to_uri()}/{b64u_encode(self.notifier_id)} {self.received_at} "
-            f"{b64u_encode(self.nonce)} {b64u_encode(self.enc_meta)}"
-        )
-
-    def __repr__(self) -> str:
-        return f"PNMessage({self.server!r}, t={self.received_at})"
+_uri = functools.lru_cache(maxsize=4096)(SMPServer.to_uri)  # a few servers, in every item of every push
+_TEXTS: dict[bytes, str] = {}  # by nonce: a notice is in up to 6 pushes of its token (the newest 6)
+_TEXTS_MAX: Final = 65536
 
 
-def encode_pn_messages(items: Sequence[PNMessage]) -> bytes:
+def notice_text(n: Notice) -> str:
+    """``smp://…/<b64u notifierId> <ts> <b64u nonce> <b64u encNMsgMeta>`` (§5.7, ``PNMessageData``)."""
+    text = _TEXTS.get(n.nonce)
+    if text is None:
+        text = (f"{_uri(n.server)}/{b64u_encode(n.notifier_id)} {n.received_at} "
+                f"{b64u_encode(n.nonce)} {b64u_encode(n.enc_meta)}")
+        if len(_TEXTS) >= _TEXTS_MAX:
+            del _TEXTS[next(iter(_TEXTS))]
+        _TEXTS[n.nonce] = text
+    return text
+
+
+def encode_pn_messages(items: Sequence[Notice]) -> bytes:
     """Items oldest → newest joined by ``;`` (host lists contain commas)."""
-    return ";".join(i.to_text() for i in items).encode()
+    return ";".join(notice_text(i) for i in items).encode()
 
 
-def fit_pn_messages(items: Sequence[PNMessage], limit: int = PADDED_LEN - 2) -> bytes:
+def fit_pn_messages(items: Sequence[Notice], limit: int = PADDED_LEN - 2) -> bytes:
     """The longest suffix (newest items, at most 6) whose encoding fits ``limit`` bytes; empty for none."""
-    kept = list(items[-MAX_NOTIFICATIONS:])
+    kept = list(items[-MAX_NOTICES:])
     while kept:
         text = encode_pn_messages(kept)
         if len(text) <= limit or len(kept) == 1:
@@ -85,27 +84,47 @@ def verification_body(dh_secret: bytes, nonce: bytes, reg_code: bytes) -> bytes:
     )
 
 
-def message_alert_body(dh_secret: bytes, nonce: bytes, items: Sequence[PNMessage]) -> bytes:
+# A message push's JSON around its two base64url values (which need no escaping), as json.dumps writes the
+# dict (tests/push/test_payload.py checks it is byte for byte): one join instead of a JSON encoder per push.
+_ALERT: Final = _json({"aps": {"mutable-content": 1, "alert": ALERT_TEXT, "category": ALERT_CATEGORY},
+                       "notificationData": {"message": "\0", "nonce": "\0"}}).split(b"\\u0000")
+_HIDDEN: Final = _json({"aps": {"content-available": 1},
+                        "notificationData": {"checkMessages": True, "message": "\0", "nonce": "\0"}}).split(b"\\u0000")
+
+
+def _message(template: list[bytes], dh_secret: bytes, nonce: bytes, items: Sequence[Notice]) -> bytes:
+    enc = crypto.cb_encrypt(dh_secret, nonce, fit_pn_messages(items), PADDED_LEN)
+    body = b"".join((template[0], base64.urlsafe_b64encode(enc), template[1], base64.urlsafe_b64encode(nonce),
+                     template[2]))
+    if len(body) > MAX_BODY:  # cannot happen with PADDED_LEN; checked so a change of constants is caught
+        raise ValueError(f"push body of {len(body)} bytes exceeds {MAX_BODY}")
+    return body
+
+
+def message_alert_body(dh_secret: bytes, nonce: bytes, items: Sequence[Notice]) -> bytes:
     """Mutable-content alert with the encrypted notification list (§5.5 item 2, production shape)."""
-    enc = crypto.cb_encrypt(dh_secret, nonce, fit_pn_messages(items), PADDED_LEN)
-    return _json(
-        {"aps": {"mutable-content": 1, "alert": ALERT_TEXT, "category": ALERT_CATEGORY},
-         "notificationData": {"message": b64u_encode(enc), "nonce": b64u_encode(nonce)}}
-    )
+    return _message(_ALERT, dh_secret, nonce, items)
 
 
-def message_background_body(dh_secret: bytes, nonce: bytes, items: Sequence[PNMessage]) -> bytes:
+def message_background_body(dh_secret: bytes, nonce: bytes, items: Sequence[Notice]) -> bytes:
     """Hidden push: wakes the app to check messages; the encrypted list rides along (DESIGN "Push policy")."""
-    enc = crypto.cb_encrypt(dh_secret, nonce, fit_pn_messages(items), PADDED_LEN)
-    return _json(
-        {"aps": {"content-available": 1},
-         "notificationData": {"checkMessages": True, "message": b64u_encode(enc), "nonce": b64u_encode(nonce)}}
-    )
+    return _message(_HIDDEN, dh_secret, nonce, items)
 
 
-def check_messages_body(dh_secret: bytes, nonce: bytes, items: Sequence[PNMessage] = ()) -> bytes:
+def check_messages_body(dh_secret: bytes, nonce: bytes, items: Sequence[Notice] = ()) -> bytes:
     """Periodic background push (§5.5 item 3), in the hidden message push's shape so that it has the same
     size and fields: ``checkMessages: true`` (all today's app reads from it) and the token's newest ≤ 6
     notifications encrypted under ``message`` (an encrypted empty text when it has none yet), where the
     Haskell server sends a tiny unencrypted body that tells anyone who sees it that it is a periodic push."""
     return message_background_body(dh_secret, nonce, items)
+
+
+def new_nonce() -> bytes:
+    """The nonce of one push body: every body is built with a fresh one (the only place nonces are made)."""
+    return secrets.token_bytes(NONCE_BYTES)
+
+
+def message_body(dh_secret: bytes, items: Sequence[Notice], *, hidden: bool, nonce: bytes | None = None) -> bytes:
+    """A message push (hidden within the budget, else the production alert) with a fresh nonce."""
+    build = message_background_body if hidden else message_alert_body
+    return build(dh_secret, nonce or new_nonce(), items)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Final, assert_never
@@ -136,12 +136,12 @@ def _apply(budget: Budget, changes: Mapping[str, Any]) -> Budget:
 # burst + ceil(W / T) - 1 (defaults 3/h burst 3: at most 5 in any hour, 3 back to back, 1 per 20 min after).
 # The bound is over *decisions*; a push leaves for APNs right after its decision.
 #
-# A message notification over budget follows ``overflow``: ALERT (the production alert), DROP (counted), or
-# DEFER: the token gets one pending push, due when the budget returns (``tat - tau``); later notifications
-# join it (it carries the newest <= 6) until it is claimed; it consumes the budget when it is *claimed*
-# (``claim``), not when deferred, so the bound above holds for deferred pushes too. A notification that finds
-# the budget back while a push is pending is sent at once and the pending push is cancelled (the new push
-# carries everything the pending one did: the newest <= 6 then).
+# A message notification over budget follows ``overflow``: ALERT (the production alert), DROP (counted), or DEFER:
+# the token gets one pending push, due when the budget returns (``tat - tau``); later notifications join it until it
+# is claimed (it is built then, with the token's newest <= 6); it consumes the budget when it is *claimed*
+# (``claim``), not when deferred, so the bound above holds for deferred pushes too. A notification that finds the
+# budget back while a push is pending is sent at once and the pending push is cancelled (the new push carries
+# everything the pending one did: the newest <= 6 then).
 # ---------------------------------------------------------------------------------------------------------
 
 SECONDS_PER_HOUR: Final = 3600.0
@@ -233,14 +233,3 @@ def cron_decide(b: Budget, state: BudgetState, now: float, cron_interval_s: floa
     if conforms(state, now, b):
         return CronDecision.SEND, consume(state, now, b)
     return CronDecision.SKIP_BUDGET, state
-
-
-def coalesce_rank(received_at_ms: Sequence[int]) -> str:
-    """Orders the notification lists of one token: a later list of the token's newest <= 6 never ranks
-    below an earlier one (each k-th newest time only grows), so a pending push keeps the newest list even
-    when two instances store notifications of one token at once. Fixed width: compared as strings in Lua."""
-    newest = sorted(received_at_ms, reverse=True)[:MAX_PENDING_ITEMS]
-    return "".join(f"{max(0, t):013d}" for t in newest).ljust(13 * MAX_PENDING_ITEMS, "0")
-
-
-MAX_PENDING_ITEMS: Final = 6

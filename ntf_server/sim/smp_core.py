@@ -14,6 +14,10 @@ each connection's version and writes them. It behaves like a strict Haskell SMP 
   other SMP commands are ``ERR CMD PROHIBITED``, unknown ones ``ERR CMD UNKNOWN``.
 * Success answers ``OK`` (< v16) / ``SOK`` (≥ v16); a previous subscriber on another connection gets ``END``;
   notifications kept while nobody was subscribed follow right after the answer (real servers keep them 24 h).
+* Services (SMP v16+, ``smp_core_services``): a service hello gets a service id; NSUB in a service session
+  must be double-signed and ties the queue (``SOK serviceId``); NSUBS subscribes every tied queue
+  (``SOKS count idsHash``, ``ENDS`` to the service's previous session).
+* A blocked queue answers NSUB ``ERR BLOCKED`` (downgraded for old versions by the encoder).
 * Deleting a queue sends ``DELD`` (``END`` before v10) to its subscriber.
 """
 
@@ -25,12 +29,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, assert_never
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from ntf_server.protocol import crypto, smp as S
+from ntf_server.protocol.certchain import ChainError
 from ntf_server.protocol.encoding import CodecError, pad
-from ntf_server.protocol.errors import AUTH, BLOCK, SESSION, ErrorType, SimpleError
-from ntf_server.protocol.handshake import CertChainPubKey, SmpClientHello, SmpServerHello
+from ntf_server.protocol.errors import AUTH, BLOCK, SESSION, BlockedErr, ErrorType, SimpleError
+from ntf_server.protocol.handshake import CertChainPubKey, ServiceRole, SmpClientHello, SmpServerHello
+from ntf_server.protocol.smp_service import PeerService, verify_client_service
 from ntf_server.protocol.transport import (
     SMP_BLOCK_SIZE,
     SMP_VERSION_AUTH_CMDS,
@@ -45,6 +52,7 @@ from ntf_server.protocol.transport import (
     encode_transmission,
     parse_block,
 )
+from ntf_server.sim.smp_core_services import ServiceRegistry, service_sig_ok
 
 NOTIFIER_ID_LEN: Final = 24
 MAX_PENDING_PER_QUEUE: Final = 1000  # a bound, so a test that forgets to subscribe cannot eat memory
@@ -53,6 +61,10 @@ SERVICE: Final = SimpleError("SERVICE")
 
 class HandshakeRefused(Exception):
     """The client hello is not acceptable: close the connection without a word (as Haskell does)."""
+
+
+class ServiceRefusedAtHandshake(HandshakeRefused):
+    """The hello's service part does not verify: answer ``'E' HANDSHAKE BAD_AUTH``, then close."""
 
 
 # ---------------------------------------------------------------- handshake
@@ -89,6 +101,9 @@ class ServerSession:
     params: THParams
     dh_key: X25519PrivateKey | None  # verifies X25519 authenticators (v7+)
     chains: tuple[crypto.BlockCipherChain, crypto.BlockCipherChain] | None = field(repr=False)
+    # The client hello's service part, checked (cert hash, session key), until the core gives it an id.
+    service_request: tuple[bytes, Ed25519PublicKey] | None = field(default=None, repr=False)
+    service: PeerService | None = None  # a service session (smp_core_services)
 
     def seal(self, content: bytes) -> bytes:
         if self.chains is None:
@@ -109,9 +124,11 @@ class ServerSession:
 
 def accept_client_hello(
     block: bytes, conn_id: int, *, versions: VersionRange, key_hash: bytes, session_id: bytes,
-    dh_key: X25519PrivateKey,
+    dh_key: X25519PrivateKey, tls_client_chain: Sequence[bytes] | None = None,
 ) -> ServerSession:
-    """§1.8 step 3 on the server: our identity, a version we offered; from v11 block encryption."""
+    """§1.8 step 3 on the server: our identity, a version we offered; from v11 block encryption. With
+    ``tls_client_chain`` (the server asked for client certificates: the TLS leaf, all Python's ssl shows a
+    server) a service hello's leaf must be the TLS one (Haskell: ``getPeerCertChain c == cc``)."""
     try:
         hello = SmpClientHello.decode(decode_block(block, SMP_BLOCK_SIZE))
     except CodecError as e:
@@ -120,8 +137,18 @@ def accept_client_hello(
         raise HandshakeRefused("client expects another server identity")
     if hello.version not in versions:
         raise HandshakeRefused(f"client version {hello.version} outside {versions.min}..{versions.max}")
-    if hello.service is not None or hello.proxy_server:
-        raise HandshakeRefused("service and proxy clients are not supported by the stand-in")
+    if hello.proxy_server:
+        raise HandshakeRefused("proxy clients are not supported by the stand-in")
+    request = None
+    if hello.service is not None:
+        if hello.service.role is not ServiceRole.NOTIFIER:
+            raise HandshakeRefused("the stand-in serves notifier services only")
+        if tls_client_chain is not None and list(tls_client_chain) != list(hello.service.cert_key.chain[:1]):
+            raise ServiceRefusedAtHandshake("the service certificate is not the TLS client certificate")
+        try:
+            request = verify_client_service(hello.service)
+        except (ChainError, CodecError) as e:
+            raise ServiceRefusedAtHandshake(str(e)) from e
     chains = None
     if hello.version >= SMP_VERSION_ENCRYPTED_BLOCK and hello.client_key is not None:
         try:
@@ -130,7 +157,7 @@ def accept_client_hello(
             raise HandshakeRefused(f"bad client key: {e}") from e
         chains = crypto.BlockCipherChain.server_pair(session_id, secret)
     own_dh = dh_key if hello.version >= SMP_VERSION_AUTH_CMDS else None
-    return ServerSession(conn_id, THParams.smp(hello.version, session_id), own_dh, chains)
+    return ServerSession(conn_id, THParams.smp(hello.version, session_id), own_dh, chains, request)
 
 
 # ---------------------------------------------------------------- queues and commands
@@ -143,12 +170,15 @@ class SimQueue:
     rcv_ntf_dh_secret: bytes = field(repr=False)
     subscriber: int | None = None
     pending: list[S.NMsg] = field(default_factory=list, repr=False)
+    blocked: BlockedErr | None = None  # an operator blocked it: NSUB answers ERR BLOCKED
+    service_id: bytes | None = None  # tied to this notifier service (NSUB in its session)
 
 
 class SmpServerCore:
     def __init__(self, random: Callable[[int], bytes] = os.urandom) -> None:
         self.queues: dict[bytes, SimQueue] = {}
         self._random = random
+        self.services = ServiceRegistry(random)
 
     def __repr__(self) -> str:
         subscribed = sum(q.subscriber is not None for q in self.queues.values())
@@ -183,6 +213,16 @@ class SmpServerCore:
         for q in self.queues.values():
             if q.subscriber == conn_id:
                 q.subscriber = None
+        self.services.disconnected(conn_id)
+
+    def accept_service(self, session: ServerSession) -> bytes:
+        """The third handshake block for a service hello (``'R' serviceId`` or ``'E' …``), padded."""
+        return self.services.accept(session)
+
+    def drop_service_ties(self) -> None:
+        """As if the SMP server lost its queue-service associations (every queue now untied)."""
+        for q in self.queues.values():
+            q.service_id = None
 
     def receive_block(self, session: ServerSession, block: bytes) -> list[Outgoing]:
         """All answers to one client block. A block that does not open is answered ``ERR BLOCK``."""
@@ -204,19 +244,19 @@ class SmpServerCore:
 
         if not session.params.implied_session_id and t.session_id != session.params.session_id:
             return [Outgoing(session.conn_id, t.corr_id, b"", S.SmpErr(SESSION))]
-        cmd = S.parse_command(t.command)
+        cmd = S.parse_command(t.command, session.params.version)
         if not isinstance(cmd, S.NSub | S.NSubs | S.SmpPing):
             return err(cmd)
         bad = S.check_command_credentials(bool(t.auth), t.entity_id, cmd)
         if bad is not None:
             return err(bad)
-        if t.service_sig is not None:  # '1' ‖ sig in a session that has no service
+        if not service_sig_ok(session, t, S.uses_service_auth(cmd)):  # ``verifyServiceSig``
             return err(SERVICE)
         match cmd:
             case S.SmpPing():
                 return [Outgoing(session.conn_id, t.corr_id, b"", S.SmpPong())]
             case S.NSubs():
-                return err(SERVICE)  # no service session here
+                return self.services.nsubs(self.queues, session, t)
             case S.NSub():
                 return self._nsub(session, t)
             case _:
@@ -225,14 +265,22 @@ class SmpServerCore:
     def _nsub(self, session: ServerSession, t: RawTransmission) -> list[Outgoing]:
         q = self.queues.get(t.entity_id)
         key = q.notifier_key if q is not None else None
-        ok = crypto.verify_transmission_auth(key, t.auth, t.authorized, t.corr_id, session.dh_key)
+        svc = session.service
+        # In a service session the queue key covers certHash ‖ authorized (Server.hs ``authorized'``).
+        authorized = svc.cert_hash + t.authorized if svc is not None else t.authorized
+        ok = crypto.verify_transmission_auth(key, t.auth, authorized, t.corr_id, session.dh_key)
         if q is None or not ok:
             return [Outgoing(session.conn_id, t.corr_id, t.entity_id, S.SmpErr(AUTH))]
+        if q.blocked is not None:
+            return [Outgoing(session.conn_id, t.corr_id, t.entity_id, S.SmpErr(q.blocked))]
         out = []
         if q.subscriber is not None and q.subscriber != session.conn_id:
             out.append(Outgoing(q.subscriber, b"", q.notifier_id, S.End()))
         q.subscriber = session.conn_id
-        out.append(Outgoing(session.conn_id, t.corr_id, q.notifier_id, S.SOk(None)))
+        q.service_id = svc.service_id if svc is not None else None  # tied, or untied by a plain NSUB
+        if svc is not None:
+            self.services.tied(svc.service_id, session.conn_id)
+        out.append(Outgoing(session.conn_id, t.corr_id, q.notifier_id, S.SOk(q.service_id)))
         out += [Outgoing(session.conn_id, b"", q.notifier_id, m) for m in q.pending]
         q.pending.clear()
         return out

@@ -10,7 +10,9 @@ few blocks as fit (batched transmissions, §1.5). Queues are created and fed thr
 live in ``smp_core``.
 
 Faults for tests: :meth:`drop_connections`, :meth:`stall` (stop reading and writing, keep the sockets),
-``refuse_handshakes`` (close right after TLS), :meth:`send_garbage` (one block of random bytes).
+``refuse_handshakes`` (close right after TLS), :meth:`send_garbage` (one block of random bytes),
+``answer_delay_s`` (every client block is processed — NSUBs subscribed and answered, PINGs answered — this
+long after it arrived, in order: a busy SMP server answering late).
 
 Standalone: ``python -m ntf_server.sim.smp_server [--host 127.0.0.1] [--port 0]`` prints its address.
 """
@@ -24,6 +26,7 @@ import logging
 import os
 import ssl
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Self
@@ -32,7 +35,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from ntf_server.protocol import crypto, smp as S
-from ntf_server.protocol.encoding import SMPServer
+from ntf_server.protocol.encoding import SMPServer, pad
+from ntf_server.protocol.errors import BlockedErr
+from ntf_server.protocol.smp_service import service_response
 from ntf_server.protocol.transport import (
     SMP_BLOCK_SIZE,
     SMP_LEGACY_SERVER_VRANGE,
@@ -44,10 +49,12 @@ from ntf_server.sim.smp_core import (
     HandshakeRefused,
     Outgoing,
     ServerSession,
+    ServiceRefusedAtHandshake,
     SmpServerCore,
     accept_client_hello,
     server_hello_block,
 )
+from ntf_server.sim.smp_core_services import BAD_AUTH, ServiceRegistry
 from ntf_server.transport import certs, tls
 from ntf_server.transport.blocks import BlockStream, ConnectionClosed
 
@@ -72,6 +79,7 @@ class _Conn:
         self.session = session
         self.stream = stream
         self.outbox: asyncio.Queue[Outgoing] = asyncio.Queue(OUTBOX_SIZE)
+        self.inbox: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()  # (process at, block), in order
 
 
 class SmpServerStandIn:
@@ -88,6 +96,8 @@ class SmpServerStandIn:
         self.versions = versions
         self.core = SmpServerCore()
         self.refuse_handshakes = False
+        self.answer_delay_s = 0.0
+        self._client_certs = False  # trust_service_certs() was called: TLS client chains are checked
         self.started = asyncio.Event()
         self._running = asyncio.Event()
         self._running.set()
@@ -179,6 +189,30 @@ class SmpServerStandIn:
     def notify(self, notifier_id: bytes, msg_id: bytes, msg_ts: int) -> None:
         self._deliver(self.core.notify(notifier_id, S.NMsgMeta(msg_id, msg_ts)))
 
+    @property
+    def services(self) -> ServiceRegistry:
+        """Service knobs: ``refuse``, ``count_offset`` (see ``smp_core_services``)."""
+        return self.core.services
+
+    def trust_service_certs(self, *chains: Sequence[bytes]) -> None:
+        """Ask TLS clients for a certificate and accept these (self-signed) service certificates, so that a
+        service hello's chain is checked against the TLS one (Python's ssl cannot ask for a client
+        certificate without a trust store; a real SMP server takes any and checks it in the handshake)."""
+        for chain in chains:
+            self._context.load_verify_locations(cadata=chain[-1])
+        self._context.verify_mode = ssl.CERT_OPTIONAL
+        self._client_certs = True
+
+    def drop_service_ties(self) -> None:
+        self.core.drop_service_ties()
+
+    def tied_queues(self, service_id: bytes) -> list[bytes]:
+        return [q.notifier_id for q in self.core.queues.values() if q.service_id == service_id]
+
+    def block_queue(self, notifier_id: bytes, reason: str = "spam") -> None:
+        """As an SMP operator blocking a queue: later NSUBs for it answer ``ERR BLOCKED reason=…``."""
+        self.core.queues[notifier_id].blocked = BlockedErr(reason)
+
     def delete_queue(self, notifier_id: bytes) -> None:
         self._deliver(self.core.delete_queue(notifier_id))
 
@@ -255,8 +289,20 @@ class SmpServerStandIn:
             await stream.write_block(server_hello_block(versions, session_id, self._chain, self._leaf_key, dh_key))
             block = await stream.read_block()
         self._next_id += 1
-        session = accept_client_hello(block, self._next_id, versions=versions, key_hash=self.key_hash,
-                                      session_id=session_id, dh_key=dh_key)
+        client_chain = None
+        if self._client_certs:  # the server side sees the verified leaf (Python's ssl: not the chain)
+            leaf = ssl_obj.getpeercert(binary_form=True)
+            client_chain = [leaf] if leaf else []
+        try:
+            session = accept_client_hello(block, self._next_id, versions=versions, key_hash=self.key_hash,
+                                          session_id=session_id, dh_key=dh_key, tls_client_chain=client_chain)
+        except ServiceRefusedAtHandshake:
+            await stream.write_block(pad(service_response(None, BAD_AUTH), SMP_BLOCK_SIZE))
+            raise
+        if session.service_request is not None:  # the third handshake block: our service id, or refused
+            await stream.write_block(self.core.accept_service(session))
+            if session.service is None:
+                return None
         conn = _Conn(session, stream)
         self._conns[session.conn_id] = conn
         async with self._conn_change:
@@ -264,8 +310,9 @@ class SmpServerStandIn:
         return conn
 
     async def _serve(self, conn: _Conn) -> None:
-        """Reader and writer; the first to end (EOF, dropped, failed write) ends the other."""
-        tasks = [asyncio.create_task(self._read(conn)), asyncio.create_task(self._write(conn))]
+        """Reader, processor and writer; the first to end (EOF, dropped, failed write) ends the others."""
+        tasks = [asyncio.create_task(self._read(conn)), asyncio.create_task(self._process(conn)),
+                 asyncio.create_task(self._write(conn))]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for t in done:
@@ -277,8 +324,18 @@ class SmpServerStandIn:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _read(self, conn: _Conn) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             block = await conn.stream.read_block()
+            await self._running.wait()
+            conn.inbox.put_nowait((loop.time() + self.answer_delay_s, block))
+
+    async def _process(self, conn: _Conn) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due, block = await conn.inbox.get()
+            if (wait := due - loop.time()) > 0:
+                await asyncio.sleep(wait)
             await self._running.wait()
             self._deliver(self.core.receive_block(conn.session, block))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ntf_server.store.atrest import load_or_create_store_key
-from ntf_server.store.base import NtfOutcome, RemovedSub, Store, StoreCounts, SubCreate, TokenCreate
+from ntf_server.store.base import RemovedSub, Store, StoreCounts, SubCreate, TokenCreate
 from ntf_server.store.embedded import EmbeddedRedis, EmbeddedRedisFailed, RedisBinaryNotFound
 from ntf_server.store.errors import StoreError, StoreUnavailable
 from ntf_server.store.records import day_of
@@ -12,7 +12,6 @@ from ntf_server.store.redis import RedisStore
 __all__ = [
     "EmbeddedRedis",
     "EmbeddedRedisFailed",
-    "NtfOutcome",
     "RedisBinaryNotFound",
     "RedisStore",
     "RemovedSub",

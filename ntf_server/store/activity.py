@@ -17,7 +17,6 @@ estimate can afford. The set is bounded; past the bound new ids are skipped unti
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import logging
 import time
@@ -67,17 +66,19 @@ class ActivityStore:
         return f"<ActivityStore {len(self._pending)} pending>"
 
     def record(self, token_id: bytes) -> None:
-        """A notification was stored for this token (called on the NMSG path: no I/O)."""
+        """A notification was stored for this token (called on the NMSG path: no I/O, no hashing: the ids are
+        hashed at the flush, once per token however many notifications it had)."""
         if len(self._pending) >= MAX_PENDING:
             self.skipped += 1
             return
-        self._pending.add(hmac.new(self._key, token_id, hashlib.sha256).digest()[:HASH_BYTES])
+        self._pending.add(token_id)
 
     async def flush(self) -> None:
         """Send what was recorded; on a Redis error it stays pending (raises StoreError)."""
         if not self._pending:
             return
-        items = list(self._pending)
+        ids = list(self._pending)
+        items = [hmac.digest(self._key, tid, "sha256")[:HASH_BYTES] for tid in ids]
         keys = period_keys(self._prefix, self._clock())
         with edge():
             async with self._r.pipeline(transaction=False) as pipe:
@@ -86,7 +87,7 @@ class ActivityStore:
                         pipe.pfadd(key, *items[i: i + PFADD_CHUNK])
                     pipe.expire(key, _TTL_S[period])
                 await pipe.execute()
-        self._pending.difference_update(items)
+        self._pending.difference_update(ids)
 
     async def run(self, every_s: float = FLUSH_EVERY_S,
                   sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:

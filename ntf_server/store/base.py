@@ -12,13 +12,14 @@ DH check on repeat TNEW, which push outcome) is the NTF handlers' job.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from ntf_server.protocol.encoding import SMPServer
+from ntf_server.protocol.smp_service import ServiceCredentials
 from ntf_server.store.records import (
-    LastNotification,
+    Notice,
     PushProvider,
     SubscriptionRecord,
     SubStatus,
@@ -28,10 +29,25 @@ from ntf_server.store.records import (
     TokenStatusKind,
 )
 
+if TYPE_CHECKING:
+    from ntf_server.push.policy import Budget
+    from ntf_server.store.notices import Claimed, Decided, ForRetry, PolicyChanged
+    from ntf_server.store.outbox import Cause, OutboxEntry, PushKindCode
+
 
 class TokenCreate(enum.Enum):
     CREATED = "created"
     DUPLICATE = "duplicate"  # same (provider, device token, verify key) exists: Haskell answers AUTH
+    QUOTA = "quota"  # the device token has the most registrations allowed: ERR QUOTA
+
+
+class TokenReplace(enum.Enum):
+    """What `TRPL` did (spec §4.4)."""
+
+    REPLACED = "replaced"
+    NO_TOKEN = "no_token"  # noqa: S105 - not a password
+    DUPLICATE = "duplicate"  # the new device token is registered with this verify key: AUTH
+    QUOTA = "quota"  # the new device token has the most registrations allowed: ERR QUOTA
 
 
 class SubCreate(enum.Enum):
@@ -39,35 +55,18 @@ class SubCreate(enum.Enum):
     EXISTS = "exists"  # same token, same notifier key: answer IDSUB with the stored id (spec §4.4)
     CONFLICT = "conflict"  # another token, or another key: AUTH
     NO_TOKEN = "no_token"  # noqa: S105 - not a password
-
-
-class NtfOutcome(enum.Enum):
-    STORED = "stored"
-    NO_SUBSCRIPTION = "no_subscription"  # AUTH, counted ntfReceivedAuth (spec §5.7)
-    TOKEN_NOT_ACTIVE = "token_not_active"  # noqa: S105 - not a password
+    QUOTA = "quota"  # over the token's caps (SubCaps): ERR QUOTA
 
 
 @dataclass(frozen=True, slots=True)
-class NewNotification:
-    """An `NMSG` as the SMP server sent it (spec §3.2): stored and forwarded as is (the ntf server cannot
-    decrypt the metadata, which is for the recipient)."""
+class SubCaps:
+    """Most subscriptions and distinct SMP servers one token may have (0 = no cap; issue 16.1)."""
 
-    server: SMPServer
-    notifier_id: bytes = field(repr=False)
-    received_at_ms: int
-    nonce: bytes = field(repr=False)
-    enc_meta: bytes = field(repr=False)
+    subscriptions: int = 0
+    servers: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class StoredNotification:
-    """What storing one `NMSG` gave: the token to push to (STORED only) and its newest ≤ 6 notifications,
-    oldest first (spec §5.7)."""
-
-    outcome: NtfOutcome
-    token: TokenRecord | None
-    notifications: list[LastNotification]
-    token_id: bytes = field(default=b"", repr=False)
+NO_CAPS: Final = SubCaps()
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,14 +117,16 @@ class PushTokenStore(TokenStatusStore, TokenLookup, Protocol):
 class TokenStore(TokenStatusStore, TokenLookup, Protocol):
     """The token commands (spec §4.3–4.4); `get_token` costs the same whether or not the token exists."""
 
-    async def create_token(self, token: TokenRecord, now: float | None = None) -> TokenCreate: ...
+    async def create_token(
+        self, token: TokenRecord, now: float | None = None, max_per_device: int = 0
+    ) -> TokenCreate: ...
     async def find_tokens(self, provider: PushProvider, device_token: bytes) -> list[TokenRecord]: ...
     async def find_token(
         self, provider: PushProvider, device_token: bytes, verify_key: bytes
     ) -> TokenRecord | None: ...
     async def replace_token(
-        self, token_id: bytes, provider: PushProvider, device_token: bytes, reg_code: bytes
-    ) -> bool: ...
+        self, token_id: bytes, provider: PushProvider, device_token: bytes, reg_code: bytes, max_per_device: int = 0
+    ) -> TokenReplace: ...
     async def activate_token(self, token_id: bytes) -> tuple[bool, list[RemovedSub]]: ...
     async def delete_token(self, token_id: bytes) -> tuple[bool, list[RemovedSub]]: ...
     async def touch_token(self, token_id: bytes, now: float) -> None: ...
@@ -155,7 +156,8 @@ class SubscriptionStore(Protocol):
     or not the records exist (STYLE 4)."""
 
     async def create_subscription(
-        self, token_id: bytes, server: SMPServer, notifier_id: bytes, notifier_key: bytes
+        self, token_id: bytes, server: SMPServer, notifier_id: bytes, notifier_key: bytes,
+        caps: SubCaps = NO_CAPS,
     ) -> tuple[SubCreate, SubscriptionRecord | None]: ...
     async def get_subscription(self, sub_id: bytes) -> SubscriptionRecord | None: ...
     async def subscription_and_token(
@@ -174,8 +176,11 @@ class ResubscriptionStore(Protocol):
 
     async def servers_with_subscriptions(self) -> list[SMPServer]: ...
     def iter_server_subscriptions(
-        self, server: SMPServer, page_size: int = 900, kinds: Collection[SubStatusKind] | None = None
+        self, server: SMPServer, page_size: int = 900, kinds: Collection[SubStatusKind] | None = None,
+        active_tokens_only: bool = False, untied_only: bool = False,
     ) -> AsyncIterator[list[SubscriptionRecord]]: ...
+    async def has_live_subscriptions(self, server: SMPServer) -> bool: ...
+    async def token_subscriptions(self, token_id: bytes) -> list[SubscriptionRecord]: ...
     async def set_subscription_statuses(
         self,
         server: SMPServer,
@@ -186,13 +191,48 @@ class ResubscriptionStore(Protocol):
     ) -> int: ...
 
 
-class NotificationStore(Protocol):
-    """`NMSG`s kept as last notifications, the newest 6 per token (spec §5.7)."""
+@dataclass(frozen=True, slots=True)
+class ServiceState:
+    """What we know of our service on one SMP server (store/services.py)."""
 
-    async def add_last_notifications(self, items: Sequence[NewNotification]) -> list[StoredNotification]: ...
-    async def add_last_notification(
-        self, server: SMPServer, notifier_id: bytes, received_at_ms: int, nonce: bytes, enc_meta: bytes
-    ) -> tuple[NtfOutcome, TokenRecord | None, list[LastNotification]]: ...
+    service_id: bytes | None = field(repr=False)  # None: never got one (or dropped after an error)
+    count: int  # subscriptions tied to it
+    ids_hash: bytes = field(repr=False)
+
+
+class ServiceStore(Protocol):
+    """Our SMP service per SMP server (store/services.py): credentials, service id, tied subscriptions."""
+
+    async def service_credentials(self, server: SMPServer,
+                                  make: Callable[[], ServiceCredentials]) -> ServiceCredentials: ...
+    async def service_state(self, server: SMPServer) -> ServiceState: ...
+    async def set_service_id(self, server: SMPServer, service_id: bytes | None) -> None: ...
+    async def set_service_ties(self, server: SMPServer, count: int, ids_hash: bytes) -> None: ...
+    def tied_subscriptions(
+        self, server: SMPServer, page_size: int = 900) -> AsyncGenerator[list[SubscriptionRecord], None]: ...
+
+
+class NoticeStore(Protocol):
+    """Notices (`NMSG`s) stored and decided a batch at a time, and read again for a deferred push or a retry
+    (store/notices.py)."""
+
+    async def notify(self, batch: Sequence[Notice], budgets: Mapping[PushProvider, Budget], now: float,
+                     policy: tuple[str, bytes | None] | None, lease_s: float,
+                     sent_at: float | None = None) -> list[Decided] | PolicyChanged: ...
+    async def claim_deferred(self, tid: bytes, b: Budget, now: float, lease_s: float) -> Claimed | float | None: ...
+    async def for_retry(self, tid: bytes, cause: Cause | None) -> ForRetry: ...
+
+
+class OutboxStore(Protocol):
+    """Pushes from their decision until APNs answered (store/outbox.py)."""
+
+    async def outbox_add(self, kind: PushKindCode, token_id: bytes, first_at: float, due: float, tries: int,
+                         cause: Cause | None = None) -> int: ...
+    async def outbox_ack(self, ids: Sequence[int]) -> int: ...
+    async def outbox_retry(self, id_: int, due: float, tries: int) -> bool: ...
+    async def outbox_claim(self, now: float, lease_s: float, limit: int) -> list[OutboxEntry]: ...
+    async def outbox_release(self, ids: Sequence[int], now: float) -> int: ...
+    async def outbox_count(self) -> int: ...
 
 
 class StoreStats(Protocol):
@@ -210,7 +250,7 @@ class StoreLifecycle(Protocol):
 
 
 class Store(
-    TokenStore, CronStore, TokenExpiryStore, SubscriptionStore, ResubscriptionStore, NotificationStore,
-    StoreStats, StoreLifecycle, Protocol,
+    TokenStore, CronStore, TokenExpiryStore, SubscriptionStore, ResubscriptionStore, ServiceStore, NoticeStore,
+    OutboxStore, StoreStats, StoreLifecycle, Protocol,
 ):
     """Everything the store does (store/redis.py `RedisStore`)."""

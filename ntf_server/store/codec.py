@@ -5,7 +5,12 @@ Token hash `P t{T}` (keys.py): plain fields `p` provider code, `st` status text,
 public key, `ci` cron interval (minutes), `cs` last cron push (Unix s, absent until one was sent), `ud`
 last-used day; index fields `x` = HMAC(provider, device token) (names its `P dt:<x>` index) and `vh` =
 HMAC(verify key); sealed fields (AES-GCM, associated data field name ‖ token id) `dt` device token, `dhk`
-DH private key, `ds` DH secret, `rc` registration code.
+DH private key, `ds` DH secret, `rc` registration code; MACs (keyed hashes, issue 16.10) binding the plain
+fields to the token: `km` over the verify key, DH public key and `vh` (fixed for the token's life), `pm` over
+the provider and `x` (TRPL rewrites both), `sm` over the status (the status scripts write it with `st`).
+Whoever can write to Redis cannot swap a verify key, move a token to another device or change its status
+without the read failing (a MAC proves a value was written by this server for this token, not that it is
+the latest one). The cron and last-used fields are not covered (scheduling only).
 
 Last notification, a field of `P t{T}:ln`: ts_ms (13 decimal digits) ‖ nonce (24) ‖ encrypted metadata.
 The scripts read two things of these layouts (scripts.py: `st` to tell ACTIVE tokens, the 13-digit time to
@@ -17,6 +22,7 @@ record where there is none (STYLE 4): the fixed ones below are written once per 
 
 from __future__ import annotations
 
+import hmac
 from typing import Final
 
 from ntf_server.protocol.encoding import SMPServer
@@ -25,7 +31,7 @@ from ntf_server.store.errors import StoreError
 from ntf_server.store.keys import SUB_ID_BYTES, TOKEN_ID_BYTES
 from ntf_server.store.records import (
     TOKEN_ACTIVE,
-    LastNotification,
+    Notice,
     PushProvider,
     TokenRecord,
     TokenStatus,
@@ -34,6 +40,7 @@ from ntf_server.store.records import (
 
 # Token hash fields sealed with AES-GCM (associated data: field name ‖ token id).
 SEALED: Final = ("dt", "dhk", "ds", "rc")
+MAC_BYTES: Final = 16
 LN_TS_DIGITS: Final = 13
 LN_NONCE_BYTES: Final = 24
 
@@ -79,9 +86,9 @@ def encode_ln(received_at_ms: int, nonce: bytes, enc_meta: bytes) -> bytes:
     return f"{received_at_ms:0{LN_TS_DIGITS}d}".encode() + nonce + enc_meta
 
 
-def decode_ln(server: SMPServer, notifier_id: bytes, v: bytes) -> LastNotification:
+def decode_ln(server: SMPServer, notifier_id: bytes, v: bytes) -> Notice:
     nonce_end = LN_TS_DIGITS + LN_NONCE_BYTES
-    return LastNotification(server, notifier_id, int(v[:LN_TS_DIGITS]), v[LN_TS_DIGITS:nonce_end], v[nonce_end:])
+    return Notice(server, notifier_id, int(v[:LN_TS_DIGITS]), v[LN_TS_DIGITS:nonce_end], v[nonce_end:])
 
 
 class TokenCodec:
@@ -102,6 +109,22 @@ class TokenCodec:
     def vk_index(self, verify_key: bytes) -> bytes:
         return self._a.index(b"vk", verify_key)
 
+    def key_mac(self, tid: bytes, verify_key: bytes, dh_public: bytes, vh: bytes) -> bytes:
+        return self._a.index(b"token keys", tid, verify_key, dh_public, vh, length=MAC_BYTES)
+
+    def device_mac(self, tid: bytes, provider: PushProvider, x: str) -> bytes:
+        return self._a.index(b"token device", tid, provider.value.encode(), x.encode(), length=MAC_BYTES)
+
+    def status_mac(self, tid: bytes, status_text: str) -> bytes:
+        return self._a.index(b"token status", tid, status_text.encode(), length=MAC_BYTES)
+
+    def macs(self, t: TokenRecord) -> Fields:
+        """The MAC fields of a token record (the module doc)."""
+        x, vh = self.dt_index(t.provider, t.device_token), self.vk_index(t.verify_key)
+        return ["km", self.key_mac(t.token_id, t.verify_key, t.dh_public, vh),
+                "pm", self.device_mac(t.token_id, t.provider, x),
+                "sm", self.status_mac(t.token_id, t.status.to_text())]
+
     def encode(self, t: TokenRecord) -> Fields:
         fields: dict[str, bytes | str | int] = {
             "p": t.provider.value,
@@ -117,18 +140,38 @@ class TokenCodec:
             fields[name] = self._a.seal(value, name.encode() + t.token_id)
         if t.cron_sent_at is not None:
             fields["cs"] = t.cron_sent_at
-        return [item for kv in fields.items() for item in kv]
+        return [item for kv in fields.items() for item in kv] + self.macs(t)
 
     def replacement(self, token_id: bytes, provider: PushProvider, device_token: bytes, reg_code: bytes) -> Fields:
         """The fields `TRPL` rewrites (the new `x` goes with them, scripts.py REPLACE_TOKEN)."""
+        registered = TokenStatusKind.REGISTERED.value
         return [
             "p", provider.value,
             "dt", self._a.seal(device_token, b"dt" + token_id),
             "rc", self._a.seal(reg_code, b"rc" + token_id),
-            "st", TokenStatusKind.REGISTERED.value,
+            "st", registered,
+            "pm", self.device_mac(token_id, provider, self.dt_index(provider, device_token)),
+            "sm", self.status_mac(token_id, registered),
         ]  # fmt: skip
 
     def decode(self, tid: bytes, h: dict[bytes, bytes]) -> TokenRecord:
+        """The record, after checking its MACs (a record that fails them raises StoreError like a corrupted
+        one: the request is answered ERR STORE)."""
+        t = self.decode_unchecked(tid, h)
+        try:
+            x, vh = h[b"x"].decode(), h[b"vh"]
+            ok = (hmac.compare_digest(h[b"km"], self.key_mac(tid, t.verify_key, t.dh_public, vh))
+                  & hmac.compare_digest(h[b"pm"], self.device_mac(tid, t.provider, x))
+                  & hmac.compare_digest(h[b"sm"], self.status_mac(tid, h[b"st"].decode())))
+        except (KeyError, ValueError) as e:
+            raise StoreError(f"token record not authenticated: {type(e).__name__}") from e
+        if not ok:
+            raise StoreError("token record not authenticated (changed outside this server)")
+        return t
+
+    def decode_unchecked(self, tid: bytes, h: dict[bytes, bytes]) -> TokenRecord:
+        """The record without checking its MACs: only for adding them to records from before they existed
+        (upgrade.py); the sealed fields are still checked."""
         try:
             opened = {n: self._a.open(h[n.encode()], n.encode() + tid) for n in SEALED}
             cs = h.get(b"cs")

@@ -64,6 +64,17 @@ class DataSet:
         with self.health.guard():
             return await self._scripts[name](keys=[], args=self._argv(args))
 
+    def script(self, source: str) -> Callable[..., Awaitable[Any]]:
+        """A Lua script kept beside the module that decodes its answer (its ARGV starts with P NB, as those
+        of scripts.py do); each call runs it atomically through the health switch."""
+        registered = self.r.register_script(source)
+
+        async def run(*args: Any) -> Any:
+            with self.health.guard():
+                return await registered(keys=[], args=self._argv(args))
+
+        return run
+
     async def queue(self, pipe: Pipeline, name: str, *args: Any) -> None:
         """Queue a script in `pipe`; its reply comes with the pipeline's."""
         script: AsyncScript = self._scripts[name]
@@ -102,7 +113,7 @@ class DataSet:
         """Store the stand-in records once per data set (HSETNX: concurrent instances agree, and a field
         written by either decrypts, as both use the same store key)."""
         token = TokenCodec(self.a).encode(DUMMY_TOKEN)
-        sealed = seal_notifier(self.a, DUMMY_SUB_ID[:R_BYTES], *DUMMY_NOTIFIER)
+        sealed = seal_notifier(self.a, DUMMY_SUB_ID[:R_BYTES], DUMMY_TOKEN_ID, *DUMMY_NOTIFIER)
         sub = pack_sub(PackedSub(DUMMY_TOKEN_ID, False, TOKEN_ACTIVE.to_text(), sealed))
         async with self.pipeline() as pipe:
             for i in range(0, len(token), 2):

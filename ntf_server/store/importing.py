@@ -67,13 +67,13 @@ if redis.call('EXISTS', tk) == 1 then
   if redis.call('HGET', tk, 'vh') == vh and redis.call('HGET', tk, 'x') == x then return {'SAME'} end
   return {'CLASH'}
 end
-local idx = redis.call('HGETALL', P .. 'dt:' .. x)
-for i = 2, #idx, 2 do if idx[i] == vh then return {'DUPLICATE'} end end
+if redis.call('HEXISTS', P .. 'tv', x .. ':' .. vh) == 1 then return {'DUPLICATE'} end
 local i = 9
 local nf = tonumber(ARGV[i])
 redis.call('HSET', tk, unpack(ARGV, i + 1, i + 2 * nf))
 i = i + 2 * nf + 1
 redis.call('HSET', P .. 'dt:' .. x, tid, vh)
+redis.call('HSET', P .. 'tv', x .. ':' .. vh, tid)
 redis.call('ZADD', P .. 'used', day, tid)
 if unv ~= '' then redis.call('ZADD', P .. 'unv', unv, tid) end
 if due ~= '' then redis.call('ZADD', P .. 'cron', due, tid) end
@@ -234,7 +234,7 @@ class StoreImporter:
         server = s.server.normalized()
         srv = await self.server_number(server)
         r = sub_r(self._d.a, server, s.notifier_id)
-        sealed = seal_notifier(self._d.a, r, s.notifier_id, s.notifier_key)
+        sealed = seal_notifier(self._d.a, r, s.token_id, s.notifier_id, s.notifier_key)
         value = pack_sub(PackedSub(s.token_id, s.service_assoc, s.status.to_text(), sealed))
         return make_sub_id(self._d.a, r, srv), srv, value
 

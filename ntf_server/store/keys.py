@@ -4,8 +4,10 @@ Per token (all keys share the hash tag `{<token id hex>}`, so they live in one c
   P t{T}        hash   p st vk dhp ci cs ud x vh + sealed dt dhk ds rc (layout: codec.py)
   P t{T}:subs   hash   sub id -> SMP server number            (token -> subscriptions, for cascades)
   P t{T}:ln     hash   sub id -> ts_ms(13 digits) ‖ nonce ‖ encMeta   (last notifications, ≤ 6; codec.py)
+  P t{T}:srv    hash   SMP server number -> subscriptions      (the cap on servers per token; issue 16.1)
 Global:
   P dt:<hmac>   hash   token id -> hmac(verify key)            ((provider, device token) -> tokens)
+  P tv          hash   <dt hmac>:<hmac(verify key)> -> token id (repeated TNEW in O(1); issue 16.2)
   P used        zset   token id by last-used day               (expiry, token count)
   P cron        zset   token id by next periodic push time     (cron due set)
   P unv         zset   token id by creation time (Unix s), only while never verified (expiry of those)
@@ -14,8 +16,9 @@ Global:
   P s:<server number>:<bucket>   hash   r -> packed subscription (below)
   P dummy:t, P dummy            hash   stand-in token record; stand-in `sub` record and server `addr`,
                                        read where there is no record so lookups cost the same (STYLE 4)
-  P meta         hash   buckets, keycheck (fixed when the data set is created; dataset.py)
+  P meta         hash   buckets, keycheck (fixed when the data set is created; dataset.py), tv (P tv built)
   P sa           hash   imported subscription id -> ours       (only after import-simplex; sub_aliases.py)
+  P vc:<hmac>    zset   verification pushes of one device in the last hour, expiring (vrfcap.py)
 Which module reads and writes which keys: the table in redis.py.
 
 Subscriptions are the bulk of the data (millions), so they have no per-subscription key and no separate
@@ -26,7 +29,9 @@ spread over `buckets` small hashes (listpack-encoded by Redis while ≤ 128 entr
 keeps memory near the payload size and lets resubscription page one server's buckets in order.
 
 Packed subscription value: token id(24) ‖ assoc('0'|'1') ‖ u8(len status) ‖ status text ‖ sealed, where
-sealed = AES-GCM(u8(len nid) ‖ notifier id ‖ notifier key), associated data "sub" ‖ r. This module is the
+sealed = AES-GCM(u8(len nid) ‖ notifier id ‖ notifier key), associated data "sub" 0x00 ‖ r ‖ token id: the
+record opens only under its own (server, notifier id) and token. Status and assoc are not authenticated
+(the Lua scripts rewrite them in bulk; they decide what is resubscribed, not where anything goes). This module is the
 one place of that layout in Python (`pack_sub`/`unpack_sub`, `seal_notifier`/`decode_sub`); the Lua
 scripts in `scripts.py` read the same layout; keep both in step.
 """
@@ -43,6 +48,7 @@ from ntf_server.store.errors import StoreError
 from ntf_server.store.records import SubscriptionRecord, SubStatus
 
 TOKEN_ID_BYTES: Final = 24
+TIED_AT: Final = 24  # offset of the packed record's assoc byte ('1': tied to our SMP service)
 SUB_ID_BYTES: Final = 24
 R_BYTES: Final = 20
 # Buckets per SMP server, fixed when the data set is created (stored in `P meta`). Redis keeps a hash
@@ -68,6 +74,9 @@ class Keys:
 
     def token(self, tid: bytes) -> str:
         return f"{self.prefix}t{{{tid.hex()}}}"
+
+    def token_subs(self, tid: bytes) -> str:
+        return self.token(tid) + ":subs"
 
     def dt_index(self, x: str) -> str:
         return f"{self.prefix}dt:{x}"
@@ -116,7 +125,7 @@ def unpack_sub(v: bytes) -> PackedSub:
         raise StoreError("corrupted subscription record")
     n = v[TOKEN_ID_BYTES + 1]
     start = TOKEN_ID_BYTES + 2
-    return PackedSub(v[:TOKEN_ID_BYTES], v[24:25] == b"1", v[start : start + n].decode(), v[start + n :])
+    return PackedSub(v[:TOKEN_ID_BYTES], v[TIED_AT:TIED_AT + 1] == b"1", v[start : start + n].decode(), v[start + n :])
 
 
 # Called twice per subscription while resubscribing (PENDING, then ACTIVE): the encoding of the same few
@@ -129,15 +138,21 @@ def sub_r(atrest: AtRest, server: SMPServer, notifier_id: bytes) -> bytes:
     return atrest.index(b"sub", _enc_server(server), notifier_id, length=R_BYTES)
 
 
-def seal_notifier(atrest: AtRest, r: bytes, notifier_id: bytes, notifier_key: bytes) -> bytes:
+def sub_aad(r: bytes, token_id: bytes) -> bytes:
+    """Associated data of a sealed notifier: binds it to its (server, notifier id) *and* its token, so a
+    record moved to another token no longer opens (issue 16.10; before, only to `r`: upgrade.py)."""
+    return b"sub\x00" + r + token_id
+
+
+def seal_notifier(atrest: AtRest, r: bytes, token_id: bytes, notifier_id: bytes, notifier_key: bytes) -> bytes:
     """The sealed part of a subscription value (notifier id of 1..255 bytes, checked by the caller)."""
-    return atrest.seal(bytes([len(notifier_id)]) + notifier_id + notifier_key, b"sub" + r)
+    return atrest.seal(bytes([len(notifier_id)]) + notifier_id + notifier_key, sub_aad(r, token_id))
 
 
 def decode_sub(atrest: AtRest, sid: bytes, server: SMPServer, value: bytes) -> SubscriptionRecord:
     """The record of subscription `sid` (on `server`) from its packed value, decrypting the notifier."""
     p = unpack_sub(value)
-    plain = atrest.open(p.sealed, b"sub" + sid[:R_BYTES])
+    plain = atrest.open(p.sealed, sub_aad(sid[:R_BYTES], p.token_id))
     n = plain[0]
     try:
         status = SubStatus.from_text(p.status)

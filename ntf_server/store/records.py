@@ -26,8 +26,8 @@ from ntf_server.sensitive import SubId, TokenId
 # The status and provider types are the protocol's own (one definition, same text forms on the wire and
 # in the store); re-exported here because they are also what the store keeps.
 __all__ = [
-    "DAY_S", "MAX_ERR_TEXT", "SUB_COMMANDS_ALLOWED", "InvalidReason", "LastNotification", "PushProvider", "SubStatus",
-    "SubStatusKind", "SubscriptionRecord", "TokenRecord", "TokenStatus", "TokenStatusKind",
+    "DAY_S", "MAX_ERR_TEXT", "MAX_NOTICES", "SUB_COMMANDS_ALLOWED", "InvalidReason", "Notice", "PushProvider",
+    "SubStatus", "SubStatusKind", "SubscriptionRecord", "TokenRecord", "TokenStatus", "TokenStatusKind",
     "day_of",
 ]
 
@@ -104,9 +104,15 @@ class SubscriptionRecord:
         return f"SubscriptionRecord(id={SubId(self.sub_id)}, {self.server!r}, {self.status.to_text()})"
 
 
+MAX_NOTICES: Final = 6  # spec §5.7 `maxNtfs`: a token keeps, and a push carries, at most its newest 6
+
+
 @dataclass(frozen=True, slots=True)
-class LastNotification:
-    """A stored NMSG (spec §5.7); `received_at_ms` orders them, payloads use whole seconds."""
+class Notice:
+    """One `NMSG` from its SMP block to the push payload (spec §3.2, §5.7): the SMP server, the queue's
+    notifier id, and the nonce and encrypted metadata as the SMP server sent them (for the recipient: we
+    cannot decrypt them), with the time it arrived. The same record is stored as the subscription's last
+    notification and carried in pushes; `received_at_ms` orders a token's notices, payloads use seconds."""
 
     server: SMPServer
     notifier_id: bytes = field(repr=False)
@@ -119,4 +125,4 @@ class LastNotification:
         return self.received_at_ms // 1000
 
     def __repr__(self) -> str:
-        return f"LastNotification({self.server!r}, at={self.received_at})"
+        return f"Notice({self.server!r}, at={self.received_at})"

@@ -5,7 +5,8 @@
 | tokens.py           | tokens, cron schedule, expiry                | t{T}, dt:<x>, used, cron, unv          |
 | servers.py          | SMP-server registry                          | srv:id, srv:addr, srv:n (srv:count)    |
 | subscriptions.py    | subscriptions                                | s:<n>:<bucket>, t{T}:subs, n:sub       |
-| notifications.py    | last notifications                           | t{T}:ln, n:ln                          |
+| notices.py          | notices: stored and decided a batch at a time | t{T}:ln, n:ln, b:<x>, t{T}:dfr, dfr   |
+| outbox.py           | pushes from their decision to APNs' answer   | ob, ob:a, obq, ob:n                    |
 | dataset.py          | the data set: calls, meta, stand-ins, counts | meta, dummy:t, dummy                   |
 | sub_aliases.py      | subscription ids kept from an import         | sa                                     |
 | importing.py        | import-simplex only: whole tokens as they are | all of the above, as the normal paths |
@@ -22,7 +23,7 @@ each waiting through the retries, until a background probe finds it again.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 
 from redis import exceptions as rex
 from redis.asyncio import Redis
@@ -30,23 +31,28 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
 from ntf_server.protocol.encoding import SMPServer
+from ntf_server.protocol.smp_service import ServiceCredentials
+from ntf_server.push.policy import Budget
 from ntf_server.store.atrest import AtRest
 from ntf_server.store.base import (
-    NewNotification,
-    NtfOutcome,
+    NO_CAPS,
     RemovedSub,
+    ServiceState,
     Store,
     StoreCounts,
-    StoredNotification,
+    SubCaps,
     SubCreate,
     TokenCreate,
+    TokenReplace,
 )
 from ntf_server.store.dataset import DataSet
 from ntf_server.store.health import backoff_delays
 from ntf_server.store.keys import DEFAULT_BUCKETS, MAX_BUCKETS, Keys
-from ntf_server.store.notifications import RedisNotifications
+from ntf_server.store.notices import Claimed, Decided, ForRetry, PolicyChanged, RedisNotices
+from ntf_server.store.outbox import Cause, OutboxEntry, PushKindCode, RedisOutbox
 from ntf_server.store.records import (
-    LastNotification,
+    RESUBSCRIBE_KINDS,
+    Notice,
     PushProvider,
     SubscriptionRecord,
     SubStatus,
@@ -56,8 +62,10 @@ from ntf_server.store.records import (
     TokenStatusKind,
 )
 from ntf_server.store.servers import ServerRegistry
+from ntf_server.store.services import RedisServices
 from ntf_server.store.subscriptions import RedisSubscriptions
 from ntf_server.store.tokens import RedisTokens
+from ntf_server.store.upgrade import authenticate_records
 
 
 class RedisStore:
@@ -72,7 +80,9 @@ class RedisStore:
         self._servers = servers
         self._tokens = RedisTokens(self._d, servers)
         self._subs = RedisSubscriptions(self._d, servers, self._tokens.codec)
-        self._ntfs = RedisNotifications(self._d, servers, self._tokens)
+        self._services = RedisServices(self._d, servers)
+        self._notices = RedisNotices(self._d, servers, self._tokens.codec)
+        self._outbox = RedisOutbox(self._d)
 
     @classmethod
     async def connect(
@@ -103,6 +113,8 @@ class RedisStore:
         try:
             await store._d.check_meta(buckets)
             await store._d.write_dummies()
+            await authenticate_records(store._d, store._tokens.codec)
+            await store._tokens.index_repeats()
         except BaseException:
             await client.aclose()
             raise
@@ -145,8 +157,9 @@ class RedisStore:
 
     # ------------------------------------------------------------------ tokens (tokens.py)
 
-    async def create_token(self, token: TokenRecord, now: float | None = None) -> TokenCreate:
-        return await self._tokens.create_token(token, now)
+    async def create_token(self, token: TokenRecord, now: float | None = None,
+                           max_per_device: int = 0) -> TokenCreate:
+        return await self._tokens.create_token(token, now, max_per_device)
 
     async def get_token(self, token_id: bytes) -> TokenRecord | None:
         return await self._tokens.get_token(token_id)
@@ -158,8 +171,8 @@ class RedisStore:
         return await self._tokens.find_token(provider, device_token, verify_key)
 
     async def replace_token(self, token_id: bytes, provider: PushProvider, device_token: bytes,
-                            reg_code: bytes) -> bool:
-        return await self._tokens.replace_token(token_id, provider, device_token, reg_code)
+                            reg_code: bytes, max_per_device: int = 0) -> TokenReplace:
+        return await self._tokens.replace_token(token_id, provider, device_token, reg_code, max_per_device)
 
     async def set_token_status(self, token_id: bytes, status: TokenStatus,
                                only_from: Collection[TokenStatusKind] | None = None) -> TokenStatus | None:
@@ -202,8 +215,9 @@ class RedisStore:
     # ------------------------------------------------------------------ subscriptions (subscriptions.py)
 
     async def create_subscription(self, token_id: bytes, server: SMPServer, notifier_id: bytes,
-                                  notifier_key: bytes) -> tuple[SubCreate, SubscriptionRecord | None]:
-        return await self._subs.create_subscription(token_id, server, notifier_id, notifier_key)
+                                  notifier_key: bytes, caps: SubCaps = NO_CAPS,
+                                  ) -> tuple[SubCreate, SubscriptionRecord | None]:
+        return await self._subs.create_subscription(token_id, server, notifier_id, notifier_key, caps)
 
     async def get_subscription(self, sub_id: bytes) -> SubscriptionRecord | None:
         return await self._subs.get_subscription(sub_id)
@@ -227,18 +241,70 @@ class RedisStore:
         return await self._subs.set_subscription_statuses(server, notifier_ids, status, service_assoc, only_from)
 
     def iter_server_subscriptions(self, server: SMPServer, page_size: int = 900,
-                                  kinds: Collection[SubStatusKind] | None = None
-                                  ) -> AsyncIterator[list[SubscriptionRecord]]:
-        return self._subs.iter_server_subscriptions(server, page_size, kinds)
+                                  kinds: Collection[SubStatusKind] | None = None, active_tokens_only: bool = False,
+                                  untied_only: bool = False) -> AsyncIterator[list[SubscriptionRecord]]:
+        return self._subs.iter_server_subscriptions(server, page_size, kinds, active_tokens_only, untied_only)
 
-    # ------------------------------------------------------------------ last notifications (notifications.py)
+    async def tied_subscriptions(self, server: SMPServer, page_size: int = 900
+                                 ) -> AsyncGenerator[list[SubscriptionRecord], None]:
+        async for page in self._subs.iter_server_subscriptions(server, page_size, RESUBSCRIBE_KINDS):
+            if tied := [s for s in page if s.service_assoc]:
+                yield tied
 
-    async def add_last_notification(self, server: SMPServer, notifier_id: bytes, received_at_ms: int, nonce: bytes,
-                                    enc_meta: bytes) -> tuple[NtfOutcome, TokenRecord | None, list[LastNotification]]:
-        return await self._ntfs.add_last_notification(server, notifier_id, received_at_ms, nonce, enc_meta)
+    # ------------------------------------------------------------------ our SMP services (services.py)
 
-    async def add_last_notifications(self, items: Sequence[NewNotification]) -> list[StoredNotification]:
-        return await self._ntfs.add_last_notifications(items)
+    async def service_credentials(self, server: SMPServer,
+                                  make: Callable[[], ServiceCredentials]) -> ServiceCredentials:
+        return await self._services.credentials(server, make)
+
+    async def service_state(self, server: SMPServer) -> ServiceState:
+        return await self._services.state(server)
+
+    async def set_service_id(self, server: SMPServer, service_id: bytes | None) -> None:
+        await self._services.set_service_id(server, service_id)
+
+    async def set_service_ties(self, server: SMPServer, count: int, ids_hash: bytes) -> None:
+        await self._services.set_ties(server, count, ids_hash)
+
+    async def has_live_subscriptions(self, server: SMPServer) -> bool:
+        return await self._subs.has_live_subscriptions(server)
+
+    async def token_subscriptions(self, token_id: bytes) -> list[SubscriptionRecord]:
+        return await self._subs.token_subscriptions(token_id)
+
+    # ------------------------------------------------------------------ notices (notices.py)
+
+    async def notify(self, batch: Sequence[Notice], budgets: Mapping[PushProvider, Budget], now: float,
+                     policy: tuple[str, bytes | None] | None, lease_s: float,
+                     sent_at: float | None = None) -> list[Decided] | PolicyChanged:
+        return await self._notices.notify(batch, budgets, now, policy, lease_s, sent_at)
+
+    async def claim_deferred(self, tid: bytes, b: Budget, now: float, lease_s: float) -> Claimed | float | None:
+        return await self._notices.claim_deferred(tid, b, now, lease_s)
+
+    async def for_retry(self, tid: bytes, cause: Cause | None) -> ForRetry:
+        return await self._notices.for_retry(tid, cause)
+
+    # ------------------------------------------------------------------ the push outbox (outbox.py)
+
+    async def outbox_add(self, kind: PushKindCode, token_id: bytes, first_at: float, due: float, tries: int,
+                         cause: Cause | None = None) -> int:
+        return await self._outbox.add(kind, token_id, first_at, due, tries, cause)
+
+    async def outbox_ack(self, ids: Sequence[int]) -> int:
+        return await self._outbox.ack(ids)
+
+    async def outbox_retry(self, id_: int, due: float, tries: int) -> bool:
+        return await self._outbox.retry(id_, due, tries)
+
+    async def outbox_claim(self, now: float, lease_s: float, limit: int) -> list[OutboxEntry]:
+        return await self._outbox.claim(now, lease_s, limit)
+
+    async def outbox_release(self, ids: Sequence[int], now: float) -> int:
+        return await self._outbox.release(ids, now)
+
+    async def outbox_count(self) -> int:
+        return await self._outbox.count()
 
 
 def _conforms(store: RedisStore) -> Store:

@@ -38,7 +38,37 @@ local function del_sub(tid, sid, srv)
   redis.call('HDEL', bk, r)
   redis.call('DECR', P .. 'n:sub')
   redis.call('HINCRBY', P .. 'srv:count', srv, -1)
+  -- per-token server counts (CREATE_SUB's cap); absent for subscriptions stored before they existed
+  if redis.call('HINCRBY', tk .. ':srv', srv, -1) <= 0 then redis.call('HDEL', tk .. ':srv', srv) end
   return v
+end
+-- The token's newest `max` last notifications (trimming older ones), `first` first among equal times (the
+-- notice being stored: it is the newest); appends server number, record, value, sid of each to out, oldest
+-- first, so the notice being stored comes last (store/notices.py decodes this layout).
+local function newest(tk, first, max, out)
+  local all = redis.call('HGETALL', tk .. ':ln')
+  local items = {}
+  for i = 1, #all, 2 do table.insert(items, {all[i], all[i + 1]}) end
+  table.sort(items, function(a, b)
+    local ta, tb = string.sub(a[2], 1, 13), string.sub(b[2], 1, 13)
+    if ta ~= tb then return ta > tb end
+    if a[1] == first then return true end
+    if b[1] == first then return false end
+    return a[1] > b[1]
+  end)
+  for i = max + 1, #items do
+    redis.call('HDEL', tk .. ':ln', items[i][1])
+    redis.call('DECR', P .. 'n:ln')
+  end
+  for i = math.min(max, #items), 1, -1 do
+    local s = items[i][1]
+    local sv = redis.call('HGET', tk .. ':subs', s)
+    local rec = sv and redis.call('HGET', bkey(sv, string.sub(s, 1, 20)), string.sub(s, 1, 20))
+    if rec then
+      table.insert(out, sv); table.insert(out, rec); table.insert(out, items[i][2]); table.insert(out, s)
+    end
+  end
+  return out
 end
 -- Remove a token with everything hanging off it; appends sid, server number, record to out.
 local function del_token(tid, out)
@@ -55,56 +85,67 @@ local function del_token(tid, out)
   local nln = redis.call('HLEN', tk .. ':ln')
   if nln > 0 then redis.call('DECRBY', P .. 'n:ln', nln) end
   redis.call('HDEL', P .. 'dt:' .. x, tid)
+  redis.call('HDEL', P .. 'tv', x .. ':' .. (redis.call('HGET', tk, 'vh') or ''))
   redis.call('ZREM', P .. 'used', tid)
   redis.call('ZREM', P .. 'cron', tid)
   redis.call('ZREM', P .. 'unv', tid)
   redis.call('ZREM', P .. 'dfr', tid)  -- a deferred push (store/budget.py) dies with its token
-  redis.call('DEL', tk, tk .. ':subs', tk .. ':ln', tk .. ':dfr')
+  redis.call('DEL', tk, tk .. ':subs', tk .. ':ln', tk .. ':dfr', tk .. ':srv')
   return true
 end
 """
 
-# ARGV: P NB tid x vh day created field value ...
+# `P tv` (field x:vh -> token id) finds the token of a (provider, device token, verify key) without reading
+# the device token's other registrations; `max_per_device` (0 = no cap) bounds how many one device token
+# may have (each TNEW with a new verify key is one), so a TVFY deleting the others stays small (issue 16.2).
+# ARGV: P NB tid x vh day created max_per_device field value ...
+#   -> 'OK' | 'SAME' | 'DUPLICATE' | 'CLASH' | 'QUOTA'
 CREATE_TOKEN: Final = (
     _PRELUDE
     + r"""
 local tid, x, vh, day, created = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local max_per_device = tonumber(ARGV[8])
 local tk = tkey(tid)
 if redis.call('EXISTS', tk) == 1 then
   if redis.call('HGET', tk, 'vh') == vh and redis.call('HGET', tk, 'x') == x then return 'SAME' end
   return 'CLASH'
 end
-local idx = redis.call('HGETALL', P .. 'dt:' .. x)
-for i = 2, #idx, 2 do if idx[i] == vh then return 'DUPLICATE' end end
-redis.call('HSET', tk, unpack(ARGV, 8))
+if redis.call('HEXISTS', P .. 'tv', x .. ':' .. vh) == 1 then return 'DUPLICATE' end
+if max_per_device > 0 and redis.call('HLEN', P .. 'dt:' .. x) >= max_per_device then return 'QUOTA' end
+redis.call('HSET', tk, unpack(ARGV, 9))
 redis.call('HSET', P .. 'dt:' .. x, tid, vh)
+redis.call('HSET', P .. 'tv', x .. ':' .. vh, tid)
 redis.call('ZADD', P .. 'used', day, tid)
 if kind(redis.call('HGET', tk, 'st')) ~= 'ACTIVE' then redis.call('ZADD', P .. 'unv', created, tid) end
 return 'OK'
 """
 )
 
-# ARGV: P NB tid newx field value ... (fields: p dt rc st)
+# ARGV: P NB tid newx max_per_device field value ... (fields: p dt rc st pm sm)
+#   -> 'OK' | 'NOTOKEN' | 'DUPLICATE' | 'QUOTA'
 REPLACE_TOKEN: Final = (
     _PRELUDE
     + r"""
-local tid, newx = ARGV[3], ARGV[4]
+local tid, newx, max_per_device = ARGV[3], ARGV[4], tonumber(ARGV[5])
 local tk = tkey(tid)
 local old = redis.call('HGET', tk, 'x')
 if not old then return 'NOTOKEN' end
 if old ~= newx then
   local vh = redis.call('HGET', tk, 'vh')
-  local idx = redis.call('HGETALL', P .. 'dt:' .. newx)
-  for i = 2, #idx, 2 do if idx[i] == vh then return 'DUPLICATE' end end
+  if redis.call('HEXISTS', P .. 'tv', newx .. ':' .. vh) == 1 then return 'DUPLICATE' end
+  if max_per_device > 0 and redis.call('HLEN', P .. 'dt:' .. newx) >= max_per_device then return 'QUOTA' end
   redis.call('HDEL', P .. 'dt:' .. old, tid)
   redis.call('HSET', P .. 'dt:' .. newx, tid, vh)
+  redis.call('HDEL', P .. 'tv', old .. ':' .. vh)
+  redis.call('HSET', P .. 'tv', newx .. ':' .. vh, tid)
 end
-redis.call('HSET', tk, 'x', newx, unpack(ARGV, 5))
+redis.call('HSET', tk, 'x', newx, unpack(ARGV, 6))
 return 'OK'
 """
 )
 
-# ARGV: P NB tid new_status mode('only'|'except') kind ...  -> {changed, status} | false
+# sm: the MAC of the new status (codec.py), written with it.
+# ARGV: P NB tid new_status sm mode('only'|'except') kind ...  -> {changed, status} | false
 SET_TOKEN_STATUS: Final = (
     _PRELUDE
     + r"""
@@ -112,9 +153,9 @@ local tk = tkey(ARGV[3])
 local st = redis.call('HGET', tk, 'st')
 if not st then return false end
 local listed = false
-for i = 6, #ARGV do if ARGV[i] == kind(st) then listed = true end end
-if (ARGV[5] == 'only') == listed then
-  redis.call('HSET', tk, 'st', ARGV[4])
+for i = 7, #ARGV do if ARGV[i] == kind(st) then listed = true end end
+if (ARGV[6] == 'only') == listed then
+  redis.call('HSET', tk, 'st', ARGV[4], 'sm', ARGV[5])
   if kind(ARGV[4]) == 'ACTIVE' then redis.call('ZREM', P .. 'unv', ARGV[3]) end
   return {1, ARGV[4]}
 end
@@ -122,7 +163,7 @@ return {0, st}
 """
 )
 
-# ARGV: P NB tid allowed_kind ... -> {'OK'|'DENIED'|'NOTOKEN', {sid, srv, record, ...}}
+# ARGV: P NB tid sm(ACTIVE) allowed_kind ... -> {'OK'|'DENIED'|'NOTOKEN', {sid, srv, record, ...}}
 ACTIVATE_TOKEN: Final = (
     _PRELUDE
     + r"""
@@ -131,9 +172,9 @@ local tk = tkey(tid)
 local st = redis.call('HGET', tk, 'st')
 if not st then return {'NOTOKEN', {}} end
 local ok = false
-for i = 4, #ARGV do if ARGV[i] == kind(st) then ok = true end end
+for i = 5, #ARGV do if ARGV[i] == kind(st) then ok = true end end
 if not ok then return {'DENIED', {}} end
-redis.call('HSET', tk, 'st', 'ACTIVE')
+redis.call('HSET', tk, 'st', 'ACTIVE', 'sm', ARGV[4])
 redis.call('ZREM', P .. 'unv', tid)
 local others = redis.call('HKEYS', P .. 'dt:' .. redis.call('HGET', tk, 'x'))
 local out = {}
@@ -241,18 +282,27 @@ return n
 """
 )
 
-# ARGV: P NB tid sid srv record -> {'CREATED'} | {'EXISTS', record} | {'NOTOKEN'}
+# The caps (0 = none) bound what one token can make the subscriber do (issue 16.1): subscriptions, and
+# distinct SMP servers (each one a connection), counted in `t{T}:srv` (server number -> subscriptions).
+# ARGV: P NB tid sid srv record max_subs max_servers
+#   -> {'CREATED'} | {'EXISTS', record} | {'NOTOKEN'} | {'QUOTA'}
 CREATE_SUB: Final = (
     _PRELUDE
     + r"""
 local tid, sid, srv = ARGV[3], ARGV[4], ARGV[5]
-if redis.call('EXISTS', tkey(tid)) == 0 then return {'NOTOKEN'} end
+local max_subs, max_servers = tonumber(ARGV[7]), tonumber(ARGV[8])
+local tk = tkey(tid)
+if redis.call('EXISTS', tk) == 0 then return {'NOTOKEN'} end
 local r = string.sub(sid, 1, 20)
 local bk = bkey(srv, r)
 local v = redis.call('HGET', bk, r)
 if v then return {'EXISTS', v} end
+if max_subs > 0 and redis.call('HLEN', tk .. ':subs') >= max_subs then return {'QUOTA'} end
+if max_servers > 0 and redis.call('HEXISTS', tk .. ':srv', srv) == 0
+  and redis.call('HLEN', tk .. ':srv') >= max_servers then return {'QUOTA'} end
 redis.call('HSET', bk, r, ARGV[6])
-redis.call('HSET', tkey(tid) .. ':subs', sid, srv)
+redis.call('HSET', tk .. ':subs', sid, srv)
+redis.call('HINCRBY', tk .. ':srv', srv, 1)
 redis.call('INCR', P .. 'n:sub')
 redis.call('HINCRBY', P .. 'srv:count', srv, 1)
 return {'CREATED'}
@@ -270,61 +320,91 @@ return del_sub(rec_tid(v), sid, srv) or false
 """
 )
 
-# ARGV: P NB srv status assoc('0'|'1'|'-') from_kinds(',A,B,' or '') r ... -> number updated
+# The per-server service ties (services.py): `P svc:<n>` fields n (count of subscriptions tied to our
+# service) and h (their IdsHash: XOR of MD5(notifier id), 16 bytes), changed with every tie and untie.
+_TIES: Final = r"""
+local function xor16(a, b)
+  local t = {}
+  for i = 1, 16 do t[i] = string.char(bit.bxor(string.byte(a, i), string.byte(b, i))) end
+  return table.concat(t)
+end
+local function add_ties(srv, dn, dh)
+  if dn == 0 and dh == nil then return end
+  local k = P .. 'svc:' .. srv
+  redis.call('HINCRBY', k, 'n', dn)
+  if dh ~= nil then
+    local h = redis.call('HGET', k, 'h') or string.rep('\0', 16)
+    redis.call('HSET', k, 'h', xor16(h, dh))
+  end
+end
+"""
+
+# ARGV: P NB srv status assoc('0'|'1'|'-') from_kinds(',A,B,' or '') then r ... (assoc '-') or r md5 ...
+#   (assoc '0'|'1': MD5 of each notifier id, to keep the server's service ties) -> number updated
 SET_SUB_STATUS: Final = (
     _PRELUDE
+    + _TIES
     + r"""
 local srv, st, assoc, from = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local n = 0
-for i = 7, #ARGV do
+local step = 1
+if assoc ~= '-' then step = 2 end
+local n, dn, dh = 0, 0, nil
+for i = 7, #ARGV, step do
   local r = ARGV[i]
   local bk = bkey(srv, r)
   local v = redis.call('HGET', bk, r)
   if v and (from == '' or string.find(from, ',' .. kind(rec_status(v)) .. ',', 1, true)) then
+    local a0 = string.sub(v, 25, 25)
     local a = assoc
-    if a == '-' then a = string.sub(v, 25, 25) end
+    if a == '-' then a = a0 end
     redis.call('HSET', bk, r, rec_tid(v) .. a .. string.char(#st) .. st .. rec_rest(v))
     n = n + 1
+    if a ~= a0 then
+      if a == '1' then dn = dn + 1 else dn = dn - 1 end
+      if dh == nil then dh = ARGV[i + 1] else dh = xor16(dh, ARGV[i + 1]) end
+    end
   end
 end
+add_ties(srv, dn, dh)
 return n
 """
 )
 
-# ARGV: P NB srv r sid value max -> {'OK', {srv, record, value, sid, ...} oldest first} | {'NOSUB'|'INACTIVE'}
-ADD_LAST_NTF: Final = (
+# ARGV: P NB tid ... -> a string of '1'/'0': which tokens are ACTIVE (one call however many: resubscription
+#   reads one per token of a page-through, subscriptions.py)
+TOKENS_ACTIVE: Final = (
     _PRELUDE
     + r"""
-local srv, r, sid, value, max = ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
-local v = redis.call('HGET', bkey(srv, r), r)
-if not v then return {'NOSUB'} end
-local tk = tkey(rec_tid(v))
-if redis.call('HGET', tk, 'st') ~= 'ACTIVE' then return {'INACTIVE'} end
-if redis.call('HSET', tk .. ':ln', sid, value) == 1 then redis.call('INCR', P .. 'n:ln') end
-local all = redis.call('HGETALL', tk .. ':ln')
-local items = {}
-for i = 1, #all, 2 do table.insert(items, {all[i], all[i + 1]}) end
-table.sort(items, function(a, b)
-  local ta, tb = string.sub(a[2], 1, 13), string.sub(b[2], 1, 13)
-  if ta ~= tb then return ta > tb end
-  if a[1] == sid then return true end
-  if b[1] == sid then return false end
-  return a[1] > b[1]
-end)
-for i = max + 1, #items do
-  redis.call('HDEL', tk .. ':ln', items[i][1])
-  redis.call('DECR', P .. 'n:ln')
-end
 local out = {}
-for i = math.min(max, #items), 1, -1 do
-  local s = items[i][1]
-  local sv = redis.call('HGET', tk .. ':subs', s)
-  local rec = sv and redis.call('HGET', bkey(sv, string.sub(s, 1, 20)), string.sub(s, 1, 20))
-  if rec then
-    table.insert(out, sv); table.insert(out, rec); table.insert(out, items[i][2]); table.insert(out, s)
-  end
+for i = 3, #ARGV do
+  if redis.call('HGET', tkey(ARGV[i]), 'st') == 'ACTIVE' then out[i - 2] = '1' else out[i - 2] = '0' end
 end
-return {'OK', out}
+return table.concat(out)
+"""
+)
+
+# ARGV: P NB srv md5 ... -> 0. Tied subscriptions that were deleted (services.py: after the deletion).
+UNTIE_DELETED: Final = (
+    _PRELUDE
+    + _TIES
+    + r"""
+local dh = nil
+for i = 4, #ARGV do
+  if dh == nil then dh = ARGV[i] else dh = xor16(dh, ARGV[i]) end
+end
+add_ties(ARGV[3], 3 - #ARGV, dh)
+return 0
+"""
+)
+
+# ARGV: P NB srv sealed_chain sealed_key -> {sealed_chain, sealed_key}: the server's service credentials,
+#   these ones unless some were stored first (two instances creating them at once agree).
+SET_SERVICE_CREDS: Final = (
+    _PRELUDE
+    + r"""
+local k = P .. 'svc:' .. ARGV[3]
+if redis.call('HEXISTS', k, 'c') == 0 then redis.call('HSET', k, 'c', ARGV[4], 'k', ARGV[5]) end
+return redis.call('HMGET', k, 'c', 'k')
 """
 )
 
@@ -368,6 +448,20 @@ local function hget_or_dummy(key, field, dfield)
   return 0, redis.call('HGET', P .. 'dummy', dfield) or ''
 end
 """
+
+# The token of a repeated TNEW (its auth is already checked with the key it names, so there is nothing to
+# hide by timing): one index read, one record. ARGV: P NB x:vh -> {found(0|1), packed token hash, its id}
+LOOKUP_TNEW: Final = (
+    _PRELUDE
+    + _LOOKUP
+    + r"""
+local tid = redis.call('HGET', P .. 'tv', ARGV[3])
+if not tid then return {0, '', ''} end
+local h = redis.call('HGETALL', tkey(tid))
+if #h == 0 then return {0, '', ''} end
+return {1, pack(h), tid}
+"""
+)
 
 # ARGV: P NB tid pick -> {found(0|1), packed token hash, its id}
 LOOKUP_TOKEN: Final = (

@@ -11,7 +11,11 @@ instances registering one server at once agree (REGISTER_SERVER is one script).
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Sequence
+
 from ntf_server.protocol.encoding import CodecError, SMPServer, dec_smp_server, decode_all, enc_smp_server
+from ntf_server.protocol.smp import queue_ids_hash
 from ntf_server.store.base import RemovedSub
 from ntf_server.store.dataset import DataSet
 from ntf_server.store.errors import StoreError
@@ -76,11 +80,20 @@ class ServerRegistry:
         return [s for s in servers if s is not None]
 
     async def removed(self, flat: list[bytes]) -> list[RemovedSub]:
-        """The subscriptions a cascade removed, as the scripts list them: sid, server number, record, ..."""
-        out = []
+        """The subscriptions a cascade removed, as the scripts list them: sid, server number, record, ...
+        Those tied to our service are untied (services.py)."""
+        out, tied = [], defaultdict(list)
         for i in range(0, len(flat), 3):
             server = await self.address(int(flat[i + 1]))
             if server is not None:
                 rec = decode_sub(self._d.a, flat[i], server, flat[i + 2])
                 out.append(RemovedSub(rec.sub_id, server, rec.notifier_id))
+                if rec.service_assoc:
+                    tied[int(flat[i + 1])].append(rec.notifier_id)
+        for srv, nids in tied.items():
+            await self.untie_deleted(srv, nids)
         return out
+
+    async def untie_deleted(self, srv: int, notifier_ids: Sequence[bytes]) -> None:
+        """Deleted subscriptions of server ``srv`` that were tied to our service leave its count and IdsHash."""
+        await self._d.run("UNTIE_DELETED", srv, *(queue_ids_hash([n]) for n in notifier_ids))

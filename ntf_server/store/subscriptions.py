@@ -9,16 +9,18 @@ subscription and no separate (server, notifier id) index: r = HMAC(server, notif
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Sequence
+import contextlib
+from collections.abc import AsyncGenerator, Collection, Sequence
 from typing import Final
 
 from ntf_server.protocol.encoding import SMPServer, enc_smp_server
-from ntf_server.store.base import SubCreate
+from ntf_server.store.base import NO_CAPS, SubCaps, SubCreate
 from ntf_server.store.codec import DUMMY_SERVER, DUMMY_SUB_ID, TokenCodec
 from ntf_server.store.dataset import DataSet
 from ntf_server.store.errors import StoreError
 from ntf_server.store.keys import (
     SUB_ID_BYTES,
+    TIED_AT,
     PackedSub,
     decode_sub,
     make_sub_id,
@@ -27,11 +29,20 @@ from ntf_server.store.keys import (
     seal_notifier,
     sub_r,
 )
-from ntf_server.store.records import SUB_NEW, SubscriptionRecord, SubStatus, SubStatusKind, TokenRecord
+from ntf_server.store.records import (
+    RESUBSCRIBE_KINDS,
+    SUB_NEW,
+    SubscriptionRecord,
+    SubStatus,
+    SubStatusKind,
+    TokenRecord,
+)
 from ntf_server.store.servers import ServerRegistry
+from ntf_server.store.services import md5_of
 
 _PAGE_BUCKETS: Final = 64  # buckets fetched per pipeline while paging one SMP server
 _STATUS_BATCH: Final = 1000
+_ONE: Final = ord("1")  # TOKENS_ACTIVE's flag for an ACTIVE token
 
 
 class RedisSubscriptions:
@@ -54,10 +65,12 @@ class RedisSubscriptions:
         return None
 
     async def create_subscription(
-        self, token_id: bytes, server: SMPServer, notifier_id: bytes, notifier_key: bytes
+        self, token_id: bytes, server: SMPServer, notifier_id: bytes, notifier_key: bytes,
+        caps: SubCaps = NO_CAPS,
     ) -> tuple[SubCreate, SubscriptionRecord | None]:
         """`SNEW` (spec §4.4): a new subscription in status NEW, or — same token and same key — the
-        existing one (idempotent retry). Another token or another key: CONFLICT (answer AUTH)."""
+        existing one (idempotent retry). Another token or another key: CONFLICT (answer AUTH). A new one
+        beyond the token's `caps`: QUOTA (an idempotent retry is still answered)."""
         if not 0 < len(notifier_id) <= 255:
             raise StoreError("notifier id must be 1..255 bytes")
         server = server.normalized()
@@ -65,11 +78,13 @@ class RedisSubscriptions:
         assert srv is not None
         r = sub_r(self._d.a, server, notifier_id)
         sid = make_sub_id(self._d.a, r, srv)
-        sealed = seal_notifier(self._d.a, r, notifier_id, notifier_key)
+        sealed = seal_notifier(self._d.a, r, token_id, notifier_id, notifier_key)
         value = pack_sub(PackedSub(token_id, False, SUB_NEW.to_text(), sealed))
-        res = await self._d.run("CREATE_SUB", token_id, sid, srv, value)
+        res = await self._d.run("CREATE_SUB", token_id, sid, srv, value, caps.subscriptions, caps.servers)
         if res[0] == b"NOTOKEN":
             return SubCreate.NO_TOKEN, None
+        if res[0] == b"QUOTA":
+            return SubCreate.QUOTA, None
         if res[0] == b"CREATED":
             return SubCreate.CREATED, SubscriptionRecord(sid, token_id, server, notifier_id, notifier_key, SUB_NEW)
         existing = self._decode(sid, server, res[1])
@@ -125,6 +140,38 @@ class RedisSubscriptions:
         sub = self._found_or_dummy(make_sub_id(self._d.a, r, n), server, bool(sfound), value)
         return self._tokens.found_or_standin(tfound, packed, tid), sub
 
+    async def _of_active_tokens(self, recs: list[SubscriptionRecord], known: dict[bytes, bool]
+                                ) -> list[SubscriptionRecord]:
+        """The records whose token is ACTIVE: one pipelined status read per token not in ``known`` (the
+        statuses read earlier in the same page-through), which it extends."""
+        tids = list({rec.token_id for rec in recs} - known.keys())
+        if tids:
+            flags = await self._d.run("TOKENS_ACTIVE", *tids)
+            known.update((tid, flag == _ONE) for tid, flag in zip(tids, flags, strict=True))
+        return [rec for rec in recs if known[rec.token_id]]
+
+    async def has_live_subscriptions(self, server: SMPServer) -> bool:
+        """Whether any subscription would be resubscribed on ``server`` (a status of RESUBSCRIBE_KINDS and an
+        ACTIVE token): its SMP link is needed. Stops at the first one."""
+        async with contextlib.aclosing(self.iter_server_subscriptions(server, 1, RESUBSCRIBE_KINDS, True)) as pages:
+            async for _ in pages:
+                return True
+        return False
+
+    async def token_subscriptions(self, token_id: bytes) -> list[SubscriptionRecord]:
+        """Every subscription of a token (for subscribing them when it becomes ACTIVE)."""
+        index = await self._d.call(self._d.r.hgetall, self._d.keys.token_subs(token_id))
+        out = []
+        for sid, srv in index.items():
+            server = await self._servers.address(int(srv))
+            if server is None:
+                continue
+            r, _ = parse_sub_id(self._d.a, sid)
+            value = await self._d.call(self._d.r.hget, self._d.keys.sub_bucket(int(srv), r), r)
+            if value is not None:
+                out.append(self._decode(sid, server, value))
+        return out
+
     async def delete_subscription(self, sub_id: bytes) -> SubscriptionRecord | None:
         """`SDEL`: removes the subscription and its last notification; returns what was removed."""
         _, srv = parse_sub_id(self._d.a, sub_id)
@@ -132,7 +179,12 @@ class RedisSubscriptions:
         if server is None:
             return None
         value = await self._d.run("DELETE_SUB", sub_id, srv)
-        return self._decode(sub_id, server, value) if value else None
+        if not value:
+            return None
+        rec = self._decode(sub_id, server, value)
+        if rec.service_assoc:
+            await self._servers.untie_deleted(srv, [rec.notifier_id])
+        return rec
 
     async def set_subscription_statuses(
         self,
@@ -152,32 +204,44 @@ class RedisSubscriptions:
         kinds = "," + ",".join(k.value for k in only_from) + "," if only_from is not None else ""
         changed = 0
         for i in range(0, len(notifier_ids), _STATUS_BATCH):
-            rs = [sub_r(self._d.a, server, nid) for nid in notifier_ids[i : i + _STATUS_BATCH]]
-            changed += int(await self._d.run("SET_SUB_STATUS", srv, status.to_text(), assoc, kinds, *rs))
+            nids = notifier_ids[i : i + _STATUS_BATCH]
+            rs = [sub_r(self._d.a, server, nid) for nid in nids]
+            # Tying or untying: each record's MD5(notifier id) too, for the server's service ties (services.py).
+            args = rs if service_assoc is None else [x for r, m in zip(rs, md5_of(nids), strict=True) for x in (r, m)]
+            changed += int(await self._d.run("SET_SUB_STATUS", srv, status.to_text(), assoc, kinds, *args))
         return changed
 
     async def iter_server_subscriptions(
-        self, server: SMPServer, page_size: int = 900, kinds: Collection[SubStatusKind] | None = None
-    ) -> AsyncIterator[list[SubscriptionRecord]]:
-        """Pages of one SMP server's subscriptions (filtered by status kind), reading `_PAGE_BUCKETS`
-        buckets at a time, so memory stays constant however many there are. A subscription created or
-        deleted while paging may or may not be seen; every one present throughout is seen exactly once."""
+        self, server: SMPServer, page_size: int = 900, kinds: Collection[SubStatusKind] | None = None,
+        active_tokens_only: bool = False, untied_only: bool = False,
+    ) -> AsyncGenerator[list[SubscriptionRecord], None]:
+        """Pages of one SMP server's subscriptions (filtered by status kind, and with ``active_tokens_only``
+        by their token's status: only ACTIVE tokens' subscriptions open SMP connections, issue 16; with
+        ``untied_only`` without those tied to our service, skipped before decryption: NSUBS has them), reading
+        `_PAGE_BUCKETS` buckets at a time, so memory stays constant however many there are. A subscription
+        created or deleted while paging may or may not be seen; every one present throughout is seen
+        exactly once."""
         server = server.normalized()
         srv = await self._servers.number(server, create=False)
         if srv is None:
             return
         page: list[SubscriptionRecord] = []
+        token_active: dict[bytes, bool] = {}  # read once per token while paging (many subscriptions each)
         a, nb = self._d.a, self._d.keys.buckets
         for start in range(0, nb, _PAGE_BUCKETS):
             async with self._d.pipeline() as pipe:
                 for b in range(start, min(start + _PAGE_BUCKETS, nb)):
                     pipe.hgetall(self._d.keys.bucket(srv, b))
                 buckets = await pipe.execute()
+            found = []
             for h in buckets:
                 for r, value in h.items():
+                    if untied_only and value[TIED_AT:TIED_AT + 1] == b"1":
+                        continue
                     rec = decode_sub(a, make_sub_id(a, r, srv), server, value)
                     if kinds is None or rec.status.kind in kinds:
-                        page.append(rec)
+                        found.append(rec)
+            page += await self._of_active_tokens(found, token_active) if active_tokens_only and found else found
             while len(page) >= page_size:
                 yield page[:page_size]
                 page = page[page_size:]

@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Collection, Sequence
+from typing import Final
 
-from ntf_server.store.base import RemovedSub, TokenCreate
-from ntf_server.store.codec import TokenCodec
+from ntf_server.store.base import RemovedSub, TokenCreate, TokenReplace
+from ntf_server.store.codec import TokenCodec, unpack_hash
 from ntf_server.store.dataset import DataSet
 from ntf_server.store.errors import StoreError
 from ntf_server.store.keys import TOKEN_ID_BYTES
@@ -31,6 +32,8 @@ from ntf_server.store.records import (
 )
 from ntf_server.store.servers import ServerRegistry
 
+_REPLACED: Final = {b"OK": TokenReplace.REPLACED, b"DUPLICATE": TokenReplace.DUPLICATE, b"QUOTA": TokenReplace.QUOTA}
+
 
 class RedisTokens:
     def __init__(self, data: DataSet, servers: ServerRegistry) -> None:
@@ -41,20 +44,25 @@ class RedisTokens:
     def __repr__(self) -> str:
         return f"<RedisTokens prefix={self._d.keys.prefix!r}>"
 
-    async def create_token(self, token: TokenRecord, now: float | None = None) -> TokenCreate:
+    async def create_token(self, token: TokenRecord, now: float | None = None,
+                           max_per_device: int = 0) -> TokenCreate:
         """``now`` is the creation time (default: the wall clock); until the token is verified it is also
-        in the `unv` index that ``expire_unverified`` walks."""
+        in the `unv` index that ``expire_unverified`` walks. ``max_per_device`` (0 = no cap): QUOTA when the
+        device token already has that many registrations (issue 16.2)."""
         if len(token.token_id) != TOKEN_ID_BYTES:
             raise StoreError("token id must be 24 bytes")
         fields = self.codec.encode(token)
         x = self.codec.dt_index(token.provider, token.device_token)
         vh = self.codec.vk_index(token.verify_key)
         created = math.floor(time.time() if now is None else now)
-        res = await self._d.run("CREATE_TOKEN", token.token_id, x, vh, token.last_used_day, created, *fields)
+        res = await self._d.run("CREATE_TOKEN", token.token_id, x, vh, token.last_used_day, created,
+                                max_per_device, *fields)
         if res in (b"OK", b"SAME"):  # SAME: a retried call whose first reply was lost
             return TokenCreate.CREATED
         if res == b"DUPLICATE":
             return TokenCreate.DUPLICATE
+        if res == b"QUOTA":
+            return TokenCreate.QUOTA
         raise StoreError("token id collision")
 
     async def get_token(self, token_id: bytes) -> TokenRecord | None:
@@ -76,43 +84,77 @@ class RedisTokens:
         return [t for t in found if t.provider is provider and t.device_token == device_token]
 
     async def find_token(self, provider: PushProvider, device_token: bytes, verify_key: bytes) -> TokenRecord | None:
-        """The token of a repeat `TNEW` (spec §4.3): same provider, device token and verify key."""
-        found = await self.find_tokens(provider, device_token)
-        return next((t for t in found if t.verify_key == verify_key), None)
+        """The token of a repeat `TNEW` (spec §4.3): same provider, device token and verify key. One index
+        read and one record, however many registrations the device token has (issue 16.2)."""
+        field = self._repeat_field(self.codec.dt_index(provider, device_token), self.codec.vk_index(verify_key))
+        found, packed, tid = await self._d.run("LOOKUP_TNEW", field)
+        if not found:
+            return None
+        t = self.codec.decode(tid, unpack_hash(packed))
+        same = t.provider is provider and t.device_token == device_token and t.verify_key == verify_key
+        return t if same else None
+
+    @staticmethod
+    def _repeat_field(x: str | bytes, vh: bytes) -> bytes:
+        """The `P tv` field of a registration (as scripts.py writes it: x ‖ ':' ‖ vh)."""
+        return (x.encode() if isinstance(x, str) else x) + b":" + vh
+
+    async def index_repeats(self, batch: int = 1000) -> int:
+        """Once per data set: fill `P tv` from the `dt:` indexes of a data set written before it existed
+        (marked done by the field `tv` of `P meta`). Returns how many registrations were indexed."""
+        r, keys = self._d.r, self._d.keys
+        if await self._d.call(r.hexists, keys.g("meta"), "tv"):
+            return 0
+        n = 0
+        if await self._d.call(r.zcard, keys.g("used")):  # an empty data set has nothing to index
+            start = len(keys.dt_index(""))
+            async for key in r.scan_iter(match=keys.dt_index("*"), count=batch):
+                pairs = await self._d.call(r.hgetall, key)
+                if pairs:
+                    fields = {self._repeat_field(key[start:], vh): tid for tid, vh in pairs.items()}
+                    await self._d.call(r.hset, keys.g("tv"), None, None, fields)
+                    n += len(fields)
+        await self._d.call(r.hset, keys.g("meta"), "tv", 1)
+        return n
 
     async def replace_token(
-        self, token_id: bytes, provider: PushProvider, device_token: bytes, reg_code: bytes
-    ) -> bool:
-        """`TRPL` (spec §4.4): new provider/device token/code, status REGISTERED, DH keys kept.
-
-        False if the token is gone or the new device token is already registered with this verify key.
-        """
+        self, token_id: bytes, provider: PushProvider, device_token: bytes, reg_code: bytes, max_per_device: int = 0
+    ) -> TokenReplace:
+        """`TRPL` (spec §4.4): new provider/device token/code, status REGISTERED, DH keys kept. Refused when
+        the token is gone, the new device token is already registered with this verify key, or (moving to
+        another device token) that one has ``max_per_device`` registrations (0 = no cap; issue 16.2)."""
         fields = self.codec.replacement(token_id, provider, device_token, reg_code)
-        res = await self._d.run("REPLACE_TOKEN", token_id, self.codec.dt_index(provider, device_token), *fields)
-        return bool(res == b"OK")
+        x = self.codec.dt_index(provider, device_token)
+        res = await self._d.run("REPLACE_TOKEN", token_id, x, max_per_device, *fields)
+        return _REPLACED.get(res, TokenReplace.NO_TOKEN)
 
     async def set_token_status(
         self, token_id: bytes, status: TokenStatus, only_from: Collection[TokenStatusKind] | None = None
     ) -> TokenStatus | None:
         """Set the status (only if the current kind is in `only_from`, when given); returns the status
         the token has afterwards, None if there is no such token."""
+        text = status.to_text()
+        sm = self.codec.status_mac(token_id, text)
         if only_from is None:
-            res = await self._d.run("SET_TOKEN_STATUS", token_id, status.to_text(), "except")
+            res = await self._d.run("SET_TOKEN_STATUS", token_id, text, sm, "except")
         else:
             kinds = [k.value for k in only_from]
-            res = await self._d.run("SET_TOKEN_STATUS", token_id, status.to_text(), "only", *kinds)
+            res = await self._d.run("SET_TOKEN_STATUS", token_id, text, sm, "only", *kinds)
         return TokenStatus.from_text(res[1].decode()) if res else None
 
     async def confirm_token(self, token_id: bytes) -> TokenStatus | None:
         """Verification push accepted: CONFIRMED unless already CONFIRMED/ACTIVE (spec §4.5)."""
         kinds = [k.value for k in CONFIRM_KEEPS]
-        res = await self._d.run("SET_TOKEN_STATUS", token_id, TokenStatusKind.CONFIRMED.value, "except", *kinds)
+        confirmed = TokenStatusKind.CONFIRMED.value
+        res = await self._d.run("SET_TOKEN_STATUS", token_id, confirmed, self.codec.status_mac(token_id, confirmed),
+                                "except", *kinds)
         return TokenStatus.from_text(res[1].decode()) if res else None
 
     async def activate_token(self, token_id: bytes) -> tuple[bool, list[RemovedSub]]:
         """`TVFY` accepted: ACTIVE (only from REGISTERED/CONFIRMED/ACTIVE) and, in the same step, delete
         every other registration of the same device token with its subscriptions (spec §4.4)."""
-        res = await self._d.run("ACTIVATE_TOKEN", token_id, *(k.value for k in VERIFY_ALLOWED))
+        sm = self.codec.status_mac(token_id, TokenStatusKind.ACTIVE.value)
+        res = await self._d.run("ACTIVATE_TOKEN", token_id, sm, *(k.value for k in VERIFY_ALLOWED))
         return res[0] == b"OK", await self._servers.removed(res[1])
 
     async def delete_token(self, token_id: bytes) -> tuple[bool, list[RemovedSub]]:

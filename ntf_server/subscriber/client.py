@@ -1,7 +1,7 @@
 """One SMP connection: the asyncio wrapper around the sans-IO SMP client (spec §1.8, §3.1–3.3).
 
 Theory of operation. :meth:`SmpClient.start` connects (``connect.open_smp``: hosts in order, name
-resolved every time, TLS pinned, handshake v7–18) and starts one task that runs, in one ``TaskGroup``
+resolved every time, TLS pinned, handshake v7–20) and starts one task that runs, in one ``TaskGroup``
 (STYLE 7), a **reader**, a **writer** and a **ticker**; the first of them to end ends the others, and a
 ``finally`` records why (:meth:`wait_closed`, :attr:`close_error`) and closes the event channel.
 
@@ -16,7 +16,9 @@ resolved every time, TLS pinned, handshake v7–18) and starts one task that run
   notifications), and nothing is lost or reordered. The consumer takes everything waiting at once
   (:class:`EventStream`), so the further it fell behind, the fewer round trips it spends per event.
 * Time. The ticker wakes every ``tick_s`` (``sleep`` injected) and, on the *session clock*, expires
-  unanswered commands (``SubscriptionTimedOut`` / ``PingTimedOut`` events), sends PING after
+  unanswered commands (``SubscriptionTimedOut`` / ``PingTimedOut`` events; a timeout counts from when the
+  writer wrote the command's block), re-sends the timed-out NSUBs whose backoff is over (their queues stay
+  pending and a late answer still counts: nothing is forgotten), sends PING after
   ``ping_idle_s`` of silence and drops the connection after repeated timeouts (``liveness``). The session
   clock is the injected ``clock`` minus the time the reader spent waiting for the consumer: answers
   sitting unread in the socket because the pool is slow are not timeouts.
@@ -39,6 +41,7 @@ from typing import Final, Self
 
 from ntf_server.protocol import smp_events as E
 from ntf_server.protocol.encoding import SMPServer
+from ntf_server.protocol.smp_service import ServiceCredentials
 from ntf_server.protocol.smp_session import NotifierQueue, SmpClientSession, SmpProtocolError
 from ntf_server.protocol.transport import SMP_CLIENT_VRANGE, VersionRange
 from ntf_server.subscriber.channel import Channel
@@ -96,6 +99,7 @@ class ClientCounters:
     blocks_sent: int = 0
     blocks_received: int = 0
     nsubs_sent: int = 0
+    nsubs_resent: int = 0  # NSUBs sent again on this connection after they timed out
     pings_sent: int = 0
     timeouts: int = 0  # commands that got no answer in time
     paused_s: float = 0.0  # time the reader waited for the consumer (back-pressure)
@@ -123,6 +127,9 @@ class SmpClient:
         default_hosts = [h for h in server.hosts if opener is not open_tcp or not h.endswith(".onion")]
         self.hosts = tuple(hosts if hosts is not None else default_hosts)
         self._context = context or tls.smp_client_context()
+        self._own_context = context is None
+        # Our service certificate for this server (set before start): offered in TLS and in the hello.
+        self.service: ServiceCredentials | None = None
         self._timeouts = timeouts or Timeouts()
         self._opener = opener
         self._versions = versions
@@ -166,9 +173,12 @@ class SmpClient:
         if self.state is not ClientState.NEW:
             raise RuntimeError(f"SmpClient.start() on a {self.state.value} client")
         self.state = ClientState.CONNECTING
+        context = self._context
+        if self.service is not None and self._own_context:
+            context = tls.smp_service_context(self.service.chain, self.service.key)
         self._connecting = asyncio.create_task(
-            open_smp(self.hosts, self.server.effective_port, self.server.key_hash, context=self._context,
-                     timeouts=self._timeouts, opener=self._opener, versions=self._versions))
+            open_smp(self.hosts, self.server.effective_port, self.server.key_hash, context=context,
+                     timeouts=self._timeouts, opener=self._opener, versions=self._versions, service=self.service))
         try:
             conn = await self._connecting
         except ClientError as e:
@@ -182,7 +192,7 @@ class SmpClient:
             raise
         now = self._now()
         self.host = conn.host
-        self._session = SmpClientSession(conn.handshake, now=now, random=self._random)
+        self._session = SmpClientSession(conn.handshake, now=now, random=self._random, service=conn.service)
         self._liveness = Liveness(self._timeouts, now=now)
         self.state = ClientState.UP
         self._stream = conn.stream
@@ -229,10 +239,20 @@ class SmpClient:
         Raises ``ConnectionLost`` when not connected and ``ValueError`` for a queue already pending here.
         CPU: one signature per queue, so the pool passes chunks (e.g. ≤ 1,000 queues) between awaits."""
         session, batch = self._up(), list(queues)
-        blocks = session.subscribe(batch, now=self._now())
+        blocks = session.subscribe(batch)
         self._enqueue(blocks)
         self.counters.nsubs_sent += len(batch)
         return len(blocks)
+
+    def subscribe_service(self, count: int, ids_hash: bytes) -> None:
+        """Queue ``NSUBS`` for every queue tied to our service (a service session only); never waits."""
+        self._enqueue(self._up().subscribe_service(count, ids_hash))
+
+    @property
+    def service_id(self) -> bytes | None:
+        """Our service id on this connection (None: not a service session)."""
+        s = self._session
+        return None if s is None or s.service is None else s.service.service_id
 
     def events(self) -> EventStream:
         """The event batches (``async for batch in client.events()``), one list per received block or timer
@@ -356,6 +376,7 @@ class SmpClient:
                 raise ConnectionLost("the server does not take our blocks") from e
             except (ConnectionClosed, OSError) as e:
                 raise ConnectionLost(f"write failed ({e})") from e
+            self._up().block_written(now=self._now())  # its commands' response timeouts start now
             self.counters.blocks_sent += 1
             if self._outbox.empty():
                 self._flushed.set()
@@ -374,10 +395,14 @@ class SmpClient:
             liveness.timed_out(len(expired))
             self.counters.timeouts += len(expired)
             await self._events.put(expired)
+        resent = session.resend_due(now=now)  # timed-out NSUBs, again on this connection (backoff 1 → 10 s)
+        if resent:
+            self._enqueue(resent)
+            self.counters.nsubs_resent += session.resent_last
         reason = liveness.drop_reason(now)
         if reason is not None:
             raise ConnectionLost(reason)
         if liveness.ping_due(now):
             liveness.pinged(now)
-            self._enqueue([session.ping(now=now)])
+            self._enqueue([session.ping()])
             self.counters.pings_sent += 1

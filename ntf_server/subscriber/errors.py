@@ -6,6 +6,7 @@ pool does next. Library exceptions (OSError, ssl.SSLError, TimeoutError, ChainEr
   with backoff; subscriptions stay pending.
 * :class:`HandshakeFailed`: connected, but the server is not the pinned one, speaks no common version or
   closed during the handshake — retry with backoff; nothing was sent.
+  :class:`ServiceRefused` (one of them): the server refused our service certificate — connect without.
 * :class:`ConnectionLost`: an established connection ended (EOF, reset, a write that does not drain,
   repeated response timeouts, or our own close) — resubscribe on a new connection.
 * :class:`ProtocolError`: the server sent a block we cannot use (from v11 the block cipher chain is then
@@ -25,6 +26,11 @@ class ConnectFailed(ClientError):
 
 class HandshakeFailed(ClientError):
     pass
+
+
+class ServiceRefused(HandshakeFailed):
+    """The SMP server refused our service certificate in the handshake (e.g. ``BAD_SERVICE``): drop the
+    ties to the service and connect without it."""
 
 
 class ConnectionLost(ClientError):

@@ -1,9 +1,9 @@
 """The subscriber pool: every notification subscription held open on its SMP server (spec §3.3, §4.6).
 
 Theory of operation. One ``_Link`` per SMP server (hosts + port + key hash) owns at most one connection
-(``client.SmpClient``) at a time and runs forever: connect (DNS resolved anew every time), subscribe, read,
-and after any loss reconnect with capped, jittered exponential backoff (an injected strategy). Servers are
-independent: a slow or dead server delays nobody else.
+(``client.SmpClient``) at a time: connect (DNS resolved anew every time), subscribe, read, and after any
+loss reconnect with capped, jittered exponential backoff (an injected strategy; by default up to 10 s, as
+Haskell's reconnect interval). Servers are independent: a slow or dead server delays nobody else.
 
 * Subscribing. On every new connection the link pages the store for the server's live subscriptions
   (NEW, PENDING, ACTIVE, INACTIVE; constant memory however many) and sends their NSUBs many to a block,
@@ -12,15 +12,24 @@ independent: a slow or dead server delays nobody else.
   the connection is never subscribed twice.
 * Answers become statuses (§4.6), written in one store call per status per received block: OK/SOK →
   ACTIVE, ERR AUTH → AUTH, other errors → ERR, END → END, DELD → DELETED; a lost connection turns what
-  it held into INACTIVE. Sent NSUBs are PENDING. A timed-out NSUB stays PENDING: the client drops a
-  connection that keeps timing out, and the next connection subscribes it again.
-* Messages. The NMSGs of one block are stored together (one round trip, ``add_last_notifications``), then
-  each becomes a push (SimpleX parity: one alert per NMSG with the token's newest ≤ 6). Handing a push
-  over waits when the push queue is full, and while this link waits it reads nothing more from its SMP
-  server, which keeps what it has not delivered: back-pressure, never a silent drop. A store failure is
-  retried (the notification was already taken from the SMP server) before the block is given up, counted.
+  it held into INACTIVE. Sent NSUBs are PENDING. A timed-out NSUB stays PENDING and is never forgotten:
+  the session re-sends it on the same connection (backoff 1 s → 10 s) and applies a late answer; the
+  client drops a connection that keeps timing out in silence, and the next connection subscribes it again.
+  Other errors become ``ERR <text>`` with the text Haskell writes (``SMP error …``), which SCHK shows.
+* Messages. The NMSGs of one block become ``Notice``s handed to the push pipeline together
+  (push/pipeline.py ``accept``), which stores and decides them a batch at a time. Handing them over waits
+  while this server has a full share of notices waiting there, and while this link waits it reads nothing
+  more from its SMP server, which keeps what it has not delivered: back-pressure on the server that floods,
+  never on the others, and never a silent drop.
+* Which subscriptions open connections (issue 16): only those of ACTIVE tokens. SNEW for a token that is
+  not ACTIVE is stored and answered but not handed here; TVFY hands over the token's stored subscriptions
+  (:meth:`SubscriberPool.token_activated`); resubscription pages only ACTIVE tokens' subscriptions. A link
+  ends — connection closed, no more reconnects — when no live subscription needs it: checked before every
+  connection attempt and after every SDEL/TDEL/expiry that touched its server (a token that became
+  INVALID is noticed at the next reconnect). A new subscription later starts a new link.
 * SDEL/TDEL: SMP has no unsubscribe; the link forgets the queue, and later NMSGs for it are counted, not
-  pushed.
+  pushed. Any other NMSG is handed to the store whatever this connection knows of its queue (e.g. one
+  racing a reconnect): pushed when the store holds its subscription.
 
 Which servers this instance serves is injected (``serves``): today all; scale-out gives each SMP server to
 one instance through a lease.
@@ -43,32 +52,27 @@ from ntf_server.protocol import crypto, smp_events as E
 from ntf_server.protocol.encoding import CodecError, SMPServer
 from ntf_server.protocol.smp_session import NotifierQueue
 from ntf_server.stats import Stat, Stats
-from ntf_server.store.base import (
-    NewNotification,
-    NotificationStore,
-    NtfOutcome,
-    RemovedSub,
-    ResubscriptionStore,
-    StoreStats,
-)
+from ntf_server.store.base import RemovedSub, ResubscriptionStore, ServiceStore, StoreStats
 from ntf_server.store.errors import StoreError
 from ntf_server.store.health import backoff_delays
 from ntf_server.store.records import (
     RESUBSCRIBE_KINDS,
-    LastNotification,
+    Notice,
     SubscriptionRecord,
     SubStatus,
     SubStatusKind,
-    TokenRecord,
 )
 from ntf_server.subscriber.client import EventBatch, SmpClient
-from ntf_server.subscriber.errors import ClientError
+from ntf_server.subscriber.errors import ClientError, ServiceRefused
+from ntf_server.subscriber.service_link import LinkService
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 LOST_FROM: Final = (SubStatusKind.PENDING, SubStatusKind.ACTIVE)  # what a lost connection makes INACTIVE
 PROGRESS_EVERY_S: Final = 10.0
+RECONNECT_BASE_S: Final = 0.5
+RECONNECT_CAP_S: Final = 10.0  # Haskell's reconnect interval tops out at 10 s (spec §3.3)
 STORE_ATTEMPTS: Final = 20  # store retries for a block of events before it is given up (~ a minute)
 _FAILURE_STATUS: Final = {E.FailureKind.AUTH: SubStatus(SubStatusKind.AUTH),
                           E.FailureKind.SERVICE: SubStatus(SubStatusKind.SERVICE)}
@@ -91,12 +95,12 @@ class Progress:
     elapsed_s: float
 
 
-class PoolStore(ResubscriptionStore, NotificationStore, StoreStats, Protocol):
+class PoolStore(ResubscriptionStore, ServiceStore, StoreStats, Protocol):
     """What the pool needs of the store (store/base.py)."""
 
 
-class MessagePusher(Protocol):
-    async def send_messages(self, token: TokenRecord, notifications: Sequence[LastNotification]) -> None: ...
+class NoticeSink(Protocol):
+    async def accept(self, server: SMPServer, notices: Sequence[Notice]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,24 +122,24 @@ class SubscriberPool:
     def __init__(
         self,
         store: PoolStore,
-        pusher: MessagePusher,
+        pusher: NoticeSink,
         stats: Stats,
         *,
         client_factory: ClientFactory = SmpClient,
-        delays: Callable[[], Iterator[float]] = lambda: backoff_delays(0.5, 60.0),
+        delays: Callable[[], Iterator[float]] = lambda: backoff_delays(RECONNECT_BASE_S, RECONNECT_CAP_S),
         serves: Callable[[SMPServer], bool] = lambda _: True,
         settings: PoolSettings = PoolSettings(),
-        on_stored: Callable[[bytes], None] | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Sleep = asyncio.sleep,
+        services: bool = False,
     ) -> None:
         self._store = store
+        self.services = services  # [subscriber] use_service_credentials (subscriber/service_link.py)
         self._pusher = pusher
         self._stats = stats
         self._factory = client_factory
         self._delays = delays
         self._serves = serves
-        self._on_stored = on_stored  # token id of each stored notification (active-token counts)
         self.settings = settings
         self._clock = clock
         self._sleep = sleep
@@ -166,6 +170,22 @@ class SubscriberPool:
             link = self._links.get(s.server.normalized())
             if link is not None:
                 link.forget(s.notifier_id)
+
+    def token_activated(self, token_id: bytes) -> None:
+        """TVFY made the token ACTIVE: its stored subscriptions now need their SMP servers. Before ``run``
+        there is nothing to do: the start-up resubscription pages them."""
+        if self._tg is not None:
+            self._tg.create_task(self._subscribe_token(token_id), name="subscribe activated token")
+
+    async def _subscribe_token(self, token_id: bytes) -> None:
+        try:
+            subs = await self._store_retry(lambda: self._store.token_subscriptions(token_id))
+        except StoreError:  # the next connection to each server pages them (they are in the store)
+            log_event(log, "smp.store_unavailable", error="token subscriptions")
+            return
+        for sub in subs:
+            if sub.status.kind in RESUBSCRIBE_KINDS:
+                self.subscribe(sub)
 
     # ------------------------------------------------------------ running
 
@@ -213,6 +233,13 @@ class SubscriberPool:
         """Every SMP server this instance serves, with its connection state (idle, connecting, up, down)."""
         return [(server, link.state) for server, link in self._links.items()]
 
+    def _retired(self, link: _Link) -> None:
+        """The link ended (no live subscription needs it); a later subscription starts a new one."""
+        if self._links.get(link.server) is link:
+            del self._links[link.server]
+        self._stats.incr(Stat.SMP_LINKS_ENDED)
+        self._link_done.set()
+
     def _link(self, server: SMPServer) -> _Link | None:
         key = server.normalized()
         link = self._links.get(key)
@@ -247,6 +274,8 @@ class _Link:
         self._wake = asyncio.Event()
         self._client: SmpClient | None = None
         self._answered = asyncio.Event()
+        self._recheck = asyncio.Event()  # subscriptions were forgotten: is this link still needed?
+        self._service = LinkService(server, pool._store, pool._stats, pool._store_retry, enabled=pool.services)
         self.resubscribed = False  # the first connection paged everything and had every NSUB answered
 
     def __repr__(self) -> str:
@@ -263,17 +292,48 @@ class _Link:
         self._new.pop(notifier_id, None)
         if self._client is not None:
             self._client.forget(notifier_id)
+        self._recheck.set()
+
+    async def _still_needed(self) -> bool:
+        """Whether a live subscription needs this server; if not, the link retires (synchronously after
+        the store's answer, so a subscription added meanwhile is seen, or goes to a new link)."""
+        pool = self._pool
+        if self._new:
+            return True
+        try:
+            needed = await pool._store_retry(lambda: pool._store.has_live_subscriptions(self.server))
+        except StoreError:
+            return True  # cannot tell: keep serving
+        if needed or self._new:
+            return True
+        self.state, self.resubscribed = "ended", True
+        pool._retired(self)
+        return False
 
     # ------------------------------------------------------------ connection loop
 
     async def _run(self) -> None:
         pool, stats = self._pool, self._pool._stats
         delays = pool._delays()
-        while True:
+        while await self._still_needed():
+            self._recheck.clear()
             self.state = "connecting"
             client = pool._factory(self.server)
             try:
+                await self._service.prepare(client)
                 await client.start()
+            except ServiceRefused:
+                try:
+                    await self._service.refused_by_server()  # plain sessions from now on; retry at once
+                except StoreError as e:  # the plain NSUBs untie the queues one by one anyway
+                    log_event(log, "smp.store_unavailable", error=type(e).__name__)
+                continue
+            except StoreError as e:  # our service certificate or ties unavailable: try again later
+                log_event(log, "smp.store_unavailable", error=type(e).__name__)
+                await client.close()
+                self.state = "down"
+                await pool._sleep(next(delays))
+                continue
             except ClientError as e:
                 stats.incr(Stat.SMP_CONNECT_FAILED)
                 # which SMP servers users use is metadata: the host only at debug
@@ -292,6 +352,9 @@ class _Link:
             finally:
                 self._client = None
                 await client.close()
+            if self.state == "ended":  # no live subscription needs this server: closed on purpose
+                await self._lost(client)
+                return
             self.state = "down"
             stats.incr(Stat.SMP_DISCONNECTED)
             log.debug("SMP connection lost: %s", client.close_error or "closed")
@@ -303,20 +366,31 @@ class _Link:
 
     async def _serve(self, client: SmpClient) -> None:
         """Until the connection ends: read its events, subscribe what the store holds, then new ones."""
-        reader = asyncio.create_task(self._read(client))
-        sender = asyncio.create_task(self._send(client))
+        tasks = [asyncio.create_task(self._read(client)), asyncio.create_task(self._send(client)),
+                 asyncio.create_task(self._watch_need())]
         try:
-            await asyncio.wait([reader, sender], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for t in (reader, sender):
+            for t in tasks:
                 t.cancel()
-            results = await asyncio.gather(reader, sender, return_exceptions=True)
+            results = await asyncio.gather(*tasks, return_exceptions=True)
         for r in results:
             if isinstance(r, Exception) and not isinstance(r, ClientError | asyncio.CancelledError):
                 raise r
 
+    async def _watch_need(self) -> None:
+        """Returns (ending the connection) once subscriptions were forgotten and none needs this server."""
+        pool = self._pool
+        while True:
+            await self._recheck.wait()
+            await pool._sleep(pool.settings.coalesce_s)  # a TDEL forgets several at once: check once
+            self._recheck.clear()
+            if not await self._still_needed():
+                return
+
     async def _lost(self, client: SmpClient) -> None:
-        held = client.queues(E.QueueState.PENDING, E.QueueState.ACTIVE)
+        tied = self._service.tied_here  # tied to our service: left ACTIVE, NSUBS takes them back (Haskell)
+        held = [q for q in client.queues(E.QueueState.PENDING, E.QueueState.ACTIVE) if q not in tied]
         if held:
             try:
                 await self._set_statuses(held, SubStatus(SubStatusKind.INACTIVE), only_from=LOST_FROM)
@@ -324,18 +398,17 @@ class _Link:
                 log_event(log, "smp.mark_inactive_failed", count=len(held))
 
     async def _set_statuses(self, nids: Sequence[bytes], status: SubStatus,
-                            only_from: Collection[SubStatusKind] | None = None) -> None:
+                            only_from: Collection[SubStatusKind] | None = None, tied: bool | None = None) -> None:
         store = self._pool._store
-        await self._pool._store_retry(lambda: store.set_subscription_statuses(self.server, nids, status,
-                                                                               only_from=only_from))
+        await self._pool._store_retry(lambda: store.set_subscription_statuses(
+            self.server, nids, status, service_assoc=tied, only_from=only_from))
 
     # ------------------------------------------------------------ sending
 
     async def _send(self, client: SmpClient) -> None:
         pool = self._pool
-        async for page in pool._store.iter_server_subscriptions(self.server, pool.settings.page_size,
-                                                                 RESUBSCRIBE_KINDS):
-            await self._subscribe(client, [(s.notifier_id, s.notifier_key) for s in page])
+        skip_tied = await self._service.start(client)  # one NSUBS for the queues tied to our service
+        await self._page(client, skip_tied=skip_tied)
         while not self.resubscribed and client.awaiting:
             self._answered.clear()
             await self._answered.wait()
@@ -345,9 +418,30 @@ class _Link:
             await self._wake.wait()
             self._wake.clear()
             await pool._sleep(pool.settings.coalesce_s)
+            if self._service.fallback:  # NSUBS did not cover the tied queues: one NSUB each
+                drop = self._service.drop
+                self._service.fallback = self._service.drop = False
+                if drop:  # ERR SERVICE: untie all, then subscribe every live subscription again
+                    await self._service.drop_ties()
+                    await self._page(client)
+                else:  # drift: the tied ones again, and their count and IdsHash as our records say
+                    await self._service.recount(await self._page(client, only_tied=True))
             batch, self._new = list(self._new.items()), {}
             for i in range(0, len(batch), pool.settings.page_size):
                 await self._subscribe(client, batch[i: i + pool.settings.page_size])
+
+    async def _page(self, client: SmpClient, *, skip_tied: bool = False, only_tied: bool = False) -> list[bytes]:
+        """NSUB what the store holds for this server (live, ACTIVE tokens), page by page; with ``only_tied``
+        only those tied to our service, whose notifier ids it returns."""
+        pool, tied = self._pool, []
+        async for page in pool._store.iter_server_subscriptions(self.server, pool.settings.page_size,
+                                                                 RESUBSCRIBE_KINDS, active_tokens_only=True,
+                                                                 untied_only=skip_tied):
+            subs = [(s.notifier_id, s.notifier_key) for s in page if s.service_assoc or not only_tied]
+            if only_tied:
+                tied += [nid for nid, _ in subs]
+            await self._subscribe(client, subs)
+        return tied
 
     async def _subscribe(self, client: SmpClient, subs: Sequence[tuple[bytes, bytes]]) -> None:
         pool = self._pool
@@ -379,14 +473,20 @@ class _Link:
     async def _handle(self, batch: EventBatch) -> None:
         pool, stats = self._pool, self._pool._stats
         statuses: dict[SubStatus, list[bytes]] = defaultdict(list)
-        messages: list[NewNotification] = []
+        tied: dict[bool, list[bytes]] = defaultdict(list)  # ACTIVE, tied to our service or not
+        messages: list[Notice] = []
         now_ms = int(pool._clock() * 1000)
+        client = self._client
+        our_service = client.service_id if client is not None else None
         for ev in batch:
             match ev:
-                case E.Subscribed(nid):
-                    statuses[SubStatus(SubStatusKind.ACTIVE)].append(nid)
-                case E.SubscriptionFailed(nid, kind, _, detail):
-                    status = _FAILURE_STATUS.get(kind) or SubStatus.error(f"{kind.value} {detail}".strip())
+                case E.Subscribed(nid, sid):
+                    is_tied = sid is not None and sid == our_service
+                    tied[is_tied].append(nid)
+                    if is_tied:
+                        self._service.tied_here.add(nid)
+                case E.SubscriptionFailed(nid, kind):
+                    status = _FAILURE_STATUS.get(kind) or SubStatus.error(ev.status_text())
                     statuses[status].append(nid)
                 case E.Ended(nid):
                     statuses[SubStatus(SubStatusKind.END)].append(nid)
@@ -397,40 +497,39 @@ class _Link:
                     if state is None:
                         stats.incr(Stat.NTF_RECEIVED_FORGOTTEN)  # SDEL/TDEL'd: SMP cannot unsubscribe
                     else:
-                        messages.append(NewNotification(self.server, nid, now_ms, nonce, enc_meta))
+                        messages.append(Notice(self.server, nid, now_ms, nonce, enc_meta))
                 case E.SubscriptionTimedOut() | E.PingTimedOut():
                     stats.incr(Stat.SMP_TIMEOUTS)
                 case E.Pong():
                     pass
+                case E.ServiceSubscribed() | E.ServiceSubscriptionFailed() | E.ServiceEnded():
+                    if self._service.on_event(ev, client.version if client is not None else None):
+                        self._wake.set()  # the sender falls back to one NSUB per tied queue
                 case E.ServerError() | E.Unexpected():
                     stats.incr(Stat.SMP_UNEXPECTED)
                     log.debug("SMP server sent something unexpected: %r", ev)
                 case _:
                     assert_never(ev)
-        answered = sum(isinstance(ev, E.Subscribed | E.SubscriptionFailed | E.SubscriptionTimedOut) for ev in batch)
+        answered = sum(isinstance(ev, E.Subscribed | E.SubscriptionFailed) for ev in batch)
         if answered:
             stats.incr(Stat.SMP_NSUB_ANSWERED, answered)
-            self._answered.set()
+        if answered or any(isinstance(ev, E.SubscriptionTimedOut | E.ServiceSubscribed | E.ServiceSubscriptionFailed)
+                           for ev in batch):
+            self._answered.set()  # fewer commands awaited in time (a timed-out NSUB is re-sent by the session)
+        # In a service session SOK serviceId ties the queue and any other SOK, or a final status, unties it.
+        # Elsewhere the ties are left alone (no MD5s to compute): if a plain session untied queues at the
+        # SMP server, the next NSUBS sees the drift and recounts.
+        service = our_service is not None
+        for is_tied, nids in tied.items():
+            stats.incr(Stat.SMP_SUB_OK, len(nids))
+            await self._set_statuses(nids, SubStatus(SubStatusKind.ACTIVE), tied=is_tied if service else None)
         for status, nids in statuses.items():
             stats.incr(_STATUS_COUNTER[status.kind], len(nids))
-            await self._set_statuses(nids, status)
+            await self._set_statuses(nids, status, tied=False if service else None)
         if messages:
             await self._notify(messages)
 
-    async def _notify(self, messages: list[NewNotification]) -> None:
-        pool, stats = self._pool, self._pool._stats
-        try:
-            stored = await pool._store_retry(lambda: pool._store.add_last_notifications(messages))
-        except StoreError:
-            stats.incr(Stat.NTF_LOST_STORE, len(messages))
-            log_event(log, "smp.notifications_lost", count=len(messages))
-            return
-        for result in stored:
-            if result.outcome is NtfOutcome.STORED and result.token is not None:
-                if pool._on_stored is not None:
-                    pool._on_stored(result.token.token_id)
-                await pool._pusher.send_messages(result.token, result.notifications)  # waits when full
-            elif result.outcome is NtfOutcome.NO_SUBSCRIPTION:
-                stats.incr_server(Stat.NTF_RECEIVED_AUTH, self.server.hosts)
-            else:
-                stats.incr(Stat.NTF_RECEIVED_INACTIVE)
+    async def _notify(self, notices: list[Notice]) -> None:
+        """Hand the block's notices to the push pipeline; waits while this server has a full share waiting
+        there, and this link then reads nothing more (back-pressure on this SMP server only)."""
+        await self._pool._pusher.accept(self.server, notices)

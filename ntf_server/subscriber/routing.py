@@ -7,11 +7,12 @@ from __future__ import annotations
 import socket
 import ssl
 from collections.abc import Callable, Sequence
+from functools import partial
 
 from ntf_server.config import SubscriberConfig
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.subscriber.client import SmpClient
-from ntf_server.subscriber.connect import TcpOpener, open_tcp
+from ntf_server.subscriber.connect import TcpOpener, open_tcp, public_only
 from ntf_server.subscriber.hosts import Route, Via, plan_routes
 from ntf_server.subscriber.liveness import Timeouts
 from ntf_server.subscriber.socks import SocksIsolation, socks_opener
@@ -40,14 +41,17 @@ def client_factory(
     settings: SubscriberConfig,
     *,
     isolation: SocksIsolation | None = None,
-    direct: TcpOpener = open_tcp,
+    direct: TcpOpener | None = None,
     context: ssl.SSLContext | None = None,
     timeouts: Timeouts | None = None,
 ) -> ClientFactory:
     """``SubscriberPool(client_factory=...)``: one :class:`SmpClient` per call, routed per ``settings``.
     ``isolation`` (default: a fresh per-process key) must outlive reconnects so a server keeps its
-    credentials; one factory is made per process."""
+    credentials; one factory is made per process. ``direct`` (default: ``open_tcp``, refusing private
+    addresses unless ``settings.allow_private_hosts``) opens the TCP connections that use no proxy."""
     proxy = settings.proxy()
+    tcp: TcpOpener = direct or (  # names resolving into private networks are not connected to unless allowed
+        open_tcp if settings.allow_private_hosts else partial(open_tcp, resolve=public_only()))
     isolation = isolation or SocksIsolation()
     timeouts = timeouts or Timeouts(connect_s=settings.connect_timeout_s, response_s=settings.response_timeout_s,
                                     ping_idle_s=settings.ping_idle_s,
@@ -57,6 +61,6 @@ def client_factory(
         routes = plan_routes(server.hosts, proxy=proxy is not None, mode=settings.socks_mode)
         via_proxy = socks_opener(*proxy, isolation.credentials(server)) if proxy is not None else None
         return SmpClient(server, hosts=[r.host for r in routes], context=context, timeouts=timeouts,
-                         opener=routed_opener(routes, direct=direct, proxy=via_proxy))
+                         opener=routed_opener(routes, direct=tcp, proxy=via_proxy))
 
     return make

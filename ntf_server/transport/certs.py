@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ed448, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ntf_server.protocol.encoding import b64u_encode
+from ntf_server.protocol.smp_service import ServiceCredentials
 
 # openssl `-days 999999` in the Haskell init: the certificates never expire in practice.
 VALIDITY_DAYS: Final = 999_999
@@ -124,6 +125,23 @@ def generate_server_cert(
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
     )
     return key, builder.sign(ca_key, None)
+
+
+def generate_service_cert(*, now: dt.datetime | None = None, days: int = VALIDITY_DAYS, common_name: str = "simplex"
+                          ) -> tuple[ed25519.Ed25519PrivateKey, x509.Certificate]:
+    """A notification service's certificate for one SMP server (SMP v16 services): self-signed Ed25519,
+    ``CN=simplex`` as Haskell's ``genCredentials``; used both as the TLS client certificate and in the
+    SMP client hello."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    builder = _base_builder(name, name, key, now, days).add_extension(
+        x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    return key, builder.sign(key, None)
+
+
+def new_service_credentials(common_name: str = "simplex") -> ServiceCredentials:
+    key, cert = generate_service_cert(common_name=common_name)
+    return ServiceCredentials((cert.public_bytes(serialization.Encoding.DER),), key)
 
 
 def _base_builder(

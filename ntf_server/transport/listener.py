@@ -3,8 +3,10 @@
 The listener accepts plain TCP and runs TLS itself (``server_tls.TlsConnection``), so every accepted
 socket is counted from accept (``admission.Admission``): above ``max_connections`` sockets in all,
 ``max_handshakes`` still in a handshake or ``max_connections_per_ip`` from one client address, a socket
-is closed at once, before any TLS work (counted in ``conn_refused`` and ``conn_refused_<limit>``). A
-socket that finishes TLS within ``tls_timeout_s`` gets a task: NTF handshake, then ``NtfConnection``.
+is closed at once, before any TLS work (counted in ``conn_refused`` and ``conn_refused_<limit>``; so is
+one over ``max_handshakes_per_ip`` in handshake from one address). A socket that sends nothing within
+``first_byte_timeout_s`` is dropped (a real client starts TLS at once); one that finishes TLS within
+``tls_timeout_s`` gets a task: NTF handshake, then ``NtfConnection``.
 ``stop()`` closes the listening socket, drops open connections (clients reconnect; the SimpleX agent does
 so on its own) and gives their tasks ``shutdown_timeout_s`` to finish before cancelling them.
 """
@@ -27,7 +29,7 @@ from ntf_server.transport.admission import Admission, Caps
 from ntf_server.transport.blocks import ConnectionClosed
 from ntf_server.transport.memory import MemoryReturner
 from ntf_server.transport.ntf_connection import NtfConnection, ServerIdentity, server_handshake
-from ntf_server.transport.quota import RegistrationLimits
+from ntf_server.transport.quota import FrontDoor
 from ntf_server.transport.server_tls import TlsConnection
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,9 @@ class ListenerLimits:
     shutdown_timeout_s: float = 10.0
     max_handshakes: int = 1000
     max_connections_per_ip: int = 500
+    first_byte_timeout_s: float = 10.0
+    max_handshakes_per_ip: int | None = None
+    max_auth_failures: int = 0  # 0 = never close for AUTH answers
 
 
 class NtfListener:
@@ -54,7 +59,7 @@ class NtfListener:
         handlers: NtfHandlers,
         stats: Stats,
         limits: ListenerLimits,
-        quotas: RegistrationLimits | None = None,
+        quotas: FrontDoor | None = None,
     ) -> None:
         self._ssl = ssl_context
         self._identity = identity
@@ -64,7 +69,7 @@ class NtfListener:
         self._quotas = quotas
         self.handshake_failures = CountedLog(log, "NTF handshake failed", event="listener.handshake_failed")
         self._admission = Admission(Caps(limits.max_connections, limits.max_handshakes,
-                                         limits.max_connections_per_ip))
+                                         limits.max_connections_per_ip, limits.max_handshakes_per_ip))
         self._server: asyncio.Server | None = None
         self._conns: dict[TlsConnection, asyncio.Task[None] | None] = {}  # every admitted socket
         self._handshaking: set[TlsConnection] = set()
@@ -102,6 +107,7 @@ class NtfListener:
     def _protocol(self) -> TlsConnection:
         lim = self._limits
         return TlsConnection(self._ssl, block_size=NTF_BLOCK_SIZE, tls_timeout_s=lim.tls_timeout_s,
+                             first_byte_timeout_s=lim.first_byte_timeout_s,
                              read_timeout_s=lim.block_read_timeout_s, write_timeout_s=lim.block_write_timeout_s,
                              admit=self._admit, on_ready=self._ready, on_lost=self._lost)
 
@@ -123,7 +129,7 @@ class NtfListener:
     def _handshake_done(self, conn: TlsConnection) -> None:
         if conn in self._handshaking:
             self._handshaking.discard(conn)
-            self._admission.handshake_done()
+            self._admission.handshake_done(address_key(conn.peer))
 
     def _lost(self, conn: TlsConnection) -> None:
         task = self._conns.pop(conn, None)
@@ -145,7 +151,8 @@ class NtfListener:
             params, dh = await server_handshake(conn, self._identity, lim.handshake_timeout_s)
             self._handshake_done(conn)
             quota = self._quotas.for_peer(conn.peer) if self._quotas else None
-            ntf = NtfConnection(conn, params, dh, self._handlers, self._stats, lim.idle_timeout_s or None, quota)
+            ntf = NtfConnection(conn, params, dh, self._handlers, self._stats, lim.idle_timeout_s or None, quota,
+                                max_auth_failures=lim.max_auth_failures)
             await ntf.run()
         except NtfHandshakeFailed as e:  # not our client: closed without an error block
             self._stats.incr(Stat.CONN_HANDSHAKE_FAILED)

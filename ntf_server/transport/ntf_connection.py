@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from ntf_server.handlers import NtfHandlers
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import CodecError
-from ntf_server.protocol.errors import BLOCK, QUOTA
+from ntf_server.protocol.errors import AUTH, BLOCK, QUOTA
 from ntf_server.protocol.ntf_handshake import server_accept, server_hello
 from ntf_server.protocol.transport import (
     Batch,
@@ -36,13 +36,14 @@ from ntf_server.protocol.transport import (
 )
 from ntf_server.stats import Stat, Stats
 from ntf_server.transport.blocks import Blocks, ConnectionClosed
-from ntf_server.transport.quota import ConnectionQuota
+from ntf_server.transport.quota import PeerQuotas
 from ntf_server.transport.spsc import SpscQueue
 from ntf_server.transport.tls import negotiated_alpn
 
 log = logging.getLogger(__name__)
 
 CLIENT_QUEUE_SIZE: Final = 64  # clientQSize
+AUTH_ERR: Final = P.Err(AUTH)
 
 
 
@@ -58,6 +59,9 @@ class Reply:
     corr_id: bytes
     entity_id: bytes
     response: P.NtfResponse
+
+
+CLOSE: Final[list[Reply]] = []  # put on the send queue: the sender ends the connection there (by identity)
 
 
 def response_entity(resp: P.NtfResponse, request_entity: bytes) -> bytes:
@@ -86,8 +90,12 @@ class NtfConnection:
         handlers: NtfHandlers,
         stats: Stats,
         idle_timeout_s: float | None,
-        quota: ConnectionQuota | None = None,
+        quota: PeerQuotas | None = None,
+        *,
+        max_auth_failures: int = 0,
     ) -> None:
+        """``max_auth_failures``: close the connection after this many ``ERR AUTH`` answers (0: never); each
+        cost a store lookup and a signature check, and a real app gets very few."""
         self._stream = stream
         self._quota = quota
         self._params = params
@@ -95,6 +103,7 @@ class NtfConnection:
         self._handlers = handlers
         self._stats = stats
         self._idle = idle_timeout_s
+        self._auth_left = max_auth_failures or None
         self._in: SpscQueue[list[P.NtfRequest | P.NtfReject]] = SpscQueue(CLIENT_QUEUE_SIZE)
         self._out: SpscQueue[list[Reply]] = SpscQueue(CLIENT_QUEUE_SIZE)
 
@@ -142,17 +151,25 @@ class NtfConnection:
             replies = [await self._answer(r) for r in batch if isinstance(r, P.NtfRequest)]
             if replies:
                 await self._out.put(replies)
+            if self._auth_left is not None and self._auth_left <= 0:
+                self._stats.incr(Stat.CONN_CLOSED_AUTH)
+                await self._out.put(CLOSE)  # the sender ends the connection after the answers before it
+                await asyncio.Future()  # nothing more is read; cancelled when the sender ends
 
     async def _answer(self, req: P.NtfRequest) -> Reply:
-        if isinstance(req.command, P.TNew | P.TRpl) and self._quota is not None and not self._quota.allow():
+        if self._quota is not None and not self._quota.allow(req.command):
             resp: P.NtfResponse = P.Err(QUOTA)  # refused before any store or crypto work
         else:
             resp = await self._handlers.handle(req, self._server_dh)
+            if self._auth_left is not None and resp == AUTH_ERR:
+                self._auth_left -= 1
         return Reply(req.raw.corr_id, response_entity(resp, req.raw.entity_id), resp)
 
     async def _send(self) -> None:
         while True:
             replies = await self._out.get()
+            if replies is CLOSE:
+                return
             for block in self.encode_replies(replies):
                 await self._stream.write_block(block)
 

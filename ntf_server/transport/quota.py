@@ -1,13 +1,16 @@
-"""Registration quotas applied to NTF connections before a request reaches the handlers (issue 8 item 6).
+"""Request quotas applied to NTF connections before a request reaches the handlers (issue 8 item 6, 16).
 
-``RegistrationLimits`` is server-wide: the per-connection rate, the per-address table (ntf_server/
-ratelimit.py, pure) and the counted log of refusals. The listener asks it for one ``ConnectionQuota`` per
-accepted connection, keyed by the peer's address; ``NtfConnection`` asks that quota before running a
-``TNEW`` or ``TRPL`` and answers ``ERR QUOTA`` when it says no (the Haskell server's answer to a request
-that is valid but over a limit, as for ``TCRN``). Every ``TNEW``/``TRPL`` is charged, repeats included:
+``RequestLimits`` is server-wide for one kind of request: the per-connection rate, the per-address table
+(ntf_server/ratelimit.py, pure), the counter and the counted log of refusals. ``FrontDoor`` holds one per
+kind: registrations (``TNEW``/``TRPL``), subscriptions (``SNEW``) and every command (the command budget:
+without it, each request with a random signature cost a lookup and a signature check, ~2,100/s from one
+connection). The listener asks it for one
+``PeerQuotas`` per accepted connection, keyed by the peer's address; ``NtfConnection`` asks that before
+running a request and answers ``ERR QUOTA`` when it says no (the Haskell server's answer to a request that
+is valid but over a limit, as for ``TCRN``). Every request of a limited kind is charged, repeats included:
 deciding whether one is a repeat costs a store lookup and an auth check, which is what a flood should not
-get, and a repeat re-sends a verification push to a device. The defaults leave a retrying client (and
-hundreds of phones behind one NAT) far below the limits.
+get, and a repeat ``TNEW`` re-sends a verification push to a device. The defaults leave a retrying client
+(and hundreds of phones behind one NAT) far below the limits.
 """
 
 from __future__ import annotations
@@ -15,33 +18,42 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
+from ntf_server.config import RegistrationConfig, ServerConfig
 from ntf_server.logsummary import CountedLog
+from ntf_server.protocol import ntf as P
 from ntf_server.ratelimit import AddressTable, Rate, RegistrationQuota, Verdict, address_key
 from ntf_server.stats import Stat, Stats
 
 log = logging.getLogger(__name__)
 
 
-class RegistrationLimits:
+class RequestLimits:
     def __init__(self, per_connection: Rate, per_address: Rate, table_size: int, stats: Stats,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, *, what: str = "registration",
+                 stat: Stat = Stat.REQ_QUOTA_EXCEEDED, refusals: CountedLog | None = None) -> None:
+        """``what``: the kind of request (for messages); ``stat``: the counter of refusals; ``refusals``: their
+        counted log (default: the registrations')."""
         self._per_connection = per_connection
         self._table = AddressTable(per_address, table_size)
         self._stats = stats
+        self._stat = stat
+        self._what = what
         self._clock = clock
-        self.refusals = CountedLog(log, "registration refused over quota", clock=clock, event="registration.refused")
+        self.refusals = refusals or CountedLog(log, "registration refused over quota", clock=clock,
+                                               event="registration.refused")
 
     def __repr__(self) -> str:
-        return f"<RegistrationLimits {self._per_connection.per_min}/min per connection, {self._table!r}>"
+        return f"<RequestLimits {self._what} {self._per_connection.per_min}/min per connection, {self._table!r}>"
 
     def for_peer(self, host: str) -> ConnectionQuota:
         """``host``: the peer's address as text (``TlsConnection.peer``)."""
         return ConnectionQuota(self, RegistrationQuota(self._per_connection, self._table, address_key(host)))
 
     def _refused(self, verdict: Verdict) -> None:
-        self._stats.incr(Stat.REQ_QUOTA_EXCEEDED)
-        log.debug("registration refused: over the per-%s limit", verdict.value)
+        self._stats.incr(self._stat)
+        log.debug("%s refused: over the per-%s limit", self._what, verdict.value)
         self.refusals.event(f"per-{verdict.value} limit")
 
     def flush(self) -> None:
@@ -51,7 +63,7 @@ class RegistrationLimits:
 class ConnectionQuota:
     __slots__ = ("_limits", "_quota")
 
-    def __init__(self, limits: RegistrationLimits, quota: RegistrationQuota) -> None:
+    def __init__(self, limits: RequestLimits, quota: RegistrationQuota) -> None:
         self._limits = limits
         self._quota = quota
 
@@ -61,3 +73,56 @@ class ConnectionQuota:
             return True
         self._limits._refused(verdict)
         return False
+
+
+@dataclass(frozen=True, slots=True)
+class PeerQuotas:
+    """One connection's quotas, by kind of request."""
+
+    registration: ConnectionQuota
+    subscription: ConnectionQuota
+    commands: ConnectionQuota
+
+    def allow(self, cmd: P.NtfCommand) -> bool:
+        """Charge ``cmd`` to the command budget and to its kind's quota; False: answer ``ERR QUOTA`` without
+        running it (no store lookup, no signature check: what a flood of random signatures costs)."""
+        if not self.commands.allow():
+            return False
+        if isinstance(cmd, P.TNew | P.TRpl):
+            return self.registration.allow()
+        if isinstance(cmd, P.SNew):
+            return self.subscription.allow()
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class FrontDoor:
+    """The server-wide request limits of the NTF listener."""
+
+    registration: RequestLimits
+    subscription: RequestLimits
+    commands: RequestLimits  # every command (issue 16.4)
+
+    @classmethod
+    def from_config(cls, r: RegistrationConfig, s: ServerConfig, stats: Stats) -> FrontDoor:
+        return cls(
+            RequestLimits(Rate(r.per_connection_per_min, r.per_connection_burst),
+                          Rate(r.per_ip_per_min, r.per_ip_burst), r.ip_table_size, stats),
+            RequestLimits(Rate(r.snew_per_connection_per_min, r.snew_per_connection_burst),
+                          Rate(r.snew_per_ip_per_min, r.snew_per_ip_burst), r.ip_table_size, stats,
+                          what="subscription", stat=Stat.SUB_QUOTA_EXCEEDED,
+                          refusals=CountedLog(log, "subscription refused over quota", event="subscription.refused")),
+            RequestLimits(Rate(s.commands_per_connection_per_min, s.commands_per_connection_burst),
+                          Rate(s.commands_per_ip_per_min, s.commands_per_ip_burst), r.ip_table_size, stats,
+                          what="request", stat=Stat.REQ_OVER_BUDGET,
+                          refusals=CountedLog(log, "request refused over the command budget",
+                                              event="request.over_budget")),
+        )
+
+    @property
+    def summaries(self) -> list[CountedLog]:
+        return [self.registration.refusals, self.subscription.refusals, self.commands.refusals]
+
+    def for_peer(self, host: str) -> PeerQuotas:
+        return PeerQuotas(self.registration.for_peer(host), self.subscription.for_peer(host),
+                          self.commands.for_peer(host))

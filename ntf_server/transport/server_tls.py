@@ -62,9 +62,10 @@ def set_keepalive(sock: socket.socket | None) -> None:
 class TlsConnection(asyncio.BufferedProtocol):
     """One accepted socket: TLS handshake, then whole blocks in and out (the ``Blocks`` interface)."""
 
-    __slots__ = ("_admit", "_ctx", "_drain", "_eof", "_error", "_in", "_lost", "_on_lost", "_on_ready", "_out",
-                 "_paused", "_plain", "_read_timeout", "_sslobj", "_timer", "_tls_timeout", "_transport", "_waiter",
-                 "_write_paused", "_write_timeout", "block_size", "opened", "peer", "phase")
+    __slots__ = ("_admit", "_ctx", "_drain", "_eof", "_error", "_first_byte_timeout", "_in", "_lost", "_on_lost",
+                 "_on_ready", "_out", "_paused", "_plain", "_read_timeout", "_sslobj", "_timer", "_tls_deadline_at",
+                 "_tls_timeout", "_transport", "_waiter", "_write_paused", "_write_timeout", "block_size", "opened",
+                 "peer", "phase")
 
     def __init__(
         self,
@@ -77,10 +78,14 @@ class TlsConnection(asyncio.BufferedProtocol):
         admit: Callable[[TlsConnection], bool],
         on_ready: Callable[[TlsConnection], None],
         on_lost: Callable[[TlsConnection], None],
+        first_byte_timeout_s: float | None = None,
     ) -> None:
+        """``first_byte_timeout_s``: drop a socket that sends nothing this long (None: ``tls_timeout_s``)."""
         self._ctx = ctx
         self.block_size = block_size
         self._tls_timeout = tls_timeout_s
+        self._first_byte_timeout = min(first_byte_timeout_s or tls_timeout_s, tls_timeout_s)
+        self._tls_deadline_at = 0.0
         self._read_timeout = read_timeout_s
         self._write_timeout = write_timeout_s
         self._admit = admit
@@ -119,7 +124,10 @@ class TlsConnection(asyncio.BufferedProtocol):
             return
         self._lost = asyncio.get_running_loop().create_future()
         set_keepalive(transport.get_extra_info("socket"))
-        self._timer = asyncio.get_running_loop().call_later(self._tls_timeout, self._tls_deadline)
+        loop = asyncio.get_running_loop()
+        self._tls_deadline_at = loop.time() + self._tls_timeout
+        # a silent socket holds a handshake slot: it gets only the short first-byte deadline (issue 16.3)
+        self._timer = loop.call_later(self._first_byte_timeout, self._tls_deadline)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return _recv_buffer
@@ -131,6 +139,9 @@ class TlsConnection(asyncio.BufferedProtocol):
             self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
             self._sslobj = self._ctx.wrap_bio(self._in, self._out, server_side=True)
             self.phase = Phase.HANDSHAKE
+            if self._timer is not None:  # the first byte: the whole TLS deadline applies, from accept
+                self._timer.cancel()
+                self._timer = asyncio.get_running_loop().call_at(self._tls_deadline_at, self._tls_deadline)
         assert self._in is not None
         self._in.write(_recv_buffer[:nbytes])
         if self.phase is Phase.HANDSHAKE:
@@ -174,7 +185,7 @@ class TlsConnection(asyncio.BufferedProtocol):
     def _tls_deadline(self) -> None:
         self._timer = None
         if self.phase in (Phase.ACCEPTED, Phase.HANDSHAKE):
-            self._error = "TLS handshake deadline"
+            self._error = "no first byte in time" if self.phase is Phase.ACCEPTED else "TLS handshake deadline"
             self.abort()
 
     def _handshake(self) -> None:

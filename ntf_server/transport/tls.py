@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed448, ed25519
 
 from ntf_server.protocol.certchain import (  # re-exported: the pure chain check lives in protocol/
@@ -101,6 +102,23 @@ def smp_client_context(service_chain: tuple[Path, Path, Path] | None = None) -> 
     ctx = _pinning_client_context([SMP_ALPN])
     if service_chain is not None:
         load_chain(ctx, service_chain[0], service_chain[1], service_chain[2])
+    return ctx
+
+
+def smp_service_context(chain_der: Sequence[bytes], key: ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey
+                        ) -> ssl.SSLContext:
+    """``smp_client_context`` presenting our service certificate (SMP v16 services: the same chain as in
+    the client hello, which the SMP server compares). The PEM files exist only while loading."""
+    ctx = _pinning_client_context([SMP_ALPN])
+    pem = b"".join(ssl.DER_cert_to_PEM_cert(d).encode() for d in chain_der)
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    with tempfile.TemporaryDirectory(prefix="ntf-svc-") as tmp:
+        cert_file, key_file = Path(tmp) / "chain.pem", Path(tmp) / "key.pem"
+        cert_file.write_bytes(pem)
+        key_file.touch(mode=0o600)
+        key_file.write_bytes(key_pem)
+        ctx.load_cert_chain(cert_file, key_file)
     return ctx
 
 

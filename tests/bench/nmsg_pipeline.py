@@ -9,7 +9,7 @@ Per rate and round: S SMP stand-ins (``--nmsg-per-s rate/S`` each; every ``msgId
 with Q queues each, a strict APNs simulator (TLS, JWT checked, pushes recorded with their arrival time),
 a fresh set of ACTIVE tokens (APNs "test" environment, one queue per token) and subscriptions in the
 embedded Redis (a key prefix of its own per round), and the ntf-server side (``RedisStore`` +
-``SubscriberPool`` + ``PushService`` + ``ApnsSender``) in its own process. After ``--warmup`` seconds,
+``SubscriberPool`` + ``PushPipeline`` + ``ApnsSender``) in its own process. After ``--warmup`` seconds,
 ``--seconds`` are measured: NMSGs received and pushes delivered per second, and for every push of the window
 its latency: arrival at the simulator minus the ``msgId`` that the benchmark decrypts from the push (token
 DH secret → ``PNMessageData`` → newest item → ``NMsgMeta`` with the queue's notification DH secret, which
@@ -44,8 +44,8 @@ from ntf_server.protocol import crypto, smp as S
 from ntf_server.protocol.encoding import b64u_decode
 from ntf_server.push.apns_sender import ApnsSender
 from ntf_server.push.budget import HiddenPushes
+from ntf_server.push.pipeline import PushPipeline
 from ntf_server.push.policy import PolicySettings
-from ntf_server.push.service import PushService
 from ntf_server.sim.smp_load import seeded_queue
 from ntf_server.stats import Stats
 from ntf_server.store.budget import BudgetStore
@@ -79,17 +79,16 @@ async def apns_side(key_file: str) -> None:
 
 
 async def ntf_side(url: str, master: bytes, prefix: str, port: int, ca_file: str, key_file: str,
-                   workers: int | None, profile: str | None, policy: str | None = None) -> None:
+                   profile: str | None, policy: str | None = None) -> None:
     store = await RedisStore.connect(url, master, prefix=prefix)
     stats = Stats()
     key = ProviderKey(Path(key_file).read_bytes(), KEY_ID, TEAM_ID)  # noqa: ASYNC240 - before serving
     apps = {"test": App(Endpoint("localhost", port, ca_file=ca_file), key, TOPIC)}
     sender = ApnsSender(ApnsClient(apps), apps)
-    # --policy: the push policy on (budget script + policy read per push), as the server wires it
-    hidden = None if policy is None else HiddenPushes(
-        PolicyStore(store.client, store.prefix), PolicySettings.from_json(json.loads(policy)),
-        BudgetStore(store.client, store.prefix))
-    push = PushService(store, sender, stats, **({"message_workers": workers} if workers else {}), hidden=hidden)
+    # --policy: the push policy on (one budget decision per notice inside the batch script), as the server wires it
+    settings = PolicySettings.from_json(json.loads(policy or '{"hidden_per_hour": 0}'))
+    hidden = HiddenPushes(PolicyStore(store.client, store.prefix), settings, BudgetStore(store.client, store.prefix))
+    push = PushPipeline(store, sender, stats, hidden)
     pool = SubscriberPool(store, push, stats)
     async with asyncio.TaskGroup() as tg:
         tg.create_task(push.run())
@@ -155,7 +154,6 @@ async def one_round(args: argparse.Namespace, url: str, master: bytes, redis_pid
         ntf = Child([__file__, "--role", "ntf", "--url", url, "--master", master.hex(), "--prefix", f"{prefix}:",
                      "--port", str(info["port"]),
                      "--ca-file", info["ca_file"], "--key-file", str(key_file),
-                     *(["--push-workers", str(args.push_workers)] if args.push_workers else []),
                      *(["--profile", args.profile] if args.profile else []),
                      *(["--policy", args.policy] if args.policy else [])])
         procs.append(ntf.proc)
@@ -215,7 +213,6 @@ async def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--push-workers", type=int, help="PushService message workers (default: the server's)")
     ap.add_argument("--profile", help="cProfile the ntf-server side 4-12 s after its start, stats to this file")
     ap.add_argument("--policy", help='push policy JSON, e.g. \'{"hidden_per_hour": 3}\' (default: parity, no budget)')
     ap.add_argument("--role", default="bench", help=argparse.SUPPRESS)
@@ -230,7 +227,7 @@ async def main() -> None:
         await apns_side(args.key_file)
     elif args.role == "ntf":
         await ntf_side(args.url, bytes.fromhex(args.master), args.prefix, args.port, args.ca_file, args.key_file,
-                       args.push_workers, args.profile, args.policy)
+                       args.profile, args.policy)
     else:
         await bench(args)
 

@@ -6,7 +6,7 @@ Run by hand, not collected by pytest:
 
 The real stack in one process: embedded Redis, the strict APNs simulator, an NTF server, a simulated app
 (registered, verified, one SMP queue per message). Messages arrive evenly over ``--over-s`` seconds of a fake
-clock (the budget's clock; nothing waits), each stored as an NMSG and handed to the push service as the
+clock (the budget's clock; nothing waits), each stored as an NMSG and handed to the push pipeline as the
 subscriber pool does. Then the fake clock runs on for two hours so deferred pushes are sent. Per mode:
 pushes at the simulator by kind and time, what the app decrypts (notifications carried by at least one
 push), and the counters.
@@ -33,9 +33,9 @@ from ntf_server.protocol.encoding import SMPServer
 from ntf_server.push.policy import PolicySettings
 from ntf_server.server import NtfServer
 from ntf_server.sim.device import NtfClient, SimApp
-from ntf_server.store.base import NewNotification
 from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.store.policy import PolicyStore
+from ntf_server.store.records import Notice
 from ntf_server.transport import certs
 
 SMP = SMPServer(("smp.example.com",), "5223", b"\x05" * 32)
@@ -67,11 +67,8 @@ async def one_mode(server: NtfServer, sim: ApnsSimulator, key_hash: bytes, polic
     arrivals: dict[int, float] = {}  # push index at the simulator -> fake time it was sent
     for i, nid in enumerate(nids):
         clock.now = T0 + i * over_s / messages
-        [stored] = await server.store.add_last_notifications(
-            [NewNotification(SMP, nid, int(clock.now * 1000), os.urandom(24), os.urandom(144))])
-        assert stored.token is not None
-        await server.push.send_messages(stored.token, stored.notifications)
-        await server.push.drain()
+        await server.push.accept(SMP, [Notice(SMP, nid, int(clock.now * 1000), os.urandom(24), os.urandom(144))])
+        await server.push.settle()
         for k in range(len(arrivals), len(sim.pushes(device)) - 1):
             arrivals[k] = clock.now
     for minute in range(1, 121):  # two hours, a minute at a time: the scheduler sends what is due

@@ -16,6 +16,11 @@ Run by hand, not collected by pytest:
    CPU of the stand-ins (they verify every NSUB) and of Redis in the same window, to say what bounds it.
    Between rounds every subscription is set back to INACTIVE (as after a restart), untimed.
 Goals (issue 9): ≤ 60 s wall for 1M on 2 cores; CPU ratio ≤ 2.0; RSS ≤ 1 GB.
+
+``--services`` (issue 17): the pool uses service certificates. An untimed first round subscribes (and
+ties) everything with one NSUB per queue; each timed round then restarts the ntf side, which resubscribes
+with one NSUBS per stand-in; the round ends when every stand-in answered SOKS with the count and IdsHash
+stored (no drift, no NSUB sent). Goals: ≤ 10 s wall for 1M on 20 stand-ins, ≤ 10 µs CPU per subscription.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Sequence
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -35,17 +40,17 @@ from fleet import Child, cpu_of, emit, load, make_tokens, peak_rss_bytes, start_
 
 from ntf_server.protocol import crypto
 from ntf_server.protocol.encoding import SMPServer
+from ntf_server.protocol.smp_service import ServiceCredentials
 from ntf_server.sim.smp_load import seeded_key_der
-from ntf_server.stats import Stats
-from ntf_server.store.base import NewNotification, StoreCounts, StoredNotification
+from ntf_server.stats import Stat, Stats
+from ntf_server.store.base import ServiceState, StoreCounts
 from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.store.records import (
     SUB_INACTIVE,
-    LastNotification,
+    Notice,
     SubscriptionRecord,
     SubStatus,
     SubStatusKind,
-    TokenRecord,
 )
 from ntf_server.store.redis import RedisStore
 from ntf_server.subscriber.pool import SubscriberPool
@@ -67,9 +72,9 @@ class CountingStore:
         return await self._s.servers_with_subscriptions()
 
     def iter_server_subscriptions(self, server: SMPServer, page_size: int = 900,
-                                  kinds: Collection[SubStatusKind] | None = None
-                                  ) -> AsyncIterator[list[SubscriptionRecord]]:
-        return self._s.iter_server_subscriptions(server, page_size, kinds)
+                                  kinds: Collection[SubStatusKind] | None = None, active_tokens_only: bool = False,
+                                  untied_only: bool = False) -> AsyncIterator[list[SubscriptionRecord]]:
+        return self._s.iter_server_subscriptions(server, page_size, kinds, active_tokens_only, untied_only)
 
     async def set_subscription_statuses(self, server: SMPServer, notifier_ids: Sequence[bytes], status: SubStatus,
                                         service_assoc: bool | None = None,
@@ -79,15 +84,35 @@ class CountingStore:
             self.active += n
         return n
 
-    async def add_last_notifications(self, items: Sequence[NewNotification]) -> list[StoredNotification]:
-        return await self._s.add_last_notifications(items)
-
     async def counts(self) -> StoreCounts:  # the pool reads the total at start (resubscription progress)
         return await self._s.counts()
 
+    async def has_live_subscriptions(self, server: SMPServer) -> bool:
+        return await self._s.has_live_subscriptions(server)
+
+    async def token_subscriptions(self, token_id: bytes) -> list[SubscriptionRecord]:
+        return await self._s.token_subscriptions(token_id)
+
+    async def service_credentials(self, server: SMPServer,
+                                  make: Callable[[], ServiceCredentials]) -> ServiceCredentials:
+        return await self._s.service_credentials(server, make)
+
+    async def service_state(self, server: SMPServer) -> ServiceState:
+        return await self._s.service_state(server)
+
+    async def set_service_id(self, server: SMPServer, service_id: bytes | None) -> None:
+        await self._s.set_service_id(server, service_id)
+
+    async def set_service_ties(self, server: SMPServer, count: int, ids_hash: bytes) -> None:
+        await self._s.set_service_ties(server, count, ids_hash)
+
+    def tied_subscriptions(self, server: SMPServer, page_size: int = 900
+                           ) -> AsyncGenerator[list[SubscriptionRecord], None]:
+        return self._s.tied_subscriptions(server, page_size)
+
 
 class NoPush:
-    async def send_messages(self, token: TokenRecord, notifications: Sequence[LastNotification]) -> None:
+    async def accept(self, server: SMPServer, notices: Sequence[Notice]) -> None:
         raise AssertionError("no NMSG expected in this benchmark")
 
 
@@ -106,15 +131,24 @@ def sign_cost_s(n: int = 20_000) -> tuple[float, float]:
     return out[0], out[1]
 
 
-async def ntf_side(url: str, master: bytes, expected: int) -> None:
+async def ntf_side(url: str, master: bytes, expected: int, services: int = 0) -> None:
+    """``services``: 0 (plain), -1 (services on, end when ``expected`` are ACTIVE: the tying round), or the
+    number of stand-ins (end when each answered NSUBS as expected)."""
     raw = await RedisStore.connect(url, master, prefix="bench:")
     store = CountingStore(raw)
-    pool = SubscriberPool(store, NoPush(), Stats())
+    stats = Stats()
+    pool = SubscriberPool(store, NoPush(), stats, services=services != 0)
     emit(event="start")
     t0, c0 = time.perf_counter(), time.process_time()
     task = asyncio.create_task(pool.run())
     last = t0
-    while store.active < expected:
+
+    def done() -> bool:
+        if services > 0:
+            return stats[Stat.SMP_SERVICE_SUBSCRIBED] >= services
+        return store.active >= expected
+
+    while not done():
         await asyncio.sleep(0.02)
         if task.done():
             task.result()
@@ -123,6 +157,8 @@ async def ntf_side(url: str, master: bytes, expected: int) -> None:
             print(f"{store.active:,} active after {last - t0:.0f} s", flush=True)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     rss = peak_rss_bytes()
+    if services > 0:  # NSUBS answered as stored: nothing fell back to NSUB
+        assert stats[Stat.SMP_NSUB_SENT] == 0 and stats[Stat.SMP_SERVICE_DRIFT] == 0, stats
     emit(event="done", wall=wall, cpu=cpu, rss=rss, active=store.active)
     task.cancel()
     try:
@@ -157,11 +193,20 @@ async def bench(args: argparse.Namespace, url: str, redis_pid: int) -> None:
         print(f"loaded {args.tokens:,} ACTIVE tokens in {tok_s:.1f} s; {total:,} subscriptions in {sub_s:.1f} s "
               f"({total / sub_s:,.0f}/s)", flush=True)
         rows = []
+        child_args = [__file__, "--role", "ntf", "--url", url, "--master", master.hex(), "--expect", str(total)]
+        if args.services:  # the untimed first round: one NSUB per queue ties them all to our service
+            t0 = time.perf_counter()
+            tie = Child([*child_args, "--service-mode", "-1"])
+            for _ in range(3):
+                await tie.message()
+            tie.proc.wait()
+            print(f"first subscription with services (ties every queue): {time.perf_counter() - t0:.1f} s",
+                  flush=True)
+            child_args += ["--service-mode", str(args.servers)]
         for rnd in range(args.rounds):
-            if rnd:
+            if rnd and not args.services:
                 await reset_inactive(store, [s.address for s in standins])
-            child = Child([__file__, "--role", "ntf", "--url", url, "--master", master.hex(),
-                           "--expect", str(total), *(["--profile", args.profile] if args.profile else [])])
+            child = Child([*child_args, *(["--profile", args.profile] if args.profile else [])])
             await child.message()
             sc0, rc0 = cpu_of(pids), cpu_of([redis_pid])
             done = await child.message()
@@ -173,7 +218,8 @@ async def bench(args: argparse.Namespace, url: str, redis_pid: int) -> None:
             ratio = cpu / total / sign
             rows.append((wall, total / wall, done["rss"] / 2**20, ratio, sc / wall, cpu / wall, rc / wall,
                          cpu / total / sodium))
-            print(f"round {rnd + 1}: {total:,} ACTIVE in {wall:.1f} s = {total / wall:,.0f} subs/s; ntf-server "
+            what = "resubscribed" if args.services else "ACTIVE"
+            print(f"round {rnd + 1}: {total:,} {what} in {wall:.1f} s = {total / wall:,.0f} subs/s; ntf-server "
                   f"peak RSS {done['rss'] / 2**20:.0f} MiB, CPU {cpu:.1f} s = {cpu / total * 1e6:.1f} µs/sub = "
                   f"{ratio:.2f} × one Ed25519 signature ({sign * 1e6:.1f} µs, OpenSSL via cryptography; "
                   f"{cpu / total / sodium:.2f} × libsodium's, {sodium * 1e6:.1f} µs); stand-ins CPU {sc:.1f} s "
@@ -200,16 +246,19 @@ async def main() -> None:
     ap.add_argument("--role", default="bench", help=argparse.SUPPRESS)
     ap.add_argument("--url", help=argparse.SUPPRESS)
     ap.add_argument("--master", help=argparse.SUPPRESS)
+    ap.add_argument("--services", action="store_true", help="service certificates: resubscribe with NSUBS")
     ap.add_argument("--expect", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--service-mode", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.role == "ntf":
+        side = ntf_side(args.url, bytes.fromhex(args.master), args.expect, args.service_mode)
         if args.profile:
             import cProfile
             with cProfile.Profile() as prof:
-                await ntf_side(args.url, bytes.fromhex(args.master), args.expect)
+                await side
             prof.dump_stats(args.profile)
         else:
-            await ntf_side(args.url, bytes.fromhex(args.master), args.expect)
+            await side
         return
     with tempfile.TemporaryDirectory(prefix="ntf-bench-") as d:
         redis = EmbeddedRedis(Path(d))

@@ -57,7 +57,7 @@ def main() -> None:
         client, core, server = pair(args.version)
         queues = [NotifierQueue(core.create_queue(k.public_key(), bytes(32)), k) for k in keys]
         t0 = time.process_time()
-        blocks = client.subscribe(queues, now=0.0)
+        blocks = client.subscribe(queues)
         build_t.append((time.process_time() - t0) / args.queues)
         answers = [b for blk in blocks for b in server.encode(core.receive_block(server, blk))]  # type: ignore[attr-defined]
         t0 = time.process_time()

@@ -11,12 +11,15 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from ntf_server import cli
 from ntf_server.config import AdminConfig, ServerConfig
@@ -93,6 +96,39 @@ def test_dockerfile_copies_exist_and_pass_the_dockerignore() -> None:
         for src in sources:
             assert (REPO / src).exists(), src
             assert src.rstrip("/") in allowed, f"{src} is excluded from the build context"
+
+
+def pins() -> dict[str, tuple[str, int]]:
+    """deploy/constraints.txt: name -> (pinned version, number of hashes)."""
+    text = (DEPLOY / "constraints.txt").read_text()
+    found = {}
+    for entry in re.split(r"\n(?=[A-Za-z])", text):
+        m = re.match(r"([A-Za-z0-9._-]+)==(\S+)", entry)
+        if m:
+            found[canonicalize_name(m[1])] = (m[2], entry.count("--hash=sha256:"))
+    return found
+
+
+def test_constraints_pin_every_dependency_with_hashes_within_the_floors() -> None:
+    """Issue 16.11: the image installs exactly these files; each pin meets pyproject.toml's (security) floors."""
+    pinned = pins()
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    required = [Requirement(r) for r in project["project"]["dependencies"]]
+    required += [Requirement(r) for r in project["build-system"]["requires"]]
+    for req in required:
+        name = canonicalize_name(req.name)
+        assert name in pinned, f"{name} is not pinned in deploy/constraints.txt"
+        assert req.specifier.contains(pinned[name][0], prereleases=True), f"{name}=={pinned[name][0]} vs {req}"
+    assert all(n >= 1 for _, n in pinned.values()), "a pin without a hash"
+    for floor in ("aiohttp>=3.10.11", "cryptography>=42.0.4"):
+        assert Requirement(floor).specifier.contains(pinned[canonicalize_name(Requirement(floor).name)][0])
+
+
+def test_dockerfile_installs_only_hash_checked_packages() -> None:
+    (install,) = [r for r in instructions("RUN") if "pip install" in r]
+    assert "--require-hashes -r constraints.txt" in install
+    assert "--upgrade" not in install  # pip itself comes from the constraints too
+    assert "--no-deps --no-build-isolation --no-index ." in install
 
 
 # ------------------------------------------------------------------ compose

@@ -101,12 +101,13 @@ async def test_repeated_push_failures_are_one_line_plus_debug_detail(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="ntf_server")
     client = await connect(env)
-    for i in range(5):  # malformed device tokens: each verification push fails
-        bad = SimApp(P.DeviceToken(P.PushProvider.APNS_TEST, b"not hex %d" % i))
+    for _ in range(5):  # dead device tokens: each verification push fails
+        bad = app()
+        env.sim.unregister(bad.device_token.token.decode())
         assert isinstance(await bad.register(client), P.IdTkn)
-    await env.server.push.drain()  # type: ignore[union-attr]
-    records = [r for r in caplog.records if r.name == "ntf_server.push.delivery"]
+    await env.server.push.settle()  # type: ignore[union-attr]
+    records = [r for r in caplog.records if r.name == "ntf_server.push.pipeline"]
     info = [r.getMessage() for r in records if r.levelno >= logging.INFO]
-    assert len(info) == 1 and info[0].startswith("verification push failed: Permanent")
+    assert len(info) == 1 and info[0].startswith("verification push failed: invalid token UNREGISTERED")
     assert sum(r.levelno == logging.DEBUG for r in records) == 5
     await client.close()

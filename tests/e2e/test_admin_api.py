@@ -117,6 +117,26 @@ async def test_no_token_or_a_wrong_one_is_401(env: Env, path: str, monkeypatch: 
     assert len(compared) == 7  # every request (the PUT too) went through the constant-time comparison
 
 
+async def test_a_read_only_token_reads_everything_and_changes_nothing(env: Env, tmp_path: Path) -> None:
+    """Issue 16.9: Prometheus held the one token that can also PUT /v1/policy."""
+    read_file = tmp_path / "admin-read.token"
+    read_file.write_text("a-read-only-token-for-prometheus\n")
+    server = await env.reconfigure("admin", read_token_file=read_file)
+    base = admin_url(server)
+    read = {"Authorization": "Bearer a-read-only-token-for-prometheus"}
+    async with httpx.AsyncClient(timeout=10) as http:
+        for path in ("/metrics", "/v1/stats", "/v1/smp-servers", "/v1/policy", "/v1/status"):
+            assert (await http.get(base + path, headers=read)).status_code == 200, path
+        refused = await http.put(base + "/v1/policy", headers=read, json={"burst": 1})
+        assert refused.status_code == 403 and "read-only" in refused.json()["error"]
+        policy = (await http.get(base + "/v1/policy", headers=read)).json()
+        full = {"Authorization": f"Bearer {token_of(env)}"}
+        assert (await http.put(base + "/v1/policy", headers=full, json={"burst": 1})).status_code == 200
+        assert (await http.get(base + "/v1/policy", headers=read)).json() != policy  # the full token still can
+        wrong = {"Authorization": "Bearer a-read-only-token-for-prometheuX"}
+        assert (await http.get(base + "/v1/stats", headers=wrong)).status_code == 401
+
+
 async def test_metrics_can_be_made_public(env: Env) -> None:
     server = await env.reconfigure("admin", metrics_public=True)
     async with httpx.AsyncClient(timeout=10) as http:

@@ -174,3 +174,38 @@ def test_idle_connections_are_closed_by_default(env: Env) -> None:
     """What `ntf-server init` writes closes silent connections after 10 minutes (the app reconnects on its
     next command); the closing itself is test_idle_clients_are_disconnected's, at a shorter value."""
     assert env.config.server.idle_timeout_s == ServerConfig().idle_timeout_s == 600.0
+
+
+async def test_per_ip_handshake_cap_refuses_beyond_it_while_other_addresses_are_served(env: Env) -> None:
+    """Issue 16.3: one address may hold only max_handshakes_per_ip of the max_handshakes slots."""
+    server = await env.reconfigure("server", max_handshakes_per_ip=2)
+    own = await connect(env)  # through its handshakes: holds no handshake slot
+    stuck = [await Raw.open(env), await Raw.open(env, hello=False)]
+    await until(lambda: server.stats["conn_accepted"] == 3)
+    extra = await Raw.open(env)
+    assert await extra.closed_by_server()
+    assert server.stats["conn_refused_handshakes_per_ip"] == 1
+    other = await connect(env, local_host="127.0.0.2")  # another address has its own slots
+    assert await pong(other) and await pong(own)
+    await stuck[0].close()
+    await until(lambda: server.listener is not None and server.listener.handshakes == 1)
+    late = await connect(env)  # a freed slot of this address is usable
+    assert await pong(late)
+    for raw in [*stuck, extra]:
+        await raw.close()
+    for c in (own, other, late):
+        await c.close()
+
+
+async def test_a_silent_socket_is_dropped_at_the_first_byte_deadline(env: Env) -> None:
+    """Issue 16.3: a socket that sends nothing held a handshake slot for the whole TLS deadline (60 s)."""
+    server = await env.reconfigure("server", first_byte_timeout_s=0.3)
+    silent, mid = await Raw.open(env, hello=False), await Raw.open(env)
+    assert await silent.closed_by_server(timeout_s=5)
+    assert not await mid.closed_by_server(timeout_s=0.5)  # started TLS: the TLS deadline applies
+    await until(lambda: server.stats["conn_tls_failed"] == 1)
+    for raw in (silent, mid):
+        await raw.close()
+    client = await connect(env)
+    assert await pong(client)
+    await client.close()

@@ -7,6 +7,7 @@ finds the imported token (spec §4.3–4.7, §6.1)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import io
 import os
@@ -24,6 +25,7 @@ from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.errors import AUTH
 from ntf_server.sim.device import NtfClient, SimApp
 from ntf_server.sim.smp_server import SmpServerStandIn
+from ntf_server.transport.certs import new_service_credentials
 
 SCHEMA = "e2e_import"
 TOKEN_STATUSES = ["NEW", "REGISTERED", "CONFIRMED", "ACTIVE", "INVALID", "INVALID,BAD", "INVALID,TOPIC",
@@ -104,7 +106,9 @@ async def test_apps_carry_on_after_import(env: Env, smp: SmpServerStandIn, postg
         assert await h.app.token_command(client, P.TChk()) == P.Tkn(P.TokenStatus.from_text(h.status))
     for h in (a for a in apps if a.subs):
         for sid, status in h.subs.items():
-            if status in KEPT:
+            # Kept as imported: final statuses, and every subscription of a token that is not ACTIVE (it opens
+            # no SMP connection until the token is verified again, issue 16).
+            if status in KEPT or h.status != "ACTIVE":
                 assert (await client.request(sid, P.SChk(), h.app.auth_key))[1] == P.Sub(P.SubStatus.from_text(status))
             else:  # the pool resubscribed it on the stand-in
                 await status_becomes(client, h.app, sid, P.SubStatus(P.SubStatusKind.ACTIVE))
@@ -127,3 +131,37 @@ async def test_apps_carry_on_after_import(env: Env, smp: SmpServerStandIn, postg
     assert (await client.request(sid, P.SDel(), active.app.auth_key))[1] == P.Ok()
     assert (await client.request(sid, P.SChk(), active.app.auth_key))[1] == P.Err(AUTH)
     await client.close()
+
+
+async def test_an_imported_service_resubscribes_with_one_nsubs(env: Env, smp: SmpServerStandIn,
+                                                               postgres: PgServer) -> None:  # noqa: F811
+    """Issue 17: the Haskell server's service certificate, id and ties are carried; the SMP server knows the
+    service, so the first start subscribes the tied queues with one NSUBS and no NSUB."""
+    creds = new_service_credentials()
+    haskell_sid = os.urandom(24)
+    smp.services.register(creds.cert_hash, haskell_sid)
+    chain = b"\x01" + len(creds.chain[0]).to_bytes(2, "big") + creds.chain[0]
+    d = HaskellData(servers=[dataclasses.replace(server_row(1, smp.address, service_id=haskell_sid),
+                                                 ntf_service_cert=chain,
+                                                 ntf_service_priv_key=crypto.encode_private_key(creds.key))])
+    app = haskell_app(d, "ACTIVE")
+    queues = []
+    for _ in range(3):
+        key = crypto.generate_ed25519()
+        q, _ = smp.create_queue(crypto.public_of(key))
+        smp.core.queues[q.notifier_id].service_id = haskell_sid  # tied to the Haskell server's service
+        d.subs.append(SubRow(os.urandom(24), app.token_id, 1, q.notifier_id, crypto.encode_private_key(key),
+                             "ACTIVE", True))
+        queues.append(q)
+    load_schema(postgres.url, "e2e_service")
+    load(postgres.url, d, "e2e_service")
+    await import_simplex(env.config, postgres.url, "e2e_service", dry_run=False, out=io.StringIO(), tty=False,
+                         hold_state_lock=False)
+    server = await env.reconfigure("subscriber", use_service_credentials=True)
+    async with asyncio.timeout(15):
+        while server.stats["smp_service_subscribed"] < 1:  # noqa: ASYNC110 - counters are polled
+            await asyncio.sleep(0.02)
+    assert server.stats["smp_nsub_sent"] == 0 and server.stats["smp_service_drift"] == 0
+    smp.notify(queues[0].notifier_id, b"after-import", 1_800_000_001)
+    push = await env.sim.next_push(app.device_token.token.decode(), timeout_s=10)
+    assert app.message_list(push.body)[-1].startswith(smp.address.to_uri() + "/")

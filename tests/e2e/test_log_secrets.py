@@ -25,9 +25,10 @@ from ntf_server.logevents import event_of
 from ntf_server.logsetup import setup_logging
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import SMPServer
-from ntf_server.protocol.errors import AUTH, QUOTA
+from ntf_server.protocol.errors import AUTH, QUOTA, CmdError, CommandError
 from ntf_server.sim.device import NtfClient, SimApp
 from ntf_server.store.atrest import load_or_create_store_key
+from ntf_server.store.records import TokenRecord, TokenStatus, TokenStatusKind, day_of
 
 SMP = SMPServer(("smp.example.com",), "5223", b"\x42" * 32)
 MIN_SECRET_CHARS = 12  # shorter renderings would match by chance
@@ -86,6 +87,16 @@ def debug_logs() -> Iterator[tuple[io.StringIO, io.StringIO, Capture]]:
         root.setLevel(saved_level)
 
 
+def legacy_token(app: SimApp) -> TokenRecord:
+    """A token record of ``app`` as the store may hold it from before device tokens were checked at parse."""
+    server_dh = crypto.generate_x25519()
+    verify_key = crypto.encode_public_key(crypto.public_of(app.auth_key))
+    return TokenRecord(os.urandom(24), app.device_token.provider, app.device_token.token,
+                       TokenStatus(TokenStatusKind.REGISTERED), verify_key,
+                       crypto.encode_public_key(server_dh.public_key()), crypto.encode_private_key(server_dh),
+                       crypto.dh(app.dh_key.public_key(), server_dh), os.urandom(32), last_used_day=day_of(time.time()))
+
+
 def leaks(text: str, secrets: Iterable[tuple[str, bytes | set[str]]]) -> list[str]:
     found = []
     for name, value in secrets:
@@ -120,7 +131,7 @@ async def test_debug_logs_carry_no_secret(env: Env, debug_logs: tuple[io.StringI
     push = await env.sim.next_push(app.device_token.token.decode())
     code = app.verification_code(push.body)
     secrets.append(("registration code", code))
-    await env.server.push.drain()  # type: ignore[union-attr]
+    await env.server.push.settle()  # type: ignore[union-attr]
     assert await app.token_command(client, P.TVfy(code)) == P.Ok()
     assert isinstance(await app.token_command(client, P.TChk()), P.Tkn)
     assert await app.token_command(client, P.TCrn(20)) == P.Ok()
@@ -144,9 +155,13 @@ async def test_debug_logs_carry_no_secret(env: Env, debug_logs: tuple[io.StringI
     env.sim.unregister(dead.device_token.token.decode())
     prod = SimApp(P.DeviceToken(P.PushProvider.APNS_PROD, os.urandom(32).hex().encode()))
     bad = SimApp(P.DeviceToken(P.PushProvider.APNS_TEST, b"not hex, but a secret all the same"))
-    for other in (dead, prod, bad):
+    for other in (dead, prod):
         await other.register(client)
-    await env.server.push.drain()  # type: ignore[union-attr]
+    assert await bad.register(client) == P.Err(CmdError(CommandError.SYNTAX))  # issue 16.5
+    stored = legacy_token(bad)  # a malformed device token stored before that: its push fails for good
+    await env.server.store.create_token(stored)
+    await env.server.push.send_verification(stored)  # type: ignore[union-attr]
+    await env.server.push.settle()  # type: ignore[union-attr]
     assert await dead.token_command(client, P.TVfy(os.urandom(32))) == P.Err(AUTH)
     # a flood over the per-connection quota (ERR QUOTA, debug lines and a summary)
     flood = [SimApp(P.DeviceToken(P.PushProvider.APNS_TEST, os.urandom(32).hex().encode())) for _ in range(25)]
@@ -160,8 +175,10 @@ async def test_debug_logs_carry_no_secret(env: Env, debug_logs: tuple[io.StringI
     await env.server.housekeeping.expire_once(time.time() + 400 * 86400)
     await client.close()
 
-    for label, a in (("app", app), ("dead", dead), ("prod", prod), ("bad", bad), *(("flood", f) for f in flood)):
+    for label, a in (("app", app), ("dead", dead), ("prod", prod), *(("flood", f) for f in flood)):
         app_secrets(label, a)
+    secrets += [("bad device token", bad.device_token.token), ("bad token id", stored.token_id),
+                ("bad registration code", stored.reg_code)]
     jwts = {c.auth.token for c in env.sim.conns if c.auth.token}
     assert jwts, "the simulator saw no provider token"
     for jwt in jwts:

@@ -16,7 +16,7 @@ from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import SMPServer, b64u_encode
 from ntf_server.push.payload import ALERT_CATEGORY, MAX_BODY
 from ntf_server.sim.device import NtfClient
-from ntf_server.store.base import NewNotification, NtfOutcome
+from ntf_server.store.records import Notice
 
 SMP = SMPServer(("smp1.example.com", "smp1abcdefghijklmnop.onion"), "5223", b"\x07" * 32)
 
@@ -28,15 +28,12 @@ async def test_every_nmsg_is_one_alert_carrying_the_newest_six(env: Env, message
     nids = [os.urandom(24) for _ in range(messages)]
     for nid in nids:
         assert isinstance(await app.subscribe(client, SMP, nid, crypto.generate_ed25519()), P.IdSub)
-    block = [NewNotification(SMP, nid, 1_700_000_000_000 + i * 1000, os.urandom(24), os.urandom(144))
+    block = [Notice(SMP, nid, 1_700_000_000_000 + i * 1000, os.urandom(24), os.urandom(144))
              for i, nid in enumerate(nids)]
-    stored = await env.server.store.add_last_notifications(block)
-    push_service = env.server.push
-    assert push_service is not None
-    for result in stored:
-        assert result.outcome is NtfOutcome.STORED and result.token is not None
-        await push_service.send_messages(result.token, result.notifications)
-    await push_service.drain()
+    pipeline = env.server.push
+    assert pipeline is not None
+    await pipeline.accept(SMP, block)
+    await pipeline.settle()
     device = app.device_token.token.decode()
     lists = []
     for _ in range(messages):
@@ -61,11 +58,9 @@ async def test_a_dead_device_token_becomes_invalid(env: Env) -> None:
     nid = os.urandom(24)
     await app.subscribe(client, SMP, nid, crypto.generate_ed25519())
     env.sim.unregister(app.device_token.token.decode())
-    [result] = await env.server.store.add_last_notifications(
-        [NewNotification(SMP, nid, 1_700_000_000_000, os.urandom(24), os.urandom(144))])
-    assert result.token is not None and env.server.push is not None
-    await env.server.push.send_messages(result.token, result.notifications)
-    await env.server.push.drain()
+    assert env.server.push is not None
+    await env.server.push.accept(SMP, [Notice(SMP, nid, 1_700_000_000_000, os.urandom(24), os.urandom(144))])
+    await env.server.push.settle()
     status = await app.token_command(client, P.TChk())
     assert status == P.Tkn(P.TokenStatus(P.TokenStatusKind.INVALID, P.InvalidReason.UNREGISTERED))
     assert env.server.stats["ntf_failed"] == 1 and env.server.stats["ntf_invalid_tkn"] == 1
@@ -80,18 +75,16 @@ async def test_a_slow_apns_does_not_serialise_message_pushes(env: Env) -> None:
     app = await active_app(env, client)
     nid = os.urandom(24)
     await app.subscribe(client, SMP, nid, crypto.generate_ed25519())
-    [result] = await env.server.store.add_last_notifications(
-        [NewNotification(SMP, nid, 1_700_000_000_000, os.urandom(24), os.urandom(144))])
-    assert result.token is not None and env.server.push is not None
+    assert env.server.push is not None
     env.sim.faults.response_delay_s = 3.0
     try:
-        for _ in range(40):
-            await env.server.push.send_messages(result.token, result.notifications)
+        await env.server.push.accept(SMP, [Notice(SMP, nid, 1_700_000_000_000 + i, os.urandom(24), os.urandom(144))
+                                           for i in range(40)])
         device = app.device_token.token.decode()
         for _ in range(40):  # all requests reach APNs while none is answered yet
             await env.sim.next_push(device, timeout_s=2.0)
     finally:
         env.sim.faults.response_delay_s = 0.0
-    await env.server.push.drain()
+    await env.server.push.settle()
     assert env.server.stats["ntf_delivered"] == 40
     await client.close()

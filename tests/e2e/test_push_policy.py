@@ -25,8 +25,8 @@ from ntf_server.push.payload import MAX_BODY
 from ntf_server.push.policy import PolicySettings
 from ntf_server.server import NtfServer
 from ntf_server.sim.device import NtfClient, SimApp
-from ntf_server.store.base import NewNotification
 from ntf_server.store.policy import PolicyStore
+from ntf_server.store.records import Notice
 
 SMP = SMPServer(("smp1.example.com",), "5223", b"\x07" * 32)
 T0 = 1_900_000_000.0
@@ -50,7 +50,7 @@ def with_clock(server: NtfServer, clock: FakeClock) -> NtfServer:
     return server
 
 
-def text(n: NewNotification) -> str:
+def text(n: Notice) -> str:
     return (f"{SMP.to_uri()}/{b64u_encode(n.notifier_id)} {n.received_at_ms // 1000} "
             f"{b64u_encode(n.nonce)} {b64u_encode(n.enc_meta)}")
 
@@ -62,7 +62,7 @@ class Burst:
     def __init__(self, app: SimApp, nids: list[bytes]) -> None:
         self.app = app
         self.nids = nids
-        self.sent: list[NewNotification] = []
+        self.sent: list[Notice] = []
 
     @classmethod
     async def create(cls, env: Env, client: NtfClient, n: int) -> Burst:
@@ -80,13 +80,12 @@ class Burst:
         for i in range(count or len(self.nids)):
             server = servers[i % len(servers)]
             k = len(self.sent)
-            n = NewNotification(SMP, self.nids[k % len(self.nids)], 1_700_000_000_000 + 1000 * k, os.urandom(24),
-                                os.urandom(144))
+            n = Notice(SMP, self.nids[k % len(self.nids)], 1_700_000_000_000 + 1000 * k, os.urandom(24),
+                       os.urandom(144))
             self.sent.append(n)
-            [stored] = await server.store.add_last_notifications([n])
-            assert stored.token is not None and server.push is not None
-            await server.push.send_messages(stored.token, stored.notifications)
-            await server.push.drain()
+            assert server.push is not None
+            await server.push.accept(SMP, [n])
+            await server.push.settle()
 
     def check(self, push: RecordedPush, newest_of: int) -> list[str]:
         """The push is well formed and carries the newest <= 6 of the first ``newest_of`` notifications."""
@@ -267,6 +266,6 @@ async def test_schedulers_log_a_redis_outage_once_not_every_scan(
     await server.start()
     caplog.set_level(logging.INFO)
     await proxy.stop()
-    await asyncio.sleep(1.5)  # about 30 deferred-push scans and 2 periodic-push scans with Redis away
+    await asyncio.sleep(1.5)  # ~30 deferred-push, 2 periodic-push and 2 push-retry scans with Redis away
     errors = [fields for name, fields in map(logevents.event_of, caplog.records) if name == "scheduler.store_error"]
-    assert sorted(str(f["part"]) for f in errors) == ["deferred pushes", "periodic pushes"]
+    assert sorted(str(f["part"]) for f in errors) == ["deferred pushes", "periodic pushes", "push retries"]

@@ -74,7 +74,7 @@ def generate(n_tokens: int = 3000, subs_per_active: int = 9, seed: int = 7,
              SMPServer(("smp4.example.net",), "7001", os.urandom(32)), *(extra_servers or [])]
     for i, a in enumerate(addrs, 1):
         d.servers.append(server_row(i, a, service_id=os.urandom(16) if i == 2 else None))
-    d.notes["SMP server service id not carried (no service credentials)"] += 1
+    d.notes["SMP server service not carried: service id without its certificate and key"] += 1
     bad_server = len(addrs) + 1
     d.servers.append(ServerRow(bad_server, "smp.bad.example", "", b"not base64url!", None))
     d.refused["SMP server: SMP server address not valid: invalid base64url"] += 1
@@ -145,9 +145,11 @@ def load(url: str, d: HaskellData, schema: str = "ntf_server") -> None:
     """Insert everything (COPY); server ids are the identity values PostgreSQL assigns, in order."""
     with psycopg.connect(url) as conn, conn.cursor() as cur:
         for s in d.servers:
-            cur.execute(f"INSERT INTO {schema}.smp_servers (smp_host, smp_port, smp_keyhash, ntf_service_id) "
-                        "VALUES (%s, %s, %s, %s) RETURNING smp_server_id",
-                        (s.smp_host, s.smp_port, s.smp_keyhash, s.ntf_service_id))
+            cur.execute(f"INSERT INTO {schema}.smp_servers (smp_host, smp_port, smp_keyhash, ntf_service_id, "
+                        "ntf_service_cert, ntf_service_priv_key) VALUES (%s, %s, %s, %s, %s, %s) "
+                        "RETURNING smp_server_id",
+                        (s.smp_host, s.smp_port, s.smp_keyhash, s.ntf_service_id, s.ntf_service_cert,
+                         s.ntf_service_priv_key))
             row = cur.fetchone()
             assert row is not None and row[0] == s.smp_server_id
         _copy(cur, f"{schema}.tokens", TokenRow, d.tokens)

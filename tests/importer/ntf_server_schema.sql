@@ -31,7 +31,10 @@ CREATE TABLE ntf_server.smp_servers (
   smp_host text NOT NULL,
   smp_port text NOT NULL,
   smp_keyhash bytea NOT NULL,
-  ntf_service_id bytea
+  ntf_service_id bytea,
+  ntf_service_cert bytea,
+  ntf_service_cert_hash bytea,
+  ntf_service_priv_key bytea
 );
 CREATE UNIQUE INDEX idx_smp_servers ON ntf_server.smp_servers (smp_host, smp_port, smp_keyhash);
 

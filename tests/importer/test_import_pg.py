@@ -16,7 +16,7 @@ import pytest
 import redis.asyncio
 from haskell_data import HaskellData, ed25519_pair, generate, load, token_row
 from pg_server import PgServer, load_schema, postgres  # noqa: F401  (postgres: the session fixture)
-from store_helpers import check_invariants
+from store_helpers import add_notice, check_invariants
 
 from ntf_server import cli
 from ntf_server.config import Config, load_config
@@ -24,12 +24,15 @@ from ntf_server.importer import mapping as M
 from ntf_server.importer.command import import_simplex
 from ntf_server.importer.reader import SourceError
 from ntf_server.importer.writer import Counts, report
+from ntf_server.protocol import crypto
 from ntf_server.protocol.ntf_types import PushProvider, SubStatusKind
+from ntf_server.protocol.smp import queue_ids_hash
 from ntf_server.statelock import StateLock
 from ntf_server.store.atrest import load_or_create_store_key
 from ntf_server.store.records import RESUBSCRIBE_KINDS, TokenRecord, day_of
 from ntf_server.store.redis import RedisStore
 from ntf_server.store.sub_aliases import SubIdAliases
+from ntf_server.transport.certs import new_service_credentials
 
 NOW = 1_780_000_000.0
 BIG = "big_ntf"
@@ -184,7 +187,7 @@ async def check_last_notifications(store: RedisStore, big: HaskellData, kept: li
     assert isinstance(server, M.SMPServer)
     imported = sorted(ntfs, key=lambda n: n.sent_at)
     later_ms = int(imported[-1].sent_at.timestamp() * 1000) + 1000
-    _, _, stored = await store.add_last_notification(server, sub.smp_notifier_id, later_ms, bytes(24), b"m")
+    _, _, stored = await add_notice(store, server, sub.smp_notifier_id, later_ms, bytes(24), b"m")
     others = [n for n in imported if n.subscription_id != sub.subscription_id]
     assert [x.nonce for x in stored[:-1]] == [n.nmsg_nonce for n in others]
     assert [x.received_at_ms for x in stored[:-1]] == [int(n.sent_at.timestamp() * 1000) for n in others]
@@ -291,7 +294,50 @@ async def test_a_database_from_before_the_service_columns_imports(postgres: PgSe
     load(postgres.url, data, schema)
     with psycopg.connect(postgres.url, autocommit=True) as conn:
         conn.execute(f"ALTER TABLE {schema}.subscriptions DROP COLUMN ntf_service_assoc")
-        conn.execute(f"ALTER TABLE {schema}.smp_servers DROP COLUMN ntf_service_id")
+        conn.execute(f"ALTER TABLE {schema}.smp_servers DROP COLUMN ntf_service_id, DROP COLUMN ntf_service_cert, "
+                     "DROP COLUMN ntf_service_cert_hash, DROP COLUMN ntf_service_priv_key")
     counts = await run(make_config(tmp_path, redis_url), postgres.url, schema)
     assert (counts.tokens_written, counts.subs_written, counts.ntfs_written) == expected_written(data)
     assert not any("service" in note for note in counts.notes)
+
+
+async def test_the_haskell_service_is_carried(postgres: PgServer, tmp_path: Path, redis_url: str) -> None:  # noqa: F811
+    """Issue 17: a server's service certificate, key and id become ours, its live ties stay, and the count and
+    IdsHash are counted from them (a second run leaves them as they are)."""
+    schema = "with_service"
+    load_schema(postgres.url, schema)
+    data = generate(n_tokens=30, seed=5)
+    creds = new_service_credentials()
+    chain = b"\x01" + len(creds.chain[0]).to_bytes(2, "big") + creds.chain[0]  # smpEncode (NonEmpty Large)
+    server = data.servers[0]
+    data.servers[0] = dataclasses.replace(server, ntf_service_id=b"haskell-service-id",
+                                          ntf_service_cert=chain,
+                                          ntf_service_priv_key=crypto.encode_private_key(creds.key))
+    valid = {t.token_id for t in data.tokens if not isinstance(M.map_token(t, NOW), M.Rejected)}
+    for i, row in enumerate(data.subs):  # every other subscription of that server tied to the service
+        if row.smp_server_id == server.smp_server_id and i % 2 == 0:
+            data.subs[i] = dataclasses.replace(row, ntf_service_assoc=True)
+    load(postgres.url, data, schema)
+    cfg = make_config(tmp_path, redis_url)
+    counts = await run(cfg, postgres.url, schema)
+    assert counts.notes["SMP server service carried (certificate, id, ties)"] == 1
+    address = M.map_server(data.servers[0])
+    assert not isinstance(address, M.Rejected)
+    servers = {s.smp_server_id: M.map_server(s) for s in data.servers}
+    tied = []
+    for row in data.subs:
+        mapped = M.map_sub(row, servers, frozenset({server.smp_server_id}))
+        if (row.token_id in valid and not isinstance(mapped, M.Rejected) and mapped.record.service_assoc):
+            tied.append(row.smp_notifier_id)
+    assert tied  # the data has live tied subscriptions
+    store = await open_store(cfg)
+    try:
+        for _ in range(2):  # a second run changes nothing
+            state = await store.service_state(address)
+            assert (state.service_id, state.count, state.ids_hash) == (
+                b"haskell-service-id", len(tied), queue_ids_hash(tied))
+            ours = await store.service_credentials(address, new_service_credentials)
+            assert ours.chain == creds.chain and ours.cert_hash == creds.cert_hash
+            await run(cfg, postgres.url, schema)
+    finally:
+        await store.close()

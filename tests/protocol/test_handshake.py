@@ -72,7 +72,7 @@ def _cert_key() -> CertChainPubKey:
     return CertChainPubKey((b"leaf-der", b"ca-der"), b"signed-key")
 
 
-@pytest.mark.parametrize("version", [6, 7, 11, 14, 16, 18])
+@pytest.mark.parametrize("version", [6, 7, 11, 14, 16, 18, 19, 20])
 def test_smp_client_hello_fields_by_version(version: int) -> None:
     spki = crypto.encode_public_key(crypto.generate_x25519().public_key())
     hello = SmpClientHello(version, T1_KEY_HASH, spki if version >= 7 else None)

@@ -164,9 +164,37 @@ def test_commands_with_trailing_bytes_or_bad_keys_are_syntax_errors() -> None:
     assert parse_command(b"tchk") == CmdError(CommandError.UNKNOWN)
 
 
+@pytest.mark.parametrize("device", [b"", b"abc", b"not hex!", b"0g", b"ab cd", "é1".encode()])
+def test_device_tokens_must_be_hex_of_even_length(device: bytes) -> None:
+    """Issue 16.5: in TNEW and TRPL alike."""
+    syntax = CmdError(CommandError.SYNTAX)
+    body = b"T" + b"AT" + enc_short(device) + enc_short(SAMPLE_PUB) + enc_short(SAMPLE_DH)
+    assert parse_command(b"TNEW " + body) == syntax
+    assert parse_command(b"TRPL AT" + enc_short(device)) == syntax
+
+
+def test_device_tokens_are_lower_cased() -> None:
+    """Issue 16.5: one device is one token whatever the case its hex was sent in."""
+    body = b"T" + b"AT" + enc_short(b"ABcd09Ef") + enc_short(SAMPLE_PUB) + enc_short(SAMPLE_DH)
+    assert parse_command(b"TNEW " + body) == TNew(DeviceToken(PushProvider.APNS_TEST, b"abcd09ef"), SAMPLE_PUB,
+                                                  SAMPLE_DH)
+    assert parse_command(b"TRPL AT" + enc_short(b"FFEE")) == TRpl(DeviceToken(PushProvider.APNS_TEST, b"ffee"))
+    null = DeviceToken(PushProvider.APNS_NULL, b"test_ntf_token")  # never pushed to: taken verbatim
+    assert parse_command(b"TRPL AN" + enc_short(null.token)) == TRpl(null)
+
+
+def test_an_empty_notifier_id_is_a_syntax_error() -> None:
+    """Issue 16.6: it reached the store, which answered ERR STORE and fired the store alert."""
+    key = crypto.encode_private_key(crypto.generate_ed25519())
+    snew = SNew(b"t" * 24, SMPServer(("localhost",), "5001", KEY_HASH), b"", key)
+    assert parse_command(encode_command(snew)) == CmdError(CommandError.SYNTAX)
+
+
 def _commands() -> st.SearchStrategy[object]:
     ids = st.binary(min_size=0, max_size=40)
-    token = st.builds(DeviceToken, st.sampled_from(list(PushProvider)), st.binary(max_size=64))
+    hex_token = st.binary(min_size=1, max_size=64).map(lambda b: b.hex().encode())
+    token = st.one_of(st.builds(DeviceToken, st.sampled_from(list(PushProvider)), hex_token),
+                      st.builds(DeviceToken, st.just(PushProvider.APNS_NULL), st.binary(max_size=64)))
     ed = crypto.encode_public_key(crypto.generate_ed25519().public_key())
     x = crypto.encode_public_key(crypto.generate_x25519().public_key())
     priv = crypto.encode_private_key(crypto.generate_x25519())
@@ -177,7 +205,7 @@ def _commands() -> st.SearchStrategy[object]:
         st.builds(TVfy, ids),
         st.builds(TRpl, token),
         st.builds(TCrn, st.integers(0, 65535)),
-        st.builds(SNew, ids, srv, ids, st.just(priv)),
+        st.builds(SNew, ids, srv, st.binary(min_size=1, max_size=40), st.just(priv)),
         st.sampled_from([TChk(), TDel(), SChk(), SDel(), Ping()]),
     )
 

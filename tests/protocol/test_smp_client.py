@@ -33,6 +33,8 @@ from ntf_server.protocol.smp_client import HandshakeFailed, SmpHandshake, client
 from ntf_server.protocol.smp_session import NotifierQueue, SmpClientSession, SmpProtocolError
 from ntf_server.protocol.transport import (
     SMP_BLOCK_SIZE,
+    SMP_CLIENT_VRANGE,
+    SMP_CURRENT_VERSION,
     SMP_SERVER_VRANGE,
     RawTransmission,
     VersionRange,
@@ -86,12 +88,12 @@ def failure(block: bytes, identity: Identity = ID25519, **kw: object) -> Transpo
 
 
 @pytest.mark.parametrize("identity", [ID25519, ID448], ids=["ed25519", "ed448"])
-@pytest.mark.parametrize("max_version", [7, 10, 11, 15, 16, 18, 30])
+@pytest.mark.parametrize("max_version", [7, 10, 11, 15, 16, 18, 19, 20, 30])
 def test_handshake_picks_the_highest_common_version(identity: Identity, max_version: int) -> None:
     server_dh = crypto.generate_x25519()
     client_dh = crypto.generate_x25519()
     hs = shake(hello(identity, VersionRange(6, max_version), server_dh), identity, client_key=client_dh)
-    v = min(max_version, 18)
+    v = min(max_version, SMP_CURRENT_VERSION)
     assert hs.params.version == v and hs.params.session_id == SID and hs.params.implied_session_id
     assert hs.params.service_auth == (v >= 16)
     assert len(hs.client_hello) == SMP_BLOCK_SIZE
@@ -104,7 +106,7 @@ def test_session_id_must_be_the_tls_channel_binding() -> None:
     assert failure(hello(), tls_unique=bytes(32)) == TransportError(TransportErrorKind.SESSION)
 
 
-@pytest.mark.parametrize("versions", [VersionRange(6, 6), VersionRange(19, 20), VersionRange(1, 5)])
+@pytest.mark.parametrize("versions", [VersionRange(6, 6), VersionRange(21, 22), VersionRange(1, 5)])
 def test_no_common_version(versions: VersionRange) -> None:
     assert failure(hello(versions=versions)) == TransportError(TransportErrorKind.VERSION)
 
@@ -135,7 +137,7 @@ def test_handshake_leaf_must_be_the_tls_leaf() -> None:
 def test_certificate_validity_is_checked_at_the_given_time() -> None:
     past = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
     assert failure(hello(), now=past) == TransportError(TransportErrorKind.HANDSHAKE, HandshakeError.IDENTITY)
-    assert shake(hello(), now=dt.datetime.now(dt.UTC)).params.version == 18
+    assert shake(hello(), now=dt.datetime.now(dt.UTC)).params.version == SMP_CURRENT_VERSION
 
 
 def test_session_key_signed_by_another_key_is_bad_auth() -> None:
@@ -186,13 +188,13 @@ class Pair:
         return self.client.receive_block(self.server.seal(b"\x01" + len(t).to_bytes(2, "big") + t), now=1.0)
 
 
-@pytest.mark.parametrize("version", [7, 10, 11, 16, 18])
+@pytest.mark.parametrize("version", SMP_CLIENT_VRANGE.all())
 @pytest.mark.parametrize("key_maker", [crypto.generate_ed25519, Ed448PrivateKey.generate, crypto.generate_x25519],
                          ids=["ed25519", "ed448", "x25519"])
 def test_nsub_accepted_by_a_strict_server(version: int, key_maker: Callable[[], crypto.PrivateAuthKey]) -> None:
     p = Pair(version)
     q, _ = p.queue(key_maker())
-    events = p.to_client(p.to_server(p.client.subscribe([q], now=0.0)))
+    events = p.to_client(p.to_server(p.client.subscribe([q])))
     assert events == [E.Subscribed(q.notifier_id)]
     assert p.client.state(q.notifier_id) is E.QueueState.ACTIVE
     assert p.core.queues[q.notifier_id].subscriber == 1
@@ -202,18 +204,18 @@ def test_nsub_wire_size_matches_the_spec_example() -> None:
     """§3.1: v18, Ed25519, 24-byte ids: 120-byte transmission (with the '0' service slot); 134 per block."""
     p = Pair(18)
     queues = [p.queue()[0] for _ in range(135)]
-    [t] = p.raw_from_client(p.client.subscribe(queues[:1], now=0.0))
+    [t] = p.raw_from_client(p.client.subscribe(queues[:1]))
     assert len(encode_transmission(p.server.params, t.corr_id, t.entity_id, t.command, auth=t.auth)) == 120
     assert t.command == b"NSUB" and t.service_sig is None and len(t.auth) == 64
-    assert len(p.client.subscribe(queues[1:135], now=0.0)) == 1
+    assert len(p.client.subscribe(queues[1:135])) == 1
     p2 = Pair(18)
-    assert len(p2.client.subscribe([p2.queue()[0] for _ in range(135)], now=0.0)) == 2
+    assert len(p2.client.subscribe([p2.queue()[0] for _ in range(135)])) == 2
 
 
 def test_x25519_authenticator_is_80_bytes_and_bound_to_the_session() -> None:
     p = Pair(18)
     q, _ = p.queue(crypto.generate_x25519())
-    [t] = p.raw_from_client(p.client.subscribe([q], now=0.0))
+    [t] = p.raw_from_client(p.client.subscribe([q]))
     assert len(t.auth) == crypto.AUTHENTICATOR_LEN
     other = crypto.generate_x25519()  # another session's server key cannot check it
     assert not crypto.verify_transmission_auth(crypto.public_of(q.key), t.auth, t.authorized, t.corr_id, other)
@@ -221,14 +223,14 @@ def test_x25519_authenticator_is_80_bytes_and_bound_to_the_session() -> None:
                                            p.server.dh_key)
 
 
-@pytest.mark.parametrize("version", [7, 10, 11, 16, 18])
+@pytest.mark.parametrize("version", SMP_CLIENT_VRANGE.all())
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cuts=st.lists(st.integers(min_value=1, max_value=SMP_BLOCK_SIZE * 3), max_size=8))
 def test_fragmented_input_gives_the_same_events(version: int, cuts: list[int]) -> None:
     """Whole blocks, arbitrary fragments, byte runs: the events are the same (and encrypted chains agree)."""
     p = Pair(version)
     queues = [p.queue()[0] for _ in range(3)]
-    out = p.to_server(p.client.subscribe(queues, now=0.0))
+    out = p.to_server(p.client.subscribe(queues))
     out += [o for q in queues for o in p.core.notify(q.notifier_id, S.NMsgMeta(b"id", 1))]
     out += p.core.delete_queue(queues[0].notifier_id)
     stream = b"".join(p.server.encode(out[:3]) + p.server.encode(out[3:]))
@@ -244,10 +246,10 @@ def test_fragmented_input_gives_the_same_events(version: int, cuts: list[int]) -
 def test_partial_block_waits_and_byte_by_byte_works() -> None:
     p = Pair(11)
     q, _ = p.queue()
-    [block] = p.server.encode(p.to_server(p.client.subscribe([q], now=0.0)))
+    [block] = p.server.encode(p.to_server(p.client.subscribe([q])))
     assert p.client.receive_data(block[:-1], now=1.0) == []
     assert p.client.receive_data(block[-1:], now=1.0) == [E.Subscribed(q.notifier_id)]
-    p.client.ping(now=1.0)  # a second round, one byte at a time
+    p.client.ping()  # a second round, one byte at a time
     [pong_block] = p.server.encode([Outgoing(1, b"", b"", S.SmpPong())])
     events = [e for i in range(SMP_BLOCK_SIZE) for e in p.client.receive_data(pong_block[i : i + 1], now=2.0)]
     assert len(events) == 1 and isinstance(events[0], E.Unexpected)  # PONG without a corrId
@@ -261,7 +263,7 @@ def test_pending_notifications_follow_the_ok_and_keep_their_bytes() -> None:
     secret = crypto.dh(server_ntf.public_key(), recipient)
     nid = p.core.create_queue(crypto.public_of(key), secret)
     p.core.notify(nid, S.NMsgMeta(b"m1", 1700000000))
-    events = p.to_client(p.to_server(p.client.subscribe([NotifierQueue(nid, key)], now=0.0)))
+    events = p.to_client(p.to_server(p.client.subscribe([NotifierQueue(nid, key)])))
     assert [type(e) for e in events] == [E.Subscribed, E.Message]
     msg = events[1]
     assert isinstance(msg, E.Message) and msg.state is E.QueueState.ACTIVE
@@ -273,7 +275,7 @@ def test_pending_notifications_follow_the_ok_and_keep_their_bytes() -> None:
 def test_error_answers_map_to_failure_kinds() -> None:
     p = Pair(18)
     queues = [p.queue()[0] for _ in range(5)]
-    ts = p.raw_from_client(p.client.subscribe(queues, now=0.0))
+    ts = p.raw_from_client(p.client.subscribe(queues))
     c = [t.corr_id for t in ts]
     ids = [q.notifier_id for q in queues]
     assert p.answer(c[0], ids[0], b"ERR AUTH") == [E.SubscriptionFailed(ids[0], E.FailureKind.AUTH, AUTH)]
@@ -291,7 +293,7 @@ def test_error_answers_map_to_failure_kinds() -> None:
 def test_answers_that_do_not_fit_what_was_asked() -> None:
     p = Pair(18)
     q, _ = p.queue()
-    [t] = p.raw_from_client(p.client.subscribe([q], now=0.0))
+    [t] = p.raw_from_client(p.client.subscribe([q]))
     [ev] = p.answer(b"z" * 24, q.notifier_id, b"SOK 0")
     assert isinstance(ev, E.Unexpected) and "unknown corrId" in ev.what
     [ev] = p.answer(t.corr_id, b"another queue", b"SOK 0")  # an OK about a queue we did not ask for
@@ -308,47 +310,88 @@ def test_answers_that_do_not_fit_what_was_asked() -> None:
 
 def test_ping_answered_by_pong_and_idle_time() -> None:
     p = Pair(18)
-    block = p.client.ping(now=5.0)
+    block = p.client.ping()
+    p.client.block_written(now=5.0)
     [t] = p.raw_from_client([block])
     assert t.command == b"PING" and t.auth == b"" and t.entity_id == b""
     assert p.client.idle_for(65.0) == 65.0
     assert p.answer(t.corr_id, b"", b"PONG") == [E.Pong()]
     assert p.client.idle_for(65.0) == 64.0  # the PONG arrived at now=1.0
-    p.client.ping(now=70.0)
+    p.client.ping()
+    assert p.client.expire(now=1000.0, timeout_s=30.0) == []  # not written yet: no timeout runs
+    p.client.block_written(now=70.0)
     assert p.client.expire(now=99.0, timeout_s=30.0) == []
     assert p.client.expire(now=100.0, timeout_s=30.0) == [E.PingTimedOut()]
     assert p.client.awaiting() == 0
 
 
-def test_expired_nsub_is_temporary_and_a_late_answer_is_unexpected() -> None:
+def test_expired_nsub_stays_pending_and_a_late_answer_is_applied() -> None:
     p = Pair(18)
     q, _ = p.queue()
-    [t] = p.raw_from_client(p.client.subscribe([q], now=10.0))
+    [t] = p.raw_from_client(p.client.subscribe([q]))
+    assert p.client.expire(now=500.0, timeout_s=30.0) == []  # queued, not written: its timeout has not started
+    p.client.block_written(now=10.0)
     assert p.client.expire(now=39.0, timeout_s=30.0) == []
     assert p.client.expire(now=40.0, timeout_s=30.0) == [E.SubscriptionTimedOut(q.notifier_id)]
-    assert p.client.state(q.notifier_id) is None
-    [ev] = p.answer(t.corr_id, q.notifier_id, b"SOK 0")
-    assert isinstance(ev, E.Unexpected)
-    p.client.subscribe([q], now=41.0)  # can be sent again
-    assert p.client.state(q.notifier_id) is E.QueueState.PENDING
+    assert p.client.state(q.notifier_id) is E.QueueState.PENDING and p.client.awaiting() == 0
+    assert p.answer(t.corr_id, q.notifier_id, b"SOK 0") == [E.Subscribed(q.notifier_id)]
+    assert p.client.state(q.notifier_id) is E.QueueState.ACTIVE
+    assert p.client.resend_due(now=1000.0) == []  # answered: nothing to re-send
+
+
+def test_timed_out_nsub_is_resent_with_backoff_and_every_answer_counts() -> None:
+    p = Pair(18)
+    q, _ = p.queue()
+    [first] = p.raw_from_client(p.client.subscribe([q]))
+    p.client.block_written(now=0.0)
+    assert p.client.expire(now=30.0, timeout_s=30.0) == [E.SubscriptionTimedOut(q.notifier_id)]
+    assert p.client.resend_due(now=30.4) == []  # backoff: 0.5..1 s after the first timeout
+    [second] = p.raw_from_client(p.client.resend_due(now=31.0))
+    assert second.entity_id == q.notifier_id and second.corr_id != first.corr_id
+    assert p.client.resend_due(now=31.0) == [] and p.client.awaiting() == 1
+    with pytest.raises(ValueError, match="in flight"):
+        p.client.subscribe([q])
+    p.client.block_written(now=31.0)
+    assert p.client.expire(now=61.0, timeout_s=30.0) == [E.SubscriptionTimedOut(q.notifier_id)]
+    assert p.client.resend_due(now=61.9) == []  # second backoff: 1..2 s
+    [third] = p.raw_from_client(p.client.resend_due(now=63.0))
+    # The first NSUB's late answer is applied, and so is the answer to a re-sent one.
+    assert p.answer(first.corr_id, q.notifier_id, b"SOK 0") == [E.Subscribed(q.notifier_id)]
+    assert p.answer(third.corr_id, q.notifier_id, b"SOK 0") == [E.Subscribed(q.notifier_id)]
+    assert p.client.state(q.notifier_id) is E.QueueState.ACTIVE and p.client.awaiting() == 0
+
+
+def test_forgotten_queue_is_not_resent_and_unknown_ones_are_told_apart() -> None:
+    p = Pair(18)
+    q, _ = p.queue()
+    p.raw_from_client(p.client.subscribe([q]))
+    p.client.block_written(now=0.0)
+    p.client.expire(now=30.0, timeout_s=30.0)
+    p.client.forget(q.notifier_id)
+    assert p.client.resend_due(now=100.0) == [] and p.client.resends_waiting() == 0
+    nmsg = b"NMSG " + bytes(24) + b"\x03abc"
+    [forgotten] = p.answer(b"", q.notifier_id, nmsg)
+    [unknown] = p.answer(b"", b"never subscribed here", nmsg)
+    assert isinstance(forgotten, E.Message) and forgotten.state is None  # SDEL'd: the pool counts it
+    assert isinstance(unknown, E.Message) and unknown.state is E.QueueState.UNKNOWN  # the store decides
 
 
 def test_second_nsub_in_flight_is_refused_without_side_effects() -> None:
     p = Pair(18)
     a, _ = p.queue()
     b, _ = p.queue()
-    p.client.subscribe([a], now=0.0)
+    p.client.subscribe([a])
     with pytest.raises(ValueError, match="in flight"):
-        p.client.subscribe([b, a], now=0.0)
+        p.client.subscribe([b, a])
     with pytest.raises(ValueError, match="in flight"):
-        p.client.subscribe([b, b], now=0.0)
+        p.client.subscribe([b, b])
     assert p.client.state(b.notifier_id) is None and p.client.awaiting() == 1
 
 
 def test_forgotten_queue_still_reports_its_messages() -> None:
     p = Pair(18)
     q, _ = p.queue()
-    p.to_client(p.to_server(p.client.subscribe([q], now=0.0)))
+    p.to_client(p.to_server(p.client.subscribe([q])))
     p.client.forget(q.notifier_id)
     [ev] = p.to_client(p.core.notify(q.notifier_id, S.NMsgMeta(b"x", 1)))
     assert isinstance(ev, E.Message) and ev.state is None
@@ -367,8 +410,8 @@ def test_encrypted_blocks_must_be_received_in_order() -> None:
     p = Pair(11)
     q1, _ = p.queue()
     q2, _ = p.queue()
-    first = p.server.encode(p.to_server(p.client.subscribe([q1], now=0.0)))
-    second = p.server.encode(p.to_server(p.client.subscribe([q2], now=0.0)))
+    first = p.server.encode(p.to_server(p.client.subscribe([q1])))
+    second = p.server.encode(p.to_server(p.client.subscribe([q2])))
     with pytest.raises(SmpProtocolError):
         p.client.receive_block(second[0], now=1.0)
     assert first  # (the chain is now out of step: the only way on is a new connection)
@@ -378,14 +421,14 @@ def test_corr_ids_come_from_the_injected_source() -> None:
     counter = itertools.count()
     p = Pair(18, random=lambda n: next(counter).to_bytes(n, "big"))
     q, _ = p.queue()
-    [t] = p.raw_from_client(p.client.subscribe([q], now=0.0))
+    [t] = p.raw_from_client(p.client.subscribe([q]))
     assert t.corr_id == (0).to_bytes(24, "big")
 
 
 def test_reprs_hide_queue_ids() -> None:
     p = Pair(18)
     q, _ = p.queue()
-    p.client.subscribe([q], now=0.0)
+    p.client.subscribe([q])
     texts = [repr(q), repr(p.client), repr(E.Subscribed(q.notifier_id)),
              repr(E.Message(q.notifier_id, b"n" * 24, b"m" * 144)), repr(E.Ended(q.notifier_id))]
     assert not any(q.notifier_id.hex() in t or repr(q.notifier_id) in t for t in texts)
@@ -395,7 +438,7 @@ def test_reprs_hide_queue_ids() -> None:
 # ---------------------------------------------------------------- the queue state table
 
 
-ALL_STATES: list[E.QueueState | None] = [None, *E.QueueState]
+ALL_STATES: list[E.QueueState | None] = [None, *(s for s in E.QueueState if s is not E.QueueState.UNKNOWN)]
 
 
 @pytest.mark.parametrize("state", ALL_STATES, ids=str)
@@ -407,10 +450,14 @@ def test_every_state_event_pair(state: E.QueueState | None, event: E.QueueEvent)
         assert new == state
     if event is E.QueueEvent.NMSG:
         assert ok and new == state  # a notification never changes a subscription, and is never refused
-    if event is E.QueueEvent.SEND_NSUB:
-        assert ok == (state is not E.QueueState.PENDING) and (not ok or new is E.QueueState.PENDING)
-    if event in (E.QueueEvent.SUBSCRIBED, E.QueueEvent.FAILED, E.QueueEvent.TIMED_OUT):
+    if event is E.QueueEvent.SEND_NSUB:  # the session keeps one live NSUB per queue (a timed-out one may wait)
+        assert ok and new is E.QueueState.PENDING
+    if event in (E.QueueEvent.FAILED, E.QueueEvent.TIMED_OUT):
         assert ok == (state is E.QueueState.PENDING)  # only an NSUB in flight can be answered
+    if event is E.QueueEvent.TIMED_OUT:
+        assert not ok or new is E.QueueState.PENDING  # never forgotten: it stays pending and is re-sent
+    if event is E.QueueEvent.SUBSCRIBED:  # ... or, after a late answer, a re-sent NSUB's answer
+        assert ok == (state in (E.QueueState.PENDING, E.QueueState.ACTIVE))
     if event is E.QueueEvent.END:
         assert ok == (state is E.QueueState.ACTIVE) and (not ok or new is E.QueueState.ENDED)
     if event is E.QueueEvent.DELD:
@@ -428,7 +475,7 @@ def test_response_outcomes_cover_each_command() -> None:
     assert {k for k, _ in E.RESPONSE_OUTCOMES} == set(E.CommandKind)
 
 
-@pytest.mark.parametrize("version", [10, 18])
+@pytest.mark.parametrize("version", [10, 18, 19, 20])
 @settings(max_examples=200, deadline=None)
 @given(data=st.lists(st.binary(max_size=300), min_size=1, max_size=5))
 def test_any_transmission_content_gives_events_not_exceptions(version: int, data: list[bytes]) -> None:

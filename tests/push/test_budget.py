@@ -21,7 +21,6 @@ from ntf_server.push.policy import (
     Decision,
     available_at,
     claim,
-    coalesce_rank,
     cron_decide,
     decide,
     interval_s,
@@ -104,12 +103,6 @@ def test_cron_table(budget: Budget, state: BudgetState, now: float, interval: fl
     decision, after = cron_decide(budget, state, now, interval)
     assert decision is expected
     assert (after != state) == (expected is CronDecision.SEND and not budget.parity)
-
-
-def test_coalesce_rank_never_falls_as_notifications_arrive() -> None:
-    assert coalesce_rank([5, 9, 7]) > coalesce_rank([5, 7])
-    assert coalesce_rank([9, 8, 7, 6, 5, 4, 3]) == coalesce_rank([9, 8, 7, 6, 5, 4])
-    assert len(coalesce_rank([])) == len(coalesce_rank([1, 2, 3, 4, 5, 6, 7])) == 78
 
 
 # ------------------------------------------------------------------------------------------- simulation

@@ -5,25 +5,27 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from ntf_server.protocol import crypto
 from ntf_server.protocol.encoding import SMPServer, b64u_decode, b64u_encode
 from ntf_server.push import payload
+from ntf_server.store.records import Notice
 
 SECRET = bytes(range(32))
 NONCE = bytes(range(24))
 PRESET = SMPServer.from_uri("smp://u2dS9sG8nMNURyZwqASV4yROM28Er0luVTx5X1CsMrU=@smp4.simplex.im")
 
 
-def item(server: SMPServer = PRESET, t: int = 1700000000) -> payload.PNMessage:
-    return payload.PNMessage(server, os.urandom(24), t, os.urandom(24), os.urandom(144))
+def item(server: SMPServer = PRESET, t: int = 1700000000) -> Notice:
+    return Notice(server, os.urandom(24), t * 1000, os.urandom(24), os.urandom(144))
 
 
 def test_pn_message_text_form() -> None:
     srv = SMPServer(("localhost",), "5001", b64u_decode("LcJUMfVhwD8yxjAiSaDzzGF3-kLG4Uh0Fl_ZIjrRwjI="))
-    m = payload.PNMessage(srv, b"\x22" * 24, 1700000000, bytes(range(1, 25)), b"3" * 144)
-    assert m.to_text() == (
+    m = Notice(srv, b"\x22" * 24, 1700000000_000, bytes(range(1, 25)), b"3" * 144)
+    assert payload.notice_text(m) == (
         "smp://LcJUMfVhwD8yxjAiSaDzzGF3-kLG4Uh0Fl_ZIjrRwjI=@localhost:5001/IiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIi "
         "1700000000 AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcY " + b64u_encode(b"3" * 144)
     )
@@ -48,7 +50,7 @@ def test_message_alert_body_shape_and_content() -> None:
     obj = json.loads(body)
     assert obj["aps"] == {"mutable-content": 1, "alert": payload.ALERT_TEXT, "category": "NTF_CAT_CHECK_MESSAGE"}
     text = crypto.cb_decrypt(SECRET, NONCE, b64u_decode(obj["notificationData"]["message"]))
-    assert text.decode().split(";") == [i.to_text() for i in items]
+    assert text.decode().split(";") == [payload.notice_text(i) for i in items]
     assert len(body) <= 4096
 
 
@@ -67,7 +69,7 @@ def test_a_periodic_push_carries_the_newest_notifications_when_there_are_some() 
     items = [item(t=1700000000 + i) for i in range(8)]
     obj = json.loads(payload.check_messages_body(SECRET, NONCE, items))
     text = crypto.cb_decrypt(SECRET, NONCE, b64u_decode(obj["notificationData"]["message"]))
-    assert text.decode().split(";") == [i.to_text() for i in items[-6:]]
+    assert text.decode().split(";") == [payload.notice_text(i) for i in items[-6:]]
 
 
 def test_every_message_push_has_the_same_size() -> None:
@@ -82,7 +84,7 @@ def test_oldest_items_are_dropped_when_hosts_are_long() -> None:
     text = payload.fit_pn_messages(items)
     kept = text.decode().split(";")
     assert 1 <= len(kept) < 6
-    assert kept[-1] == items[-1].to_text()  # the notification that caused the push always stays
+    assert kept[-1] == payload.notice_text(items[-1])  # the notification that caused the push always stays
     assert len(text) <= payload.PADDED_LEN - 2
 
 
@@ -106,7 +108,7 @@ SERVERS = st.builds(
 )
 
 
-def kinds(items: list[payload.PNMessage]) -> dict[str, bytes]:
+def kinds(items: list[Notice]) -> dict[str, bytes]:
     """One body of every push kind, for the same token and notifications."""
     return {
         "verification": payload.verification_body(SECRET, NONCE, os.urandom(32)),
@@ -132,7 +134,7 @@ def test_every_push_kind_has_one_ciphertext_length_and_fits_apple(servers: list[
     assert {len(ciphertext(b)) for b in bodies.values()} == {16 + payload.PADDED_LEN}
     assert max(len(b) for b in bodies.values()) <= payload.MAX_BODY
     last = crypto.cb_decrypt(SECRET, NONCE, ciphertext(bodies["hidden"])).decode().split(";")[-1]
-    assert last == items[-1].to_text()
+    assert last == payload.notice_text(items[-1])
 
 
 def test_the_largest_case_six_notifications_from_servers_with_long_host_lists() -> None:
@@ -145,3 +147,14 @@ def test_the_largest_case_six_notifications_from_servers_with_long_host_lists() 
     # bodies differ only by each kind's fixed JSON keys (alert aps keys; checkMessages; verification)
     assert sizes == {"verification": 4017, "alert": 4094, "hidden": 4033, "periodic": 4033,
                      "periodic, nothing yet": 4033}
+
+
+@pytest.mark.parametrize("hidden", [True, False])
+def test_message_bodies_are_byte_for_byte_what_json_dumps_writes(hidden: bool) -> None:
+    """Bodies are joined from a template (push/payload.py): the same bytes as the dict through json.dumps."""
+    key, nonce = os.urandom(32), os.urandom(24)
+    body = payload.message_body(key, [item()], hidden=hidden, nonce=nonce)
+    parsed = json.loads(body)
+    assert json.dumps(parsed, separators=(",", ":")).encode() == body
+    assert parsed["notificationData"]["nonce"] == b64u_encode(nonce)
+    assert ("checkMessages" in parsed["notificationData"]) is hidden

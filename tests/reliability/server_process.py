@@ -56,6 +56,7 @@ def init_config(directory: Path, settings: Settings) -> Path:
     defaults: Settings = {
         ("server", "port"): free_port(), ("server", "bind"): "127.0.0.1", ("admin", "port"): 0,
         ("redis", "key_prefix"): f"proc:{secrets.token_hex(6)}:",
+        ("subscriber", "allow_private_hosts"): True,  # the SMP stand-ins listen on loopback
     }
     for (section, key), value in {**defaults, **settings}.items():
         text = set_key(text, section, key, value)

@@ -58,13 +58,17 @@ class SmpTestClient:
         return asyncio.get_running_loop().time()
 
     async def subscribe(self, queues: Sequence[NotifierQueue]) -> int:
-        blocks = self.session.subscribe(queues, now=self._now())
+        blocks = self.session.subscribe(queues)
         for b in blocks:
-            await self.stream.write_block(b)
+            await self._write(b)
         return len(blocks)
 
     async def ping(self) -> None:
-        await self.stream.write_block(self.session.ping(now=self._now()))
+        await self._write(self.session.ping())
+
+    async def _write(self, block: bytes) -> None:
+        await self.stream.write_block(block)
+        self.session.block_written(now=self._now())
 
     async def read_raw(self) -> list[RawTransmission]:
         """One block as raw transmissions (for wire-form checks); they are processed too, events kept."""

@@ -19,6 +19,7 @@ from ntf_server.protocol.handshake import SmpClientHello
 from ntf_server.protocol.smp_session import NotifierQueue, SmpProtocolError
 from ntf_server.protocol.transport import (
     SMP_BLOCK_SIZE,
+    SMP_CLIENT_VRANGE,
     THParams,
     decode_block,
     encode_block,
@@ -43,7 +44,7 @@ def new_queue(server: SmpServerStandIn, key: crypto.PrivateAuthKey | None = None
     return NotifierQueue(creds.notifier_id, key), creds
 
 
-@pytest.mark.parametrize("version", [7, 10, 11, 16, 18])
+@pytest.mark.parametrize("version", SMP_CLIENT_VRANGE.all())
 async def test_handshake_and_nsub_at_each_version(make_server: ServerFactory, version: int) -> None:
     server = await make_server(max_version=version)
     client = await connect(server)
@@ -61,7 +62,7 @@ async def test_handshake_and_nsub_at_each_version(make_server: ServerFactory, ve
 
 @pytest.mark.parametrize("key_maker", [crypto.generate_ed25519, Ed448PrivateKey.generate, crypto.generate_x25519],
                          ids=["ed25519", "ed448", "x25519"])
-@pytest.mark.parametrize("version", [7, 18])
+@pytest.mark.parametrize("version", [7, 18, 20])
 async def test_nsub_with_each_notifier_key_type(make_server: ServerFactory, version: int,
                                                 key_maker: Callable[[], crypto.PrivateAuthKey]) -> None:
     server = await make_server(max_version=version, algorithm=SignAlgorithm.ED448)
@@ -201,7 +202,7 @@ async def test_unknown_and_prohibited_commands_are_answered(make_server: ServerF
         t = encode_transmission(params, b"c" * 24, b"", cmd)
         await client.stream.write_block(encode_block(b"\x01" + len(t).to_bytes(2, "big") + t, SMP_BLOCK_SIZE))
         [raw] = await client.read_raw()
-        assert S.parse_broker_msg(raw.command) == S.SmpErr(CmdError(err))
+        assert S.parse_broker_msg(raw.command, client.version) == S.SmpErr(CmdError(err))
     # The session sent none of these, so it reports their answers as unexpected.
     assert all(isinstance(e, E.Unexpected) for e in await client.events(4))
     await client.ping()
@@ -217,7 +218,7 @@ async def test_bad_signature_is_auth(make_server: ServerFactory) -> None:
     t = encode_transmission(params, b"c" * 24, q.notifier_id, b"NSUB", auth=b"\x01" * 64)
     await client.stream.write_block(encode_block(b"\x01" + len(t).to_bytes(2, "big") + t, SMP_BLOCK_SIZE))
     [raw] = await client.read_raw()
-    assert S.parse_broker_msg(raw.command) == S.SmpErr(AUTH)
+    assert S.parse_broker_msg(raw.command, client.version) == S.SmpErr(AUTH)
     assert server.subscriber_of(q.notifier_id) is None
     await client.close()
 
@@ -323,7 +324,7 @@ async def test_garbage_from_one_client_is_answered_and_others_carry_on(make_serv
     assert await good.events(1) == [E.Subscribed(q.notifier_id)]
     await bad.stream.write_block(b"\xff" * SMP_BLOCK_SIZE)  # not a padded block: ERR BLOCK
     [raw] = await bad.read_raw()
-    assert S.parse_broker_msg(raw.command) == S.SmpErr(SimpleError("BLOCK"))
+    assert S.parse_broker_msg(raw.command, bad.version) == S.SmpErr(SimpleError("BLOCK"))
     assert [type(e) for e in await bad.events(1)] == [E.ServerError]
     await bad.ping()  # the connection still works
     assert await bad.events(1) == [E.Pong()]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import enum
 import secrets
 from collections import Counter
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import redis.asyncio
 
 from ntf_server.protocol.encoding import SMPServer
-from ntf_server.store.records import TOKEN_REGISTERED, PushProvider, TokenRecord, TokenStatus, day_of
+from ntf_server.push.policy import Budget
+from ntf_server.store.records import TOKEN_REGISTERED, Notice, PushProvider, TokenRecord, TokenStatus, day_of
 from ntf_server.store.redis import RedisStore
 
 NOW = 1_800_000_000.0
@@ -100,3 +104,38 @@ async def check_invariants(store: RedisStore, url: str) -> dict[str, int]:
         return {"tokens": len(tids), "subscriptions": len(records), "last_notifications": ln_total}
     finally:
         await c.aclose()
+
+
+# ---------------------------------------------------------------- notices (store/notices.py), in parity mode
+
+PARITY = {p: Budget(0.0) for p in PushProvider}
+
+
+class Outcome(enum.Enum):
+    STORED = "stored"
+    NO_SUBSCRIPTION = "no subscription"
+    TOKEN_NOT_ACTIVE = "token not active"
+
+
+class Added(NamedTuple):
+    """What storing one notice gave, as a test reads it."""
+
+    outcome: Outcome
+    token: TokenRecord | None
+    notifications: list[Notice]
+
+
+async def add_notices(store: RedisStore, notices: Sequence[Notice], now: float = NOW) -> list[Added]:
+    """Store a block of notices as the push pipeline does (one script), parity policy, no outbox entries."""
+    if not notices:
+        return []
+    decided = await store.notify(notices, PARITY, now, None, 0.0)
+    assert isinstance(decided, list)
+    return [Added(Outcome.STORED if d.decision else Outcome.NO_SUBSCRIPTION if not d.known else
+                  Outcome.TOKEN_NOT_ACTIVE, d.token, list(d.notices)) for d in decided]
+
+
+async def add_notice(store: RedisStore, server: SMPServer, nid: bytes, at_ms: int, nonce: bytes,
+                     enc_meta: bytes) -> Added:
+    [added] = await add_notices(store, [Notice(server, nid, at_ms, nonce, enc_meta)])
+    return added

@@ -1,19 +1,19 @@
-"""Budgets and deferred pushes in Redis (store/budget.py): the Lua scripts decide exactly as push/policy.py,
-atomically under concurrent instances, one budget per device token, nothing readable in a dump."""
+"""Budgets and deferred pushes in Redis (store/budget.py, store/notices.py): the Lua scripts decide exactly as
+push/policy.py, atomically under concurrent instances, one budget per device token, nothing readable in a dump."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from collections import Counter
 from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio
-from store_helpers import NOW, device_token, server, token
+from store_helpers import NOW, device_token, notifier_key, server, token
 
 from ntf_server.config import Overflow
-from ntf_server.push.budget import HiddenPushes
 from ntf_server.push.policy import (
     Budget,
     BudgetState,
@@ -21,13 +21,13 @@ from ntf_server.push.policy import (
     Decision,
     PolicySettings,
     claim,
-    coalesce_rank,
     cron_decide,
     decide,
 )
-from ntf_server.store.budget import KEEP_S, BudgetStore, Claimed, PolicyChanged
+from ntf_server.store.budget import KEEP_S, BudgetStore
+from ntf_server.store.notices import Claimed, PolicyChanged
 from ntf_server.store.policy import PolicyStore
-from ntf_server.store.records import LastNotification, TokenRecord
+from ntf_server.store.records import TOKEN_ACTIVE, Notice, PushProvider, TokenRecord
 from ntf_server.store.redis import RedisStore
 
 
@@ -37,8 +37,15 @@ async def budgets(store: RedisStore) -> BudgetStore:
 
 
 @pytest.fixture
+async def other(store: RedisStore, redis_url: str, store_key: bytes) -> AsyncIterator[RedisStore]:
+    """A second connection pool on the same data set, as a second server process has."""
+    o = await RedisStore.connect(redis_url, store_key, prefix=store.prefix, buckets=store.buckets)
+    yield o
+    await o.close()
+
+
+@pytest.fixture
 async def other_client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
-    """A second connection pool, as a second server process has."""
     c = redis.asyncio.Redis.from_url(redis_url)
     yield c
     await c.aclose()
@@ -47,7 +54,23 @@ async def other_client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
 async def new_token(store: RedisStore, dt: bytes | None = None) -> TokenRecord:
     t = token(dt)
     await store.create_token(t)
+    await store.activate_token(t.token_id)
+    await store.create_subscription(t.token_id, server(1), t.token_id, notifier_key())
     return t
+
+
+Decided = tuple[Decision | None, float | None]
+
+
+async def message(store: RedisStore, tok: TokenRecord, b: Budget, now: float, meta: bytes = b"m",
+                  policy: tuple[str, bytes | None] | None = None) -> Decided | PolicyChanged:
+    """One notice of ``tok``'s queue decided as the pipeline does it (no outbox entry)."""
+    n = Notice(server(1), tok.token_id, int(now * 1000), os.urandom(24), meta)
+    res = await store.notify([n], dict.fromkeys(PushProvider, b), now, policy, 0.0)
+    if isinstance(res, PolicyChanged):
+        return res
+    [d] = res
+    return d.decision, d.due
 
 
 async def test_the_scripts_decide_exactly_as_the_pure_policy(store: RedisStore, budgets: BudgetStore) -> None:
@@ -62,13 +85,13 @@ async def test_the_scripts_decide_exactly_as_the_pure_policy(store: RedisStore, 
             op = rng.random()
             if op < 0.6:
                 v = decide(b, state, now, pending)
-                got = await budgets.message(tok.token_id, b, now, b"body", coalesce_rank([int(now * 1000)]))
+                got = await message(store, tok, b, now)
                 assert got == (v.decision, v.due), (b, now)
                 state = v.state
                 pending = v.due if v.decision is Decision.DEFER else (None if v.cancel_pending else pending)
             elif op < 0.8 and pending is not None and pending <= now:
                 sent, state, again = claim(b, state, now)
-                got_claim = await budgets.claim(tok.token_id, b, now, lease_s=5.0)
+                got_claim = await store.claim_deferred(tok.token_id, b, now, 5.0)
                 if sent:
                     assert isinstance(got_claim, Claimed)
                     assert await budgets.done(tok.token_id, got_claim.version)
@@ -83,37 +106,38 @@ async def test_the_scripts_decide_exactly_as_the_pure_policy(store: RedisStore, 
 
 
 async def test_two_instances_hammering_one_device_token_never_exceed_its_budget(
-        store: RedisStore, budgets: BudgetStore, other_client: redis.asyncio.Redis) -> None:
-    """Two registrations of one device token (as after a reinstall), pushed by two instances at once: one
-    budget, whichever registration and whichever process."""
+        store: RedisStore, other: RedisStore) -> None:
+    """Two registrations of one device token (before one is verified, the other is not deleted yet), pushed
+    by two instances at once: one budget, whichever registration and whichever process."""
     dt = device_token()
-    a, c = await new_token(store, dt), await new_token(store, dt)
-    other = BudgetStore(other_client, store.prefix)
+    a = await new_token(store, dt)
+    c = token(dt)
+    await store.create_token(c)
+    await store.set_token_status(c.token_id, TOKEN_ACTIVE)  # without activate_token, which would delete a
+    await store.create_subscription(c.token_id, server(1), c.token_id, notifier_key())
     b = Budget(3.0, 3, Overflow.ALERT)
     for minute in range(3):  # 3 at once, then nothing for 20 min, then 1 per 20 min
         now = NOW + 1200.0 * minute
-        calls = [s.message(t.token_id, b, now) for _ in range(50) for s, t in ((budgets, a), (other, c))]
-        got = Counter(d for d, _ in await asyncio.gather(*calls))
+        calls = [message(s, t, b, now) for _ in range(50) for s, t in ((store, a), (other, c))]
+        got = Counter(r[0] for r in await asyncio.gather(*calls) if isinstance(r, tuple))
         assert got == {Decision.HIDDEN: 3 if minute == 0 else 1, Decision.ALERT: 100 - (3 if minute == 0 else 1)}
     stranger = await new_token(store)  # another device has its own budget
-    assert await budgets.message(stranger.token_id, b, NOW + 2400.0) == (Decision.HIDDEN, None)
+    assert await message(store, stranger, b, NOW + 2400.0) == (Decision.HIDDEN, None)
 
 
 async def test_a_due_push_is_claimed_by_exactly_one_instance(
-        store: RedisStore, budgets: BudgetStore, other_client: redis.asyncio.Redis) -> None:
+        store: RedisStore, budgets: BudgetStore, other: RedisStore) -> None:
     tok = await new_token(store)
     b = Budget(3600.0, 1, Overflow.DEFER)
-    other = BudgetStore(other_client, store.prefix)
-    assert (await budgets.message(tok.token_id, b, NOW))[0] is Decision.HIDDEN
-    assert await budgets.message(tok.token_id, b, NOW, b"first", coalesce_rank([1])) == (Decision.DEFER, NOW + 1)
-    assert await budgets.message(tok.token_id, b, NOW + 0.5, b"second", coalesce_rank([1, 2])) == (
-        Decision.DEFER, NOW + 1)
-    # an older list arriving late (another instance stored it first) does not replace the newer one
-    await other.message(tok.token_id, b, NOW + 0.6, b"stale", coalesce_rank([1]))
+    assert (await message(store, tok, b, NOW))[0] is Decision.HIDDEN
+    assert await message(store, tok, b, NOW, b"first") == (Decision.DEFER, NOW + 1)
+    assert await message(other, tok, b, NOW + 0.5, b"second") == (Decision.DEFER, NOW + 1)
     assert await budgets.due(NOW + 0.9) == [] and await budgets.due(NOW + 1) == [tok.token_id]
-    results = await asyncio.gather(*[s.claim(tok.token_id, b, NOW + 1) for s in (budgets, other) for _ in range(10)])
+    results = await asyncio.gather(*[s.claim_deferred(tok.token_id, b, NOW + 1, 60.0)
+                                     for s in (store, other) for _ in range(10)])
     claimed = [r for r in results if isinstance(r, Claimed)]
-    assert len(claimed) == 1 and claimed[0].body == b"second"
+    # the push is built when claimed: it carries the token's newest notice (one queue: its last one)
+    assert len(claimed) == 1 and [n.enc_meta for n in claimed[0].notices] == [b"second"]
     assert await budgets.done(tok.token_id, claimed[0].version)
     assert await budgets.pending_count() == 0
 
@@ -122,26 +146,26 @@ async def test_a_notification_joining_during_the_send_keeps_the_pending_push(
         store: RedisStore, budgets: BudgetStore) -> None:
     tok = await new_token(store)
     b = Budget(3600.0, 1, Overflow.DEFER)
-    await budgets.message(tok.token_id, b, NOW)
-    await budgets.message(tok.token_id, b, NOW, b"one", coalesce_rank([1]))
-    got = await budgets.claim(tok.token_id, b, NOW + 1)
+    await message(store, tok, b, NOW)
+    await message(store, tok, b, NOW, b"one")
+    got = await store.claim_deferred(tok.token_id, b, NOW + 1, 60.0)
     assert isinstance(got, Claimed)
-    assert await budgets.message(tok.token_id, b, NOW + 1.5, b"two", coalesce_rank([1, 2])) == (
+    assert await message(store, tok, b, NOW + 1.5, b"two") == (
         Decision.DEFER, NOW + 2)  # due when the budget returns, not at the end of the lease
     assert not await budgets.done(tok.token_id, got.version)
-    again = await budgets.claim(tok.token_id, b, NOW + 2)
-    assert isinstance(again, Claimed) and again.body == b"two"
+    again = await store.claim_deferred(tok.token_id, b, NOW + 2, 60.0)
+    assert isinstance(again, Claimed) and [n.enc_meta for n in again.notices] == [b"two"]
 
 
 async def test_a_claim_not_confirmed_is_claimed_again_after_the_lease(store: RedisStore, budgets: BudgetStore) -> None:
     """A process that dies between claim and send: the push is sent again, not lost."""
     tok = await new_token(store)
     b = Budget(3600.0, 1, Overflow.DEFER)
-    await budgets.message(tok.token_id, b, NOW)
-    await budgets.message(tok.token_id, b, NOW, b"body", coalesce_rank([1]))
-    assert isinstance(await budgets.claim(tok.token_id, b, NOW + 1, lease_s=60.0), Claimed)
-    assert await budgets.claim(tok.token_id, b, NOW + 30) is None
-    assert isinstance(await budgets.claim(tok.token_id, b, NOW + 61), Claimed)
+    await message(store, tok, b, NOW)
+    await message(store, tok, b, NOW, b"body")
+    assert isinstance(await store.claim_deferred(tok.token_id, b, NOW + 1, 60.0), Claimed)
+    assert await store.claim_deferred(tok.token_id, b, NOW + 30, 60.0) is None
+    assert isinstance(await store.claim_deferred(tok.token_id, b, NOW + 61, 60.0), Claimed)
 
 
 async def test_budget_keys_expire_and_show_no_device_token(store: RedisStore, budgets: BudgetStore,
@@ -149,7 +173,7 @@ async def test_budget_keys_expire_and_show_no_device_token(store: RedisStore, bu
     tok = await new_token(store)
     b = Budget(3.0, 3, Overflow.DEFER)
     for i in range(5):
-        await budgets.message(tok.token_id, b, NOW + i, b"x", coalesce_rank([i]))
+        await message(store, tok, b, NOW + i)
     c = redis.asyncio.Redis.from_url(redis_url)
     try:
         keys = [k async for k in c.scan_iter(match=store.prefix + "b:*")]
@@ -165,7 +189,7 @@ async def test_a_deleted_token_gets_nothing(store: RedisStore, budgets: BudgetSt
     tok = await new_token(store)
     await store.delete_token(tok.token_id)
     b = Budget(3.0, 3, Overflow.DEFER)
-    assert await budgets.message(tok.token_id, b, NOW) == (None, None)
+    assert await message(store, tok, b, NOW) == (None, None)
     assert await budgets.cron(tok.token_id, b, NOW, 1200.0) is None
 
 
@@ -188,27 +212,27 @@ async def test_cron_skips_a_device_woken_within_the_interval(store: RedisStore, 
     assert await budgets.cron(tok.token_id, b, NOW, 1200.0) is CronDecision.SEND
     assert await budgets.cron(tok.token_id, b, NOW + 600, 1200.0) is CronDecision.SKIP_RECENT
     assert await budgets.cron(tok.token_id, b, NOW + 1200, 1200.0) is CronDecision.SEND
-    await budgets.message(tok.token_id, b, NOW + 2000)
+    await message(store, tok, b, NOW + 2000)
     assert await budgets.cron(tok.token_id, b, NOW + 2400, 1200.0) is CronDecision.SKIP_RECENT
 
 
-async def test_more_concurrent_pushes_than_redis_connections_are_all_decided(store: RedisStore) -> None:
-    """The 64 push workers share the store's 64 connections with everything else: a burst of decisions must
-    wait for a connection, not fail with "Too many connections" (found by bench/nmsg_pipeline.py --policy)."""
+async def test_a_batch_of_notices_of_one_token_is_decided_in_order(store: RedisStore) -> None:
+    """One script decides a whole batch: within it, the budget is spent notice by notice, in order."""
     tok = await new_token(store)
-    hidden = HiddenPushes(PolicyStore(store.client, store.prefix), PolicySettings.from_json({"hidden_per_hour": 3}),
-                          BudgetStore(store.client, store.prefix), clock=lambda: NOW)
-    ntf = [LastNotification(server(), b"n" * 24, 1_700_000_000_000, b"\x01" * 24, b"m" * 100)]
-    plans = await asyncio.gather(*[hidden.plan(tok, ntf) for _ in range(200)])
-    assert Counter(p.decision for p in plans if p is not None) == {Decision.HIDDEN: 3, Decision.ALERT: 197}
+    b = Budget(3.0, 3, Overflow.ALERT)
+    batch = [Notice(server(1), tok.token_id, 1_700_000_000_000 + i, os.urandom(24), b"m%d" % i) for i in range(200)]
+    res = await store.notify(batch, dict.fromkeys(PushProvider, b), NOW, None, 0.0)
+    assert isinstance(res, list)
+    assert [d.decision for d in res] == [Decision.HIDDEN] * 3 + [Decision.ALERT] * 197
+    assert all(d.notices[-1].enc_meta == b"m%d" % i for i, d in enumerate(res))  # each push carries its notice
 
 
 async def test_the_script_refuses_a_budget_taken_from_an_old_policy(store: RedisStore, budgets: BudgetStore) -> None:
     tok = await new_token(store)
     policy = PolicyStore(store.client, store.prefix)
     b = Budget(3.0, 3, Overflow.ALERT)
-    assert await budgets.message(tok.token_id, b, NOW, policy=(policy.key, None)) == (Decision.HIDDEN, None)
+    assert await message(store, tok, b, NOW, policy=(policy.key, None)) == (Decision.HIDDEN, None)
     await policy.put(PolicySettings.from_json({"hidden_per_hour": 0}))
-    changed = await budgets.message(tok.token_id, b, NOW, policy=(policy.key, None))
+    changed = await message(store, tok, b, NOW, policy=(policy.key, None))
     assert isinstance(changed, PolicyChanged) and changed.raw == await policy.raw()
-    assert await budgets.message(tok.token_id, b, NOW, policy=(policy.key, changed.raw)) == (Decision.HIDDEN, None)
+    assert await message(store, tok, b, NOW, policy=(policy.key, changed.raw)) == (Decision.HIDDEN, None)

@@ -8,7 +8,7 @@ import base64
 from dataclasses import replace
 
 import redis.asyncio
-from store_helpers import notifier_key, server, token
+from store_helpers import add_notice, notifier_key, server, token
 
 from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.store.records import SUB_PENDING, TOKEN_ACTIVE
@@ -53,7 +53,7 @@ async def test_no_secret_in_clear(store: RedisStore, redis_url: str, redis_serve
             nid, key = bytes([i, j, 7]) * 8, notifier_key()
             await store.create_subscription(t.token_id, server(j + 1), nid, key)
             await store.set_subscription_statuses(server(j + 1), [nid], SUB_PENDING)
-            await store.add_last_notification(server(j + 1), nid, 1000 + j, b"n" * 24, b"m" * 144)
+            await add_notice(store, server(j + 1), nid, 1000 + j, b"n" * 24, b"m" * 144)
             secrets_ += [nid, key[16:]]  # the key's fixed PKCS#8 prefix is public; its 32 key bytes are not
     await store.replace_token(t.token_id, t.provider, token().device_token, b"r" * 32)
     got = await store.get_token(t.token_id)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio
 from fault_proxy import FaultProxy
-from store_helpers import NOW, check_invariants, device_token, notifier_key, server, token
+from store_helpers import NOW, add_notice, check_invariants, device_token, notifier_key, server, token
 
 from ntf_server.store.errors import StoreError, StoreUnavailable
 from ntf_server.store.records import DAY_S, SUB_ACTIVE, TOKEN_ACTIVE
@@ -55,7 +55,7 @@ async def test_random_cuts_leave_consistent_data(
             await flaky.delete_token(rng.choice(tids))
         elif k == 6 and subs:
             n, nid = rng.choice(subs)
-            await flaky.add_last_notification(server(n), nid, rng.randrange(10**12), b"n" * 24, b"m" * 144)
+            await add_notice(flaky, server(n), nid, rng.randrange(10**12), b"n" * 24, b"m" * 144)
         elif k == 7 and subs:
             n, _ = rng.choice(subs)
             await flaky.set_subscription_statuses(server(n), [s for m, s in subs if m == n], SUB_ACTIVE)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio
-from store_helpers import notifier_key, server, token
+from store_helpers import add_notice, notifier_key, server, token
 
 from ntf_server.store import embedded
 from ntf_server.store.embedded import EmbeddedRedis, EmbeddedRedisFailed, RedisBinaryNotFound
@@ -39,7 +39,7 @@ async def populate(url: str) -> tuple[list[TokenRecord], list[SubscriptionRecord
                 assert sub is not None
                 subs.append(sub)
         await store.set_subscription_statuses(server(1), [s.notifier_id for s in subs[:50]], SUB_ACTIVE)
-        await store.add_last_notification(server(1), subs[0].notifier_id, 123_000, b"n" * 24, b"m" * 144)
+        await add_notice(store, server(1), subs[0].notifier_id, 123_000, b"n" * 24, b"m" * 144)
     finally:
         await store.close()
     return tokens, subs

@@ -10,7 +10,7 @@ from store_helpers import NOW, check_invariants, notifier_key, server, token
 
 from ntf_server.maintenance import Housekeeping
 from ntf_server.stats import Stats
-from ntf_server.store.base import RemovedSub
+from ntf_server.store.base import RemovedSub, TokenReplace
 from ntf_server.store.records import SubscriptionRecord, TokenStatus, TokenStatusKind
 from ntf_server.store.redis import RedisStore
 
@@ -26,6 +26,9 @@ class Forgotten:
 
     def forget(self, subs: Sequence[RemovedSub]) -> None:
         self.subs += subs
+
+    def token_activated(self, token_id: bytes) -> None:
+        pass
 
 
 def housekeeping(store: RedisStore, sink: Forgotten, stats: Stats, after_h: float = 6.0) -> Housekeeping:
@@ -67,7 +70,7 @@ async def test_replaced_token_of_a_verified_registration_is_kept(store: RedisSto
     t = token()
     await store.create_token(t, NOW)
     assert (await store.activate_token(t.token_id))[0]
-    assert await store.replace_token(t.token_id, t.provider, token().device_token, b"c" * 32)
+    assert await store.replace_token(t.token_id, t.provider, token().device_token, b"c" * 32) is TokenReplace.REPLACED
     assert await hk.expire_once(NOW + 100 * HOUR) == 0
     assert await store.get_token(t.token_id) is not None
     await check_invariants(store, redis_url)

@@ -12,7 +12,7 @@ from ntf_server.store.atrest import AtRest, load_or_create_store_key
 from ntf_server.store.errors import StoreError
 from ntf_server.store.records import (
     InvalidReason,
-    LastNotification,
+    Notice,
     PushProvider,
     SubscriptionRecord,
     SubStatus,
@@ -72,7 +72,7 @@ def test_reprs_hide_secrets() -> None:
     t = token()
     nid, key = b"N" * 24, notifier_key()
     sub = SubscriptionRecord(b"S" * 24, t.token_id, server(), nid, key, SubStatus(SubStatusKind.NEW))
-    ln = LastNotification(server(), nid, 1_700_000_000_123, b"\x01" * 24, b"\x02" * 144)
+    ln = Notice(server(), nid, 1_700_000_000_123, b"\x01" * 24, b"\x02" * 144)
     assert ln.received_at == 1_700_000_000
     for r in (repr(t), repr(sub), repr(ln)):
         for secret in (t.device_token, t.token_id, nid, b"S" * 24):

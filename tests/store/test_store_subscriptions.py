@@ -6,10 +6,10 @@ from __future__ import annotations
 import secrets
 from dataclasses import replace
 
-from store_helpers import check_invariants, notifier_key, server, token
+from store_helpers import Outcome, add_notice, add_notices, check_invariants, notifier_key, server, token
 
 from ntf_server.protocol.encoding import SMPServer
-from ntf_server.store.base import NewNotification, NtfOutcome, StoreCounts, SubCreate
+from ntf_server.store.base import StoreCounts, SubCreate
 from ntf_server.store.codec import DUMMY_SUB_ID, DUMMY_TOKEN_ID
 from ntf_server.store.records import (
     RESUBSCRIBE_KINDS,
@@ -18,9 +18,12 @@ from ntf_server.store.records import (
     SUB_NEW,
     SUB_PENDING,
     TOKEN_ACTIVE,
+    Notice,
     SubStatus,
     SubStatusKind,
     TokenRecord,
+    TokenStatus,
+    TokenStatusKind,
 )
 from ntf_server.store.redis import RedisStore
 
@@ -113,7 +116,7 @@ async def test_delete_subscription_removes_its_last_notification(store: RedisSto
     t = await active_token(store)
     _, sub = await store.create_subscription(t.token_id, server(1), b"N" * 24, notifier_key())
     assert sub is not None
-    await store.add_last_notification(server(1), b"N" * 24, 1000, b"n" * 24, b"m" * 144)
+    await add_notice(store, server(1), b"N" * 24, 1000, b"n" * 24, b"m" * 144)
     assert await store.delete_subscription(sub.sub_id) == sub
     assert await store.delete_subscription(sub.sub_id) is None
     assert await store.get_subscription(sub.sub_id) is None
@@ -170,22 +173,46 @@ async def test_paging_one_server_sees_every_subscription_once(store: RedisStore)
     assert [p async for p in store.iter_server_subscriptions(server(42))] == []
 
 
+async def test_only_active_tokens_subscriptions_need_a_link(store: RedisStore) -> None:
+    """Issue 16: resubscription pages only ACTIVE tokens' live subscriptions; a server is needed while one
+    is left; a token's subscriptions are found for its activation."""
+    active = await active_token(store)
+    invalid = replace(token(), status=TokenStatus(TokenStatusKind.INVALID))
+    await store.create_token(invalid)
+    nids = [secrets.token_bytes(24) for _ in range(4)]
+    for i, nid in enumerate(nids):
+        await store.create_subscription((active if i < 2 else invalid).token_id, server(1), nid, notifier_key())
+    await store.create_subscription(invalid.token_id, server(2), secrets.token_bytes(24), notifier_key())
+    paged = [s.notifier_id async for page in store.iter_server_subscriptions(server(1), 900, RESUBSCRIBE_KINDS,
+                                                                             active_tokens_only=True) for s in page]
+    assert sorted(paged) == sorted(nids[:2])
+    assert await store.has_live_subscriptions(server(1)) is True
+    assert await store.has_live_subscriptions(server(2)) is False  # only an INVALID token's
+    assert await store.has_live_subscriptions(server(42)) is False  # none at all
+    await store.set_subscription_statuses(server(1), nids[:2], SubStatus(SubStatusKind.AUTH))
+    assert await store.has_live_subscriptions(server(1)) is False  # no live status left
+    mine = await store.token_subscriptions(invalid.token_id)
+    assert len(mine) == 3 and {s.notifier_id for s in mine if s.server == server(1)} == set(nids[2:])
+    assert [s.server for s in mine].count(server(2)) == 1 and all(s.token_id == invalid.token_id for s in mine)
+    assert await store.token_subscriptions(secrets.token_bytes(24)) == []
+
+
 async def test_last_notifications_newest_six_oldest_first(store: RedisStore, redis_url: str) -> None:
     t = await active_token(store)
     nids = [bytes([i]) * 24 for i in range(8)]
     for i, nid in enumerate(nids):
         await store.create_subscription(t.token_id, server(1 + i % 2), nid, notifier_key())
     for i, nid in enumerate(nids):
-        outcome, tok, ntfs = await store.add_last_notification(
+        outcome, tok, ntfs = await add_notice(store,
             server(1 + i % 2), nid, 1_700_000_000_000 + i * 1000, bytes([i]) * 24, b"meta%d" % i
         )
-        assert outcome is NtfOutcome.STORED and tok == t
+        assert outcome is Outcome.STORED and tok == t
     assert [n.notifier_id for n in ntfs] == nids[2:]
     assert [n.received_at for n in ntfs] == [1_700_000_000 + i for i in range(2, 8)]
     assert ntfs[-1].nonce == bytes([7]) * 24 and ntfs[-1].enc_meta == b"meta7"
     assert ntfs[-1].server == server(2)
     # a newer notification of the same subscription replaces its older one
-    _, _, again = await store.add_last_notification(server(1), nids[2], 1_700_000_100_000, b"z" * 24, b"new")
+    _, _, again = await add_notice(store, server(1), nids[2], 1_700_000_100_000, b"z" * 24, b"new")
     assert [n.notifier_id for n in again] == [*nids[3:], nids[2]]
     assert again[-1].enc_meta == b"new"
     assert (await store.counts()).last_notifications == 6
@@ -196,14 +223,14 @@ async def test_notifications_for_unknown_or_inactive(store: RedisStore) -> None:
     t = replace(token())  # REGISTERED
     await store.create_token(t)
     await store.create_subscription(t.token_id, server(1), b"N" * 24, notifier_key())
-    assert (await store.add_last_notification(server(1), b"N" * 24, 1, b"n" * 24, b"m"))[0] is (
-        NtfOutcome.TOKEN_NOT_ACTIVE
+    assert (await add_notice(store, server(1), b"N" * 24, 1, b"n" * 24, b"m"))[0] is (
+        Outcome.TOKEN_NOT_ACTIVE
     )
-    assert (await store.add_last_notification(server(1), b"X" * 24, 1, b"n" * 24, b"m"))[0] is (
-        NtfOutcome.NO_SUBSCRIPTION
+    assert (await add_notice(store, server(1), b"X" * 24, 1, b"n" * 24, b"m"))[0] is (
+        Outcome.NO_SUBSCRIPTION
     )
-    assert (await store.add_last_notification(server(7), b"N" * 24, 1, b"n" * 24, b"m"))[0] is (
-        NtfOutcome.NO_SUBSCRIPTION
+    assert (await add_notice(store, server(7), b"N" * 24, 1, b"n" * 24, b"m"))[0] is (
+        Outcome.NO_SUBSCRIPTION
     )
     assert (await store.counts()).last_notifications == 0
 
@@ -231,19 +258,19 @@ async def test_one_block_of_notifications_is_stored_in_order_each_answered_as_al
     await store.create_subscription(t.token_id, server(2), b"B" * 24, notifier_key())
     await store.create_subscription(inactive.token_id, server(1), b"C" * 24, notifier_key())
     block = [
-        NewNotification(server(1), b"A" * 24, 1_700_000_000_000, b"1" * 24, b"m1"),
-        NewNotification(server(1), b"X" * 24, 1_700_000_000_500, b"2" * 24, b"m2"),  # unknown queue
-        NewNotification(server(1), b"C" * 24, 1_700_000_000_600, b"3" * 24, b"m3"),  # token not active
-        NewNotification(server(9), b"A" * 24, 1_700_000_000_700, b"4" * 24, b"m4"),  # unknown server
-        NewNotification(server(2), b"B" * 24, 1_700_000_001_000, b"5" * 24, b"m5"),
+        Notice(server(1), b"A" * 24, 1_700_000_000_000, b"1" * 24, b"m1"),
+        Notice(server(1), b"X" * 24, 1_700_000_000_500, b"2" * 24, b"m2"),  # unknown queue
+        Notice(server(1), b"C" * 24, 1_700_000_000_600, b"3" * 24, b"m3"),  # token not active
+        Notice(server(9), b"A" * 24, 1_700_000_000_700, b"4" * 24, b"m4"),  # unknown server
+        Notice(server(2), b"B" * 24, 1_700_000_001_000, b"5" * 24, b"m5"),
     ]
-    results = await store.add_last_notifications(block)
-    assert [r.outcome for r in results] == [NtfOutcome.STORED, NtfOutcome.NO_SUBSCRIPTION,
-                                            NtfOutcome.TOKEN_NOT_ACTIVE, NtfOutcome.NO_SUBSCRIPTION,
-                                            NtfOutcome.STORED]
+    results = await add_notices(store, block)
+    assert [r.outcome for r in results] == [Outcome.STORED, Outcome.NO_SUBSCRIPTION,
+                                            Outcome.TOKEN_NOT_ACTIVE, Outcome.NO_SUBSCRIPTION,
+                                            Outcome.STORED]
     assert results[0].token == t and results[4].token == t
     assert [n.enc_meta for n in results[0].notifications] == [b"m1"]
     assert [n.enc_meta for n in results[4].notifications] == [b"m1", b"m5"]  # the later one sees the earlier
     assert all(r.token is None and r.notifications == [] for r in results[1:4])
-    assert await store.add_last_notifications([]) == []
+    assert await add_notices(store, []) == []
     await check_invariants(store, redis_url)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from store_helpers import NOW, check_invariants, device_token, notifier_key, server, token
+import redis.asyncio
+from store_helpers import NOW, add_notice, check_invariants, device_token, notifier_key, server, token
 
-from ntf_server.store.base import TokenCreate
+from ntf_server.store.base import TokenCreate, TokenReplace
 from ntf_server.store.records import (
     DAY_S,
     TOKEN_ACTIVE,
@@ -57,7 +58,7 @@ async def test_replace_token_moves_the_device_index(store: RedisStore, redis_url
     t = replace(token(), status=TOKEN_ACTIVE)
     await store.create_token(t)
     new_dt, new_code = device_token(), b"c" * 32
-    assert await store.replace_token(t.token_id, PushProvider.APNS_DEV, new_dt, new_code)
+    assert await store.replace_token(t.token_id, PushProvider.APNS_DEV, new_dt, new_code) is TokenReplace.REPLACED
     got = await store.get_token(t.token_id)
     assert got is not None
     assert (got.provider, got.device_token, got.reg_code, got.status) == (
@@ -69,7 +70,7 @@ async def test_replace_token_moves_the_device_index(store: RedisStore, redis_url
     assert got.dh_secret == t.dh_secret and got.dh_private == t.dh_private
     assert await store.find_tokens(t.provider, t.device_token) == []
     assert await store.find_tokens(PushProvider.APNS_DEV, new_dt) == [got]
-    assert not await store.replace_token(b"\x01" * 24, PushProvider.APNS_DEV, new_dt, new_code)
+    assert await store.replace_token(b"\x01" * 24, PushProvider.APNS_DEV, new_dt, new_code) is TokenReplace.NO_TOKEN
     await check_invariants(store, redis_url)
 
 
@@ -78,7 +79,7 @@ async def test_replace_token_onto_an_existing_registration_is_refused(store: Red
     b = token(vk=a.verify_key)
     await store.create_token(a)
     await store.create_token(b)
-    assert not await store.replace_token(b.token_id, a.provider, a.device_token, b"c" * 32)
+    assert await store.replace_token(b.token_id, a.provider, a.device_token, b"c" * 32) is TokenReplace.DUPLICATE
     assert await store.get_token(b.token_id) == b
 
 
@@ -142,7 +143,7 @@ async def test_delete_token_cascades(store: RedisStore, redis_url: str) -> None:
     nids = [bytes([i]) * 24 for i in range(5)]
     for i, nid in enumerate(nids):
         await store.create_subscription(t.token_id, server(i % 2 + 1), nid, notifier_key())
-    await store.add_last_notification(server(1), nids[0], 1, b"n" * 24, b"m" * 144)
+    await add_notice(store, server(1), nids[0], 1, b"n" * 24, b"m" * 144)
     found, removed = await store.delete_token(t.token_id)
     assert found
     assert sorted(r.notifier_id for r in removed) == nids
@@ -191,3 +192,58 @@ async def test_touch_and_expiry_of_abandoned_tokens(store: RedisStore, redis_url
     assert await store.get_token(fresh.token_id) is not None
     assert await store.expire_tokens(NOW, unused_days=30) == ([], [])
     await check_invariants(store, redis_url)
+
+
+async def test_repeat_tnew_reads_one_record_not_every_registration(store: RedisStore, redis_url: str) -> None:
+    """Issue 16.2: the lookup of a repeated TNEW goes through the `tv` index; the device token's other
+    registrations are never read (here one of them is unreadable, which a scan would trip over)."""
+    t = token()
+    others = [token(t.device_token) for _ in range(3)]
+    for x in (t, *others):
+        await store.create_token(x)
+    c = redis.asyncio.Redis.from_url(redis_url)
+    await c.hset(f"{store.prefix}t{{{others[1].token_id.hex()}}}", "dt", b"garbage")
+    await c.aclose()
+    assert await store.find_token(t.provider, t.device_token, t.verify_key) == t
+
+
+async def test_registrations_per_device_token_are_capped(store: RedisStore, redis_url: str) -> None:
+    first = token()
+    assert await store.create_token(first, max_per_device=3) is TokenCreate.CREATED
+    same_device = [token(first.device_token) for _ in range(3)]
+    assert [await store.create_token(x, max_per_device=3) for x in same_device] == [
+        TokenCreate.CREATED, TokenCreate.CREATED, TokenCreate.QUOTA]  # fmt: skip
+    assert await store.create_token(first, max_per_device=3) is TokenCreate.CREATED  # a retried create
+    assert await store.create_token(token(), max_per_device=3) is TokenCreate.CREATED  # another device
+    ok, removed = await store.activate_token(first.token_id)  # verifying one deletes the others (≤ cap)
+    assert ok and removed == []
+    assert {x.token_id for x in await store.find_tokens(first.provider, first.device_token)} == {first.token_id}
+    assert await store.create_token(same_device[2], max_per_device=3) is TokenCreate.CREATED
+    elsewhere = token()  # TRPL onto a device token with the most registrations: refused the same way
+    await store.create_token(elsewhere)
+    assert await store.replace_token(elsewhere.token_id, first.provider, first.device_token, b"c" * 32,
+                                     max_per_device=2) is TokenReplace.QUOTA  # it has 2: first, same_device[2]
+    assert await store.replace_token(elsewhere.token_id, first.provider, first.device_token, b"c" * 32,
+                                     max_per_device=3) is TokenReplace.REPLACED
+    await check_invariants(store, redis_url)
+
+
+async def test_a_data_set_from_before_the_repeat_index_is_indexed_at_connect(
+    store: RedisStore, redis_url: str, store_key: bytes
+) -> None:
+    tokens = [token() for _ in range(3)]
+    for t in tokens:
+        await store.create_token(t)
+    c = redis.asyncio.Redis.from_url(redis_url)
+    await c.delete(store.prefix + "tv")  # as the code before issue 16.2 left it
+    await c.hdel(store.prefix + "meta", "tv")
+    await c.aclose()
+    assert await store.find_token(tokens[0].provider, tokens[0].device_token, tokens[0].verify_key) is None
+    again = await RedisStore.connect(redis_url, store_key, prefix=store.prefix)
+    try:
+        for t in tokens:
+            assert await again.find_token(t.provider, t.device_token, t.verify_key) == t
+        assert await again.create_token(token(tokens[0].device_token, vk=tokens[0].verify_key)) is (
+            TokenCreate.DUPLICATE)
+    finally:
+        await again.close()

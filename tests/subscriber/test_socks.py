@@ -135,7 +135,8 @@ class NoDirect:
 
 
 def settings(p: Socks5StandIn | None, mode: SocksMode = SocksMode.ONION) -> SubscriberConfig:
-    return SubscriberConfig(socks_proxy=f"127.0.0.1:{p.port}" if p else "", socks_mode=mode)
+    return SubscriberConfig(socks_proxy=f"127.0.0.1:{p.port}" if p else "", socks_mode=mode,
+                            allow_private_hosts=True)  # the SMP stand-ins listen on loopback
 
 
 async def start(clients: list[SmpClient], client: SmpClient) -> SmpClient:
@@ -244,3 +245,13 @@ async def test_stand_in_refuses_clients_without_credentials(proxy: Socks5StandIn
     with pytest.raises(ConnectionError, match="SOCKS5 proxy"):
         await opener("localhost", 1)
     assert proxy.requests == [] and proxy.refused == 1
+
+
+async def test_a_name_resolving_to_a_private_address_is_not_connected_to(smp: SmpServerStandIn) -> None:
+    """``allow_private_hosts`` off (the default): a host name that resolves into a private network is
+    refused at connect, before any packet is sent to it (issue 16.1)."""
+    address = SMPServer(("localhost",), str(smp.port), smp.key_hash)
+    client = client_factory(SubscriberConfig())(address)
+    with pytest.raises(ConnectFailed, match="resolves only to private addresses"):
+        await client.start()
+    assert smp.connections == 0

@@ -13,7 +13,7 @@ def test_every_socket_counts_until_released() -> None:
     a = Admission(Caps(max_connections=2, max_handshakes=10, max_per_ip=10))
     assert a.admit("a") is None and a.admit("b") is None
     assert a.admit("c") is Refusal.CONNECTIONS
-    a.handshake_done()  # finishing the handshake frees no connection slot
+    a.handshake_done("a")  # finishing the handshake frees no connection slot
     assert a.admit("c") is Refusal.CONNECTIONS
     a.release("a", handshaking=False)
     assert a.admit("c") is None
@@ -24,7 +24,7 @@ def test_handshake_cap_frees_when_a_handshake_ends_either_way() -> None:
     a = Admission(Caps(max_connections=10, max_handshakes=2, max_per_ip=10))
     assert a.admit("a") is None and a.admit("b") is None
     assert a.admit("c") is Refusal.HANDSHAKES
-    a.handshake_done()
+    a.handshake_done("a")
     assert a.admit("c") is None
     a.release("c", handshaking=True)  # died in its handshake
     assert a.admit("d") is None
@@ -41,6 +41,20 @@ def test_per_ip_cap_counts_one_address_only() -> None:
     for _ in range(2):
         a.release("a", handshaking=True)
     assert a.count("a") == 0 and a.total == 1
+
+
+def test_handshakes_per_ip_cap_counts_one_address_only() -> None:
+    """Issue 16.3: a few addresses must not hold every handshake slot."""
+    a = Admission(Caps(max_connections=10, max_handshakes=10, max_per_ip=10, max_handshakes_per_ip=2))
+    assert a.admit("a") is None and a.admit("a") is None
+    assert a.admit("a") is Refusal.HANDSHAKES_PER_IP
+    assert a.admit("b") is None  # another address still gets in
+    a.handshake_done("a")  # one of a's sockets is through: a may start another handshake
+    assert a.admit("a") is None
+    a.release("a", handshaking=True)  # one died in its handshake
+    assert a.admit("a") is None
+    assert a.admit("a") is Refusal.HANDSHAKES_PER_IP
+    assert (a.total, a.handshaking, a.count("a")) == (4, 3, 3)
 
 
 def test_the_first_exceeded_limit_is_reported() -> None:

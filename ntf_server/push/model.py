@@ -1,0 +1,107 @@
+"""What the push pipeline moves (push/pipeline.py): a ``Push``, the kinds of push and their counters, and the
+settings that size the pipeline together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+from ntf_server.push.retry import Backoff, JitteredBackoff
+from ntf_server.stats import Stat
+from ntf_server.store.outbox import PushKindCode
+from ntf_server.store.records import TokenRecord
+
+if TYPE_CHECKING:
+    from ntf_server.config import PushConfig
+
+DEFAULT_BACKOFF: Final[Backoff] = JitteredBackoff(1.0, 120.0)
+
+
+@dataclass(frozen=True, slots=True)
+class PushKind:
+    """A kind of push and its counters; ``confirms``: a delivered push confirms the token (§4.5)."""
+
+    name: str
+    delivered: Stat
+    failed: Stat
+    invalid: Stat
+    retried: Stat
+    expired: Stat
+    confirms: bool = False
+
+    def __repr__(self) -> str:
+        return f"<PushKind {self.name}>"
+
+
+VERIFICATION: Final = PushKind("verification push", Stat.NTF_VRF_DELIVERED, Stat.NTF_VRF_FAILED,
+                               Stat.NTF_VRF_INVALID_TKN, Stat.NTF_VRF_RETRIED, Stat.NTF_VRF_RETRY_EXPIRED,
+                               confirms=True)
+MESSAGE: Final = PushKind("message push", Stat.NTF_DELIVERED, Stat.NTF_FAILED, Stat.NTF_INVALID_TKN,
+                          Stat.NTF_RETRIED, Stat.NTF_RETRY_EXPIRED)
+# Periodic (TCRN) pushes: their own delivered/failed counters (spec §6.4); retries counted with message pushes.
+PERIODIC: Final = PushKind("periodic push", Stat.NTF_CRON_DELIVERED, Stat.NTF_CRON_FAILED, Stat.NTF_INVALID_TKN,
+                           Stat.NTF_RETRIED, Stat.NTF_RETRY_EXPIRED)
+KIND_OF: Final = {PushKindCode.ALERT: MESSAGE, PushKindCode.HIDDEN: MESSAGE, PushKindCode.DEFERRED: MESSAGE,
+                  PushKindCode.PERIODIC: PERIODIC, PushKindCode.VERIFICATION: VERIFICATION}
+BACKGROUND: Final = frozenset({PushKindCode.HIDDEN, PushKindCode.DEFERRED, PushKindCode.PERIODIC,
+                                PushKindCode.VERIFICATION})
+@dataclass(slots=True)
+class Push:
+    """One push to send: built once, sent again unchanged while this process retries it."""
+
+    code: PushKindCode
+    token: TokenRecord
+    body: bytes = field(repr=False)
+    first_at: float  # Unix seconds of the first try (the retry deadline counts from it)
+    outbox_id: int = 0  # its outbox entry (0: none yet)
+    tries: int = 0
+    # the SMP server of the notice that caused a message push: delivered/failed also counted per own server
+    hosts: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def kind(self) -> PushKind:
+        return KIND_OF[self.code]
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSettings:
+    """Sizes that belong together: ``store_calls`` + 2 (acks, retry claims) + ``store_gate`` + what the
+    handlers and the subscriber pool use must fit the store's connection pool (``check``)."""
+
+    senders: int = 256  # pushes waiting for APNs' answer at once (the client allows 4 x 500 streams)
+    batch_max: int = 256  # notices per store call
+    store_calls: int = 2  # store calls of notices in flight at once
+    intake_per_server: int = 1024  # notices of one SMP server accepted and not yet stored
+    outgoing: int = 4096  # pushes built and not yet sent
+    store_gate: int = 16  # per-push store calls (confirm, invalid, retry) in flight at once
+    verification_workers: int = 4
+    verification_queue: int = 32768  # full: the push is dropped, counted (the app repeats TNEW)
+    lease_s: float = 30.0  # a push not answered within this is sent again by whoever claims it
+    retry_scan_s: float = 1.0
+    retry_batch: int = 256
+    backoff: Backoff = DEFAULT_BACKOFF
+    deadline_s: float = 600.0
+    verifications_per_hour: int = 10
+    shutdown_grace_s: float = 10.0
+
+    @classmethod
+    def of(cls, push: PushConfig) -> PipelineSettings:
+        return cls(backoff=JitteredBackoff(push.retry_backoff_base_s, push.retry_backoff_cap_s),
+                   deadline_s=push.retry_deadline_s, verifications_per_hour=push.verifications_per_hour,
+                   shutdown_grace_s=push.shutdown_grace_s)
+
+    @property
+    def redis_connections(self) -> int:
+        return self.store_calls + 2 + self.store_gate
+
+    def check(self, redis_pool: int, reserved: int) -> None:
+        """Start-up check: the push path's store calls and ``reserved`` others fit a pool of ``redis_pool``."""
+        if self.redis_connections + reserved > redis_pool:
+            raise ValueError(f"the push pipeline needs {self.redis_connections} Redis connections and the rest of "
+                             f"the server {reserved}: more than the pool's {redis_pool}")
+        if min(self.senders, self.batch_max, self.store_calls, self.intake_per_server, self.outgoing,
+               self.store_gate, self.verification_workers) < 1 or self.lease_s <= 0:
+            raise ValueError("every pipeline size must be at least 1")
+
+
+DEFAULT_SETTINGS: Final = PipelineSettings()
