@@ -34,6 +34,10 @@ from ntf_server.transport.blocks import ConnectionClosed
 
 HOST = "127.0.0.1"
 BLOCKS_PER_PING = 50
+FUZZ_DEPTH = {  # the command budgets and the ERR AUTH limit would end fuzzed connections early (tested in e2e)
+    ("server", "commands_per_connection_per_min"): 0.0, ("server", "commands_per_ip_per_min"): 0.0,
+    ("server", "max_auth_failures"): 0,
+}
 CORPUS = 500  # valid transmissions made (and signed) per connection, then mutated
 
 
@@ -100,7 +104,8 @@ async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="fuzz-ntf-") as tmp_dir:
         tmp = Path(tmp_dir)
         log_path = Path(args.log) if args.log else tmp / "server.log"
-        async with server_world(tmp, UNLIMITED_REGISTRATION, record=False, log_path=log_path) as world:
+        settings = {**UNLIMITED_REGISTRATION, **FUZZ_DEPTH}
+        async with server_world(tmp, settings, record=False, log_path=log_path) as world:
             server, run = world.server, Run(args.inputs)
             t0 = time.monotonic()
             sampling = asyncio.create_task(sampler(run, server, world.redis_url, args.sample_s))
