@@ -33,6 +33,10 @@ class FastH2(h2.connection.H2Connection):
     """
 
     _PRUNE_EVERY: Final = 64
+    # h2 remembers how each closed stream ended, up to 65,536 of them (~270 B each: ~17 MB per long-lived
+    # APNs connection). Enough for a late frame on a just-closed stream: a little above APNs' 1,000
+    # concurrent streams; an older id gets h2's answer for an unknown closed stream (RST_STREAM).
+    MAX_CLOSED_STREAMS = 2048
 
     def __init__(self, config: h2.config.H2Configuration, count: Callable[[], int]) -> None:
         super().__init__(config)

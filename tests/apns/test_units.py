@@ -275,3 +275,31 @@ def test_fast_request_matches_h2_byte_for_byte_and_state_for_state() -> None:
     for conn in (slow, fast):
         conn.receive_data(reply)
     assert not fast.fast_request(5, block, b"x" * (fast.max_outbound_frame_size + 1))  # too big: h2's path
+
+
+def test_a_long_lived_connection_remembers_a_bounded_number_of_closed_streams() -> None:
+    """h2 remembers every closed stream id up to 65,536 of them (~270 B each: ~17 MB per APNs connection,
+    seen as RSS growing for the first hours of a soak run); a few more than APNs' 1,000 concurrent streams
+    is enough to treat a late frame on a just-closed stream as h2 does."""
+    import h2.config
+    import h2.connection
+
+    from apns.h2fast import FastH2
+
+    cfg = h2.config.H2Configuration(client_side=True, header_encoding=None, validate_outbound_headers=False,
+                                    normalize_outbound_headers=False)
+    client = FastH2(cfg, lambda: 0)
+    client.initiate_connection()
+    server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    server.initiate_connection()
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    block = request_block(BlockEncoder(), PSEUDO, b"/3/device/ab", _constant(b"bearer x"), [])
+    client.send_headers(1, [(b":method", b"POST"), (b":path", b"/"), (b":scheme", b"https"), (b":authority", b"a")])
+    client.send_data(1, b"{}", end_stream=True)  # the first request opens the connection state (h2's path)
+    for sid in range(1, 2 * 3000, 2):
+        assert sid == 1 or client.fast_request(sid, block, b"{}")
+        server.receive_data(client.data_to_send())
+        server.send_headers(sid, [(b":status", b"200")], end_stream=True)
+        client.receive_data(server.data_to_send())
+    assert len(client._closed_streams) <= 2048  # of 3,000 closed

@@ -27,18 +27,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reliability"))
 import redis.asyncio
 from ntf_fuzz import FuzzConnection, garbage_handshake, served
 from ntf_inputs import valid_transmission
-from server_process import ServerProcess, init_config
+from server_process import UNLIMITED_REGISTRATION, ServerProcess, error_lines, server_world
 
-from apns.jwt import generate_test_key
-from apns.simulator import ApnsSimulator, SimulatorKey
 from ntf_server.sim.device import ProtocolViolation
-from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.transport.blocks import ConnectionClosed
 
 HOST = "127.0.0.1"
 BLOCKS_PER_PING = 50
+FUZZ_DEPTH = {  # the command budgets and the ERR AUTH limit would end fuzzed connections early (tested in e2e)
+    ("server", "commands_per_connection_per_min"): 0.0, ("server", "commands_per_ip_per_min"): 0.0,
+    ("server", "max_auth_failures"): 0,
+}
 CORPUS = 500  # valid transmissions made (and signed) per connection, then mutated
-TOPIC = "chat.simplex.app"
 
 
 @dataclass
@@ -103,27 +103,12 @@ async def sampler(run: Run, server: ServerProcess, redis_url: str, every_s: floa
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="fuzz-ntf-") as tmp_dir:
         tmp = Path(tmp_dir)
-        store = EmbeddedRedis(tmp / "state")
-        await store.start()
-        key = generate_test_key("KEYID00001", "TEAMID0001")
-        p8 = tmp / "AuthKey.p8"
-        p8.write_bytes(key.key_pem)
-        p8.chmod(0o600)
-        async with ApnsSimulator([SimulatorKey.from_provider_key(key)], record=False) as sim:
-            cfg = init_config(tmp / "cfg", {
-                ("redis", "url"): store.url, ("registration", "per_connection_per_min"): 0.0,
-                ("registration", "per_ip_per_min"): 0.0, ("apns.test", "enabled"): True,
-                ("apns.test", "host"): HOST, ("apns.test", "port"): sim.port,
-                ("apns.test", "ca_file"): str(sim.ca_file), ("apns.test", "key_file"): str(p8),
-                ("apns.test", "key_id"): key.key_id, ("apns.test", "team_id"): key.team_id,
-                ("apns.test", "topic"): TOPIC,
-            })
-            log_path = Path(args.log) if args.log else tmp / "server.log"
-            server = ServerProcess(cfg, log_path)
-            await server.start()
-            run = Run(args.inputs)
+        log_path = Path(args.log) if args.log else tmp / "server.log"
+        settings = {**UNLIMITED_REGISTRATION, **FUZZ_DEPTH}
+        async with server_world(tmp, settings, record=False, log_path=log_path) as world:
+            server, run = world.server, Run(args.inputs)
             t0 = time.monotonic()
-            sampling = asyncio.create_task(sampler(run, server, store.url, args.sample_s))
+            sampling = asyncio.create_task(sampler(run, server, world.redis_url, args.sample_s))
             try:
                 async with asyncio.TaskGroup() as tg:
                     for i in range(args.connections):
@@ -133,9 +118,7 @@ async def main(args: argparse.Namespace) -> None:
             finally:
                 sampling.cancel()
                 elapsed = time.monotonic() - t0
-                await server.stop()
-                await store.stop()
-            report(run, elapsed, log_path)
+        report(run, elapsed, log_path)
 
 
 def report(run: Run, elapsed: float, log_path: Path) -> None:
@@ -151,8 +134,7 @@ def report(run: Run, elapsed: float, log_path: Path) -> None:
     step = max(1, len(run.samples) // 12)
     for t, n, rss, fds, used in run.samples[::step] + run.samples[-1:]:
         print(f"{t:5.0f} {n:9,} {rss / 2**20:7.1f} {fds:4} {used / 2**20:7.1f}")
-    bad = [line for line in log_path.read_text(errors="replace").splitlines()
-           if "Traceback" in line or "level=error" in line or '"level": "error"' in line]
+    bad = error_lines(log_path)
     print(f"server log {log_path}: {len(bad)} error/traceback lines")
     for line in bad[:20]:
         print("  ", line[:300])

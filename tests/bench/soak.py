@@ -24,17 +24,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reliability"))
 
 import redis.asyncio
-from server_process import ServerProcess, init_config
+from load import verified_app
+from server_process import UNLIMITED_REGISTRATION, ServerProcess, error_lines, server_world
 
-from apns.jwt import generate_test_key
-from apns.simulator import ApnsSimulator, SimulatorKey
+from apns.simulator import ApnsSimulator
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.sim.device import NtfClient, SimApp
 from ntf_server.sim.smp_server import SmpServerStandIn
-from ntf_server.store.embedded import EmbeddedRedis
 
 HOST = "127.0.0.1"
-TOPIC = "chat.simplex.app"
 
 
 @dataclass
@@ -47,14 +45,11 @@ class Live:
 class Soak:
     apps: collections.deque[Live] = field(default_factory=collections.deque)
     counts: collections.Counter[str] = field(default_factory=collections.Counter)
-    samples: list[tuple[float, int, int, int]] = field(default_factory=list)  # t, rss, fds, redis used
+    samples: list[tuple[float, int, int, int, int]] = field(default_factory=list)  # t, rss, fds, Redis used, data
 
 
 async def new_app(client: NtfClient, sim: ApnsSimulator, smp: SmpServerStandIn, soak: Soak) -> None:
-    app = SimApp(P.DeviceToken(P.PushProvider.APNS_TEST, os.urandom(32).hex().encode()))
-    assert isinstance(await app.register(client), P.IdTkn)
-    push = await sim.next_push(app.device_token.token.decode(), timeout_s=60)
-    assert await app.token_command(client, P.TVfy(app.verification_code(push.body))) == P.Ok()
+    app = await verified_app(client, sim)
     key = crypto.generate_ed25519()
     creds, _ = smp.create_queue(crypto.public_of(key))
     assert isinstance(await app.subscribe(client, smp.address, creds.notifier_id, key), P.IdSub)
@@ -93,8 +88,9 @@ async def sample(server: ServerProcess, redis_url: str, soak: Soak, every_s: flo
     t0 = time.monotonic()
     while time.monotonic() < until:
         rss, fds = server.resources()
-        used = int((await client.info("memory"))["used_memory"])
-        soak.samples.append((time.monotonic() - t0, rss, fds, used))
+        info = await client.info("memory")
+        soak.samples.append((time.monotonic() - t0, rss, fds, int(info["used_memory"]),
+                             int(info["used_memory_dataset"])))
         await asyncio.sleep(every_s)
     await client.aclose()
 
@@ -102,55 +98,34 @@ async def sample(server: ServerProcess, redis_url: str, soak: Soak, every_s: flo
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp_dir:
         tmp = Path(tmp_dir)
-        store = EmbeddedRedis(tmp / "state")
-        await store.start()
-        key = generate_test_key("KEYID00001", "TEAMID0001")
-        p8 = tmp / "AuthKey.p8"
-        p8.write_bytes(key.key_pem)
-        p8.chmod(0o600)
-        async with ApnsSimulator([SimulatorKey.from_provider_key(key)]) as sim, SmpServerStandIn() as smp:
-            cfg = init_config(tmp / "cfg", {
-                ("redis", "url"): store.url, ("registration", "per_connection_per_min"): 0.0,
-                ("registration", "per_ip_per_min"): 0.0, ("apns.test", "enabled"): True,
-                ("apns.test", "host"): HOST, ("apns.test", "port"): sim.port,
-                ("apns.test", "ca_file"): str(sim.ca_file), ("apns.test", "key_file"): str(p8),
-                ("apns.test", "key_id"): key.key_id, ("apns.test", "team_id"): key.team_id,
-                ("apns.test", "topic"): TOPIC,
-            })
-            log_path = tmp / "server.log"
-            server = ServerProcess(cfg, log_path)
-            await server.start()
-            soak = Soak()
+        async with SmpServerStandIn() as smp, server_world(tmp, UNLIMITED_REGISTRATION) as world:
+            server, sim, soak = world.server, world.sim, Soak()
             t0 = time.monotonic()
             until = t0 + args.minutes * 60
-            try:
-                async with asyncio.TaskGroup() as tg:
-                    tg.create_task(sample(server, store.url, soak, args.sample_s, until))
-                    tg.create_task(messages(smp, soak, args.nmsg_per_s, until))
-                    for _ in range(args.churners):
-                        tg.create_task(churn(server, sim, smp, soak, args.live // args.churners,
-                                             args.churn_per_s / args.churners, until))
-            finally:
-                await server.stop()
-                await store.stop()
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(sample(server, world.redis_url, soak, args.sample_s, until))
+                tg.create_task(messages(smp, soak, args.nmsg_per_s, until))
+                for _ in range(args.churners):
+                    tg.create_task(churn(server, sim, smp, soak, args.live // args.churners,
+                                         args.churn_per_s / args.churners, until))
             soak.counts["pushes accepted by APNs"] = sim.accepted
-            report(soak, time.monotonic() - t0, log_path)
+        report(soak, time.monotonic() - t0, tmp / "server.log")
 
 
 def report(soak: Soak, elapsed: float, log_path: Path) -> None:
     print(f"soak {elapsed / 60:.1f} min: {dict(soak.counts)}")
-    print("t_s rss_MiB fds redis_MiB")
+    print("t_s rss_MiB fds redis_MiB redis_dataset_MiB")
     step = max(1, len(soak.samples) // 15)
-    for t, rss, fds, used in soak.samples[::step] + soak.samples[-1:]:
-        print(f"{t:5.0f} {rss / 2**20:7.1f} {fds:4} {used / 2**20:7.1f}")
+    for t, rss, fds, used, data in soak.samples[::step] + soak.samples[-1:]:
+        print(f"{t:5.0f} {rss / 2**20:7.1f} {fds:4} {used / 2**20:7.1f} {data / 2**20:7.2f}")
     third = max(1, len(soak.samples) // 3)
     first, last = soak.samples[:third], soak.samples[-third:]
-    for name, i, unit in (("RSS", 1, 2**20), ("fds", 2, 1), ("Redis used_memory", 3, 2**20)):
+    for name, i, unit in (("RSS", 1, 2**20), ("fds", 2, 1), ("Redis used_memory", 3, 2**20),
+                          ("Redis used_memory_dataset", 4, 2**20)):
         a, b = statistics.median(s[i] for s in first), statistics.median(s[i] for s in last)
         print(f"{name}: median of the first third {a / unit:.1f}, of the last third {b / unit:.1f} "
               f"({(b - a) / a * 100 if a else 0:+.1f} %)")
-    bad = [line for line in log_path.read_text(errors="replace").splitlines()
-           if "Traceback" in line or "level=error" in line]
+    bad = error_lines(log_path)
     print(f"server log: {len(bad)} error/traceback lines")
     for line in bad[:20]:
         print("  ", line[:300])

@@ -30,10 +30,18 @@ async def env(tmp_path: Path, redis_url: str) -> AsyncIterator[Env]:
         yield e
 
 
+# Fuzzing goes deep, not wide: the command budgets and the ERR AUTH limit (tested in tests/e2e) would
+# otherwise end the fuzzed connections long before the parsers and handlers have seen enough.
+FUZZ_SECTIONS = {
+    "server": {"commands_per_connection_per_min": 0.0, "commands_per_ip_per_min": 0.0, "max_auth_failures": 0},
+    "registration": {"per_connection_per_min": 0.0, "per_ip_per_min": 0.0},
+}
+
+
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[LiveServer]:
     """One server for a module's hypothesis examples, in its own thread and event loop."""
-    server = LiveServer(tmp_path_factory.mktemp("live"), redis_url)
+    server = LiveServer(tmp_path_factory.mktemp("live"), redis_url, FUZZ_SECTIONS)
     server.start()
     yield server
     server.stop()

@@ -63,6 +63,7 @@ class HostileSmp:
         self.handshakes = 0
         self.sent = 0  # attack transmissions (or blocks, or bytes for the slow attacks) written
         self.attacking = asyncio.Event()
+        self._closing = asyncio.Event()  # ends stalls (cancelling a stream handler makes 3.11's asyncio log)
         self._first_connection_at: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._streams: set[BlockStream] = set()
@@ -107,8 +108,7 @@ class HostileSmp:
             self._server.close()
         for s in list(self._streams):
             s.abort()
-        for t in self._tasks:
-            t.cancel()  # a stalling connection waits for nothing the abort would end
+        self._closing.set()  # a stalling connection waits for nothing the abort would end
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=IO_TIMEOUT_S)
         if self._server is not None:
@@ -151,7 +151,7 @@ class HostileSmp:
         conn = _Conn(session, stream, writer)
         if self.attack is Attack.STALL:
             self.attacking.set()
-            await asyncio.Event().wait()  # the client's liveness checks must end this
+            await self._closing.wait()  # until then only the client's liveness checks end this
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._read(conn))
             tg.create_task(self._attack(conn))
@@ -200,11 +200,10 @@ class HostileSmp:
                 ts = [encode_transmission(session.params, os.urandom(24), os.urandom(24), body) for body in
                       (b"NMSG", b"NMSG " + os.urandom(10), b"WHAT", b"ERR NOPE", b"OK extra", os.urandom(40))]
                 await conn.sealed(bytes((len(ts),)) + b"".join(enc_large(t) for t in ts))
-            case Attack.NMSG_FLOOD:
-                items = []
-                for nid in [*known, os.urandom(24)]:
-                    items += self.core.notify(nid, S.NMsgMeta(os.urandom(24), int(time.time()))) if nid in known \
-                        else [Outgoing(session.conn_id, b"", nid, S.NMsg(os.urandom(24), os.urandom(144)))]
+            case Attack.NMSG_FLOOD:  # real notifications, unknown queues, metadata that does not decrypt
+                meta = S.NMsgMeta(os.urandom(24), int(time.time()))
+                items = [i for nid in known for i in self.core.notify(nid, meta)]
+                items += [Outgoing(session.conn_id, b"", os.urandom(24), S.NMsg(os.urandom(24), os.urandom(144)))]
                 items += [Outgoing(session.conn_id, b"", nid, S.NMsg(os.urandom(24), os.urandom(7))) for nid in known]
                 await conn.send(items * 20)
             case Attack.END_STORM:

@@ -18,8 +18,8 @@ START_TIMEOUT_S = 60.0
 
 
 class LiveServer:
-    def __init__(self, tmp_path: Path, redis_url: str) -> None:
-        self._tmp, self._redis_url = tmp_path, redis_url
+    def __init__(self, tmp_path: Path, redis_url: str, sections: dict[str, dict[str, Any]] | None = None) -> None:
+        self._tmp, self._redis_url, self._sections = tmp_path, redis_url, sections
         self.loop = asyncio.new_event_loop()
         self.loop_errors: list[str] = []
         self._env: Env | None = None
@@ -64,6 +64,8 @@ class LiveServer:
         self._stop = asyncio.Event()
         try:
             async with running_env(self._tmp, self._redis_url) as env:
+                if self._sections:
+                    await env.reconfigure_sections(self._sections)
                 self._env = env
                 self._ready.set()
                 await self._stop.wait()

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from apns.simulator import ApnsSimulator
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.protocol.errors import AUTH
@@ -113,3 +114,12 @@ async def lost(client: NtfClient, promises: Sequence[Promise]) -> tuple[list[Pro
             if not isinstance(resp, P.Sub):
                 lost_subs.append((p, at))
     return lost_tokens, lost_subs
+
+
+async def verified_app(client: NtfClient, sim: ApnsSimulator) -> SimApp:
+    """A new app whose token is registered and verified with the code of its push at ``sim`` (ACTIVE)."""
+    app = SimApp(P.DeviceToken(P.PushProvider.APNS_TEST, os.urandom(32).hex().encode()))
+    assert isinstance(await app.register(client), P.IdTkn)
+    push = await sim.next_push(app.device_token.token.decode(), timeout_s=60)
+    assert await app.token_command(client, P.TVfy(app.verification_code(push.body))) == P.Ok()
+    return app

@@ -1,22 +1,32 @@
-"""``ntf-server start`` as a child process for the kill -9 tests: configured as ``ntf-server init`` writes
-it, then pointed at the tests' Redis (its own key prefix) and at an APNs simulator, on a fixed port so a
-restarted server is found where the killed one was."""
+"""``ntf-server start`` as a child process (the kill -9 test and the long runs in tests/bench): configured
+as ``ntf-server init`` writes it, then pointed at a Redis (its own key prefix) and at an APNs simulator, on
+a fixed port so a restarted server is found where the killed one was."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import secrets
 import signal
 import socket
 import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
+from apns.jwt import generate_test_key
+from apns.simulator import ApnsSimulator, SimulatorKey
 from ntf_server import cli
+from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.transport import certs
 
 START_TIMEOUT_S = 30.0
+TOPIC = "chat.simplex.app"
+Settings = dict[tuple[str, str], str | int | float | bool]
+UNLIMITED_REGISTRATION: Settings = {  # load, not abuse: the registration limits are tested elsewhere
+    ("registration", "per_connection_per_min"): 0.0, ("registration", "per_ip_per_min"): 0.0}
 
 
 def free_port() -> int:
@@ -39,11 +49,11 @@ def set_key(text: str, section: str, key: str, value: str | int | float | bool) 
     return text[:start] + body + text[end:]
 
 
-def init_config(directory: Path, settings: dict[tuple[str, str], str | int | float | bool]) -> Path:
+def init_config(directory: Path, settings: Settings) -> Path:
     assert cli.main(["--config-dir", str(directory), "init", "--host", "localhost"]) == 0
     path = directory / "ntf-server.toml"
     text = path.read_text()
-    defaults: dict[tuple[str, str], str | int | float | bool] = {
+    defaults: Settings = {
         ("server", "port"): free_port(), ("server", "bind"): "127.0.0.1", ("admin", "port"): 0,
         ("redis", "key_prefix"): f"proc:{secrets.token_hex(6)}:",
         ("subscriber", "allow_private_hosts"): True,  # the SMP stand-ins listen on loopback
@@ -113,3 +123,47 @@ class ServerProcess:
             except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
+
+
+def error_lines(log_path: Path) -> list[str]:
+    """The error and traceback lines of a server log (logfmt)."""
+    return [line for line in log_path.read_text(errors="replace").splitlines()
+            if "Traceback" in line or "level=error" in line]
+
+
+@dataclass
+class World:
+    server: ServerProcess
+    sim: ApnsSimulator
+    redis_url: str
+
+
+@contextlib.asynccontextmanager
+async def server_world(directory: Path, settings: Settings, *, redis_url: str = "", record: bool = True,
+                       log_path: Path | None = None) -> AsyncIterator[World]:
+    """An APNs simulator and an ``ntf-server`` process configured for it and started; Redis at
+    ``redis_url``, or a Redis of its own under ``directory``. Everything stopped on exit."""
+    key = generate_test_key("KEYID00001", "TEAMID0001")
+    p8 = directory / "AuthKey.p8"
+    p8.write_bytes(key.key_pem)
+    p8.chmod(0o600)  # the server refuses a key file others can read
+    store = None if redis_url else EmbeddedRedis(directory / "state")
+    if store is not None:
+        redis_url = await store.start()
+    try:
+        async with ApnsSimulator([SimulatorKey.from_provider_key(key)], record=record) as sim:
+            cfg = init_config(directory / "cfg", {
+                ("redis", "url"): redis_url, ("apns.test", "enabled"): True, ("apns.test", "host"): "127.0.0.1",
+                ("apns.test", "port"): sim.port, ("apns.test", "ca_file"): str(sim.ca_file),
+                ("apns.test", "key_file"): str(p8), ("apns.test", "key_id"): key.key_id,
+                ("apns.test", "team_id"): key.team_id, ("apns.test", "topic"): TOPIC, **settings,
+            })
+            server = ServerProcess(cfg, log_path or directory / "server.log")
+            await server.start()
+            try:
+                yield World(server, sim, redis_url)
+            finally:
+                await server.stop()
+    finally:
+        if store is not None:
+            await store.stop()

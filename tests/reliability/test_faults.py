@@ -11,14 +11,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from e2e_env import TOPIC, Env, running_env
+from e2e_env import Env, running_env
 from fault_proxy import FaultProxy
 from load import Registrar, lost
-from server_process import ServerProcess, init_config
+from server_process import UNLIMITED_REGISTRATION, server_world
 from watch import LogWatch
 
-from apns.jwt import generate_test_key
-from apns.simulator import ApnsSimulator, SimulatorKey
 from ntf_server.protocol import ntf as P
 from ntf_server.sim.device import NtfClient, SimApp
 from ntf_server.sim.smp_server import SmpServerStandIn
@@ -127,26 +125,13 @@ async def test_server_kill_9_during_registrations_and_subscriptions_loses_nothin
 ) -> None:
     """Every answer is given after the store has the change, so a server killed mid-request loses only
     requests not yet answered (the app retries them); its subscriptions are taken up again on restart."""
-    key = generate_test_key("KEYID00001", "TEAMID0001")
-    p8 = tmp_path / "AuthKey.p8"
-    p8.write_bytes(key.key_pem)
-    p8.chmod(0o600)  # the server refuses a key file others can read
-    async with ApnsSimulator([SimulatorKey.from_provider_key(key)], seed=1) as sim:
-        cfg = init_config(tmp_path / "cfg", {
-            ("redis", "url"): redis_url, ("registration", "per_connection_per_min"): 0.0,
-            ("registration", "per_ip_per_min"): 0.0, ("apns.test", "enabled"): True,
-            ("apns.test", "host"): "127.0.0.1", ("apns.test", "port"): sim.port,
-            ("apns.test", "ca_file"): str(sim.ca_file), ("apns.test", "key_file"): str(p8),
-            ("apns.test", "key_id"): key.key_id, ("apns.test", "team_id"): key.team_id,
-            ("apns.test", "topic"): TOPIC,
-        })
-        server = ServerProcess(cfg)
-        smp: SmpServerStandIn = await make_server()  # type: ignore[misc]
+    smp: SmpServerStandIn = await make_server()  # type: ignore[misc]
+    async with server_world(tmp_path, UNLIMITED_REGISTRATION, redis_url=redis_url) as world:
+        server = world.server
 
         async def verification(app: SimApp) -> bytes:
-            return app.verification_code((await sim.next_push(app.device_token.token.decode(), 30.0)).body)
+            return app.verification_code((await world.sim.next_push(app.device_token.token.decode(), 30.0)).body)
 
-        await server.start()
         load = Registrar("127.0.0.1", server.port, server.key_hash, smp.address,
                          lambda k: smp.create_queue(k)[0].notifier_id, verification)
         stop = asyncio.Event()
@@ -160,14 +145,11 @@ async def test_server_kill_9_during_registrations_and_subscriptions_loses_nothin
         finally:
             stop.set()
             await running
-        try:
-            probe = await NtfClient.connect("127.0.0.1", server.port, server.key_hash)
-            lost_tokens, lost_subs = await lost(probe, load.promises)
-            await probe.close()
-            acked_nids = {nid for p in load.promises for _, nid, _ in p.subs}
-            resubscribed_s = await until(lambda: acked_nids <= set(smp.subscribed_queues()), timeout_s=30)
-        finally:
-            await server.stop()
+        probe = await NtfClient.connect("127.0.0.1", server.port, server.key_hash)
+        lost_tokens, lost_subs = await lost(probe, load.promises)
+        await probe.close()
+        acked_nids = {nid for p in load.promises for _, nid, _ in p.subs}
+        resubscribed_s = await until(lambda: acked_nids <= set(smp.subscribed_queues()), timeout_s=30)
     print(f"server kill -9: {acked} tokens acknowledged before the kill, registering again {back_s:.2f} s after "
           f"the new process listened; lost {len(lost_tokens)} tokens, {len(lost_subs)} subscriptions; all "
           f"{len(acked_nids)} acknowledged subscriptions subscribed at the SMP server {resubscribed_s:.2f} s later")
