@@ -37,7 +37,7 @@ ALERT_CATEGORY: Final = "NTF_CAT_CHECK_MESSAGE"
 
 _uri = functools.lru_cache(maxsize=4096)(SMPServer.to_uri)  # a few servers, in every item of every push
 _TEXTS: dict[bytes, str] = {}  # by nonce: a notice is in up to 6 pushes of its token (the newest 6)
-_TEXTS_MAX: Final = 65536
+_TEXTS_MAX: Final = 16384
 
 
 def notice_text(n: Notice) -> str:

@@ -41,7 +41,11 @@ from ntf_server.store.records import MAX_NOTICES, Notice, PushProvider, TokenRec
 from ntf_server.store.scripts import _LOOKUP, _PRELUDE
 from ntf_server.store.servers import ServerRegistry
 
-CACHE_SIZE: Final = 65536  # decrypted records kept (a few MB)
+# Decoded records kept per cache, oldest evicted first: a notice's own records are decoded once and reused by
+# the up to 6 pushes that carry it. Bounded so the caches stay in the tens of MB in all (a token record's key
+# is its packed hash, ~1 KB: fewer of those); tests/bench/soak.py saw RSS grow while 65,536 each filled.
+CACHE_SIZE: Final = 16384
+TOKEN_CACHE_SIZE: Final = 4096
 _BUDGET_ARGS: Final = 12  # first ARGV of the per-provider budgets in NOTIFY
 _NOTICE_ARGS: Final = _BUDGET_ARGS + 4 * len(PushProvider)
 
@@ -224,7 +228,7 @@ class RedisNotices:
         self._claim = data.script(CLAIM)
         self._for_retry = data.script(FOR_RETRY)
         self._where: _Cache[tuple[SMPServer, bytes], tuple[int, bytes, bytes]] = _Cache()
-        self._tokens: _Cache[bytes, TokenRecord] = _Cache()
+        self._tokens: _Cache[bytes, TokenRecord] = _Cache(TOKEN_CACHE_SIZE)
         self._nids: _Cache[bytes, bytes] = _Cache()
         self._seen: _Cache[bytes, Notice] = _Cache()  # a notice is in the list of up to 6 pushes
 
