@@ -1,4 +1,4 @@
-"""Outcomes of a push, grouped by what the caller does next (STYLE.md rule 5).
+"""Outcomes of a push, grouped by what the caller does next (STYLE 5).
 
 Every APNs reply that is not 200 becomes one of four exceptions:
 
@@ -99,7 +99,7 @@ class Kind:
     PERMANENT: Final = "permanent"
 
 
-# Apple's reason strings (spec apns.md A.5) -> what the caller does.
+# Apple's reason strings (APNS.md A.5) -> what the caller does.
 _REASONS: Final[dict[str, str]] = {
     "BadDeviceToken": Kind.TOKEN,
     "DeviceTokenNotForTopic": Kind.TOKEN,

@@ -1,4 +1,4 @@
-"""ES256 provider tokens (spec apns.md A.3), one token shared by every connection of a key.
+"""ES256 provider tokens (APNS.md A.3), one token shared by every connection of a key.
 
 Apple: refresh "no more than once every 20 minutes and no less than once every 60 minutes"; a token whose
 `iat` is over an hour old gets 403 ExpiredProviderToken, a new token more often than every 20 minutes on a

@@ -1,6 +1,6 @@
 """A typed APNs notification, validated against Apple's rules before anything is sent.
 
-Rules (spec apns.md A.2): `background` pushes must use priority 5 ("Using priority 10 is an error");
+Rules (APNS.md A.2): `background` pushes must use priority 5 ("Using priority 10 is an error");
 priority is 1, 5 or 10; the collapse id is at most 64 bytes; the JSON body is at most 4096 bytes (5120 for
 VoIP) and not empty; the device token is hex (Apple: "don't make assumptions about device token size", so
 only the alphabet and even length are checked). A violation raises `Permanent` with a clear message at

@@ -1,6 +1,6 @@
 """Connections for one (endpoint, key): a bounded set, opened on demand, one at a time.
 
-Pools decide synchronously and do I/O outside any lock (STYLE.md rule 8): `acquire()` picks the connection
+Pools decide synchronously and do I/O outside any lock (STYLE 8): `acquire()` picks the connection
 with the most free stream slots and reserves one without awaiting; only when every connection is full and
 the bound allows does one caller open a new connection (single-flight) while the others wait for a slot.
 A freed slot is handed straight to the oldest waiter (reserved on its behalf), so waiting costs one wake-up

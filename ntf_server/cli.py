@@ -1,4 +1,4 @@
-"""Command-line entry point ``ntf-server`` (spec §6.7, DESIGN "Surfaces users touch").
+"""Command-line entry point ``ntf-server`` (§6.7, README "Operating it").
 
 ``init`` creates a configuration directory (commented ``ntf-server.toml`` with every default, CA and
 online certificates, store key, admin token), ``start`` checks it and runs the server, ``check-config``
@@ -36,7 +36,7 @@ CONFIG_DIR_ENV: Final = "NTF_SERVER_CFG_PATH"  # same variable as the Haskell se
 DEFAULT_CONFIG_DIR: Final = "ntf-config"
 ADMIN_TOKEN_FILE: Final = "admin.token"  # noqa: S105  (a file name, not a secret)
 STORE_KEY_FILE: Final = "store.key"
-IMPORT_DATABASE: Final = "postgresql://ntf@/ntf_server_store"  # the Haskell server's defaults (spec §6.1)
+IMPORT_DATABASE: Final = "postgresql://ntf@/ntf_server_store"  # the Haskell server's defaults (§6.1)
 IMPORT_SCHEMA: Final = "ntf_server"
 EXIT_OK: Final = 0
 EXIT_ERROR: Final = 1
@@ -301,8 +301,8 @@ def check_private_files(config: Config) -> None:
 
 def cmd_start(config_dir: Path) -> int:
     config, _ = load_initialised(config_dir)
-    use_system_malloc()  # re-executes once: freed memory returns to the system (issue 8.3)
-    # Imported here: only the CLI imports the server (DESIGN dependency rule), and init/check-config
+    use_system_malloc()  # re-executes once: freed memory returns to the system
+    # Imported here: only the CLI imports the server (ntf_server/README.md's import rule), and init/check-config
     # must not pay for (or depend on) the whole server stack.
     from ntf_server.server import run  # type: ignore[import-not-found,unused-ignore]
 

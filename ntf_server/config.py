@@ -69,7 +69,7 @@ class SocksMode(enum.StrEnum):
 
 
 class Overflow(enum.StrEnum):
-    """What happens to a message notification over the hidden-push budget (DESIGN "Push policy")."""
+    """What happens to a message notification over the hidden-push budget (README "Push policy")."""
 
     ALERT = "alert"
     DEFER = "defer"
@@ -110,7 +110,7 @@ class Secret:
 
 def redact_url(url: str) -> str:
     """A URL for messages, built from its scheme, host, port and path only: user, password, query
-    (``?password=``) and fragment are left out, whatever they hold (issue 16.7). ``***@`` marks a URL that
+    (``?password=``) and fragment are left out, whatever they hold. ``***@`` marks a URL that
     had credentials; one that cannot be parsed shows only its scheme."""
     try:
         parts = urllib.parse.urlsplit(url)

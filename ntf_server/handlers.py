@@ -1,4 +1,4 @@
-"""NTF command semantics (spec §4.3–4.7) over the Store.
+"""NTF command semantics (§4.3–4.7) over the Store.
 
 Theory of operation: every request goes through two steps. ``verify`` looks up the entity the command
 names and checks the transmission's auth against the key registered for it (§4.3); any failure, including
@@ -82,7 +82,7 @@ def _usable(tok: TokenRecord | None, allowed: frozenset[TokenStatusKind]) -> Tok
 
 @dataclass(frozen=True, slots=True)
 class HandlerLimits:
-    """What one token may ask of the server (issue 16; README "Abuse limits")."""
+    """What one token may ask of the server (README "Abuse limits")."""
 
     sub_caps: SubCaps = NO_CAPS
     allow_private_hosts: bool = True  # SMP servers on private/loopback IP literals (privatehosts.py)
@@ -329,7 +329,7 @@ class NtfHandlers:
             self._stats.incr(Stat.SUB_QUOTA_EXCEEDED)
             return P.Err(QUOTA)
         if outcome is SubCreate.CREATED and sub is not None:
-            if tok.status.kind is TokenStatusKind.ACTIVE:  # others wait for TVFY (issue 16: no connection)
+            if tok.status.kind is TokenStatusKind.ACTIVE:  # others wait for TVFY (no connection)
                 self._subscriber.subscribe(sub)
             self._stats.incr(Stat.SUB_CREATED)
             return P.IdSub(sub.sub_id)

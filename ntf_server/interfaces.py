@@ -1,4 +1,4 @@
-"""The narrow interfaces between the server's components (DESIGN "What runs"), in one place.
+"""The narrow interfaces between the server's components (ntf_server/README.md "The parts"), in one place.
 
 Each component takes only what it uses, injected at construction by ``server.py``: the handlers a
 ``Pusher`` and a ``SubscriptionSink``, housekeeping the same sink, so a subscriber pool that replaces
@@ -25,7 +25,7 @@ class Pusher(Protocol):
 class SubscriptionSink(Protocol):
     """The subscriber pool's intake: new subscriptions to subscribe (NSUB), removed ones to forget, tokens
     that became ACTIVE (their stored subscriptions to subscribe). Only ACTIVE tokens' subscriptions are
-    handed over: the others open no SMP connection (issue 16)."""
+    handed over: the others open no SMP connection."""
 
     def subscribe(self, sub: SubscriptionRecord) -> None: ...
 

@@ -1,4 +1,4 @@
-"""Repeated events logged as counted summaries, not one line each (issue 8 item 6).
+"""Repeated events logged as counted summaries, not one line each.
 
 Theory of operation: a ``CountedLog`` has windows of ``window_s``. The first event of a window is logged
 at once (so an operator sees a new problem immediately, with its reason); the rest of the window only

@@ -1,10 +1,10 @@
-"""Periodic housekeeping: expire abandoned and never-verified tokens (spec §6.3 — the Haskell server never does).
+"""Periodic housekeeping: expire abandoned and never-verified tokens (§6.3 — the Haskell server never does).
 
 A token's "last used" day is refreshed whenever a client command names it; tokens not used for
 ``store.expire_tokens_after_days`` days are deleted with their subscriptions, and the subscriber is told
 to forget them. Tokens never verified (no accepted ``TVFY``) are deleted ``store.expire_unverified_after_h``
-hours after their ``TNEW`` (issue 8: registrations nobody completes would otherwise pile up forever; an
-app whose token expired meanwhile gets ``ERR AUTH`` and registers again, spec §4.5). Both walk an index
+hours after their ``TNEW`` (registrations nobody completes would otherwise pile up forever; an
+app whose token expired meanwhile gets ``ERR AUTH`` and registers again, §4.5). Both walk an index
 in Redis, never the keyspace. ``expire_once`` takes ``now`` so it is tested without waiting.
 """
 

@@ -1,4 +1,4 @@
-"""Which SMP servers are the operator's own (``subscriber.own_server_domains``, spec §6.6 ``[SUBSCRIBER]``).
+"""Which SMP servers are the operator's own (``subscriber.own_server_domains``, §6.6 ``[SUBSCRIBER]``).
 
 Figures per SMP server are shown only for these; every other server is folded into ``"other"``, because
 which servers an operator's users talk to is metadata about those users, and the host names of servers

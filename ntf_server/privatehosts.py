@@ -1,4 +1,4 @@
-"""Which SMP server hosts point into private networks (issue 16.1, ``[subscriber] allow_private_hosts``).
+"""Which SMP server hosts point into private networks (``[subscriber] allow_private_hosts``).
 
 Anyone can name any SMP server in ``SNEW``, and the subscriber then connects there: without this check,
 an unverified client could make the server knock on its own loopback or LAN services. Two places refuse

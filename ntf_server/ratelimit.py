@@ -1,4 +1,4 @@
-"""Registration rate limits (issue 8 item 6): GCRA per connection and per client address, ``now`` injected.
+"""Registration rate limits: GCRA per connection and per client address, ``now`` injected.
 
 Theory of operation: a limit is a sustained rate and a burst (``Rate``). Its state is one number per key,
 the theoretical arrival time ``tat`` of GCRA (the generic cell rate algorithm, equivalent to a token
@@ -13,7 +13,7 @@ registration is taken only when both conform, and then charged to both (a refuse
 nothing, so a client that backs off gets through as soon as either limit allows).
 
 Address keys: an IPv4 address, or the /56 network of an IPv6 address (one subscriber line usually gets a
-/56 or a /64; keyed per /64, a /56 would get 256 quotas; issue 16.3). IPv4-mapped IPv6 counts as IPv4.
+/56 or a /64; keyed per /64, a /56 would get 256 quotas). IPv4-mapped IPv6 counts as IPv4.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The server process: wires store, push service, handlers and the NTF listener (DESIGN "What runs").
+"""The server process: wires store, push service, handlers and the NTF listener (ntf_server/README.md "The parts").
 
 Theory of operation (hypercorn's ``worker_serve`` is the model): resources — the state-directory lock,
 the embedded Redis child, the store connection, the APNs client, the listener — are entered into one

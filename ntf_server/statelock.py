@@ -1,4 +1,4 @@
-"""One server process per state directory (DESIGN "What runs"): an exclusive ``flock`` on
+"""One server process per state directory (ntf_server/README.md "The parts"): an exclusive ``flock`` on
 ``<state_dir>/ntf-server.lock``, taken before anything else touches the directory.
 
 Why: a second ``ntf-server start`` on the same configuration used to start a second embedded Redis on the

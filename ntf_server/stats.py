@@ -2,7 +2,7 @@
 
 Counters are typed names (`Stat`), not free strings: a typo is a mypy error, and at run time an unknown
 name raises instead of silently starting a new counter. Names follow the Haskell server's counters
-(spec §6.4) in snake case, so operators can compare. A new member shows up in ``/metrics`` and
+(§6.4) in snake case, so operators can compare. A new member shows up in ``/metrics`` and
 ``/v1/stats`` by itself (admin/metrics.py renders from the enum; give it a help text in admin/catalog.py).
 
 Some counters are also kept per SMP server (``incr_server``, the Haskell ``…Own`` maps): per host for the
@@ -22,7 +22,7 @@ from ntf_server.ownservers import OwnServers
 class Stat(enum.StrEnum):
     """Every counter the server keeps; the value is the stable external name (JSON, metrics)."""
 
-    # tokens and subscriptions (spec §6.4)
+    # tokens and subscriptions (§6.4)
     TKN_CREATED = "tkn_created"
     TKN_VERIFIED = "tkn_verified"
     TKN_DELETED = "tkn_deleted"
@@ -46,14 +46,14 @@ class Stat(enum.StrEnum):
     NTF_INVALID_TKN = "ntf_invalid_tkn"
     NTF_RETRIED = "ntf_retried"
     NTF_RETRY_EXPIRED = "ntf_retry_expired"
-    # push policy (DESIGN "Push policy"): what each message notification became
+    # push policy (README "Push policy"): what each message notification became
     NTF_HIDDEN = "ntf_hidden"  # background push within the budget
     NTF_ALERT = "ntf_alert"  # production alert (parity mode, or over budget with overflow = alert)
     NTF_DEFERRED = "ntf_deferred"  # joined the token's pending push (overflow = defer)
     NTF_DEFERRED_SENT = "ntf_deferred_sent"  # pending pushes sent when the budget returned
     NTF_DEFERRED_STALE = "ntf_deferred_stale"  # pending pushes dropped: token no longer active or gone
     NTF_DROPPED = "ntf_dropped"  # over budget with overflow = drop
-    # periodic pushes (spec §5.10)
+    # periodic pushes (§5.10)
     NTF_CRON_DELIVERED = "ntf_cron_delivered"
     NTF_CRON_FAILED = "ntf_cron_failed"
     NTF_CRON_SKIPPED = "ntf_cron_skipped"  # a hidden push reached the device within the interval

@@ -2,7 +2,7 @@
 
 Nothing in this module comes from the client (`apns.payload`, `apns.jwt`): the simulator exists to catch a
 client whose limits are wrong, and it cannot do that if both read the same constant. Each value cites the
-Apple page it is quoted from (spec apns.md A.2, A.3, A.5):
+Apple page it is quoted from (APNS.md A.2, A.3, A.5):
 
 - `sending-notification-requests-to-apns`: header rules, push types and their topics, payload sizes;
 - `establishing-a-token-based-connection-to-apns`: provider token (JWT) fields, age and refresh rate;

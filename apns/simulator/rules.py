@@ -1,4 +1,4 @@
-"""Apple's request rules as the simulator enforces them (spec apns.md A.2, A.3, A.5, D).
+"""Apple's request rules as the simulator enforces them (APNS.md A.2, A.3, A.5, D).
 
 `RequestChecker.check()` is pure apart from a cache of verified JWTs: it takes the decoded header list,
 the body size and the connection's auth state and returns a `Verdict` -- 200, or Apple's status and exact

@@ -1,4 +1,4 @@
-"""The admin HTTP API (DESIGN "Surfaces users touch"): aiohttp, bound to 127.0.0.1:5227 by default.
+"""The admin HTTP API (README "Operating it"): aiohttp, bound to 127.0.0.1:5227 by default.
 
   GET /healthz          no token; 200 "ok" when the store answers and the NTF listener is up, else 503
   GET /metrics          Prometheus text (token unless admin.metrics_public)

@@ -5,7 +5,7 @@ compared with ``hmac.compare_digest`` (time independent of where the first diffe
 cannot find it byte by byte from response times. Missing or wrong → 401 with ``WWW-Authenticate``.
 Paths in ``public`` need no token (``/healthz``, for load balancers and systemd checks; ``/metrics`` when
 ``admin.metrics_public``). An optional second token (``admin.read_token_file``) is read-only: it may GET
-everything but change nothing (403), so the scraper that holds it cannot ``PUT /v1/policy`` (issue 16.9).
+everything but change nothing (403), so the scraper that holds it cannot ``PUT /v1/policy``.
 """
 
 from __future__ import annotations

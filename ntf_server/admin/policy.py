@@ -1,4 +1,4 @@
-"""``GET|PUT /v1/policy``: the push policy, live (DESIGN "Push policy").
+"""``GET|PUT /v1/policy``: the push policy, live (README "Push policy").
 
 GET answers the settings in force: those stored in Redis (shared by every instance), else the config
 file's ``[push]`` section. PUT names only the keys it changes (``{"overflow": "defer"}``, or

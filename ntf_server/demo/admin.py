@@ -1,4 +1,4 @@
-"""The demo's only contact with the admin HTTP API (issue 10): change the push policy, read the counters.
+"""The demo's only contact with the admin HTTP API: change the push policy, read the counters.
 
 Contract: `PUT /v1/policy` with `Authorization: Bearer <token>` and a JSON body
 `{"hidden_per_hour", "burst", "overflow", "environments": {...}}` answers 200 with the new policy;

@@ -1,4 +1,4 @@
-"""`ntf-server import-simplex`: migrate a Haskell ntf-server's users (its PostgreSQL store, spec §6.1) into
+"""`ntf-server import-simplex`: migrate a Haskell ntf-server's users (its PostgreSQL store, §6.1) into
 our store, keeping token and subscription ids, statuses, keys, secrets, cron state and last notifications,
 so no app has to register again.
 

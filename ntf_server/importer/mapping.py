@@ -1,4 +1,4 @@
-"""Haskell ntf-server rows (spec §6.1) → our records (store/records.py). Pure: no I/O.
+"""Haskell ntf-server rows (§6.1) → our records (store/records.py). Pure: no I/O.
 
 Each column, and how we keep it:
 

@@ -1,4 +1,4 @@
-"""Reading a Haskell ntf-server's PostgreSQL store (spec §6.1) with psycopg 3, read-only.
+"""Reading a Haskell ntf-server's PostgreSQL store (§6.1) with psycopg 3, read-only.
 
 Everything is read in one REPEATABLE READ, READ ONLY transaction, so the counts, the servers and the rows
 are one consistent snapshot even if the Haskell server is still running. Tokens, subscriptions and last
@@ -18,7 +18,7 @@ from psycopg import sql
 
 from ntf_server.importer.mapping import NtfRow, ServerRow, SubRow, TokenRow
 
-DEFAULT_DATABASE: Final = "postgresql://ntf@/ntf_server_store"  # as the Haskell server (spec §6.1)
+DEFAULT_DATABASE: Final = "postgresql://ntf@/ntf_server_store"  # as the Haskell server (§6.1)
 DEFAULT_SCHEMA: Final = "ntf_server"
 TABLES: Final = ("tokens", "smp_servers", "subscriptions", "last_notifications")
 _FETCH: Final = 2000

@@ -1,4 +1,4 @@
-"""Server certificate chain validation (spec §1.2), pure: used by the SMP client handshake in protocol/
+"""Server certificate chain validation (§1.2), pure: used by the SMP client handshake in protocol/
 and by transport/tls.py (which re-exports everything here).
 
 SimpleX does not use the web PKI: a server is identified by the SHA-256 of its identity certificate, and the

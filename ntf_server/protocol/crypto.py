@@ -1,4 +1,4 @@
-"""SimpleX crypto primitives on the wire (spec §1.6, §1.7, §2.2, §2.4, §2.7).
+"""SimpleX crypto primitives on the wire (§1.6, §1.7, §2.2, §2.4, §2.7).
 
 Theory of operation: every primitive comes from a vetted library — X25519/Ed25519/Ed448/HKDF from
 ``cryptography``, XSalsa20-Poly1305 secretbox from libsodium (through PyNaCl), and HSalsa20 from the same

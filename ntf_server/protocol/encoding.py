@@ -1,4 +1,4 @@
-"""Primitive SimpleX binary encodings (spec §2.1) and padding (§1.4).
+"""Primitive SimpleX binary encodings (§2.1) and padding (§1.4).
 
 Theory of operation: encoders are plain functions returning ``bytes``; decoders work on a ``Reader`` that
 walks a ``bytes``/``memoryview`` without copying more than the field it returns. Every decoding failure is a

@@ -1,6 +1,6 @@
-"""Protocol error types shared by SMP and NTF (spec §2.6, ``ErrorType`` in Protocol.hs).
+"""Protocol error types shared by SMP and NTF (§2.6, ``ErrorType`` in Protocol.hs).
 
-Errors are answers (STYLE.md 4): they are values sent back as ``ERR <errorType>``, not exceptions.
+Errors are answers (STYLE 4): they are values sent back as ``ERR <errorType>``, not exceptions.
 Encoding is text-like: tags separated by single spaces, ``STORE`` and ``BLOCKED`` take the rest of the
 transmission, and the broker's ``RESPONSE``/``UNEXPECTED`` carry a short string.
 """

@@ -1,4 +1,4 @@
-"""Handshake records (spec §1.7 NTF, §1.8 SMP). Pure encode/decode; I/O and checks live in transport/.
+"""Handshake records (§1.7 NTF, §1.8 SMP). Pure encode/decode; I/O and checks live in transport/.
 
 Hellos are padded blocks of the protocol's block size. Trailing bytes after the known fields are ignored
 (they are how newer versions extend a hello), so decoders do not call ``Reader.end``.
@@ -104,7 +104,7 @@ class SmpServerHello:
         cert_key = None
         if versions.max >= SMP_VERSION_AUTH_CMDS and not r.at_end():
             # Haskell parses this part with ``optional`` (a bad one counts as absent), but a v7+ server
-            # without a valid chain cannot be pinned (§1.8, DESIGN), so bytes that are there but do not
+            # without a valid chain cannot be pinned (§1.8), so bytes that are there but do not
             # parse are a handshake failure (CodecError), never a silent "no chain". Trailing bytes after a
             # complete part are still ignored (future extensions).
             cert_key = CertChainPubKey.decode(r)

@@ -1,4 +1,4 @@
-"""NTF protocol commands and responses (spec §4.1, §4.2, §2.5).
+"""NTF protocol commands and responses (§4.1, §4.2, §2.5).
 
 Parsing follows ``parseProtocol``: the tag is everything before the first space; the parameters parser
 starts with that space and must consume the rest exactly. Unknown tag → ``CMD UNKNOWN``; anything else

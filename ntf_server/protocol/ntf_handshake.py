@@ -1,4 +1,4 @@
-"""The NTF handshake (spec §1.7), both sides, sans-IO: decisions about bytes; the I/O layers
+"""The NTF handshake (§1.7), both sides, sans-IO: decisions about bytes; the I/O layers
 (``transport/ntf_connection.py`` for the server, ``sim/device.py`` for the app stand-in) only move blocks.
 
 Theory of operation. After TLS the server writes its hello: the version range (1..3 when any ALPN protocol

@@ -1,4 +1,4 @@
-"""NTF value types shared by the wire and the store (spec §4.1–4.2, §4.5–4.6): push providers, device
+"""NTF value types shared by the wire and the store (§4.1–4.2, §4.5–4.6): push providers, device
 tokens, token and subscription statuses with their exact text forms."""
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class DeviceToken:
         # the null provider never pushes: its tokens are labels (the SimpleX tests use "test_ntf_token")
         return DeviceToken(provider, token if provider is PushProvider.APNS_NULL else normalized_device_token(token))
 
-    def __repr__(self) -> str:  # never print a device token (STYLE.md 12)
+    def __repr__(self) -> str:  # never print a device token (STYLE 12)
         return f"DeviceToken({self.provider.name}, <{len(self.token)} bytes>)"
 
 
@@ -65,7 +65,7 @@ _HEX: Final = frozenset(b"0123456789abcdefABCDEF")
 def normalized_device_token(raw: bytes) -> bytes:
     """An APNs device token is hex text (Apple sends bytes, the app hex-encodes them; Haskell's parser takes
     lower-case hex of even length). One device must be one token whatever the case the client used, or the
-    per-device caps count it twice (issue 16.5): lower-cased here; empty, odd-length or non-hex is a
+    per-device caps count it twice: lower-cased here; empty, odd-length or non-hex is a
     syntax error."""
     if not raw or len(raw) % 2 or not _HEX.issuperset(raw):
         raise CodecError("device token must be non-empty hex of even length")

@@ -1,4 +1,4 @@
-"""The SMP subset a notification server needs (spec §3.1, §3.2): NSUB, NSUBS, PING and their answers.
+"""The SMP subset a notification server needs (§3.1, §3.2): NSUB, NSUBS, PING and their answers.
 
 Both directions are here: the notification server encodes commands and parses broker messages; the strict
 SMP stand-in in ``ntf_server/sim`` parses commands and encodes broker messages, with the version-dependent

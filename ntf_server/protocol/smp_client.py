@@ -1,4 +1,4 @@
-"""The SMP client (the notification server's side of an SMP connection), sans-IO: spec §1.6, §1.8, §2.3–2.4, §3.
+"""The SMP client (the notification server's side of an SMP connection), sans-IO: §1.6, §1.8, §2.3–2.4, §3.
 
 Theory of operation. The I/O layer (``subscriber/client.py``) owns the socket; this module owns every
 decision about bytes.

@@ -1,10 +1,10 @@
-"""What an SMP client session reports, and its two state tables (spec §3.2, §3.3, §4.6).
+"""What an SMP client session reports, and its two state tables (§3.2, §3.3, §4.6).
 
 Theory of operation: a session (``smp_client.SmpClientSession``) tracks each notifier queue it has sent
 ``NSUB`` for, in one of the :class:`QueueState` states, and moves it with :data:`QUEUE_TRANSITIONS`
 (STYLE 2). A subscription is never forgotten by a timeout: an NSUB unanswered in time leaves its queue
 PENDING, the session re-sends it on the same connection (backoff 1 s → 10 s), and an answer that arrives
-late, to the first NSUB or to a re-sent one, is still applied (issue 17).
+late, to the first NSUB or to a re-sent one, is still applied.
 
 A pair missing from the table is not an error of ours: the server said something that makes no sense for
 that queue on this connection (``END`` for a queue never subscribed here, ``DELD`` for a queue
@@ -125,7 +125,7 @@ class FailureKind(enum.Enum):
 
 
 # The text of a subscription's ``ERR <text>`` status, as Haskell's ``queueSubErrorStatus`` writes it
-# (Notifications/Server.hs: ``NSErr $ errType <> bshow e``); SCHK shows it to the app (spec §4.2, §3.3).
+# (Notifications/Server.hs: ``NSErr $ errType <> bshow e``); SCHK shows it to the app (§4.2, §3.3).
 _ERR_PREFIX: Final = {FailureKind.SMP_ERROR: "SMP error ", FailureKind.BAD_RESPONSE: "ResponseError ",
                       FailureKind.UNEXPECTED_RESPONSE: "UnexpectedResponse "}
 
@@ -162,7 +162,7 @@ class SubscriptionFailed:
 
     def status_text(self) -> str:
         """The ``ERR`` status text: ``SMP error BLOCKED …``, ``ResponseError …``, ``UnexpectedResponse …``
-        (the wire form of the SMP error where Haskell shows its ``show``: informational, spec §3.3)."""
+        (the wire form of the SMP error where Haskell shows its ``show``: informational, §3.3)."""
         shown = enc_error(self.error).decode(errors="replace") if self.error is not None else self.detail
         return (_ERR_PREFIX.get(self.kind, "") + shown).strip()
 

@@ -1,9 +1,9 @@
-"""One SMP connection's protocol state after the handshake, sans-IO (spec §1.5, §1.6, §2.3–2.4, §3).
+"""One SMP connection's protocol state after the handshake, sans-IO (§1.5, §1.6, §2.3–2.4, §3).
 
 See ``smp_client`` for the theory of operation (handshake → session → events); the queue state table and
 the events live in ``smp_events``.
 
-Never forgetting a subscription (issue 17). Each NSUB's response timeout counts from when its block was
+Never forgetting a subscription. Each NSUB's response timeout counts from when its block was
 *written* (:meth:`SmpClientSession.block_written`, called by the I/O layer in order), not from when it was
 queued behind thousands of others. A timed-out NSUB keeps its corrId, so a late answer is still applied,
 and its queue stays PENDING with a re-send due after a jittered backoff (1 s doubling to 10 s,

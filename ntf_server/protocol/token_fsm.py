@@ -1,4 +1,4 @@
-"""The token status state machine as a table (spec §4.5, STYLE 2).
+"""The token status state machine as a table (§4.5, STYLE 2).
 
 Theory of operation: a token's status changes only through the events below. ``TRANSITIONS`` maps
 ``(status, event)`` to the next status; a pair that is not in the table is not allowed (the NTF handlers

@@ -1,4 +1,4 @@
-"""Versions, transmissions, blocks and batching (spec §1.4, §1.5, §1.9, §2.3, §7.1 T14–T15).
+"""Versions, transmissions, blocks and batching (§1.4, §1.5, §1.9, §2.3, §7.1 T14–T15).
 
 Theory of operation: a connection's negotiated parameters are a frozen ``THParams``. Sending: the caller
 encodes the command bytes, builds ``authorized`` with :func:`for_auth` (what is signed), authorizes it,
@@ -86,7 +86,7 @@ SMP_VERSION_RCV_SERVICE: Final = 19  # SOKS/ENDS/NSUBS carry the IdsHash beside 
 SMP_VERSION_NAMES: Final = 20  # name resolution (ERR NAME …); nothing else a notifier sees changes
 SMP_CURRENT_VERSION: Final = 20
 # v6 sends no certificate chain in the handshake, so the server identity could not be pinned from
-# Python 3.11 (DESIGN.md "Wire compatibility targets"); our client starts at v7.
+# Python 3.11 (PROTOCOL.md §1.9); our client starts at v7.
 SMP_CLIENT_VRANGE: Final = VersionRange(SMP_VERSION_AUTH_CMDS, SMP_CURRENT_VERSION)
 SMP_SERVER_VRANGE: Final = VersionRange(SMP_VERSION_SUB_MODE, SMP_CURRENT_VERSION)
 SMP_LEGACY_SERVER_VRANGE: Final = VersionRange(SMP_VERSION_SUB_MODE, SMP_VERSION_SUB_MODE)

@@ -1,4 +1,4 @@
-"""The push policy in effect, as the notices' script needs it (DESIGN "Push policy").
+"""The push policy in effect, as the notices' script needs it (README "Push policy").
 
 The policy in effect is the one stored in Redis (admin API), else the config's ``[push]``. ``HiddenPushes``
 keeps the stored document it last saw and the budgets parsed from it, per push provider; the pipeline passes

@@ -7,7 +7,7 @@ often as the registration rate limits allow. ``SlidingCap`` allows at most ``lim
 
 State is in memory, bounded by ``max_keys`` (least recently seen keys are forgotten first, which only
 makes the cap more lenient for a forgotten key). Each instance caps on its own, and a restart forgets:
-the server uses the Redis-backed ``store/vrfcap.py`` instead (issue 16.5); ``MemoryDeviceCap`` is this cap
+the server uses the Redis-backed ``store/vrfcap.py`` instead; ``MemoryDeviceCap`` is this cap
 behind the same interface, for a push service without one.
 """
 

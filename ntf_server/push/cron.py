@@ -1,7 +1,7 @@
-"""Periodic "check messages" pushes (spec §5.10) for ACTIVE tokens with TCRN set.
+"""Periodic "check messages" pushes (§5.10) for ACTIVE tokens with TCRN set.
 
 Theory of operation: every ``scan_s`` the store lists the ACTIVE tokens whose periodic push is due (the
-first one is due one interval after TCRN: the Haskell server never sends it, spec §5.10/§8; we do). For each,
+first one is due one interval after TCRN: the Haskell server never sends it, §5.10/§8; we do). For each,
 one budget script (store/budget.py ``cron``, mirroring policy.cron_decide) decides:
   - a hidden push was decided for the device within the interval → skipped, counted ``ntf_cron_skipped``
     (the device was woken anyway; periodic pushes exist for devices nothing else wakes);

@@ -38,7 +38,7 @@ VERIFICATION: Final = PushKind("verification push", Stat.NTF_VRF_DELIVERED, Stat
                                confirms=True)
 MESSAGE: Final = PushKind("message push", Stat.NTF_DELIVERED, Stat.NTF_FAILED, Stat.NTF_INVALID_TKN,
                           Stat.NTF_RETRIED, Stat.NTF_RETRY_EXPIRED)
-# Periodic (TCRN) pushes: their own delivered/failed counters (spec §6.4); retries counted with message pushes.
+# Periodic (TCRN) pushes: their own delivered/failed counters (§6.4); retries counted with message pushes.
 PERIODIC: Final = PushKind("periodic push", Stat.NTF_CRON_DELIVERED, Stat.NTF_CRON_FAILED, Stat.NTF_INVALID_TKN,
                            Stat.NTF_RETRIED, Stat.NTF_RETRY_EXPIRED)
 KIND_OF: Final = {PushKindCode.ALERT: MESSAGE, PushKindCode.HIDDEN: MESSAGE, PushKindCode.DEFERRED: MESSAGE,

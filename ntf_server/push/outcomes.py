@@ -1,4 +1,4 @@
-"""What became of one push attempt, as the push service acts on it (spec §5.8, STYLE 5).
+"""What became of one push attempt, as the push service acts on it (§5.8, STYLE 5).
 
 ``PushSender`` implementations (push/apns_sender.py) translate their provider's answers into exactly these,
 grouped by what happens next: ``Delivered`` (done), ``Invalid`` (the device token is dead: token INVALID),

@@ -1,11 +1,11 @@
-"""APNs payloads for SimpleX apps (spec §5.5–5.7), pure: JSON bytes in, no I/O, time and nonce injected.
+"""APNs payloads for SimpleX apps (§5.5–5.7), pure: JSON bytes in, no I/O, time and nonce injected.
 
 Field names are exactly those today's SimpleX iOS app reads (``notificationData.verification`` /
 ``checkMessages`` in the background handler, ``notificationData.message`` in the Notification Service
 Extension), so the app works unchanged.
 
 Size: Haskell pads every plaintext to 3072 bytes, which makes bodies of ~4.3 KB, above Apple's 4096-byte
-limit (spec §8). The client ignores the pad length, so we pad every push kind to ``PADDED_LEN`` = 2912,
+limit (§8). The client ignores the pad length, so we pad every push kind to ``PADDED_LEN`` = 2912,
 the largest length that keeps the biggest body (an alert carrying the encrypted list) within 4096 bytes.
 Every push, whatever its kind (verification, hidden, alert, periodic), therefore carries one ciphertext
 of 16 + 2912 bytes, and all pushes of a kind have one body size, so the size reveals nothing about the
@@ -107,7 +107,7 @@ def message_alert_body(dh_secret: bytes, nonce: bytes, items: Sequence[Notice]) 
 
 
 def message_background_body(dh_secret: bytes, nonce: bytes, items: Sequence[Notice]) -> bytes:
-    """Hidden push: wakes the app to check messages; the encrypted list rides along (DESIGN "Push policy")."""
+    """Hidden push: wakes the app to check messages; the encrypted list rides along (README "Push policy")."""
     return _message(_HIDDEN, dh_secret, nonce, items)
 
 

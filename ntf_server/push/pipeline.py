@@ -1,4 +1,4 @@
-"""The push pipeline: notices in from the SMP links, pushes out to APNs, nothing accepted lost (spec §5.7–5.9).
+"""The push pipeline: notices in from the SMP links, pushes out to APNs, nothing accepted lost (§5.7–5.9).
 
 Theory of operation.
 

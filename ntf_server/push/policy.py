@@ -1,4 +1,4 @@
-"""The push policy's settings (DESIGN "Push policy"): the hidden-push budget and what happens over it.
+"""The push policy's settings (README "Push policy"): the hidden-push budget and what happens over it.
 
 Pure: no I/O. This module holds the *settings* and their JSON form, shared by the push service (which
 decides per push), the store (which persists them, so every instance uses the same ones and a restart keeps
@@ -120,7 +120,7 @@ def _apply(budget: Budget, changes: Mapping[str, Any]) -> Budget:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The budget and the decision (DESIGN "Push policy"), pure: ``now`` is injected, state is passed in and out.
+# The budget and the decision (README "Push policy"), pure: ``now`` is injected, state is passed in and out.
 #
 # Theory of operation: the budget of one device token is a GCRA (generic cell rate algorithm, the token
 # bucket written as one number). ``T = 3600 / hidden_per_hour`` is the emission interval, ``tau = (burst -
@@ -222,7 +222,7 @@ def claim(b: Budget, state: BudgetState, now: float) -> tuple[bool, BudgetState,
 
 
 def cron_decide(b: Budget, state: BudgetState, now: float, cron_interval_s: float) -> tuple[CronDecision, BudgetState]:
-    """A periodic push (spec §5.10) at ``now``. Skipped when a hidden push was decided within the interval.
+    """A periodic push (§5.10) at ``now``. Skipped when a hidden push was decided within the interval.
     Otherwise it counts against the budget; when the budget is empty it is skipped too: an empty budget
     means a hidden push was decided within the last T (tat > now + tau, and the push that set tat was at
     >= tat - burst*T), so the device was woken recently. Parity mode keeps no budget: always sent."""

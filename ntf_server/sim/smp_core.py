@@ -5,7 +5,7 @@ notifier public key, the recipient's notification DH secret) and which connectio
 each queue's notifications. Connections are plain integers here. Every input (a client block, a new
 notification, a deleted queue, a closed connection) returns the transmissions to send as
 :class:`Outgoing` items addressed to connections; the asyncio layer (``smp_server.py``) encodes them with
-each connection's version and writes them. It behaves like a strict Haskell SMP server (spec §2.4–2.5,
+each connection's version and writes them. It behaves like a strict Haskell SMP server (§2.4–2.5,
 §3.1–3.2):
 
 * NSUB needs auth and an entity; it is verified against the queue's notifier key (Ed25519/Ed448

@@ -60,7 +60,7 @@ def seeded_queue(seed: bytes, index: int, key_type: KeyType = KeyType.ED25519) -
     return SeededQueue(_derive(seed, index, b"notifier id")[:24], key, _derive(seed, index, b"ntf dh secret")[:32])
 
 
-# PKCS#8 v0 prefix and raw length per key type (spec §2.2), for :func:`seeded_key_der`.
+# PKCS#8 v0 prefix and raw length per key type (§2.2), for :func:`seeded_key_der`.
 _PKCS8: Final = {
     KeyType.ED25519: (bytes.fromhex("302e020100300506032b657004220420"), 32),
     KeyType.X25519: (bytes.fromhex("302e020100300506032b656e04220420"), 32),

@@ -1,4 +1,4 @@
-"""Persistent state in Redis/Valkey: tokens, subscriptions, indexes, last notifications (DESIGN.md Store)."""
+"""Persistent state in Redis/Valkey: tokens, subscriptions, indexes, last notifications (README "Redis")."""
 
 from __future__ import annotations
 

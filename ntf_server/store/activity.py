@@ -1,4 +1,4 @@
-"""Daily, weekly and monthly active tokens (spec §6.4 ``activeTokens``): Redis HyperLogLogs.
+"""Daily, weekly and monthly active tokens (§6.4 ``activeTokens``): Redis HyperLogLogs.
 
 A token is active in a period when a message notification was stored for it (it was pushed to, or
 would have been). What goes into Redis is a *keyed* hash of the token id (HMAC with a key derived from the

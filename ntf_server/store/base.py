@@ -2,7 +2,7 @@
 split by role where a component uses a small part of one; `Store` combines them all, and `RedisStore`
 (store/redis.py) implements it.
 
-Where the rules of spec §4.5 live: the store enforces the *guards* that must be atomic with the write —
+Where the rules of §4.5 live: the store enforces the *guards* that must be atomic with the write —
 `activate_token` only from REGISTERED/CONFIRMED/ACTIVE (and deletes the other registrations of the device
 token in the same step), `confirm_token` never downgrades CONFIRMED/ACTIVE, `set_token_status` takes an
 optional set of allowed source statuses (compare-and-set). Deciding *which* event happens (code check,
@@ -42,7 +42,7 @@ class TokenCreate(enum.Enum):
 
 
 class TokenReplace(enum.Enum):
-    """What `TRPL` did (spec §4.4)."""
+    """What `TRPL` did (§4.4)."""
 
     REPLACED = "replaced"
     NO_TOKEN = "no_token"  # noqa: S105 - not a password
@@ -52,7 +52,7 @@ class TokenReplace(enum.Enum):
 
 class SubCreate(enum.Enum):
     CREATED = "created"
-    EXISTS = "exists"  # same token, same notifier key: answer IDSUB with the stored id (spec §4.4)
+    EXISTS = "exists"  # same token, same notifier key: answer IDSUB with the stored id (§4.4)
     CONFLICT = "conflict"  # another token, or another key: AUTH
     NO_TOKEN = "no_token"  # noqa: S105 - not a password
     QUOTA = "quota"  # over the token's caps (SubCaps): ERR QUOTA
@@ -60,7 +60,7 @@ class SubCreate(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class SubCaps:
-    """Most subscriptions and distinct SMP servers one token may have (0 = no cap; issue 16.1)."""
+    """Most subscriptions and distinct SMP servers one token may have (0 = no cap)."""
 
     subscriptions: int = 0
     servers: int = 0
@@ -71,7 +71,7 @@ NO_CAPS: Final = SubCaps()
 
 @dataclass(frozen=True, slots=True)
 class RemovedSub:
-    """A subscription removed by a cascade; the subscriber drops it from its maps (spec §4.4 TDEL)."""
+    """A subscription removed by a cascade; the subscriber drops it from its maps (§4.4 TDEL)."""
 
     sub_id: bytes
     server: SMPServer
@@ -96,7 +96,7 @@ class StoreCounts:
 
 
 class TokenStatusStore(Protocol):
-    """Token status changes, guarded atomically (spec §4.5): push outcomes (push/service.py)."""
+    """Token status changes, guarded atomically (§4.5): push outcomes (push/service.py)."""
 
     async def set_token_status(
         self, token_id: bytes, status: TokenStatus, only_from: Collection[TokenStatusKind] | None = None
@@ -115,7 +115,7 @@ class PushTokenStore(TokenStatusStore, TokenLookup, Protocol):
 
 
 class TokenStore(TokenStatusStore, TokenLookup, Protocol):
-    """The token commands (spec §4.3–4.4); `get_token` costs the same whether or not the token exists."""
+    """The token commands (§4.3–4.4); `get_token` costs the same whether or not the token exists."""
 
     async def create_token(
         self, token: TokenRecord, now: float | None = None, max_per_device: int = 0
@@ -134,7 +134,7 @@ class TokenStore(TokenStatusStore, TokenLookup, Protocol):
 
 
 class CronStore(Protocol):
-    """Periodic pushes (spec §5.10): which tokens are due, and recording one was sent."""
+    """Periodic pushes (§5.10): which tokens are due, and recording one was sent."""
 
     async def tokens_due_for_cron(self, now: float, limit: int = 1000) -> list[TokenRecord]: ...
     async def mark_cron_sent(self, token_id: bytes, now: float) -> bool: ...
@@ -152,7 +152,7 @@ class TokenExpiryStore(Protocol):
 
 
 class SubscriptionStore(Protocol):
-    """The subscription commands (spec §4.3–4.4). The two verification lookups do the same work whether
+    """The subscription commands (§4.3–4.4). The two verification lookups do the same work whether
     or not the records exist (STYLE 4)."""
 
     async def create_subscription(
@@ -171,7 +171,7 @@ class SubscriptionStore(Protocol):
 
 
 class ResubscriptionStore(Protocol):
-    """The subscriber's side of subscriptions (spec §3.3, §4.6): which servers, their subscriptions page by
+    """The subscriber's side of subscriptions (§3.3, §4.6): which servers, their subscriptions page by
     page, and the statuses the SMP servers answer."""
 
     async def servers_with_subscriptions(self) -> list[SMPServer]: ...

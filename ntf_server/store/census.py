@@ -15,7 +15,7 @@ census sleeps so that it uses at most ``duty`` of Redis's time, whatever the dat
 takes longer to count instead of taking Redis away from requests.
 
 Per SMP server subscription counts are kept, keyed by the server's address (the admin API decides what
-to show of them, spec §6.4 ``own_server_domains``).
+to show of them, §6.4 ``own_server_domains``).
 """
 
 from __future__ import annotations

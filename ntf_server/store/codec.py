@@ -5,7 +5,7 @@ Token hash `P t{T}` (keys.py): plain fields `p` provider code, `st` status text,
 public key, `ci` cron interval (minutes), `cs` last cron push (Unix s, absent until one was sent), `ud`
 last-used day; index fields `x` = HMAC(provider, device token) (names its `P dt:<x>` index) and `vh` =
 HMAC(verify key); sealed fields (AES-GCM, associated data field name ‖ token id) `dt` device token, `dhk`
-DH private key, `ds` DH secret, `rc` registration code; MACs (keyed hashes, issue 16.10) binding the plain
+DH private key, `ds` DH secret, `rc` registration code; MACs (keyed hashes) binding the plain
 fields to the token: `km` over the verify key, DH public key and `vh` (fixed for the token's life), `pm` over
 the provider and `x` (TRPL rewrites both), `sm` over the status (the status scripts write it with `st`).
 Whoever can write to Redis cannot swap a verify key, move a token to another device or change its status

@@ -1,4 +1,4 @@
-"""Fail fast while Redis is unreachable, reconnect in the background (issue: supervision).
+"""Fail fast while Redis is unreachable, reconnect in the background.
 
 Theory of operation: without this, every request during a Redis outage waited through the client's whole
 retry schedule (~4 s) before answering ``ERR STORE``, and nothing told the operator when Redis was back.

@@ -51,7 +51,7 @@ from ntf_server.store.servers import ServerRegistry
 from ntf_server.store.sub_aliases import ALIAS_KEY
 
 NONCE_BYTES: Final = LN_NONCE_BYTES
-MAX_LAST_NTFS: Final = 6  # spec §5.7 `maxNtfs`
+MAX_LAST_NTFS: Final = 6  # §5.7 `maxNtfs`
 
 # ARGV: P NB tid x vh day unv_score('' = none) cron_due('' = none) nfields field value ...
 #       nsubs (sid srv value alias) ... nln (sid value) ...
@@ -150,7 +150,7 @@ class ImportResult:
 
 def cron_due(token: TokenRecord, now: float) -> int | None:
     """When the next periodic push is due: one interval after the last one, or one interval from now if
-    none was ever sent (as `RedisStore.set_cron_interval`; spec §5.10's NULL quirk is not ours)."""
+    none was ever sent (as `RedisStore.set_cron_interval`; §5.10's NULL quirk is not ours)."""
     if token.cron_interval_min <= 0:
         return None
     base = token.cron_sent_at if token.cron_sent_at is not None else math.floor(now)

@@ -4,10 +4,10 @@ Per token (all keys share the hash tag `{<token id hex>}`, so they live in one c
   P t{T}        hash   p st vk dhp ci cs ud x vh + sealed dt dhk ds rc (layout: codec.py)
   P t{T}:subs   hash   sub id -> SMP server number            (token -> subscriptions, for cascades)
   P t{T}:ln     hash   sub id -> ts_ms(13 digits) ‖ nonce ‖ encMeta   (last notifications, ≤ 6; codec.py)
-  P t{T}:srv    hash   SMP server number -> subscriptions      (the cap on servers per token; issue 16.1)
+  P t{T}:srv    hash   SMP server number -> subscriptions      (the cap on servers per token)
 Global:
   P dt:<hmac>   hash   token id -> hmac(verify key)            ((provider, device token) -> tokens)
-  P tv          hash   <dt hmac>:<hmac(verify key)> -> token id (repeated TNEW in O(1); issue 16.2)
+  P tv          hash   <dt hmac>:<hmac(verify key)> -> token id (repeated TNEW in O(1))
   P used        zset   token id by last-used day               (expiry, token count)
   P cron        zset   token id by next periodic push time     (cron due set)
   P unv         zset   token id by creation time (Unix s), only while never verified (expiry of those)
@@ -140,7 +140,7 @@ def sub_r(atrest: AtRest, server: SMPServer, notifier_id: bytes) -> bytes:
 
 def sub_aad(r: bytes, token_id: bytes) -> bytes:
     """Associated data of a sealed notifier: binds it to its (server, notifier id) *and* its token, so a
-    record moved to another token no longer opens (issue 16.10; before, only to `r`: upgrade.py)."""
+    record moved to another token no longer opens (before, only to `r`: upgrade.py)."""
     return b"sub\x00" + r + token_id
 
 

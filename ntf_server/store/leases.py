@@ -1,4 +1,4 @@
-"""Leases on SMP servers: which instance subscribes which SMP server (issue 18, DESIGN "What runs").
+"""Leases on SMP servers: which instance subscribes which SMP server (ntf_server/README.md "The parts").
 
 Keys (``P`` = key prefix; ``<n>`` = the SMP server's number, servers.py):
   P ls:<n>   string  fencing token ‖ ' ' ‖ owner's instance id; expires (PX) unless its owner renews it

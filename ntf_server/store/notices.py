@@ -1,4 +1,4 @@
-"""Notices in Redis: a batch of `NMSG`s stored and decided in one script (spec §5.7, DESIGN "Push policy").
+"""Notices in Redis: a batch of `NMSG`s stored and decided in one script (§5.7, README "Push policy").
 
 Theory of operation. The push pipeline (push/pipeline.py) hands ``notify`` every notice that arrived since
 its last call (one SMP block, or under load the blocks of many servers: group commit), and one script

@@ -1,4 +1,4 @@
-"""The push outbox: every push that must not be lost, from its decision until APNs answered (DESIGN "What runs").
+"""The push outbox: every push that must not be lost, from its decision until APNs answered (ntf_server/README.md).
 
 Keys (``P`` = key prefix):
   P ob     hash  id -> kind (1 byte) ‖ token id (24) ‖ first try, Unix ms (13 digits) ‖ cause

@@ -1,6 +1,6 @@
-"""What the store keeps: tokens, subscriptions, last notifications (spec §4.5–4.7, §5.7, §6.1).
+"""What the store keeps: tokens, subscriptions, last notifications (§4.5–4.7, §5.7, §6.1).
 
-Statuses are small frozen values with the exact text forms of spec §4.2 (`to_text`/`from_text`), so the
+Statuses are small frozen values with the exact text forms of §4.2 (`to_text`/`from_text`), so the
 NTF layer can send them verbatim and the store can keep them as short strings. Reprs never show device
 tokens, keys or notifier ids (STYLE 12): only their lengths.
 """
@@ -36,7 +36,7 @@ DAY_S: Final = 86400
 
 
 def day_of(now: float) -> int:
-    """Unix seconds of midnight UTC (spec §4.3 `getSystemDate`): a token's "last used" day."""
+    """Unix seconds of midnight UTC (§4.3 `getSystemDate`): a token's "last used" day."""
     return int(now // DAY_S) * DAY_S
 
 
@@ -47,7 +47,7 @@ TOKEN_CONFIRMED: Final = TokenStatus(TokenStatusKind.CONFIRMED)
 TOKEN_ACTIVE: Final = TokenStatus(TokenStatusKind.ACTIVE)
 TOKEN_EXPIRED: Final = TokenStatus(TokenStatusKind.EXPIRED)
 
-# Status groups of spec §4.5 ("which statuses allow what").
+# Status groups of §4.5 ("which statuses allow what").
 VERIFY_ALLOWED: Final = sources(TokenEvent.TVFY)  # the store's guard for activation
 CONFIRM_KEEPS: Final = frozenset(TokenStatusKind) - changing_sources(TokenEvent.VERIFICATION_DELIVERED)
 
@@ -56,7 +56,7 @@ SUB_NEW: Final = SubStatus(SubStatusKind.NEW)
 SUB_PENDING: Final = SubStatus(SubStatusKind.PENDING)
 SUB_ACTIVE: Final = SubStatus(SubStatusKind.ACTIVE)
 SUB_INACTIVE: Final = SubStatus(SubStatusKind.INACTIVE)
-# Only these are resubscribed on restart (spec §4.6).
+# Only these are resubscribed on restart (§4.6).
 RESUBSCRIBE_KINDS: Final = frozenset(
     {SubStatusKind.NEW, SubStatusKind.PENDING, SubStatusKind.ACTIVE, SubStatusKind.INACTIVE}
 )
@@ -66,7 +66,7 @@ RESUBSCRIBE_KINDS: Final = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class TokenRecord:
-    """One registered device token (spec §4.7). Times are Unix seconds; `last_used_day` is midnight UTC."""
+    """One registered device token (§4.7). Times are Unix seconds; `last_used_day` is midnight UTC."""
 
     token_id: bytes
     provider: PushProvider
@@ -90,7 +90,7 @@ class TokenRecord:
 
 @dataclass(frozen=True, slots=True)
 class SubscriptionRecord:
-    """One notifier subscription (spec §4.4, §6.1)."""
+    """One notifier subscription (§4.4, §6.1)."""
 
     sub_id: bytes
     token_id: bytes
@@ -104,12 +104,12 @@ class SubscriptionRecord:
         return f"SubscriptionRecord(id={SubId(self.sub_id)}, {self.server!r}, {self.status.to_text()})"
 
 
-MAX_NOTICES: Final = 6  # spec §5.7 `maxNtfs`: a token keeps, and a push carries, at most its newest 6
+MAX_NOTICES: Final = 6  # §5.7 `maxNtfs`: a token keeps, and a push carries, at most its newest 6
 
 
 @dataclass(frozen=True, slots=True)
 class Notice:
-    """One `NMSG` from its SMP block to the push payload (spec §3.2, §5.7): the SMP server, the queue's
+    """One `NMSG` from its SMP block to the push payload (§3.2, §5.7): the SMP server, the queue's
     notifier id, and the nonce and encrypted metadata as the SMP server sent them (for the recipient: we
     cannot decrypt them), with the time it arrived. The same record is stored as the subscription's last
     notification and carried in pushes; `received_at_ms` orders a token's notices, payloads use seconds."""

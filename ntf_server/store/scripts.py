@@ -106,7 +106,7 @@ end
 
 # `P tv` (field x:vh -> token id) finds the token of a (provider, device token, verify key) without reading
 # the device token's other registrations; `max_per_device` (0 = no cap) bounds how many one device token
-# may have (each TNEW with a new verify key is one), so a TVFY deleting the others stays small (issue 16.2).
+# may have (each TNEW with a new verify key is one), so a TVFY deleting the others stays small.
 # ARGV: P NB tid x vh day created max_per_device field value ...
 #   -> 'OK' | 'SAME' | 'DUPLICATE' | 'CLASH' | 'QUOTA'
 CREATE_TOKEN: Final = (
@@ -291,7 +291,7 @@ return n
 """
 )
 
-# The caps (0 = none) bound what one token can make the subscriber do (issue 16.1): subscriptions, and
+# The caps (0 = none) bound what one token can make the subscriber do: subscriptions, and
 # distinct SMP servers (each one a connection), counted in `t{T}:srv` (server number -> subscriptions).
 # ARGV: P NB tid sid srv record max_subs max_servers
 #   -> {'CREATED'} | {'EXISTS', record} | {'NOTOKEN'} | {'QUOTA'}
@@ -419,7 +419,7 @@ return redis.call('HMGET', k, 'c', 'k')
 """
 )
 
-# ---- read-only lookups for request verification (spec §4.3, STYLE 4)
+# ---- read-only lookups for request verification (§4.3, STYLE 4)
 # Each does the same work and gives a reply of the same shape whether or not the records exist: where
 # there is no record, a stand-in is read (another token; the records written at connect, `P dummy:t` and
 # `P dummy` fields sub/addr), so the time of an `ERR AUTH` does not tell whether an id exists. The Python

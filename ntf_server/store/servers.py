@@ -74,7 +74,7 @@ class ServerRegistry:
         return s
 
     async def servers_with_subscriptions(self) -> list[SMPServer]:
-        """SMP servers with at least one subscription (resubscription at start, spec §3.3)."""
+        """SMP servers with at least one subscription (resubscription at start, §3.3)."""
         counts = await self._d.call(self._d.r.hgetall, self._d.keys.g("srv:count"))
         servers = [await self.address(int(n)) for n, c in sorted(counts.items()) if int(c) > 0]
         return [s for s in servers if s is not None]

@@ -1,4 +1,4 @@
-"""Subscriptions: `SNEW`/`SCHK`/`SDEL` (spec §4.3–4.4), status changes from SMP answers (§4.6), paging
+"""Subscriptions: `SNEW`/`SCHK`/`SDEL` (§4.3–4.4), status changes from SMP answers (§4.6), paging
 one SMP server's subscriptions for resubscription.
 
 Keys (keys.py, which also has the record and id layouts): `P s:<server number>:<bucket>` (hash: r ->
@@ -68,7 +68,7 @@ class RedisSubscriptions:
         self, token_id: bytes, server: SMPServer, notifier_id: bytes, notifier_key: bytes,
         caps: SubCaps = NO_CAPS,
     ) -> tuple[SubCreate, SubscriptionRecord | None]:
-        """`SNEW` (spec §4.4): a new subscription in status NEW, or — same token and same key — the
+        """`SNEW` (§4.4): a new subscription in status NEW, or — same token and same key — the
         existing one (idempotent retry). Another token or another key: CONFLICT (answer AUTH). A new one
         beyond the token's `caps`: QUOTA (an idempotent retry is still answered)."""
         if not 0 < len(notifier_id) <= 255:
@@ -110,7 +110,7 @@ class RedisSubscriptions:
         return self._decode(make_sub_id(self._d.a, r, srv), server, value) if value is not None else None
 
     async def subscription_and_token(self, sub_id: bytes) -> tuple[SubscriptionRecord | None, TokenRecord | None]:
-        """`SCHK`/`SDEL` verification (spec §4.3): the subscription and its token in one round trip, with the
+        """`SCHK`/`SDEL` verification (§4.3): the subscription and its token in one round trip, with the
         same Redis work, reply shape and decryptions whether or not they exist (STYLE 4). A malformed id is
         an unknown one."""
         sid = sub_id if len(sub_id) == SUB_ID_BYTES else DUMMY_SUB_ID
@@ -126,7 +126,7 @@ class RedisSubscriptions:
     async def token_and_subscription(
         self, token_id: bytes, server: SMPServer, notifier_id: bytes
     ) -> tuple[TokenRecord | None, SubscriptionRecord | None]:
-        """`SNEW` verification (spec §4.3): the token and the subscription of (server, notifier id) in one
+        """`SNEW` verification (§4.3): the token and the subscription of (server, notifier id) in one
         round trip, with the same work whether or not either exists (STYLE 4)."""
         server = server.normalized()
         enc = enc_smp_server(server)
@@ -195,7 +195,7 @@ class RedisSubscriptions:
         only_from: Collection[SubStatusKind] | None = None,
         fence: str | None = None,
     ) -> int:
-        """Bulk status change for NSUB results, END/DELD, disconnects (spec §4.6). Returns how many
+        """Bulk status change for NSUB results, END/DELD, disconnects (§4.6). Returns how many
         subscriptions changed; unknown ids are skipped. Atomic per batch of 1000. With ``fence`` (a lease's
         value, store/leases.py ``fence``), nothing is written unless that lease still holds the server:
         ``FencedOut``."""
@@ -222,7 +222,7 @@ class RedisSubscriptions:
         active_tokens_only: bool = False, untied_only: bool = False,
     ) -> AsyncGenerator[list[SubscriptionRecord], None]:
         """Pages of one SMP server's subscriptions (filtered by status kind, and with ``active_tokens_only``
-        by their token's status: only ACTIVE tokens' subscriptions open SMP connections, issue 16; with
+        by their token's status: only ACTIVE tokens' subscriptions open SMP connections, with
         ``untied_only`` without those tied to our service, skipped before decryption: NSUBS has them), reading
         `_PAGE_BUCKETS` buckets at a time, so memory stays constant however many there are. A subscription
         created or deleted while paging may or may not be seen; every one present throughout is seen

@@ -1,4 +1,4 @@
-"""Tokens: registration, verification lookups, status, periodic-push schedule, expiry (spec §4.3–4.5, §5.10).
+"""Tokens: registration, verification lookups, status, periodic-push schedule, expiry (§4.3–4.5, §5.10).
 
 Keys (keys.py; the record layout is codec.py): per token `P t{T}` (the record); `P dt:<x>` (hash: token id
 -> HMAC(verify key), the tokens of one (provider, device token)); the zsets `P used` (by last-used day:
@@ -48,7 +48,7 @@ class RedisTokens:
                            max_per_device: int = 0) -> TokenCreate:
         """``now`` is the creation time (default: the wall clock); until the token is verified it is also
         in the `unv` index that ``expire_unverified`` walks. ``max_per_device`` (0 = no cap): QUOTA when the
-        device token already has that many registrations (issue 16.2)."""
+        device token already has that many registrations."""
         if len(token.token_id) != TOKEN_ID_BYTES:
             raise StoreError("token id must be 24 bytes")
         fields = self.codec.encode(token)
@@ -84,8 +84,8 @@ class RedisTokens:
         return [t for t in found if t.provider is provider and t.device_token == device_token]
 
     async def find_token(self, provider: PushProvider, device_token: bytes, verify_key: bytes) -> TokenRecord | None:
-        """The token of a repeat `TNEW` (spec §4.3): same provider, device token and verify key. One index
-        read and one record, however many registrations the device token has (issue 16.2)."""
+        """The token of a repeat `TNEW` (§4.3): same provider, device token and verify key. One index
+        read and one record, however many registrations the device token has."""
         field = self._repeat_field(self.codec.dt_index(provider, device_token), self.codec.vk_index(verify_key))
         found, packed, tid = await self._d.run("LOOKUP_TNEW", field)
         if not found:
@@ -120,9 +120,9 @@ class RedisTokens:
     async def replace_token(
         self, token_id: bytes, provider: PushProvider, device_token: bytes, reg_code: bytes, max_per_device: int = 0
     ) -> TokenReplace:
-        """`TRPL` (spec §4.4): new provider/device token/code, status REGISTERED, DH keys kept. Refused when
+        """`TRPL` (§4.4): new provider/device token/code, status REGISTERED, DH keys kept. Refused when
         the token is gone, the new device token is already registered with this verify key, or (moving to
-        another device token) that one has ``max_per_device`` registrations (0 = no cap; issue 16.2)."""
+        another device token) that one has ``max_per_device`` registrations (0 = no cap)."""
         fields = self.codec.replacement(token_id, provider, device_token, reg_code)
         x = self.codec.dt_index(provider, device_token)
         res = await self._d.run("REPLACE_TOKEN", token_id, x, max_per_device, *fields)
@@ -143,7 +143,7 @@ class RedisTokens:
         return TokenStatus.from_text(res[1].decode()) if res else None
 
     async def confirm_token(self, token_id: bytes) -> TokenStatus | None:
-        """Verification push accepted: CONFIRMED unless already CONFIRMED/ACTIVE (spec §4.5)."""
+        """Verification push accepted: CONFIRMED unless already CONFIRMED/ACTIVE (§4.5)."""
         kinds = [k.value for k in CONFIRM_KEEPS]
         confirmed = TokenStatusKind.CONFIRMED.value
         res = await self._d.run("SET_TOKEN_STATUS", token_id, confirmed, self.codec.status_mac(token_id, confirmed),
@@ -152,7 +152,7 @@ class RedisTokens:
 
     async def activate_token(self, token_id: bytes) -> tuple[bool, list[RemovedSub]]:
         """`TVFY` accepted: ACTIVE (only from REGISTERED/CONFIRMED/ACTIVE) and, in the same step, delete
-        every other registration of the same device token with its subscriptions (spec §4.4)."""
+        every other registration of the same device token with its subscriptions (§4.4)."""
         sm = self.codec.status_mac(token_id, TokenStatusKind.ACTIVE.value)
         res = await self._d.run("ACTIVATE_TOKEN", token_id, sm, *(k.value for k in VERIFY_ALLOWED))
         return res[0] == b"OK", await self._servers.removed(res[1])
@@ -162,12 +162,12 @@ class RedisTokens:
         return bool(res[0]), await self._servers.removed(res[1])
 
     async def touch_token(self, token_id: bytes, now: float) -> None:
-        """Record that the token was used today (spec §4.3); drives expiry of abandoned tokens."""
+        """Record that the token was used today (§4.3); drives expiry of abandoned tokens."""
         await self._d.run("TOUCH_TOKEN", token_id, day_of(now))
 
     async def set_cron_interval(self, token_id: bytes, minutes: int, now: float) -> bool:
         """`TCRN`: 0 turns periodic pushes off. The first one is due one interval from now — the Haskell
-        server never sends it because `cron_sent_at` stays NULL (spec §5.10); we do."""
+        server never sends it because `cron_sent_at` stays NULL (§5.10); we do."""
         if minutes < 0:
             raise ValueError("cron interval must be >= 0")
         return bool(await self._d.run("SET_CRON", token_id, minutes, math.floor(now) + 60 * minutes))
@@ -176,7 +176,7 @@ class RedisTokens:
         return bool(await self._d.run("CRON_SENT", token_id, math.floor(now)))
 
     async def tokens_due_for_cron(self, now: float, limit: int = 1000) -> list[TokenRecord]:
-        """ACTIVE tokens whose periodic push is due (spec §5.10); non-active ones are skipped, not lost."""
+        """ACTIVE tokens whose periodic push is due (§5.10); non-active ones are skipped, not lost."""
         due: list[TokenRecord] = []
         offset = 0
         while len(due) < limit:
@@ -191,7 +191,7 @@ class RedisTokens:
         self, now: float, unused_days: int, batch: int = 100
     ) -> tuple[list[bytes], list[RemovedSub]]:
         """Delete tokens not used for `unused_days` days, with their subscriptions (the Haskell server
-        never expires anything, spec §6.3). Each batch is one atomic script."""
+        never expires anything, §6.3). Each batch is one atomic script."""
         cutoff = day_of(now) - unused_days * DAY_S
         tids: list[bytes] = []
         removed: list[RemovedSub] = []

@@ -1,4 +1,4 @@
-"""Authenticating the records of a data set written before issue 16.10, once, at connect.
+"""Authenticating the records of a data set written before records were authenticated whole, once, at connect.
 
 Before, token records carried no MACs (codec.py `km`, `pm`, `sm`) and a subscription's notifier was sealed
 with associated data ``"sub" ‖ r`` only, not its token id (keys.py `sub_aad`). The readers now require
@@ -41,7 +41,7 @@ class Upgraded:
 
 
 def legacy_aad(r: bytes) -> bytes:
-    """The associated data of a sealed notifier before issue 16.10."""
+    """The associated data of a sealed notifier before records were authenticated whole."""
     return b"sub" + r
 
 

@@ -1,4 +1,4 @@
-"""The cap on verification pushes per device token, kept in Redis (issue 16.5).
+"""The cap on verification pushes per device token, kept in Redis.
 
 Verification pushes answer a client's TNEW, repeated TNEW or TRPL, never delayed by the hidden-push
 budget; without a cap anyone who knows a device token could make the server push to it as often as the

@@ -1,4 +1,4 @@
-"""One SMP connection: the asyncio wrapper around the sans-IO SMP client (spec §1.8, §3.1–3.3).
+"""One SMP connection: the asyncio wrapper around the sans-IO SMP client (§1.8, §3.1–3.3).
 
 Theory of operation. :meth:`SmpClient.start` connects (``connect.open_smp``: hosts in order, name
 resolved every time, TLS pinned, handshake v7–20) and starts one task that runs, in one ``TaskGroup``

@@ -1,4 +1,4 @@
-"""Opening one SMP connection (spec §1.1, §1.2, §1.8): the edge where socket, TLS and handshake exceptions
+"""Opening one SMP connection (§1.1, §1.2, §1.8): the edge where socket, TLS and handshake exceptions
 become :class:`ConnectFailed` or :class:`HandshakeFailed`.
 
 Order of events, per host of the server in the order given (the pool chooses which hosts, e.g. no
@@ -44,7 +44,7 @@ AddrInfo = tuple[int, int, int, str, Any]
 Resolver = Callable[[str, int], Awaitable[Sequence[AddrInfo]]]
 TcpOpener = Callable[[str, int], Awaitable[socket.socket]]
 
-# TCP keep-alive as the Haskell client (spec §1.1): idle 30 s, interval 15 s, 4 probes.
+# TCP keep-alive as the Haskell client (§1.1): idle 30 s, interval 15 s, 4 probes.
 KEEPALIVE: Final = (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 15), ("TCP_KEEPCNT", 4))
 
 

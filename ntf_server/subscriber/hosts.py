@@ -1,4 +1,4 @@
-"""Host selection for one SMP server (spec §3.3 "Host selection"): which of its hosts to try, in which
+"""Host selection for one SMP server (§3.3 "Host selection"): which of its hosts to try, in which
 order, and how each is reached. Pure: no I/O, tested as a table.
 
 An SMP server address may list several hosts for the same server (same key hash), typically a public name

@@ -1,4 +1,4 @@
-"""The lease manager: which SMP servers this instance subscribes, when several share one Redis (issue 18).
+"""The lease manager: which SMP servers this instance subscribes, when several share one Redis.
 
 Theory of operation. Every SMP server is subscribed by exactly one instance at a time: the one holding its
 lease in Redis (store/leases.py: set-if-absent with expiry and a fencing token). Each start picks a random
@@ -29,7 +29,7 @@ owner takes it; that owner pages every NEW subscription anyway.
    poorer instance takes it at its next round); only moves that narrow the gap and leave the giver at its
    share, so a server never goes back and forth.
 
-Not yet (issue 18, later parts): workers inside one instance. Status writes carry the lease
+Not yet (later parts): workers inside one instance. Status writes carry the lease
 (``fence``; scripts.py SET_SUB_STATUS refuses a stale one), so a holder paused past its expiry writes nothing
 once another has the server.
 """

@@ -1,4 +1,4 @@
-"""When an SMP connection sends PING and when it is given up (spec §3.3), pure: time is passed in.
+"""When an SMP connection sends PING and when it is given up (§3.3), pure: time is passed in.
 
 Theory of operation: the client calls :meth:`Liveness.received` for every block that arrives,
 :meth:`timed_out` with the number of commands its session just expired, and, on each timer tick,
@@ -7,7 +7,7 @@ Theory of operation: the client calls :meth:`Liveness.received` for every block 
 commands in a row got no answer **and** nothing at all arrived for ``drop_after_silence_s`` — a server busy
 flushing notifications to us is slow, not dead.
 
-Deliberate difference from the Haskell server (spec §8): it waits for 15 minutes of silence; a half-open
+Deliberate difference from the Haskell server (§8): it waits for 15 minutes of silence; a half-open
 TCP connection then costs up to 15 minutes of lost pushes. Our default, 180 s, drops after the third PING
 went unanswered (PINGs at 60, 120, 180 s of silence, each timing out 30 s later).
 

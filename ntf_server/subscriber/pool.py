@@ -1,4 +1,4 @@
-"""The subscriber pool: every notification subscription held open on its SMP server (spec §3.3, §4.6).
+"""The subscriber pool: every notification subscription held open on its SMP server (§3.3, §4.6).
 
 Theory of operation. One ``_Link`` per SMP server (hosts + port + key hash) owns at most one connection
 (``client.SmpClient``) at a time: connect (DNS resolved anew every time), subscribe, read, and after any
@@ -21,7 +21,7 @@ Haskell's reconnect interval). Servers are independent: a slow or dead server de
   while this server has a full share of notices waiting there, and while this link waits it reads nothing
   more from its SMP server, which keeps what it has not delivered: back-pressure on the server that floods,
   never on the others, and never a silent drop.
-* Which subscriptions open connections (issue 16): only those of ACTIVE tokens. SNEW for a token that is
+* Which subscriptions open connections: only those of ACTIVE tokens. SNEW for a token that is
   not ACTIVE is stored and answered but not handed here; TVFY hands over the token's stored subscriptions
   (:meth:`SubscriberPool.token_activated`); resubscription pages only ACTIVE tokens' subscriptions. A link
   ends — connection closed, no more reconnects — when no live subscription needs it: checked before every
@@ -76,11 +76,11 @@ T = TypeVar("T")
 LOST_FROM: Final = (SubStatusKind.PENDING, SubStatusKind.ACTIVE)  # what a lost connection makes INACTIVE
 PROGRESS_EVERY_S: Final = 10.0
 RECONNECT_BASE_S: Final = 0.5
-RECONNECT_CAP_S: Final = 10.0  # Haskell's reconnect interval tops out at 10 s (spec §3.3)
+RECONNECT_CAP_S: Final = 10.0  # Haskell's reconnect interval tops out at 10 s (§3.3)
 STORE_ATTEMPTS: Final = 20  # store retries for a block of events before it is given up (~ a minute)
 _FAILURE_STATUS: Final = {E.FailureKind.AUTH: SubStatus(SubStatusKind.AUTH),
                           E.FailureKind.SERVICE: SubStatus(SubStatusKind.SERVICE)}
-# What the SMP server answered, counted by the status it gives (spec §6.4's subscription counters).
+# What the SMP server answered, counted by the status it gives (§6.4's subscription counters).
 _STATUS_COUNTER: Final = {
     SubStatusKind.ACTIVE: Stat.SMP_SUB_OK, SubStatusKind.AUTH: Stat.SMP_SUB_AUTH,
     SubStatusKind.SERVICE: Stat.SMP_SUB_SERVICE, SubStatusKind.ERR: Stat.SMP_SUB_ERR,

@@ -1,4 +1,4 @@
-"""Our SMP service on one SMP server's link (``[subscriber] use_service_credentials``; issue 17).
+"""Our SMP service on one SMP server's link (``[subscriber] use_service_credentials``).
 
 Theory of operation (simplexmq master's ``Notifications/Server.hs`` and ``Client/Agent.hs`` do the same):
 

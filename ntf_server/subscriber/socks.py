@@ -1,4 +1,4 @@
-"""SMP connections through a SOCKS5 proxy (spec §3.3, e.g. Tor's SocksPort): a ``TcpOpener`` for
+"""SMP connections through a SOCKS5 proxy (§3.3, e.g. Tor's SocksPort): a ``TcpOpener`` for
 ``connect.open_smp``, built on python-socks (asyncio backend).
 
 Remote DNS. The CONNECT request carries the host **name** (ATYP 3, ``rdns=True``); nothing is resolved

@@ -1,4 +1,4 @@
-"""Which accepted sockets the NTF listener keeps: connection caps as pure bookkeeping (issue 8.3).
+"""Which accepted sockets the NTF listener keeps: connection caps as pure bookkeeping.
 
 Theory of operation: every accepted TCP socket is counted from ``admit`` until ``release``, whatever
 phase it is in, so sockets that never finish TLS hold a slot like any other. Four limits apply at accept:

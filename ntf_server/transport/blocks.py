@@ -1,4 +1,4 @@
-"""Fixed-size block I/O over an asyncio stream (spec §1.4): read exactly one block, write one block.
+"""Fixed-size block I/O over an asyncio stream (§1.4): read exactly one block, write one block.
 
 A short read is the peer closing (``ConnectionClosed``); a block that starts but does not finish within the
 read deadline is a stalled peer (``TimeoutError`` → the caller closes). Waiting for the *first* byte of the

@@ -1,4 +1,4 @@
-"""Server identity: CA and online certificates, the fingerprint, the server address (spec §1.2).
+"""Server identity: CA and online certificates, the fingerprint, the server address (§1.2).
 
 Theory of operation: a SimpleX server has two keys. The offline CA (``ca.key``/``ca.crt``) *is* the
 server's identity: clients pin ``SHA-256(DER(ca.crt))`` (the "key hash" in ``ntf://<fp>@host``). The
@@ -31,7 +31,7 @@ from ntf_server.protocol.smp_service import ServiceCredentials
 
 # openssl `-days 999999` in the Haskell init: the certificates never expire in practice.
 VALIDITY_DAYS: Final = 999_999
-CA_COMMON_NAME: Final = "SMP server CA"  # same subject as SimpleX servers (spec §1.2)
+CA_COMMON_NAME: Final = "SMP server CA"  # same subject as SimpleX servers (§1.2)
 CA_ORGANIZATION: Final = "SimpleX"
 DEFAULT_PORT: Final = 443
 

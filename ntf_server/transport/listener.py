@@ -1,4 +1,4 @@
-"""The NTF accept loop: connection caps, TLS, per-connection lifetime (spec §1.1, §6.3; issue 8.3).
+"""The NTF accept loop: connection caps, TLS, per-connection lifetime (§1.1, §6.3).
 
 The listener accepts plain TCP and runs TLS itself (``server_tls.TlsConnection``), so every accepted
 socket is counted from accept (``admission.Admission``): above ``max_connections`` sockets in all,

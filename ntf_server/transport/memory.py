@@ -1,4 +1,4 @@
-"""Give memory back to the system after a connection flood ends (issue 8.3).
+"""Give memory back to the system after a connection flood ends.
 
 Thousands of connections leave the heap full of free memory that the process keeps: glibc's ``free()``
 only returns memory at the top of its heap, and CPython's own object allocator (pymalloc) returns a

@@ -1,4 +1,4 @@
-"""One NTF client connection: handshake (spec §1.7), then receive → queue → process → queue → send (STYLE 7).
+"""One NTF client connection: handshake (§1.7), then receive → queue → process → queue → send (STYLE 7).
 
 Theory of operation: after TLS, the server sends its hello (version range 1..3 when any ALPN protocol was
 negotiated, else 1..1; from v2 a fresh X25519 key signed by the TLS leaf key) and reads the client's; a

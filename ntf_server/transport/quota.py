@@ -1,4 +1,4 @@
-"""Request quotas applied to NTF connections before a request reaches the handlers (issue 8 item 6, 16).
+"""Request quotas applied to NTF connections before a request reaches the handlers.
 
 ``RequestLimits`` is server-wide for one kind of request: the per-connection rate, the per-address table
 (ntf_server/ratelimit.py, pure), the counter and the counted log of refusals. ``FrontDoor`` holds one per
@@ -101,7 +101,7 @@ class FrontDoor:
 
     registration: RequestLimits
     subscription: RequestLimits
-    commands: RequestLimits  # every command (issue 16.4)
+    commands: RequestLimits  # every command
 
     @classmethod
     def from_config(cls, r: RegistrationConfig, s: ServerConfig, stats: Stats) -> FrontDoor:

@@ -1,4 +1,4 @@
-"""Server-side TLS over a plain asyncio transport, with buffers sized for 512-byte blocks (issue 8.3).
+"""Server-side TLS over a plain asyncio transport, with buffers sized for 512-byte blocks.
 
 Why not ``asyncio.start_server(ssl=...)``: asyncio's SSLProtocol allocates a 256 KiB read buffer per
 connection (``SSLProtocol.max_size``), a StreamReader on top may buffer 64 KiB more, and the application
@@ -126,7 +126,7 @@ class TlsConnection(asyncio.BufferedProtocol):
         set_keepalive(transport.get_extra_info("socket"))
         loop = asyncio.get_running_loop()
         self._tls_deadline_at = loop.time() + self._tls_timeout
-        # a silent socket holds a handshake slot: it gets only the short first-byte deadline (issue 16.3)
+        # a silent socket holds a handshake slot: it gets only the short first-byte deadline
         self._timer = loop.call_later(self._first_byte_timeout, self._tls_deadline)
 
     def get_buffer(self, sizehint: int) -> memoryview:

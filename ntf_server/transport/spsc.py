@@ -1,7 +1,7 @@
 """A bounded FIFO between one producer task and one consumer task (STYLE 7's per-connection queues).
 
 Why not ``asyncio.Queue``: an empty one takes ~3.3 KB (four deques and an Event), and every idle NTF
-connection holds two, a fifth of its memory (issue 8.3). This one is a few slots, and keeps its deque
+connection holds two, a fifth of its memory. This one is a few slots, and keeps its deque
 only while it holds items. One producer and one consumer at a time, which is how a connection uses it.
 """
 

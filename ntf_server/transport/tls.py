@@ -1,4 +1,4 @@
-"""TLS contexts and certificate-chain pinning for NTF (server side) and SMP (client side), spec §1.1-1.3.
+"""TLS contexts and certificate-chain pinning for NTF (server side) and SMP (client side), §1.1-1.3.
 
 Theory of operation: SimpleX does not use the web PKI. A server is identified by the SHA-256 of its CA
 certificate, and clients check the presented chain against that hash themselves. So our client contexts
@@ -38,7 +38,7 @@ from ntf_server.protocol.certchain import (  # re-exported: the pure chain check
 
 NTF_ALPN: Final = "ntf/1"
 SMP_ALPN: Final = "smp/1"
-# Haskell `alpnSupportedNTFHandshakes`: any of these negotiated => NTF version range 1..3 (spec §1.7).
+# Haskell `alpnSupportedNTFHandshakes`: any of these negotiated => NTF version range 1..3 (§1.7).
 NTF_SERVER_ALPN: Final = (NTF_ALPN, "h2", "http/1.1")
 # TLS 1.2 only; TLS 1.3 suites, groups and signature schemes stay at OpenSSL defaults (errata 3).
 TLS12_CIPHERS: Final = "ECDHE-ECDSA-CHACHA20-POLY1305"
