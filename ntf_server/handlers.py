@@ -8,6 +8,9 @@ the token state machine's guards that must be atomic with a write live in the St
 which transition happens is decided here. Verification pushes go to the push service, which answers
 later (a push outcome moves the token to CONFIRMED or INVALID), so the client is never kept waiting
 on Apple.
+
+Why one module of about 340 lines: one class: every command of §4.4–4.7 beside the verification step that gates
+them all.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ encryption) it is *not* plain ``crypto_secretbox(key)``. Output is ``tag(16) ‖
 Keys travel as DER (SPKI / PKCS#8 v0) with the exact byte prefixes of §2.2; we emit those bytes ourselves
 and check them byte for byte on input, so no library's DER leniency decides what we accept. Every decoder
 of untrusted bytes raises only ``CodecError`` (``CryptoError`` is a subclass for failed crypto).
+
+Why one module of about 530 lines: every use of key material on the wire is in this one module, so a security
+review reads one file; its sections follow the §.
 """
 
 from __future__ import annotations

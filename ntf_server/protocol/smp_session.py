@@ -10,6 +10,9 @@ and its queue stays PENDING with a re-send due after a jittered backoff (1 s dou
 :meth:`resend_due`), on the same connection, until some answer arrives or the pool forgets the queue.
 A timed-out corrId is dropped only after ``STALE_AFTER_TIMEOUTS`` response timeouts, so a server that never
 answers cannot grow this state without bound.
+
+Why one module of about 380 lines: one state machine (queues, corrIds, re-sends, the block cipher chain); its
+events and queue table are already apart in smp_events.py.
 """
 
 from __future__ import annotations
