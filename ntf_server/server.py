@@ -219,8 +219,10 @@ class NtfServer:
             raise StartupError(str(e)) from e
         self.push = PushPipeline(self._store, sender, self.stats, hidden, settings=settings,
                                  on_stored=self.activity.record, vrf_cap=vrf_cap)
-        deferred = DeferredScheduler(hidden, self._store, self.push.submit, self.stats, scan_s=cfg.push.defer_scan_s)
-        cron = CronPushes(hidden, self._store, self.push.submit, self.stats, scan_s=cfg.push.cron_scan_s)
+        deferred = DeferredScheduler(hidden, self._store, self.push.submit, self.stats, scan_s=cfg.push.defer_scan_s,
+                                     lease_s=cfg.push.claim_lease_s)
+        cron = CronPushes(hidden, self._store, self.push.submit, self.stats, scan_s=cfg.push.cron_scan_s,
+                          lease_s=cfg.push.claim_lease_s)
         sc = cfg.subscriber  # each SMP server is subscribed by the one instance holding its lease
         instance, predecessor = instance_ids(cfg.server.state_dir / LEASE_INSTANCE_FILE)
         leases = self.leases = LeaseManager(self._store.leases, self._store.get_subscription,
