@@ -19,7 +19,9 @@ Theory of operation.
   failed). Store calls made per push on these paths (confirm, invalid, retry) pass a gate of ``store_gate``.
 * **Retries from Redis.** A scheduler claims the outbox entries that fell due (retries, and pushes of an
   instance that died while sending them: their lease ran out), builds each push again from its kind, its
-  token as it is now (a token deleted or no longer ACTIVE gets nothing) and its cause, and queues it.
+  token as it is now (a token deleted or no longer ACTIVE gets nothing) and its cause, and queues it. The
+  same loop extends the claims of the pushes this process still holds, every third of a lease, so another
+  instance never claims a push this one is still sending (queued, or at a slow APNs).
 * **Schedulers and verification.** Deferred and periodic pushes are ``submit``-ted by their schedulers: the
   first try on the caller's task, a "retry later" to the outbox. Verification pushes (``send_verification``)
   have a queue and workers of their own, so a message backlog never delays a registration.
@@ -116,6 +118,7 @@ class PushPipeline:
         self._ack_wake = asyncio.Event()
         self._retry_wake = asyncio.Event()
         self._next_claim = 0.0
+        self._next_extend = 0.0  # when the claims of the pushes held here are extended next
         self._closing = False
         self.waiting = 0  # outbox entries waiting for a retry (a gauge, refreshed by the retry scheduler)
         self.summaries = {k: CountedLog(log, f"{k.name} failed", event="push.failed",
@@ -387,6 +390,7 @@ class PushPipeline:
                                                                                   s.retry_batch)
                 for e in entries:
                     await self._resend(e)
+                delay = min(delay, await self._extend_claims())
                 self.waiting = max(0, await self._store.outbox_count() - len(self._in_flight))
                 if len(entries) >= s.retry_batch:
                     delay = 0.0
@@ -397,6 +401,15 @@ class PushPipeline:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._retry_wake.wait()
+
+    async def _extend_claims(self) -> float:
+        """Every third of a lease, the claims of the pushes this process still holds are extended by one
+        lease (another instance would send them again after it); returns the time until the next time."""
+        lease = self.settings.lease_s
+        if self._clock() >= self._next_extend and self._in_flight:
+            await self._store.outbox_extend(sorted(self._in_flight), self._clock() + lease)
+            self._next_extend = self._clock() + lease / 3
+        return max(self._next_extend - self._clock(), 0.0) if self._in_flight else lease / 3
 
     async def _resend(self, e: OutboxEntry) -> None:
         """An outbox entry fell due: build its push again from the token as it is now, and queue it."""
