@@ -109,6 +109,12 @@ class Pair:
         entry changed."""
         return [dict(await self.r.hgetall(self.token_key(d) + ":ln")) for d in devices]
 
+    async def lease_owners(self) -> list[str | None]:
+        """The owner ("a", "b" or None) of every SMP server with subscriptions, as Redis has it."""
+        counts = await self.r.hgetall(self.prefix + "srv:count")
+        values = [await self.r.get(f"{self.prefix}ls:{int(n)}") for n, c in counts.items() if int(c) > 0]
+        return [self.names.get(v.decode().partition(" ")[2]) if v else None for v in values]
+
     async def job_holder(self, job: str) -> str | None:
         v = await self.r.get(f"{self.prefix}lj:{job}")
         return self.names.get(v.decode().partition(" ")[2]) if v else None
