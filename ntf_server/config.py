@@ -303,6 +303,11 @@ class PushConfig:
     retry_backoff_base_s: float = setting(
         1.0, "first retry delay; doubles each retry (jittered to half..full)", min=0, max=3600)
     retry_backoff_cap_s: float = setting(120.0, "longest delay between two retries", min=0, max=3600)
+    claim_lease_s: float = setting(
+        30.0, "a push being sent (a message push, a retry, a deferred or periodic push) is claimed in Redis for "
+        "this long: if its sender dies (kill -9), another instance (or the next start) sends it after this; keep "
+        "it well above APNs' answer time (10 s timeout), or a slow answer gets the push sent twice", min=1,
+        max=600)
     verifications_per_hour: int = setting(
         10, "verification pushes per device token per hour (more are counted, not sent)", min=0, max=3600)
     shutdown_grace_s: float = setting(

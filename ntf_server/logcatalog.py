@@ -159,6 +159,13 @@ EVENTS: Final[dict[str, EventSpec]] = {
     "housekeeping.expired_unverified": _e(INF, "tokens after_h",
                                           "expired {tokens} tokens never verified within {after_h} h",
                                           "registrations never verified were deleted"),
+    "jobs.lease_taken": _e(INF, "job", "this instance now runs {job} for the data set",
+                           "a job run once per data set (expiry, census): this instance took its lease (at start, "
+                           "or after its holder stopped or died: ntf_server/jobs.py)"),
+    "jobs.lease_lost": _e(W, "job", "this instance lost the lease of {job}; its run (if any) was cancelled",
+                          "the lease expired before a renewal: this instance was paused or cut off from Redis"),
+    "jobs.run_failed": _e(W, "job error", "{job} failed: {error}; next run in one interval",
+                          "the store failed during a run of a job run once per data set"),
     "housekeeping.skipped": _e(W, "error", "token expiry skipped: {error}", "the store failed; next round retries"),
     "import.progress": _e(INF, "done total unit percent rate_per_s elapsed_s",
                           "{done}/{total} {unit} ({percent}%), {rate_per_s}/s, {elapsed_s} s",

@@ -46,10 +46,11 @@ from ntf_server.admin.window import CounterWindow, push_counter_names
 from ntf_server.apns_metrics import ApnsMetrics
 from ntf_server.config import Config, ConfigError, redact_url
 from ntf_server.handlers import HandlerLimits, NtfHandlers
+from ntf_server.jobs import JobTiming, census_job, expiry_job
 from ntf_server.logevents import log_event
 from ntf_server.logsetup import setup_logging
 from ntf_server.logsummary import flush_every
-from ntf_server.maintenance import Housekeeping
+from ntf_server.maintenance import EXPIRY_INTERVAL_S, Housekeeping
 from ntf_server.ownservers import OwnServers
 from ntf_server.protocol import crypto
 from ntf_server.push.apns_sender import ApnsSender
@@ -67,6 +68,7 @@ from ntf_server.store.activity import ActivityStore
 from ntf_server.store.atrest import AtRest, load_or_create_store_key
 from ntf_server.store.budget import BudgetStore
 from ntf_server.store.census import CensusTaker
+from ntf_server.store.census_shared import SharedCensus
 from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.store.errors import StoreError
 from ntf_server.store.policy import PolicyStore
@@ -217,8 +219,10 @@ class NtfServer:
             raise StartupError(str(e)) from e
         self.push = PushPipeline(self._store, sender, self.stats, hidden, settings=settings,
                                  on_stored=self.activity.record, vrf_cap=vrf_cap)
-        deferred = DeferredScheduler(hidden, self._store, self.push.submit, self.stats, scan_s=cfg.push.defer_scan_s)
-        cron = CronPushes(hidden, self._store, self.push.submit, self.stats, scan_s=cfg.push.cron_scan_s)
+        deferred = DeferredScheduler(hidden, self._store, self.push.submit, self.stats, scan_s=cfg.push.defer_scan_s,
+                                     lease_s=cfg.push.claim_lease_s)
+        cron = CronPushes(hidden, self._store, self.push.submit, self.stats, scan_s=cfg.push.cron_scan_s,
+                          lease_s=cfg.push.claim_lease_s)
         sc = cfg.subscriber  # each SMP server is subscribed by the one instance holding its lease
         instance, predecessor = instance_ids(cfg.server.state_dir / LEASE_INSTANCE_FILE)
         leases = self.leases = LeaseManager(self._store.leases, self._store.get_subscription,
@@ -253,14 +257,18 @@ class NtfServer:
                      self.listener.handshake_failures, self.pool.connect_failures, self.pool.disconnects]
         self._parts = {"push pipeline": self.push.run, "subscriber pool": self.pool.run, "smp leases": leases.run,
                        "deferred pushes": deferred.run, "periodic pushes": cron.run,
-                       "housekeeping": self.housekeeping.run,
+                       "housekeeping": expiry_job(self.housekeeping, self._store.leases, instance, JobTiming(
+                           EXPIRY_INTERVAL_S, sc.lease_ttl_s, sc.lease_renew_s)).run  # one instance at a time
+                       if self.housekeeping.enabled else self.housekeeping.run,
                        "redis health": self._store.watch_health, "active tokens": self.activity.run,
                        "log summaries": lambda: flush_every(summaries, SUMMARY_INTERVAL_S), **self._parts}
         if self._embedded is not None:
             self._parts["embedded redis"] = self._embedded.supervise
         if cfg.admin.enabled:
             census = self.census = CensusTaker(self._store.client, self._store.prefix, self._store.buckets)
-            self._parts["census"] = lambda: census.run(cfg.admin.census_interval_s)
+            self._parts["census"] = census_job(census, SharedCensus(self._store.client, self._store.prefix),
+                                               self._store.leases, instance, JobTiming(
+                                                   cfg.admin.census_interval_s, sc.lease_ttl_s, sc.lease_renew_s)).run
             window = self.push_window = CounterWindow(push_counter_names(), time.monotonic())
             self._parts["push window"] = lambda: sample_every(window, self.stats)
         self._supervisor = asyncio.create_task(self._supervise(), name="ntf-server parts")

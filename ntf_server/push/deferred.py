@@ -50,7 +50,7 @@ class DeferredStore(TokenLookup, Protocol):
 
 class DeferredScheduler:
     def __init__(self, hidden: HiddenPushes, store: DeferredStore, submit: Submit, stats: Stats, *,
-                 scan_s: float = 1.0) -> None:
+                 scan_s: float = 1.0, lease_s: float = CLAIM_LEASE_S) -> None:
         self._hidden = hidden
         self._store = store
         self._submit = submit
@@ -59,6 +59,7 @@ class DeferredScheduler:
                                        event="scheduler.store_error", fields={"part": "deferred pushes"})
         self._stats = stats
         self._scan_s = scan_s
+        self._lease_s = lease_s
         self._gate = asyncio.Semaphore(CONCURRENCY)
 
     def __repr__(self) -> str:
@@ -104,7 +105,7 @@ class DeferredScheduler:
             if await budgets.done(tid):
                 self._stats.incr(Stat.NTF_DEFERRED_STALE)
             return
-        got = await self._store.claim_deferred(tid, await self._hidden.budget_for(tok.provider), now, CLAIM_LEASE_S)
+        got = await self._store.claim_deferred(tid, await self._hidden.budget_for(tok.provider), now, self._lease_s)
         if not isinstance(got, Claimed):
             return  # not due any more (another instance has it) or the budget went elsewhere: rescheduled
         self._stats.incr(Stat.NTF_DEFERRED_SENT)

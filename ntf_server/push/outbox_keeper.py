@@ -10,7 +10,9 @@ acknowledgements, and the retry scheduler that claims the entries that fell due 
   the entries that fell due (retries, and pushes of an instance that died while sending them: their lease
   ran out), builds each push again from its kind, its token as it is now (a token deleted or no longer
   ACTIVE gets nothing) and its cause, and hands it to the senders. Claims are atomic and leased, so across
-  instances and workers each entry is sent by one claimer at a time.
+  instances and workers each entry is sent by one claimer at a time. The same loop extends the claims of the
+  pushes this process still holds, every third of a lease, so another instance never claims a push this one
+  is still sending (queued, or at a slow APNs).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class OutboxKeeper:
         self._ack_wake = asyncio.Event()
         self._retry_wake = asyncio.Event()
         self._next_claim = 0.0
+        self._next_extend = 0.0  # when the claims of the pushes held here are extended next
 
     def done(self, outbox_id: int) -> None:
         """Answered for good: the entry goes (batched)."""
@@ -97,6 +100,7 @@ class OutboxKeeper:
                                                                                  s.retry_batch)
                 for e in entries:
                     await self._resend(e, queue)
+                delay = min(delay, await self._extend_claims())
                 self.waiting = max(0, await self._store.outbox_count() - len(self.in_flight))
                 if len(entries) >= s.retry_batch:
                     delay = 0.0
@@ -107,6 +111,15 @@ class OutboxKeeper:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._retry_wake.wait()
+
+    async def _extend_claims(self) -> float:
+        """Every third of a lease, the claims of the pushes this process still holds are extended by one
+        lease (another instance would send them again after it); returns the time until the next time."""
+        lease = self._settings.lease_s
+        if self._clock() >= self._next_extend and self.in_flight:
+            await self._store.outbox_extend(sorted(self.in_flight), self._clock() + lease)
+            self._next_extend = self._clock() + lease / 3
+        return max(self._next_extend - self._clock(), 0.0) if self.in_flight else lease / 3
 
     def poke(self) -> None:
         """Claim now (tests waiting for the outbox to empty)."""

@@ -305,6 +305,9 @@ class RedisStore:
     async def outbox_claim(self, now: float, lease_s: float, limit: int) -> list[OutboxEntry]:
         return await self._outbox.claim(now, lease_s, limit)
 
+    async def outbox_extend(self, ids: Sequence[int], due: float) -> int:
+        return await self._outbox.extend(ids, due)
+
     async def outbox_release(self, ids: Sequence[int], now: float) -> int:
         return await self._outbox.release(ids, now)
 
