@@ -76,6 +76,7 @@ from ntf_server.store.vrfcap import VerificationCap
 from ntf_server.subscriber.leases import LEASE_INSTANCE_FILE, LeaseManager, LeaseSettings, instance_ids
 from ntf_server.subscriber.pool import SubscriberPool
 from ntf_server.subscriber.routing import client_factory as smp_client_factory
+from ntf_server.supervisor.role import WorkerRole
 from ntf_server.transport import certs
 from ntf_server.transport.certs import CredentialsError
 from ntf_server.transport.listener import ListenerLimits, NtfListener
@@ -130,8 +131,9 @@ class PartFailed(Exception):
 
 
 class NtfServer:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, role: WorkerRole | None = None) -> None:
         self.config = config
+        self.role = role  # one worker of several (supervisor/); None: the only process of the instance
         self.stats = Stats(OwnServers(config.subscriber.own_server_domains))
         self.apns_metrics = ApnsMetrics()
         self._stack: AsyncExitStack | None = None
@@ -188,7 +190,9 @@ class NtfServer:
     async def _start(self, stack: AsyncExitStack) -> None:
         cfg = self.config
         self.started_at = time.time()
-        stack.enter_context(StateLock(cfg.server.state_dir))  # before anything touches the directory
+        role = self.role
+        lock = StateLock(cfg.server.state_dir, role.lock_name) if role else StateLock(cfg.server.state_dir)
+        stack.enter_context(lock)  # before anything touches the directory
         cap_third_party_loggers()  # also for in-process servers (tests, demo) that skip setup_logging
         url = await self._redis_url(stack)
         master = load_or_create_store_key(cfg.store.key_file)
@@ -220,7 +224,8 @@ class NtfServer:
         deferred = DeferredScheduler(hidden, self._store, self.push.submit, self.stats, scan_s=cfg.push.defer_scan_s)
         cron = CronPushes(hidden, self._store, self.push.submit, self.stats, scan_s=cfg.push.cron_scan_s)
         sc = cfg.subscriber  # each SMP server is subscribed by the one instance holding its lease
-        instance, predecessor = instance_ids(cfg.server.state_dir / LEASE_INSTANCE_FILE)
+        instance, predecessor = instance_ids(cfg.server.state_dir / (role.instance_file if role
+                                                                     else LEASE_INSTANCE_FILE))
         leases = self.leases = LeaseManager(self._store.leases, self._store.get_subscription,
                                             LeaseSettings(sc.lease_ttl_s, sc.lease_renew_s, grace_s=sc.lease_ttl_s),
                                             instance=instance, predecessor=predecessor)
@@ -258,7 +263,7 @@ class NtfServer:
                        "log summaries": lambda: flush_every(summaries, SUMMARY_INTERVAL_S), **self._parts}
         if self._embedded is not None:
             self._parts["embedded redis"] = self._embedded.supervise
-        if cfg.admin.enabled:
+        if self.serves_admin:
             census = self.census = CensusTaker(self._store.client, self._store.prefix, self._store.buckets)
             self._parts["census"] = lambda: census.run(cfg.admin.census_interval_s)
             window = self.push_window = CounterWindow(push_counter_names(), time.monotonic())
@@ -266,13 +271,13 @@ class NtfServer:
         self._supervisor = asyncio.create_task(self._supervise(), name="ntf-server parts")
         stack.push_async_callback(self._stop_parts)
         try:
-            await self.listener.start(s.bind or None, s.port)
+            await self.listener.start(s.bind or None, role.port if role else s.port, reuse_port=role is not None)
         except OSError as e:
             why = os.strerror(e.errno) if e.errno else str(e)  # asyncio's own strerror repeats the address
             raise StartupError(f"cannot listen on {s.bind or '*'}:{s.port}: {why}") from e
         stack.push_async_callback(self.listener.stop)
         log_event(log, "listener.started", bind=s.bind or "*", port=self.listener.port)
-        if cfg.admin.enabled:
+        if self.serves_admin:
             await self._start_admin(stack)
         self.summary = await self._summary()
         log_event(log, "server.started", **self.summary.fields())
@@ -321,7 +326,14 @@ class NtfServer:
         self.admin = admin
         log_event(log, "admin.started", url=f"http://{cfg.bind}:{admin.port}")
 
+    @property
+    def serves_admin(self) -> bool:
+        """The admin API is on, and this is the process that serves it (worker 0 with several workers)."""
+        return self.config.admin.enabled and (self.role is None or self.role.serves_admin)
+
     async def _redis_url(self, stack: AsyncExitStack) -> str:
+        if self.role is not None and self.role.redis_url:  # the supervisor's embedded Redis
+            return self.role.redis_url
         url = self.config.redis_url().strip()
         if url:
             return url
@@ -400,18 +412,26 @@ class NtfServer:
 
 async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT (returns) or until a part fails (raises ``PartFailed``)."""
-    server = NtfServer(config)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await server.start()
+
+    def announce(server: NtfServer) -> None:
         assert server.summary is not None
         print("\n".join(server.summary.lines()), flush=True)
         print(f"Listening on port {server.port}. Stop with Ctrl-C.", flush=True)
         if ready is not None:
             ready.set()
+
+    await serve_until(NtfServer(config), announce, asyncio.Event())
+
+
+async def serve_until(server: NtfServer, announce: Callable[[NtfServer], None], stop: asyncio.Event) -> None:
+    """Start ``server``, ``announce`` it, serve until SIGTERM/SIGINT or ``stop`` (returns) or until a part
+    fails (raises ``PartFailed``), then stop it gracefully."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await server.start()
+        announce(server)
         failed = asyncio.create_task(server.wait())
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({failed, stopped}, return_when=asyncio.FIRST_COMPLETED)
