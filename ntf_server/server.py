@@ -43,6 +43,7 @@ from ntf_server.admin.figures import Sources, StoreView
 from ntf_server.admin.policy import PolicyApi
 from ntf_server.admin.status import sample_every
 from ntf_server.admin.window import CounterWindow, push_counter_names
+from ntf_server.admin.workers import InstanceView, LocalFigures, WorkerFiguresServer, WorkerPeers, socket_path
 from ntf_server.apns_metrics import ApnsMetrics
 from ntf_server.config import Config, ConfigError, redact_url
 from ntf_server.handlers import HandlerLimits, NtfHandlers
@@ -153,6 +154,7 @@ class NtfServer:
         self.started_at = 0.0  # Unix time of start() (uptime in the admin API)
         self.push_window: CounterWindow | None = None  # pushes in the last hour (admin/window.py)
         self.summary: StartSummary | None = None
+        self._instance_view: InstanceView | None = None  # worker 0 of several: the admin API's sums
 
     def __repr__(self) -> str:
         parts = ",".join(self._parts) or "-"
@@ -267,7 +269,11 @@ class NtfServer:
             census = self.census = CensusTaker(self._store.client, self._store.prefix, self._store.buckets)
             self._parts["census"] = lambda: census.run(cfg.admin.census_interval_s)
             window = self.push_window = CounterWindow(push_counter_names(), time.monotonic())
-            self._parts["push window"] = lambda: sample_every(window, self.stats)
+            view = self._instance_view = await self._across_workers(stack)
+            counters = view.counters if view else None
+            self._parts["push window"] = lambda: sample_every(window, self.stats, counters=counters)
+        elif cfg.admin.enabled:  # another worker: its figures for worker 0's admin API
+            await self._across_workers(stack)
         self._supervisor = asyncio.create_task(self._supervise(), name="ntf-server parts")
         stack.push_async_callback(self._stop_parts)
         try:
@@ -309,7 +315,7 @@ class NtfServer:
         src = Sources(self.stats, self.apns_metrics, StoreView(self.store), self.pool, self.listener,
                       lambda: self.push.queue_length if self.push else 0, lambda: census.latest,
                       self.activity.counts, self.stats.own, self.started_at, self.push_window,
-                      lambda: self.push.retries_waiting if self.push else 0)
+                      lambda: self.push.retries_waiting if self.push else 0, self._instance_view)
         policy = PolicyApi(PolicyStore(self.store.client, self.store.prefix),
                            PolicySettings.from_config(self.config.push))
         try:
@@ -330,6 +336,24 @@ class NtfServer:
     def serves_admin(self) -> bool:
         """The admin API is on, and this is the process that serves it (worker 0 with several workers)."""
         return self.config.admin.enabled and (self.role is None or self.role.serves_admin)
+
+    async def _across_workers(self, stack: AsyncExitStack) -> InstanceView | None:
+        """With several workers: worker 0's view of the instance (admin/workers.py); the others serve their
+        figures to it. None for one process."""
+        role = self.role
+        if role is None:
+            return None
+        assert self.push is not None and self.pool is not None and self.listener is not None
+        push = self.push
+        local = LocalFigures(role.index, self.stats, self.apns_metrics, self.pool, self.listener,
+                             lambda: push.queue_length, lambda: push.retries_waiting)
+        state_dir = self.config.server.state_dir
+        if role.serves_admin:
+            return InstanceView(local, WorkerPeers(state_dir, role.count))
+        figures = WorkerFiguresServer(local, socket_path(state_dir, role.index))
+        await figures.start()
+        stack.push_async_callback(figures.stop)
+        return None
 
     async def _redis_url(self, stack: AsyncExitStack) -> str:
         if self.role is not None and self.role.redis_url:  # the supervisor's embedded Redis

@@ -2,11 +2,12 @@
 and one store (README "Workers"). Real processes: the supervisor is started as an operator starts it, an
 APNs simulator and SMP stand-ins are the world. A worker killed with kill -9 is started again and its SMP
 servers are subscribed again; SIGTERM to the supervisor drains every worker, no push lost; both workers
-accept TNEWs on the one port."""
+accept TNEWs on the one port, and worker 0's admin API answers for both."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -16,12 +17,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 from e2e_env import TOPIC
+from prometheus_client.parser import text_string_to_metric_families
 from server_process import ServerProcess, free_port, init_config
 from test_leases_kill9 import decrypt, lease_owners, until
 
 from apns.jwt import generate_test_key
 from apns.simulator import ApnsSimulator, SimulatorKey
+from ntf_server.config import load_config
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.sim.device import NtfClient, SimApp
 from ntf_server.sim.smp_server import QueueCredentials, SmpServerStandIn
@@ -61,6 +65,15 @@ def established(pid: int, port: int) -> int:
             if f[3] == "01" and int(f[1].rsplit(":", 1)[1], 16) == port and f[9] in inodes:
                 count += 1
     return count
+
+
+async def admin_get(w: World, path: str) -> str:
+    cfg = load_config(w.server.config_dir)
+    token = cfg.admin.token().read().decode().strip()
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=10) as http:
+        r = await http.get(f"http://127.0.0.1:{cfg.admin.port}{path}")
+    r.raise_for_status()
+    return r.text
 
 
 @dataclass
@@ -199,6 +212,19 @@ async def test_two_workers_accept_tnews_on_one_port(
             per_worker = {i: established(pid, w.server.port) for i, pid in worker_pids(w.supervisor).items()}
             assert sum(per_worker.values()) == len(clients)
             assert all(n > 0 for n in per_worker.values()), per_worker  # the kernel spread them (SO_REUSEPORT)
+            # worker 0's admin API answers for the instance: sums over both, each worker labelled
+            metrics = await admin_get(w, "/metrics")
+            samples = {(s.name, s.labels.get("worker")): s.value
+                       for family in text_string_to_metric_families(metrics) for s in family.samples}
+            assert samples[("ntf_tokens_created_total", None)] == len(clients) + 1  # and the first device's
+            assert samples[("ntf_client_connections", None)] == len(clients)
+            assert {i: samples[("ntf_worker_client_connections", str(i))] for i in (0, 1)} == per_worker
+            assert samples[("ntf_worker_up", "0")] == samples[("ntf_worker_up", "1")] == 1
+            assert sum(samples[("ntf_worker_smp_servers", str(i))] for i in (0, 1)) == STAND_INS
+            smp = json.loads(await admin_get(w, "/v1/smp-servers"))
+            assert sum(smp["other"]["by_worker"].values()) == STAND_INS
+            status = json.loads(await admin_get(w, "/v1/status"))
+            assert [(r["worker"], r["client_connections"]) for r in status["workers"]] == sorted(per_worker.items())
         finally:
             for client in clients:
                 await client.close()
