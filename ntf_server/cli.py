@@ -28,9 +28,9 @@ from ntf_server.config import (
     render_default_config,
 )
 from ntf_server.protocol.encoding import CodecError, check_host
+from ntf_server.supervisor.processes import use_system_malloc
 from ntf_server.transport import certs
 from ntf_server.transport.certs import CredentialsError, SignAlgorithm
-from ntf_server.transport.memory import use_system_malloc
 
 CONFIG_DIR_ENV: Final = "NTF_SERVER_CFG_PATH"  # same variable as the Haskell server
 DEFAULT_CONFIG_DIR: Final = "ntf-config"
@@ -301,13 +301,17 @@ def check_private_files(config: Config) -> None:
 
 def cmd_start(config_dir: Path) -> int:
     config, _ = load_initialised(config_dir)
-    use_system_malloc()  # re-executes once: freed memory returns to the system
+    use_system_malloc()  # re-executes once: freed memory returns to the system (workers inherit it)
+    workers = config.server.worker_count()
     # Imported here: only the CLI imports the server (ntf_server/README.md's import rule), and init/check-config
     # must not pay for (or depend on) the whole server stack.
-    from ntf_server.server import run  # type: ignore[import-not-found,unused-ignore]
+    if workers == 1:  # one process, no supervisor
+        from ntf_server.server import run
 
-    status: int = run(config)
-    return status
+        return run(config)
+    from ntf_server.supervisor.supervisor import run as supervise
+
+    return supervise(config, workers)
 
 
 def cmd_demo(messages: int, more: int, keep_running: bool) -> int:

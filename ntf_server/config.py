@@ -33,6 +33,7 @@ from ntf_server.protocol.encoding import CodecError, check_host
 
 CONFIG_FILE: Final = "ntf-server.toml"
 STORE_KEY_BYTES: Final = 32
+MAX_WORKERS: Final = 256  # [server] workers: more is a typo, not a machine
 
 T = TypeVar("T")
 
@@ -41,9 +42,10 @@ class ConfigError(Exception):
     """Invalid configuration; the message names the offending key as ``section.key``."""
 
 
-def setting(default: Any, doc: str, *, min: float | None = None, max: float | None = None) -> Any:
-    """A config field: default, one-line doc (becomes the template comment), numeric bounds."""
-    meta = {"doc": doc, "min": min, "max": max}
+def setting(default: Any, doc: str, *, min: float | None = None, max: float | None = None, ints: bool = False) -> Any:
+    """A config field: default, one-line doc (becomes the template comment), numeric bounds; ``ints``: a
+    string setting that also takes a TOML integer (``workers = 4`` as well as ``workers = "auto"``)."""
+    meta = {"doc": doc, "min": min, "max": max, "ints": ints}
     if dataclasses.is_dataclass(default):
         return field(default_factory=lambda: default, metadata=meta)
     return field(default=default, metadata=meta)
@@ -169,12 +171,24 @@ class ServerConfig:
     first_byte_timeout_s: float = setting(
         10.0, "drop a socket that sends nothing this long after accept (a silent socket holds a handshake slot; "
         "capped at tls_timeout_s)", min=0.1)
+    workers: str = setting(
+        "auto", "worker processes sharing the port and the store, under one supervisor: a number, or auto = one "
+        "per CPU core; 1 = one process, no supervisor", ints=True)
 
     def validate(self, path: str) -> None:
         try:
             check_host(self.host)
         except CodecError as e:
             raise ConfigError(f"{path}.host: {e}") from e
+        self.worker_count()
+
+    def worker_count(self) -> int:
+        """``workers`` as a number: ``auto`` is the machine's CPU cores (at least 1)."""
+        if self.workers == "auto":
+            return max(os.cpu_count() or 1, 1)
+        if not self.workers.isdecimal() or not 1 <= int(self.workers) <= MAX_WORKERS:
+            raise ConfigError(f"server.workers: expected auto or 1..{MAX_WORKERS}, got {self.workers!r}")
+        return int(self.workers)
 
 
 @dataclass(frozen=True)
@@ -540,6 +554,8 @@ def _value(hint: Any, raw: Any, key: str, meta: Mapping[str, Any], config_dir: P
         if isinstance(raw, bool) or not isinstance(raw, (int, float) if kind is float else int):
             raise ConfigError(f"{key}: expected {'a number' if kind is float else 'an integer'}, got {raw!r}")
         return _bounded(kind(raw), key, meta)
+    if meta.get("ints") and isinstance(raw, int) and not isinstance(raw, bool):
+        raw = str(raw)
     text = _typed(raw, str, key, "a string")
     if kind is Path:
         if optional and not text:

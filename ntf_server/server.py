@@ -43,6 +43,7 @@ from ntf_server.admin.figures import Sources, StoreView
 from ntf_server.admin.policy import PolicyApi
 from ntf_server.admin.status import sample_every
 from ntf_server.admin.window import CounterWindow, push_counter_names
+from ntf_server.admin.workers import InstanceView, LocalFigures, WorkerFiguresServer, WorkerPeers, socket_path
 from ntf_server.apns_metrics import ApnsMetrics
 from ntf_server.config import Config, ConfigError, redact_url
 from ntf_server.handlers import HandlerLimits, NtfHandlers
@@ -78,6 +79,7 @@ from ntf_server.store.vrfcap import VerificationCap
 from ntf_server.subscriber.leases import LEASE_INSTANCE_FILE, LeaseManager, LeaseSettings, instance_ids
 from ntf_server.subscriber.pool import SubscriberPool
 from ntf_server.subscriber.routing import client_factory as smp_client_factory
+from ntf_server.supervisor.role import WorkerRole
 from ntf_server.transport import certs
 from ntf_server.transport.certs import CredentialsError
 from ntf_server.transport.listener import ListenerLimits, NtfListener
@@ -132,8 +134,9 @@ class PartFailed(Exception):
 
 
 class NtfServer:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, role: WorkerRole | None = None) -> None:
         self.config = config
+        self.role = role  # one worker of several (supervisor/); None: the only process of the instance
         self.stats = Stats(OwnServers(config.subscriber.own_server_domains))
         self.apns_metrics = ApnsMetrics()
         self._stack: AsyncExitStack | None = None
@@ -153,6 +156,7 @@ class NtfServer:
         self.started_at = 0.0  # Unix time of start() (uptime in the admin API)
         self.push_window: CounterWindow | None = None  # pushes in the last hour (admin/window.py)
         self.summary: StartSummary | None = None
+        self._instance_view: InstanceView | None = None  # worker 0 of several: the admin API's sums
 
     def __repr__(self) -> str:
         parts = ",".join(self._parts) or "-"
@@ -190,7 +194,9 @@ class NtfServer:
     async def _start(self, stack: AsyncExitStack) -> None:
         cfg = self.config
         self.started_at = time.time()
-        stack.enter_context(StateLock(cfg.server.state_dir))  # before anything touches the directory
+        role = self.role
+        lock = StateLock(cfg.server.state_dir, role.lock_name) if role else StateLock(cfg.server.state_dir)
+        stack.enter_context(lock)  # before anything touches the directory
         cap_third_party_loggers()  # also for in-process servers (tests, demo) that skip setup_logging
         url = await self._redis_url(stack)
         master = load_or_create_store_key(cfg.store.key_file)
@@ -224,7 +230,8 @@ class NtfServer:
         cron = CronPushes(hidden, self._store, self.push.submit, self.stats, scan_s=cfg.push.cron_scan_s,
                           lease_s=cfg.push.claim_lease_s)
         sc = cfg.subscriber  # each SMP server is subscribed by the one instance holding its lease
-        instance, predecessor = instance_ids(cfg.server.state_dir / LEASE_INSTANCE_FILE)
+        instance, predecessor = instance_ids(cfg.server.state_dir / (role.instance_file if role
+                                                                     else LEASE_INSTANCE_FILE))
         leases = self.leases = LeaseManager(self._store.leases, self._store.get_subscription,
                                             LeaseSettings(sc.lease_ttl_s, sc.lease_renew_s, grace_s=sc.lease_ttl_s),
                                             instance=instance, predecessor=predecessor)
@@ -264,23 +271,27 @@ class NtfServer:
                        "log summaries": lambda: flush_every(summaries, SUMMARY_INTERVAL_S), **self._parts}
         if self._embedded is not None:
             self._parts["embedded redis"] = self._embedded.supervise
-        if cfg.admin.enabled:
+        if self.serves_admin:
             census = self.census = CensusTaker(self._store.client, self._store.prefix, self._store.buckets)
             self._parts["census"] = census_job(census, SharedCensus(self._store.client, self._store.prefix),
                                                self._store.leases, instance, JobTiming(
                                                    cfg.admin.census_interval_s, sc.lease_ttl_s, sc.lease_renew_s)).run
             window = self.push_window = CounterWindow(push_counter_names(), time.monotonic())
-            self._parts["push window"] = lambda: sample_every(window, self.stats)
+            view = self._instance_view = await self._across_workers(stack)
+            counters = view.counters if view else None
+            self._parts["push window"] = lambda: sample_every(window, self.stats, counters=counters)
+        elif cfg.admin.enabled:  # another worker: its figures for worker 0's admin API
+            await self._across_workers(stack)
         self._supervisor = asyncio.create_task(self._supervise(), name="ntf-server parts")
         stack.push_async_callback(self._stop_parts)
         try:
-            await self.listener.start(s.bind or None, s.port)
+            await self.listener.start(s.bind or None, role.port if role else s.port, reuse_port=role is not None)
         except OSError as e:
             why = os.strerror(e.errno) if e.errno else str(e)  # asyncio's own strerror repeats the address
             raise StartupError(f"cannot listen on {s.bind or '*'}:{s.port}: {why}") from e
         stack.push_async_callback(self.listener.stop)
         log_event(log, "listener.started", bind=s.bind or "*", port=self.listener.port)
-        if cfg.admin.enabled:
+        if self.serves_admin:
             await self._start_admin(stack)
         self.summary = await self._summary()
         log_event(log, "server.started", **self.summary.fields())
@@ -312,7 +323,7 @@ class NtfServer:
         src = Sources(self.stats, self.apns_metrics, StoreView(self.store), self.pool, self.listener,
                       lambda: self.push.queue_length if self.push else 0, lambda: census.latest,
                       self.activity.counts, self.stats.own, self.started_at, self.push_window,
-                      lambda: self.push.retries_waiting if self.push else 0)
+                      lambda: self.push.retries_waiting if self.push else 0, self._instance_view)
         policy = PolicyApi(PolicyStore(self.store.client, self.store.prefix),
                            PolicySettings.from_config(self.config.push))
         try:
@@ -329,7 +340,32 @@ class NtfServer:
         self.admin = admin
         log_event(log, "admin.started", url=f"http://{cfg.bind}:{admin.port}")
 
+    @property
+    def serves_admin(self) -> bool:
+        """The admin API is on, and this is the process that serves it (worker 0 with several workers)."""
+        return self.config.admin.enabled and (self.role is None or self.role.serves_admin)
+
+    async def _across_workers(self, stack: AsyncExitStack) -> InstanceView | None:
+        """With several workers: worker 0's view of the instance (admin/workers.py); the others serve their
+        figures to it. None for one process."""
+        role = self.role
+        if role is None:
+            return None
+        assert self.push is not None and self.pool is not None and self.listener is not None
+        push = self.push
+        local = LocalFigures(role.index, self.stats, self.apns_metrics, self.pool, self.listener,
+                             lambda: push.queue_length, lambda: push.retries_waiting)
+        state_dir = self.config.server.state_dir
+        if role.serves_admin:
+            return InstanceView(local, WorkerPeers(state_dir, role.count))
+        figures = WorkerFiguresServer(local, socket_path(state_dir, role.index))
+        await figures.start()
+        stack.push_async_callback(figures.stop)
+        return None
+
     async def _redis_url(self, stack: AsyncExitStack) -> str:
+        if self.role is not None and self.role.redis_url:  # the supervisor's embedded Redis
+            return self.role.redis_url
         url = self.config.redis_url().strip()
         if url:
             return url
@@ -408,18 +444,26 @@ class NtfServer:
 
 async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT (returns) or until a part fails (raises ``PartFailed``)."""
-    server = NtfServer(config)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await server.start()
+
+    def announce(server: NtfServer) -> None:
         assert server.summary is not None
         print("\n".join(server.summary.lines()), flush=True)
         print(f"Listening on port {server.port}. Stop with Ctrl-C.", flush=True)
         if ready is not None:
             ready.set()
+
+    await serve_until(NtfServer(config), announce, asyncio.Event())
+
+
+async def serve_until(server: NtfServer, announce: Callable[[NtfServer], None], stop: asyncio.Event) -> None:
+    """Start ``server``, ``announce`` it, serve until SIGTERM/SIGINT or ``stop`` (returns) or until a part
+    fails (raises ``PartFailed``), then stop it gracefully."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await server.start()
+        announce(server)
         failed = asyncio.create_task(server.wait())
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({failed, stopped}, return_when=asyncio.FIRST_COMPLETED)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Final, Protocol
 
 from redis.asyncio import Redis
@@ -52,6 +53,18 @@ class AdminListener(Protocol):
     def connections(self) -> int: ...
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerRow:
+    """One worker of the instance (``[server] workers``; admin/workers.py)."""
+
+    worker: int
+    up: bool  # answered this request
+    pid: int
+    connections: int
+    queue_length: int
+    servers: tuple[SMPServer, ...]  # the SMP servers it holds (its links)
+
+
 @dataclass(frozen=True)
 class Sources:
     """The narrow views of the running server that the admin API reads."""
@@ -68,6 +81,8 @@ class Sources:
     started_at: float = field(default_factory=time.time)  # Unix time (uptime in /v1/status)
     window: CounterWindow | None = None  # push counters a minute apart (pushes in the last hour)
     retries_waiting: Callable[[], int] = lambda: 0  # pushes scheduled for a retry (push/delivery.py)
+    # with several workers: worker 0's figures -> the instance's (admin/workers.py); None: one process
+    across_workers: Callable[[Figures], Awaitable[Figures]] | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +101,8 @@ class Figures:
     listening: bool
     connections: int
     retries_waiting: int = 0
+    workers: tuple[WorkerRow, ...] = ()  # empty: one process
+    owner: Mapping[SMPServer, int] = field(default_factory=lambda: MappingProxyType({}))  # server -> worker
 
 
 async def gather(src: Sources) -> Figures:
@@ -98,13 +115,14 @@ async def gather(src: Sources) -> Figures:
                 active = await src.active_tokens()
         except (StoreError, TimeoutError):
             up = False
-    return Figures(
+    fig = Figures(
         version=__version__, now=time.time(), stats=src.stats.snapshot(), apns=src.apns.snapshot(),
         store_up=up, counts=counts, active=active, census=src.census(), links=tuple(src.pool.link_states()),
         queue_length=src.queue_length(), resubscription=src.pool.resubscription,
         listening=src.listener.listening, connections=src.listener.connections,
         retries_waiting=src.retries_waiting(),
     )
+    return fig if src.across_workers is None else await src.across_workers(fig)
 
 
 async def health(src: Sources) -> str | None:

@@ -44,6 +44,7 @@ class _Collector:
         yield from _gauges(self._fig)
         yield from _smp(self._fig, self._own)
         yield from _apns(self._fig)
+        yield from _workers(self._fig)
 
 
 def _counters(fig: Figures) -> Iterator[Metric]:
@@ -163,3 +164,19 @@ def _apns(fig: Figures) -> Iterator[Metric]:
     for (env, status, reason), n in sorted(fig.apns.answers.items()):
         a.add_metric([env, str(status), reason], n)
     yield a
+
+
+def _workers(fig: Figures) -> Iterator[Metric]:
+    """Each worker's own figures, labelled by worker number (none for one process); the families above
+    are their sums."""
+    if not fig.workers:
+        return
+    families = (("worker_up", "1 when the worker answered this scrape", lambda w: 1 if w.up else 0),
+                ("worker_client_connections", "Open NTF client sockets of the worker", lambda w: w.connections),
+                ("worker_push_queue_length", "Pushes waiting in the worker's pipeline", lambda w: w.queue_length),
+                ("worker_smp_servers", "SMP servers the worker holds (its leases)", lambda w: len(w.servers)))
+    for name, doc, value in families:
+        m = GaugeMetricFamily(PREFIX + name, doc, labels=["worker"])
+        for w in fig.workers:
+            m.add_metric([str(w.worker)], value(w))
+        yield m

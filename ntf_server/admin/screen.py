@@ -1,5 +1,5 @@
 """The ``ntf-server status`` screen: pure, ``/v1/status`` JSON in, lines out (fits 80x24 for a small
-deployment: sections Server, Store, SMP servers, Pushes, Policy)."""
+deployment: sections Server, Workers (with several), Store, SMP servers, Pushes, Policy)."""
 
 from __future__ import annotations
 
@@ -44,11 +44,27 @@ def status_lines(s: Mapping[str, Any]) -> list[str]:
     sv = s["server"]
     lines.append(_line("Server", f"NTF listener {'up' if sv['listener_up'] else 'DOWN'}, "
                        f"{sv['client_connections']} client connections, push queue {sv['push_queue_length']}"))
+    lines += _workers(s.get("workers") or [])
     lines += _store(s["store"])
     lines += _smp(s["smp_servers"])
     lines += _pushes(s["pushes"])
     lines += _policy(s["policy"])
     return lines
+
+
+def _workers(rows: list[Mapping[str, Any]]) -> list[str]:
+    """One line per worker (none for one process): its connections, queue and SMP servers."""
+    out: list[str] = []
+    for w in rows:
+        if not w["up"]:
+            out.append(_line("Workers" if not out else "", f"{w['worker']}: DOWN (not answering)"))
+            continue
+        named = w["own_servers"][:MAX_NAMED]
+        more = len(w["own_servers"]) - len(named) + w["other_servers"]
+        servers = ", ".join([*named, *([f"{more} other"] if more else [])]) or "none"
+        out.append(_line("Workers" if not out else "", f"{w['worker']}: pid {w['pid']}, {w['client_connections']} "
+                         f"connections, queue {w['push_queue_length']}, SMP servers: {servers}"))
+    return out
 
 
 def _store(st: Mapping[str, Any]) -> list[str]:

@@ -53,7 +53,7 @@ GOAL_RETURN = 0.10
 
 def run_child(config_dir: str, overrides: str) -> None:
     try:  # what `ntf-server start` does first, where the code under test has it
-        from ntf_server.transport.memory import use_system_malloc
+        from ntf_server.supervisor.processes import use_system_malloc
     except ImportError:
         pass
     else:
