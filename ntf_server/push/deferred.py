@@ -10,6 +10,18 @@ retry), ``done`` removes it, unless a newer notification joined it during the se
 budget returns again). A process that dies between claim and ``done`` leaves the entry to be claimed again after the
 lease: a push may then be sent twice, never lost.
 
+Several instances (or workers) on one data set, checked by tests/reliability/test_scheduled_kill9.py:
+  - both alive: every scheduler reads the same due index, and the claim script lets one of them have each push
+    (it is due again only one lease later): sent once, as long as its send ends within the lease. A send waits
+    at most for APNs' answer (the client's 10 s timeout; a "retry later" goes to the outbox, whose claims
+    the pipeline extends), so ``[push] claim_lease_s`` must stay well above that (default 30 s);
+  - kill -9 mid-send: after the lease the push is due again and the next round of any instance claims it,
+    spends the budget again and sends it, built from the token's newest notifications then: never lost;
+    sent twice only when the dead one's push had reached APNs (at least once for the in-flight push). Killed
+    after APNs answered "retry later" and before ``done``: the outbox's retry and the claim both send it.
+  - not covered: a ``StoreError`` while the push goes to the outbox for a retry (Redis away at that moment)
+    still ends in ``done``: that push is lost, counted in ``scheduler.store_error``.
+
 The round sleeps until the earliest due time, at most ``scan_s``; a Redis error is logged and the round
 retried (the store's own health probe reports the outage), never fatal to the server.
 """

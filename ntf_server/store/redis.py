@@ -7,7 +7,9 @@
 | subscriptions.py    | subscriptions                                | s:<n>:<bucket>, t{T}:subs, n:sub       |
 | notices.py          | notices: stored and decided a batch at a time | t{T}:ln, n:ln, b:<x>, t{T}:dfr, dfr   |
 | outbox.py           | pushes from their decision to APNs' answer   | ob, ob:a, obq, ob:n                    |
-| leases.py           | which instance subscribes which SMP server   | ls:<n>, ls:n, lp, lh:<n>               |
+| leases.py           | who subscribes an SMP server, runs a job     | ls:<n>, ls:n, lp, lh:<n>, lj:<job>     |
+| budget.py           | budgets; deferred and periodic push claims   | b:<x>, t{T}:dfr, dfr, t{T}:cr(c)       |
+| census_shared.py    | the latest census, for every instance        | census                                 |
 | dataset.py          | the data set: calls, meta, stand-ins, counts | meta, dummy:t, dummy                   |
 | sub_aliases.py      | subscription ids kept from an import         | sa                                     |
 | importing.py        | import-simplex only: whole tokens as they are | all of the above, as the normal paths |
