@@ -7,8 +7,8 @@ import time
 from collections.abc import Mapping
 from typing import Any, Final
 
-from ntf_server.admin.tables import table
 from ntf_server.admin.window import SPAN_S, STEP_S
+from ntf_server.cli.tables import table
 
 LABEL: Final = 13  # width of the section names
 MAX_NAMED: Final = 3  # own SMP servers named as down, the rest counted
