@@ -243,7 +243,8 @@ async def _admin_parts(env: Env, apns: ApnsMetrics, stack: AsyncExitStack) -> No
     if not cfg.admin.enabled:
         return
     local = None if role is None else LocalFigures(role.index, env.stats, apns, env.pool, env.listener,
-                                                   lambda: push.queue_length, lambda: push.retries_waiting)
+                                                   lambda: push.queue_length, lambda: push.retries_waiting,
+                                                   role.restarts)
     state_dir = cfg.server.state_dir
     if not serves_admin(cfg, role):
         assert role is not None and local is not None

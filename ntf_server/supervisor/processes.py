@@ -1,6 +1,6 @@
 """Process management: the allocator re-exec, and one worker process and its two pipes.
 
-A worker is ``python -m ntf_server.supervisor.worker <config dir> <index> <count> <port>``. Its stdin is
+A worker is ``python -m ntf_server.supervisor.worker <config dir> <index> <count> <port> <restarts>``. Its stdin is
 the supervisor's: one line, the embedded Redis URL (a secret: never in argv, which every user can read), then
 nothing until the supervisor ends, so end-of-file tells the worker its supervisor is gone (even after
 ``kill -9``) and it stops as on SIGTERM. Its stdout carries one JSON line once it serves: its port and its
@@ -71,6 +71,7 @@ class WorkerProcess:
     async def spawn(cls, config_dir: Path, role: WorkerRole) -> WorkerProcess:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", WORKER_MODULE, str(config_dir), str(role.index), str(role.count), str(role.port),
+            str(role.restarts),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )
         assert proc.stdin is not None

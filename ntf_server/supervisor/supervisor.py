@@ -24,6 +24,7 @@ import signal
 import sys
 import time
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from typing import Final
 
 from ntf_server.config import Config
@@ -92,6 +93,7 @@ class WorkerSlot:
                 if stop.is_set():
                     return
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
+                self.role = replace(self.role, restarts=self.restarts)
                 await self.spawn()
                 self._announce_restart()
         finally:

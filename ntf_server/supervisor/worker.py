@@ -52,10 +52,10 @@ async def _serve(config: Config, role: WorkerRole) -> None:
 
 
 def main(argv: list[str]) -> int:
-    config_dir, index, count, port = argv
+    config_dir, index, count, port, restarts = argv
     config = load_config(Path(config_dir) / CONFIG_FILE)
-    setup_logging(config.log)
-    role = WorkerRole(int(index), int(count), int(port), _first_line(STDIN))
+    setup_logging(config.log, worker=int(index))
+    role = WorkerRole(int(index), int(count), int(port), _first_line(STDIN), int(restarts))
     try:
         asyncio.run(_serve(config, role))
     except OPERATOR_ERRORS as e:

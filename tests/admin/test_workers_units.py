@@ -3,6 +3,7 @@ and worker 0's answer sums every worker's, labels each, and shows a worker that 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import MappingProxyType
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -31,14 +32,14 @@ def worker(index: int, links: tuple[tuple[SMPServer, str], ...], tokens: int, co
 
 
 def test_a_workers_figures_survive_their_json() -> None:
-    f = worker(1, ((OWN, "up"), (THEIRS, "connecting")), 5, 3)
+    f = replace(worker(1, ((OWN, "up"), (THEIRS, "connecting")), 5, 3), restarts=2)
     assert from_json(to_json(f)) == f
 
 
 def test_worker_0_sums_every_worker_and_labels_each() -> None:
     zero = worker(0, ((OWN, "up"),), 2, 4)
     one = worker(1, ((THEIRS, "up"), (ANOTHER, "down")), 5, 3)
-    fig = merge(figures(Stats()), zero, [one, None])
+    fig = merge(figures(Stats()), zero, [replace(one, restarts=3), None])
     assert fig.stats[Stat.TKN_CREATED] == 7
     assert fig.stats.by_server[(Stat.NTF_RECEIVED, "smp1.own.example")] == 7
     assert fig.apns.latency["test"].total == 2 and fig.apns.answers[("test", 200, "")] == 2
@@ -53,6 +54,7 @@ def test_worker_0_sums_every_worker_and_labels_each() -> None:
     assert samples[("ntf_tokens_created_total", None)] == 7
     assert [samples[("ntf_worker_up", str(i))] for i in range(3)] == [1, 1, 0]
     assert [samples[("ntf_worker_smp_servers", str(i))] for i in range(3)] == [1, 2, 0]
+    assert [samples.get(("ntf_worker_restarts_total", str(i))) for i in range(3)] == [0, 3, None]
     smp = views.smp_servers_json(fig, own)
     assert [(r["server"], r["worker"]) for r in smp["own"]] == [("smp1.own.example", 0)]
     assert smp["other"]["by_worker"] == {"0": 0, "1": 2, "2": 0}

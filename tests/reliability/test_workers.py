@@ -178,6 +178,12 @@ async def test_a_worker_killed_is_started_again_and_its_smp_servers_subscribed_a
         log = (tmp_path / "server.log").read_text()
         assert f"event=supervisor.worker_exited worker={victim} pid={old[victim]} status=\"signal SIGKILL\"" in log
         assert f"event=supervisor.worker_started worker={victim}" in log
+        assert f" worker={victim} logger=ntf_server.subscriber.leases" in log  # a worker's lines say which
+        samples = {(s.name, s.labels.get("worker")): s.value
+                   for family in text_string_to_metric_families(await admin_get(w, "/metrics"))
+                   for s in family.samples}
+        assert samples[("ntf_worker_restarts_total", str(victim))] == 1
+        assert samples[("ntf_worker_restarts_total", str(1 - victim))] == 0
     print(f"kill -9 of worker {victim} ({owners.count(victim)} of {STAND_INS} SMP servers): started again and "
           f"every queue subscribed {took_s:.2f} s later")
 
