@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import re
 import signal
 import socket
@@ -181,10 +183,14 @@ async def one_round(args: argparse.Namespace, url: str, redis_pid: int, rate: in
               f"{busy['redis']:.2f}, stand-ins {busy['stand-ins']:.2f}, APNs sim {busy['apns sim']:.2f}", flush=True)
         return res
     finally:
+        workers = server_pids(procs[-1].pid)[1:] if len(procs) > len(standins) + 1 else []
         for p in procs[len(standins) + 1:]:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
         stop_all(procs)
+        for pid in workers:  # a supervisor killed by stop_all leaves its workers draining on their own: end them
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 async def bench(args: argparse.Namespace) -> None:
