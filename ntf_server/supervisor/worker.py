@@ -43,6 +43,9 @@ async def _serve(config: Config, role: WorkerRole) -> None:
         assert server.summary is not None
         sys.stdout.write(json.dumps({"port": server.port, "summary": server.summary.lines()}) + "\n")
         sys.stdout.flush()
+        # Nothing else goes to the supervisor: what serve_until prints later ("Shutting down...") must not
+        # block on, or break (EPIPE), a pipe the supervisor no longer reads or that died with it.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the rest of the process
 
     watch = asyncio.create_task(orphaned())
     try:
