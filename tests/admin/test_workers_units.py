@@ -13,6 +13,7 @@ from ntf_server.admin import metrics, views
 from ntf_server.admin.status import status_json
 from ntf_server.admin.workers import WorkerFigures, from_json, merge, to_json
 from ntf_server.apns_metrics import ApnsMetrics
+from ntf_server.cli import screen
 from ntf_server.ownservers import OwnServers
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.stats import Stat, Stats
@@ -68,3 +69,19 @@ def test_one_process_shows_no_workers() -> None:
     assert views.stats_json(fig)["workers"] == []
     assert "worker" not in str(views.smp_servers_json(fig, OwnServers(("own.example",))))
     assert b"ntf_worker_" not in metrics.render(fig, OwnServers())
+
+
+def test_the_status_screen_shows_each_worker_and_its_servers_within_80x24() -> None:
+    zero = worker(0, ((OWN, "up"),), 2, 4)
+    one = worker(1, ((THEIRS, "up"), (ANOTHER, "down")), 5, 3)
+    own = OwnServers(("own.example",))
+    pushes = {"window_s": 600.0, "kinds": {}}
+    lines = screen.status_lines(status_json(merge(figures(Stats()), zero, [one, None]), own, pushes, 0.0, None))
+    assert len(lines) <= 24 and max(map(len, lines)) <= 80, "\n".join(lines)
+    i = next(i for i, line in enumerate(lines) if line.startswith("Workers"))
+    assert lines[i:i + 3] == [
+        "Workers      0: pid 1000, 4 connections, queue 1, SMP servers: smp1.own.example",
+        "             1: pid 1001, 3 connections, queue 2, SMP servers: 2 other",
+        "             2: DOWN (not answering)"]
+    many = status_json(merge(figures(Stats()), zero, [one, *[None] * 6]), own, pushes, 0.0, None)
+    assert "and 4 more (4 down): --json shows every one" in "\n".join(screen.status_lines(many))
