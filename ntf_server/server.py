@@ -14,7 +14,9 @@ the store answers ``ERR STORE`` at once while Redis is away and reconnects in th
 ``NtfServer`` is the in-process form (tests and ``demo`` use it): ``start()``, ``wait()``, ``stop()``.
 ``run(config)`` is what ``ntf-server start`` calls: it serves until SIGTERM/SIGINT or until a part fails,
 then shuts down in order (listener first, so no request is cut mid-way, then the parts, the APNs client,
-the store, the embedded Redis child, and the lock last).
+the store, the embedded Redis child, and the lock last); ``serve_until`` is the same for a worker process
+(supervisor/worker.py). Over 300 lines: the life of one server process (start, supervision, the ordered
+stop, and the entry points that run it) reads best in one place.
 """
 
 from __future__ import annotations
@@ -68,8 +70,6 @@ from ntf_server.transport.tls import TlsError
 log = logging.getLogger(__name__)
 
 SUMMARY_INTERVAL_S: Final = 60.0  # counted log summaries (logsummary.py) are written at least this often
-
-
 EXIT_FAILED: Final = 1
 PARTS_STOP_TIMEOUT_S: Final = 10.0
 
