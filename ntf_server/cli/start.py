@@ -41,6 +41,7 @@ def summary(config: Config, key_hash: bytes) -> list[str]:
         f"Server address: {certs.server_address(key_hash, s.host, s.port)}",
         f"Listen: {s.bind or '*'}:{s.port}, max {s.max_connections} connections ({s.max_handshakes} in handshake, "
         f"{s.max_connections_per_ip} per address), idle timeout {idle}",
+        f"Workers: {_workers(s.workers, s.worker_count())}",
         f"Redis: {startsummary.redis_mode(config)}, key prefix {config.redis.key_prefix!r}",
         f"SMP via SOCKS: {startsummary.socks(config)}",
     ]
@@ -60,3 +61,8 @@ def summary(config: Config, key_hash: bytes) -> list[str]:
         lines.append("Admin API: disabled")
     lines.append(f"Log: {config.log.level.value}, {config.log.format.value}")
     return lines
+
+
+def _workers(setting: str, count: int) -> str:
+    text = "1 (one process, no supervisor)" if count == 1 else f"{count}, under a supervisor"
+    return f"{text}; {setting} = one per core" if setting == "auto" else text
