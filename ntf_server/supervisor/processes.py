@@ -83,13 +83,16 @@ class WorkerProcess:
         return self.proc.pid
 
     async def ready(self) -> Ready | None:
-        """Its announcement; None if it ended first."""
+        """Its announcement; None if it ended first. Any other line on its stdout (a library's print) is
+        passed on to the supervisor's."""
         assert self.proc.stdout is not None
-        line = await self.proc.stdout.readline()
-        if not line:
-            return None
-        data = json.loads(line)
-        return Ready(int(data["port"]), tuple(str(x) for x in data["summary"]))
+        while line := await self.proc.stdout.readline():
+            try:
+                data = json.loads(line)
+                return Ready(int(data["port"]), tuple(str(x) for x in data["summary"]))
+            except (ValueError, KeyError, TypeError):
+                sys.stdout.write(line.decode(errors="replace"))
+        return None
 
     async def wait(self) -> int:
         return await self.proc.wait()
