@@ -173,7 +173,7 @@ class ServerConfig:
         "capped at tls_timeout_s)", min=0.1)
     workers: str = setting(
         "auto", "worker processes sharing the port and the store, under one supervisor: a number, or auto = one "
-        "per CPU core; 1 = one process, no supervisor", ints=True)
+        "per CPU core it may run on; 1 = one process, no supervisor", ints=True)
 
     def validate(self, path: str) -> None:
         try:
@@ -184,8 +184,8 @@ class ServerConfig:
 
     def worker_count(self) -> int:
         """``workers`` as a number: ``auto`` is the machine's CPU cores (at least 1)."""
-        if self.workers == "auto":
-            return max(os.cpu_count() or 1, 1)
+        if self.workers == "auto":  # the cores this process may run on (a cpuset), not a CPU quota
+            return max(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 1)
         if not self.workers.isdecimal() or not 1 <= int(self.workers) <= MAX_WORKERS:
             raise ConfigError(f"server.workers: expected auto or 1..{MAX_WORKERS}, got {self.workers!r}")
         return int(self.workers)

@@ -1,6 +1,6 @@
 """Every log event the server writes: its name, level, keys and meaning (for operators' alerts and parsers).
 
-A line is ``ts=… level=… event=<name> <key>=<value>… logger=… msg="…"`` (or the same keys in one JSON
+A line is ``ts=… level=… event=<name> <key>=<value>… [worker=n] logger=… msg="…"`` (or the same keys in one JSON
 object). ``event`` and the keys below are stable: a new release may add events and keys, never rename or
 drop one without saying so in the upgrade notes. ``msg`` is for humans and may change. A plain log call
 (libraries, rare debug lines) is ``event=message`` with only ``msg``. Values that name a device token,

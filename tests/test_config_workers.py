@@ -15,8 +15,8 @@ def workers(value: object) -> int:
 
 
 def test_auto_is_one_worker_per_core_and_the_default() -> None:
-    assert workers("auto") == (os.cpu_count() or 1)
-    assert parse_config({}, Path("/cfg")).server.worker_count() == (os.cpu_count() or 1)
+    assert workers("auto") == len(os.sched_getaffinity(0))
+    assert parse_config({}, Path("/cfg")).server.worker_count() == len(os.sched_getaffinity(0))
 
 
 @pytest.mark.parametrize(("value", "count"), [(1, 1), (4, 4), ("2", 2)])

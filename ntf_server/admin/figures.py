@@ -63,6 +63,7 @@ class WorkerRow:
     connections: int
     queue_length: int
     servers: tuple[SMPServer, ...]  # the SMP servers it holds (its links)
+    restarts: int = 0  # times the supervisor started it again
 
 
 @dataclass(frozen=True)

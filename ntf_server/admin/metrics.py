@@ -180,3 +180,9 @@ def _workers(fig: Figures) -> Iterator[Metric]:
         for w in fig.workers:
             m.add_metric([str(w.worker)], value(w))
         yield m
+    restarts = CounterMetricFamily(PREFIX + "worker_restarts", "Times the supervisor started the worker again "
+                                   "after it died (since the supervisor started)", labels=["worker"])
+    for w in fig.workers:
+        if w.up:
+            restarts.add_metric([str(w.worker)], w.restarts)
+    yield restarts

@@ -58,7 +58,8 @@ def stats_json(fig: Figures) -> dict[str, Any]:
 def workers_json(fig: Figures) -> list[dict[str, Any]]:
     """Each worker of the instance (empty for one process): its own figures; the totals above sum them."""
     return [{"worker": w.worker, "up": w.up, "pid": w.pid, "client_connections": w.connections,
-             "push_queue_length": w.queue_length, "smp_servers": len(w.servers)} for w in fig.workers]
+             "push_queue_length": w.queue_length, "smp_servers": len(w.servers), "restarts": w.restarts}
+            for w in fig.workers]
 
 
 def smp_servers_json(fig: Figures, own: OwnServers) -> dict[str, Any]:

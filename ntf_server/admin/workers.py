@@ -56,6 +56,7 @@ class WorkerFigures:
     resubscription: Progress
     listening: bool
     connections: int
+    restarts: int = 0
 
 
 @dataclass(frozen=True)
@@ -69,11 +70,13 @@ class LocalFigures:
     listener: AdminListener
     queue_length: Callable[[], int]
     retries_waiting: Callable[[], int]
+    restarts: int = 0
 
     def read(self) -> WorkerFigures:
         return WorkerFigures(self.worker, os.getpid(), self.stats.snapshot(), self.apns.snapshot(),
                              tuple(self.pool.link_states()), self.queue_length(), self.retries_waiting(),
-                             self.pool.resubscription, self.listener.listening, self.listener.connections)
+                             self.pool.resubscription, self.listener.listening, self.listener.connections,
+                             self.restarts)
 
 
 # ---------------------------------------------------------------- JSON (between the workers of one instance)
@@ -97,7 +100,7 @@ def to_json(f: WorkerFigures) -> dict[str, Any]:
         "links": [[_server_json(s), state] for s, state in f.links],
         "queue_length": f.queue_length, "retries_waiting": f.retries_waiting,
         "resubscription": [r.servers, r.servers_done, r.subscriptions, r.answered, r.elapsed_s],
-        "listening": f.listening, "connections": f.connections,
+        "listening": f.listening, "connections": f.connections, "restarts": f.restarts,
     }
 
 
@@ -111,7 +114,7 @@ def from_json(d: dict[str, Any]) -> WorkerFigures:
     return WorkerFigures(int(d["worker"]), int(d["pid"]), stats, apns,
                          tuple((_server(s), str(state)) for s, state in d["links"]), int(d["queue_length"]),
                          int(d["retries_waiting"]), Progress(*d["resubscription"]), bool(d["listening"]),
-                         int(d["connections"]))
+                         int(d["connections"]), int(d["restarts"]))
 
 
 # ---------------------------------------------------------------- the other workers' side: serve, and ask
@@ -177,7 +180,7 @@ class WorkerPeers:
 
 
 def _row(f: WorkerFigures) -> WorkerRow:
-    return WorkerRow(f.worker, True, f.pid, f.connections, f.queue_length, tuple(s for s, _ in f.links))
+    return WorkerRow(f.worker, True, f.pid, f.connections, f.queue_length, tuple(s for s, _ in f.links), f.restarts)
 
 
 def merge(fig: Figures, own: WorkerFigures, peers: Sequence[WorkerFigures | None]) -> Figures:

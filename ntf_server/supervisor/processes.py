@@ -1,6 +1,6 @@
 """Process management: the allocator re-exec, and one worker process and its two pipes.
 
-A worker is ``python -m ntf_server.supervisor.worker <config dir> <index> <count> <port>``. Its stdin is
+A worker is ``python -m ntf_server.supervisor.worker <config dir> <index> <count> <port> <restarts>``. Its stdin is
 the supervisor's: one line, the embedded Redis URL (a secret: never in argv, which every user can read), then
 nothing until the supervisor ends, so end-of-file tells the worker its supervisor is gone (even after
 ``kill -9``) and it stops as on SIGTERM. Its stdout carries one JSON line once it serves: its port and its
@@ -71,6 +71,7 @@ class WorkerProcess:
     async def spawn(cls, config_dir: Path, role: WorkerRole) -> WorkerProcess:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", WORKER_MODULE, str(config_dir), str(role.index), str(role.count), str(role.port),
+            str(role.restarts),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )
         assert proc.stdin is not None
@@ -82,13 +83,16 @@ class WorkerProcess:
         return self.proc.pid
 
     async def ready(self) -> Ready | None:
-        """Its announcement; None if it ended first."""
+        """Its announcement; None if it ended first. Any other line on its stdout (a library's print) is
+        passed on to the supervisor's."""
         assert self.proc.stdout is not None
-        line = await self.proc.stdout.readline()
-        if not line:
-            return None
-        data = json.loads(line)
-        return Ready(int(data["port"]), tuple(str(x) for x in data["summary"]))
+        while line := await self.proc.stdout.readline():
+            try:
+                data = json.loads(line)
+                return Ready(int(data["port"]), tuple(str(x) for x in data["summary"]))
+            except (ValueError, KeyError, TypeError):
+                sys.stdout.write(line.decode(errors="replace"))
+        return None
 
     async def wait(self) -> int:
         return await self.proc.wait()

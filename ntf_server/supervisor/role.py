@@ -17,6 +17,7 @@ class WorkerRole:
     count: int
     port: int  # the NTF port every worker listens on (chosen by the supervisor when the config says 0)
     redis_url: str = ""  # the supervisor's embedded Redis; empty = the config's [redis] url
+    restarts: int = 0  # times the supervisor started this worker again before this process (admin figures)
 
     def __post_init__(self) -> None:
         if not 0 <= self.index < self.count:

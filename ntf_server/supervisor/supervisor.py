@@ -24,12 +24,14 @@ import signal
 import sys
 import time
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from typing import Final
 
 from ntf_server.config import Config
+from ntf_server.env import StartupError
 from ntf_server.logevents import log_event
 from ntf_server.logsetup import setup_logging
-from ntf_server.server import EXIT_FAILED, OPERATOR_ERRORS, PARTS_STOP_TIMEOUT_S, PartFailed, StartupError
+from ntf_server.server import EXIT_FAILED, OPERATOR_ERRORS, PARTS_STOP_TIMEOUT_S, PartFailed
 from ntf_server.statelock import StateLock
 from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.supervisor.processes import WorkerProcess, describe_exit, reserve_port
@@ -91,6 +93,7 @@ class WorkerSlot:
                 if stop.is_set():
                     return
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
+                self.role = replace(self.role, restarts=self.restarts)
                 await self.spawn()
                 self._announce_restart()
         finally:

@@ -43,6 +43,9 @@ async def _serve(config: Config, role: WorkerRole) -> None:
         assert server.summary is not None
         sys.stdout.write(json.dumps({"port": server.port, "summary": server.summary.lines()}) + "\n")
         sys.stdout.flush()
+        # Nothing else goes to the supervisor: what serve_until prints later ("Shutting down...") must not
+        # block on, or break (EPIPE), a pipe the supervisor no longer reads or that died with it.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the rest of the process
 
     watch = asyncio.create_task(orphaned())
     try:
@@ -52,10 +55,10 @@ async def _serve(config: Config, role: WorkerRole) -> None:
 
 
 def main(argv: list[str]) -> int:
-    config_dir, index, count, port = argv
+    config_dir, index, count, port, restarts = argv
     config = load_config(Path(config_dir) / CONFIG_FILE)
-    setup_logging(config.log)
-    role = WorkerRole(int(index), int(count), int(port), _first_line(STDIN))
+    setup_logging(config.log, worker=int(index))
+    role = WorkerRole(int(index), int(count), int(port), _first_line(STDIN), int(restarts))
     try:
         asyncio.run(_serve(config, role))
     except OPERATOR_ERRORS as e:

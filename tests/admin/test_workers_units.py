@@ -3,6 +3,7 @@ and worker 0's answer sums every worker's, labels each, and shows a worker that 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import MappingProxyType
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -12,6 +13,7 @@ from ntf_server.admin import metrics, views
 from ntf_server.admin.status import status_json
 from ntf_server.admin.workers import WorkerFigures, from_json, merge, to_json
 from ntf_server.apns_metrics import ApnsMetrics
+from ntf_server.cli import screen
 from ntf_server.ownservers import OwnServers
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.stats import Stat, Stats
@@ -31,14 +33,14 @@ def worker(index: int, links: tuple[tuple[SMPServer, str], ...], tokens: int, co
 
 
 def test_a_workers_figures_survive_their_json() -> None:
-    f = worker(1, ((OWN, "up"), (THEIRS, "connecting")), 5, 3)
+    f = replace(worker(1, ((OWN, "up"), (THEIRS, "connecting")), 5, 3), restarts=2)
     assert from_json(to_json(f)) == f
 
 
 def test_worker_0_sums_every_worker_and_labels_each() -> None:
     zero = worker(0, ((OWN, "up"),), 2, 4)
     one = worker(1, ((THEIRS, "up"), (ANOTHER, "down")), 5, 3)
-    fig = merge(figures(Stats()), zero, [one, None])
+    fig = merge(figures(Stats()), zero, [replace(one, restarts=3), None])
     assert fig.stats[Stat.TKN_CREATED] == 7
     assert fig.stats.by_server[(Stat.NTF_RECEIVED, "smp1.own.example")] == 7
     assert fig.apns.latency["test"].total == 2 and fig.apns.answers[("test", 200, "")] == 2
@@ -53,6 +55,7 @@ def test_worker_0_sums_every_worker_and_labels_each() -> None:
     assert samples[("ntf_tokens_created_total", None)] == 7
     assert [samples[("ntf_worker_up", str(i))] for i in range(3)] == [1, 1, 0]
     assert [samples[("ntf_worker_smp_servers", str(i))] for i in range(3)] == [1, 2, 0]
+    assert [samples.get(("ntf_worker_restarts_total", str(i))) for i in range(3)] == [0, 3, None]
     smp = views.smp_servers_json(fig, own)
     assert [(r["server"], r["worker"]) for r in smp["own"]] == [("smp1.own.example", 0)]
     assert smp["other"]["by_worker"] == {"0": 0, "1": 2, "2": 0}
@@ -66,3 +69,19 @@ def test_one_process_shows_no_workers() -> None:
     assert views.stats_json(fig)["workers"] == []
     assert "worker" not in str(views.smp_servers_json(fig, OwnServers(("own.example",))))
     assert b"ntf_worker_" not in metrics.render(fig, OwnServers())
+
+
+def test_the_status_screen_shows_each_worker_and_its_servers_within_80x24() -> None:
+    zero = worker(0, ((OWN, "up"),), 2, 4)
+    one = worker(1, ((THEIRS, "up"), (ANOTHER, "down")), 5, 3)
+    own = OwnServers(("own.example",))
+    pushes = {"window_s": 600.0, "kinds": {}}
+    lines = screen.status_lines(status_json(merge(figures(Stats()), zero, [one, None]), own, pushes, 0.0, None))
+    assert len(lines) <= 24 and max(map(len, lines)) <= 80, "\n".join(lines)
+    i = next(i for i, line in enumerate(lines) if line.startswith("Workers"))
+    assert lines[i:i + 3] == [
+        "Workers      0: pid 1000, 4 connections, queue 1, SMP servers: smp1.own.example",
+        "             1: pid 1001, 3 connections, queue 2, SMP servers: 2 other",
+        "             2: DOWN (not answering)"]
+    many = status_json(merge(figures(Stats()), zero, [one, *[None] * 6]), own, pushes, 0.0, None)
+    assert "and 4 more (4 down): --json shows every one" in "\n".join(screen.status_lines(many))

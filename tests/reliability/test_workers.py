@@ -11,6 +11,8 @@ import json
 import os
 import re
 import signal
+import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -178,6 +180,12 @@ async def test_a_worker_killed_is_started_again_and_its_smp_servers_subscribed_a
         log = (tmp_path / "server.log").read_text()
         assert f"event=supervisor.worker_exited worker={victim} pid={old[victim]} status=\"signal SIGKILL\"" in log
         assert f"event=supervisor.worker_started worker={victim}" in log
+        assert f" worker={victim} logger=ntf_server.subscriber.leases" in log  # a worker's lines say which
+        samples = {(s.name, s.labels.get("worker")): s.value
+                   for family in text_string_to_metric_families(await admin_get(w, "/metrics"))
+                   for s in family.samples}
+        assert samples[("ntf_worker_restarts_total", str(victim))] == 1
+        assert samples[("ntf_worker_restarts_total", str(1 - victim))] == 0
     print(f"kill -9 of worker {victim} ({owners.count(victim)} of {STAND_INS} SMP servers): started again and "
           f"every queue subscribed {took_s:.2f} s later")
 
@@ -228,3 +236,50 @@ async def test_two_workers_accept_tnews_on_one_port(
         finally:
             for client in clients:
                 await client.close()
+
+
+async def test_a_worker_that_cannot_start_stops_start_with_its_reason(
+        tmp_path: Path, redis_url: str) -> None:
+    """The port is taken by another program (no SO_REUSEPORT): every worker fails to listen; ``start`` stops
+    the others and exits 1 with the worker's line and the supervisor's, no traceback, nothing left running."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        cfg = init_config(tmp_path / "cfg", {("server", "workers"): 2, ("redis", "url"): redis_url,
+                                             ("server", "port"): taken.getsockname()[1]})
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ntf_server.cli", "--config-dir", str(cfg), "start",
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        async with asyncio.timeout(60):
+            _, err = await proc.communicate()
+    text = err.decode()
+    assert proc.returncode == 1, text
+    assert "ntf-server: worker 0: cannot listen on 127.0.0.1:" in text
+    assert re.search(r"^ntf-server: worker \d could not start \(exit status 1\)$", text, re.M), text
+    assert "Traceback" not in text
+    assert workers_of(cfg) == []
+
+
+def workers_of(config_dir: Path) -> list[int]:
+    """Worker processes of ``config_dir`` still running, whoever their parent."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0") if entry.name.isdigit() else []
+        except OSError:
+            continue
+        if b"ntf_server.supervisor.worker" in argv and str(config_dir).encode() in argv:
+            found.append(int(entry.name))
+    return found
+
+
+async def test_workers_of_a_supervisor_killed_with_kill_9_drain_and_exit(
+        tmp_path: Path, redis_url: str, make_server: Callable[..., object]) -> None:
+    """Their stdin ends with the supervisor: each stops as on SIGTERM (its own wind_down), none is left."""
+    async with two_workers(tmp_path, redis_url, make_server) as w:
+        pids = worker_pids(w.supervisor)
+        await w.server.kill9()
+        await until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in pids.values()), 60)
+        log = (tmp_path / "server.log").read_text()
+        for i in (0, 1):  # the pipeline's last line of a graceful stop, from each worker
+            assert re.search(rf"event=push\.stopped .* worker={i} ", log), log[-3000:]

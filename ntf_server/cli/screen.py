@@ -7,11 +7,12 @@ import time
 from collections.abc import Mapping
 from typing import Any, Final
 
-from ntf_server.admin.tables import table
 from ntf_server.admin.window import SPAN_S, STEP_S
+from ntf_server.cli.tables import table
 
 LABEL: Final = 13  # width of the section names
 MAX_NAMED: Final = 3  # own SMP servers named as down, the rest counted
+MAX_WORKERS_SHOWN: Final = 4  # workers one a line; the rest counted (the screen stays within 24 lines)
 
 
 def duration(seconds: float) -> str:
@@ -55,7 +56,7 @@ def status_lines(s: Mapping[str, Any]) -> list[str]:
 def _workers(rows: list[Mapping[str, Any]]) -> list[str]:
     """One line per worker (none for one process): its connections, queue and SMP servers."""
     out: list[str] = []
-    for w in rows:
+    for w in rows[:MAX_WORKERS_SHOWN]:
         if not w["up"]:
             out.append(_line("Workers" if not out else "", f"{w['worker']}: DOWN (not answering)"))
             continue
@@ -64,6 +65,9 @@ def _workers(rows: list[Mapping[str, Any]]) -> list[str]:
         servers = ", ".join([*named, *([f"{more} other"] if more else [])]) or "none"
         out.append(_line("Workers" if not out else "", f"{w['worker']}: pid {w['pid']}, {w['client_connections']} "
                          f"connections, queue {w['push_queue_length']}, SMP servers: {servers}"))
+    if len(rows) > MAX_WORKERS_SHOWN:
+        down = sum(not w["up"] for w in rows[MAX_WORKERS_SHOWN:])
+        out.append(_line("", f"and {len(rows) - MAX_WORKERS_SHOWN} more ({down} down): --json shows every one"))
     return out
 
 
