@@ -254,12 +254,13 @@ async def test_closed_client_refuses(make_client: ClientFactory) -> None:
 
 @pytest.mark.slow
 async def test_error_replies_never_stall_the_connection(key: ProviderKey) -> None:
-    """20,000 pushes, 10% to dead tokens, one connection with HTTP/2's default 64 KiB receive window:
-    ~2,000 error bodies (~120 KB) must not close the window (aioapns 4.0 freezes here)."""
-    total, timeout_s = 20_000, 5.0
+    """6,000 pushes, a third to dead tokens, one connection with HTTP/2's default 64 KiB receive window:
+    2,000 error bodies (~120 KB, about twice the window) must not close the window (aioapns 4.0 freezes
+    here). The error bodies are what matters: 20,000 pushes with 10% dead tokens cost three times the CPU."""
+    total, timeout_s = 6_000, 5.0
     async with ApnsSimulator([SimulatorKey.from_provider_key(key)], record=False) as sim:
         tokens = [new_token() for _ in range(total)]
-        for t in tokens[::10]:
+        for t in tokens[::3]:
             sim.unregister(t)
         cfg = ClientConfig(max_connections=1, receive_window=65_535, request_timeout_s=timeout_s)
         async with ApnsClient({"a": App(sim.endpoint, key, TOPIC)}, config=cfg) as client:
@@ -282,7 +283,7 @@ async def test_error_replies_never_stall_the_connection(key: ProviderKey) -> Non
             start = time.monotonic()
             await asyncio.gather(*(one(t) for t in tokens))
             stats = client.stats()
-    assert outcomes == {"ok": 18_000, "dead": 2_000}
+    assert outcomes == {"ok": 4_000, "dead": 2_000}
     assert max(latencies) < timeout_s and stats.timeouts == 0 and stats.connections_opened == 1
     half = done_at[total // 2] - start
     rest = done_at[-1] - done_at[total // 2]

@@ -106,7 +106,9 @@ def init_config(directory: Path, redis_url: str, sim: ApnsSimulator, p8: Path, k
         # SimpleX parity (every NMSG an alert) unless a test sets a policy (PolicyStore.put, as the admin API);
         # deferred pushes are looked for often, so a budget that returns is seen within 50 ms
         push=dataclasses.replace(cfg.push, hidden_per_hour=0.0, defer_scan_s=0.05),
-        subscriber=dataclasses.replace(cfg.subscriber, allow_private_hosts=True),  # SMP stand-ins on loopback
+        # SMP stand-ins on loopback; lease rounds every 0.1 s, so a new SMP server is subscribed within 0.1 s
+        # instead of at the next 3 s round (tests of the lease timing set their own)
+        subscriber=dataclasses.replace(cfg.subscriber, allow_private_hosts=True, lease_renew_s=0.1),
     )
 
 

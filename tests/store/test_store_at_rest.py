@@ -5,14 +5,35 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import secrets
+from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 
+import pytest
 import redis.asyncio
 from store_helpers import add_notice, notifier_key, server, token
 
 from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.store.records import SUB_PENDING, TOKEN_ACTIVE
 from ntf_server.store.redis import RedisStore
+
+
+@pytest.fixture
+async def own_redis(tmp_path: Path) -> AsyncIterator[EmbeddedRedis]:
+    """A Redis of this test's own: its AOF holds only this test's writes (the session's holds every test's
+    so far, and searching all of it for every secret took most of a minute late in a run)."""
+    server = EmbeddedRedis(tmp_path / "redis")
+    await asyncio.to_thread(server.start_blocking)
+    yield server
+    await asyncio.to_thread(server.stop_blocking)
+
+
+@pytest.fixture
+async def own_store(own_redis: EmbeddedRedis, store_key: bytes) -> AsyncIterator[RedisStore]:
+    s = await RedisStore.connect(own_redis.url, store_key, prefix=f"test:{secrets.token_hex(6)}:", buckets=64)
+    yield s
+    await s.close()
 
 
 def forms(secret: bytes) -> list[bytes]:
@@ -43,7 +64,8 @@ async def dump_everything(url: str, prefix: str) -> bytes:
     return b"\x00".join(parts)
 
 
-async def test_no_secret_in_clear(store: RedisStore, redis_url: str, redis_server: EmbeddedRedis) -> None:
+async def test_no_secret_in_clear(own_store: RedisStore, own_redis: EmbeddedRedis) -> None:
+    store, redis_url = own_store, own_redis.url
     secrets_: list[bytes] = []
     for i in range(10):
         t = replace(token(), status=TOKEN_ACTIVE)
@@ -63,7 +85,7 @@ async def test_no_secret_in_clear(store: RedisStore, redis_url: str, redis_serve
     blob = await dump_everything(redis_url, store.prefix)
     assert len(blob) > 10_000
     await asyncio.sleep(0.2)  # the AOF buffer is written to the file before the next event loop cycle
-    aof = b"".join(p.read_bytes() for p in (redis_server.data_dir / "appendonlydir").iterdir())
+    aof = b"".join(p.read_bytes() for p in (own_redis.data_dir / "appendonlydir").iterdir())
     assert store.prefix.encode() in aof  # the AOF does hold this test's writes
     for s in secrets_:
         for f in forms(s):
