@@ -519,7 +519,7 @@ class _Link:
                 continue  # already on this connection (an SNEW seen while paging)
             self._new.pop(nid, None)
             try:
-                queues.append(NotifierQueue(nid, crypto.decode_notifier_key(key_der)))
+                queues.append(NotifierQueue(nid, crypto.decode_stored_notifier_key(key_der)))
             except CodecError:
                 pool._stats.incr(Stat.SUB_BAD_KEY)
         if not queues:
