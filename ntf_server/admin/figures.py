@@ -28,6 +28,7 @@ from ntf_server.store.base import StoreCounts
 from ntf_server.store.census import Census
 from ntf_server.store.errors import StoreError
 from ntf_server.store.health import translated
+from ntf_server.subscriber.linkstate import LinkState
 from ntf_server.subscriber.pool import Progress
 
 STORE_TIMEOUT_S: Final = 2.0  # a figure from Redis that takes longer is left out (and /healthz fails)
@@ -43,7 +44,7 @@ class AdminStore(Protocol):
 class AdminPool(Protocol):
     resubscription: Progress
 
-    def link_states(self) -> list[tuple[SMPServer, str]]: ...
+    def link_states(self) -> list[tuple[SMPServer, LinkState]]: ...
 
 
 class AdminListener(Protocol):
@@ -96,7 +97,7 @@ class Figures:
     counts: StoreCounts | None  # exact totals from Redis; None when Redis did not answer
     active: ActiveTokens | None
     census: Census | None  # approximate, refreshed every admin.census_interval_s
-    links: tuple[tuple[SMPServer, str], ...]
+    links: tuple[tuple[SMPServer, LinkState], ...]
     queue_length: int
     resubscription: Progress
     listening: bool

@@ -23,6 +23,7 @@ from prometheus_client.core import (
 from ntf_server.admin import catalog
 from ntf_server.admin.figures import Figures
 from ntf_server.ownservers import OTHER, OwnServers
+from ntf_server.subscriber.linkstate import SHOWN_STATES, LinkState
 
 PREFIX = "ntf_"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -127,7 +128,7 @@ def _smp(fig: Figures, own: OwnServers) -> Iterator[Metric]:
         states[state] += 1
     m = GaugeMetricFamily(PREFIX + "smp_connections", "SMP servers served by this instance, by connection "
                           "state (idle, connecting, up, down)", labels=["state"])
-    for state in ("idle", "connecting", "up", "down"):
+    for state in SHOWN_STATES:
         m.add_metric([state], states.get(state, 0))
     yield m
     up = GaugeMetricFamily(PREFIX + "smp_server_up", "1 while the connection to an own SMP server is up "
@@ -135,7 +136,7 @@ def _smp(fig: Figures, own: OwnServers) -> Iterator[Metric]:
     for server, state in fig.links:
         label = own.label(server.hosts)
         if label != OTHER:
-            up.add_metric([label], 1 if state == "up" else 0)
+            up.add_metric([label], 1 if state == LinkState.UP else 0)
     yield up
     if fig.census is not None:
         subs = GaugeMetricFamily(PREFIX + "smp_server_subscriptions", "Subscriptions per own SMP server by "

@@ -27,8 +27,9 @@ from ntf_server.admin.window import CounterWindow, push_kinds
 from ntf_server.ownservers import OTHER, OwnServers
 from ntf_server.stats import Stats
 from ntf_server.store.errors import StoreError
+from ntf_server.subscriber.linkstate import LinkState
 
-LINK_STATES: Final = ("up", "connecting", "down", "idle")
+LINK_STATES: Final = (LinkState.UP, LinkState.CONNECTING, LinkState.DOWN, LinkState.IDLE)  # the order shown
 
 
 def status_json(fig: Figures, own: OwnServers, pushes: Mapping[str, Any], started_at: float,
@@ -39,7 +40,7 @@ def status_json(fig: Figures, own: OwnServers, pushes: Mapping[str, Any], starte
     states = dict.fromkeys(LINK_STATES, 0)
     for _, state in fig.links:
         states[state] = states.get(state, 0) + 1
-    own_down = [row["server"] for row in smp_servers_json(fig, own)["own"] if row["state"] == "down"]
+    own_down = [row["server"] for row in smp_servers_json(fig, own)["own"] if row["state"] == LinkState.DOWN]
     r = fig.resubscription
     return {
         "version": fig.version,

@@ -13,6 +13,7 @@ from typing import Any
 from ntf_server.admin.figures import Figures
 from ntf_server.ownservers import OTHER, OwnServers
 from ntf_server.protocol.encoding import SMPServer
+from ntf_server.subscriber.linkstate import SHOWN_STATES
 
 NOT_SERVED = "not served here"  # in the store, but no link on this instance (yet)
 
@@ -44,7 +45,7 @@ def stats_json(fig: Figures) -> dict[str, Any]:
         "active_tokens": None if fig.active is None else {
             "day": fig.active.day, "week": fig.active.week, "month": fig.active.month,
         },
-        "smp_connections": {s: states.get(s, 0) for s in ("idle", "connecting", "up", "down")},
+        "smp_connections": {s: states.get(s, 0) for s in SHOWN_STATES},
         "push_queue_length": fig.queue_length,
         "push_retries_waiting": fig.retries_waiting,
         "resubscription": {"servers": p.servers, "servers_done": p.servers_done,
