@@ -32,6 +32,7 @@ from ntf_server.admin.figures import AdminListener, AdminPool, Figures, WorkerRo
 from ntf_server.apns_metrics import ApnsMetrics, ApnsSnapshot, Histogram
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.stats import Stat, Stats, StatsSnapshot
+from ntf_server.subscriber.linkstate import LinkState
 from ntf_server.subscriber.pool import Progress
 
 PEER_TIMEOUT_S: Final = 1.0  # a worker that takes longer is shown as down for this request
@@ -50,7 +51,7 @@ class WorkerFigures:
     pid: int
     stats: StatsSnapshot
     apns: ApnsSnapshot
-    links: tuple[tuple[SMPServer, str], ...]
+    links: tuple[tuple[SMPServer, LinkState], ...]
     queue_length: int
     retries_waiting: int
     resubscription: Progress
@@ -112,7 +113,7 @@ def from_json(d: dict[str, Any]) -> WorkerFigures:
                                           for env, (c, t, s) in d["latency"].items()}),
                         MappingProxyType({(e, int(s), r): int(n) for e, s, r, n in d["answers"]}))
     return WorkerFigures(int(d["worker"]), int(d["pid"]), stats, apns,
-                         tuple((_server(s), str(state)) for s, state in d["links"]), int(d["queue_length"]),
+                         tuple((_server(s), LinkState(str(state))) for s, state in d["links"]), int(d["queue_length"]),
                          int(d["retries_waiting"]), Progress(*d["resubscription"]), bool(d["listening"]),
                          int(d["connections"]), int(d["restarts"]))
 
