@@ -119,6 +119,10 @@ class PushPipeline:
         self._retry_wake = asyncio.Event()
         self._next_claim = 0.0
         self._next_extend = 0.0  # when the claims of the pushes held here are extended next
+        self._extending: frozenset[int] = frozenset()  # the ids whose claims are being extended now
+        self._extensions = 0  # extensions started so far
+        self._extended = asyncio.Event()  # set while no extension is in progress
+        self._extended.set()
         self._closing = False
         self.waiting = 0  # outbox entries waiting for a retry (a gauge, refreshed by the retry scheduler)
         self.summaries = {k: CountedLog(log, f"{k.name} failed", event="push.failed",
@@ -346,7 +350,11 @@ class PushPipeline:
             return
         async with self._gate:
             if push.outbox_id:
+                started = self._extensions
                 await self._store.outbox_retry(push.outbox_id, due, tries)
+                if push.outbox_id in self._extending or self._extensions != started:
+                    await self._extended.wait()  # an extension of its claim may have run after it: once more
+                    await self._store.outbox_retry(push.outbox_id, due, tries)
                 self._in_flight.discard(push.outbox_id)
             else:
                 await self._store.outbox_add(push.code, push.token.token_id, push.first_at, due, tries)
@@ -406,8 +414,15 @@ class PushPipeline:
         """Every third of a lease, the claims of the pushes this process still holds are extended by one
         lease (another instance would send them again after it); returns the time until the next time."""
         lease = self.settings.lease_s
-        if self._clock() >= self._next_extend and self._in_flight:
-            await self._store.outbox_extend(sorted(self._in_flight), self._clock() + lease)
+        if self._clock() >= self._next_extend and self._in_flight and not self._closing:
+            # a retry or release of one of these meanwhile waits for the extension and is applied again
+            self._extending, self._extended = frozenset(self._in_flight), asyncio.Event()
+            self._extensions += 1
+            try:
+                await self._store.outbox_extend(sorted(self._extending), self._clock() + lease)
+            finally:
+                self._extending = frozenset()
+                self._extended.set()
             self._next_extend = self._clock() + lease / 3
         return max(self._next_extend - self._clock(), 0.0) if self._in_flight else lease / 3
 
@@ -458,6 +473,7 @@ class PushPipeline:
                 await self.wait_idle()
         except TimeoutError:
             finished = False
+        await self._extended.wait()  # no extension runs after the release below (none starts once closing)
         left = sorted(self._in_flight)
         with contextlib.suppress(StoreError):
             if left:
