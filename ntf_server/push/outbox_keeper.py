@@ -58,6 +58,10 @@ class OutboxKeeper:
         self._retry_wake = asyncio.Event()
         self._next_claim = 0.0
         self._next_extend = 0.0  # when the claims of the pushes held here are extended next
+        self._extending: frozenset[int] = frozenset()  # the ids whose claims are being extended now
+        self._extensions = 0  # extensions started so far
+        self._extended = asyncio.Event()  # set while no extension is in progress
+        self._extended.set()
 
     def done(self, outbox_id: int) -> None:
         """Answered for good: the entry goes (batched)."""
@@ -116,10 +120,27 @@ class OutboxKeeper:
         """Every third of a lease, the claims of the pushes this process still holds are extended by one
         lease (another instance would send them again after it); returns the time until the next time."""
         lease = self._settings.lease_s
-        if self._clock() >= self._next_extend and self.in_flight:
-            await self._store.outbox_extend(sorted(self.in_flight), self._clock() + lease)
+        if self._clock() >= self._next_extend and self.in_flight and not self.closing:
+            # a retry or release of one of these meanwhile waits for the extension and is applied again
+            self._extending, self._extended = frozenset(self.in_flight), asyncio.Event()
+            self._extensions += 1
+            try:
+                await self._store.outbox_extend(sorted(self._extending), self._clock() + lease)
+            finally:
+                self._extending = frozenset()
+                self._extended.set()
             self._next_extend = self._clock() + lease / 3
         return max(self._next_extend - self._clock(), 0.0) if self.in_flight else lease / 3
+
+    async def write_retry(self, outbox_id: int, write: Callable[[], Awaitable[object]]) -> None:
+        """A "retry later" written to an entry this process holds, applied again after an extension of its
+        claim that overlapped it (the extension would have moved its due time back to one lease on)."""
+        started = self._extensions
+        await write()
+        if outbox_id in self._extending or self._extensions != started:
+            await self._extended.wait()
+            await write()
+        self.in_flight.discard(outbox_id)
 
     def poke(self) -> None:
         """Claim now (tests waiting for the outbox to empty)."""
@@ -127,6 +148,7 @@ class OutboxKeeper:
 
     async def release(self) -> int:
         """Graceful stop: what is still in flight is made due at once for the next start; acks flushed."""
+        await self._extended.wait()  # no extension runs after the release (none starts once closing)
         left = sorted(self.in_flight)
         with contextlib.suppress(StoreError):
             if left:

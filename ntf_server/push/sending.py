@@ -112,8 +112,8 @@ class Sending:
             return
         async with self._gate:
             if push.outbox_id:
-                await self._store.outbox_retry(push.outbox_id, due, tries)
-                self._keeper.in_flight.discard(push.outbox_id)
+                oid = push.outbox_id
+                await self._keeper.write_retry(oid, lambda: self._store.outbox_retry(oid, due, tries))
             else:
                 await self._store.outbox_add(push.code, push.token.token_id, push.first_at, due, tries)
         self._stats.incr(kind.retried)
