@@ -177,9 +177,11 @@ async def test_a_worker_killed_is_started_again_and_its_smp_servers_subscribed_a
             smp.notify(creds.notifier_id, b"after-%03d" % i, 1_700_000_001)
         expected = {b"after-%03d" % i for i in range(len(w.queues))}
         await until(lambda: expected <= w.pushed(), 30)
-        log = (tmp_path / "server.log").read_text()
+        server_log = tmp_path / "server.log"
+        # the other worker may have taken the SMP servers before the new one serves: wait for it to say so
+        await until(lambda: f"event=supervisor.worker_started worker={victim}" in server_log.read_text(), 60)
+        log = server_log.read_text()
         assert f"event=supervisor.worker_exited worker={victim} pid={old[victim]} status=\"signal SIGKILL\"" in log
-        assert f"event=supervisor.worker_started worker={victim}" in log
         assert f" worker={victim} logger=ntf_server.subscriber.leases" in log  # a worker's lines say which
         samples = {(s.name, s.labels.get("worker")): s.value
                    for family in text_string_to_metric_families(await admin_get(w, "/metrics"))
