@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import itertools
+import pathlib
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -201,3 +204,15 @@ def test_forgotten_before_it_was_sent() -> None:
     core.add(A, b"k")
     core.forget(A)
     assert core.take_new() == [] and core.to_send([], lambda _: None) == ([], [])
+
+
+def test_the_core_and_the_state_table_are_sans_io() -> None:
+    """They import protocol code, counters' names and records, never I/O nor the rest of the subscriber."""
+    allowed = ("ntf_server.protocol", "ntf_server.stats", "ntf_server.store.records", "ntf_server.subscriber.linkstate",
+               "__future__", "collections", "dataclasses", "enum", "typing")
+    for module in (C, sys.modules[LinkState.__module__]):
+        assert module.__file__ is not None
+        for node in ast.walk(ast.parse(pathlib.Path(module.__file__).read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            assert all(n.startswith(allowed) for n in names), (module.__name__, names)
