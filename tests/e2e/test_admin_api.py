@@ -79,6 +79,7 @@ async def test_healthz_needs_no_token_and_fails_when_the_store_is_down(
                         break
                     await asyncio.sleep(0.05)
     finally:
+        await server.stop()  # while Redis is reachable: a stop that cannot store waits out its grace (10 s)
         await proxy.stop()
 
 

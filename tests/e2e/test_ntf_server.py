@@ -379,6 +379,7 @@ async def test_store_outage_is_answered_and_survived(
         assert await app.token_command(client, P.TChk()) == ACTIVE
         await client.close()
     finally:
+        await server.stop()  # while Redis is reachable: a stop that cannot store waits out its grace (10 s)
         await proxy.stop()
 
 
