@@ -19,8 +19,8 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e_env import Env, active_app, fresh_census
-from fault_proxy import FaultProxy
+from helpers.e2e_env import Env, active_app, fresh_census
+from helpers.fault_proxy import FaultProxy
 from prometheus_client.parser import text_string_to_metric_families
 
 from ntf_server.admin import auth

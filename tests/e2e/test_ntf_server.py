@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e_env import Env
-from fault_proxy import FaultProxy
+from helpers.e2e_env import Env
+from helpers.fault_proxy import FaultProxy
 
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import SMPServer, enc_short, pad

@@ -9,7 +9,7 @@ import os
 import time
 from collections.abc import Callable
 
-from e2e_env import Env, active_app
+from helpers.e2e_env import Env, active_app
 
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import SMPServer, b64u_encode

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from e2e_env import Env, active_app
+from helpers.e2e_env import Env, active_app
 from hostile_smp import Attack, HostileSmp
 from watch import LogWatch
 
