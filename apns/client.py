@@ -19,6 +19,9 @@ does); it must be cheap and must not raise.
 429 and 500 are the caller's to schedule (`RetryLater.after_s`): Apple asks for a back-off measured in
 minutes on 5xx and a per-device slow-down on TooManyRequests, which a queue does better than a sleeping
 coroutine.
+
+Why one module of about 340 lines: the retry rules above are one decision over the pool, the token provider and the
+outcomes; split, each rule would be read apart from the others.
 """
 
 from __future__ import annotations

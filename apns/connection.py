@@ -16,6 +16,9 @@ saw them: safe to retry) and the rest, which h2 cannot complete after GOAWAY, wi
 A tick every `tick_s` expires requests past their deadline (RST_STREAM CANCEL) and, when nothing has been
 received for `ping_interval_s`, sends a PING; no answer within `ping_timeout_s` means the connection is
 dead and it is aborted, which fails its streams with processed=None.
+
+Why one module of about 370 lines: one HTTP/2 connection's life as one asyncio Protocol around h2; its stream
+states, flow control and endings are read together.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from ntf_server.protocol.encoding import CodecError, check_host
 
 CONFIG_FILE: Final = "ntf-server.toml"
 STORE_KEY_BYTES: Final = 32
+MAX_WORKERS: Final = 256  # [server] workers: more is a typo, not a machine
 
 T = TypeVar("T")
 
@@ -41,9 +42,10 @@ class ConfigError(Exception):
     """Invalid configuration; the message names the offending key as ``section.key``."""
 
 
-def setting(default: Any, doc: str, *, min: float | None = None, max: float | None = None) -> Any:
-    """A config field: default, one-line doc (becomes the template comment), numeric bounds."""
-    meta = {"doc": doc, "min": min, "max": max}
+def setting(default: Any, doc: str, *, min: float | None = None, max: float | None = None, ints: bool = False) -> Any:
+    """A config field: default, one-line doc (becomes the template comment), numeric bounds; ``ints``: a
+    string setting that also takes a TOML integer (``workers = 4`` as well as ``workers = "auto"``)."""
+    meta = {"doc": doc, "min": min, "max": max, "ints": ints}
     if dataclasses.is_dataclass(default):
         return field(default_factory=lambda: default, metadata=meta)
     return field(default=default, metadata=meta)
@@ -169,12 +171,24 @@ class ServerConfig:
     first_byte_timeout_s: float = setting(
         10.0, "drop a socket that sends nothing this long after accept (a silent socket holds a handshake slot; "
         "capped at tls_timeout_s)", min=0.1)
+    workers: str = setting(
+        "auto", "worker processes sharing the port and the store, under one supervisor: a number, or auto = one "
+        "per CPU core it may run on; 1 = one process, no supervisor", ints=True)
 
     def validate(self, path: str) -> None:
         try:
             check_host(self.host)
         except CodecError as e:
             raise ConfigError(f"{path}.host: {e}") from e
+        self.worker_count()
+
+    def worker_count(self) -> int:
+        """``workers`` as a number: ``auto`` is the machine's CPU cores (at least 1)."""
+        if self.workers == "auto":  # the cores this process may run on (a cpuset), not a CPU quota
+            return max(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 1)
+        if not self.workers.isdecimal() or not 1 <= int(self.workers) <= MAX_WORKERS:
+            raise ConfigError(f"server.workers: expected auto or 1..{MAX_WORKERS}, got {self.workers!r}")
+        return int(self.workers)
 
 
 @dataclass(frozen=True)
@@ -303,6 +317,11 @@ class PushConfig:
     retry_backoff_base_s: float = setting(
         1.0, "first retry delay; doubles each retry (jittered to half..full)", min=0, max=3600)
     retry_backoff_cap_s: float = setting(120.0, "longest delay between two retries", min=0, max=3600)
+    claim_lease_s: float = setting(
+        30.0, "a push being sent (a message push, a retry, a deferred or periodic push) is claimed in Redis for "
+        "this long: if its sender dies (kill -9), another instance (or the next start) sends it after this; keep "
+        "it well above APNs' answer time (10 s timeout), or a slow answer gets the push sent twice", min=1,
+        max=600)
     verifications_per_hour: int = setting(
         10, "verification pushes per device token per hour (more are counted, not sent)", min=0, max=3600)
     shutdown_grace_s: float = setting(
@@ -535,6 +554,8 @@ def _value(hint: Any, raw: Any, key: str, meta: Mapping[str, Any], config_dir: P
         if isinstance(raw, bool) or not isinstance(raw, (int, float) if kind is float else int):
             raise ConfigError(f"{key}: expected {'a number' if kind is float else 'an integer'}, got {raw!r}")
         return _bounded(kind(raw), key, meta)
+    if meta.get("ints") and isinstance(raw, int) and not isinstance(raw, bool):
+        raw = str(raw)
     text = _typed(raw, str, key, "a string")
     if kind is Path:
         if optional and not text:

@@ -8,6 +8,9 @@ the token state machine's guards that must be atomic with a write live in the St
 which transition happens is decided here. Verification pushes go to the push service, which answers
 later (a push outcome moves the token to CONFIRMED or INVALID), so the client is never kept waiting
 on Apple.
+
+Why one module of about 340 lines: one class: every command of §4.4–4.7 beside the verification step that gates
+them all.
 """
 
 from __future__ import annotations
@@ -322,9 +325,14 @@ class NtfHandlers:
         if not self._limits.allow_private_hosts and any_private_literal(cmd.smp_server.hosts):
             self._stats.incr(Stat.SUB_HOST_REFUSED)  # the server would connect into its own network
             return P.Err(PROHIBITED)
+        key = crypto.notifier_key_for_storage(cmd.notifier_key)  # with its public key: no derivation per NSUB
         outcome, sub = await self._store.create_subscription(
-            tok.token_id, cmd.smp_server, cmd.notifier_id, cmd.notifier_key, self._limits.sub_caps
+            tok.token_id, cmd.smp_server, cmd.notifier_id, key, self._limits.sub_caps
         )
+        if outcome is SubCreate.CONFLICT and key != cmd.notifier_key:  # the retry of one stored as sent
+            outcome, sub = await self._store.create_subscription(   # (before this form, or imported)
+                tok.token_id, cmd.smp_server, cmd.notifier_id, cmd.notifier_key, self._limits.sub_caps
+            )
         if outcome is SubCreate.QUOTA:
             self._stats.incr(Stat.SUB_QUOTA_EXCEEDED)
             return P.Err(QUOTA)

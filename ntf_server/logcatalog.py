@@ -1,6 +1,6 @@
 """Every log event the server writes: its name, level, keys and meaning (for operators' alerts and parsers).
 
-A line is ``ts=… level=… event=<name> <key>=<value>… logger=… msg="…"`` (or the same keys in one JSON
+A line is ``ts=… level=… event=<name> <key>=<value>… [worker=n] logger=… msg="…"`` (or the same keys in one JSON
 object). ``event`` and the keys below are stable: a new release may add events and keys, never rename or
 drop one without saying so in the upgrade notes. ``msg`` is for humans and may change. A plain log call
 (libraries, rare debug lines) is ``event=message`` with only ``msg``. Values that name a device token,
@@ -65,6 +65,23 @@ EVENTS: Final[dict[str, EventSpec]] = {
     "server.part_ended": _e(C, "part", "{part} ended unexpectedly; stopping the server", "a part returned"),
     "server.parts_stuck": _e(E, "timeout_s", "server parts did not stop within {timeout_s} s; closing the rest anyway",
                              "shutdown did not finish in time"),
+    # ---- the supervisor ([server] workers above 1; supervisor/supervisor.py)
+    "supervisor.started": _e(INF, "workers port", "{workers} workers serve port {port}",
+                             "every worker started and serves; the supervisor watches them"),
+    "supervisor.stopping": _e(INF, "reason", "stopping every worker: {reason}", "SIGTERM/SIGINT: every worker drains"),
+    "supervisor.worker_exited": _e(C, "worker pid status delay_s restarts",
+                                   "worker {worker} (pid {pid}) ended ({status}); starting it again in {delay_s} s",
+                                   "a worker died (its own log says why); restarts counts them since start"),
+    "supervisor.worker_started": _e(INF, "worker pid", "worker {worker} started again (pid {pid})",
+                                    "a restarted worker serves again"),
+    "supervisor.worker_failing": _e(C, "worker status failures",
+                                    "worker {worker} ended {failures} times in a row ({status}); stopping",
+                                    "a worker cannot keep running: the supervisor stops (exit status 1)"),
+    "supervisor.worker_stopped": _e(INF, "worker pid status", "worker {worker} (pid {pid}) stopped ({status})",
+                                    "a worker stopped at shutdown"),
+    "supervisor.worker_killed": _e(E, "worker pid timeout_s",
+                                   "worker {worker} (pid {pid}) did not stop within {timeout_s} s; killed",
+                                   "a worker did not drain in time at shutdown (SIGKILL)"),
     "listener.started": _e(INF, "bind port", "listening on {bind}:{port}", "the NTF (TLS) listener accepts clients"),
     "listener.connection_failed": _e(E, "error", "connection failed: {error}",
                                      "a client connection ended with an unexpected error (traceback in exc)"),
@@ -159,6 +176,13 @@ EVENTS: Final[dict[str, EventSpec]] = {
     "housekeeping.expired_unverified": _e(INF, "tokens after_h",
                                           "expired {tokens} tokens never verified within {after_h} h",
                                           "registrations never verified were deleted"),
+    "jobs.lease_taken": _e(INF, "job", "this instance now runs {job} for the data set",
+                           "a job run once per data set (expiry, census): this instance took its lease (at start, "
+                           "or after its holder stopped or died: ntf_server/jobs.py)"),
+    "jobs.lease_lost": _e(W, "job", "this instance lost the lease of {job}; its run (if any) was cancelled",
+                          "the lease expired before a renewal: this instance was paused or cut off from Redis"),
+    "jobs.run_failed": _e(W, "job error", "{job} failed: {error}; next run in one interval",
+                          "the store failed during a run of a job run once per data set"),
     "housekeeping.skipped": _e(W, "error", "token expiry skipped: {error}", "the store failed; next round retries"),
     "import.progress": _e(INF, "done total unit percent rate_per_s elapsed_s",
                           "{done}/{total} {unit} ({percent}%), {rate_per_s}/s, {elapsed_s} s",

@@ -1,12 +1,12 @@
 """Structured logging for the server process: logfmt (``key=value``) lines or JSON, one event per line.
 
-Every line has the same leading keys: ``ts``, ``level``, ``event`` (a name from ntf_server/logcatalog.py,
-or ``message`` for a plain log call), then the event's own keys, then ``logger``, ``msg`` (for humans)
-and, after an exception, ``exc``. Values that name a token, an id or a key are keyed-hash tags by type
-(ntf_server/sensitive.py, ntf_server/logevents.py). As defence in depth (ntf_server/redact.py), loggers
-of libraries that print headers or commands are capped, whatever ``log.level`` says, and every rendered
-string value (message, fields and traceback) goes through ``redact``, which replaces JWT-, PEM-, hex- and
-base64-shaped secrets.
+Every line has the same leading keys: ``ts``, ``level``, ``event`` (a name from ntf_server/logcatalog.py, or
+``message`` for a plain log call), then the event's own keys, then ``worker`` (only in a worker process of
+``[server] workers``), ``logger``, ``msg`` (for humans) and, after an exception, ``exc``. Values that name a
+token, an id or a key are keyed-hash tags by type (ntf_server/sensitive.py, ntf_server/logevents.py). As
+defence in depth (ntf_server/redact.py), loggers of libraries that print headers or commands are capped,
+whatever ``log.level`` says, and every rendered string value (message, fields and traceback) goes through
+``redact``, which replaces JWT-, PEM-, hex- and base64-shaped secrets.
 """
 
 from __future__ import annotations
@@ -39,6 +39,9 @@ def record_items(record: logging.LogRecord, exc_text: str | None) -> list[tuple[
         ("event", name),
     ]
     items += [(k, redact(v) if isinstance(v, str) and k not in public else v) for k, v in fields.items()]
+    worker = getattr(record, "ntf_worker", None)  # set by WorkerTag in a worker process ([server] workers)
+    if worker is not None:
+        items.append(("worker", worker))
     items += [("logger", record.name), ("msg", redact(record.getMessage()))]
     if exc_text:
         items.append(("exc", redact(exc_text)))
@@ -68,11 +71,26 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(dict(record_items(record, exc)), ensure_ascii=False)
 
 
-def setup_logging(cfg: LogConfig, stream: TextIO | None = None) -> None:
-    """One handler on the root logger (stderr unless ``stream``), third-party loggers capped."""
+class WorkerTag(logging.Filter):
+    """Every line of a worker process says which worker wrote it (``worker=<n>``, before ``logger``)."""
+
+    def __init__(self, worker: int) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.ntf_worker = self.worker
+        return True
+
+
+def setup_logging(cfg: LogConfig, stream: TextIO | None = None, *, worker: int | None = None) -> None:
+    """One handler on the root logger (stderr unless ``stream``), third-party loggers capped; ``worker``: the
+    worker number every line of this process carries."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if cfg.format is LogFormat.JSON else KvFormatter())
     handler.addFilter(ThirdPartyCap())
+    if worker is not None:
+        handler.addFilter(WorkerTag(worker))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(cfg.level.value.upper())

@@ -6,6 +6,13 @@ to forget them. Tokens never verified (no accepted ``TVFY``) are deleted ``store
 hours after their ``TNEW`` (registrations nobody completes would otherwise pile up forever; an
 app whose token expired meanwhile gets ``ERR AUTH`` and registers again, §4.5). Both walk an index
 in Redis, never the keyspace. ``expire_once`` takes ``now`` so it is tested without waiting.
+
+Once per data set: the server runs ``expire_once`` through a job lease (ntf_server/jobs.py), so of several
+instances (or workers) on one Redis one expires tokens at a time, every hour, and another takes over within
+``[subscriber] lease_ttl_s`` after it dies and expires at once. Two runs that overlap (a holder paused past
+its lease) do no harm: every batch is one atomic script, a token is deleted once, and ``forget`` of a
+subscription another instance subscribes is its owner's to act on. A kill -9 mid-run loses nothing: the
+batches done are done, the rest is found by the next run.
 """
 
 from __future__ import annotations

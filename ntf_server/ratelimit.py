@@ -80,7 +80,7 @@ class AddressTable:
             del self._tat[key]
 
 
-class Verdict(enum.Enum):
+class QuotaVerdict(enum.Enum):
     OK = "ok"
     CONNECTION = "connection"  # over the per-connection limit
     ADDRESS = "address"  # over the per-address limit
@@ -97,19 +97,19 @@ class RegistrationQuota:
         self._key = key
         self._tat: float | None = None
 
-    def take(self, now: float) -> Verdict:
+    def take(self, now: float) -> QuotaVerdict:
         conn_tat = None if self._rate.unlimited else self._rate.next_tat(self._tat, now)
         if conn_tat is None and not self._rate.unlimited:
-            return Verdict.CONNECTION
+            return QuotaVerdict.CONNECTION
         addr_tat = None
         if self._address is not None:
             addr_tat = self._address.peek(self._key, now)
             if addr_tat is None:
-                return Verdict.ADDRESS
+                return QuotaVerdict.ADDRESS
             self._address.charge(self._key, addr_tat, now)
         if conn_tat is not None:
             self._tat = conn_tat
-        return Verdict.OK
+        return QuotaVerdict.OK
 
 
 def address_key(host: str) -> str:

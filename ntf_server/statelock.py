@@ -6,6 +6,10 @@ same AOF files and unlink the live Redis socket before failing on the port, brea
 The lock is held by an open file description, so it is released by the kernel whenever the process ends,
 however it ends (no stale lock after ``kill -9``). The file holds the owner's PID, for the error message
 only; it is never removed (removing it would let two processes lock two different files).
+
+With ``[server] workers`` the supervisor holds ``ntf-server.lock`` and each worker its own
+``worker-<n>.lock`` (supervisor/role.py), so a worker left over from a killed supervisor and its replacement
+never run at once.
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ class AlreadyRunning(Exception):
 
 
 class StateLock:
-    def __init__(self, state_dir: Path) -> None:
-        self.path = Path(state_dir) / LOCK_FILE
+    def __init__(self, state_dir: Path, name: str = LOCK_FILE) -> None:
+        self.path = Path(state_dir) / name
         self._fd: int | None = None
 
     def __repr__(self) -> str:

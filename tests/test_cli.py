@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import stat
 import subprocess
 import sys
@@ -138,6 +139,8 @@ def test_check_config_summary_has_no_secrets(capsys: pytest.CaptureFixture[str],
     fp = (config_dir / "fingerprint").read_text().strip()
     assert f"Server address: ntf://{fp}@localhost:8443" in out
     assert "APNs production: disabled" in out
+    assert re.search(r"^Workers: (1 \(one process, no supervisor\)|\d+, under a supervisor); auto = one per core$",
+                     out, re.M), out
     assert f"Admin API: http://127.0.0.1:5227 (token from file {config_dir.resolve()}/admin.token" in out
     token = (config_dir / "admin.token").read_text().strip()
     assert token not in out

@@ -4,47 +4,47 @@ from __future__ import annotations
 
 from hypothesis import given, strategies as st
 
-from ntf_server.ratelimit import AddressTable, Rate, RegistrationQuota, Verdict, address_key
+from ntf_server.ratelimit import AddressTable, QuotaVerdict, Rate, RegistrationQuota, address_key
 
 UNLIMITED = Rate(0, 1)
 
 
-def takes(q: RegistrationQuota, now: float, n: int) -> list[Verdict]:
+def takes(q: RegistrationQuota, now: float, n: int) -> list[QuotaVerdict]:
     return [q.take(now) for _ in range(n)]
 
 
 def test_burst_then_sustained_rate() -> None:
     q = RegistrationQuota(Rate(6, 3), None, "a")  # one per 10 s, three back to back
-    assert takes(q, 0, 4) == [Verdict.OK] * 3 + [Verdict.CONNECTION]
-    assert q.take(9.9) is Verdict.CONNECTION
-    assert q.take(10) is Verdict.OK
-    assert q.take(10) is Verdict.CONNECTION
-    assert takes(q, 1000, 4) == [Verdict.OK] * 3 + [Verdict.CONNECTION]  # rested: the whole burst again
+    assert takes(q, 0, 4) == [QuotaVerdict.OK] * 3 + [QuotaVerdict.CONNECTION]
+    assert q.take(9.9) is QuotaVerdict.CONNECTION
+    assert q.take(10) is QuotaVerdict.OK
+    assert q.take(10) is QuotaVerdict.CONNECTION
+    assert takes(q, 1000, 4) == [QuotaVerdict.OK] * 3 + [QuotaVerdict.CONNECTION]  # rested: the whole burst again
 
 
 @given(st.floats(0.5, 600), st.integers(1, 50), st.lists(st.floats(0, 3600), min_size=1, max_size=200))
 def test_never_more_than_burst_plus_rate_times_elapsed(per_min: float, burst: int, times: list[float]) -> None:
     q = RegistrationQuota(Rate(per_min, burst), None, "a")
     times.sort()
-    ok = sum(q.take(t) is Verdict.OK for t in times)
+    ok = sum(q.take(t) is QuotaVerdict.OK for t in times)
     assert ok <= burst + (times[-1] - times[0]) * per_min / 60 + 1e-9
 
 
 def test_per_address_limit_is_shared_by_connections_of_one_address_only() -> None:
     table = AddressTable(Rate(60, 5), max_keys=100)
     conns = [RegistrationQuota(UNLIMITED, table, "10.0.0.1") for _ in range(5)]
-    assert [c.take(0) for c in conns] == [Verdict.OK] * 5
-    assert conns[0].take(0) is Verdict.ADDRESS
-    assert RegistrationQuota(UNLIMITED, table, "10.0.0.2").take(0) is Verdict.OK  # another address
-    assert conns[1].take(1) is Verdict.OK  # one more a second
+    assert [c.take(0) for c in conns] == [QuotaVerdict.OK] * 5
+    assert conns[0].take(0) is QuotaVerdict.ADDRESS
+    assert RegistrationQuota(UNLIMITED, table, "10.0.0.2").take(0) is QuotaVerdict.OK  # another address
+    assert conns[1].take(1) is QuotaVerdict.OK  # one more a second
 
 
 def test_a_refused_request_is_not_charged() -> None:
     table = AddressTable(Rate(60, 2), max_keys=10)
     q = RegistrationQuota(Rate(60, 10), table, "x")
-    assert takes(q, 0, 3) == [Verdict.OK, Verdict.OK, Verdict.ADDRESS]
+    assert takes(q, 0, 3) == [QuotaVerdict.OK, QuotaVerdict.OK, QuotaVerdict.ADDRESS]
     other = RegistrationQuota(Rate(60, 1), table, "y")
-    assert takes(other, 0, 2) == [Verdict.OK, Verdict.CONNECTION]
+    assert takes(other, 0, 2) == [QuotaVerdict.OK, QuotaVerdict.CONNECTION]
     assert table.peek("y", 0) is not None  # the connection refusal did not use the address budget
 
 
@@ -59,7 +59,7 @@ def test_address_table_is_bounded_and_forgets_rested_addresses() -> None:
 
 def test_unlimited() -> None:
     q = RegistrationQuota(UNLIMITED, AddressTable(UNLIMITED, 1), "a")
-    assert set(takes(q, 0, 10000)) == {Verdict.OK}
+    assert set(takes(q, 0, 10000)) == {QuotaVerdict.OK}
 
 
 def test_address_keys() -> None:

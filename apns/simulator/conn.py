@@ -22,7 +22,7 @@ import h2.settings
 
 from apns.headers import BlockEncoder, status_field, unindexed_field
 from apns.simulator.limits import is_apns_id
-from apns.simulator.rules import AuthState, Verdict
+from apns.simulator.rules import AuthState, RuleVerdict
 
 _MAX_BODY_KEEP: Final = 16384  # enough to say "413"; never buffer a hostile upload
 _STATUS_ONLY: Final = [(b":status", b"200")]  # h2 only inspects the list; the block is prepared apart
@@ -56,8 +56,8 @@ class Owner(Protocol):
 
     @property
     def faults(self) -> FaultSettings: ...
-    def decide(self, req: Request, auth: AuthState) -> Verdict: ...
-    def record_push(self, verdict: Verdict, apns_id: str, body: bytes) -> None: ...
+    def decide(self, req: Request, auth: AuthState) -> RuleVerdict: ...
+    def record_push(self, verdict: RuleVerdict, apns_id: str, body: bytes) -> None: ...
 
 
 class SimConnection(asyncio.Protocol):
@@ -165,13 +165,13 @@ class SimConnection(asyncio.Protocol):
             self._reply(sid, verdict, apns_id)
         self._maybe_goaway()
 
-    def _reply_later(self, sid: int, verdict: Verdict, apns_id: str) -> None:
+    def _reply_later(self, sid: int, verdict: RuleVerdict, apns_id: str) -> None:
         self.pending -= 1
         self._reply(sid, verdict, apns_id)
         self._maybe_goaway()
         self._flush()
 
-    def _reply(self, sid: int, verdict: Verdict, apns_id: str) -> None:
+    def _reply(self, sid: int, verdict: RuleVerdict, apns_id: str) -> None:
         # Every reply header is unique per push, so it goes out as a literal without indexing (what Apple
         # asks of providers for per-push values) and needs no Huffman work on either side.
         block = [status_field(verdict.status), unindexed_field(b"apns-id", apns_id.encode())]

@@ -1,7 +1,7 @@
 """Apple's request rules as the simulator enforces them (APNS.md A.2, A.3, A.5, D).
 
 `RequestChecker.check()` is pure apart from a cache of verified JWTs: it takes the decoded header list,
-the body size and the connection's auth state and returns a `Verdict` -- 200, or Apple's status and exact
+the body size and the connection's auth state and returns a `RuleVerdict` -- 200, or Apple's status and exact
 reason string. Checks run in the order a request is parsed: duplicate headers, method, path, provider
 token, topic, push type, priority, ids, body. Every limit comes from `limits.py` (Apple's documentation),
 never from the client's constants, so a client with a wrong limit is caught here.
@@ -58,7 +58,7 @@ class AuthState:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class RuleVerdict:
     status: int
     reason: str | None = None
     token: str = ""
@@ -94,64 +94,64 @@ class RequestChecker:
         self._jwt_cache: dict[bytes, _Jwt | str] = {}
         self.token_topics: dict[str, str] = {}  # device token -> the only topic it accepts
 
-    def check(self, headers: Sequence[tuple[bytes, bytes]], body_len: int, auth: AuthState) -> Verdict:
+    def check(self, headers: Sequence[tuple[bytes, bytes]], body_len: int, auth: AuthState) -> RuleVerdict:
         h: dict[bytes, bytes] = {}
         for name, value in headers:
             if name in h:
-                return Verdict(400, "DuplicateHeaders")
+                return RuleVerdict(400, "DuplicateHeaders")
             h[name] = value
         if h.get(b":method") != apple.METHOD:
-            return Verdict(405, "MethodNotAllowed")
+            return RuleVerdict(405, "MethodNotAllowed")
         path = h.get(b":path", b"")
         if not path.startswith(apple.PATH_PREFIX):
-            return Verdict(404, "BadPath")
+            return RuleVerdict(404, "BadPath")
         raw_token = path[len(apple.PATH_PREFIX) :]
         if not raw_token:
-            return Verdict(400, "MissingDeviceToken")
+            return RuleVerdict(400, "MissingDeviceToken")
         if not apple.is_device_token(raw_token):
-            return Verdict(400, "BadDeviceToken")
+            return RuleVerdict(400, "BadDeviceToken")
         token = raw_token.decode().lower()
         key = self._check_auth(h.get(b"authorization"), auth)
-        if isinstance(key, Verdict):
+        if isinstance(key, RuleVerdict):
             return key
         return self._check_fields(h, token, body_len, key)
 
-    def _check_fields(self, h: dict[bytes, bytes], token: str, body_len: int, key: SimulatorKey) -> Verdict:
+    def _check_fields(self, h: dict[bytes, bytes], token: str, body_len: int, key: SimulatorKey) -> RuleVerdict:
         topic_b = h.get(b"apns-topic")
         if not topic_b:
-            return Verdict(400, "MissingTopic")
+            return RuleVerdict(400, "MissingTopic")
         topic = topic_b.decode(errors="replace")
         if key.topics is not None and apple.bare_topic(topic) not in key.topics:
-            return Verdict(400, "TopicDisallowed")
+            return RuleVerdict(400, "TopicDisallowed")
         push_type = _text(h.get(b"apns-push-type"))
         if push_type not in apple.PUSH_TYPES and (push_type is not None or self._require_push_type):
-            return Verdict(400, "InvalidPushType")
+            return RuleVerdict(400, "InvalidPushType")
         if push_type is not None and not apple.topic_fits_push_type(topic, push_type):
-            return Verdict(400, "BadTopic")
+            return RuleVerdict(400, "BadTopic")
         prio_b = h.get(b"apns-priority", str(apple.DEFAULT_PRIORITY).encode())
         if prio_b not in _PRIORITY_VALUES:
-            return Verdict(400, "BadPriority")
+            return RuleVerdict(400, "BadPriority")
         priority = int(prio_b)
         required = apple.REQUIRED_PRIORITY.get(push_type or "")
         if required is not None and priority != required:
-            return Verdict(400, "BadPriority")  # background: "Using priority 10 is an error"
+            return RuleVerdict(400, "BadPriority")  # background: "Using priority 10 is an error"
         apns_id = _text(h.get(b"apns-id"))
         if apns_id is not None and not apple.is_apns_id(apns_id):
-            return Verdict(400, "BadMessageId")
+            return RuleVerdict(400, "BadMessageId")
         exp_b = h.get(b"apns-expiration")
         if exp_b is not None and not exp_b.isdigit():
-            return Verdict(400, "BadExpirationDate")
+            return RuleVerdict(400, "BadExpirationDate")
         collapse = h.get(b"apns-collapse-id")
         if collapse is not None and len(collapse) > apple.COLLAPSE_ID_MAX_BYTES:
-            return Verdict(400, "BadCollapseId")
+            return RuleVerdict(400, "BadCollapseId")
         if body_len == 0:
-            return Verdict(400, "PayloadEmpty")
+            return RuleVerdict(400, "PayloadEmpty")
         if body_len > apple.max_payload_bytes(push_type):
-            return Verdict(413, "PayloadTooLarge")
+            return RuleVerdict(413, "PayloadTooLarge")
         bound = self.token_topics.get(token)
         if bound is not None and bound != topic:
-            return Verdict(400, "DeviceTokenNotForTopic")
-        return Verdict(
+            return RuleVerdict(400, "DeviceTokenNotForTopic")
+        return RuleVerdict(
             200,
             None,
             token,
@@ -163,25 +163,25 @@ class RequestChecker:
             apns_id,
         )
 
-    def _check_auth(self, header: bytes | None, auth: AuthState) -> Verdict | SimulatorKey:
+    def _check_auth(self, header: bytes | None, auth: AuthState) -> RuleVerdict | SimulatorKey:
         if header is None:
-            return Verdict(403, "MissingProviderToken")
+            return RuleVerdict(403, "MissingProviderToken")
         if not header.startswith(b"bearer "):
-            return Verdict(403, "InvalidProviderToken")
+            return RuleVerdict(403, "InvalidProviderToken")
         raw = header[7:]
         parsed = self._verify(raw)
         if isinstance(parsed, str):
-            return Verdict(403, parsed)
+            return RuleVerdict(403, parsed)
         now = self._clock()
         if now - parsed.iat > apple.TOKEN_MAX_AGE_S:
-            return Verdict(403, "ExpiredProviderToken")
+            return RuleVerdict(403, "ExpiredProviderToken")
         if parsed.iat - now > apple.TOKEN_MAX_FUTURE_S:
-            return Verdict(403, "InvalidProviderToken")  # iat from the future
+            return RuleVerdict(403, "InvalidProviderToken")  # iat from the future
         if auth.team_id is not None and auth.team_id != parsed.key.team_id:
-            return Verdict(403, "UnrelatedKeyIdInToken")  # one developer account per connection
+            return RuleVerdict(403, "UnrelatedKeyIdInToken")  # one developer account per connection
         new_token = auth.token is not None and raw != auth.token
         if new_token and parsed.iat - auth.token_iat < apple.TOKEN_MIN_REFRESH_S:
-            return Verdict(429, "TooManyProviderTokenUpdates")
+            return RuleVerdict(429, "TooManyProviderTokenUpdates")
         auth.team_id = parsed.key.team_id
         auth.token, auth.token_iat = raw, parsed.iat
         return parsed.key

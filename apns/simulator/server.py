@@ -35,7 +35,7 @@ from typing import Any
 from apns.pool import Endpoint
 from apns.simulator.conn import Request, SimConnection
 from apns.simulator.limits import RETRY_REASONS
-from apns.simulator.rules import AuthState, RequestChecker, SimulatorKey, Verdict
+from apns.simulator.rules import AuthState, RequestChecker, RuleVerdict, SimulatorKey
 from apns.simulator.tls import generate_certificates
 
 __all__ = ["ApnsSimulator", "Faults", "RecordedPush", "SimulatorKey"]
@@ -196,7 +196,7 @@ class ApnsSimulator:
                 self._arrived.clear()
                 await self._arrived.wait()
 
-    def record_push(self, verdict: Verdict, apns_id: str, body: bytes) -> None:
+    def record_push(self, verdict: RuleVerdict, apns_id: str, body: bytes) -> None:
         self.accepted += 1
         if not self.record:
             return
@@ -215,15 +215,15 @@ class ApnsSimulator:
         if self._arrived is not None:
             self._arrived.set()
 
-    def decide(self, req: Request, auth: AuthState) -> Verdict:
+    def decide(self, req: Request, auth: AuthState) -> RuleVerdict:
         verdict = self.checker.check(req.headers, req.size, auth)
         if verdict.status != 200:
             return verdict
         if verdict.token in self.faults.unregistered:
-            return Verdict(410, "Unregistered", verdict.token)
+            return RuleVerdict(410, "Unregistered", verdict.token)
         for status, rate in self.faults.error_rates.items():
             if rate and self._rng.random() < rate:
-                return Verdict(status, RETRY_REASONS.get(status, "InternalServerError"), verdict.token)
+                return RuleVerdict(status, RETRY_REASONS.get(status, "InternalServerError"), verdict.token)
         return verdict
 
     def __repr__(self) -> str:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Final, Protocol
 
 from redis.asyncio import Redis
@@ -27,6 +28,7 @@ from ntf_server.store.base import StoreCounts
 from ntf_server.store.census import Census
 from ntf_server.store.errors import StoreError
 from ntf_server.store.health import translated
+from ntf_server.subscriber.linkstate import LinkState
 from ntf_server.subscriber.pool import Progress
 
 STORE_TIMEOUT_S: Final = 2.0  # a figure from Redis that takes longer is left out (and /healthz fails)
@@ -42,7 +44,7 @@ class AdminStore(Protocol):
 class AdminPool(Protocol):
     resubscription: Progress
 
-    def link_states(self) -> list[tuple[SMPServer, str]]: ...
+    def link_states(self) -> list[tuple[SMPServer, LinkState]]: ...
 
 
 class AdminListener(Protocol):
@@ -50,6 +52,19 @@ class AdminListener(Protocol):
     def listening(self) -> bool: ...
     @property
     def connections(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRow:
+    """One worker of the instance (``[server] workers``; admin/workers.py)."""
+
+    worker: int
+    up: bool  # answered this request
+    pid: int
+    connections: int
+    queue_length: int
+    servers: tuple[SMPServer, ...]  # the SMP servers it holds (its links)
+    restarts: int = 0  # times the supervisor started it again
 
 
 @dataclass(frozen=True)
@@ -68,6 +83,8 @@ class Sources:
     started_at: float = field(default_factory=time.time)  # Unix time (uptime in /v1/status)
     window: CounterWindow | None = None  # push counters a minute apart (pushes in the last hour)
     retries_waiting: Callable[[], int] = lambda: 0  # pushes scheduled for a retry (push/delivery.py)
+    # with several workers: worker 0's figures -> the instance's (admin/workers.py); None: one process
+    across_workers: Callable[[Figures], Awaitable[Figures]] | None = None
 
 
 @dataclass(frozen=True)
@@ -80,12 +97,14 @@ class Figures:
     counts: StoreCounts | None  # exact totals from Redis; None when Redis did not answer
     active: ActiveTokens | None
     census: Census | None  # approximate, refreshed every admin.census_interval_s
-    links: tuple[tuple[SMPServer, str], ...]
+    links: tuple[tuple[SMPServer, LinkState], ...]
     queue_length: int
     resubscription: Progress
     listening: bool
     connections: int
     retries_waiting: int = 0
+    workers: tuple[WorkerRow, ...] = ()  # empty: one process
+    owner: Mapping[SMPServer, int] = field(default_factory=lambda: MappingProxyType({}))  # server -> worker
 
 
 async def gather(src: Sources) -> Figures:
@@ -98,13 +117,14 @@ async def gather(src: Sources) -> Figures:
                 active = await src.active_tokens()
         except (StoreError, TimeoutError):
             up = False
-    return Figures(
+    fig = Figures(
         version=__version__, now=time.time(), stats=src.stats.snapshot(), apns=src.apns.snapshot(),
         store_up=up, counts=counts, active=active, census=src.census(), links=tuple(src.pool.link_states()),
         queue_length=src.queue_length(), resubscription=src.pool.resubscription,
         listening=src.listener.listening, connections=src.listener.connections,
         retries_waiting=src.retries_waiting(),
     )
+    return fig if src.across_workers is None else await src.across_workers(fig)
 
 
 async def health(src: Sources) -> str | None:

@@ -23,6 +23,7 @@ from prometheus_client.core import (
 from ntf_server.admin import catalog
 from ntf_server.admin.figures import Figures
 from ntf_server.ownservers import OTHER, OwnServers
+from ntf_server.subscriber.linkstate import SHOWN_STATES, LinkState
 
 PREFIX = "ntf_"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -44,6 +45,7 @@ class _Collector:
         yield from _gauges(self._fig)
         yield from _smp(self._fig, self._own)
         yield from _apns(self._fig)
+        yield from _workers(self._fig)
 
 
 def _counters(fig: Figures) -> Iterator[Metric]:
@@ -126,7 +128,7 @@ def _smp(fig: Figures, own: OwnServers) -> Iterator[Metric]:
         states[state] += 1
     m = GaugeMetricFamily(PREFIX + "smp_connections", "SMP servers served by this instance, by connection "
                           "state (idle, connecting, up, down)", labels=["state"])
-    for state in ("idle", "connecting", "up", "down"):
+    for state in SHOWN_STATES:
         m.add_metric([state], states.get(state, 0))
     yield m
     up = GaugeMetricFamily(PREFIX + "smp_server_up", "1 while the connection to an own SMP server is up "
@@ -134,7 +136,7 @@ def _smp(fig: Figures, own: OwnServers) -> Iterator[Metric]:
     for server, state in fig.links:
         label = own.label(server.hosts)
         if label != OTHER:
-            up.add_metric([label], 1 if state == "up" else 0)
+            up.add_metric([label], 1 if state == LinkState.UP else 0)
     yield up
     if fig.census is not None:
         subs = GaugeMetricFamily(PREFIX + "smp_server_subscriptions", "Subscriptions per own SMP server by "
@@ -163,3 +165,25 @@ def _apns(fig: Figures) -> Iterator[Metric]:
     for (env, status, reason), n in sorted(fig.apns.answers.items()):
         a.add_metric([env, str(status), reason], n)
     yield a
+
+
+def _workers(fig: Figures) -> Iterator[Metric]:
+    """Each worker's own figures, labelled by worker number (none for one process); the families above
+    are their sums."""
+    if not fig.workers:
+        return
+    families = (("worker_up", "1 when the worker answered this scrape", lambda w: 1 if w.up else 0),
+                ("worker_client_connections", "Open NTF client sockets of the worker", lambda w: w.connections),
+                ("worker_push_queue_length", "Pushes waiting in the worker's pipeline", lambda w: w.queue_length),
+                ("worker_smp_servers", "SMP servers the worker holds (its leases)", lambda w: len(w.servers)))
+    for name, doc, value in families:
+        m = GaugeMetricFamily(PREFIX + name, doc, labels=["worker"])
+        for w in fig.workers:
+            m.add_metric([str(w.worker)], value(w))
+        yield m
+    restarts = CounterMetricFamily(PREFIX + "worker_restarts", "Times the supervisor started the worker again "
+                                   "after it died (since the supervisor started)", labels=["worker"])
+    for w in fig.workers:
+        if w.up:
+            restarts.add_metric([str(w.worker)], w.restarts)
+    yield restarts

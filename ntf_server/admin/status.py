@@ -15,20 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
 from aiohttp import web
 
 from ntf_server.admin.figures import STORE_TIMEOUT_S, Figures, Sources, gather
 from ntf_server.admin.policy import PolicyApi
-from ntf_server.admin.views import smp_servers_json
+from ntf_server.admin.views import smp_servers_json, workers_json
 from ntf_server.admin.window import CounterWindow, push_kinds
-from ntf_server.ownservers import OwnServers
+from ntf_server.ownservers import OTHER, OwnServers
 from ntf_server.stats import Stats
 from ntf_server.store.errors import StoreError
+from ntf_server.subscriber.linkstate import LinkState
 
-LINK_STATES: Final = ("up", "connecting", "down", "idle")
+LINK_STATES: Final = (LinkState.UP, LinkState.CONNECTING, LinkState.DOWN, LinkState.IDLE)  # the order shown
 
 
 def status_json(fig: Figures, own: OwnServers, pushes: Mapping[str, Any], started_at: float,
@@ -39,7 +40,7 @@ def status_json(fig: Figures, own: OwnServers, pushes: Mapping[str, Any], starte
     states = dict.fromkeys(LINK_STATES, 0)
     for _, state in fig.links:
         states[state] = states.get(state, 0) + 1
-    own_down = [row["server"] for row in smp_servers_json(fig, own)["own"] if row["state"] == "down"]
+    own_down = [row["server"] for row in smp_servers_json(fig, own)["own"] if row["state"] == LinkState.DOWN]
     r = fig.resubscription
     return {
         "version": fig.version,
@@ -61,6 +62,9 @@ def status_json(fig: Figures, own: OwnServers, pushes: Mapping[str, Any], starte
                         "resubscription": {"servers": r.servers, "servers_done": r.servers_done}},
         "pushes": pushes,
         "policy": policy,
+        "workers": [{**row, "own_servers": sorted(own.label(s.hosts) for s in w.servers if own.label(s.hosts) != OTHER),
+                     "other_servers": sum(own.label(s.hosts) == OTHER for s in w.servers)}
+                    for w, row in zip(fig.workers, workers_json(fig), strict=True)],
     }
 
 
@@ -88,8 +92,10 @@ class StatusApi:
         return web.json_response(status_json(fig, src.own, pushes, src.started_at, policy))
 
 
-async def sample_every(window: CounterWindow, stats: Stats, *, clock: Callable[[], float] = time.monotonic) -> None:
-    """The server part that feeds the window: one sample of the push counters a step (never returns)."""
+async def sample_every(window: CounterWindow, stats: Stats, *, clock: Callable[[], float] = time.monotonic,
+                       counters: Callable[[], Awaitable[Mapping[str, int]]] | None = None) -> None:
+    """The server part that feeds the window: one sample of the push counters a step (never returns);
+    ``counters``: where to read them instead of ``stats`` (every worker's, summed: admin/workers.py)."""
     while True:
         await asyncio.sleep(window.step_s)
-        window.record(clock(), stats.snapshot().as_dict())
+        window.record(clock(), dict(await counters()) if counters else stats.snapshot().as_dict())

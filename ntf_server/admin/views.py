@@ -13,6 +13,7 @@ from typing import Any
 from ntf_server.admin.figures import Figures
 from ntf_server.ownservers import OTHER, OwnServers
 from ntf_server.protocol.encoding import SMPServer
+from ntf_server.subscriber.linkstate import SHOWN_STATES
 
 NOT_SERVED = "not served here"  # in the store, but no link on this instance (yet)
 
@@ -44,14 +45,22 @@ def stats_json(fig: Figures) -> dict[str, Any]:
         "active_tokens": None if fig.active is None else {
             "day": fig.active.day, "week": fig.active.week, "month": fig.active.month,
         },
-        "smp_connections": {s: states.get(s, 0) for s in ("idle", "connecting", "up", "down")},
+        "smp_connections": {s: states.get(s, 0) for s in SHOWN_STATES},
         "push_queue_length": fig.queue_length,
         "push_retries_waiting": fig.retries_waiting,
         "resubscription": {"servers": p.servers, "servers_done": p.servers_done,
                            "subscriptions": p.subscriptions, "answered": p.answered,
                            "elapsed_s": round(p.elapsed_s, 1)},
         "apns": fig.apns.as_dict(),
+        "workers": workers_json(fig),
     }
+
+
+def workers_json(fig: Figures) -> list[dict[str, Any]]:
+    """Each worker of the instance (empty for one process): its own figures; the totals above sum them."""
+    return [{"worker": w.worker, "up": w.up, "pid": w.pid, "client_connections": w.connections,
+             "push_queue_length": w.queue_length, "smp_servers": len(w.servers), "restarts": w.restarts}
+            for w in fig.workers]
 
 
 def smp_servers_json(fig: Figures, own: OwnServers) -> dict[str, Any]:
@@ -61,11 +70,14 @@ def smp_servers_json(fig: Figures, own: OwnServers) -> dict[str, Any]:
     received = _by_label(fig)
     own_rows: dict[str, dict[str, Any]] = {}
     other: dict[str, Any] = {"servers": 0, "connections": defaultdict(int), "subscriptions": defaultdict(int)}
+    by_worker: dict[int, int] = defaultdict(int)
     for server in {*state_of, *per_server}:
         label = own.label(server.hosts)
         state = state_of.get(server, NOT_SERVED)
         subs = per_server.get(server, {})
         if label == OTHER:
+            if fig.workers and server in fig.owner:
+                by_worker[fig.owner[server]] += 1
             other["servers"] += 1
             other["connections"][state] += 1
             for status, n in subs.items():
@@ -75,11 +87,15 @@ def smp_servers_json(fig: Figures, own: OwnServers) -> dict[str, Any]:
             "server": label, "hosts": [h for h in server.hosts if own.is_own_host(h)],
             "port": server.effective_port, "state": state, "subscriptions": {}, **received.get(label, {}),
         })
+        if fig.workers:  # which worker holds it (None: none now)
+            row["worker"] = fig.owner.get(server)
         for status, n in subs.items():
             row["subscriptions"][status] = row["subscriptions"].get(status, 0) + n
     other["connections"] = dict(sorted(other["connections"].items()))
     other["subscriptions"] = dict(sorted(other["subscriptions"].items()))
     other.update(received.get(OTHER, {}))
+    if fig.workers:  # how many of the other servers each worker holds, by worker number
+        other["by_worker"] = {str(w.worker): by_worker.get(w.worker, 0) for w in fig.workers}
     return {
         "own_server_domains": bool(own),
         "census_age_s": None if fig.census is None else round(max(0.0, fig.now - fig.census.finished_at), 1),

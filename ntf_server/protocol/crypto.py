@@ -12,6 +12,9 @@ encryption) it is *not* plain ``crypto_secretbox(key)``. Output is ``tag(16) ‖
 Keys travel as DER (SPKI / PKCS#8 v0) with the exact byte prefixes of §2.2; we emit those bytes ourselves
 and check them byte for byte on input, so no library's DER leniency decides what we accept. Every decoder
 of untrusted bytes raises only ``CodecError`` (``CryptoError`` is a subclass for failed crypto).
+
+Why one module of about 530 lines: every use of key material on the wire is in this one module, so a security
+review reads one file; its sections follow the §.
 """
 
 from __future__ import annotations
@@ -375,10 +378,14 @@ class SodiumEd25519Key:
 
     __slots__ = ("_sk",)
 
-    def __init__(self, seed: bytes) -> None:
-        if len(seed) != ED25519_SEED_LEN:
+    def __init__(self, seed: bytes, public: bytes | None = None) -> None:
+        """``public``: the seed's public key when known (skips one scalar multiplication); trusted as is."""
+        if len(seed) != ED25519_SEED_LEN or (public is not None and len(public) != ED25519_SEED_LEN):
             raise CodecError("Ed25519 private key of wrong length")
-        self._sk = nacl.bindings.crypto_sign_seed_keypair(seed)[1]
+        self._sk = seed + public if public is not None else nacl.bindings.crypto_sign_seed_keypair(seed)[1]
+
+    def public_bytes(self) -> bytes:
+        return self._sk[ED25519_SEED_LEN:]
 
     def __repr__(self) -> str:
         return "<SodiumEd25519Key>"
@@ -389,6 +396,37 @@ class SodiumEd25519Key:
 
 NotifierKey = PrivateAuthKey | SodiumEd25519Key  # what signs or authenticates an NSUB
 _ED25519_PKCS8_V0: Final = _PRIV_FORMS[Ed25519PrivateKey][0]
+
+
+# What SNEW stores for an Ed25519 notifier key: PKCS#8 v1 (RFC 5958) with the public key, which is what
+# libsodium signs with besides the seed. Deriving it costs as much as the NSUB's signature itself, once per
+# NSUB for a v0 key (tests/bench/resubscribe.py): stored, it is derived once per subscription, at SNEW.
+_ED25519_PKCS8_V1: Final = bytes.fromhex("3051020101300506032b657004220420")
+_ED25519_V1_PUBLIC: Final = bytes.fromhex("812100")
+_ED25519_V1_LEN: Final = len(_ED25519_PKCS8_V1) + ED25519_SEED_LEN + len(_ED25519_V1_PUBLIC) + ED25519_SEED_LEN
+
+
+def notifier_key_for_storage(data: bytes) -> bytes:
+    """A valid notifier key (``decode_private_key`` accepts it) in the form to store: an Ed25519 key as
+    PKCS#8 v1 with its public key derived here from the seed (whatever public key the input carried);
+    other key types unchanged. The same input always gives the same bytes."""
+    key = decode_private_key(data)
+    if not isinstance(key, Ed25519PrivateKey):
+        return data
+    seed = key.private_bytes_raw()
+    public = nacl.bindings.crypto_sign_seed_keypair(seed)[0]
+    return _ED25519_PKCS8_V1 + seed + _ED25519_V1_PUBLIC + public
+
+
+def decode_stored_notifier_key(data: bytes) -> NotifierKey:
+    """:func:`decode_notifier_key` for a key the store holds: the form :func:`notifier_key_for_storage`
+    writes is read with its public key as stored, not derived again (the store seals and authenticates
+    it, and SNEW wrote it from the seed); any other form is decoded and checked as usual."""
+    if len(data) == _ED25519_V1_LEN and data.startswith(_ED25519_PKCS8_V1):
+        seed_at, public_at = len(_ED25519_PKCS8_V1), _ED25519_V1_LEN - ED25519_SEED_LEN
+        if data[seed_at + ED25519_SEED_LEN:public_at] == _ED25519_V1_PUBLIC:
+            return SodiumEd25519Key(data[seed_at:seed_at + ED25519_SEED_LEN], data[public_at:])
+    return decode_notifier_key(data)
 
 
 def decode_notifier_key(data: bytes) -> NotifierKey:

@@ -3,6 +3,9 @@
 Errors are answers (STYLE 4): they are values sent back as ``ERR <errorType>``, not exceptions.
 Encoding is text-like: tags separated by single spaces, ``STORE`` and ``BLOCKED`` take the rest of the
 transmission, and the broker's ``RESPONSE``/``UNEXPECTED`` carry a short string.
+
+Why one module of about 310 lines: the whole ``ErrorType`` tree of Protocol.hs with its encoder and its parser side
+by side; a split would cut each tag table in two.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ starts with that space and must consume the rest exactly. Unknown tag → ``CMD 
 malformed → ``CMD SYNTAX``. Parse results are values, never exceptions: ``parse_command`` returns either a
 command or the ``ErrorType`` to answer with. Keys travel as DER bytes (validated while parsing, so a
 command that parsed carries well-formed keys of an accepted type).
+
+Why one module of about 350 lines: every NTF command and response with its parser and encoder, read against
+§4.1–4.2 as one table.
 """
 
 from __future__ import annotations

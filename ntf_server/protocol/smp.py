@@ -6,6 +6,9 @@ forms Haskell uses (Protocol.hs, simplexmq master): ``SOK`` only from v16, ``DEL
 ``BLOCKED`` downgraded for old clients, and from v19 ``NSUBS``/``SOKS``/``ENDS`` carry an IdsHash (the XOR
 of the MD5 of every queue id, 16 bytes) after the count; before v19 ``NSUBS`` has no parameters (the
 server reads count -1 and an empty hash) and ``SOKS``/``ENDS`` only the count (the hash reads as empty).
+
+Why one module of about 310 lines: both directions of every command in one table, so the client's encoder and the
+stand-in's parser cannot drift apart.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ decision about bytes.
    leaf) and returns the padded client hello to write plus the connection parameters. With service
    credentials (v16+) the hello carries our service part, and the caller then reads the server's third
    block (``smp_service.read_service_response``) before the session starts. Any failure raises
-   :class:`HandshakeFailed` carrying the transport error Haskell would report; the caller closes without
+   :class:`SmpHandshakeRejected` carrying the transport error Haskell would report; the caller closes without
    writing anything.
 2. Session. ``smp_session.SmpClientSession`` is one connection after the handshake. Sending: :meth:`subscribe`
    turns (notifier id, notifier key) pairs into NSUB transmissions packed into as few full blocks as fit
@@ -54,7 +54,7 @@ from ntf_server.protocol.transport import (
 )
 
 
-class HandshakeFailed(Exception):
+class SmpHandshakeRejected(Exception):
     """The server is not who we pinned, or speaks nothing we do: close without sending anything."""
 
     def __init__(self, error: TransportError, detail: str) -> None:
@@ -62,8 +62,8 @@ class HandshakeFailed(Exception):
         self.error = error
 
 
-def _fail(kind: TransportErrorKind, detail: str, hs: HandshakeError | None = None) -> HandshakeFailed:
-    return HandshakeFailed(TransportError(kind, hs), detail)
+def _fail(kind: TransportErrorKind, detail: str, hs: HandshakeError | None = None) -> SmpHandshakeRejected:
+    return SmpHandshakeRejected(TransportError(kind, hs), detail)
 
 
 # ---------------------------------------------------------------- handshake (§1.8)

@@ -10,6 +10,9 @@ and its queue stays PENDING with a re-send due after a jittered backoff (1 s dou
 :meth:`resend_due`), on the same connection, until some answer arrives or the pool forgets the queue.
 A timed-out corrId is dropped only after ``STALE_AFTER_TIMEOUTS`` response timeouts, so a server that never
 answers cannot grow this state without bound.
+
+Why one module of about 380 lines: one state machine (queues, corrIds, re-sends, the block cipher chain); its
+events and queue table are already apart in smp_events.py.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from ntf_server.protocol.transport import (
     Batch,
     RawTransmission,
     batch_transmissions,
+    encode_auth,
     encode_transmission,
     for_auth,
     parse_block,
@@ -181,15 +185,15 @@ class SmpClientSession:
         return corr_id
 
     def _signed(self, corr_id: bytes, q: NotifierQueue, command: bytes) -> bytes:
-        authorized, _ = for_auth(self.params, corr_id, q.notifier_id, command)
+        """``encode_transmission`` with the auth, from one encoding of the body (one per NSUB, resubscribing)."""
+        authorized, to_send = for_auth(self.params, corr_id, q.notifier_id, command)
         svc = self.service
         if svc is None:
             auth = crypto.client_authorize(q.key, authorized, corr_id, self._server_dh)
-            return encode_transmission(self.params, corr_id, q.notifier_id, command, auth=auth)
+            return encode_auth(self.params, auth) + to_send
         # A service session: the queue key covers certHash ‖ authorized, the session key signs authorized.
         auth = crypto.client_authorize(q.key, svc.cert_hash + authorized, corr_id, self._server_dh)
-        return encode_transmission(self.params, corr_id, q.notifier_id, command, auth=auth,
-                                   service_sig=crypto.sign(svc.key, authorized))
+        return encode_auth(self.params, auth, crypto.sign(svc.key, authorized)) + to_send
 
     def subscribe_service(self, count: int, ids_hash: bytes) -> list[bytes]:
         """``NSUBS`` for every queue tied to our service (the count and IdsHash we stored); a service

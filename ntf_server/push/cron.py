@@ -11,14 +11,22 @@ one budget script (store/budget.py ``cron``, mirroring policy.cron_decide) decid
   - parity mode (``hidden_per_hour = 0``) keeps no budget: sent, as the Haskell server does.
 Either way the token's next periodic push is scheduled one interval later (``mark_cron_sent``), also when
 the push failed: a dead device token became INVALID, any other failure waits for the next interval.
-Two instances scanning at once send one push per device: the first records it as the device's last hidden
-push, so the second's script skips.
+Several instances (or workers) on one data set: the decision is also a *claim* (store/budget.py ``cron``):
+a SEND leaves a claim that expires after ``lease_s`` and a record of the decision, until ``cron_done``
+after the push was handed to APNs (or to the outbox, for a retry) and the next one scheduled. Another
+instance that scanned the same token meanwhile gets nothing while the claim lives, nor after it, as the
+token's last periodic push (``cs``) is then newer than its scan: each periodic push is sent once while both
+live, also in parity mode, where no budget records it. A sender killed (kill -9) between its decision and
+``cron_done`` leaves the decision recorded and the token due: after the lease, the next scan of any
+instance sends it again without spending the budget twice. Never lost; sent twice only when the dead one's
+push had reached APNs (the in-flight push, at least once).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -37,12 +45,13 @@ from ntf_server.store.records import TokenRecord
 log = logging.getLogger(__name__)
 
 BATCH: Final = 1000
+CLAIM_LEASE_S: Final = 30.0  # a claimed periodic push not confirmed within this is sent again (its sender died)
 Submit = Callable[[Push], Awaitable[None]]
 
 
 class CronPushes:
     def __init__(self, hidden: HiddenPushes, store: CronStore, submit: Submit, stats: Stats, *,
-                 scan_s: float = 60.0) -> None:
+                 scan_s: float = 60.0, lease_s: float = CLAIM_LEASE_S) -> None:
         self._hidden = hidden
         self._store = store
         self._submit = submit
@@ -51,6 +60,8 @@ class CronPushes:
                                        event="scheduler.store_error", fields={"part": "periodic pushes"})
         self._stats = stats
         self._scan_s = scan_s
+        self._lease_s = lease_s
+        self._claimer = os.urandom(8).hex()  # names this sender's claims (store/budget.py CRON)
 
     def __repr__(self) -> str:
         return f"<CronPushes scan={self._scan_s}s>"
@@ -80,16 +91,21 @@ class CronPushes:
 
     async def _one(self, tok: TokenRecord, now: float) -> None:
         budget = await self._hidden.budget_for(tok.provider)
-        decision = await self._hidden.budgets.cron(tok.token_id, budget, now, 60.0 * tok.cron_interval_min)
+        budgets = self._hidden.budgets
+        decision = await budgets.cron(tok.token_id, budget, now, 60.0 * tok.cron_interval_min,
+                                      lease_s=self._lease_s, claimer=self._claimer)
         match decision:
             case CronDecision.SEND:
                 # the hidden push's shape and size (push/payload.py); counted ntf_cron_delivered/_failed by Delivery
                 body = payload.check_messages_body(tok.dh_secret, payload.new_nonce())
                 await self._submit(Push(PushKindCode.PERIODIC, tok, body, now))
+                await self._store.mark_cron_sent(tok.token_id, now)
+                await budgets.cron_done(tok.token_id, self._claimer)
+                return
             case CronDecision.SKIP_RECENT:
                 self._stats.incr(Stat.NTF_CRON_SKIPPED)
             case CronDecision.SKIP_BUDGET:
                 self._stats.incr(Stat.NTF_CRON_SKIPPED_BUDGET)
             case None:
-                return  # deleted meanwhile
+                return  # deleted meanwhile, or another instance sends (or sent) it
         await self._store.mark_cron_sent(tok.token_id, now)

@@ -10,6 +10,18 @@ retry), ``done`` removes it, unless a newer notification joined it during the se
 budget returns again). A process that dies between claim and ``done`` leaves the entry to be claimed again after the
 lease: a push may then be sent twice, never lost.
 
+Several instances (or workers) on one data set, checked by tests/reliability/test_scheduled_kill9.py:
+  - both alive: every scheduler reads the same due index, and the claim script lets one of them have each push
+    (it is due again only one lease later): sent once, as long as its send ends within the lease. A send waits
+    at most for APNs' answer (the client's 10 s timeout; a "retry later" goes to the outbox, whose claims
+    the pipeline extends), so ``[push] claim_lease_s`` must stay well above that (default 30 s);
+  - kill -9 mid-send: after the lease the push is due again and the next round of any instance claims it,
+    spends the budget again and sends it, built from the token's newest notifications then: never lost;
+    sent twice only when the dead one's push had reached APNs (at least once for the in-flight push). Killed
+    after APNs answered "retry later" and before ``done``: the outbox's retry and the claim both send it.
+  - not covered: a ``StoreError`` while the push goes to the outbox for a retry (Redis away at that moment)
+    still ends in ``done``: that push is lost, counted in ``scheduler.store_error``.
+
 The round sleeps until the earliest due time, at most ``scan_s``; a Redis error is logged and the round
 retried (the store's own health probe reports the outage), never fatal to the server.
 """
@@ -50,7 +62,7 @@ class DeferredStore(TokenLookup, Protocol):
 
 class DeferredScheduler:
     def __init__(self, hidden: HiddenPushes, store: DeferredStore, submit: Submit, stats: Stats, *,
-                 scan_s: float = 1.0) -> None:
+                 scan_s: float = 1.0, lease_s: float = CLAIM_LEASE_S) -> None:
         self._hidden = hidden
         self._store = store
         self._submit = submit
@@ -59,6 +71,7 @@ class DeferredScheduler:
                                        event="scheduler.store_error", fields={"part": "deferred pushes"})
         self._stats = stats
         self._scan_s = scan_s
+        self._lease_s = lease_s
         self._gate = asyncio.Semaphore(CONCURRENCY)
 
     def __repr__(self) -> str:
@@ -104,7 +117,7 @@ class DeferredScheduler:
             if await budgets.done(tid):
                 self._stats.incr(Stat.NTF_DEFERRED_STALE)
             return
-        got = await self._store.claim_deferred(tid, await self._hidden.budget_for(tok.provider), now, CLAIM_LEASE_S)
+        got = await self._store.claim_deferred(tid, await self._hidden.budget_for(tok.provider), now, self._lease_s)
         if not isinstance(got, Claimed):
             return  # not due any more (another instance has it) or the budget went elsewhere: rescheduled
         self._stats.incr(Stat.NTF_DEFERRED_SENT)

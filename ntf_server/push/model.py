@@ -88,6 +88,7 @@ class PipelineSettings:
     def of(cls, push: PushConfig) -> PipelineSettings:
         return cls(backoff=JitteredBackoff(push.retry_backoff_base_s, push.retry_backoff_cap_s),
                    deadline_s=push.retry_deadline_s, verifications_per_hour=push.verifications_per_hour,
+                   lease_s=push.claim_lease_s,
                    shutdown_grace_s=push.shutdown_grace_s)
 
     @property

@@ -169,7 +169,7 @@ class BudgetState:
 
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
+class PolicyVerdict:
     decision: Decision
     state: BudgetState
     due: float | None = None  # DEFER: when the token's pending push is due
@@ -194,20 +194,20 @@ def consume(state: BudgetState, now: float, b: Budget) -> BudgetState:
     return BudgetState(max(state.tat, now) + interval_s(b), now)
 
 
-def decide(b: Budget, state: BudgetState, now: float, pending_due: float | None = None) -> Verdict:
+def decide(b: Budget, state: BudgetState, now: float, pending_due: float | None = None) -> PolicyVerdict:
     """A message notification at ``now``; ``pending_due`` is the due time of the token's pending push."""
     if b.parity:  # SimpleX parity: every notification is the production alert, no budget kept
-        return Verdict(Decision.ALERT, state)
+        return PolicyVerdict(Decision.ALERT, state)
     if conforms(state, now, b):
-        return Verdict(Decision.HIDDEN, consume(state, now, b), cancel_pending=pending_due is not None)
+        return PolicyVerdict(Decision.HIDDEN, consume(state, now, b), cancel_pending=pending_due is not None)
     match b.overflow:
         case Overflow.ALERT:
-            return Verdict(Decision.ALERT, state)
+            return PolicyVerdict(Decision.ALERT, state)
         case Overflow.DROP:
-            return Verdict(Decision.DROP, state)
+            return PolicyVerdict(Decision.DROP, state)
         case Overflow.DEFER:
             due = available_at(state, b)
-            return Verdict(Decision.DEFER, state, due if pending_due is None else min(pending_due, due))
+            return PolicyVerdict(Decision.DEFER, state, due if pending_due is None else min(pending_due, due))
     assert_never(b.overflow)
 
 

@@ -179,6 +179,9 @@ class SmpServerCore:
         self.queues: dict[bytes, SimQueue] = {}
         self._random = random
         self.services = ServiceRegistry(random)
+        # NSUBs of a queue another open connection held (it got END): the queue was subscribed by two
+        # connections at once, what the NTF servers' leases exist to prevent (tests/bench/two_instances.py)
+        self.taken_from_live = 0
 
     def __repr__(self) -> str:
         subscribed = sum(q.subscriber is not None for q in self.queues.values())
@@ -276,6 +279,7 @@ class SmpServerCore:
         out = []
         if q.subscriber is not None and q.subscriber != session.conn_id:
             out.append(Outgoing(q.subscriber, b"", q.notifier_id, S.End()))
+            self.taken_from_live += 1
         q.subscriber = session.conn_id
         q.service_id = svc.service_id if svc is not None else None  # tied, or untied by a plain NSUB
         if svc is not None:

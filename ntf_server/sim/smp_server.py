@@ -15,6 +15,9 @@ Faults for tests: :meth:`drop_connections`, :meth:`stall` (stop reading and writ
 long after it arrived, in order: a busy SMP server answering late).
 
 Standalone: ``python -m ntf_server.sim.smp_server [--host 127.0.0.1] [--port 0]`` prints its address.
+
+Why one module of about 400 lines: a whole stand-in server with its fault injection for tests; the protocol rules
+it enforces are apart, in smp_core.py.
 """
 
 from __future__ import annotations

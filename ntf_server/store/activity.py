@@ -12,6 +12,8 @@ month so far. Keys expire a while after their period ends.
 Cheap on the NMSG path: ``record`` only adds 8 bytes to an in-memory set; ``run`` (a server part) sends
 the set every few seconds as three PFADDs. A crash loses at most that interval's activity, which an
 estimate can afford. The set is bounded; past the bound new ids are skipped until the next flush.
+Several instances (or workers) each flush their own set into the same HyperLogLogs: PFADD of an element
+already there changes nothing, so nothing is counted twice; a kill -9 loses that instance's last interval.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ Keys (``P`` = key prefix; token keys as in keys.py):
   P t{T}:dfr    hash   v = version of the token's pending (deferred) push, bumped by every notice that
                        joins it; the push itself is built when it is claimed, from the token's newest <= 6
   P dfr         zset   token id by due time of its pending push (the scheduler's index)
+  P t{T}:cr     string the time a periodic push was decided (its budget spent), until it is confirmed sent
+  P t{T}:crc    string the claim of the token's periodic push by one sender; expires after the claim lease
 
 Each decision is one script, so the check and the consumption of the budget cannot be split by another
 instance. The scripts mirror push/policy.py line by line (tests/store/test_budget_store.py runs both on the
@@ -58,16 +60,44 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 """
 
-# KEYS: token hash. ARGV: P now rate burst keep interval_s -> 'GONE' | CronDecision value
+# KEYS: token hash, its periodic push decided and not yet confirmed sent (t{T}:cr, the decision's time), its
+# claim (t{T}:crc, the claimer's id, expiring after the lease). ARGV: P now rate burst keep interval_s lease_ms
+# claimer -> 'GONE' | 'BUSY' (claimed by a live sender) | 'SENT' (sent since the caller's scan) | CronDecision value.
+# lease_ms 0: the decision alone (no claim; the comparison with push/policy.py in the tests).
 CRON: Final = GCRA + r"""
 local P, now, rate, burst, keep = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local lease = tonumber(ARGV[7])
+if lease > 0 and redis.call('EXISTS', KEYS[3]) == 1 then return 'BUSY' end
 local bk = bkey_of(P, KEYS[1])
 if not bk then return 'GONE' end
-local tat, last = bload(bk)
-if last > now - tonumber(ARGV[6]) then return 'skip_recent' end
-if rate <= 0 then return 'send' end
-if conforms(tat, now, rate, burst) then bconsume(bk, tat, now, rate, keep); return 'send' end
-return 'skip_budget'
+local decision
+if lease > 0 then
+  local cs = tonumber(redis.call('HGET', KEYS[1], 'cs') or '-1')
+  local pending = redis.call('GET', KEYS[2])
+  if pending and cs >= math.floor(tonumber(pending)) then redis.call('DEL', KEYS[2]); pending = false end
+  if pending then
+    decision = 'send'  -- decided (budget spent) by a sender that died before confirming it: sent again
+  elseif cs > now - tonumber(ARGV[6]) then
+    return 'SENT'  -- another instance sent it since this caller's scan
+  end
+end
+if not decision then
+  local tat, last = bload(bk)
+  if last > now - tonumber(ARGV[6]) then return 'skip_recent' end
+  if rate <= 0 then decision = 'send'
+  elseif conforms(tat, now, rate, burst) then bconsume(bk, tat, now, rate, keep); decision = 'send'
+  else return 'skip_budget' end
+  if lease > 0 then redis.call('SET', KEYS[2], f(now), 'EX', keep) end
+end
+if lease > 0 then redis.call('SET', KEYS[3], ARGV[8], 'PX', lease) end
+return decision
+"""
+
+# KEYS: t{T}:cr, t{T}:crc. ARGV: claimer -> 1 if its claim was still held
+CRON_DONE: Final = r"""
+redis.call('DEL', KEYS[1])
+if redis.call('GET', KEYS[2]) == ARGV[1] then return redis.call('DEL', KEYS[2]) end
+return 0
 """
 
 
@@ -91,6 +121,7 @@ class BudgetStore:
         self.due_key = f"{prefix}dfr"
         self._done = client.register_script(DONE)
         self._cron = client.register_script(CRON)
+        self._cron_done = client.register_script(CRON_DONE)
 
     def __repr__(self) -> str:
         return f"<BudgetStore {self._p}b:*>"
@@ -117,10 +148,24 @@ class BudgetStore:
         """The claimed push was handled: forget it unless a newer notification joined it since."""
         return bool(await self._eval(self._done, [self.pending_key(tid), self.due_key], [tid, version]))
 
-    async def cron(self, tid: bytes, b: Budget, now: float, interval_s: float) -> CronDecision | None:
-        args = [self._p, _f(now), _f(b.hidden_per_hour), b.burst, KEEP_S, _f(interval_s)]
-        res = _text(await self._eval(self._cron, [self._k.token(tid)], args))
-        return None if res == "GONE" else CronDecision(res)
+    async def cron(self, tid: bytes, b: Budget, now: float, interval_s: float, *, lease_s: float = 0.0,
+                   claimer: str = "") -> CronDecision | None:
+        """The periodic push's decision (policy.cron_decide). With ``lease_s``, a SEND is also a claim: other
+        instances get None until ``cron_done`` or the lease's end, and a SEND whose sender died before
+        ``cron_done`` is answered SEND again (at least once). None: the token is gone, or another instance
+        sends (or sent) this push."""
+        keys = [self._k.token(tid), *self._cron_keys(tid)]
+        args = [self._p, _f(now), _f(b.hidden_per_hour), b.burst, KEEP_S, _f(interval_s), int(lease_s * 1000),
+                claimer]
+        res = _text(await self._eval(self._cron, keys, args))
+        return None if res in ("GONE", "BUSY", "SENT") else CronDecision(res)
+
+    async def cron_done(self, tid: bytes, claimer: str) -> bool:
+        """The claimed periodic push was handled (sent, or handed to the outbox): the claim ends."""
+        return bool(await self._eval(self._cron_done, self._cron_keys(tid), [claimer]))
+
+    def _cron_keys(self, tid: bytes) -> list[str]:
+        return [self._k.token(tid) + ":cr", self._k.token(tid) + ":crc"]
 
     async def pending_count(self) -> int:
         with edge():

@@ -16,6 +16,9 @@ takes longer to count instead of taking Redis away from requests.
 
 Per SMP server subscription counts are kept, keyed by the server's address (the admin API decides what
 to show of them, §6.4 ``own_server_domains``).
+
+The server takes the census in one instance of a data set at a time, the holder of the census's job lease,
+and publishes it for the others (ntf_server/jobs.py, census_shared.py); ``run`` is the single-instance form.
 """
 
 from __future__ import annotations

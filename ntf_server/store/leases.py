@@ -8,6 +8,8 @@ Keys (``P`` = key prefix; ``<n>`` = the SMP server's number, servers.py):
   P lh:<n>   list    ids of subscriptions created (SNEW) on an instance that does not own server <n>: the
              owner pops them and subscribes them (a hand-off, so a queue is never subscribed by two
              connections at once); capped, as the owner pages every NEW subscription when it connects anyway
+  P lj:<job> string  a *job lease*, as ``ls:<n>`` (its fencing token from the same counter ‖ ' ' ‖ instance):
+             the one instance that runs a job once per data set (the census, token expiry; ntf_server/jobs.py)
 
 A lease is taken only when absent (set-if-absent with expiry), renewed and released only by the holder of
 the same value (token and instance), so an instance that lost its lease (expired while it was paused or cut
@@ -121,6 +123,28 @@ if redis.call('GET', P .. 'ls:' .. ARGV[3]) ~= ARGV[4] .. ' ' .. ARGV[5] then re
 return redis.call('LPOP', k, tonumber(ARGV[6])) or {}
 """
 
+# ARGV: P NB job instance ttl_ms token (0: not held) -> token | false (held by another). Held by this
+# instance with this token: renewed; absent: taken with a fresh token (the caller then knows it lost it between).
+HOLD_JOB: Final = _P + r"""
+local k = P .. 'lj:' .. ARGV[3]
+local v = redis.call('GET', k)
+if v then
+  if v ~= ARGV[6] .. ' ' .. ARGV[4] then return false end
+  redis.call('PEXPIRE', k, ARGV[5])
+  return tonumber(ARGV[6])
+end
+local t = redis.call('INCR', P .. 'ls:n')
+redis.call('SET', k, t .. ' ' .. ARGV[4], 'PX', ARGV[5])
+return t
+"""
+
+# ARGV: P NB job token instance -> 1 | 0 (not ours any more)
+RELEASE_JOB: Final = _P + r"""
+local k = P .. 'lj:' .. ARGV[3]
+if redis.call('GET', k) == ARGV[4] .. ' ' .. ARGV[5] then return redis.call('DEL', k) end
+return 0
+"""
+
 
 NO_LEASE: Final = 0  # never a fencing token (the counter starts at 1): the fence of a server not held
 
@@ -163,6 +187,8 @@ class RedisLeases:
         self._list = data.script(LIST)
         self._handoff = data.script(HANDOFF)
         self._take = data.script(TAKE_HANDOFF)
+        self._hold_job = data.script(HOLD_JOB)
+        self._release_job = data.script(RELEASE_JOB)
 
     def __repr__(self) -> str:
         return f"<RedisLeases {self._d.keys.prefix}ls>"
@@ -220,6 +246,21 @@ class RedisLeases:
     async def take_handoffs(self, lease: Lease, instance: str, limit: int) -> list[bytes]:
         """Subscription ids handed to the server's owner; empty unless ``lease`` is still held."""
         return [bytes(x) for x in await self._take(lease.number, lease.token, instance, limit)]
+
+    async def hold_job(self, job: str, instance: str, ttl_s: float, token: int = NO_LEASE) -> int | None:
+        """The job's lease for ``instance``: renewed when it holds it with ``token``, taken (a fresh token)
+        when nobody does; None when another instance holds it."""
+        t = await self._hold_job(job, instance, _ms(ttl_s), token)
+        return int(t) if t is not None else None
+
+    async def release_job(self, job: str, instance: str, token: int) -> bool:
+        """Give the job's lease up (graceful stop), unless another instance holds it by now."""
+        return bool(await self._release_job(job, token, instance))
+
+    async def job_holder(self, job: str) -> str | None:
+        """The instance holding the job's lease now (admin, tests), None when nobody does."""
+        v: Any = await self._d.call(self._d.r.get, self._d.keys.g(f"lj:{job}"))
+        return bytes(v).decode().partition(" ")[2] if v else None
 
 
 def _ms(s: float) -> int:

@@ -13,9 +13,11 @@ after its decision: the instance that decided it sends it at once and acknowledg
 answered for good, or moves it to its retry time (``retry``); if that instance dies first, the entry falls
 due when the lease ends and any instance's retry scheduler claims it (``claim``: due again one lease later,
 so exactly one claimer sends it at a time) and sends it again: after kill -9 a push may be sent twice, never
-lost. Pushes of the other kinds (verification, deferred, periodic) have their own records until their first
-try; they are written here (``add``) only when APNs answered "retry later". A graceful stop that cannot
-finish sending within its grace makes what is left due at once (``release``), so the next start sends it.
+lost. An instance extends the claims of the pushes it still holds (``extend``, every third of a lease), so a
+push that waits in its queue or at a slow APNs longer than one lease is not sent by another meanwhile.
+Pushes of the other kinds (verification, deferred, periodic) have their own records until their first try;
+they are written here (``add``) only when APNs answered "retry later". A graceful stop that cannot finish
+sending within its grace makes what is left due at once (``release``), so the next start sends it.
 
 The body is not kept (4 KB a push): a push sent again is built again from its kind, its token's current
 record and notifications, and its cause (push/pipeline.py), so it always carries the notice that caused it.
@@ -89,6 +91,13 @@ end
 return out
 """
 
+# ARGV: P NB due id ... -> entries whose claim was extended (only later, never earlier: a retry stays when it is)
+EXTEND: Final = _P + r"""
+local n = 0
+for i = 4, #ARGV do n = n + redis.call('ZADD', P .. 'obq', 'XX', 'GT', 'CH', ARGV[3], ARGV[i]) end
+return n
+"""
+
 # ARGV: P NB due id ... -> entries made due
 RELEASE: Final = _P + r"""
 local n = 0
@@ -153,6 +162,7 @@ class RedisOutbox:
         self._retry = data.script(RETRY)
         self._claim = data.script(CLAIM)
         self._release = data.script(RELEASE)
+        self._extend = data.script(EXTEND)
 
     def __repr__(self) -> str:
         return f"<RedisOutbox {self._d.keys.prefix}ob>"
@@ -175,6 +185,11 @@ class RedisOutbox:
         """The entries due at ``now``, each now due again one lease later (this caller sends them)."""
         flat: Any = await self._claim(repr(now), repr(lease_s), limit)
         return [decode_entry(int(flat[i]), flat[i + 1], int(flat[i + 2])) for i in range(0, len(flat), 3)]
+
+    async def extend(self, ids: Sequence[int], due: float) -> int:
+        """Pushes this instance is still sending (queued behind others, or APNs is slow): claimed until ``due``,
+        so no other instance claims them while this one lives."""
+        return int(await self._extend(repr(due), *ids)) if ids else 0
 
     async def release(self, ids: Sequence[int], now: float) -> int:
         """Pushes this instance will not finish (graceful stop): due at ``now``, for whoever runs next."""

@@ -7,7 +7,9 @@
 | subscriptions.py    | subscriptions                                | s:<n>:<bucket>, t{T}:subs, n:sub       |
 | notices.py          | notices: stored and decided a batch at a time | t{T}:ln, n:ln, b:<x>, t{T}:dfr, dfr   |
 | outbox.py           | pushes from their decision to APNs' answer   | ob, ob:a, obq, ob:n                    |
-| leases.py           | which instance subscribes which SMP server   | ls:<n>, ls:n, lp, lh:<n>               |
+| leases.py           | who subscribes an SMP server, runs a job     | ls:<n>, ls:n, lp, lh:<n>, lj:<job>     |
+| budget.py           | budgets; deferred and periodic push claims   | b:<x>, t{T}:dfr, dfr, t{T}:cr(c)       |
+| census_shared.py    | the latest census, for every instance        | census                                 |
 | dataset.py          | the data set: calls, meta, stand-ins, counts | meta, dummy:t, dummy                   |
 | sub_aliases.py      | subscription ids kept from an import         | sa                                     |
 | importing.py        | import-simplex only: whole tokens as they are | all of the above, as the normal paths |
@@ -304,6 +306,9 @@ class RedisStore:
 
     async def outbox_claim(self, now: float, lease_s: float, limit: int) -> list[OutboxEntry]:
         return await self._outbox.claim(now, lease_s, limit)
+
+    async def outbox_extend(self, ids: Sequence[int], due: float) -> int:
+        return await self._outbox.extend(ids, due)
 
     async def outbox_release(self, ids: Sequence[int], now: float) -> int:
         return await self._outbox.release(ids, now)

@@ -30,7 +30,6 @@ host, never queue ids or keys.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import os
 import ssl
@@ -47,6 +46,7 @@ from ntf_server.protocol.transport import SMP_CLIENT_VRANGE, VersionRange
 from ntf_server.subscriber.channel import Channel
 from ntf_server.subscriber.connect import Connected, TcpOpener, open_smp, open_tcp
 from ntf_server.subscriber.errors import ClientError, ConnectionLost, ProtocolError
+from ntf_server.subscriber.linkstate import LinkState
 from ntf_server.subscriber.liveness import Liveness, SessionClock, Timeouts
 from ntf_server.transport import tls
 from ntf_server.transport.blocks import BlockStream, ConnectionClosed
@@ -85,13 +85,6 @@ class EventStream:
 
     async def __anext__(self) -> EventBatch:
         return await self.get()
-
-
-class ClientState(enum.Enum):
-    NEW = "new"
-    CONNECTING = "connecting"
-    UP = "up"
-    CLOSED = "closed"
 
 
 @dataclass(slots=True)
@@ -136,7 +129,7 @@ class SmpClient:
         self._time = SessionClock(clock)
         self._sleep = sleep
         self._random = random
-        self.state = ClientState.NEW
+        self.state = LinkState.IDLE
         self.host: str | None = None  # the host that answered
         self.counters = ClientCounters()
         self._events: Channel[EventBatch] = Channel(event_batches_max)
@@ -170,9 +163,9 @@ class SmpClient:
 
     async def start(self) -> None:
         """Connect and handshake; raises ``ConnectFailed`` or ``HandshakeFailed`` (then it is closed)."""
-        if self.state is not ClientState.NEW:
+        if self.state is not LinkState.IDLE:
             raise RuntimeError(f"SmpClient.start() on a {self.state.value} client")
-        self.state = ClientState.CONNECTING
+        self.state = LinkState.CONNECTING
         context = self._context
         if self.service is not None and self._own_context:
             context = tls.smp_service_context(self.service.chain, self.service.key)
@@ -194,14 +187,14 @@ class SmpClient:
         self.host = conn.host
         self._session = SmpClientSession(conn.handshake, now=now, random=self._random, service=conn.service)
         self._liveness = Liveness(self._timeouts, now=now)
-        self.state = ClientState.UP
+        self.state = LinkState.UP
         self._stream = conn.stream
         self._task = asyncio.create_task(self._run(conn.stream), name=f"smp-client {conn.host}")
 
     async def close(self) -> None:
         """Close (idempotent); the event stream ends after what was already queued."""
         if self._task is None:
-            if self.state is not ClientState.CLOSED:
+            if self.state is not LinkState.DOWN:
                 self._finish(None)
             if self._connecting is not None:
                 self._connecting.cancel()  # start() then raises ConnectionLost
@@ -297,7 +290,7 @@ class SmpClient:
     # ------------------------------------------------------------ internals
 
     def _up(self) -> SmpClientSession:
-        if self.state is not ClientState.UP or self._session is None:
+        if self.state is not LinkState.UP or self._session is None:
             raise ConnectionLost(f"SMP connection is {self.state.value}")
         return self._session
 
@@ -311,7 +304,7 @@ class SmpClient:
             self._flushed.clear()
 
     def _finish(self, error: ClientError | None) -> None:
-        self.state = ClientState.CLOSED
+        self.state = LinkState.DOWN
         self._close_error = error
         self._events.close()
         self._flushed.set()

@@ -158,7 +158,7 @@ async def _handshake(sock: socket.socket, host: str, key_hash: bytes, context: s
         if stream is not None:
             stream.abort()
         raise ServiceRefused(f"{host}: {e}") from e
-    except (ChainError, smp_client.HandshakeFailed, ConnectionClosed, tls.TlsError, ssl.SSLError, OSError,
+    except (ChainError, smp_client.SmpHandshakeRejected, ConnectionClosed, tls.TlsError, ssl.SSLError, OSError,
             TimeoutError, CodecError) as e:
         if stream is not None:
             stream.abort()

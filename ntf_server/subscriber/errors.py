@@ -1,6 +1,6 @@
 """What can end an SMP connection, as the pool sees it (STYLE 5): four exceptions, grouped by what the
 pool does next. Library exceptions (OSError, ssl.SSLError, TimeoutError, ChainError, the sans-IO
-``HandshakeFailed``/``SmpProtocolError``) are translated into these in ``connect.py`` and ``client.py`` only.
+``SmpHandshakeRejected``/``SmpProtocolError``) are translated into these in ``connect.py`` and ``client.py`` only.
 
 * :class:`ConnectFailed`: no TCP/TLS connection to any host (DNS, refused, unreachable, timeout) — retry
   with backoff; subscriptions stay pending.

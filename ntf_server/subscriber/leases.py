@@ -29,7 +29,8 @@ owner takes it; that owner pages every NEW subscription anyway.
    poorer instance takes it at its next round); only moves that narrow the gap and leave the giver at its
    share, so a server never goes back and forth.
 
-Not yet (later parts): workers inside one instance. Status writes carry the lease
+Each worker of an instance (``[server] workers``) is one such holder, with its own instance id
+(supervisor/role.py). Status writes carry the lease
 (``fence``; scripts.py SET_SUB_STATUS refuses a stale one), so a holder paused past its expiry writes nothing
 once another has the server.
 """

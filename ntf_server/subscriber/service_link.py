@@ -29,7 +29,6 @@ from ntf_server.logevents import log_event
 from ntf_server.protocol import smp as S, smp_events as E
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.protocol.errors import SimpleError
-from ntf_server.protocol.smp_service import ServiceCredentials
 from ntf_server.protocol.transport import SMP_VERSION_RCV_SERVICE
 from ntf_server.stats import Stat, Stats
 from ntf_server.store.base import ResubscriptionStore, ServiceStore
@@ -52,12 +51,11 @@ Retry = Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]  # the pool's s
 
 class LinkService:
     def __init__(self, server: SMPServer, store: LinkServiceStore, stats: Stats, retry: Retry, *,
-                 enabled: bool, make: Callable[[], ServiceCredentials] = new_service_credentials) -> None:
+                 enabled: bool) -> None:
         self.server = server
         self._store = store
         self._stats = stats
         self._retry = retry
-        self._make = make
         self.enabled = enabled
         self.refused = False  # the SMP server refused our certificate: plain sessions from now on
         self.expected: tuple[int, bytes] | None = None  # what our NSUBS said we hold (this connection)
@@ -72,7 +70,8 @@ class LinkService:
     async def prepare(self, client: SmpClient) -> None:
         """Before connecting: our certificate for this server, if we use services with it."""
         if self.enabled and not self.refused:
-            client.service = await self._call(lambda: self._store.service_credentials(self.server, self._make))
+            make = new_service_credentials  # made by the store when first needed, then stored
+            client.service = await self._call(lambda: self._store.service_credentials(self.server, make))
 
     async def refused_by_server(self) -> None:
         self.refused = True

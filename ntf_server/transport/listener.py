@@ -99,9 +99,12 @@ class NtfListener:
         assert self._server is not None, "not started"
         return int(self._server.sockets[0].getsockname()[1])
 
-    async def start(self, host: str | None, port: int) -> None:
+    async def start(self, host: str | None, port: int, *, reuse_port: bool = False) -> None:
+        """``reuse_port``: the workers of one instance each listen on the same port (``SO_REUSEPORT``); the
+        kernel spreads new connections over their sockets."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._protocol, host or None, port, backlog=1024)
+        self._server = await loop.create_server(self._protocol, host or None, port, backlog=1024,
+                                                reuse_port=reuse_port or None)
         self.started.set()
 
     def _protocol(self) -> TlsConnection:

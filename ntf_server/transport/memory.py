@@ -5,8 +5,9 @@ only returns memory at the top of its heap, and CPython's own object allocator (
 1 MiB arena only when every object in it is gone, so a few survivors keep most arenas of a flood. Two
 measures, both measured by ``tests/bench/conn_memory.py``:
 
-* ``ntf-server start`` runs the server with ``PYTHONMALLOC=malloc`` (``use_system_malloc``): Python
-  objects then live in glibc's heap, whose free pages ``malloc_trim`` can return one by one;
+* ``ntf-server start`` runs the server with ``PYTHONMALLOC=malloc`` (supervisor/processes.py
+  ``use_system_malloc``): Python objects then live in glibc's heap, whose free pages ``malloc_trim`` can
+  return one by one;
 * ``MemoryReturner`` runs ``gc.collect()`` (objects in reference cycles hold memory until collected) and
   ``malloc_trim(0)`` when the number of open connections has fallen to ``1 - TRIM_FALL`` of its peak
   (and by at least ``TRIM_MIN_DROP``: a flood ended, not ordinary churn) and then stopped falling.
@@ -22,7 +23,6 @@ import ctypes.util
 import functools
 import gc
 import logging
-import os
 import platform
 import sys
 from collections.abc import Callable
@@ -43,21 +43,13 @@ class Cancellable(Protocol):
 CallLater = Callable[[float, Callable[[], None]], Cancellable]  # loop.call_later; tests inject a clock
 
 
-def _glibc() -> bool:
+def glibc() -> bool:
     return sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
-
-
-def use_system_malloc() -> None:
-    """Re-execute this process once with ``PYTHONMALLOC=malloc`` (same interpreter, same arguments).
-    An explicit ``PYTHONMALLOC`` (any value, e.g. ``pymalloc``) is respected: no re-exec."""
-    if "PYTHONMALLOC" in os.environ or not _glibc():
-        return
-    os.execve(sys.executable, sys.orig_argv, {**os.environ, "PYTHONMALLOC": "malloc"})  # noqa: S606 (own argv)
 
 
 @functools.cache
 def _malloc_trim() -> Callable[[int], int] | None:
-    if not _glibc():
+    if not glibc():
         return None
     try:
         trim = ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim

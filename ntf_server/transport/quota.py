@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from ntf_server.config import RegistrationConfig, ServerConfig
 from ntf_server.logsummary import CountedLog
 from ntf_server.protocol import ntf as P
-from ntf_server.ratelimit import AddressTable, Rate, RegistrationQuota, Verdict, address_key
+from ntf_server.ratelimit import AddressTable, QuotaVerdict, Rate, RegistrationQuota, address_key
 from ntf_server.stats import Stat, Stats
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class RequestLimits:
         """``host``: the peer's address as text (``TlsConnection.peer``)."""
         return ConnectionQuota(self, RegistrationQuota(self._per_connection, self._table, address_key(host)))
 
-    def _refused(self, verdict: Verdict) -> None:
+    def _refused(self, verdict: QuotaVerdict) -> None:
         self._stats.incr(self._stat)
         log.debug("%s refused: over the per-%s limit", self._what, verdict.value)
         self.refusals.event(f"per-{verdict.value} limit")
@@ -69,7 +69,7 @@ class ConnectionQuota:
 
     def allow(self) -> bool:
         verdict = self._quota.take(self._limits._clock())
-        if verdict is Verdict.OK:
+        if verdict is QuotaVerdict.OK:
             return True
         self._limits._refused(verdict)
         return False

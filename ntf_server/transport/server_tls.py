@@ -15,6 +15,9 @@ into the connection's incoming BIO. Decrypted bytes are kept only until a whole 
 client through TCP). States: ACCEPTED → HANDSHAKE (first byte) → OPEN (TLS done, ``on_ready``) → CLOSED
 (``on_lost``, exactly once for every socket whose ``connection_made`` ran). The TLS deadline is a timer,
 not a task: a connection gets a task only when TLS is done.
+
+Why one module of about 330 lines: one connection's state machine over one ``SSLObject``; its states, buffers and
+timer are read together.
 """
 
 from __future__ import annotations

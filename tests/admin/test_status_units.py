@@ -7,10 +7,11 @@ from types import MappingProxyType
 
 from hypothesis import given, settings, strategies as st
 
-from ntf_server.admin import screen, status
+from ntf_server.admin import status
 from ntf_server.admin.figures import Figures
 from ntf_server.admin.window import SPAN_S, STEP_S, CounterWindow, Recent, push_counter_names, push_kinds
 from ntf_server.apns_metrics import ApnsMetrics
+from ntf_server.cli import screen
 from ntf_server.ownservers import OwnServers
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.stats import Stat, Stats

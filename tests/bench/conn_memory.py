@@ -53,9 +53,14 @@ GOAL_RETURN = 0.10
 
 def run_child(config_dir: str, overrides: str) -> None:
     try:  # what `ntf-server start` does first, where the code under test has it
-        from ntf_server.transport.memory import use_system_malloc
+        from ntf_server.supervisor.processes import use_system_malloc
     except ImportError:
-        pass
+        try:  # before workers (supervisor/), it lived beside the memory trimming
+            from ntf_server.transport.memory import use_system_malloc  # type: ignore[attr-defined,no-redef]
+        except ImportError:
+            pass
+        else:
+            use_system_malloc()
     else:
         use_system_malloc()
     from ntf_server import server as srv  # imported here so PYTHONPATH can point at another checkout

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ntf_server.protocol import crypto
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.sim.smp_load import seeded_key_der
 from ntf_server.store.records import TOKEN_ACTIVE, PushProvider, TokenRecord, day_of
@@ -96,8 +97,10 @@ def make_tokens(n: int, provider: PushProvider = PushProvider.APNS_TEST) -> list
 
 
 async def load(store: RedisStore, standins: Sequence[StandIn], tokens: Sequence[TokenRecord],
-               concurrency: int = 64) -> tuple[float, float]:
-    """Tokens and one subscription per stand-in queue (queue i of every stand-in → token i mod T).
+               concurrency: int = 64, keys_as_sent: bool = False) -> tuple[float, float]:
+    """Tokens and one subscription per stand-in queue (queue i of every stand-in → token i mod T), the
+    notifier key stored as SNEW stores it (``crypto.notifier_key_for_storage``), or with ``keys_as_sent`` as
+    the app sends it (PKCS#8 v0: records stored before that form, or imported from the Haskell server).
     Returns (token seconds, subscription seconds)."""
     t0 = time.perf_counter()
     await _each(concurrency, [store.create_token(replace(t, status=TOKEN_ACTIVE)) for t in tokens])
@@ -105,6 +108,8 @@ async def load(store: RedisStore, standins: Sequence[StandIn], tokens: Sequence[
 
     async def one(s: StandIn, i: int) -> None:
         nid, key = seeded_key_der(s.seed, i)
+        if not keys_as_sent:
+            key = crypto.notifier_key_for_storage(key)
         created, _ = await store.create_subscription(tokens[i % len(tokens)].token_id, s.address, nid, key)
         assert created.name == "CREATED", created
 

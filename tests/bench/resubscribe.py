@@ -190,7 +190,7 @@ async def bench(args: argparse.Namespace, url: str, redis_pid: int) -> None:
         print(f"{args.servers} stand-ins with {each:,} queues each up in {time.perf_counter() - t0:.1f} s", flush=True)
         master = secrets.token_bytes(32)
         store = await RedisStore.connect(url, master, prefix="bench:")
-        tok_s, sub_s = await load(store, standins, make_tokens(args.tokens), args.concurrency)
+        tok_s, sub_s = await load(store, standins, make_tokens(args.tokens), args.concurrency, args.keys_as_sent)
         print(f"loaded {args.tokens:,} ACTIVE tokens in {tok_s:.1f} s; {total:,} subscriptions in {sub_s:.1f} s "
               f"({total / sub_s:,.0f}/s)", flush=True)
         rows = []
@@ -244,6 +244,8 @@ async def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--concurrency", type=int, default=64, help="create_subscription calls in flight")
     ap.add_argument("--profile", help="write the ntf-server side's cProfile stats to this file")
+    ap.add_argument("--keys-as-sent", action="store_true",
+                    help="store notifier keys as the app sends them (PKCS#8 v0), not as SNEW stores them")
     ap.add_argument("--role", default="bench", help=argparse.SUPPRESS)
     ap.add_argument("--url", help=argparse.SUPPRESS)
     ap.add_argument("--master", help=argparse.SUPPRESS)

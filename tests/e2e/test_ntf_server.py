@@ -133,6 +133,19 @@ async def test_t17_retried_subscriptions(env: Env) -> None:
     await client.close()
 
 
+async def test_t17_a_retry_matches_a_subscription_stored_with_the_key_as_sent(env: Env) -> None:
+    """SNEW stores an Ed25519 notifier key with its public key (crypto.notifier_key_for_storage); one stored
+    as the app sent it (before that form, or imported from the Haskell server) still answers a retry."""
+    client = await connect(env)
+    app = await active(env, client)
+    nid, nkey = os.urandom(24), crypto.generate_ed25519()
+    _, sub = await env.server.store.create_subscription(app.token_id, SMP, nid, crypto.encode_private_key(nkey))
+    assert sub is not None
+    assert await app.subscribe(client, SMP, nid, nkey) == P.IdSub(sub.sub_id)
+    assert await app.subscribe(client, SMP, nid, crypto.generate_ed25519()) == P.Err(AUTH)  # other key
+    await client.close()
+
+
 async def test_verification_deletes_other_registrations_of_the_device(env: Env) -> None:
     client = await connect(env)
     token = device_token()

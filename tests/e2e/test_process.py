@@ -32,10 +32,11 @@ START_TIMEOUT_S = 30.0
 
 
 def init_dir(tmp_path: Path, **server: str | int) -> Path:
-    """``ntf-server init`` defaults, listening on a free port (0) on loopback."""
+    """``ntf-server init`` defaults, listening on a free port (0) on loopback, one process (``workers = 1``:
+    these tests look at the process tree of one server; tests/reliability/test_workers.py runs several)."""
     cfg = tmp_path / "cfg"
     assert cli.main(["init", "--config-dir", str(cfg), "--host", "localhost", "--port", "8443"]) == 0
-    settings = {"port": 0, "bind": "127.0.0.1", **server}
+    settings = {"port": 0, "bind": "127.0.0.1", "workers": 1, **server}
     text = (cfg / "ntf-server.toml").read_text()
     for key, value in settings.items():
         literal = f'"{value}"' if isinstance(value, str) else str(value)

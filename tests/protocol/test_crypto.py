@@ -573,3 +573,29 @@ def test_decode_notifier_key_keeps_other_key_types_and_refuses_what_decode_priva
     for bad in (good[:-1], good + b"\x00", _pkcs8(1, ED25519_ALG, K01_20, b"\x81\x21\x00" + bytes(32))):
         with pytest.raises(CodecError):
             c.decode_notifier_key(bad)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.binary(min_size=32, max_size=32), st.binary(max_size=300))
+def test_a_notifier_key_stored_with_its_public_key_signs_as_the_key_sent(seed: bytes, msg: bytes) -> None:
+    """SNEW stores an Ed25519 notifier key as PKCS#8 v1 with its public key (derived from the seed, not
+    taken from the input), so resubscription signs without deriving it: the very signature all the same."""
+    key = Ed25519PrivateKey.from_private_bytes(seed)
+    v0 = c.encode_private_key(key)
+    wrong_public = _pkcs8(1, ED25519_ALG, seed, b"\x81\x21\x00" + bytes(32))
+    stored = c.notifier_key_for_storage(v0)
+    assert c.notifier_key_for_storage(stored) == stored  # the same bytes again: an SNEW retry matches
+    assert c.decode_private_key(stored).private_bytes_raw() == seed  # a valid PKCS#8 key, checked as such
+    with pytest.raises(CodecError):
+        c.notifier_key_for_storage(wrong_public)  # refused as at SNEW's parse
+    nk = c.decode_stored_notifier_key(stored)
+    assert isinstance(nk, c.SodiumEd25519Key) and nk.public_bytes() == key.public_key().public_bytes_raw()
+    assert c.client_authorize(nk, msg, b"c" * 24, None) == key.sign(msg)
+    assert c.client_authorize(c.decode_stored_notifier_key(v0), msg, b"c" * 24, None) == key.sign(msg)
+
+
+def test_other_notifier_keys_are_stored_as_sent() -> None:
+    for k in (Ed448PrivateKey.generate(), X25519PrivateKey.generate()):
+        der = c.encode_private_key(k)
+        assert c.notifier_key_for_storage(der) == der
+        assert type(c.decode_stored_notifier_key(der)) is type(k)

@@ -29,7 +29,7 @@ from ntf_server.protocol.errors import (
     TransportErrorKind,
 )
 from ntf_server.protocol.handshake import CertChainPubKey, SmpClientHello, SmpServerHello
-from ntf_server.protocol.smp_client import HandshakeFailed, SmpHandshake, client_handshake
+from ntf_server.protocol.smp_client import SmpHandshake, SmpHandshakeRejected, client_handshake
 from ntf_server.protocol.smp_session import NotifierQueue, SmpClientSession, SmpProtocolError
 from ntf_server.protocol.transport import (
     SMP_BLOCK_SIZE,
@@ -79,7 +79,7 @@ def shake(block: bytes, identity: Identity = ID25519, **kw: object) -> SmpHandsh
 
 
 def failure(block: bytes, identity: Identity = ID25519, **kw: object) -> TransportError:
-    with pytest.raises(HandshakeFailed) as e:
+    with pytest.raises(SmpHandshakeRejected) as e:
         shake(block, identity, **kw)
     return e.value.error
 

@@ -246,3 +246,23 @@ async def test_each_push_carries_its_notice_whatever_order_the_batches_store_the
     lists = [carried(tok, s.body) for s in apns.delivered]
     assert sorted(items[-1] for items in lists) == sorted(n.nonce for n in burst)
     assert all(len(items) <= 6 and len(set(items)) == len(items) for items in lists)
+
+
+async def test_pushes_a_live_process_is_still_sending_are_not_claimed_by_another(store: RedisStore) -> None:
+    """Two live instances: pushes that wait longer than one lease (a slow APNs, a long queue) on the instance
+    that decided them are not claimed and sent by the other: their claims are extended while they wait."""
+    tok, nids = await active(store, 2)
+    slow = Apns(gate=asyncio.Event())
+    other = Apns()
+    burst = notices(server(1), nids, 20)
+    async with running(p := pipeline(store, slow, senders=4, lease_s=0.3)), \
+            running(pipeline(store, other, lease_s=0.3)):
+        await p.accept(server(1), burst)
+        await until(lambda: slow.tries >= 4)
+        await asyncio.sleep(1.5)  # five leases; the other claims every 0.05 s: nothing may be due for it
+        assert other.tries == 0
+        assert slow.gate is not None
+        slow.gate.set()
+        await p.settle()
+    assert other.tries == 0
+    assert sorted(carried(tok, s.body)[-1] for s in slow.delivered) == sorted(n.nonce for n in burst)

@@ -55,6 +55,7 @@ def init_config(directory: Path, settings: Settings) -> Path:
     text = path.read_text()
     defaults: Settings = {
         ("server", "port"): free_port(), ("server", "bind"): "127.0.0.1", ("admin", "port"): 0,
+        ("server", "workers"): 1,  # one process (its pid is the server's); test_workers.py runs several
         ("redis", "key_prefix"): f"proc:{secrets.token_hex(6)}:",
         ("subscriber", "allow_private_hosts"): True,  # the SMP stand-ins listen on loopback
     }

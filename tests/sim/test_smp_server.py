@@ -95,10 +95,12 @@ async def test_second_subscriber_takes_over_and_first_gets_end(make_server: Serv
     q, _ = new_queue(server)
     await first.subscribe([q])
     assert await first.events(1) == [E.Subscribed(q.notifier_id)]
+    assert server.core.taken_from_live == 0
     await second.subscribe([q])
     assert await second.events(1) == [E.Subscribed(q.notifier_id)]
     assert await first.events(1) == [E.Ended(q.notifier_id)]
     assert first.session.state(q.notifier_id) is E.QueueState.ENDED
+    assert server.core.taken_from_live == 1  # subscribed by two connections at once (tests/bench/two_instances.py)
     server.notify(q.notifier_id, b"m1", 1700000000)
     [msg] = await second.events(1)
     assert isinstance(msg, E.Message)

@@ -18,9 +18,10 @@ from ntf_server.protocol.errors import AUTH
 from ntf_server.protocol.smp_session import NotifierQueue
 from ntf_server.protocol.transport import SMP_CLIENT_VRANGE
 from ntf_server.sim.smp_server import QueueCredentials, SmpServerStandIn
-from ntf_server.subscriber.client import ClientState, SmpClient
+from ntf_server.subscriber.client import SmpClient
 from ntf_server.subscriber.connect import AddrInfo, open_tcp
 from ntf_server.subscriber.errors import ConnectFailed, ConnectionLost, HandshakeFailed, ProtocolError, ServiceRefused
+from ntf_server.subscriber.linkstate import LinkState
 from ntf_server.subscriber.liveness import Timeouts
 from ntf_server.transport import tls
 from ntf_server.transport.certs import new_service_credentials
@@ -81,7 +82,7 @@ async def test_subscribe_many_queues_at_each_version(make_server: ServerFactory,
                                                      version: int) -> None:
     server = await make_server(max_version=version)
     client = await connect(clients, server)
-    assert client.version == version and client.state is ClientState.UP
+    assert client.version == version and client.state is LinkState.UP
     assert client.subscribe([]) == 0
     queues = [new_queue(server)[0] for _ in range(300)]
     blocks = client.subscribe(queues)
@@ -104,7 +105,7 @@ async def test_wrong_key_and_unknown_queue_fail_with_auth(make_server: ServerFac
     assert await take(client, 2) == [E.SubscriptionFailed(wrong.notifier_id, E.FailureKind.AUTH, AUTH),
                                      E.SubscriptionFailed(unknown.notifier_id, E.FailureKind.AUTH, AUTH)]
     assert server.subscriber_of(q.notifier_id) is None
-    assert client.state is ClientState.UP  # an ERR answer is not a connection problem
+    assert client.state is LinkState.UP  # an ERR answer is not a connection problem
 
 
 async def test_nmsg_events_carry_the_encrypted_metadata(make_server: ServerFactory, clients: list[SmpClient]) -> None:
@@ -132,7 +133,7 @@ async def test_end_when_another_connection_subscribes(make_server: ServerFactory
     second.subscribe([q])
     assert await take(second, 1) == [E.Subscribed(q.notifier_id)]
     assert await take(first, 1) == [E.Ended(q.notifier_id)]
-    assert first.queue_state(q.notifier_id) is E.QueueState.ENDED and first.state is ClientState.UP
+    assert first.queue_state(q.notifier_id) is E.QueueState.ENDED and first.state is LinkState.UP
 
 
 @pytest.mark.parametrize(("version", "expected"), [(18, E.Deleted), (10, E.Deleted), (7, E.Ended)])
@@ -198,12 +199,12 @@ async def test_stalled_server_times_out_then_the_connection_is_dropped(make_serv
     assert await take(client, 2) == [E.SubscriptionTimedOut(q.notifier_id) for q in queues]
     assert sorted(client.queues(E.QueueState.PENDING)) == sorted(q.notifier_id for q in queues)  # kept
     await t.advance(90)  # re-sent (and timed out again) with backoff; PING at 60 s of silence, unanswered
-    assert client.state is ClientState.UP and client.counters.nsubs_resent >= 4  # only 90 s silent
+    assert client.state is LinkState.UP and client.counters.nsubs_resent >= 4  # only 90 s silent
     assert E.PingTimedOut() in await waiting(client)
     await t.advance(90)  # 180 s of silence
     error = await asyncio.wait_for(client.wait_closed(), WAIT_S)
     assert isinstance(error, ConnectionLost) and "timed out" in str(error)
-    assert client.state is ClientState.CLOSED
+    assert client.state is LinkState.DOWN
 
 
 # ---------------------------------------------------------------- the connection ends
@@ -254,11 +255,11 @@ async def test_close_while_connecting(make_server: ServerFactory) -> None:
     client = SmpClient(server.address)
     starting = asyncio.create_task(client.start())
     await asyncio.sleep(0.2)
-    assert client.state is ClientState.CONNECTING
+    assert client.state is LinkState.CONNECTING
     await client.close()
     with pytest.raises(ConnectionLost, match="closed while connecting"):
         await asyncio.wait_for(starting, WAIT_S)
-    assert client.closed and client.close_error is None and client.state is ClientState.CLOSED
+    assert client.closed and client.close_error is None and client.state is LinkState.DOWN
 
 
 async def test_cancelled_start_leaves_the_client_closed(make_server: ServerFactory) -> None:
@@ -376,7 +377,7 @@ async def test_name_resolved_again_on_every_connect(make_server: ServerFactory, 
     await server.start(port=server.port)
     names["smp.example"] = "127.0.0.2"
     client = await connect(clients, address, opener=opener)
-    assert client.state is ClientState.UP and asked == ["smp.example", "smp.example"]
+    assert client.state is LinkState.UP and asked == ["smp.example", "smp.example"]
 
 
 # ---------------------------------------------------------------- back-pressure
@@ -409,7 +410,7 @@ async def test_slow_consumer_stops_reading_and_nothing_is_lost(make_server: Serv
     assert client.counters.blocks_received == received  # nothing more is read while the pool does not take events
     assert "reading paused" in repr(client)
     await t.advance(600)  # while reading waits for the pool, silence is not the server's: no PING, no timeout
-    assert client.counters.pings_sent == 0 and client.state is ClientState.UP
+    assert client.counters.pings_sent == 0 and client.state is LinkState.UP
     metas = []
     async with asyncio.timeout(WAIT_S):
         while len(metas) < sent:

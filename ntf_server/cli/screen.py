@@ -1,5 +1,5 @@
 """The ``ntf-server status`` screen: pure, ``/v1/status`` JSON in, lines out (fits 80x24 for a small
-deployment: sections Server, Store, SMP servers, Pushes, Policy)."""
+deployment: sections Server, Workers (with several), Store, SMP servers, Pushes, Policy)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import time
 from collections.abc import Mapping
 from typing import Any, Final
 
-from ntf_server.admin.tables import table
 from ntf_server.admin.window import SPAN_S, STEP_S
+from ntf_server.cli.tables import table
 
 LABEL: Final = 13  # width of the section names
 MAX_NAMED: Final = 3  # own SMP servers named as down, the rest counted
+MAX_WORKERS_SHOWN: Final = 4  # workers one a line; the rest counted (the screen stays within 24 lines)
 
 
 def duration(seconds: float) -> str:
@@ -44,11 +45,30 @@ def status_lines(s: Mapping[str, Any]) -> list[str]:
     sv = s["server"]
     lines.append(_line("Server", f"NTF listener {'up' if sv['listener_up'] else 'DOWN'}, "
                        f"{sv['client_connections']} client connections, push queue {sv['push_queue_length']}"))
+    lines += _workers(s.get("workers") or [])
     lines += _store(s["store"])
     lines += _smp(s["smp_servers"])
     lines += _pushes(s["pushes"])
     lines += _policy(s["policy"])
     return lines
+
+
+def _workers(rows: list[Mapping[str, Any]]) -> list[str]:
+    """One line per worker (none for one process): its connections, queue and SMP servers."""
+    out: list[str] = []
+    for w in rows[:MAX_WORKERS_SHOWN]:
+        if not w["up"]:
+            out.append(_line("Workers" if not out else "", f"{w['worker']}: DOWN (not answering)"))
+            continue
+        named = w["own_servers"][:MAX_NAMED]
+        more = len(w["own_servers"]) - len(named) + w["other_servers"]
+        servers = ", ".join([*named, *([f"{more} other"] if more else [])]) or "none"
+        out.append(_line("Workers" if not out else "", f"{w['worker']}: pid {w['pid']}, {w['client_connections']} "
+                         f"connections, queue {w['push_queue_length']}, SMP servers: {servers}"))
+    if len(rows) > MAX_WORKERS_SHOWN:
+        down = sum(not w["up"] for w in rows[MAX_WORKERS_SHOWN:])
+        out.append(_line("", f"and {len(rows) - MAX_WORKERS_SHOWN} more ({down} down): --json shows every one"))
+    return out
 
 
 def _store(st: Mapping[str, Any]) -> list[str]:

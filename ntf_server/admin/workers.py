@@ -1,0 +1,243 @@
+"""The admin API across workers (``[server] workers``; README "Workers"): one answer for the whole instance.
+
+Worker 0 serves the admin API. Each other worker serves its own process-local figures (counters, APNs
+figures, its SMP links, queue and connections: ``WorkerFigures``) as JSON on a Unix socket in the state
+directory (``worker-<n>.sock``, mode 0600: only the server's user reads it; no token). Worker 0 asks every
+other worker once per admin request (``WorkerPeers.fetch``, at most ``PEER_TIMEOUT_S`` each, all at once) and
+``merge`` sums their figures into its own: counters and gauges summed, SMP links put together with the worker
+holding each one; a worker that does not answer is shown as down and left out of the sums. What comes from
+Redis (stored totals, census, active tokens) is the instance's already and is read once, by worker 0.
+
+A worker's counters start from zero when it is restarted, so a summed counter can fall: Prometheus's
+``rate()`` reads that as a counter reset (the per-worker series, ``ntf_worker_*``, show which one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final
+
+import aiohttp
+from aiohttp import web
+
+from ntf_server.admin.figures import AdminListener, AdminPool, Figures, WorkerRow
+from ntf_server.apns_metrics import ApnsMetrics, ApnsSnapshot, Histogram
+from ntf_server.protocol.encoding import SMPServer
+from ntf_server.stats import Stat, Stats, StatsSnapshot
+from ntf_server.subscriber.linkstate import LinkState
+from ntf_server.subscriber.pool import Progress
+
+PEER_TIMEOUT_S: Final = 1.0  # a worker that takes longer is shown as down for this request
+PATH: Final = "/v1/worker"
+
+
+def socket_path(state_dir: Path, index: int) -> Path:
+    return state_dir / f"worker-{index}.sock"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerFigures:
+    """One worker's own figures: what lives in its process, not in Redis."""
+
+    worker: int
+    pid: int
+    stats: StatsSnapshot
+    apns: ApnsSnapshot
+    links: tuple[tuple[SMPServer, LinkState], ...]
+    queue_length: int
+    retries_waiting: int
+    resubscription: Progress
+    listening: bool
+    connections: int
+    restarts: int = 0
+
+
+@dataclass(frozen=True)
+class LocalFigures:
+    """Where a worker reads its own figures."""
+
+    worker: int
+    stats: Stats
+    apns: ApnsMetrics
+    pool: AdminPool
+    listener: AdminListener
+    queue_length: Callable[[], int]
+    retries_waiting: Callable[[], int]
+    restarts: int = 0
+
+    def read(self) -> WorkerFigures:
+        return WorkerFigures(self.worker, os.getpid(), self.stats.snapshot(), self.apns.snapshot(),
+                             tuple(self.pool.link_states()), self.queue_length(), self.retries_waiting(),
+                             self.pool.resubscription, self.listener.listening, self.listener.connections,
+                             self.restarts)
+
+
+# ---------------------------------------------------------------- JSON (between the workers of one instance)
+
+
+def _server_json(s: SMPServer) -> list[Any]:
+    return [list(s.hosts), s.port, base64.b64encode(s.key_hash).decode()]
+
+
+def _server(data: list[Any]) -> SMPServer:
+    return SMPServer(tuple(data[0]), data[1], base64.b64decode(data[2]))
+
+
+def to_json(f: WorkerFigures) -> dict[str, Any]:
+    r = f.resubscription
+    return {
+        "worker": f.worker, "pid": f.pid, "counters": f.stats.as_dict(),
+        "by_server": [[s.value, label, n] for (s, label), n in f.stats.by_server.items()],
+        "latency": {env: [list(h.counts), h.total, h.sum_s] for env, h in f.apns.latency.items()},
+        "answers": [[e, s, reason, n] for (e, s, reason), n in f.apns.answers.items()],
+        "links": [[_server_json(s), state] for s, state in f.links],
+        "queue_length": f.queue_length, "retries_waiting": f.retries_waiting,
+        "resubscription": [r.servers, r.servers_done, r.subscriptions, r.answered, r.elapsed_s],
+        "listening": f.listening, "connections": f.connections, "restarts": f.restarts,
+    }
+
+
+def from_json(d: dict[str, Any]) -> WorkerFigures:
+    known = {s.value for s in Stat}  # a worker of another version may count what this one does not
+    stats = StatsSnapshot(MappingProxyType({Stat(k): int(v) for k, v in d["counters"].items() if k in known}),
+                          MappingProxyType({(Stat(s), label): int(n) for s, label, n in d["by_server"] if s in known}))
+    apns = ApnsSnapshot(MappingProxyType({env: Histogram(tuple(c), int(t), float(s))
+                                          for env, (c, t, s) in d["latency"].items()}),
+                        MappingProxyType({(e, int(s), r): int(n) for e, s, r, n in d["answers"]}))
+    return WorkerFigures(int(d["worker"]), int(d["pid"]), stats, apns,
+                         tuple((_server(s), LinkState(str(state))) for s, state in d["links"]), int(d["queue_length"]),
+                         int(d["retries_waiting"]), Progress(*d["resubscription"]), bool(d["listening"]),
+                         int(d["connections"]), int(d["restarts"]))
+
+
+# ---------------------------------------------------------------- the other workers' side: serve, and ask
+
+
+class WorkerFiguresServer:
+    """A worker's figures on its Unix socket, for worker 0."""
+
+    def __init__(self, local: LocalFigures, path: Path) -> None:
+        self._local = local
+        self._path = path
+        self._runner: web.AppRunner | None = None
+
+    def __repr__(self) -> str:
+        return f"<WorkerFiguresServer {self._path}>"
+
+    async def start(self) -> None:
+        async def figures(_: web.Request) -> web.Response:
+            return web.json_response(to_json(self._local.read()))
+
+        app = web.Application()
+        app.router.add_get(PATH, figures)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        with contextlib.suppress(FileNotFoundError):
+            self._path.unlink()  # left by a worker that was killed
+        old = os.umask(0o177)  # the socket is created 0600
+        try:
+            await web.UnixSite(self._runner, str(self._path)).start()
+        finally:
+            os.umask(old)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+class WorkerPeers:
+    """Worker 0's view of the others: their figures, asked all at once."""
+
+    def __init__(self, state_dir: Path, count: int) -> None:
+        self._paths = [socket_path(state_dir, i) for i in range(1, count)]
+
+    def __repr__(self) -> str:
+        return f"<WorkerPeers {len(self._paths)}>"
+
+    async def fetch(self) -> list[WorkerFigures | None]:
+        return list(await asyncio.gather(*(self._ask(p) for p in self._paths)))
+
+    async def _ask(self, path: Path) -> WorkerFigures | None:
+        try:
+            async with asyncio.timeout(PEER_TIMEOUT_S), aiohttp.ClientSession(
+                    connector=aiohttp.UnixConnector(path=str(path))) as session, \
+                    session.get(f"http://worker{PATH}") as r:
+                r.raise_for_status()
+                return from_json(await r.json())
+        except (OSError, TimeoutError, aiohttp.ClientError, ValueError, KeyError, TypeError):
+            return None  # down, restarting, or not this version: shown as down
+
+
+# ---------------------------------------------------------------- the sums (pure)
+
+
+def _row(f: WorkerFigures) -> WorkerRow:
+    return WorkerRow(f.worker, True, f.pid, f.connections, f.queue_length, tuple(s for s, _ in f.links), f.restarts)
+
+
+def merge(fig: Figures, own: WorkerFigures, peers: Sequence[WorkerFigures | None]) -> Figures:
+    """``fig`` (worker 0's, with what comes from Redis) with every worker's own figures summed in."""
+    up = [own, *(p for p in peers if p is not None)]
+    counters: dict[Stat, int] = defaultdict(int)
+    by_server: dict[tuple[Stat, str], int] = defaultdict(int)
+    latency: dict[str, Histogram] = {}
+    answers: dict[tuple[str, int, str], int] = defaultdict(int)
+    for f in up:
+        for k, v in f.stats.counters.items():
+            counters[k] += v
+        for key, v in f.stats.by_server.items():
+            by_server[key] += v
+        for env, h in f.apns.latency.items():
+            latency[env] = _add(latency[env], h) if env in latency else h
+        for answer, v in f.apns.answers.items():
+            answers[answer] += v
+    rows = [_row(own)] + [_row(p) if p is not None else WorkerRow(i, False, 0, 0, 0, ())
+                          for i, p in enumerate(peers, start=1)]
+    owner = {s: f.worker for f in up for s, _ in f.links}
+    res = [f.resubscription for f in up]
+    return replace(
+        fig, stats=StatsSnapshot(MappingProxyType(dict(counters)), MappingProxyType(dict(by_server))),
+        apns=ApnsSnapshot(MappingProxyType(latency), MappingProxyType(dict(answers))),
+        links=tuple(link for f in up for link in f.links), queue_length=sum(f.queue_length for f in up),
+        retries_waiting=sum(f.retries_waiting for f in up), connections=sum(f.connections for f in up),
+        listening=all(f.listening for f in up),
+        resubscription=Progress(sum(r.servers for r in res), sum(r.servers_done for r in res),
+                                sum(r.subscriptions for r in res), sum(r.answered for r in res),
+                                max(r.elapsed_s for r in res)),
+        workers=tuple(rows), owner=MappingProxyType(owner))
+
+
+def _add(a: Histogram, b: Histogram) -> Histogram:
+    return Histogram(tuple(x + y for x, y in zip(a.counts, b.counts, strict=True)), a.total + b.total,
+                     a.sum_s + b.sum_s)
+
+
+class InstanceView:
+    """``Sources.across_workers`` of worker 0: its figures with every other worker's summed in."""
+
+    def __init__(self, local: LocalFigures, peers: WorkerPeers) -> None:
+        self._local = local
+        self._peers = peers
+
+    def __repr__(self) -> str:
+        return f"<InstanceView {self._peers!r}>"
+
+    async def __call__(self, fig: Figures) -> Figures:
+        return merge(fig, self._local.read(), await self._peers.fetch())
+
+    async def counters(self) -> dict[str, int]:
+        """Every worker's counters summed (the push window's samples, admin/status.py)."""
+        out: dict[str, int] = defaultdict(int)
+        for f in [self._local.read(), *await self._peers.fetch()]:
+            for k, v in (f.stats.as_dict() if f is not None else {}).items():
+                out[k] += v
+        return dict(out)

@@ -1,0 +1,87 @@
+"""The admin API across workers (admin/workers.py): a worker's figures survive their JSON between workers,
+and worker 0's answer sums every worker's, labels each, and shows a worker that did not answer as down."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from types import MappingProxyType
+
+from prometheus_client.parser import text_string_to_metric_families
+from test_admin_units import OWN, THEIRS, figures
+
+from ntf_server.admin import metrics, views
+from ntf_server.admin.status import status_json
+from ntf_server.admin.workers import WorkerFigures, from_json, merge, to_json
+from ntf_server.apns_metrics import ApnsMetrics
+from ntf_server.cli import screen
+from ntf_server.ownservers import OwnServers
+from ntf_server.protocol.encoding import SMPServer
+from ntf_server.stats import Stat, Stats
+from ntf_server.subscriber.pool import Progress
+
+ANOTHER = SMPServer(("smp.elsewhere.example",), "443", b"\x03" * 32)
+
+
+def worker(index: int, links: tuple[tuple[SMPServer, str], ...], tokens: int, connections: int) -> WorkerFigures:
+    stats = Stats(OwnServers(("own.example",)))
+    stats.incr(Stat.TKN_CREATED, tokens)
+    stats.incr_server(Stat.NTF_RECEIVED, ("smp1.own.example",), tokens)
+    apns = ApnsMetrics()
+    apns.observe("test", 200, "", 0.02 * (index + 1))
+    return WorkerFigures(index, 1000 + index, stats.snapshot(), apns.snapshot(), links, index + 1, index,
+                         Progress(len(links), len(links), 10 * tokens, 10 * tokens, 1.0 + index), True, connections)
+
+
+def test_a_workers_figures_survive_their_json() -> None:
+    f = replace(worker(1, ((OWN, "up"), (THEIRS, "connecting")), 5, 3), restarts=2)
+    assert from_json(to_json(f)) == f
+
+
+def test_worker_0_sums_every_worker_and_labels_each() -> None:
+    zero = worker(0, ((OWN, "up"),), 2, 4)
+    one = worker(1, ((THEIRS, "up"), (ANOTHER, "down")), 5, 3)
+    fig = merge(figures(Stats()), zero, [replace(one, restarts=3), None])
+    assert fig.stats[Stat.TKN_CREATED] == 7
+    assert fig.stats.by_server[(Stat.NTF_RECEIVED, "smp1.own.example")] == 7
+    assert fig.apns.latency["test"].total == 2 and fig.apns.answers[("test", 200, "")] == 2
+    assert (fig.connections, fig.queue_length, fig.retries_waiting) == (7, 3, 1)
+    assert fig.resubscription == Progress(3, 3, 70, 70, 2.0)
+    assert fig.owner == MappingProxyType({OWN: 0, THEIRS: 1, ANOTHER: 1})
+    assert [(w.worker, w.up, w.connections, len(w.servers)) for w in fig.workers] == [
+        (0, True, 4, 1), (1, True, 3, 2), (2, False, 0, 0)]
+    own = OwnServers(("own.example",))
+    samples = {(s.name, s.labels.get("worker")): s.value
+               for fam in text_string_to_metric_families(metrics.render(fig, own).decode()) for s in fam.samples}
+    assert samples[("ntf_tokens_created_total", None)] == 7
+    assert [samples[("ntf_worker_up", str(i))] for i in range(3)] == [1, 1, 0]
+    assert [samples[("ntf_worker_smp_servers", str(i))] for i in range(3)] == [1, 2, 0]
+    assert [samples.get(("ntf_worker_restarts_total", str(i))) for i in range(3)] == [0, 3, None]
+    smp = views.smp_servers_json(fig, own)
+    assert [(r["server"], r["worker"]) for r in smp["own"]] == [("smp1.own.example", 0)]
+    assert smp["other"]["by_worker"] == {"0": 0, "1": 2, "2": 0}
+    rows = status_json(fig, own, {}, 0.0, None)["workers"]
+    assert [(r["worker"], r["own_servers"], r["other_servers"]) for r in rows] == [
+        (0, ["smp1.own.example"], 0), (1, [], 2), (2, [], 0)]
+
+
+def test_one_process_shows_no_workers() -> None:
+    fig = figures(Stats())
+    assert views.stats_json(fig)["workers"] == []
+    assert "worker" not in str(views.smp_servers_json(fig, OwnServers(("own.example",))))
+    assert b"ntf_worker_" not in metrics.render(fig, OwnServers())
+
+
+def test_the_status_screen_shows_each_worker_and_its_servers_within_80x24() -> None:
+    zero = worker(0, ((OWN, "up"),), 2, 4)
+    one = worker(1, ((THEIRS, "up"), (ANOTHER, "down")), 5, 3)
+    own = OwnServers(("own.example",))
+    pushes = {"window_s": 600.0, "kinds": {}}
+    lines = screen.status_lines(status_json(merge(figures(Stats()), zero, [one, None]), own, pushes, 0.0, None))
+    assert len(lines) <= 24 and max(map(len, lines)) <= 80, "\n".join(lines)
+    i = next(i for i, line in enumerate(lines) if line.startswith("Workers"))
+    assert lines[i:i + 3] == [
+        "Workers      0: pid 1000, 4 connections, queue 1, SMP servers: smp1.own.example",
+        "             1: pid 1001, 3 connections, queue 2, SMP servers: 2 other",
+        "             2: DOWN (not answering)"]
+    many = status_json(merge(figures(Stats()), zero, [one, *[None] * 6]), own, pushes, 0.0, None)
+    assert "and 4 more (4 down): --json shows every one" in "\n".join(screen.status_lines(many))
