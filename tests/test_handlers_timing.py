@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PrivateKey
-from timing_stats import KNOWN, UNKNOWN, Sample, analyse
+from helpers.timing_stats import KNOWN, UNKNOWN, Sample, analyse
 
 from ntf_server.handlers import NtfHandlers
 from ntf_server.interfaces import NullSink

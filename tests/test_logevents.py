@@ -10,7 +10,7 @@ import pathlib
 from collections.abc import Iterator
 
 import pytest
-from logparse import parse_lines, parse_logfmt
+from helpers.logparse import parse_lines, parse_logfmt
 
 from ntf_server import logevents
 from ntf_server.config import LogConfig, LogFormat, LogLevel

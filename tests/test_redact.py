@@ -11,7 +11,7 @@ import random
 from collections.abc import Iterator
 
 import pytest
-from logparse import parse_logfmt
+from helpers.logparse import parse_logfmt
 
 from ntf_server.config import LogConfig, LogFormat, LogLevel
 from ntf_server.logsetup import setup_logging

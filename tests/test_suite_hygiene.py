@@ -17,7 +17,7 @@ def test_test_folders_collect_together() -> None:
     folders = sorted(str(p) for p in TESTS.iterdir() if (p / "conftest.py").exists())
     assert len(folders) >= 2
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *folders],
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "-n", "0", *folders],
         capture_output=True, text=True, cwd=TESTS.parent, timeout=120, check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

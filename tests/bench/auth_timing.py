@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from timing_stats import KNOWN, UNKNOWN, Sample, analyse
+from helpers.timing_stats import KNOWN, UNKNOWN, Sample, analyse
 
 from ntf_server import cli
 from ntf_server.config import Config, load_config

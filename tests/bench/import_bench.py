@@ -23,9 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "importer"))
-from haskell_data import generate, load
-from pg_server import PgServer, find_bin_dir, load_schema
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the helpers package
+from helpers.haskell_data import generate, load
+from helpers.pg_server import PgServer, find_bin_dir, load_schema
 
 from ntf_server import cli
 from ntf_server.config import Config, load_config

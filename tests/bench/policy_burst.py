@@ -22,9 +22,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the helpers package
 
-from e2e_env import init_config
+from helpers.e2e_env import init_config
 
 from apns.jwt import generate_test_key
 from apns.simulator import ApnsSimulator, SimulatorKey

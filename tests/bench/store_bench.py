@@ -24,8 +24,8 @@ from pathlib import Path
 
 import redis.asyncio
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "store"))
-from store_helpers import notifier_key, server, token
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the helpers package
+from helpers.store_helpers import notifier_key, server, token
 
 from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.store.keys import DEFAULT_BUCKETS

@@ -1,5 +1,5 @@
 """End-to-end fixtures: a real NTF server (TLS listener, Redis store, push service) on loopback, pointed at
-the strict APNs simulator for provider ``AT`` (helpers in e2e_env.py)."""
+the strict APNs simulator for provider ``AT`` (tests/helpers/e2e_env.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from e2e_env import Env, running_env
+from helpers.e2e_env import Env, running_env
 
 
 @pytest.fixture

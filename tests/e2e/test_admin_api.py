@@ -19,8 +19,8 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e_env import Env, active_app, fresh_census
-from fault_proxy import FaultProxy
+from helpers.e2e_env import Env, active_app, fresh_census
+from helpers.fault_proxy import FaultProxy
 from prometheus_client.parser import text_string_to_metric_families
 
 from ntf_server.admin import auth
@@ -79,6 +79,7 @@ async def test_healthz_needs_no_token_and_fails_when_the_store_is_down(
                         break
                     await asyncio.sleep(0.05)
     finally:
+        await server.stop()  # while Redis is reachable: a stop that cannot store waits out its grace (10 s)
         await proxy.stop()
 
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import httpx
-from e2e_env import Env, active_app, fresh_census
+from helpers.e2e_env import Env, active_app, fresh_census
 from prometheus_client.parser import text_string_to_metric_families
 from test_admin_api import admin_url, token_of
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from e2e_env import Env, active_app
+from helpers.e2e_env import Env, active_app
 
 from ntf_server.handlers import PROHIBITED
 from ntf_server.protocol import crypto, ntf as P

@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
-from e2e_env import Env
-from haskell_data import HaskellData, load, server_row
-from pg_server import PgServer, load_schema, postgres  # noqa: F401  (postgres: the session fixture)
+from helpers.e2e_env import Env
+from helpers.haskell_data import HaskellData, load, server_row
+from helpers.pg_server import PgServer, load_schema, postgres  # noqa: F401  (postgres: the session fixture)
 
 from ntf_server.importer.command import import_simplex
 from ntf_server.importer.mapping import NtfRow, SubRow, TokenRow

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from e2e_env import Env, active_app
+from helpers.e2e_env import Env, active_app
 
 from ntf_server.protocol import crypto, ntf as P, smp as S
 from ntf_server.protocol.encoding import b64u_decode

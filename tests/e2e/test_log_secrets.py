@@ -17,7 +17,7 @@ import pytest
 from conftest import Env
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from logparse import parse_logfmt
+from helpers.logparse import parse_logfmt
 
 from ntf_server.config import LogConfig, LogFormat, LogLevel
 from ntf_server.logcatalog import EVENTS

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from e2e_env import Env, active_app
+from helpers.e2e_env import Env, active_app
 
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import SMPServer, b64u_encode

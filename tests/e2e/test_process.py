@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from logparse import parse_logfmt
+from helpers.logparse import parse_logfmt
 
 from ntf_server import cli
 from ntf_server.protocol import ntf as P

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from e2e_env import Env, active_app
-from fault_proxy import FaultProxy
+from helpers.e2e_env import Env, active_app
+from helpers.fault_proxy import FaultProxy
 
 from apns.simulator import RecordedPush
 from ntf_server import logevents

@@ -9,7 +9,7 @@ import os
 import time
 from collections.abc import Callable
 
-from e2e_env import Env, active_app
+from helpers.e2e_env import Env, active_app
 
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import SMPServer, b64u_encode
@@ -205,8 +205,9 @@ async def test_a_stop_during_a_burst_with_retries_waiting_loses_nothing(env: Env
     env.sim.faults.response_delay_s = 5.0  # the next 10 are at APNs, unanswered, when the stop comes
     await pusher(server).accept(SMP, burst[30:])
     device = app.device_token.token.decode()
+    # at least the 10 (not exactly: on a loaded machine a retry may come due, 1 s on, and join them at APNs)
     await until(lambda: env.sim.replies.get("ServiceUnavailable", 0) >= 30 and server.push is not None
-                and server.push.in_flight == 10)
+                and server.push.in_flight >= 10)
 
     def apns_well() -> None:
         env.sim.faults.error_rates = {}

@@ -9,7 +9,7 @@ import os
 from collections.abc import AsyncIterator
 
 import pytest
-from e2e_env import Env, active_app
+from helpers.e2e_env import Env, active_app
 from test_subscriber import status_becomes, subscribed
 
 from ntf_server.protocol import crypto, ntf as P

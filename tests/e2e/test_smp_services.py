@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from e2e_env import Env
+from helpers.e2e_env import Env
 from test_subscriber import connected_app, decrypt_items, status_becomes, subscribed
 
 from ntf_server.protocol import ntf as P, smp as S

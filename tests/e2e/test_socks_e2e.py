@@ -9,7 +9,7 @@ import os
 from collections.abc import AsyncIterator
 
 import pytest
-from e2e_env import Env
+from helpers.e2e_env import Env
 from test_subscriber import Kind, connected_app, decrypt_items, status_becomes
 
 from ntf_server.protocol import crypto, ntf as P

@@ -9,7 +9,7 @@ import dataclasses
 import logging
 
 import pytest
-from e2e_env import Env
+from helpers.e2e_env import Env
 
 from ntf_server.logevents import event_of
 from ntf_server.push.policy import Budget, PolicySettings

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from e2e_env import Env, active_app
-from fault_proxy import FaultProxy
+from helpers.e2e_env import Env, active_app
+from helpers.fault_proxy import FaultProxy
 
 from ntf_server import __version__
 from ntf_server.admin.status import sample_every

@@ -9,7 +9,7 @@ import logging
 from collections.abc import AsyncIterator
 
 import pytest
-from e2e_env import Env, active_app
+from helpers.e2e_env import Env, active_app
 
 from ntf_server.logevents import event_of
 from ntf_server.protocol import crypto, ntf as P, smp as S

@@ -14,9 +14,9 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis.asyncio
-from haskell_data import HaskellData, ed25519_pair, generate, load, token_row
-from pg_server import PgServer, load_schema, postgres  # noqa: F401  (postgres: the session fixture)
-from store_helpers import add_notice, check_invariants
+from helpers.haskell_data import HaskellData, ed25519_pair, generate, load, token_row
+from helpers.pg_server import PgServer, load_schema, postgres  # noqa: F401  (postgres: the session fixture)
+from helpers.store_helpers import add_notice, check_invariants
 
 from ntf_server import cli
 from ntf_server.config import Config, load_config

@@ -8,7 +8,7 @@ import logging
 import os
 
 import pytest
-from haskell_data import ed25519_pair, server_row, token_row
+from helpers.haskell_data import ed25519_pair, server_row, token_row
 
 from ntf_server.importer import mapping as M
 from ntf_server.importer.progress import Progress

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 
 import pytest
-from store_helpers import NOW, notifier_key, server, token
+from helpers.store_helpers import NOW, notifier_key, server, token
 
 from ntf_server.protocol import crypto
 from ntf_server.protocol.encoding import SMPServer, b64u_decode

@@ -1,18 +1,14 @@
-"""Reliability fixtures: the e2e environment (tests/e2e/e2e_env.py, imported by name) and a server thread
+"""Reliability fixtures: the e2e environment (tests/helpers/e2e_env.py) and a server thread
 for hypothesis, whose tests are synchronous (``live.py``); every test here fails on a traceback or an
 error logged anywhere in the process (``watch.py``)."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-
-from e2e_env import Env, running_env  # found through the path above
+from helpers.e2e_env import Env, running_env
 from live import LiveServer
 from watch import LogWatch
 

@@ -11,7 +11,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from e2e_env import Env, running_env
+from helpers.e2e_env import Env, running_env
 
 T = TypeVar("T")
 START_TIMEOUT_S = 60.0

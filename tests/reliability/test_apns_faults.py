@@ -10,7 +10,7 @@ import os
 import time
 
 import pytest
-from e2e_env import Env
+from helpers.e2e_env import Env
 from watch import LogWatch
 
 from ntf_server.protocol import ntf as P

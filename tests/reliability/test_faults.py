@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from e2e_env import Env, running_env
-from fault_proxy import FaultProxy
+from helpers.e2e_env import Env, running_env
+from helpers.fault_proxy import FaultProxy
 from load import Registrar, lost
 from server_process import UNLIMITED_REGISTRATION, server_world
 from watch import LogWatch

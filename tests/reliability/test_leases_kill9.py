@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import redis.asyncio
-from e2e_env import TOPIC
+from helpers.e2e_env import TOPIC
 from server_process import ServerProcess, free_port, init_config, set_key
 from watch import LogWatch
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from e2e_env import Env, active_app
+from helpers.e2e_env import Env, active_app
 from watch import LogWatch
 
 from ntf_server.protocol import crypto, ntf as P, smp as S

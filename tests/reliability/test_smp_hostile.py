@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from e2e_env import Env, active_app
+from helpers.e2e_env import Env, active_app
 from hostile_smp import Attack, HostileSmp
 from watch import LogWatch
 
@@ -28,7 +28,9 @@ ATTACK_S = 2.0  # how long the attack runs before the well-behaved side is check
 # Reconnects to a server that breaks every connection: the pool's backoff (0.5 s doubling, jittered)
 # allows a handful in the first seconds; a busy loop would be hundreds.
 MAX_CONNECTIONS_PER_S = 3.0
-FAIR_PUSH_S = 1.0  # a bystander's push under attack (about 0.1 s when nothing floods)
+# A bystander's push under attack: about 0.1 s when nothing floods, 1.3 s seen with the suite's other worker
+# and other jobs on the 2 cores; before the fair intake, 3.1 s on a quiet machine (more under load).
+FAIR_PUSH_S = 2.0
 BREAKS_THE_SESSION = frozenset({Attack.GARBAGE_HELLO, Attack.GARBAGE_BLOCKS, Attack.OVERSIZED, Attack.WRONG_COUNT})
 
 

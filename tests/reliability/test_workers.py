@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from e2e_env import TOPIC
+from helpers.e2e_env import TOPIC
 from prometheus_client.parser import text_string_to_metric_families
 from server_process import ServerProcess, free_port, init_config
 from test_leases_kill9 import decrypt, lease_owners, until

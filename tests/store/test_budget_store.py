@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio
-from store_helpers import NOW, device_token, notifier_key, server, token
+from helpers.store_helpers import NOW, device_token, notifier_key, server, token
 
 from ntf_server.config import Overflow
 from ntf_server.push.policy import (

@@ -7,7 +7,7 @@ import secrets
 
 import pytest
 import redis.asyncio
-from store_helpers import NOW, notifier_key, server, token
+from helpers.store_helpers import NOW, notifier_key, server, token
 
 from ntf_server.store.activity import ActiveTokens, ActivityStore, period_keys
 from ntf_server.store.census import BUCKETS_PER_CALL, CensusTaker

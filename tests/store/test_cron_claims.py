@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from store_helpers import NOW, notifier_key, server, token
+from helpers.store_helpers import NOW, notifier_key, server, token
 
 from ntf_server.push.budget import HiddenPushes
 from ntf_server.push.cron import CronPushes

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio
-from store_helpers import add_notice, notifier_key, server, token
+from helpers.store_helpers import add_notice, notifier_key, server, token
 
 from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.store.records import SUB_PENDING, TOKEN_ACTIVE

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio
-from fault_proxy import FaultProxy
-from store_helpers import NOW, add_notice, check_invariants, device_token, notifier_key, server, token
+from helpers.fault_proxy import FaultProxy
+from helpers.store_helpers import NOW, add_notice, check_invariants, device_token, notifier_key, server, token
 
 from ntf_server.store.errors import StoreError, StoreUnavailable
 from ntf_server.store.records import DAY_S, SUB_ACTIVE, TOKEN_ACTIVE

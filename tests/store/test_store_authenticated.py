@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 import redis.asyncio
-from store_helpers import notifier_key, server, token
+from helpers.store_helpers import notifier_key, server, token
 
 from ntf_server.store.atrest import AtRest
 from ntf_server.store.base import TokenReplace

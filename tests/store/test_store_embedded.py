@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio
-from store_helpers import add_notice, notifier_key, server, token
+from helpers.store_helpers import add_notice, notifier_key, server, token
 
 from ntf_server.store import embedded
 from ntf_server.store.embedded import EmbeddedRedis, EmbeddedRedisFailed, RedisBinaryNotFound

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from store_helpers import NOW, check_invariants, notifier_key, server, token
+from helpers.store_helpers import NOW, check_invariants, notifier_key, server, token
 
 from ntf_server.maintenance import Housekeeping
 from ntf_server.stats import Stats

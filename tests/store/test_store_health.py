@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fault_proxy import FaultProxy
+from helpers.fault_proxy import FaultProxy
 
 from ntf_server.store.errors import StoreUnavailable
 from ntf_server.store.redis import RedisStore

@@ -7,7 +7,7 @@ import asyncio
 import secrets
 from dataclasses import replace
 
-from store_helpers import notifier_key, server, token
+from helpers.store_helpers import notifier_key, server, token
 
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.store.leases import Lease, ServerLease

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from store_helpers import notifier_key, server, token
+from helpers.store_helpers import notifier_key, server, token
 
 from ntf_server.store.atrest import AtRest, load_or_create_store_key
 from ntf_server.store.errors import StoreError

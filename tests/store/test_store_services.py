@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import replace
 
-from store_helpers import notifier_key, server, token
+from helpers.store_helpers import notifier_key, server, token
 
 from ntf_server.protocol import smp as S
 from ntf_server.protocol.smp_service import ServiceCredentials

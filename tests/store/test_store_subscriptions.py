@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import replace
 
-from store_helpers import Outcome, add_notice, add_notices, check_invariants, notifier_key, server, token
+from helpers.store_helpers import Outcome, add_notice, add_notices, check_invariants, notifier_key, server, token
 
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.store.base import StoreCounts, SubCreate

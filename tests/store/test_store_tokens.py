@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import redis.asyncio
-from store_helpers import NOW, add_notice, check_invariants, device_token, notifier_key, server, token
+from helpers.store_helpers import NOW, add_notice, check_invariants, device_token, notifier_key, server, token
 
 from ntf_server.store.base import TokenCreate, TokenReplace
 from ntf_server.store.records import (

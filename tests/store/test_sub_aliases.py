@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 
-from store_helpers import NOW, notifier_key, server, token
+from helpers.store_helpers import NOW, notifier_key, server, token
 
 from ntf_server.store.atrest import AtRest
 from ntf_server.store.importing import ImportedToken, StoreImporter, TokenImport

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
-from fault_proxy import FaultProxy
-from store_helpers import notifier_key, server, token
+from helpers.fault_proxy import FaultProxy
+from helpers.store_helpers import notifier_key, server, token
 
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.store.base import RemovedSub

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import replace
 
 import pytest
-from store_helpers import token
+from helpers.store_helpers import token
 
 from ntf_server.protocol import crypto
 from ntf_server.protocol.encoding import SMPServer

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import pytest
-from store_helpers import token
+from helpers.store_helpers import token
 
 from ntf_server.protocol import crypto
 from ntf_server.protocol.encoding import SMPServer

@@ -1,6 +1,5 @@
-"""The end-to-end test environment (imported by name: tests/ has no packages, and a module named
-``conftest`` cannot be imported by tests, since every test folder has one): a real NTF server on
-loopback pointed at the strict APNs simulator, initialised exactly as ``ntf-server init`` does."""
+"""The end-to-end test environment: a real NTF server on loopback pointed at the strict APNs simulator,
+initialised exactly as ``ntf-server init`` does (the ``env`` fixtures of tests/e2e and tests/reliability)."""
 
 from __future__ import annotations
 

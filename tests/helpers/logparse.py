@@ -1,4 +1,4 @@
-"""Reading log lines back (imported by name, like e2e_env): logfmt as ``KvFormatter`` writes it, and JSON."""
+"""Reading log lines back: logfmt as ``KvFormatter`` writes it, and JSON."""
 
 from __future__ import annotations
 

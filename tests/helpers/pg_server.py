@@ -1,4 +1,4 @@
-"""A real PostgreSQL server for the import tests (imported by name: tests/importer is on pytest's path).
+"""A real PostgreSQL server for the import tests (tests/importer, tests/e2e) and tests/bench/import_bench.py.
 
 Debian's `postgresql` package (binaries under /usr/lib/postgresql/<version>/bin; `.ci/run` installs it),
 or `$PG_BIN` naming such a bin directory. The cluster lives in a fresh temporary directory, listens on a
