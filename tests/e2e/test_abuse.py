@@ -106,7 +106,7 @@ async def test_repeated_push_failures_are_one_line_plus_debug_detail(
         env.sim.unregister(bad.device_token.token.decode())
         assert isinstance(await bad.register(client), P.IdTkn)
     await env.server.push.settle()  # type: ignore[union-attr]
-    records = [r for r in caplog.records if r.name == "ntf_server.push.pipeline"]
+    records = [r for r in caplog.records if r.name == "ntf_server.push.sending"]
     info = [r.getMessage() for r in records if r.levelno >= logging.INFO]
     assert len(info) == 1 and info[0].startswith("verification push failed: invalid token UNREGISTERED")
     assert sum(r.levelno == logging.DEBUG for r in records) == 5
