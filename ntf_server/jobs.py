@@ -29,7 +29,7 @@ from ntf_server.logevents import log_event
 from ntf_server.store.census import Census
 from ntf_server.store.census_shared import JOB as CENSUS_JOB, SharedCensus
 from ntf_server.store.errors import StoreError
-from ntf_server.store.leases import NO_LEASE
+from ntf_server.store.leases import EXPIRY_JOB, NO_LEASE
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def expiry_job(housekeeping: Expiry, leases: JobLeaseStore, instance: str, timin
     """Token expiry (maintenance.py), by one instance of the data set at a time."""
     async def run(token: int) -> None:
         await housekeeping.expire_once()
-    return LeasedJob("token expiry", leases, instance, run, timing)
+    return LeasedJob(EXPIRY_JOB, leases, instance, run, timing)
 
 
 def census_job(taker: CensusTake, shared: SharedCensus, leases: JobLeaseStore, instance: str,

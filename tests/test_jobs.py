@@ -11,6 +11,7 @@ from ntf_server.jobs import JobTiming, LeasedJob, census_job
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.store.census import Census, CensusTaker
 from ntf_server.store.census_shared import SharedCensus
+from ntf_server.store.leases import CENSUS_JOB, EXPIRY_JOB
 from ntf_server.store.redis import RedisStore
 
 TIMING = JobTiming(interval_s=3600, ttl_s=0.6, renew_s=0.1)
@@ -28,6 +29,15 @@ async def test_job_lease_is_held_by_one_fenced_and_released(store: RedisStore, s
     b = await second_store.leases.hold_job("j", "B", 10)
     assert b is not None and b > a  # a later holder always has a greater token
     assert not await store.leases.release_job("j", "A", a)  # the old holder cannot release its successor's
+
+
+async def test_a_restart_on_the_dead_ones_state_directory_frees_its_job_leases(
+        store: RedisStore, second_store: RedisStore) -> None:
+    assert await store.leases.hold_job(EXPIRY_JOB, "A", 60) is not None
+    assert await store.leases.hold_job(CENSUS_JOB, "B", 60) is not None
+    await second_store.leases.release_instance("A")  # A's successor, which the state lock proves A is gone
+    assert await store.leases.job_holder(EXPIRY_JOB) is None
+    assert await store.leases.job_holder(CENSUS_JOB) == "B"  # another live instance's stays
 
 
 def recording(name: str, runs: list[str], started: asyncio.Event | None = None,

@@ -24,8 +24,9 @@ from ntf_server.protocol.encoding import (
 )
 from ntf_server.store.census import Census
 from ntf_server.store.health import edge
+from ntf_server.store.leases import CENSUS_JOB
 
-JOB: Final = "census"
+JOB: Final = CENSUS_JOB
 
 # ARGV: P token instance json -> 1 | 0 (not the lease holder)
 PUBLISH: Final = r"""

@@ -94,8 +94,8 @@ end
 return out
 """
 
-# ARGV: P NB instance -> leases released (every lease of an instance known dead: its successor on one state
-# directory, which the state lock proves)
+# ARGV: P NB instance job... -> SMP servers' leases released (every lease of an instance known dead: its
+# successor on one state directory, which the state lock proves); its job leases (``JOBS``) go too
 RELEASE_INSTANCE: Final = _P + r"""
 local n, tail = 0, ' ' .. ARGV[3]
 local counts = redis.call('HGETALL', P .. 'srv:count')
@@ -103,6 +103,11 @@ for i = 1, #counts, 2 do
   local k = P .. 'ls:' .. counts[i]
   local v = redis.call('GET', k)
   if v and string.sub(v, -#tail) == tail then n = n + redis.call('DEL', k) end
+end
+for i = 4, #ARGV do
+  local k = P .. 'lj:' .. ARGV[i]
+  local v = redis.call('GET', k)
+  if v and string.sub(v, -#tail) == tail then redis.call('DEL', k) end
 end
 redis.call('ZREM', P .. 'lp', ARGV[3])
 return n
@@ -145,6 +150,10 @@ if redis.call('GET', k) == ARGV[4] .. ' ' .. ARGV[5] then return redis.call('DEL
 return 0
 """
 
+
+EXPIRY_JOB: Final = "token expiry"  # the jobs run once per data set (ntf_server/jobs.py), by their lease names
+CENSUS_JOB: Final = "census"
+JOBS: Final = (EXPIRY_JOB, CENSUS_JOB)
 
 NO_LEASE: Final = 0  # never a fencing token (the counter starts at 1): the fence of a server not held
 
@@ -229,9 +238,10 @@ class RedisLeases:
         return int(await self._release(*[a for lease in leases for a in (lease.number, lease.token, instance)]))
 
     async def release_instance(self, instance: str) -> int:
-        """Free every lease of ``instance``, which the caller knows to be dead (kill -9, then a restart on
-        the same state directory), so its successor need not wait for them to expire."""
-        return int(await self._release_instance(instance))
+        """Free every lease of ``instance`` (its SMP servers', counted, and its jobs'), which the caller knows to
+        be dead (kill -9, then a restart on the same state directory), so its successor need not wait for them
+        to expire."""
+        return int(await self._release_instance(instance, *JOBS))
 
     async def presence(self, instance: str, ttl_s: float) -> list[str]:
         """Say ``instance`` is alive for ``ttl_s`` (0: it leaves now); the instances alive now."""
