@@ -31,6 +31,7 @@ from ntf_server.config import load_config
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.sim.device import NtfClient, SimApp
 from ntf_server.sim.smp_server import QueueCredentials, SmpServerStandIn
+from ntf_server.supervisor.supervisor import MAX_QUICK_FAILURES
 
 TTL_S, RENEW_S = 4.0, 1.0
 STAND_INS, QUEUES = 4, 5
@@ -285,3 +286,30 @@ async def test_workers_of_a_supervisor_killed_with_kill_9_drain_and_exit(
         log = (tmp_path / "server.log").read_text()
         for i in (0, 1):  # the pipeline's last line of a graceful stop, from each worker
             assert re.search(rf"event=push\.stopped .* worker={i} ", log), log[-3000:]
+
+
+async def test_a_worker_that_keeps_dying_stops_the_instance(tmp_path: Path, redis_url: str) -> None:
+    """Killed again as soon as it is started again, five times in a row: the supervisor gives up on it, stops
+    the other worker gracefully and exits 1, saying which worker and why (systemd and the operator take over)."""
+    cfg = init_config(tmp_path / "cfg", {("server", "workers"): 2, ("redis", "url"): redis_url})
+    server = ServerProcess(cfg, tmp_path / "server.log")
+    await server.start()
+    assert server.proc is not None
+    supervisor = server.proc.pid
+    try:
+        pid = worker_pids(supervisor)[1]
+        for death in range(1, MAX_QUICK_FAILURES + 1):
+            os.kill(pid, signal.SIGKILL)
+            if death < MAX_QUICK_FAILURES:  # the next one, started after the backoff
+                await until(lambda: worker_pids(supervisor).get(1, pid) != pid, 30)  # noqa: B023
+                pid = worker_pids(supervisor)[1]
+        async with asyncio.timeout(60):
+            status = await server.proc.wait()
+    finally:
+        await server.stop()
+    log = (tmp_path / "server.log").read_text()
+    assert status == 1
+    assert f"event=supervisor.worker_failing worker=1 status=\"signal SIGKILL\" failures={MAX_QUICK_FAILURES}" in log
+    assert log.count("event=supervisor.worker_exited worker=1") == MAX_QUICK_FAILURES - 1
+    assert 'event=supervisor.worker_stopped worker=0' in log and "Traceback" not in log
+    assert workers_of(cfg) == []
