@@ -30,13 +30,14 @@ from ntf_server.admin.figures import Sources, StoreView
 from ntf_server.admin.status import sample_every
 from ntf_server.admin.window import CounterWindow, push_counter_names
 from ntf_server.admin.workers import InstanceView, LocalFigures, WorkerFiguresServer, WorkerPeers, socket_path
-from ntf_server.apns_metrics import ApnsMetrics
 from ntf_server.config import Config, ConfigError, redact_url
 from ntf_server.handlers import HandlerLimits, NtfHandlers
 from ntf_server.jobs import JobTiming, census_job, expiry_job
-from ntf_server.logevents import log_event
-from ntf_server.logsummary import CountedLog
 from ntf_server.maintenance import EXPIRY_INTERVAL_S, Housekeeping
+from ntf_server.observability.apns_metrics import ApnsMetrics
+from ntf_server.observability.logevents import log_event
+from ntf_server.observability.logsummary import CountedLog
+from ntf_server.observability.stats import Stats
 from ntf_server.protocol import crypto
 from ntf_server.push.apns_sender import ApnsSender
 from ntf_server.push.budget import HiddenPushes
@@ -45,7 +46,6 @@ from ntf_server.push.deferred import DeferredScheduler
 from ntf_server.push.model import PipelineSettings
 from ntf_server.push.pipeline import HOUR_S, PushPipeline
 from ntf_server.push.policy import PolicySettings
-from ntf_server.stats import Stats
 from ntf_server.store.activity import ActivityStore
 from ntf_server.store.atrest import AtRest, load_or_create_store_key
 from ntf_server.store.budget import BudgetStore

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from ntf_server.logevents import log_event
+from ntf_server.observability.logevents import log_event
 from ntf_server.store.census import Census
 from ntf_server.store.census_shared import JOB as CENSUS_JOB, SharedCensus
 from ntf_server.store.errors import StoreError

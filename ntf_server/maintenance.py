@@ -24,8 +24,8 @@ from collections.abc import Callable
 from typing import Final
 
 from ntf_server.interfaces import SubscriptionSink
-from ntf_server.logevents import log_event
-from ntf_server.stats import Stat, Stats
+from ntf_server.observability.logevents import log_event
+from ntf_server.observability.stats import Stat, Stats
 from ntf_server.store.base import TokenExpiryStore
 from ntf_server.store.errors import StoreError
 

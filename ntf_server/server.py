@@ -39,20 +39,20 @@ from ntf_server.admin.app import AdminServer, build_app
 from ntf_server.admin.auth import TokenError, clean_token
 from ntf_server.admin.policy import PolicyApi
 from ntf_server.admin.window import CounterWindow
-from ntf_server.apns_metrics import ApnsMetrics
 from ntf_server.config import Config, ConfigError
 from ntf_server.env import StartupError as StartupError  # raised here, and by env.py: one class
-from ntf_server.logevents import log_event
-from ntf_server.logsetup import setup_logging
-from ntf_server.logsummary import flush_every
 from ntf_server.maintenance import Housekeeping
-from ntf_server.ownservers import OwnServers
+from ntf_server.observability.apns_metrics import ApnsMetrics
+from ntf_server.observability.logevents import log_event
+from ntf_server.observability.logsetup import setup_logging
+from ntf_server.observability.logsummary import flush_every
+from ntf_server.observability.ownservers import OwnServers
+from ntf_server.observability.redact import cap_third_party_loggers
+from ntf_server.observability.startsummary import StartSummary, policy_text
+from ntf_server.observability.stats import Stats
 from ntf_server.push.pipeline import PushPipeline
 from ntf_server.push.policy import PolicySettings
-from ntf_server.redact import cap_third_party_loggers
-from ntf_server.startsummary import StartSummary, policy_text
 from ntf_server.statelock import AlreadyRunning, StateLock
-from ntf_server.stats import Stats
 from ntf_server.store.activity import ActivityStore
 from ntf_server.store.census import CensusTaker
 from ntf_server.store.embedded import EmbeddedRedis

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import pytest
 import redis.asyncio
 
-from ntf_server.logevents import set_strict
+from ntf_server.observability.logevents import set_strict
 from ntf_server.protocol.transport import SMP_CURRENT_VERSION, VersionRange
 from ntf_server.sim.smp_server import SmpServerStandIn
 from ntf_server.store.embedded import EmbeddedRedis

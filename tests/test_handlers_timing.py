@@ -19,11 +19,11 @@ from helpers.timing_stats import KNOWN, UNKNOWN, Sample, analyse
 
 from ntf_server.handlers import NtfHandlers
 from ntf_server.interfaces import NullSink
+from ntf_server.observability.stats import Stats
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.protocol.errors import AUTH
 from ntf_server.protocol.transport import RawTransmission, THParams, for_auth
-from ntf_server.stats import Stats
 from ntf_server.store.records import TOKEN_ACTIVE, PushProvider, TokenRecord, day_of
 from ntf_server.store.redis import RedisStore
 

@@ -19,10 +19,10 @@ from redis.asyncio import Redis
 
 from ntf_server import __version__
 from ntf_server.admin.window import CounterWindow
-from ntf_server.apns_metrics import ApnsMetrics, ApnsSnapshot
-from ntf_server.ownservers import OwnServers
+from ntf_server.observability.apns_metrics import ApnsMetrics, ApnsSnapshot
+from ntf_server.observability.ownservers import OwnServers
+from ntf_server.observability.stats import Stats, StatsSnapshot
 from ntf_server.protocol.encoding import SMPServer
-from ntf_server.stats import Stats, StatsSnapshot
 from ntf_server.store.activity import ActiveTokens
 from ntf_server.store.base import StoreCounts
 from ntf_server.store.census import Census

@@ -22,7 +22,7 @@ from prometheus_client.core import (
 
 from ntf_server.admin import catalog
 from ntf_server.admin.figures import Figures
-from ntf_server.ownservers import OTHER, OwnServers
+from ntf_server.observability.ownservers import OTHER, OwnServers
 from ntf_server.subscriber.linkstate import SHOWN_STATES, LinkState
 
 PREFIX = "ntf_"

@@ -15,7 +15,7 @@ import logging
 
 from aiohttp import web
 
-from ntf_server.logevents import log_event
+from ntf_server.observability.logevents import log_event
 from ntf_server.push.policy import PolicyError, PolicySettings
 from ntf_server.store.errors import StoreError
 from ntf_server.store.health import edge

@@ -24,8 +24,8 @@ from ntf_server.admin.figures import STORE_TIMEOUT_S, Figures, Sources, gather
 from ntf_server.admin.policy import PolicyApi
 from ntf_server.admin.views import smp_servers_json, workers_json
 from ntf_server.admin.window import CounterWindow, push_kinds
-from ntf_server.ownservers import OTHER, OwnServers
-from ntf_server.stats import Stats
+from ntf_server.observability.ownservers import OTHER, OwnServers
+from ntf_server.observability.stats import Stats
 from ntf_server.store.errors import StoreError
 from ntf_server.subscriber.linkstate import LinkState
 

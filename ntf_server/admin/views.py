@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ntf_server.admin.figures import Figures
-from ntf_server.ownservers import OTHER, OwnServers
+from ntf_server.observability.ownservers import OTHER, OwnServers
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.subscriber.linkstate import SHOWN_STATES
 

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from ntf_server.stats import Stat
+from ntf_server.observability.stats import Stat
 
 SPAN_S: Final = 3600.0
 STEP_S: Final = 60.0

@@ -29,9 +29,9 @@ import aiohttp
 from aiohttp import web
 
 from ntf_server.admin.figures import AdminListener, AdminPool, Figures, WorkerRow
-from ntf_server.apns_metrics import ApnsMetrics, ApnsSnapshot, Histogram
+from ntf_server.observability.apns_metrics import ApnsMetrics, ApnsSnapshot, Histogram
+from ntf_server.observability.stats import Stat, Stats, StatsSnapshot
 from ntf_server.protocol.encoding import SMPServer
-from ntf_server.stats import Stat, Stats, StatsSnapshot
 from ntf_server.subscriber.linkstate import LinkState
 from ntf_server.subscriber.pool import Progress
 

@@ -19,7 +19,7 @@ def cmd_import_simplex(config_dir: Path, database: str, schema: str, dry_run: bo
     from ntf_server.importer.command import ImportFailed, import_simplex
     from ntf_server.importer.reader import SourceError
     from ntf_server.importer.writer import report
-    from ntf_server.logsetup import scoped_logging
+    from ntf_server.observability.logsetup import scoped_logging
     from ntf_server.statelock import AlreadyRunning
 
     try:

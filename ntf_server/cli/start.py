@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ntf_server import startsummary
 from ntf_server.cli.common import EXIT_OK, load_initialised
 from ntf_server.config import Config
+from ntf_server.observability import startsummary
 from ntf_server.supervisor.processes import use_system_malloc
 from ntf_server.transport import certs
 

@@ -1,5 +1,5 @@
 """Import progress: a bar redrawn in place on a terminal, otherwise an ``import.progress`` log event every
-few seconds (logs, systemd, CI: parsable keys, ntf_server/logcatalog.py). `now` is injected, so the rate
+few seconds (logs, systemd, CI: parsable keys, ntf_server/observability/logcatalog.py). `now` is injected, so the rate
 and the pacing are tested without sleeping."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Final, TextIO
 
-from ntf_server.logevents import emit
+from ntf_server.observability.logevents import emit
 
 log = logging.getLogger(__name__)
 

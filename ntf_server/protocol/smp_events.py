@@ -25,9 +25,9 @@ import enum
 from dataclasses import dataclass, field
 from typing import Final
 
+from ntf_server.observability.sensitive import NotifierId
 from ntf_server.protocol.errors import AUTH, ErrorType, SimpleError, enc_error
 from ntf_server.protocol.smp import BrokerMsg, SmpErr, SmpPong, SOk, SOks
-from ntf_server.sensitive import NotifierId
 
 SERVICE_ERROR: Final = SimpleError("SERVICE")
 
@@ -131,7 +131,7 @@ _ERR_PREFIX: Final = {FailureKind.SMP_ERROR: "SMP error ", FailureKind.BAD_RESPO
 
 
 def _hidden(n: bytes) -> str:
-    return str(NotifierId(n))  # a keyed tag (ntf_server/sensitive.py): lines about one queue correlate
+    return str(NotifierId(n))  # a keyed tag (ntf_server/observability/sensitive.py): lines about one queue correlate
 
 
 # ---------------------------------------------------------------- events

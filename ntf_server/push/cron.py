@@ -30,13 +30,13 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-from ntf_server.logevents import emit
-from ntf_server.logsummary import CountedLog
+from ntf_server.observability.logevents import emit
+from ntf_server.observability.logsummary import CountedLog
+from ntf_server.observability.stats import Stat, Stats
 from ntf_server.push import payload
 from ntf_server.push.budget import HiddenPushes
 from ntf_server.push.model import Push
 from ntf_server.push.policy import CronDecision
-from ntf_server.stats import Stat, Stats
 from ntf_server.store.base import CronStore
 from ntf_server.store.errors import StoreError
 from ntf_server.store.outbox import PushKindCode

@@ -33,13 +33,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Final, Protocol
 
-from ntf_server.logevents import emit
-from ntf_server.logsummary import CountedLog
+from ntf_server.observability.logevents import emit
+from ntf_server.observability.logsummary import CountedLog
+from ntf_server.observability.stats import Stat, Stats
 from ntf_server.push import payload
 from ntf_server.push.budget import HiddenPushes
 from ntf_server.push.model import Push
 from ntf_server.push.policy import Budget
-from ntf_server.stats import Stat, Stats
 from ntf_server.store.base import TokenLookup
 from ntf_server.store.budget import CLAIM_LEASE_S
 from ntf_server.store.errors import StoreError

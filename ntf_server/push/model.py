@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
+from ntf_server.observability.stats import Stat
 from ntf_server.push.retry import Backoff, JitteredBackoff
-from ntf_server.stats import Stat
 from ntf_server.store.outbox import PushKindCode
 from ntf_server.store.records import TokenRecord
 

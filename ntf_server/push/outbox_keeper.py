@@ -23,11 +23,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Final, Protocol
 
-from ntf_server.logevents import log_event
-from ntf_server.logsummary import CountedLog
+from ntf_server.observability.logevents import log_event
+from ntf_server.observability.logsummary import CountedLog
+from ntf_server.observability.sensitive import TokenId
 from ntf_server.push import payload
 from ntf_server.push.model import KIND_OF, PipelineSettings, Push
-from ntf_server.sensitive import TokenId
 from ntf_server.store.base import NoticeStore, OutboxStore, TokenLookup
 from ntf_server.store.errors import StoreError
 from ntf_server.store.outbox import OutboxEntry, PushKindCode

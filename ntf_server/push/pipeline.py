@@ -34,8 +34,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Final, Protocol
 
-from ntf_server.logevents import emit, log_event
-from ntf_server.logsummary import CountedLog
+from ntf_server.observability.logevents import emit, log_event
+from ntf_server.observability.logsummary import CountedLog
+from ntf_server.observability.stats import Stat, Stats
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.push import payload
 from ntf_server.push.budget import HiddenPushes
@@ -46,7 +47,6 @@ from ntf_server.push.outbox_keeper import STORE_RETRY_S, OutboxKeeper
 from ntf_server.push.outcomes import PushSender
 from ntf_server.push.policy import Decision
 from ntf_server.push.sending import Sending
-from ntf_server.stats import Stat, Stats
 from ntf_server.store.base import NoticeStore, OutboxStore, TokenLookup, TokenStatusStore
 from ntf_server.store.errors import StoreError
 from ntf_server.store.notices import Decided, PolicyChanged

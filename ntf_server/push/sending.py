@@ -15,13 +15,13 @@ import logging
 from collections.abc import Callable
 from typing import Protocol, assert_never
 
-from ntf_server.logevents import emit, log_event
-from ntf_server.logsummary import CountedLog
+from ntf_server.observability.logevents import emit, log_event
+from ntf_server.observability.logsummary import CountedLog
+from ntf_server.observability.sensitive import TokenId
+from ntf_server.observability.stats import Stat, Stats
 from ntf_server.push.model import BACKGROUND, MESSAGE, PERIODIC, VERIFICATION, PipelineSettings, Push, PushKind
 from ntf_server.push.outbox_keeper import OutboxKeeper
 from ntf_server.push.outcomes import Delivered, Failed, Invalid, PushSender, RetryLater
-from ntf_server.sensitive import TokenId
-from ntf_server.stats import Stat, Stats
 from ntf_server.store.base import OutboxStore, TokenStatusStore
 from ntf_server.store.errors import StoreError
 from ntf_server.store.records import PushProvider, TokenStatus, TokenStatusKind

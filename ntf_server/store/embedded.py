@@ -30,7 +30,7 @@ from typing import Final
 import redis
 import redis.asyncio
 
-from ntf_server.logevents import log_event
+from ntf_server.observability.logevents import log_event
 from ntf_server.store.errors import StoreError
 from ntf_server.store.keys import HASH_MAX_LISTPACK_VALUE
 

@@ -21,7 +21,7 @@ from typing import Final
 
 from redis import exceptions as rex
 
-from ntf_server.logevents import log_event
+from ntf_server.observability.logevents import log_event
 from ntf_server.store.errors import StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)

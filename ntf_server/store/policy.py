@@ -12,7 +12,7 @@ import logging
 
 from redis.asyncio import Redis
 
-from ntf_server.logevents import log_event
+from ntf_server.observability.logevents import log_event
 from ntf_server.push.policy import PolicyError, PolicySettings
 from ntf_server.store.health import edge
 

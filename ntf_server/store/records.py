@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
+from ntf_server.observability.sensitive import SubId, TokenId
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.protocol.ntf_types import (
     MAX_ERR_TEXT,
@@ -21,7 +22,6 @@ from ntf_server.protocol.ntf_types import (
     TokenStatusKind,
 )
 from ntf_server.protocol.token_fsm import SUB_COMMANDS_ALLOWED, TokenEvent, changing_sources, sources
-from ntf_server.sensitive import SubId, TokenId
 
 # The status and provider types are the protocol's own (one definition, same text forms on the wire and
 # in the store); re-exported here because they are also what the store keeps.

@@ -19,7 +19,7 @@ import logging
 from dataclasses import dataclass
 from typing import Final
 
-from ntf_server.logevents import log_event
+from ntf_server.observability.logevents import log_event
 from ntf_server.store.atrest import AtRest
 from ntf_server.store.codec import DUMMY_NOTIFIER, DUMMY_SUB_ID, DUMMY_TOKEN_ID, TokenCodec
 from ntf_server.store.dataset import DataSet

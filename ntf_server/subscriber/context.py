@@ -10,9 +10,9 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from ntf_server.logsummary import CountedLog
+from ntf_server.observability.logsummary import CountedLog
+from ntf_server.observability.stats import Stats
 from ntf_server.protocol.encoding import SMPServer
-from ntf_server.stats import Stats
 from ntf_server.store.base import ResubscriptionStore, ServiceStore, StoreStats
 from ntf_server.store.records import Notice
 from ntf_server.subscriber.client import SmpClient

@@ -26,10 +26,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final, assert_never
 
+from ntf_server.observability.stats import Stat
 from ntf_server.protocol import crypto, smp_events as E
 from ntf_server.protocol.encoding import CodecError, SMPServer
 from ntf_server.protocol.smp_session import NotifierQueue
-from ntf_server.stats import Stat
 from ntf_server.store.records import Notice, SubStatus, SubStatusKind
 from ntf_server.subscriber.linkstate import LinkEvent, LinkState, next_state
 

@@ -48,7 +48,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final, Protocol
 
-from ntf_server.logevents import log_event
+from ntf_server.observability.logevents import log_event
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.store.base import RemovedSub
 from ntf_server.store.errors import StoreError

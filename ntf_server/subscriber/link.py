@@ -18,10 +18,10 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from ntf_server.logevents import log_event
+from ntf_server.observability.logevents import log_event
+from ntf_server.observability.stats import Stat
 from ntf_server.protocol import smp_events as E
 from ntf_server.protocol.encoding import SMPServer
-from ntf_server.stats import Stat
 from ntf_server.store.errors import FencedOut, StoreError
 from ntf_server.store.records import RESUBSCRIBE_KINDS, SubscriptionRecord
 from ntf_server.subscriber import core as C

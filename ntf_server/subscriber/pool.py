@@ -48,10 +48,10 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
-from ntf_server.logevents import log_event
-from ntf_server.logsummary import CountedLog
+from ntf_server.observability.logevents import log_event
+from ntf_server.observability.logsummary import CountedLog
+from ntf_server.observability.stats import Stat, Stats
 from ntf_server.protocol.encoding import SMPServer
-from ntf_server.stats import Stat, Stats
 from ntf_server.store.base import RemovedSub
 from ntf_server.store.errors import StoreError
 from ntf_server.store.health import backoff_delays

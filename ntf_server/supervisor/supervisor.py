@@ -29,8 +29,8 @@ from typing import Final
 
 from ntf_server.config import Config
 from ntf_server.env import StartupError
-from ntf_server.logevents import log_event
-from ntf_server.logsetup import setup_logging
+from ntf_server.observability.logevents import log_event
+from ntf_server.observability.logsetup import setup_logging
 from ntf_server.server import EXIT_FAILED, OPERATOR_ERRORS, PARTS_STOP_TIMEOUT_S, PartFailed
 from ntf_server.statelock import StateLock
 from ntf_server.store.embedded import EmbeddedRedis

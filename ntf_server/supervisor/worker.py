@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from ntf_server.config import CONFIG_FILE, Config, load_config
-from ntf_server.logsetup import setup_logging
+from ntf_server.observability.logsetup import setup_logging
 from ntf_server.server import EXIT_FAILED, OPERATOR_ERRORS, NtfServer, serve_until
 from ntf_server.supervisor.role import WorkerRole
 

@@ -19,17 +19,17 @@ import ssl
 from dataclasses import dataclass
 
 from ntf_server.handlers import NtfHandlers
-from ntf_server.logevents import emit
-from ntf_server.logsummary import CountedLog
+from ntf_server.observability.logevents import emit
+from ntf_server.observability.logsummary import CountedLog
+from ntf_server.observability.stats import Stat, Stats
 from ntf_server.protocol.ntf_handshake import NtfHandshakeFailed
 from ntf_server.protocol.transport import NTF_BLOCK_SIZE
-from ntf_server.ratelimit import address_key
-from ntf_server.stats import Stat, Stats
 from ntf_server.transport.admission import Admission, Caps
 from ntf_server.transport.blocks import ConnectionClosed
 from ntf_server.transport.memory import MemoryReturner
 from ntf_server.transport.ntf_connection import NtfConnection, ServerIdentity, server_handshake
 from ntf_server.transport.quota import FrontDoor
+from ntf_server.transport.ratelimit import address_key
 from ntf_server.transport.server_tls import TlsConnection
 
 log = logging.getLogger(__name__)

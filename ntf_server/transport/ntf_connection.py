@@ -21,6 +21,7 @@ from typing import Final
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from ntf_server.handlers import NtfHandlers
+from ntf_server.observability.stats import Stat, Stats
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import CodecError
 from ntf_server.protocol.errors import AUTH, BLOCK, QUOTA
@@ -34,7 +35,6 @@ from ntf_server.protocol.transport import (
     encode_transmission,
     parse_block,
 )
-from ntf_server.stats import Stat, Stats
 from ntf_server.transport.blocks import Blocks, ConnectionClosed
 from ntf_server.transport.quota import PeerQuotas
 from ntf_server.transport.spsc import SpscQueue

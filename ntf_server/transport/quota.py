@@ -1,7 +1,7 @@
 """Request quotas applied to NTF connections before a request reaches the handlers.
 
 ``RequestLimits`` is server-wide for one kind of request: the per-connection rate, the per-address table
-(ntf_server/ratelimit.py, pure), the counter and the counted log of refusals. ``FrontDoor`` holds one per
+(ntf_server/transport/ratelimit.py, pure), the counter and the counted log of refusals. ``FrontDoor`` holds one per
 kind: registrations (``TNEW``/``TRPL``), subscriptions (``SNEW``) and every command (the command budget:
 without it, each request with a random signature cost a lookup and a signature check, ~2,100/s from one
 connection). The listener asks it for one
@@ -21,10 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ntf_server.config import RegistrationConfig, ServerConfig
-from ntf_server.logsummary import CountedLog
+from ntf_server.observability.logsummary import CountedLog
+from ntf_server.observability.stats import Stat, Stats
 from ntf_server.protocol import ntf as P
-from ntf_server.ratelimit import AddressTable, QuotaVerdict, Rate, RegistrationQuota, address_key
-from ntf_server.stats import Stat, Stats
+from ntf_server.transport.ratelimit import AddressTable, QuotaVerdict, Rate, RegistrationQuota, address_key
 
 log = logging.getLogger(__name__)
 

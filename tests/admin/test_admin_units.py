@@ -10,11 +10,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ntf_server.admin import catalog, metrics, views
 from ntf_server.admin.figures import Figures
-from ntf_server.apns_metrics import MAX_ANSWER_LABELS, ApnsMetrics
 from ntf_server.cli import tables
-from ntf_server.ownservers import OTHER, OwnServers
+from ntf_server.observability.apns_metrics import MAX_ANSWER_LABELS, ApnsMetrics
+from ntf_server.observability.ownservers import OTHER, OwnServers
+from ntf_server.observability.stats import Stat, Stats
 from ntf_server.protocol.encoding import SMPServer
-from ntf_server.stats import Stat, Stats
 from ntf_server.store.activity import ActiveTokens
 from ntf_server.store.base import StoreCounts
 from ntf_server.store.census import Census

@@ -10,11 +10,11 @@ from hypothesis import given, settings, strategies as st
 from ntf_server.admin import status
 from ntf_server.admin.figures import Figures
 from ntf_server.admin.window import SPAN_S, STEP_S, CounterWindow, Recent, push_counter_names, push_kinds
-from ntf_server.apns_metrics import ApnsMetrics
 from ntf_server.cli import screen
-from ntf_server.ownservers import OwnServers
+from ntf_server.observability.apns_metrics import ApnsMetrics
+from ntf_server.observability.ownservers import OwnServers
+from ntf_server.observability.stats import Stat, Stats
 from ntf_server.protocol.encoding import SMPServer
-from ntf_server.stats import Stat, Stats
 from ntf_server.store.base import StoreCounts
 from ntf_server.store.census import Census
 from ntf_server.subscriber.pool import Progress

@@ -12,11 +12,11 @@ from test_admin_units import OWN, THEIRS, figures
 from ntf_server.admin import metrics, views
 from ntf_server.admin.status import status_json
 from ntf_server.admin.workers import WorkerFigures, from_json, merge, to_json
-from ntf_server.apns_metrics import ApnsMetrics
 from ntf_server.cli import screen
-from ntf_server.ownservers import OwnServers
+from ntf_server.observability.apns_metrics import ApnsMetrics
+from ntf_server.observability.ownservers import OwnServers
+from ntf_server.observability.stats import Stat, Stats
 from ntf_server.protocol.encoding import SMPServer
-from ntf_server.stats import Stat, Stats
 from ntf_server.subscriber.pool import Progress
 
 ANOTHER = SMPServer(("smp.elsewhere.example",), "443", b"\x03" * 32)

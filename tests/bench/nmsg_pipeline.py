@@ -40,6 +40,7 @@ from apns.client import ApnsClient, App
 from apns.jwt import ProviderKey, generate_test_key
 from apns.pool import Endpoint
 from apns.simulator import ApnsSimulator, SimulatorKey
+from ntf_server.observability.stats import Stats
 from ntf_server.protocol import crypto, smp as S
 from ntf_server.protocol.encoding import b64u_decode
 from ntf_server.push.apns_sender import ApnsSender
@@ -47,7 +48,6 @@ from ntf_server.push.budget import HiddenPushes
 from ntf_server.push.pipeline import PushPipeline
 from ntf_server.push.policy import PolicySettings
 from ntf_server.sim.smp_load import seeded_queue
-from ntf_server.stats import Stats
 from ntf_server.store.budget import BudgetStore
 from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.store.policy import PolicyStore

@@ -38,11 +38,11 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fleet import Child, cpu_of, emit, load, make_tokens, peak_rss_bytes, start_standins, stop_all
 
+from ntf_server.observability.stats import Stat, Stats
 from ntf_server.protocol import crypto
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.protocol.smp_service import ServiceCredentials
 from ntf_server.sim.smp_load import seeded_key_der
-from ntf_server.stats import Stat, Stats
 from ntf_server.store.base import ServiceState, StoreCounts
 from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.store.records import (

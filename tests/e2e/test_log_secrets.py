@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from helpers.logparse import parse_logfmt
 
 from ntf_server.config import LogConfig, LogFormat, LogLevel
-from ntf_server.logcatalog import EVENTS
-from ntf_server.logevents import event_of
-from ntf_server.logsetup import setup_logging
+from ntf_server.observability.logcatalog import EVENTS
+from ntf_server.observability.logevents import event_of
+from ntf_server.observability.logsetup import setup_logging
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.protocol.errors import AUTH, QUOTA, CmdError, CommandError

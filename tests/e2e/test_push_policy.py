@@ -18,7 +18,7 @@ from helpers.e2e_env import Env, active_app
 from helpers.fault_proxy import FaultProxy
 
 from apns.simulator import RecordedPush
-from ntf_server import logevents
+from ntf_server.observability import logevents
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import SMPServer, b64u_encode
 from ntf_server.push.payload import MAX_BODY

@@ -1,4 +1,4 @@
-"""The start-up summary (ntf_server/startsummary.py) of an in-process server: one ``server.started`` event
+"""The start-up summary (ntf_server/observability/startsummary.py) of an in-process server: one ``server.started`` event
 with what an operator checks first — the address apps use, where it listens, which APNs environments go
 where, the Redis in use without its password, the push policy in force and where it comes from, the admin
 URL, SOCKS."""
@@ -11,9 +11,9 @@ import logging
 import pytest
 from helpers.e2e_env import Env
 
-from ntf_server.logevents import event_of
+from ntf_server.observability.logevents import event_of
+from ntf_server.observability.startsummary import StartSummary, redis_mode
 from ntf_server.push.policy import Budget, PolicySettings
-from ntf_server.startsummary import StartSummary, redis_mode
 from ntf_server.store.policy import PolicyStore
 from ntf_server.transport import certs
 

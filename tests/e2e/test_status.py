@@ -25,11 +25,11 @@ from helpers.fault_proxy import FaultProxy
 from ntf_server import __version__
 from ntf_server.admin.status import sample_every
 from ntf_server.admin.window import CounterWindow
+from ntf_server.observability.stats import Stat, Stats
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.server import NtfServer
 from ntf_server.sim.device import NtfClient
 from ntf_server.sim.smp_server import SmpServerStandIn
-from ntf_server.stats import Stat, Stats
 
 SECTIONS = ("Server", "Store", "SMP servers", "Pushes", "Policy")
 

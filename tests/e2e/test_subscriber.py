@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 from helpers.e2e_env import Env, active_app
 
-from ntf_server.logevents import event_of
+from ntf_server.observability.logevents import event_of
 from ntf_server.protocol import crypto, ntf as P, smp as S
 from ntf_server.protocol.encoding import b64u_decode
 from ntf_server.protocol.smp_session import NotifierQueue

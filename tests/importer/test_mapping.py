@@ -12,7 +12,7 @@ from helpers.haskell_data import ed25519_pair, server_row, token_row
 
 from ntf_server.importer import mapping as M
 from ntf_server.importer.progress import Progress
-from ntf_server.logevents import event_of
+from ntf_server.observability.logevents import event_of
 from ntf_server.protocol import crypto
 from ntf_server.protocol.encoding import SMPServer, b64u_encode
 from ntf_server.protocol.ntf_types import InvalidReason, PushProvider, SubStatusKind

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 import pytest
 from helpers.store_helpers import NOW, notifier_key, server, token
 
+from ntf_server.observability.stats import Stats
 from ntf_server.protocol import crypto
 from ntf_server.protocol.encoding import SMPServer, b64u_decode
 from ntf_server.push.budget import HiddenPushes
@@ -26,7 +27,6 @@ from ntf_server.push.outcomes import Delivered, Outcome, RetryLater
 from ntf_server.push.pipeline import PushPipeline
 from ntf_server.push.policy import PolicySettings
 from ntf_server.push.retry import NO_WAIT
-from ntf_server.stats import Stats
 from ntf_server.store.budget import BudgetStore
 from ntf_server.store.policy import PolicyStore
 from ntf_server.store.records import Notice, PushProvider, TokenRecord

@@ -10,11 +10,11 @@ from collections.abc import Callable
 
 from helpers.store_helpers import NOW, notifier_key, server, token
 
+from ntf_server.observability.stats import Stats
 from ntf_server.push.budget import HiddenPushes
 from ntf_server.push.cron import CronPushes
 from ntf_server.push.model import Push
 from ntf_server.push.policy import PolicySettings
-from ntf_server.stats import Stats
 from ntf_server.store.budget import BudgetStore
 from ntf_server.store.policy import PolicyStore
 from ntf_server.store.records import TokenRecord

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from helpers.store_helpers import NOW, check_invariants, notifier_key, server, token
 
 from ntf_server.maintenance import Housekeeping
-from ntf_server.stats import Stats
+from ntf_server.observability.stats import Stats
 from ntf_server.store.base import RemovedSub, TokenReplace
 from ntf_server.store.records import SubscriptionRecord, TokenStatus, TokenStatusKind
 from ntf_server.store.redis import RedisStore

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import given, strategies as st
 
+from ntf_server.observability.stats import Stat
 from ntf_server.protocol import crypto, smp_events as E
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.protocol.errors import AUTH, SimpleError
-from ntf_server.stats import Stat
 from ntf_server.store.records import Notice, SubStatus, SubStatusKind
 from ntf_server.subscriber import core as C
 from ntf_server.subscriber.core import LinkCore
@@ -208,7 +208,8 @@ def test_forgotten_before_it_was_sent() -> None:
 
 def test_the_core_and_the_state_table_are_sans_io() -> None:
     """They import protocol code, counters' names and records, never I/O nor the rest of the subscriber."""
-    allowed = ("ntf_server.protocol", "ntf_server.stats", "ntf_server.store.records", "ntf_server.subscriber.linkstate",
+    allowed = ("ntf_server.protocol", "ntf_server.observability.stats", "ntf_server.store.records",
+               "ntf_server.subscriber.linkstate",
                "__future__", "collections", "dataclasses", "enum", "typing")
     for module in (C, sys.modules[LinkState.__module__]):
         assert module.__file__ is not None

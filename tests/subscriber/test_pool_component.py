@@ -13,10 +13,10 @@ from dataclasses import replace
 import pytest
 from helpers.store_helpers import token
 
+from ntf_server.observability.stats import Stat, Stats
 from ntf_server.protocol import crypto
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.sim.smp_server import QueueCredentials, SmpServerStandIn
-from ntf_server.stats import Stat, Stats
 from ntf_server.store.base import RemovedSub
 from ntf_server.store.records import SUB_INACTIVE, TOKEN_ACTIVE, Notice, SubscriptionRecord, SubStatusKind
 from ntf_server.store.redis import RedisStore

@@ -11,10 +11,10 @@ from dataclasses import replace
 import pytest
 from helpers.store_helpers import token
 
+from ntf_server.observability.stats import Stats
 from ntf_server.protocol import crypto
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.sim.smp_server import QueueCredentials, SmpServerStandIn
-from ntf_server.stats import Stats
 from ntf_server.store.errors import FencedOut
 from ntf_server.store.leases import fence
 from ntf_server.store.records import SUB_ACTIVE, TOKEN_ACTIVE, Notice, SubscriptionRecord, SubStatus, SubStatusKind

@@ -1,4 +1,4 @@
-"""Redaction by type (ntf_server/sensitive.py): however a sensitive value is printed, the raw value never is."""
+"""Redaction by type (observability/sensitive.py): however a sensitive value is printed, the raw value never is."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pickle
 import pytest
 from hypothesis import given, strategies as st
 
+from ntf_server.observability.sensitive import DeviceToken, NotifierId, SecretKey, Sensitive, SubId, TokenId, keyed_tag
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.protocol.ntf_types import PushProvider, TokenStatusKind
-from ntf_server.sensitive import DeviceToken, NotifierId, SecretKey, Sensitive, SubId, TokenId, keyed_tag
 from ntf_server.store.records import SubscriptionRecord, SubStatus, SubStatusKind, TokenRecord, TokenStatus
 
 TYPES = [DeviceToken, TokenId, SubId, NotifierId, SecretKey]

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from ntf_server.ownservers import OwnServers
+from ntf_server.observability.ownservers import OwnServers
 
 
 class Stat(enum.StrEnum):

@@ -1,4 +1,4 @@
-"""Log defence in depth (ntf_server/redact.py): secret-shaped text is scrubbed from formatted lines, and
+"""Log defence in depth (ntf_server/observability/redact.py): secret-shaped text is scrubbed from formatted lines, and
 loggers that print headers are capped whatever the configured level."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 from helpers.logparse import parse_logfmt
 
 from ntf_server.config import LogConfig, LogFormat, LogLevel
-from ntf_server.logsetup import setup_logging
-from ntf_server.redact import redact
+from ntf_server.observability.logsetup import setup_logging
+from ntf_server.observability.redact import redact
 
 JWT = "eyJhbGciOiJFUzI1NiIsImtpZCI6IktFWUlEMDAwMDEifQ.eyJpc3MiOiJURUFNSUQwMDAxIiwiaWF0IjoxfQ.PwIBgMVggnHM4lkZxu_r18G"
 PEM = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n-----END PRIVATE KEY-----"

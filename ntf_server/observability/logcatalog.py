@@ -7,7 +7,7 @@ drop one without saying so in the upgrade notes. ``msg`` is for humans and may c
 token id, subscription id, notifier id or key are short keyed hashes (``tkn:3f9a1c``, ntf_server/
 sensitive.py): the same value has the same tag for the life of one process, so lines can be correlated.
 
-``ntf_server.logevents`` refuses an event that is not listed here, or with other keys (in tests), and
+``ntf_server.observability.logevents`` refuses an event that is not listed here, or with other keys (in tests), and
 ``tests/test_logevents.py`` checks that every event name the code uses is listed.
 """
 
@@ -191,7 +191,7 @@ EVENTS: Final[dict[str, EventSpec]] = {
 
 
 def render_markdown() -> str:
-    """The catalogue as a Markdown table, for the operators' docs (``python -m ntf_server.logcatalog``)."""
+    """The catalogue as a Markdown table for the operators' docs (``python -m ntf_server.observability.logcatalog``)."""
     rows = ["| event | level | keys | meaning |", "|---|---|---|---|"]
     for name, spec in sorted(EVENTS.items()):
         level = "as logged" if name == PLAIN else logging.getLevelName(spec.level).lower()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ntf_server.stats import Stat, Stats
+from ntf_server.observability.stats import Stat, Stats
 
 
 def test_every_counter_starts_at_zero_and_counts() -> None:

@@ -1,4 +1,4 @@
-"""Repeated events become counted summaries (ntf_server/logsummary.py), checked with caplog."""
+"""Repeated events become counted summaries (ntf_server/observability/logsummary.py), checked with caplog."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from ntf_server.logsummary import CountedLog
+from ntf_server.observability.logsummary import CountedLog
 
 log = logging.getLogger("ntf_server.test.summary")
 

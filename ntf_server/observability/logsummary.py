@@ -7,7 +7,7 @@ line for what was counted: ``verification push failed 41 more times in the last 
 Unregistered=1)``. Reasons must never carry a secret (they are APNs reason strings, limiter names…);
 per-token detail belongs at debug level in the caller. The clock is injected.
 
-Both lines are log events (ntf_server/logevents.py): ``event`` (default ``counted``, with a ``what`` key)
+Both lines are log events (ntf_server/observability/logevents.py): ``event`` (default ``counted``, with a ``what`` key)
 with ``reason`` and ``window_s``, then ``<event>.repeated`` with ``count``, ``window_s`` and ``reasons``
 (``Reason=n,…``); ``fields`` (e.g. ``kind``) are added to both.
 """
@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
-from ntf_server.logevents import FieldValue, emit
+from ntf_server.observability.logevents import FieldValue, emit
 
 MAX_REASONS_SHOWN: Final = 8  # a summary line stays short whatever an upstream invents
 

@@ -2,8 +2,8 @@
 
 ``log_event(log, "push.failed", kind="message", reason="Unregistered")`` writes one line with stable
 keys (``event=push.failed kind=message reason=Unregistered``) and a human ``msg`` made from the
-catalogue's text (ntf_server/logcatalog.py). Field values are plain scalars, enums, paths, or
-``ntf_server.sensitive`` values (which print a keyed hash). Raw ``bytes`` are refused: an id handed over
+catalogue's text (ntf_server/observability/logcatalog.py). Field values are plain scalars, enums, paths, or
+``ntf_server.observability.sensitive`` values (which print a keyed hash). Raw ``bytes`` are refused: an id handed over
 by mistake becomes ``<bytes redacted>`` in production and a ``TypeError`` in tests (``set_strict``), as
 does an event missing from the catalogue or with other keys. A log call never raises in production.
 """
@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from pathlib import PurePath
 from typing import Final
 
-from ntf_server.logcatalog import EVENTS, PLAIN
-from ntf_server.sensitive import Sensitive
+from ntf_server.observability.logcatalog import EVENTS, PLAIN
+from ntf_server.observability.sensitive import Sensitive
 
 Scalar = str | int | float | bool | None
 FieldValue = Scalar | Sensitive | enum.Enum | PurePath
@@ -48,7 +48,7 @@ def _refuse(message: str) -> None:
 def plain(value: object, key: str = "?") -> Scalar:
     """A field value as it is rendered (JSON-compatible), secrets already reduced to tags."""
     if isinstance(value, bytes | bytearray | memoryview):
-        _refuse(f"raw bytes in log field {key!r}: wrap it in a ntf_server.sensitive type")
+        _refuse(f"raw bytes in log field {key!r}: wrap it in a ntf_server.observability.sensitive type")
         return REDACTED_BYTES
     if isinstance(value, Sensitive):
         return value.tag
@@ -67,7 +67,7 @@ def emit(logger: logging.Logger, name: str, fields: Mapping[str, object], *, tex
     """The general form: ``text`` replaces the catalogue's message, ``level`` its level."""
     spec = EVENTS.get(name)
     if spec is None:
-        _refuse(f"log event {name!r} is not in ntf_server/logcatalog.py")
+        _refuse(f"log event {name!r} is not in ntf_server/observability/logcatalog.py")
     elif set(fields) != set(spec.keys):
         _refuse(f"log event {name!r} has keys {sorted(fields)}, the catalogue says {sorted(spec.keys)}")
     lvl = level if level is not None else (spec.level if spec else logging.INFO)

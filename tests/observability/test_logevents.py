@@ -1,4 +1,4 @@
-"""Log events (ntf_server/logevents.py): stable keys read back from both formats, the catalogue checked against
+"""Log events (observability/logevents.py): stable keys read back from both formats, the catalogue checked against
 the code that logs, and the event API's refusal of raw bytes and unknown events."""
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ from collections.abc import Iterator
 import pytest
 from helpers.logparse import parse_lines, parse_logfmt
 
-from ntf_server import logevents
 from ntf_server.config import LogConfig, LogFormat, LogLevel
-from ntf_server.logcatalog import EVENTS, PLAIN, RESERVED_KEYS, render_markdown
-from ntf_server.logevents import REDACTED_BYTES, EventError, emit, log_event
-from ntf_server.logsetup import setup_logging
-from ntf_server.logsummary import CountedLog
-from ntf_server.sensitive import TokenId
+from ntf_server.observability import logevents
+from ntf_server.observability.logcatalog import EVENTS, PLAIN, RESERVED_KEYS, render_markdown
+from ntf_server.observability.logevents import REDACTED_BYTES, EventError, emit, log_event
+from ntf_server.observability.logsetup import setup_logging
+from ntf_server.observability.logsummary import CountedLog
+from ntf_server.observability.sensitive import TokenId
 
-PACKAGE = pathlib.Path(logevents.__file__).parent
+PACKAGE = pathlib.Path(logevents.__file__).parent.parent  # ntf_server/, every package of it
 log = logging.getLogger("ntf_server.test.events")
 API_MODULES = {"logevents.py", "logsummary.py"}  # they pass names through; the calls into them are scanned
 
@@ -104,7 +104,7 @@ def test_raw_bytes_are_refused_in_tests_and_redacted_in_production(logged: dict[
     secret = bytes(range(40))
     with pytest.raises(EventError, match="raw bytes"):
         log_event(log, "housekeeping.skipped", error=secret)  # type: ignore[arg-type]
-    with pytest.raises(EventError, match=r"not in ntf_server/logcatalog\.py"):
+    with pytest.raises(EventError, match=r"not in ntf_server/observability/logcatalog\.py"):
         log_event(log, "no.such.event")
     with pytest.raises(EventError, match="keys"):
         log_event(log, "housekeeping.skipped", error="x", token=TokenId(secret))
@@ -183,7 +183,7 @@ def test_every_event_the_code_logs_is_in_the_catalogue_with_its_keys() -> None:
     found = logged_events()
     assert len(found) > 40, "the scan found too few calls: did the API change names?"
     unknown = [(where, name) for where, name, _ in found if name not in EVENTS]
-    assert not unknown, f"add these to ntf_server/logcatalog.py: {unknown}"
+    assert not unknown, f"add these to ntf_server/observability/logcatalog.py: {unknown}"
     wrong = [(where, name, sorted(keys), EVENTS[name].keys) for where, name, keys in found
              if keys is not None and keys != set(EVENTS[name].keys)]
     assert not wrong, f"keys differ from the catalogue: {wrong}"

@@ -1,10 +1,10 @@
-"""Registration rate limits, pure (ntf_server/ratelimit.py): time is a number, nothing sleeps."""
+"""Registration rate limits, pure (ntf_server/transport/ratelimit.py): time is a number, nothing sleeps."""
 
 from __future__ import annotations
 
 from hypothesis import given, strategies as st
 
-from ntf_server.ratelimit import AddressTable, QuotaVerdict, Rate, RegistrationQuota, address_key
+from ntf_server.transport.ratelimit import AddressTable, QuotaVerdict, Rate, RegistrationQuota, address_key
 
 UNLIMITED = Rate(0, 1)
 

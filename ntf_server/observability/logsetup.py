@@ -1,10 +1,10 @@
 """Structured logging for the server process: logfmt (``key=value``) lines or JSON, one event per line.
 
-Every line has the same leading keys: ``ts``, ``level``, ``event`` (a name from ntf_server/logcatalog.py, or
+Every line has the same leading keys: ``ts``, ``level``, ``event`` (a name from observability/logcatalog.py, or
 ``message`` for a plain log call), then the event's own keys, then ``worker`` (only in a worker process of
 ``[server] workers``), ``logger``, ``msg`` (for humans) and, after an exception, ``exc``. Values that name a
-token, an id or a key are keyed-hash tags by type (ntf_server/sensitive.py, ntf_server/logevents.py). As
-defence in depth (ntf_server/redact.py), loggers of libraries that print headers or commands are capped,
+token, an id or a key are keyed-hash tags by type (observability/sensitive.py, observability/logevents.py). As
+defence in depth (ntf_server/observability/redact.py), loggers of libraries that print headers or commands are capped,
 whatever ``log.level`` says, and every rendered string value (message, fields and traceback) goes through
 ``redact``, which replaces JWT-, PEM-, hex- and base64-shaped secrets.
 """
@@ -21,9 +21,9 @@ from collections.abc import Iterator
 from typing import Final, TextIO
 
 from ntf_server.config import LogConfig, LogFormat
-from ntf_server.logcatalog import EVENTS
-from ntf_server.logevents import Scalar, event_of
-from ntf_server.redact import ThirdPartyCap, cap_third_party_loggers, redact
+from ntf_server.observability.logcatalog import EVENTS
+from ntf_server.observability.logevents import Scalar, event_of
+from ntf_server.observability.redact import ThirdPartyCap, cap_third_party_loggers, redact
 
 _BARE: Final = re.compile(r"[^\s=\"\\\x00-\x1f\x7f]+")  # a logfmt value that needs no quotes
 
