@@ -194,7 +194,7 @@ class NtfServer:
         master = load_or_create_store_key(cfg.store.key_file)
         try:
             self._store = await RedisStore.connect(url, master, prefix=cfg.redis.key_prefix, retries=STORE_RETRIES,
-                                                   max_connections=REDIS_POOL)
+                                                   max_connections=REDIS_POOL, cluster=cfg.redis.cluster)
         except StoreError as e:
             raise StartupError(f"cannot use Redis at {redact_url(url)}: {e}") from e
         stack.push_async_callback(self._store.close)
@@ -230,7 +230,7 @@ class NtfServer:
         leases.attach(self.pool)
         await leases.round()  # the servers free now, before the pool's start-up resubscription counts them
         sink = leases  # SNEW subscribes (or hands off to the owner), SDEL/TDEL/expiry forget
-        aliases = SubIdAliases(self._store.client, cfg.redis.key_prefix)  # ids of an imported server
+        aliases = SubIdAliases(self._store.client, self._store.prefix)  # ids of an imported server
         await aliases.load()
         handlers = NtfHandlers(self._store, self.push, self.stats, sink, pushable=sender.pushable,
                                resolve_sub_id=aliases.resolve, limits=HandlerLimits.of(cfg))

@@ -14,8 +14,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-from redis.asyncio import Redis
-
 from ntf_server import __version__
 from ntf_server.admin.window import CounterWindow
 from ntf_server.apns_metrics import ApnsMetrics, ApnsSnapshot
@@ -25,6 +23,7 @@ from ntf_server.stats import Stats, StatsSnapshot
 from ntf_server.store.activity import ActiveTokens
 from ntf_server.store.base import StoreCounts
 from ntf_server.store.census import Census
+from ntf_server.store.client import Client
 from ntf_server.store.errors import StoreError
 from ntf_server.store.health import translated
 from ntf_server.subscriber.pool import Progress
@@ -125,7 +124,7 @@ class _RedisStore(Protocol):
     @property
     def healthy(self) -> bool: ...
     @property
-    def client(self) -> Redis: ...
+    def client(self) -> Client: ...
     async def counts(self) -> StoreCounts: ...
 
 

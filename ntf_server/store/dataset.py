@@ -20,14 +20,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from redis import exceptions as rex
-from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
-from redis.commands.core import AsyncScript
 
 from ntf_server.protocol.encoding import enc_smp_server
 from ntf_server.store import scripts
 from ntf_server.store.atrest import AtRest
 from ntf_server.store.base import StoreCounts
+from ntf_server.store.client import AnyPipeline, Client
 from ntf_server.store.codec import DUMMY_NOTIFIER, DUMMY_SERVER, DUMMY_SUB_ID, DUMMY_TOKEN, DUMMY_TOKEN_ID, TokenCodec
 from ntf_server.store.errors import StoreError
 from ntf_server.store.health import StoreHealth
@@ -40,7 +38,7 @@ def _text(v: bytes | str) -> str:
 
 
 class DataSet:
-    def __init__(self, client: Redis, atrest: AtRest, keys: Keys) -> None:
+    def __init__(self, client: Client, atrest: AtRest, keys: Keys) -> None:
         self.r = client
         self.a = atrest
         self.keys = keys
@@ -62,7 +60,7 @@ class DataSet:
     async def run(self, name: str, *args: Any) -> Any:
         """One Lua script of scripts.py, atomically."""
         with self.health.guard():
-            return await self._scripts[name](keys=[], args=self._argv(args))
+            return await self._scripts[name](keys=[self.keys.route], args=self._argv(args))
 
     def script(self, source: str) -> Callable[..., Awaitable[Any]]:
         """A Lua script kept beside the module that decodes its answer (its ARGV starts with P NB, as those
@@ -71,14 +69,9 @@ class DataSet:
 
         async def run(*args: Any) -> Any:
             with self.health.guard():
-                return await registered(keys=[], args=self._argv(args))
+                return await registered(keys=[self.keys.route], args=self._argv(args))
 
         return run
-
-    async def queue(self, pipe: Pipeline, name: str, *args: Any) -> None:
-        """Queue a script in `pipe`; its reply comes with the pipeline's."""
-        script: AsyncScript = self._scripts[name]
-        await script(keys=[], args=self._argv(args), client=pipe)
 
     async def call(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         """One command. redis-py types replies as unions of bytes/str; this store always uses bytes replies."""
@@ -86,7 +79,7 @@ class DataSet:
             return await fn(*args)
 
     @asynccontextmanager
-    async def pipeline(self) -> AsyncIterator[Pipeline]:
+    async def pipeline(self) -> AsyncIterator[AnyPipeline]:
         """A non-transactional pipeline: one round trip (atomicity, where needed, is the scripts')."""
         with self.health.guard():
             async with self.r.pipeline(transaction=False) as pipe:
@@ -108,6 +101,16 @@ class DataSet:
         self.keys = Keys(self.keys.prefix, int(buckets))
         if stored_check.decode() != check:
             raise StoreError("the store key does not match the one this data set was written with")
+
+    async def refuse_untagged(self, plain_prefix: str) -> None:
+        """Cluster mode (store/client.py): refuse a cluster that holds a data set of this prefix written
+        without the hash tag (README "Cluster mode": such a data set is not moved)."""
+        with self.health.guard():
+            untagged = await self.r.exists(plain_prefix + "meta") and not await self.r.exists(self.keys.route)
+        if untagged:
+            raise StoreError(f"this cluster holds a data set written without cluster mode ({plain_prefix}meta); "
+                             f"cluster mode keeps its keys under {self.keys.prefix} and does not move old ones "
+                             "(README \"Cluster mode\")")
 
     async def write_dummies(self) -> None:
         """Store the stand-in records once per data set (HSETNX: concurrent instances agree, and a field

@@ -26,11 +26,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 
-from redis import exceptions as rex
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
-
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.protocol.smp_service import ServiceCredentials
 from ntf_server.push.policy import Budget
@@ -46,6 +41,7 @@ from ntf_server.store.base import (
     TokenCreate,
     TokenReplace,
 )
+from ntf_server.store.client import Client, cluster_prefix, make_client
 from ntf_server.store.dataset import DataSet
 from ntf_server.store.health import backoff_delays
 from ntf_server.store.keys import DEFAULT_BUCKETS, MAX_BUCKETS, Keys
@@ -73,7 +69,7 @@ from ntf_server.store.upgrade import authenticate_records
 class RedisStore:
     """The production store. Create with `await RedisStore.connect(url, master_key)`."""
 
-    def __init__(self, client: Redis, atrest: AtRest, prefix: str, buckets: int) -> None:
+    def __init__(self, client: Client, atrest: AtRest, prefix: str, buckets: int) -> None:
         if not 1 <= buckets <= MAX_BUCKETS:
             raise ValueError(f"buckets must be 1..{MAX_BUCKETS}")
         self._a = atrest
@@ -99,21 +95,22 @@ class RedisStore:
         max_connections: int = 64,
         connect_timeout_s: float = 2.0,
         command_timeout_s: float = 10.0,
+        cluster: bool = False,
     ) -> RedisStore:
         """`buckets` (per SMP server) is fixed when the data set is created: None means "what the data set
         uses", or DEFAULT_BUCKETS for a new one; a different explicit value is refused. The timeouts bound
-        how long a call can hang on a Redis host that stopped answering (no call here blocks on purpose)."""
-        retry = Retry(ExponentialWithJitterBackoff(cap=2.0, base=0.05), retries)
-        client = Redis.from_url(
-            url,
-            retry=retry,
-            retry_on_error=[rex.ConnectionError, rex.TimeoutError],
-            max_connections=max_connections,
-            socket_connect_timeout=connect_timeout_s,
-            socket_timeout=command_timeout_s,
-        )
+        how long a call can hang on a Redis host that stopped answering (no call here blocks on purpose).
+        `cluster`: `url` names a node of a Redis/Valkey Cluster; the data set's keys then share one hash slot
+        (`prefix` becomes a hash tag, store/client.py)."""
+        plain = prefix
+        if cluster:
+            prefix = cluster_prefix(prefix)
+        client = make_client(url, cluster=cluster, retries=retries, max_connections=max_connections,
+                             connect_timeout_s=connect_timeout_s, command_timeout_s=command_timeout_s)
         store = cls(client, AtRest(master_key), prefix, buckets or DEFAULT_BUCKETS)
         try:
+            if cluster:
+                await store._d.refuse_untagged(plain)
             await store._d.check_meta(buckets)
             await store._d.write_dummies()
             await authenticate_records(store._d, store._tokens.codec)
@@ -129,7 +126,7 @@ class RedisStore:
         return await self._d.config_advice()
 
     @property
-    def client(self) -> Redis:
+    def client(self) -> Client:
         """The Redis connection pool, for the store modules that keep their own keys (policy, budgets)."""
         return self._d.r
 

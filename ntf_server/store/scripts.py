@@ -3,9 +3,10 @@
 
 Every script gets ARGV[1] = key prefix, ARGV[2] = buckets per SMP server; the shared prelude rebuilds key
 names exactly as `keys.py` does. Scripts compute the keys of cascaded deletions themselves (they are only
-known after reading the token's subscription list); that is fine on a single Redis/Valkey, the supported
-deployment. For Redis Cluster the per-token keys already share a hash tag; the global indexes would need
-to move behind the tag before scripts could run there (noted in the report, not done).
+known after reading the token's subscription list). KEYS holds only the data set's routing key
+(`Keys.route`): in cluster mode every key of the data set is in that key's slot (store/client.py), so a
+cluster accepts every script; spreading a data set over several slots would need every touched key
+declared and each script's keys in one slot (README "Cluster mode").
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from valkey_cluster import CLUSTER
+
 from apns.jwt import generate_test_key
 from apns.simulator import ApnsSimulator, SimulatorKey
 from ntf_server import cli
@@ -98,7 +100,7 @@ def init_config(directory: Path, redis_url: str, sim: ApnsSimulator, p8: Path, k
     )
     return dataclasses.replace(
         cfg,
-        redis=dataclasses.replace(cfg.redis, url=redis_url, key_prefix=f"e2e:{secrets.token_hex(6)}:"),
+        redis=dataclasses.replace(cfg.redis, url=redis_url, key_prefix=f"e2e:{secrets.token_hex(6)}:", cluster=CLUSTER),
         apns=dataclasses.replace(cfg.apns, test=test_env),
         server=dataclasses.replace(cfg.server, port=0, bind="127.0.0.1", handshake_timeout_s=5.0,
                                    block_read_timeout_s=2.0),

@@ -10,6 +10,7 @@ import logging
 
 import pytest
 from e2e_env import Env
+from valkey_cluster import CLUSTER
 
 from ntf_server.logevents import event_of
 from ntf_server.push.policy import Budget, PolicySettings
@@ -36,7 +37,8 @@ async def test_the_start_up_summary_names_what_the_server_runs_with(
         "address": certs.server_address(env.key_hash, "localhost", server.port),
         "listen": f"127.0.0.1:{server.port}",
         "apns": f"test 127.0.0.1:{env.sim.port}",
-        "redis": "external unix://" + env.config.redis.url.removeprefix("unix://"),
+        "redis": ("cluster " + env.config.redis.url) if CLUSTER
+        else "external unix://" + env.config.redis.url.removeprefix("unix://"),
         "policy": '{"burst":3,"hidden_per_hour":0.0,"overflow":"alert"} (config)',  # e2e_env: parity
         "admin": f"http://127.0.0.1:{server.admin.port}",
         "socks": "off",

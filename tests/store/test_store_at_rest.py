@@ -7,8 +7,8 @@ import asyncio
 import base64
 from dataclasses import replace
 
-import redis.asyncio
 from store_helpers import add_notice, notifier_key, server, token
+from valkey_cluster import raw_client, single_redis_only
 
 from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.store.records import SUB_PENDING, TOKEN_ACTIVE
@@ -24,7 +24,7 @@ def forms(secret: bytes) -> list[bytes]:
 
 
 async def dump_everything(url: str, prefix: str) -> bytes:
-    c = redis.asyncio.Redis.from_url(url)
+    c = raw_client(url)
     parts: list[bytes] = []
     try:
         async for key in c.scan_iter(match=prefix + "*", count=1000):
@@ -43,6 +43,7 @@ async def dump_everything(url: str, prefix: str) -> bytes:
     return b"\x00".join(parts)
 
 
+@single_redis_only
 async def test_no_secret_in_clear(store: RedisStore, redis_url: str, redis_server: EmbeddedRedis) -> None:
     secrets_: list[bytes] = []
     for i in range(10):
@@ -74,7 +75,7 @@ async def test_no_secret_in_clear(store: RedisStore, redis_url: str, redis_serve
 async def test_the_scan_would_see_a_clear_secret(store: RedisStore, redis_url: str) -> None:
     """Guard against a test that cannot fail: a secret written in clear is found by the same scan."""
     t = token()
-    c = redis.asyncio.Redis.from_url(redis_url)
+    c = raw_client(redis_url)
     await c.set(store.prefix + "leak", t.device_token)
     await c.aclose()
     blob = await dump_everything(redis_url, store.prefix)
