@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from ntf_server.push.policy import Budget, CronDecision
+from ntf_server.policy_types import Budget, CronDecision
 from ntf_server.store.client import Client
 from ntf_server.store.health import edge
 from ntf_server.store.keys import Keys

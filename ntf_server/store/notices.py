@@ -29,8 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, TypeVar
 
+from ntf_server.policy_types import Budget, Decision
 from ntf_server.protocol.encoding import SMPServer
-from ntf_server.push.policy import Budget, Decision
 from ntf_server.store.budget import GCRA, KEEP_S, PENDING_TTL_S
 from ntf_server.store.codec import TokenCodec, decode_ln, encode_ln, unpack_hash
 from ntf_server.store.dataset import DataSet

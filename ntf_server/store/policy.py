@@ -11,7 +11,7 @@ import json
 import logging
 
 from ntf_server.logevents import log_event
-from ntf_server.push.policy import PolicyError, PolicySettings
+from ntf_server.policy_types import PolicyError, PolicySettings
 from ntf_server.store.client import Client
 from ntf_server.store.health import edge
 

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 
+from ntf_server.policy_types import Budget
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.protocol.smp_service import ServiceCredentials
-from ntf_server.push.policy import Budget
 from ntf_server.store.atrest import AtRest
 from ntf_server.store.base import (
     NO_CAPS,
