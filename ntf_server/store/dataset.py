@@ -2,10 +2,10 @@
 the metadata (`P meta`), the stand-in records (`P dummy:t`, `P dummy`), the figures (`counts`) and advice
 on the Redis configuration.
 
-Every Redis call of the entity stores (tokens.py, servers.py, subscriptions.py, notifications.py) goes
-through `DataSet.run` (a script of scripts.py), `call` (one command) or `pipeline` (reads or queued
-scripts in one round trip), so each passes the health switch (store/health.py) and has its errors
-translated in one place.
+Every Redis call of the entity stores (tokens.py, servers.py, subscriptions.py, notices.py...) goes
+through `DataSet.script` (a Lua script, called through its module's typed wrapper: token_scripts.py,
+sub_scripts.py...), `call` (one command) or `pipeline` (reads in one round trip), so each passes the
+health switch (store/health.py) and has its errors translated in one place.
 
 `P meta` holds `buckets` (subscription buckets per SMP server, fixed when the data set is created) and
 `keycheck` (a keyed hash telling whether the configured store key is the one the data set was written
@@ -22,7 +22,6 @@ from typing import Any
 from redis import exceptions as rex
 
 from ntf_server.protocol.encoding import enc_smp_server
-from ntf_server.store import scripts
 from ntf_server.store.atrest import AtRest
 from ntf_server.store.base import StoreCounts
 from ntf_server.store.client import AnyPipeline, Client
@@ -43,11 +42,6 @@ class DataSet:
         self.a = atrest
         self.keys = keys
         self.health = StoreHealth()
-        self._scripts = {
-            name: client.register_script(getattr(scripts, name))
-            for name in dir(scripts)
-            if name.isupper() and not name.startswith("_")
-        }
 
     def __repr__(self) -> str:
         return f"<DataSet prefix={self.keys.prefix!r} buckets={self.keys.buckets} {self.health!r}>"
@@ -56,11 +50,6 @@ class DataSet:
 
     def _argv(self, args: tuple[Any, ...]) -> list[Any]:
         return [self.keys.prefix, self.keys.buckets, *args]  # every script starts so (scripts.py)
-
-    async def run(self, name: str, *args: Any) -> Any:
-        """One Lua script of scripts.py, atomically."""
-        with self.health.guard():
-            return await self._scripts[name](keys=[self.keys.route], args=self._argv(args))
 
     def script(self, source: str) -> Callable[..., Awaitable[Any]]:
         """A Lua script kept beside the module that decodes its answer (its ARGV starts with P NB, as those

@@ -57,7 +57,7 @@ MAX_LAST_NTFS: Final = 6  # §5.7 `maxNtfs`
 # -> {'NEW', subs created, {index of each refused subscription}, last notifications written}
 #    | {'SAME'} (already imported: nothing touched) | {'DUPLICATE'} | {'CLASH'} (id taken by another token)
 IMPORT_TOKEN: Final = (
-    scripts._PRELUDE
+    scripts.PRELUDE
     + f"local SA = P .. '{ALIAS_KEY}'\n"
     + r"""
 local tid, x, vh, day, unv, due = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]

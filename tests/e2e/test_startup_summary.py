@@ -56,7 +56,8 @@ async def test_the_start_up_summary_names_what_the_server_runs_with(
 def test_redis_mode_never_shows_a_password(env: Env) -> None:
     cfg = env.config
     with_pw = dataclasses.replace(cfg, redis=dataclasses.replace(cfg.redis, url="redis://u:s3cr3tpw@db:6380/2?x=1"))
-    assert redis_mode(with_pw) == "external redis://db:6380/2 (with password)"
+    kind = "cluster" if CLUSTER else "external"
+    assert redis_mode(with_pw) == f"{kind} redis://db:6380/2 (with password)"
     embedded = dataclasses.replace(cfg, redis=dataclasses.replace(cfg.redis, url=""))
     assert redis_mode(embedded) == f"embedded at {cfg.server.state_dir / 'redis'}"
     summary = StartSummary.of(with_pw, env.key_hash, "p (config)")
