@@ -164,6 +164,20 @@ class ValkeyCluster:
                 raise TimeoutError(f"valkey cluster: timed out waiting for {what}")
             time.sleep(0.1)
 
+    def __enter__(self) -> ValkeyCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def owner_of(self, key: str) -> tuple[Node, Node]:
+        """The primary serving `key`'s slot now, and the replica paired with it at start."""
+        with self.primaries[0].client() as c:
+            slot = int(c.execute_command("CLUSTER", "KEYSLOT", key))
+        i = next(i for i, n in enumerate(self.primaries) if serves(n, slot))
+        return self.primaries[i], self.replicas[i]
+
     def stop(self) -> None:
         for n in self.nodes:
             if self._alive(n):
@@ -181,6 +195,13 @@ class ValkeyCluster:
 def _known(n: Node) -> list[str]:
     with n.client() as c:
         return [line for line in c.execute_command("CLUSTER", "NODES").decode().splitlines() if line.strip()]
+
+
+def serves(n: Node, slot: int) -> bool:
+    """Whether `n` is the primary of `slot` (CLUSTER SLOTS: start, end, primary [ip, port, id], replicas…)."""
+    with n.client() as c:
+        ranges = c.execute_command("CLUSTER", "SLOTS")
+    return any(int(a) <= slot <= int(b) and int(primary[1]) == n.port for a, b, primary, *_ in ranges)
 
 
 def _replicate(n: Node, primary_id: str) -> bool:

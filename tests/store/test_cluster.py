@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from store_helpers import notifier_key, server, token
-from valkey_cluster import Node, ValkeyCluster
+from valkey_cluster import ValkeyCluster
 
 from ntf_server.store.errors import StoreError
 from ntf_server.store.records import TokenRecord
@@ -32,12 +32,8 @@ CRASH_WINDOW_S = 1.0  # writes acknowledged this long before a kill -9 must surv
 
 @pytest.fixture
 def own_cluster(tmp_path: Path) -> Iterator[ValkeyCluster]:
-    cluster = ValkeyCluster(tmp_path / "cluster")
-    try:
-        cluster.start()
+    with ValkeyCluster(tmp_path / "cluster") as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture
@@ -50,21 +46,13 @@ async def cstore(own_cluster: ValkeyCluster) -> AsyncIterator[RedisStore]:
     await s.close()
 
 
-def owner_of(cluster: ValkeyCluster, key: str) -> tuple[Node, Node]:
-    """The primary serving `key`'s slot and its replica (as the fixture paired them at start)."""
-    with cluster.primaries[0].client() as c:
-        slot = int(c.execute_command("CLUSTER", "KEYSLOT", key))
-    i = next(i for i, n in enumerate(cluster.primaries) if _serves(n, slot))
-    return cluster.primaries[i], cluster.replicas[i]
-
-
 async def test_every_key_of_a_data_set_is_in_one_slot(cstore: RedisStore, own_cluster: ValkeyCluster) -> None:
     assert cstore.prefix == "{c:}"
     t = token()
     await cstore.create_token(t)
     await cstore.activate_token(t.token_id)
     await cstore.create_subscription(t.token_id, server(1), b"n" * 24, notifier_key())
-    primary, _ = owner_of(own_cluster, cstore.prefix + "meta")
+    primary, _ = own_cluster.owner_of(cstore.prefix + "meta")
     with primary.client() as c:
         keys = [k.decode() for k in c.scan_iter(count=1000)]
         slots = {int(c.execute_command("CLUSTER", "KEYSLOT", k)) for k in keys}
@@ -73,18 +61,11 @@ async def test_every_key_of_a_data_set_is_in_one_slot(cstore: RedisStore, own_cl
 
 
 async def test_a_data_set_written_without_cluster_mode_is_refused(own_cluster: ValkeyCluster) -> None:
-    node, _ = owner_of(own_cluster, "old:meta")
+    node, _ = own_cluster.owner_of("old:meta")
     with node.client() as c:
         c.hset("old:meta", "buckets", 16)  # as a single-Redis data set copied into the cluster would have it
     with pytest.raises(StoreError, match="written without cluster mode"):
         await RedisStore.connect(own_cluster.url, secrets.token_bytes(32), prefix="old:", cluster=True)
-
-
-def _serves(n: Node, slot: int) -> bool:
-    """Whether `n` is the primary of `slot` (CLUSTER SLOTS: start, end, primary [ip, port, id], replicas…)."""
-    with n.client() as c:
-        ranges = c.execute_command("CLUSTER", "SLOTS")
-    return any(int(a) <= slot <= int(b) and int(primary[1]) == n.port for a, b, primary, *_ in ranges)
 
 
 async def _traffic(store: RedisStore, acked: list[tuple[float, TokenRecord]], errors: list[float],
@@ -130,7 +111,7 @@ async def _missing(store: RedisStore, tokens: list[TokenRecord]) -> list[TokenRe
 
 
 async def test_manual_failover_during_traffic_loses_nothing(cstore: RedisStore, own_cluster: ValkeyCluster) -> None:
-    primary, replica = owner_of(own_cluster, cstore.prefix + "meta")
+    primary, replica = own_cluster.owner_of(cstore.prefix + "meta")
     loop = asyncio.get_running_loop()
 
     async def failover() -> float:
@@ -151,7 +132,7 @@ async def test_manual_failover_during_traffic_loses_nothing(cstore: RedisStore, 
 async def test_primary_killed_during_traffic_recovers_and_keeps_what_was_replicated(
     cstore: RedisStore, own_cluster: ValkeyCluster
 ) -> None:
-    primary, replica = owner_of(own_cluster, cstore.prefix + "meta")
+    primary, replica = own_cluster.owner_of(cstore.prefix + "meta")
     loop = asyncio.get_running_loop()
 
     async def crash() -> float:
