@@ -152,8 +152,10 @@ class RedisStore:
         return self._d.health.up
 
     async def watch_health(self, delays: Callable[[], Iterator[float]] = backoff_delays) -> None:
-        """Long-lived part of the server: fail fast while Redis is away, reconnect in the background."""
-        await self._d.health.watch(self._d.r.ping, delays)
+        """Long-lived part of the server: fail fast while Redis is away, reconnect in the background. The probe
+        reads a key of the data set, not PING: in a cluster it must reach the node serving the data set's slot
+        (a PING reaches any node, and the switch would flap while that slot waits for its new primary)."""
+        await self._d.health.watch(lambda: self._d.r.exists(self._d.keys.route), delays)
 
     async def counts(self) -> StoreCounts:
         return await self._d.counts()
