@@ -204,12 +204,14 @@ class RedisConfig:
     url: str = setting("", "redis://, rediss:// or unix:// URL; empty = embedded redis-server child")
     url_env: str = setting("", "environment variable holding the URL instead (when it has a password)")
     key_prefix: str = setting("ntf:", "prefix of every key this server writes")
+    cluster: bool = setting(False, "url names a node of a Redis/Valkey Cluster (README \"Cluster mode\")")
 
     def secret(self) -> Secret:
         return Secret("redis.url", None, self.url_env)
 
     def __repr__(self) -> str:  # a URL may carry a password: never show it
-        return f"RedisConfig(url={redact_url(self.url)!r}, url_env={self.url_env!r}, key_prefix={self.key_prefix!r})"
+        return (f"RedisConfig(url={redact_url(self.url)!r}, url_env={self.url_env!r}, key_prefix={self.key_prefix!r}, "
+                f"cluster={self.cluster!r})")
 
     def validate(self, path: str) -> None:
         if self.url and self.url_env:
@@ -218,6 +220,13 @@ class RedisConfig:
             raise ConfigError(f"{path}.url: must start with redis://, rediss:// or unix://")
         if not self.key_prefix:
             raise ConfigError(f"{path}.key_prefix: must not be empty")
+        if self.cluster:
+            if not (self.url or self.url_env):
+                raise ConfigError(f"{path}.cluster: needs url (or url_env) naming a node of the cluster")
+            if self.url.startswith("unix://"):
+                raise ConfigError(f"{path}.cluster: the url must be redis:// or rediss:// (a cluster node)")
+            if "{" in self.key_prefix or "}" in self.key_prefix:
+                raise ConfigError(f"{path}.key_prefix: no braces in cluster mode (the store makes it a hash tag)")
 
 
 @dataclass(frozen=True)

@@ -159,7 +159,7 @@ async def _redis(config: Config, role: WorkerRole | None,
     master = load_or_create_store_key(config.store.key_file)
     try:
         store = await RedisStore.connect(url, master, prefix=config.redis.key_prefix, retries=STORE_RETRIES,
-                                         max_connections=REDIS_POOL)
+                                         max_connections=REDIS_POOL, cluster=config.redis.cluster)
     except StoreError as e:
         raise StartupError(f"cannot use Redis at {redact_url(url)}: {e}") from e
     stack.push_async_callback(store.close)
@@ -201,7 +201,7 @@ async def build(config: Config, role: WorkerRole | None, stats: Stats, apns: Apn
     leases.attach(pool)
     await leases.round()  # the servers free now, before the pool's start-up resubscription counts them
     sink = leases  # SNEW subscribes (or hands off to the owner), SDEL/TDEL/expiry forget
-    aliases = SubIdAliases(store.client, cfg.redis.key_prefix)  # ids of an imported server
+    aliases = SubIdAliases(store.client, store.prefix)  # ids of an imported server
     await aliases.load()
     handlers = NtfHandlers(store, push, stats, sink, pushable=sender.pushable, resolve_sub_id=aliases.resolve,
                            limits=HandlerLimits.of(cfg))

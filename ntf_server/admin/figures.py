@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final, Protocol
 
-from redis.asyncio import Redis
-
 from ntf_server import __version__
 from ntf_server.admin.window import CounterWindow
 from ntf_server.observability.apns_metrics import ApnsMetrics, ApnsSnapshot
@@ -26,6 +24,7 @@ from ntf_server.protocol.encoding import SMPServer
 from ntf_server.store.activity import ActiveTokens
 from ntf_server.store.base import StoreCounts
 from ntf_server.store.census import Census
+from ntf_server.store.client import Client
 from ntf_server.store.errors import StoreError
 from ntf_server.store.health import translated
 from ntf_server.subscriber.linkstate import LinkState
@@ -145,7 +144,7 @@ class _RedisStore(Protocol):
     @property
     def healthy(self) -> bool: ...
     @property
-    def client(self) -> Redis: ...
+    def client(self) -> Client: ...
     async def counts(self) -> StoreCounts: ...
 
 

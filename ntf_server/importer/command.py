@@ -74,7 +74,7 @@ async def _write(config: Config, url: str, db: HaskellDb, progress: Progress, no
     master = load_or_create_store_key(config.store.key_file)
     try:
         # Checks the data set's store key and bucket count, as `start` does, before anything is written.
-        store = await RedisStore.connect(url, master, prefix=config.redis.key_prefix)
+        store = await RedisStore.connect(url, master, prefix=config.redis.key_prefix, cluster=config.redis.cluster)
     except StoreError as e:
         raise ImportFailed(f"cannot use Redis at {redact_url(url)}: {e}") from e
     try:

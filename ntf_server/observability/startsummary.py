@@ -14,7 +14,8 @@ from ntf_server.transport import certs
 
 
 def redis_mode(config: Config) -> str:
-    """``embedded at <dir>`` or ``external <scheme>://<host>:<port>/<db>`` (no password, no query)."""
+    """``embedded at <dir>``, ``external <scheme>://<host>:<port>/<db>`` or ``cluster <scheme>://<node>`` (no
+    password, no query)."""
     url = config.redis_url().strip()
     if not url:
         return f"embedded at {config.server.state_dir / 'redis'}"
@@ -24,7 +25,8 @@ def redis_mode(config: Config) -> str:
     else:
         port = f":{parts.port}" if parts.port else ""
         where = f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
-    return f"external {where}" + (" (with password)" if parts.password else "")
+    kind = "cluster" if config.redis.cluster else "external"  # cluster: `where` is one node (README "Cluster mode")
+    return f"{kind} {where}" + (" (with password)" if parts.password else "")
 
 
 def apns_environments(config: Config) -> str:

@@ -30,7 +30,7 @@ from ntf_server.store.records import (
 )
 
 if TYPE_CHECKING:
-    from ntf_server.push.policy import Budget
+    from ntf_server.policy_types import Budget
     from ntf_server.store.notices import Claimed, Decided, ForRetry, PolicyChanged
     from ntf_server.store.outbox import Cause, OutboxEntry, PushKindCode
 

@@ -22,9 +22,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from redis.asyncio import Redis
-
-from ntf_server.push.policy import Budget, CronDecision
+from ntf_server.policy_types import Budget, CronDecision
+from ntf_server.store.client import Client
 from ntf_server.store.health import edge
 from ntf_server.store.keys import Keys
 
@@ -114,7 +113,7 @@ class BudgetStore:
     and the deferred pushes' index. A notice's decision and a deferred push's claim read the token's
     notifications too, so they are the notices' scripts (store/notices.py)."""
 
-    def __init__(self, client: Redis, prefix: str) -> None:
+    def __init__(self, client: Client, prefix: str) -> None:
         self._r = client
         self._p = prefix
         self._k = Keys(prefix, 1)  # token keys only: the bucket count does not enter them

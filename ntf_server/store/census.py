@@ -32,9 +32,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
 
-from redis.asyncio import Redis
-
 from ntf_server.protocol.encoding import CodecError, SMPServer, dec_smp_server, decode_all
+from ntf_server.store.client import Client
 from ntf_server.store.errors import StoreError
 from ntf_server.store.health import edge
 from ntf_server.store.keys import Keys
@@ -106,7 +105,7 @@ Sleep = Callable[[float], Awaitable[None]]
 
 
 class CensusTaker:
-    def __init__(self, client: Redis, prefix: str, buckets: int, *, duty: float = DUTY,
+    def __init__(self, client: Client, prefix: str, buckets: int, *, duty: float = DUTY,
                  clock: Clock = time.time, sleep: Sleep = asyncio.sleep) -> None:
         self._r = client
         self._k = Keys(prefix, buckets)
@@ -156,7 +155,7 @@ class CensusTaker:
         counts: Counter[str] = Counter()
         start = 0
         while True:
-            flat = await self._paced(self._token_script, keys=[], args=[self._k.prefix, start, TOKEN_PAGE])
+            flat = await self._paced(self._token_script, keys=[self._k.route], args=[self._k.prefix, start, TOKEN_PAGE])
             _add(counts, flat[1:])
             if int(flat[0]) < TOKEN_PAGE:
                 return counts
@@ -180,7 +179,7 @@ class CensusTaker:
         counts: Counter[str] = Counter()
         for start in range(0, self._k.buckets, BUCKETS_PER_CALL):
             end = min(start + BUCKETS_PER_CALL, self._k.buckets)
-            _add(counts, await self._paced(self._script, keys=[], args=[self._k.prefix, n, start, end]))
+            _add(counts, await self._paced(self._script, keys=[self._k.route], args=[self._k.prefix, n, start, end]))
         return counts
 
 

@@ -12,8 +12,6 @@ import json
 from types import MappingProxyType
 from typing import Any, Final
 
-from redis.asyncio import Redis
-
 from ntf_server.protocol.encoding import (
     CodecError,
     b64u_decode,
@@ -23,6 +21,7 @@ from ntf_server.protocol.encoding import (
     enc_smp_server,
 )
 from ntf_server.store.census import Census
+from ntf_server.store.client import Client
 from ntf_server.store.health import edge
 from ntf_server.store.leases import CENSUS_JOB
 
@@ -59,7 +58,7 @@ def _counts(d: Any) -> MappingProxyType[str, int]:
 
 
 class SharedCensus:
-    def __init__(self, client: Redis, prefix: str) -> None:
+    def __init__(self, client: Client, prefix: str) -> None:
         self._r = client
         self._p = prefix
         self._publish = client.register_script(PUBLISH)

@@ -45,7 +45,7 @@ LN_TS_DIGITS: Final = 13
 LN_NONCE_BYTES: Final = 24
 
 # The fixed stand-ins that verification lookups read and decrypt where there is no record (scripts.py
-# `_LOOKUP`; a missing token is stood in for by another, real token when there is one): sized like real ones
+# `LOOKUP`; a missing token is stood in for by another, real token when there is one): sized like real ones
 # (hex APNs token, Ed25519/X25519 DER keys, 24-byte notifier id). The lookups flag every stand-in "not
 # found", whatever id was asked for.
 DUMMY_TOKEN_ID: Final = bytes(TOKEN_ID_BYTES)

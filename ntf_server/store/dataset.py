@@ -2,10 +2,10 @@
 the metadata (`P meta`), the stand-in records (`P dummy:t`, `P dummy`), the figures (`counts`) and advice
 on the Redis configuration.
 
-Every Redis call of the entity stores (tokens.py, servers.py, subscriptions.py, notifications.py) goes
-through `DataSet.run` (a script of scripts.py), `call` (one command) or `pipeline` (reads or queued
-scripts in one round trip), so each passes the health switch (store/health.py) and has its errors
-translated in one place.
+Every Redis call of the entity stores (tokens.py, servers.py, subscriptions.py, notices.py...) goes
+through `DataSet.script` (a Lua script, called through its module's typed wrapper: token_scripts.py,
+sub_scripts.py...), `call` (one command) or `pipeline` (reads in one round trip), so each passes the
+health switch (store/health.py) and has its errors translated in one place.
 
 `P meta` holds `buckets` (subscription buckets per SMP server, fixed when the data set is created) and
 `keycheck` (a keyed hash telling whether the configured store key is the one the data set was written
@@ -20,14 +20,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from redis import exceptions as rex
-from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
-from redis.commands.core import AsyncScript
 
 from ntf_server.protocol.encoding import enc_smp_server
-from ntf_server.store import scripts
 from ntf_server.store.atrest import AtRest
 from ntf_server.store.base import StoreCounts
+from ntf_server.store.client import AnyPipeline, Client
 from ntf_server.store.codec import DUMMY_NOTIFIER, DUMMY_SERVER, DUMMY_SUB_ID, DUMMY_TOKEN, DUMMY_TOKEN_ID, TokenCodec
 from ntf_server.store.errors import StoreError
 from ntf_server.store.health import StoreHealth
@@ -40,16 +37,11 @@ def _text(v: bytes | str) -> str:
 
 
 class DataSet:
-    def __init__(self, client: Redis, atrest: AtRest, keys: Keys) -> None:
+    def __init__(self, client: Client, atrest: AtRest, keys: Keys) -> None:
         self.r = client
         self.a = atrest
         self.keys = keys
         self.health = StoreHealth()
-        self._scripts = {
-            name: client.register_script(getattr(scripts, name))
-            for name in dir(scripts)
-            if name.isupper() and not name.startswith("_")
-        }
 
     def __repr__(self) -> str:
         return f"<DataSet prefix={self.keys.prefix!r} buckets={self.keys.buckets} {self.health!r}>"
@@ -59,11 +51,6 @@ class DataSet:
     def _argv(self, args: tuple[Any, ...]) -> list[Any]:
         return [self.keys.prefix, self.keys.buckets, *args]  # every script starts so (scripts.py)
 
-    async def run(self, name: str, *args: Any) -> Any:
-        """One Lua script of scripts.py, atomically."""
-        with self.health.guard():
-            return await self._scripts[name](keys=[], args=self._argv(args))
-
     def script(self, source: str) -> Callable[..., Awaitable[Any]]:
         """A Lua script kept beside the module that decodes its answer (its ARGV starts with P NB, as those
         of scripts.py do); each call runs it atomically through the health switch."""
@@ -71,14 +58,9 @@ class DataSet:
 
         async def run(*args: Any) -> Any:
             with self.health.guard():
-                return await registered(keys=[], args=self._argv(args))
+                return await registered(keys=[self.keys.route], args=self._argv(args))
 
         return run
-
-    async def queue(self, pipe: Pipeline, name: str, *args: Any) -> None:
-        """Queue a script in `pipe`; its reply comes with the pipeline's."""
-        script: AsyncScript = self._scripts[name]
-        await script(keys=[], args=self._argv(args), client=pipe)
 
     async def call(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         """One command. redis-py types replies as unions of bytes/str; this store always uses bytes replies."""
@@ -86,7 +68,7 @@ class DataSet:
             return await fn(*args)
 
     @asynccontextmanager
-    async def pipeline(self) -> AsyncIterator[Pipeline]:
+    async def pipeline(self) -> AsyncIterator[AnyPipeline]:
         """A non-transactional pipeline: one round trip (atomicity, where needed, is the scripts')."""
         with self.health.guard():
             async with self.r.pipeline(transaction=False) as pipe:
@@ -108,6 +90,16 @@ class DataSet:
         self.keys = Keys(self.keys.prefix, int(buckets))
         if stored_check.decode() != check:
             raise StoreError("the store key does not match the one this data set was written with")
+
+    async def refuse_untagged(self, plain_prefix: str) -> None:
+        """Cluster mode (store/client.py): refuse a cluster that holds a data set of this prefix written
+        without the hash tag (README "Cluster mode": such a data set is not moved)."""
+        with self.health.guard():
+            untagged = await self.r.exists(plain_prefix + "meta") and not await self.r.exists(self.keys.route)
+        if untagged:
+            raise StoreError(f"this cluster holds a data set written without cluster mode ({plain_prefix}meta); "
+                             f"cluster mode keeps its keys under {self.keys.prefix} and does not move old ones "
+                             "(README \"Cluster mode\")")
 
     async def write_dummies(self) -> None:
         """Store the stand-in records once per data set (HSETNX: concurrent instances agree, and a field

@@ -27,6 +27,9 @@ from ntf_server.store.errors import StoreError, StoreUnavailable
 log = logging.getLogger(__name__)
 
 PROBE_BASE_S: Final = 0.1
+# A cluster in a failover (README "Cluster mode"): no primary for a slot yet, or the topology redis-py knows
+# is stale; transient like a refused connection, and retried the same way.
+_FAILOVER: Final = (rex.ClusterDownError, rex.TryAgainError, rex.ClusterError, rex.SlotNotCoveredError)
 PROBE_CAP_S: Final = 2.0
 
 
@@ -43,7 +46,7 @@ def translated() -> Iterator[None]:
     """redis-py exceptions → ours, in one place (STYLE 5)."""
     try:
         yield
-    except (rex.ConnectionError, rex.TimeoutError) as e:
+    except (rex.ConnectionError, rex.TimeoutError, *_FAILOVER) as e:
         # redis-py names the address and the OS error ("Error 111 connecting to host:6379. Connection
         # refused."), never the password of the URL.
         raise StoreUnavailable(f"redis unreachable: {e or type(e).__name__}") from e

@@ -28,11 +28,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from redis.asyncio import Redis
-
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.store import scripts
 from ntf_server.store.atrest import AtRest
+from ntf_server.store.client import Client
 from ntf_server.store.codec import LN_NONCE_BYTES, TokenCodec, encode_ln
 from ntf_server.store.dataset import DataSet
 from ntf_server.store.errors import StoreError
@@ -58,7 +57,7 @@ MAX_LAST_NTFS: Final = 6  # §5.7 `maxNtfs`
 # -> {'NEW', subs created, {index of each refused subscription}, last notifications written}
 #    | {'SAME'} (already imported: nothing touched) | {'DUPLICATE'} | {'CLASH'} (id taken by another token)
 IMPORT_TOKEN: Final = (
-    scripts._PRELUDE
+    scripts.PRELUDE
     + f"local SA = P .. '{ALIAS_KEY}'\n"
     + r"""
 local tid, x, vh, day, unv, due = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
@@ -163,7 +162,7 @@ class StoreImporter:
 
     Only for the importer: the running server never calls it."""
 
-    def __init__(self, client: Redis, atrest: AtRest, prefix: str, buckets: int) -> None:
+    def __init__(self, client: Client, atrest: AtRest, prefix: str, buckets: int) -> None:
         self._d = DataSet(client, atrest, Keys(prefix, buckets))
         self._codec = TokenCodec(atrest)
         self._registry = ServerRegistry(self._d)
@@ -189,9 +188,14 @@ class StoreImporter:
         results: list[ImportResult | None] = [_present(have, want) for have, want in zip(present, ids, strict=True)]
         todo = [i for i, r in enumerate(results) if r is None]
         calls = [await self._args(items[i], ids[i], now) for i in todo]
+        # A cluster pipeline does not load a missing script (a node promoted since it was loaded): load it here.
+        await self._d.call(self._d.r.script_load, IMPORT_TOKEN)
+        head: list[Any] = [self._d.keys.prefix, self._d.keys.buckets]
         async with self._d.pipeline() as pipe:
             for args in calls:
-                await self._import(keys=[], args=[self._d.keys.prefix, self._d.keys.buckets, *args], client=pipe)
+                # AsyncScript queues into either pipeline type (redis-py checks the type at run time)
+                queued: Any = pipe
+                await self._import(keys=[self._d.keys.route], args=[*head, *args], client=queued)
             replies = await pipe.execute()
         for i, res in zip(todo, replies, strict=True):
             results[i] = _result(items[i], res)

@@ -87,6 +87,12 @@ class Keys:
     def sub_bucket(self, srv: int, r: bytes) -> str:
         return self.bucket(srv, bucket_of(r, self.buckets))
 
+    @property
+    def route(self) -> str:
+        """The key every script names in KEYS (`P meta`): in cluster mode it routes the call to the node of
+        the data set's one slot (store/client.py); on one Redis it is merely declared."""
+        return self.prefix + "meta"
+
     def g(self, name: str) -> str:
         """A global key: used, cron, unv, srv:id, srv:addr, srv:n, srv:count, n:sub, n:ln, meta."""
         return self.prefix + name

@@ -2,7 +2,7 @@
 
 Theory of operation. The push pipeline (push/pipeline.py) hands ``notify`` every notice that arrived since
 its last call (one SMP block, or under load the blocks of many servers: group commit), and one script
-(``NOTIFY``) does for each, in order and atomically:
+(``NOTIFY``, in notice_scripts.py) does for each, in order and atomically:
 
 1. find its subscription (``NOSUB``: counted, not pushed) and check that its token is ACTIVE;
 2. keep it as its subscription's last notification, trim the token's list to the newest 6;
@@ -29,16 +29,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, TypeVar
 
+from ntf_server.policy_types import Budget, Decision
 from ntf_server.protocol.encoding import SMPServer
-from ntf_server.push.policy import Budget, Decision
-from ntf_server.store.budget import GCRA, KEEP_S, PENDING_TTL_S
 from ntf_server.store.codec import TokenCodec, decode_ln, encode_ln, unpack_hash
 from ntf_server.store.dataset import DataSet
 from ntf_server.store.errors import StoreError
 from ntf_server.store.keys import decode_sub, make_sub_id, parse_sub_id, sub_r
-from ntf_server.store.outbox import ADD_LUA, Cause, first_ms
-from ntf_server.store.records import MAX_NOTICES, Notice, PushProvider, TokenRecord
-from ntf_server.store.scripts import _LOOKUP, _PRELUDE
+from ntf_server.store.notice_scripts import Located, NoticeScripts
+from ntf_server.store.outbox import Cause, first_ms
+from ntf_server.store.records import Notice, PushProvider, TokenRecord
 from ntf_server.store.servers import ServerRegistry
 
 # Decoded records kept per cache, oldest evicted first: a notice's own records are decoded once and reused by
@@ -46,116 +45,6 @@ from ntf_server.store.servers import ServerRegistry
 # is its packed hash, ~1 KB: fewer of those); tests/bench/soak.py saw RSS grow while 65,536 each filled.
 CACHE_SIZE: Final = 16384
 TOKEN_CACHE_SIZE: Final = 4096
-_BUDGET_ARGS: Final = 12  # first ARGV of the per-provider budgets in NOTIFY
-_NOTICE_ARGS: Final = _BUDGET_ARGS + 4 * len(PushProvider)
-
-# ARGV: P NB now first_ms keep due max policy_key policy_seen check pending_ttl (due: of outbox entries, 0: none)
-#       (provider rate burst overflow) x 4, then (srv r sid value) per notice
-# -> {'POLICY', stored} | {'OK', {result...}, {tid, packed token, ...}}; a result is 'N' (no subscription),
-#    'I' (token not ACTIVE) or {decision, tid, outbox id, due, (srv, record, value, sid) x <= 6}
-NOTIFY: Final = _PRELUDE + _LOOKUP + GCRA + ADD_LUA + r"""
-local now, first_ms, keep, ob_due, max = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]),
-  tonumber(ARGV[7])
-if ARGV[10] == '1' then
-  local raw = redis.call('GET', ARGV[8]) or ''
-  if raw ~= ARGV[9] then return {'POLICY', raw} end
-end
-local ttl = tonumber(ARGV[11])
-local budgets = {}
-for i = 12, 27, 4 do budgets[ARGV[i]] = {tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3]} end
-local results, tokens, seen = {}, {}, {}
-for i = 28, #ARGV, 4 do
-  local srv, r, sid, value = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local v = srv ~= '0' and redis.call('HGET', bkey(srv, r), r)
-  local tid = v and rec_tid(v)
-  local tk = tid and tkey(tid)
-  if not v then
-    table.insert(results, 'N')
-  elseif redis.call('HGET', tk, 'st') ~= 'ACTIVE' then
-    table.insert(results, 'I')
-  else
-    if redis.call('HSET', tk .. ':ln', sid, value) == 1 then redis.call('INCR', P .. 'n:ln') end
-    if not seen[tid] then
-      seen[tid] = true
-      table.insert(tokens, tid); table.insert(tokens, pack(redis.call('HGETALL', tk)))
-    end
-    local b = budgets[redis.call('HGET', tk, 'p')]
-    local rate, burst, decision, due = b[1], b[2], 'alert', ''
-    if rate > 0 then
-      local bk = P .. 'b:' .. redis.call('HGET', tk, 'x')
-      local tat = bload(bk)
-      local pdue = redis.call('ZSCORE', P .. 'dfr', tid)
-      if conforms(tat, now, rate, burst) then
-        bconsume(bk, tat, now, rate, keep)
-        if pdue then redis.call('DEL', tk .. ':dfr'); redis.call('ZREM', P .. 'dfr', tid) end
-        decision = 'hidden'
-      elseif b[3] == 'defer' then
-        local at = avail(tat, rate, burst)
-        if pdue then at = math.min(at, tonumber(pdue)) end
-        redis.call('HINCRBY', tk .. ':dfr', 'v', 1)
-        redis.call('EXPIRE', tk .. ':dfr', ttl)
-        redis.call('ZADD', P .. 'dfr', f(at), tid)
-        decision, due = 'defer', f(at)
-      else
-        decision = b[3]
-      end
-    end
-    local out = {decision, tid, 0, due}
-    if decision == 'alert' or decision == 'hidden' then
-      if ob_due > 0 then out[3] = ob_add(string.sub(decision, 1, 1), tid, first_ms, sid .. value, ob_due) end
-      newest(tk, sid, max, out)
-    else
-      newest(tk, sid, max, {})
-    end
-    table.insert(results, out)
-  end
-end
-return {'OK', results, tokens}
-"""
-
-# The token's pending push, due at `now`: claimed (due again one lease later, so one instance sends it) and
-# its budget consumed, or rescheduled when the budget went elsewhere meanwhile.
-# ARGV: P NB tid now rate burst keep lease max -> {'NOTDUE'} | {'GONE'} | {'LATER', due} |
-#   {'SEND', version, packed token, (srv, record, value, sid) x <= 6}
-CLAIM: Final = _PRELUDE + _LOOKUP + GCRA + r"""
-local tid, now, rate, burst, keep = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]),
-  tonumber(ARGV[7])
-local tk = tkey(tid)
-local pdue = redis.call('ZSCORE', P .. 'dfr', tid)
-if (not pdue) or tonumber(pdue) > now then return {'NOTDUE'} end
-local version = redis.call('HGET', tk .. ':dfr', 'v')
-if (not version) or redis.call('HGET', tk, 'st') ~= 'ACTIVE' then
-  redis.call('DEL', tk .. ':dfr'); redis.call('ZREM', P .. 'dfr', tid)
-  return {'GONE'}
-end
-if rate > 0 then
-  local bk = P .. 'b:' .. redis.call('HGET', tk, 'x')
-  local tat = bload(bk)
-  if not conforms(tat, now, rate, burst) then
-    redis.call('ZADD', P .. 'dfr', f(avail(tat, rate, burst)), tid)
-    return {'LATER', f(avail(tat, rate, burst))}
-  end
-  bconsume(bk, tat, now, rate, keep)
-end
-redis.call('ZADD', P .. 'dfr', f(now + tonumber(ARGV[8])), tid)
-local out = {'SEND', version, pack(redis.call('HGETALL', tk))}
-return newest(tk, '', tonumber(ARGV[9]), out)
-"""
-
-# A push sent again from the outbox: the token as it is now, its newest notifications and the record of the
-# cause's subscription (gone: '').
-# ARGV: P NB tid cause_sid cause_srv max -> {packed token ('' if gone), cause record, (srv, record, value, sid)...}
-FOR_RETRY: Final = _PRELUDE + _LOOKUP + r"""
-local tid, sid = ARGV[3], ARGV[4]
-local tk = tkey(tid)
-local h = redis.call('HGETALL', tk)
-if #h == 0 then return {''} end
-local rec = ''
-if sid ~= '' then rec = redis.call('HGET', bkey(ARGV[5], string.sub(sid, 1, 20)), string.sub(sid, 1, 20)) or '' end
-return newest(tk, '', tonumber(ARGV[6]), {pack(h), rec})
-"""
-
-
 @dataclass(frozen=True, slots=True)
 class PolicyChanged:
     raw: bytes | None  # the stored policy document (None: none)
@@ -211,22 +100,12 @@ class _Cache(Generic[K, V]):
         return v
 
 
-def _flat_args(budgets: Mapping[PushProvider, Budget]) -> list[Any]:
-    out: list[Any] = []
-    for p in PushProvider:
-        b = budgets[p]
-        out += [p.value, repr(float(b.hidden_per_hour)), b.burst, b.overflow.value]
-    return out
-
-
 class RedisNotices:
     def __init__(self, data: DataSet, servers: ServerRegistry, codec: TokenCodec) -> None:
         self._d = data
         self._servers = servers
         self._codec = codec
-        self._notify = data.script(NOTIFY)
-        self._claim = data.script(CLAIM)
-        self._for_retry = data.script(FOR_RETRY)
+        self._lua = NoticeScripts(data)
         self._where: _Cache[tuple[SMPServer, bytes], tuple[int, bytes, bytes]] = _Cache()
         self._tokens: _Cache[bytes, TokenRecord] = _Cache(TOKEN_CACHE_SIZE)
         self._nids: _Cache[bytes, bytes] = _Cache()
@@ -243,17 +122,13 @@ class RedisNotices:
         None: do not check). Pushes to send go to the outbox as first tried at ``sent_at`` (default ``now``),
         due again ``lease_s`` later; ``lease_s`` 0: no outbox entries (the caller does not send)."""
         at = now if sent_at is None else sent_at
-        due = repr(at + lease_s) if lease_s > 0 else "0"
-        args: list[Any] = [repr(now), first_ms(at), KEEP_S, due, MAX_NOTICES,
-                           policy[0] if policy else "", (policy[1] or b"") if policy else b"",
-                           "1" if policy else "0", PENDING_TTL_S, *_flat_args(budgets)]
-        located = [await self._locate(n) for n in batch]
-        for n, where in zip(batch, located, strict=True):
-            if where is None:  # its server was never registered: no subscription can exist
-                args += [0, b"", b"", b""]
-            else:
-                args += [*where, encode_ln(n.received_at_ms, n.nonce, n.enc_meta)]
-        res: Any = await self._notify(*args)
+        located = []
+        for n in batch:
+            where = await self._locate(n)  # None: its server was never registered, no subscription can exist
+            value = encode_ln(n.received_at_ms, n.nonce, n.enc_meta) if where is not None else b""
+            located.append(Located(*(where or (0, b"", b"")), value))
+        res: Any = await self._lua.notify(located, budgets, now, first_ms(at), at + lease_s if lease_s > 0 else None,
+                                          policy)
         if res[0] == b"POLICY":
             return PolicyChanged(bytes(res[1]) or None)
         flat = res[2]
@@ -311,8 +186,7 @@ class RedisNotices:
     async def claim_deferred(self, tid: bytes, b: Budget, now: float, lease_s: float) -> Claimed | float | None:
         """Take the token's due pending push (policy.claim): its token and newest notifications, else the
         time to look again, else None (not due any more: another instance has it; or it is gone)."""
-        res: Any = await self._claim(tid, repr(now), repr(float(b.hidden_per_hour)), b.burst, KEEP_S,
-                                     repr(lease_s), MAX_NOTICES)
+        res: Any = await self._lua.claim(tid, b, now, lease_s)
         match res[0]:
             case b"SEND":
                 tok = self._token(tid, res[2])
@@ -324,7 +198,7 @@ class RedisNotices:
     async def for_retry(self, tid: bytes, cause: Cause | None) -> ForRetry:
         """A push sent again from the outbox: its token now, its newest notifications and its cause."""
         sid, srv = (cause.sub_id, parse_sub_id(self._d.a, cause.sub_id)[1]) if cause else (b"", 0)
-        res: Any = await self._for_retry(tid, sid, srv, MAX_NOTICES)
+        res: Any = await self._lua.for_retry(tid, sid, srv)
         if not res[0]:
             return ForRetry(None, (), None)
         tok = self._token(tid, res[0])

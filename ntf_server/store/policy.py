@@ -10,17 +10,16 @@ from __future__ import annotations
 import json
 import logging
 
-from redis.asyncio import Redis
-
 from ntf_server.observability.logevents import log_event
-from ntf_server.push.policy import PolicyError, PolicySettings
+from ntf_server.policy_types import PolicyError, PolicySettings
+from ntf_server.store.client import Client
 from ntf_server.store.health import edge
 
 log = logging.getLogger(__name__)
 
 
 class PolicyStore:
-    def __init__(self, client: Redis, prefix: str) -> None:
+    def __init__(self, client: Client, prefix: str) -> None:
         self._r = client
         self.key = f"{prefix}policy"
         self._seen: tuple[bytes | None, PolicySettings | None] = (None, None)

@@ -1,4 +1,5 @@
 """`Store` on Redis/Valkey with redis-py asyncio: a thin front that composes one store per entity.
+Over 300 lines because it is the whole `Store` protocol in one place: one delegating line per method.
 
 | module              | entity                                       | keys (names: keys.py)                  |
 |---------------------|----------------------------------------------|----------------------------------------|
@@ -14,8 +15,10 @@
 | sub_aliases.py      | subscription ids kept from an import         | sa                                     |
 | importing.py        | import-simplex only: whole tokens as they are | all of the above, as the normal paths |
 
-Record layouts: codec.py (token, last notification), keys.py (subscription, ids); atomic changes:
-scripts.py. Reads are single commands or pipelines; every write touching several keys is one Lua script.
+Record layouts: codec.py (token, last notification), keys.py (subscription, ids); atomic changes: Lua
+scripts, each called through a typed wrapper (token_scripts.py, sub_scripts.py, notice_scripts.py, and
+beside outbox.py, leases.py, budget.py, census.py; the shared Lua in scripts.py). Reads are single
+commands or pipelines; every write touching several keys is one Lua script.
 Secret fields are sealed with AES-GCM (atrest.py) before they leave the process, index keys are HMACs, so
 the Redis data set holds no device token, DH secret, registration code, notifier id or notifier key in
 clear. Connection errors are retried by redis-py with capped exponential backoff and jitter; what still
@@ -28,14 +31,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 
-from redis import exceptions as rex
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
-
+from ntf_server.policy_types import Budget
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.protocol.smp_service import ServiceCredentials
-from ntf_server.push.policy import Budget
 from ntf_server.store.atrest import AtRest
 from ntf_server.store.base import (
     NO_CAPS,
@@ -48,6 +46,7 @@ from ntf_server.store.base import (
     TokenCreate,
     TokenReplace,
 )
+from ntf_server.store.client import Client, cluster_prefix, make_client
 from ntf_server.store.dataset import DataSet
 from ntf_server.store.health import backoff_delays
 from ntf_server.store.keys import DEFAULT_BUCKETS, MAX_BUCKETS, Keys
@@ -75,7 +74,7 @@ from ntf_server.store.upgrade import authenticate_records
 class RedisStore:
     """The production store. Create with `await RedisStore.connect(url, master_key)`."""
 
-    def __init__(self, client: Redis, atrest: AtRest, prefix: str, buckets: int) -> None:
+    def __init__(self, client: Client, atrest: AtRest, prefix: str, buckets: int) -> None:
         if not 1 <= buckets <= MAX_BUCKETS:
             raise ValueError(f"buckets must be 1..{MAX_BUCKETS}")
         self._a = atrest
@@ -101,21 +100,22 @@ class RedisStore:
         max_connections: int = 64,
         connect_timeout_s: float = 2.0,
         command_timeout_s: float = 10.0,
+        cluster: bool = False,
     ) -> RedisStore:
         """`buckets` (per SMP server) is fixed when the data set is created: None means "what the data set
         uses", or DEFAULT_BUCKETS for a new one; a different explicit value is refused. The timeouts bound
-        how long a call can hang on a Redis host that stopped answering (no call here blocks on purpose)."""
-        retry = Retry(ExponentialWithJitterBackoff(cap=2.0, base=0.05), retries)
-        client = Redis.from_url(
-            url,
-            retry=retry,
-            retry_on_error=[rex.ConnectionError, rex.TimeoutError],
-            max_connections=max_connections,
-            socket_connect_timeout=connect_timeout_s,
-            socket_timeout=command_timeout_s,
-        )
+        how long a call can hang on a Redis host that stopped answering (no call here blocks on purpose).
+        `cluster`: `url` names a node of a Redis/Valkey Cluster; the data set's keys then share one hash slot
+        (`prefix` becomes a hash tag, store/client.py)."""
+        plain = prefix
+        if cluster:
+            prefix = cluster_prefix(prefix)
+        client = make_client(url, cluster=cluster, retries=retries, max_connections=max_connections,
+                             connect_timeout_s=connect_timeout_s, command_timeout_s=command_timeout_s)
         store = cls(client, AtRest(master_key), prefix, buckets or DEFAULT_BUCKETS)
         try:
+            if cluster:
+                await store._d.refuse_untagged(plain)
             await store._d.check_meta(buckets)
             await store._d.write_dummies()
             await authenticate_records(store._d, store._tokens.codec)
@@ -131,7 +131,7 @@ class RedisStore:
         return await self._d.config_advice()
 
     @property
-    def client(self) -> Redis:
+    def client(self) -> Client:
         """The Redis connection pool, for the store modules that keep their own keys (policy, budgets)."""
         return self._d.r
 
@@ -154,8 +154,10 @@ class RedisStore:
         return self._d.health.up
 
     async def watch_health(self, delays: Callable[[], Iterator[float]] = backoff_delays) -> None:
-        """Long-lived part of the server: fail fast while Redis is away, reconnect in the background."""
-        await self._d.health.watch(self._d.r.ping, delays)
+        """Long-lived part of the server: fail fast while Redis is away, reconnect in the background. The probe
+        reads a key of the data set, not PING: in a cluster it must reach the node serving the data set's slot
+        (a PING reaches any node, and the switch would flap while that slot waits for its new primary)."""
+        await self._d.health.watch(lambda: self._d.r.exists(self._d.keys.route), delays)
 
     async def counts(self) -> StoreCounts:
         return await self._d.counts()

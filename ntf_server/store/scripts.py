@@ -1,18 +1,24 @@
 """Lua scripts: every change that touches more than one key is exactly one script, so it is atomic
 (Redis runs a script to completion or not at all; a dropped connection cannot split it).
 
+This module holds the Lua shared by the scripts: the prelude (key names, record fields, cascaded
+deletions), the service ties and the constant-time lookups. The scripts themselves are kept by entity,
+each with its typed wrapper (a method with named, typed arguments; no call by name): token_scripts.py,
+sub_scripts.py, and beside their modules notices.py, outbox.py, leases.py, budget.py, census.py.
+
 Every script gets ARGV[1] = key prefix, ARGV[2] = buckets per SMP server; the shared prelude rebuilds key
 names exactly as `keys.py` does. Scripts compute the keys of cascaded deletions themselves (they are only
-known after reading the token's subscription list); that is fine on a single Redis/Valkey, the supported
-deployment. For Redis Cluster the per-token keys already share a hash tag; the global indexes would need
-to move behind the tag before scripts could run there (noted in the report, not done).
+known after reading the token's subscription list). KEYS holds only the data set's routing key
+(`Keys.route`): in cluster mode every key of the data set is in that key's slot (store/client.py), so a
+cluster accepts every script; spreading a data set over several slots would need every touched key
+declared and each script's keys in one slot (README "Cluster mode").
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-_PRELUDE: Final = r"""
+PRELUDE: Final = r"""
 local P = ARGV[1]
 local NB = tonumber(ARGV[2])
 local function hex(s)  -- one format call (a gsub callback per byte costs ~0.5 µs each)
@@ -104,234 +110,10 @@ local function del_token(tid, out)
 end
 """
 
-# `P tv` (field x:vh -> token id) finds the token of a (provider, device token, verify key) without reading
-# the device token's other registrations; `max_per_device` (0 = no cap) bounds how many one device token
-# may have (each TNEW with a new verify key is one), so a TVFY deleting the others stays small.
-# ARGV: P NB tid x vh day created max_per_device field value ...
-#   -> 'OK' | 'SAME' | 'DUPLICATE' | 'CLASH' | 'QUOTA'
-CREATE_TOKEN: Final = (
-    _PRELUDE
-    + r"""
-local tid, x, vh, day, created = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local max_per_device = tonumber(ARGV[8])
-local tk = tkey(tid)
-if redis.call('EXISTS', tk) == 1 then
-  if redis.call('HGET', tk, 'vh') == vh and redis.call('HGET', tk, 'x') == x then return 'SAME' end
-  return 'CLASH'
-end
-if redis.call('HEXISTS', P .. 'tv', x .. ':' .. vh) == 1 then return 'DUPLICATE' end
-if max_per_device > 0 and redis.call('HLEN', P .. 'dt:' .. x) >= max_per_device then return 'QUOTA' end
-redis.call('HSET', tk, unpack(ARGV, 9))
-redis.call('HSET', P .. 'dt:' .. x, tid, vh)
-redis.call('HSET', P .. 'tv', x .. ':' .. vh, tid)
-redis.call('ZADD', P .. 'used', day, tid)
-if kind(redis.call('HGET', tk, 'st')) ~= 'ACTIVE' then redis.call('ZADD', P .. 'unv', created, tid) end
-return 'OK'
-"""
-)
-
-# ARGV: P NB tid newx max_per_device field value ... (fields: p dt rc st pm sm)
-#   -> 'OK' | 'NOTOKEN' | 'DUPLICATE' | 'QUOTA'
-REPLACE_TOKEN: Final = (
-    _PRELUDE
-    + r"""
-local tid, newx, max_per_device = ARGV[3], ARGV[4], tonumber(ARGV[5])
-local tk = tkey(tid)
-local old = redis.call('HGET', tk, 'x')
-if not old then return 'NOTOKEN' end
-if old ~= newx then
-  local vh = redis.call('HGET', tk, 'vh')
-  if redis.call('HEXISTS', P .. 'tv', newx .. ':' .. vh) == 1 then return 'DUPLICATE' end
-  if max_per_device > 0 and redis.call('HLEN', P .. 'dt:' .. newx) >= max_per_device then return 'QUOTA' end
-  redis.call('HDEL', P .. 'dt:' .. old, tid)
-  redis.call('HSET', P .. 'dt:' .. newx, tid, vh)
-  redis.call('HDEL', P .. 'tv', old .. ':' .. vh)
-  redis.call('HSET', P .. 'tv', newx .. ':' .. vh, tid)
-end
-redis.call('HSET', tk, 'x', newx, unpack(ARGV, 6))
-return 'OK'
-"""
-)
-
-# sm: the MAC of the new status (codec.py), written with it.
-# ARGV: P NB tid new_status sm mode('only'|'except') kind ...  -> {changed, status} | false
-SET_TOKEN_STATUS: Final = (
-    _PRELUDE
-    + r"""
-local tk = tkey(ARGV[3])
-local st = redis.call('HGET', tk, 'st')
-if not st then return false end
-local listed = false
-for i = 7, #ARGV do if ARGV[i] == kind(st) then listed = true end end
-if (ARGV[6] == 'only') == listed then
-  redis.call('HSET', tk, 'st', ARGV[4], 'sm', ARGV[5])
-  if kind(ARGV[4]) == 'ACTIVE' then redis.call('ZREM', P .. 'unv', ARGV[3]) end
-  return {1, ARGV[4]}
-end
-return {0, st}
-"""
-)
-
-# ARGV: P NB tid sm(ACTIVE) allowed_kind ... -> {'OK'|'DENIED'|'NOTOKEN', {sid, srv, record, ...}}
-ACTIVATE_TOKEN: Final = (
-    _PRELUDE
-    + r"""
-local tid = ARGV[3]
-local tk = tkey(tid)
-local st = redis.call('HGET', tk, 'st')
-if not st then return {'NOTOKEN', {}} end
-local ok = false
-for i = 5, #ARGV do if ARGV[i] == kind(st) then ok = true end end
-if not ok then return {'DENIED', {}} end
-redis.call('HSET', tk, 'st', 'ACTIVE', 'sm', ARGV[4])
-redis.call('ZREM', P .. 'unv', tid)
-local others = redis.call('HKEYS', P .. 'dt:' .. redis.call('HGET', tk, 'x'))
-local out = {}
-for _, other in ipairs(others) do
-  if other ~= tid then del_token(other, out) end
-end
-return {'OK', out}
-"""
-)
-
-# ARGV: P NB tid -> {found(0|1), {sid, srv, record, ...}}
-DELETE_TOKEN: Final = (
-    _PRELUDE
-    + r"""
-local out = {}
-local found = del_token(ARGV[3], out)
-return {found and 1 or 0, out}
-"""
-)
-
-# ARGV: P NB cutoff_day limit -> {{tid...}, {sid, srv, record, ...}}
-EXPIRE_TOKENS: Final = (
-    _PRELUDE
-    + r"""
-local tids = redis.call('ZRANGEBYSCORE', P .. 'used', '-inf', ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
-local out = {}
-for _, tid in ipairs(tids) do del_token(tid, out) end
-return {tids, out}
-"""
-)
-
-# Tokens never verified (still in `unv`) created at or before the cutoff; an entry whose token is gone or
-# ACTIVE (cannot happen: activation and deletion remove it) is dropped from the index, nothing else.
-# ARGV: P NB cutoff limit -> {scanned, {tid...}, {sid, srv, record, ...}}
-EXPIRE_UNVERIFIED: Final = (
-    _PRELUDE
-    + r"""
-local tids = redis.call('ZRANGEBYSCORE', P .. 'unv', '-inf', ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
-local out, gone = {}, {}
-for _, tid in ipairs(tids) do
-  local st = redis.call('HGET', tkey(tid), 'st')
-  if st and kind(st) ~= 'ACTIVE' then
-    del_token(tid, out)
-    table.insert(gone, tid)
-  else
-    redis.call('ZREM', P .. 'unv', tid)
-  end
-end
-return {#tids, gone, out}
-"""
-)
-
-# ARGV: P NB tid interval_min due -> 1 | 0 (no token)
-SET_CRON: Final = (
-    _PRELUDE
-    + r"""
-local tid = ARGV[3]
-local tk = tkey(tid)
-if redis.call('EXISTS', tk) == 0 then return 0 end
-redis.call('HSET', tk, 'ci', ARGV[4])
-if tonumber(ARGV[4]) > 0 then redis.call('ZADD', P .. 'cron', ARGV[5], tid)
-else redis.call('ZREM', P .. 'cron', tid) end
-return 1
-"""
-)
-
-# ARGV: P NB tid now -> 1 | 0
-CRON_SENT: Final = (
-    _PRELUDE
-    + r"""
-local tid = ARGV[3]
-local tk = tkey(tid)
-local ci = redis.call('HGET', tk, 'ci')
-if not ci then return 0 end
-redis.call('HSET', tk, 'cs', ARGV[4])
-if tonumber(ci) > 0 then redis.call('ZADD', P .. 'cron', tonumber(ARGV[4]) + 60 * tonumber(ci), tid) end
-return 1
-"""
-)
-
-# ARGV: P NB tid day -> 1 if changed
-TOUCH_TOKEN: Final = (
-    _PRELUDE
-    + r"""
-local tid = ARGV[3]
-local tk = tkey(tid)
-local ud = redis.call('HGET', tk, 'ud')
-if (not ud) or ud == ARGV[4] then return 0 end
-redis.call('HSET', tk, 'ud', ARGV[4])
-redis.call('ZADD', P .. 'used', ARGV[4], tid)
-return 1
-"""
-)
-
-# ARGV: P NB index_hex encoded_server -> server number
-REGISTER_SERVER: Final = (
-    _PRELUDE
-    + r"""
-local n = redis.call('HGET', P .. 'srv:id', ARGV[3])
-if n then return tonumber(n) end
-n = redis.call('INCR', P .. 'srv:n')
-redis.call('HSET', P .. 'srv:id', ARGV[3], n)
-redis.call('HSET', P .. 'srv:addr', n, ARGV[4])
-return n
-"""
-)
-
-# The caps (0 = none) bound what one token can make the subscriber do: subscriptions, and
-# distinct SMP servers (each one a connection), counted in `t{T}:srv` (server number -> subscriptions).
-# ARGV: P NB tid sid srv record max_subs max_servers
-#   -> {'CREATED'} | {'EXISTS', record} | {'NOTOKEN'} | {'QUOTA'}
-CREATE_SUB: Final = (
-    _PRELUDE
-    + r"""
-local tid, sid, srv = ARGV[3], ARGV[4], ARGV[5]
-local max_subs, max_servers = tonumber(ARGV[7]), tonumber(ARGV[8])
-local tk = tkey(tid)
-if redis.call('EXISTS', tk) == 0 then return {'NOTOKEN'} end
-local r = string.sub(sid, 1, 20)
-local bk = bkey(srv, r)
-local v = redis.call('HGET', bk, r)
-if v then return {'EXISTS', v} end
-if max_subs > 0 and redis.call('HLEN', tk .. ':subs') >= max_subs then return {'QUOTA'} end
-if max_servers > 0 and redis.call('HEXISTS', tk .. ':srv', srv) == 0
-  and redis.call('HLEN', tk .. ':srv') >= max_servers then return {'QUOTA'} end
-redis.call('HSET', bk, r, ARGV[6])
-redis.call('HSET', tk .. ':subs', sid, srv)
-redis.call('HINCRBY', tk .. ':srv', srv, 1)
-redis.call('INCR', P .. 'n:sub')
-redis.call('HINCRBY', P .. 'srv:count', srv, 1)
-return {'CREATED'}
-"""
-)
-
-# ARGV: P NB sid srv -> record | false
-DELETE_SUB: Final = (
-    _PRELUDE
-    + r"""
-local sid, srv = ARGV[3], ARGV[4]
-local v = redis.call('HGET', bkey(srv, string.sub(sid, 1, 20)), string.sub(sid, 1, 20))
-if not v then return false end
-return del_sub(rec_tid(v), sid, srv) or false
-"""
-)
 
 # The per-server service ties (services.py): `P svc:<n>` fields n (count of subscriptions tied to our
 # service) and h (their IdsHash: XOR of MD5(notifier id), 16 bytes), changed with every tie and untie.
-_TIES: Final = r"""
+TIES: Final = r"""
 local function xor16(a, b)
   local t = {}
   for i = 1, 16 do t[i] = string.char(bit.bxor(string.byte(a, i), string.byte(b, i))) end
@@ -348,83 +130,13 @@ local function add_ties(srv, dn, dh)
 end
 """
 
-# ARGV: P NB srv status assoc('0'|'1'|'-') from_kinds(',A,B,' or '') fence('': none) then r ... (assoc '-') or r md5 ...
-#   (assoc '0'|'1': MD5 of each notifier id, to keep the server's service ties) -> number updated
-SET_SUB_STATUS: Final = (
-    _PRELUDE
-    + _TIES
-    + r"""
-local srv, st, assoc, from, fence = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
--- the writer's lease on the server (store/leases.py: key P ls:<n>, value token ' ' instance), when it has one
-if fence ~= '' and redis.call('GET', P .. 'ls:' .. srv) ~= fence then return -1 end
-local step = 1
-if assoc ~= '-' then step = 2 end
-local n, dn, dh = 0, 0, nil
-for i = 8, #ARGV, step do
-  local r = ARGV[i]
-  local bk = bkey(srv, r)
-  local v = redis.call('HGET', bk, r)
-  if v and (from == '' or string.find(from, ',' .. kind(rec_status(v)) .. ',', 1, true)) then
-    local a0 = string.sub(v, 25, 25)
-    local a = assoc
-    if a == '-' then a = a0 end
-    redis.call('HSET', bk, r, rec_tid(v) .. a .. string.char(#st) .. st .. rec_rest(v))
-    n = n + 1
-    if a ~= a0 then
-      if a == '1' then dn = dn + 1 else dn = dn - 1 end
-      if dh == nil then dh = ARGV[i + 1] else dh = xor16(dh, ARGV[i + 1]) end
-    end
-  end
-end
-add_ties(srv, dn, dh)
-return n
-"""
-)
-
-# ARGV: P NB tid ... -> a string of '1'/'0': which tokens are ACTIVE (one call however many: resubscription
-#   reads one per token of a page-through, subscriptions.py)
-TOKENS_ACTIVE: Final = (
-    _PRELUDE
-    + r"""
-local out = {}
-for i = 3, #ARGV do
-  if redis.call('HGET', tkey(ARGV[i]), 'st') == 'ACTIVE' then out[i - 2] = '1' else out[i - 2] = '0' end
-end
-return table.concat(out)
-"""
-)
-
-# ARGV: P NB srv md5 ... -> 0. Tied subscriptions that were deleted (services.py: after the deletion).
-UNTIE_DELETED: Final = (
-    _PRELUDE
-    + _TIES
-    + r"""
-local dh = nil
-for i = 4, #ARGV do
-  if dh == nil then dh = ARGV[i] else dh = xor16(dh, ARGV[i]) end
-end
-add_ties(ARGV[3], 3 - #ARGV, dh)
-return 0
-"""
-)
-
-# ARGV: P NB srv sealed_chain sealed_key -> {sealed_chain, sealed_key}: the server's service credentials,
-#   these ones unless some were stored first (two instances creating them at once agree).
-SET_SERVICE_CREDS: Final = (
-    _PRELUDE
-    + r"""
-local k = P .. 'svc:' .. ARGV[3]
-if redis.call('HEXISTS', k, 'c') == 0 then redis.call('HSET', k, 'c', ARGV[4], 'k', ARGV[5]) end
-return redis.call('HMGET', k, 'c', 'k')
-"""
-)
 
 # ---- read-only lookups for request verification (§4.3, STYLE 4)
 # Each does the same work and gives a reply of the same shape whether or not the records exist: where
 # there is no record, a stand-in is read (another token; the records written at connect, `P dummy:t` and
 # `P dummy` fields sub/addr), so the time of an `ERR AUTH` does not tell whether an id exists. The Python
 # side decrypts the stand-in too.
-_LOOKUP: Final = r"""
+LOOKUP: Final = r"""
 -- A token hash as one string of u16-length-prefixed items (field, value, ...): redis-py's pure-Python parser
 -- spends ~3 µs per reply item, so 24 bulk strings cost more than the whole script (values are < 64 KiB).
 local function pack(flat)
@@ -459,55 +171,3 @@ local function hget_or_dummy(key, field, dfield)
   return 0, redis.call('HGET', P .. 'dummy', dfield) or ''
 end
 """
-
-# The token of a repeated TNEW (its auth is already checked with the key it names, so there is nothing to
-# hide by timing): one index read, one record. ARGV: P NB x:vh -> {found(0|1), packed token hash, its id}
-LOOKUP_TNEW: Final = (
-    _PRELUDE
-    + _LOOKUP
-    + r"""
-local tid = redis.call('HGET', P .. 'tv', ARGV[3])
-if not tid then return {0, '', ''} end
-local h = redis.call('HGETALL', tkey(tid))
-if #h == 0 then return {0, '', ''} end
-return {1, pack(h), tid}
-"""
-)
-
-# ARGV: P NB tid pick -> {found(0|1), packed token hash, its id}
-LOOKUP_TOKEN: Final = (
-    _PRELUDE
-    + _LOOKUP
-    + r"""
-local found, h, id = token_or_standin(ARGV[3], tonumber(ARGV[4]))
-return {found, h, id}
-"""
-)
-
-# ARGV: P NB srv r pick -> {sub found, record, server address, token found, packed token hash, its id}
-LOOKUP_SUB: Final = (
-    _PRELUDE
-    + _LOOKUP
-    + r"""
-local srv, r = ARGV[3], ARGV[4]
-local _, addr = hget_or_dummy(P .. 'srv:addr', srv, 'addr')
-local sfound, v = hget_or_dummy(bkey(srv, r), r, 'sub')
-local tfound, h, id = token_or_standin(rec_tid(v), tonumber(ARGV[5]))
-if sfound == 0 then tfound = 0 end
-return {sfound, v, addr, tfound, h, id}
-"""
-)
-
-# ARGV: P NB tid server_index r pick -> {token found, packed token hash, its id, server number (0: none),
-#   sub found, record}
-LOOKUP_SNEW: Final = (
-    _PRELUDE
-    + _LOOKUP
-    + r"""
-local tid, idx, r = ARGV[3], ARGV[4], ARGV[5]
-local tfound, h, id = token_or_standin(tid, tonumber(ARGV[6]))
-local n = redis.call('HGET', P .. 'srv:id', idx) or '0'
-local sfound, v = hget_or_dummy(bkey(n, r), r, 'sub')
-return {tfound, h, id, tonumber(n), sfound, v}
-"""
-)

@@ -20,11 +20,13 @@ from ntf_server.store.base import RemovedSub
 from ntf_server.store.dataset import DataSet
 from ntf_server.store.errors import StoreError
 from ntf_server.store.keys import decode_sub
+from ntf_server.store.sub_scripts import SubScripts
 
 
 class ServerRegistry:
     def __init__(self, data: DataSet) -> None:
         self._d = data
+        self._lua = SubScripts(data)
         self._num: dict[bytes, int] = {}  # encoded server -> number
         self._addr: dict[int, SMPServer] = {}
 
@@ -41,7 +43,7 @@ class ServerRegistry:
         if (n := self._num.get(enc)) is not None:
             return n
         if create:
-            n = int(await self._d.run("REGISTER_SERVER", self.index(enc), enc))
+            n = int(await self._lua.register_server(self.index(enc), enc))
         else:
             raw = await self._d.call(self._d.r.hget, self._d.keys.g("srv:id"), self.index(enc))
             if raw is None:
@@ -96,4 +98,4 @@ class ServerRegistry:
 
     async def untie_deleted(self, srv: int, notifier_ids: Sequence[bytes]) -> None:
         """Deleted subscriptions of server ``srv`` that were tied to our service leave its count and IdsHash."""
-        await self._d.run("UNTIE_DELETED", srv, *(queue_ids_hash([n]) for n in notifier_ids))
+        await self._lua.untie_deleted(srv, (queue_ids_hash([n]) for n in notifier_ids))

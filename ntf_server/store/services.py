@@ -27,6 +27,7 @@ from ntf_server.store.base import ServiceState
 from ntf_server.store.dataset import DataSet
 from ntf_server.store.errors import StoreError
 from ntf_server.store.servers import ServerRegistry
+from ntf_server.store.sub_scripts import SubScripts
 
 
 def md5_of(notifier_ids: Iterable[bytes]) -> list[bytes]:
@@ -37,6 +38,7 @@ class RedisServices:
     def __init__(self, data: DataSet, servers: ServerRegistry) -> None:
         self._d = data
         self._servers = servers
+        self._lua = SubScripts(data)
 
     def __repr__(self) -> str:
         return f"<RedisServices prefix={self._d.keys.prefix!r}>"
@@ -57,9 +59,9 @@ class RedisServices:
         stored = await self._d.call(self._d.r.hmget, self._key(srv), "c", "k")
         if stored[0] is None or stored[1] is None:
             new = make()
-            stored = await self._d.run("SET_SERVICE_CREDS", srv,
-                                       self._d.a.seal(enc_nonempty(new.chain, enc_large), b"c" + aad),
-                                       self._d.a.seal(crypto.encode_private_key(new.key), b"k" + aad))
+            stored = await self._lua.set_service_creds(
+                srv, self._d.a.seal(enc_nonempty(new.chain, enc_large), b"c" + aad),
+                self._d.a.seal(crypto.encode_private_key(new.key), b"k" + aad))
         try:
             chain_der = tuple(Reader(self._d.a.open(stored[0], b"c" + aad)).nonempty(Reader.large))
             key = crypto.decode_private_key(self._d.a.open(stored[1], b"k" + aad))

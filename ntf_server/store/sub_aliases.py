@@ -15,15 +15,14 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from redis.asyncio import Redis
-
+from ntf_server.store.client import Client
 from ntf_server.store.health import translated
 
 ALIAS_KEY: Final = "sa"
 
 
 class SubIdAliases:
-    def __init__(self, client: Redis, prefix: str) -> None:
+    def __init__(self, client: Client, prefix: str) -> None:
         """`client`: the store's (`RedisStore.client`); this module keeps its own key."""
         self._r = client
         self._key = prefix + ALIAS_KEY

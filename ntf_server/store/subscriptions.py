@@ -39,6 +39,7 @@ from ntf_server.store.records import (
 )
 from ntf_server.store.servers import ServerRegistry
 from ntf_server.store.services import md5_of
+from ntf_server.store.sub_scripts import SubScripts
 
 _PAGE_BUCKETS: Final = 64  # buckets fetched per pipeline while paging one SMP server
 _STATUS_BATCH: Final = 1000
@@ -50,6 +51,7 @@ class RedisSubscriptions:
         self._d = data
         self._servers = servers
         self._tokens = tokens  # the verification lookups answer the token too
+        self._lua = SubScripts(data)
 
     def __repr__(self) -> str:
         return f"<RedisSubscriptions prefix={self._d.keys.prefix!r}>"
@@ -80,7 +82,7 @@ class RedisSubscriptions:
         sid = make_sub_id(self._d.a, r, srv)
         sealed = seal_notifier(self._d.a, r, token_id, notifier_id, notifier_key)
         value = pack_sub(PackedSub(token_id, False, SUB_NEW.to_text(), sealed))
-        res = await self._d.run("CREATE_SUB", token_id, sid, srv, value, caps.subscriptions, caps.servers)
+        res = await self._lua.create(token_id, sid, srv, value, caps.subscriptions, caps.servers)
         if res[0] == b"NOTOKEN":
             return SubCreate.NO_TOKEN, None
         if res[0] == b"QUOTA":
@@ -115,7 +117,7 @@ class RedisSubscriptions:
         an unknown one."""
         sid = sub_id if len(sub_id) == SUB_ID_BYTES else DUMMY_SUB_ID
         r, srv = parse_sub_id(self._d.a, sid)
-        sfound, value, addr, tfound, packed, tid = await self._d.run("LOOKUP_SUB", srv, r, self._tokens.pick(sid))
+        sfound, value, addr, tfound, packed, tid = await self._lua.lookup_sub(srv, r, self._tokens.pick(sid))
         server = self._servers.cached(srv) if sfound else DUMMY_SERVER
         if server is None:
             server = self._servers.remember(srv, addr)
@@ -132,8 +134,8 @@ class RedisSubscriptions:
         enc = enc_smp_server(server)
         r = sub_r(self._d.a, server, notifier_id)
         pick = self._tokens.pick(token_id)
-        tfound, packed, tid, n, sfound, value = await self._d.run(
-            "LOOKUP_SNEW", token_id, self._servers.index(enc), r, pick
+        tfound, packed, tid, n, sfound, value = await self._lua.lookup_snew(
+            token_id, self._servers.index(enc), r, pick
         )
         if n:
             self._servers.learn(enc, server, n)
@@ -146,7 +148,7 @@ class RedisSubscriptions:
         statuses read earlier in the same page-through), which it extends."""
         tids = list({rec.token_id for rec in recs} - known.keys())
         if tids:
-            flags = await self._d.run("TOKENS_ACTIVE", *tids)
+            flags = await self._lua.tokens_active(tids)
             known.update((tid, flag == _ONE) for tid, flag in zip(tids, flags, strict=True))
         return [rec for rec in recs if known[rec.token_id]]
 
@@ -178,7 +180,7 @@ class RedisSubscriptions:
         server = await self._servers.address(srv) if srv > 0 else None
         if server is None:
             return None
-        value = await self._d.run("DELETE_SUB", sub_id, srv)
+        value = await self._lua.delete(sub_id, srv)
         if not value:
             return None
         rec = self._decode(sub_id, server, value)
@@ -211,7 +213,7 @@ class RedisSubscriptions:
             rs = [sub_r(self._d.a, server, nid) for nid in nids]
             # Tying or untying: each record's MD5(notifier id) too, for the server's service ties (services.py).
             args = rs if service_assoc is None else [x for r, m in zip(rs, md5_of(nids), strict=True) for x in (r, m)]
-            n = int(await self._d.run("SET_SUB_STATUS", srv, status.to_text(), assoc, kinds, fence or "", *args))
+            n = int(await self._lua.set_status(srv, status.to_text(), assoc, kinds, fence or "", args))
             if n < 0:
                 raise FencedOut("the SMP server's lease is another instance's now")
             changed += n

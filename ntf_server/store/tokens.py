@@ -31,6 +31,7 @@ from ntf_server.store.records import (
     day_of,
 )
 from ntf_server.store.servers import ServerRegistry
+from ntf_server.store.token_scripts import TokenScripts
 
 _REPLACED: Final = {b"OK": TokenReplace.REPLACED, b"DUPLICATE": TokenReplace.DUPLICATE, b"QUOTA": TokenReplace.QUOTA}
 
@@ -40,6 +41,7 @@ class RedisTokens:
         self._d = data
         self._servers = servers
         self.codec = TokenCodec(data.a)
+        self._lua = TokenScripts(data)
 
     def __repr__(self) -> str:
         return f"<RedisTokens prefix={self._d.keys.prefix!r}>"
@@ -55,8 +57,7 @@ class RedisTokens:
         x = self.codec.dt_index(token.provider, token.device_token)
         vh = self.codec.vk_index(token.verify_key)
         created = math.floor(time.time() if now is None else now)
-        res = await self._d.run("CREATE_TOKEN", token.token_id, x, vh, token.last_used_day, created,
-                                max_per_device, *fields)
+        res = await self._lua.create(token.token_id, x, vh, token.last_used_day, created, max_per_device, fields)
         if res in (b"OK", b"SAME"):  # SAME: a retried call whose first reply was lost
             return TokenCreate.CREATED
         if res == b"DUPLICATE":
@@ -66,8 +67,8 @@ class RedisTokens:
         raise StoreError("token id collision")
 
     async def get_token(self, token_id: bytes) -> TokenRecord | None:
-        """One round trip and four decryptions whether or not the token exists (see scripts.py `_LOOKUP`)."""
-        found, packed, tid = await self._d.run("LOOKUP_TOKEN", token_id, self.codec.pick(token_id))
+        """One round trip and four decryptions whether or not the token exists (see scripts.py `LOOKUP`)."""
+        found, packed, tid = await self._lua.lookup(token_id, self.codec.pick(token_id))
         return self.codec.found_or_standin(found, packed, tid)
 
     async def get_tokens(self, tids: Sequence[bytes]) -> list[TokenRecord]:
@@ -87,7 +88,7 @@ class RedisTokens:
         """The token of a repeat `TNEW` (§4.3): same provider, device token and verify key. One index
         read and one record, however many registrations the device token has."""
         field = self._repeat_field(self.codec.dt_index(provider, device_token), self.codec.vk_index(verify_key))
-        found, packed, tid = await self._d.run("LOOKUP_TNEW", field)
+        found, packed, tid = await self._lua.lookup_tnew(field)
         if not found:
             return None
         t = self.codec.decode(tid, unpack_hash(packed))
@@ -125,7 +126,7 @@ class RedisTokens:
         another device token) that one has ``max_per_device`` registrations (0 = no cap)."""
         fields = self.codec.replacement(token_id, provider, device_token, reg_code)
         x = self.codec.dt_index(provider, device_token)
-        res = await self._d.run("REPLACE_TOKEN", token_id, x, max_per_device, *fields)
+        res = await self._lua.replace(token_id, x, max_per_device, fields)
         return _REPLACED.get(res, TokenReplace.NO_TOKEN)
 
     async def set_token_status(
@@ -136,44 +137,44 @@ class RedisTokens:
         text = status.to_text()
         sm = self.codec.status_mac(token_id, text)
         if only_from is None:
-            res = await self._d.run("SET_TOKEN_STATUS", token_id, text, sm, "except")
+            res = await self._lua.set_status(token_id, text, sm, only=False, kinds=())
         else:
             kinds = [k.value for k in only_from]
-            res = await self._d.run("SET_TOKEN_STATUS", token_id, text, sm, "only", *kinds)
+            res = await self._lua.set_status(token_id, text, sm, only=True, kinds=kinds)
         return TokenStatus.from_text(res[1].decode()) if res else None
 
     async def confirm_token(self, token_id: bytes) -> TokenStatus | None:
         """Verification push accepted: CONFIRMED unless already CONFIRMED/ACTIVE (§4.5)."""
         kinds = [k.value for k in CONFIRM_KEEPS]
         confirmed = TokenStatusKind.CONFIRMED.value
-        res = await self._d.run("SET_TOKEN_STATUS", token_id, confirmed, self.codec.status_mac(token_id, confirmed),
-                                "except", *kinds)
+        res = await self._lua.set_status(token_id, confirmed, self.codec.status_mac(token_id, confirmed), only=False,
+                                         kinds=kinds)
         return TokenStatus.from_text(res[1].decode()) if res else None
 
     async def activate_token(self, token_id: bytes) -> tuple[bool, list[RemovedSub]]:
         """`TVFY` accepted: ACTIVE (only from REGISTERED/CONFIRMED/ACTIVE) and, in the same step, delete
         every other registration of the same device token with its subscriptions (§4.4)."""
         sm = self.codec.status_mac(token_id, TokenStatusKind.ACTIVE.value)
-        res = await self._d.run("ACTIVATE_TOKEN", token_id, sm, *(k.value for k in VERIFY_ALLOWED))
+        res = await self._lua.activate(token_id, sm, (k.value for k in VERIFY_ALLOWED))
         return res[0] == b"OK", await self._servers.removed(res[1])
 
     async def delete_token(self, token_id: bytes) -> tuple[bool, list[RemovedSub]]:
-        res = await self._d.run("DELETE_TOKEN", token_id)
+        res = await self._lua.delete(token_id)
         return bool(res[0]), await self._servers.removed(res[1])
 
     async def touch_token(self, token_id: bytes, now: float) -> None:
         """Record that the token was used today (§4.3); drives expiry of abandoned tokens."""
-        await self._d.run("TOUCH_TOKEN", token_id, day_of(now))
+        await self._lua.touch(token_id, day_of(now))
 
     async def set_cron_interval(self, token_id: bytes, minutes: int, now: float) -> bool:
         """`TCRN`: 0 turns periodic pushes off. The first one is due one interval from now — the Haskell
         server never sends it because `cron_sent_at` stays NULL (§5.10); we do."""
         if minutes < 0:
             raise ValueError("cron interval must be >= 0")
-        return bool(await self._d.run("SET_CRON", token_id, minutes, math.floor(now) + 60 * minutes))
+        return bool(await self._lua.set_cron(token_id, minutes, math.floor(now) + 60 * minutes))
 
     async def mark_cron_sent(self, token_id: bytes, now: float) -> bool:
-        return bool(await self._d.run("CRON_SENT", token_id, math.floor(now)))
+        return bool(await self._lua.cron_sent(token_id, math.floor(now)))
 
     async def tokens_due_for_cron(self, now: float, limit: int = 1000) -> list[TokenRecord]:
         """ACTIVE tokens whose periodic push is due (§5.10); non-active ones are skipped, not lost."""
@@ -196,7 +197,7 @@ class RedisTokens:
         tids: list[bytes] = []
         removed: list[RemovedSub] = []
         while True:
-            res = await self._d.run("EXPIRE_TOKENS", cutoff, batch)
+            res = await self._lua.expire(cutoff, batch)
             tids += res[0]
             removed += await self._servers.removed(res[1])
             if len(res[0]) < batch:
@@ -211,7 +212,7 @@ class RedisTokens:
         tids: list[bytes] = []
         removed: list[RemovedSub] = []
         while True:
-            scanned, gone, flat = await self._d.run("EXPIRE_UNVERIFIED", cutoff, batch)
+            scanned, gone, flat = await self._lua.expire_unverified(cutoff, batch)
             tids += gone
             removed += await self._servers.removed(flat)
             if scanned < batch:

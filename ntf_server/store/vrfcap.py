@@ -21,8 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from redis.asyncio import Redis
-
+from ntf_server.store.client import Client
 from ntf_server.store.health import edge
 from ntf_server.store.records import PushProvider
 
@@ -40,7 +39,7 @@ return 1
 
 
 class VerificationCap:
-    def __init__(self, client: Redis, prefix: str, hasher: Callable[[bytes, bytes], bytes], limit: int,
+    def __init__(self, client: Client, prefix: str, hasher: Callable[[bytes, bytes], bytes], limit: int,
                  window_s: float, *, clock: Callable[[], float] = time.time) -> None:
         """``hasher(provider, device token)``: the keyed hash naming a device's set (``AtRest.index``).
         ``clock``: wall-clock seconds (stored times must mean the same after a restart)."""

@@ -14,6 +14,7 @@ from typing import Any
 
 from apns.jwt import generate_test_key
 from apns.simulator import ApnsSimulator, SimulatorKey
+from helpers.valkey_cluster import CLUSTER
 from ntf_server import cli
 from ntf_server.config import Config, load_config
 from ntf_server.protocol import ntf as P
@@ -67,9 +68,10 @@ class Env:
 
 
 @contextlib.asynccontextmanager
-async def running_env(tmp_path: Path, redis_url: str) -> AsyncIterator[Env]:
+async def running_env(tmp_path: Path, redis_url: str, cluster: bool = CLUSTER) -> AsyncIterator[Env]:
     """A started APNs simulator and NTF server (the ``env`` fixture; also used outside pytest-asyncio's
-    loop, e.g. by tests/reliability's server thread); both stopped on exit."""
+    loop, e.g. by tests/reliability's server thread); both stopped on exit. ``cluster``: ``redis_url`` names
+    a cluster node (README "Cluster mode")."""
     key = generate_test_key("KEYID00001", "TEAMID0001")
     p8 = tmp_path / "AuthKey.p8"
     p8.write_bytes(key.key_pem)
@@ -77,7 +79,7 @@ async def running_env(tmp_path: Path, redis_url: str) -> AsyncIterator[Env]:
     await sim.start()
     servers: list[NtfServer] = []
     try:
-        cfg = init_config(tmp_path / "cfg", redis_url, sim, p8, key.key_id, key.team_id)
+        cfg = init_config(tmp_path / "cfg", redis_url, sim, p8, key.key_id, key.team_id, cluster)
         servers.append(NtfServer(cfg))
         await servers[0].start()
         yield Env(cfg, sim, certs.fingerprint(certs.read_ca_der(cfg.tls.ca_cert_file)), servers)
@@ -88,7 +90,7 @@ async def running_env(tmp_path: Path, redis_url: str) -> AsyncIterator[Env]:
 
 
 def init_config(directory: Path, redis_url: str, sim: ApnsSimulator, p8: Path, key_id: str, team_id: str,
-                ) -> Config:
+                cluster: bool = CLUSTER) -> Config:
     assert cli.main(["--config-dir", str(directory), "init", "--host", "localhost"]) == 0
     cfg = load_config(directory)
     test_env = dataclasses.replace(
@@ -97,7 +99,7 @@ def init_config(directory: Path, redis_url: str, sim: ApnsSimulator, p8: Path, k
     )
     return dataclasses.replace(
         cfg,
-        redis=dataclasses.replace(cfg.redis, url=redis_url, key_prefix=f"e2e:{secrets.token_hex(6)}:"),
+        redis=dataclasses.replace(cfg.redis, url=redis_url, key_prefix=f"e2e:{secrets.token_hex(6)}:", cluster=cluster),
         apns=dataclasses.replace(cfg.apns, test=test_env),
         server=dataclasses.replace(cfg.server, port=0, bind="127.0.0.1", handshake_timeout_s=5.0,
                                    block_read_timeout_s=2.0),

@@ -8,8 +8,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import NamedTuple
 
-import redis.asyncio
-
+from helpers.valkey_cluster import raw_client
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.push.policy import Budget
 from ntf_server.store.records import TOKEN_REGISTERED, Notice, PushProvider, TokenRecord, TokenStatus, day_of
@@ -55,7 +54,7 @@ def notifier_key() -> bytes:
 async def check_invariants(store: RedisStore, url: str) -> dict[str, int]:
     """Every index points at a record and every record is indexed; counters equal what is there."""
     p = store.prefix
-    c = redis.asyncio.Redis.from_url(url)
+    c = raw_client(url)
     try:
         keys = [k.decode() async for k in c.scan_iter(match=p + "*", count=1000)]
         tokens = {k for k in keys if k.startswith(p + "t{") and k.endswith("}")}

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio
 from helpers.store_helpers import NOW, device_token, notifier_key, server, token
+from helpers.valkey_cluster import CLUSTER, raw_client
 
 from ntf_server.config import Overflow
 from ntf_server.push.policy import (
@@ -39,14 +40,14 @@ async def budgets(store: RedisStore) -> BudgetStore:
 @pytest.fixture
 async def other(store: RedisStore, redis_url: str, store_key: bytes) -> AsyncIterator[RedisStore]:
     """A second connection pool on the same data set, as a second server process has."""
-    o = await RedisStore.connect(redis_url, store_key, prefix=store.prefix, buckets=store.buckets)
+    o = await RedisStore.connect(redis_url, store_key, prefix=store.prefix, buckets=store.buckets, cluster=CLUSTER)
     yield o
     await o.close()
 
 
 @pytest.fixture
 async def other_client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
-    c = redis.asyncio.Redis.from_url(redis_url)
+    c = raw_client(redis_url)
     yield c
     await c.aclose()
 
@@ -174,7 +175,7 @@ async def test_budget_keys_expire_and_show_no_device_token(store: RedisStore, bu
     b = Budget(3.0, 3, Overflow.DEFER)
     for i in range(5):
         await message(store, tok, b, NOW + i)
-    c = redis.asyncio.Redis.from_url(redis_url)
+    c = raw_client(redis_url)
     try:
         keys = [k async for k in c.scan_iter(match=store.prefix + "b:*")]
         assert len(keys) == 1

@@ -11,8 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import redis.asyncio
 from helpers.store_helpers import add_notice, notifier_key, server, token
+from helpers.valkey_cluster import raw_client, single_redis_only
 
 from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.store.records import SUB_PENDING, TOKEN_ACTIVE
@@ -45,7 +45,7 @@ def forms(secret: bytes) -> list[bytes]:
 
 
 async def dump_everything(url: str, prefix: str) -> bytes:
-    c = redis.asyncio.Redis.from_url(url)
+    c = raw_client(url)
     parts: list[bytes] = []
     try:
         async for key in c.scan_iter(match=prefix + "*", count=1000):
@@ -64,6 +64,7 @@ async def dump_everything(url: str, prefix: str) -> bytes:
     return b"\x00".join(parts)
 
 
+@single_redis_only
 async def test_no_secret_in_clear(own_store: RedisStore, own_redis: EmbeddedRedis) -> None:
     store, redis_url = own_store, own_redis.url
     secrets_: list[bytes] = []
@@ -96,7 +97,7 @@ async def test_no_secret_in_clear(own_store: RedisStore, own_redis: EmbeddedRedi
 async def test_the_scan_would_see_a_clear_secret(store: RedisStore, redis_url: str) -> None:
     """Guard against a test that cannot fail: a secret written in clear is found by the same scan."""
     t = token()
-    c = redis.asyncio.Redis.from_url(redis_url)
+    c = raw_client(redis_url)
     await c.set(store.prefix + "leak", t.device_token)
     await c.aclose()
     blob = await dump_everything(redis_url, store.prefix)

@@ -10,9 +10,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import redis.asyncio
 from helpers.fault_proxy import FaultProxy
 from helpers.store_helpers import NOW, add_notice, check_invariants, device_token, notifier_key, server, token
+from helpers.valkey_cluster import CLUSTER, raw_client
 
 from ntf_server.store.errors import StoreError, StoreUnavailable
 from ntf_server.store.records import DAY_S, SUB_ACTIVE, TOKEN_ACTIVE
@@ -99,7 +99,7 @@ async def test_unreachable_redis_is_store_unavailable(tmp_path: Path) -> None:
 
 
 async def test_server_errors_become_store_error(store: RedisStore, redis_url: str) -> None:
-    c = redis.asyncio.Redis.from_url(redis_url)
+    c = raw_client(redis_url)
     await c.set(store.prefix + "used", "not a sorted set")
     await c.aclose()
     with pytest.raises(StoreError) as e:
@@ -109,9 +109,9 @@ async def test_server_errors_become_store_error(store: RedisStore, redis_url: st
 
 async def test_wrong_store_key_or_bucket_count_refused(store: RedisStore, redis_url: str, store_key: bytes) -> None:
     with pytest.raises(StoreError, match="store key"):
-        await RedisStore.connect(redis_url, b"x" * 32, prefix=store.prefix, buckets=store.buckets)
+        await RedisStore.connect(redis_url, b"x" * 32, prefix=store.prefix, buckets=store.buckets, cluster=CLUSTER)
     with pytest.raises(StoreError, match="buckets"):
-        await RedisStore.connect(redis_url, store_key, prefix=store.prefix, buckets=8)
+        await RedisStore.connect(redis_url, store_key, prefix=store.prefix, buckets=8, cluster=CLUSTER)
 
 
 async def test_invariant_checker_catches_a_dangling_index(store: RedisStore, redis_url: str) -> None:
@@ -121,7 +121,7 @@ async def test_invariant_checker_catches_a_dangling_index(store: RedisStore, red
     _, sub = await store.create_subscription(t.token_id, server(1), b"N" * 24, notifier_key())
     assert sub is not None
     await check_invariants(store, redis_url)
-    c = redis.asyncio.Redis.from_url(redis_url)
+    c = raw_client(redis_url)
     keys = [k async for k in c.scan_iter(match=store.prefix + "s:*")]
     await c.delete(*keys)  # records gone, token index still lists them: what a split write would leave
     await c.aclose()
@@ -133,7 +133,7 @@ async def test_bucket_count_is_adopted_from_the_data_set(store: RedisStore, redi
     t = token()
     await store.create_token(t)
     _, sub = await store.create_subscription(t.token_id, server(1), b"N" * 24, notifier_key())
-    again = await RedisStore.connect(redis_url, store_key, prefix=store.prefix)
+    again = await RedisStore.connect(redis_url, store_key, prefix=store.prefix, cluster=CLUSTER)
     try:
         assert again.buckets == store.buckets != 1024
         assert await again.find_subscription(server(1), b"N" * 24) == sub

@@ -8,8 +8,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 import pytest
-import redis.asyncio
 from helpers.store_helpers import notifier_key, server, token
+from helpers.valkey_cluster import CLUSTER, raw_client
 
 from ntf_server.store.atrest import AtRest
 from ntf_server.store.base import TokenReplace
@@ -32,7 +32,7 @@ async def populated(store: RedisStore) -> tuple[TokenRecord, TokenRecord, Subscr
 @pytest.mark.parametrize("field", ["vk", "dhp", "vh", "st", "p", "x"])
 async def test_a_token_field_changed_in_redis_fails_the_read(store: RedisStore, redis_url: str, field: str) -> None:
     a, b, _ = await populated(store)
-    c = redis.asyncio.Redis.from_url(redis_url)
+    c = raw_client(redis_url)
     other = await c.hget(f"{store.prefix}t{{{b.token_id.hex()}}}", field)  # b's own, valid for b
     assert other is not None
     await c.hset(f"{store.prefix}t{{{a.token_id.hex()}}}", field, other)
@@ -44,7 +44,7 @@ async def test_a_token_field_changed_in_redis_fails_the_read(store: RedisStore, 
 
 async def test_a_subscription_moved_to_another_token_fails_the_read(store: RedisStore, redis_url: str) -> None:
     _, b, sub = await populated(store)
-    c = redis.asyncio.Redis.from_url(redis_url)
+    c = raw_client(redis_url)
     key = store._d.keys.sub_bucket(1, sub.sub_id[:R_BYTES])
     value = await c.hget(key, sub.sub_id[:R_BYTES])
     await c.hset(key, sub.sub_id[:R_BYTES], b.token_id + value[len(b.token_id):])
@@ -65,7 +65,7 @@ async def test_status_changes_keep_the_record_readable(store: RedisStore) -> Non
 
 async def legacy(store: RedisStore, url: str, a: AtRest) -> None:
     """Rewrite the data set as the code before issue 16.10 left it."""
-    c = redis.asyncio.Redis.from_url(url)
+    c = raw_client(url)
     p = store.prefix
     async for key in c.scan_iter(match=p + "t{*}"):
         if key.endswith(b"}"):
@@ -92,7 +92,7 @@ async def test_a_data_set_from_before_is_upgraded_at_connect(
     await legacy(store, redis_url, AtRest(store_key))
     with pytest.raises(StoreError):
         await store.get_token(a.token_id)  # what this version makes of it unless upgraded
-    again = await RedisStore.connect(redis_url, store_key, prefix=store.prefix)
+    again = await RedisStore.connect(redis_url, store_key, prefix=store.prefix, cluster=CLUSTER)
     try:
         reads: list[Callable[[], Awaitable[object]]] = [
             lambda: again.get_token(a.token_id), lambda: again.get_token(b.token_id),
@@ -100,7 +100,7 @@ async def test_a_data_set_from_before_is_upgraded_at_connect(
         assert [await r() for r in reads] == [a, b, sub]
         assert await again.subscription_and_token(bytes(24)) == (None, None)  # the stand-ins read too
         assert await again.get_token(bytes(24)) is None
-        c = redis.asyncio.Redis.from_url(redis_url)
+        c = raw_client(redis_url)
         await c.hset(f"{store.prefix}t{{{a.token_id.hex()}}}", "st", b"INVALID")
         await c.aclose()
         with pytest.raises(StoreError, match="not authenticated"):

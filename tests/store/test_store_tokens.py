@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import redis.asyncio
 from helpers.store_helpers import NOW, add_notice, check_invariants, device_token, notifier_key, server, token
+from helpers.valkey_cluster import CLUSTER, raw_client
 
 from ntf_server.store.base import TokenCreate, TokenReplace
 from ntf_server.store.records import (
@@ -201,7 +201,7 @@ async def test_repeat_tnew_reads_one_record_not_every_registration(store: RedisS
     others = [token(t.device_token) for _ in range(3)]
     for x in (t, *others):
         await store.create_token(x)
-    c = redis.asyncio.Redis.from_url(redis_url)
+    c = raw_client(redis_url)
     await c.hset(f"{store.prefix}t{{{others[1].token_id.hex()}}}", "dt", b"garbage")
     await c.aclose()
     assert await store.find_token(t.provider, t.device_token, t.verify_key) == t
@@ -234,12 +234,12 @@ async def test_a_data_set_from_before_the_repeat_index_is_indexed_at_connect(
     tokens = [token() for _ in range(3)]
     for t in tokens:
         await store.create_token(t)
-    c = redis.asyncio.Redis.from_url(redis_url)
+    c = raw_client(redis_url)
     await c.delete(store.prefix + "tv")  # as the code before issue 16.2 left it
     await c.hdel(store.prefix + "meta", "tv")
     await c.aclose()
     assert await store.find_token(tokens[0].provider, tokens[0].device_token, tokens[0].verify_key) is None
-    again = await RedisStore.connect(redis_url, store_key, prefix=store.prefix)
+    again = await RedisStore.connect(redis_url, store_key, prefix=store.prefix, cluster=CLUSTER)
     try:
         for t in tokens:
             assert await again.find_token(t.provider, t.device_token, t.verify_key) == t

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 
-import redis.asyncio
+from helpers.valkey_cluster import raw_client
 
 from ntf_server.store.atrest import AtRest
 from ntf_server.store.records import PushProvider
@@ -46,7 +46,7 @@ async def test_instances_share_it_and_no_device_token_is_stored(store: RedisStor
     assert await cap(store, clock).allow(AP, device)
     assert await cap(store, clock).allow(AP, device)  # another instance, or this one after a restart
     assert not await cap(store, clock).allow(AP, device)
-    c = redis.asyncio.Redis.from_url(redis_url)
+    c = raw_client(redis_url)
     keys = [k async for k in c.scan_iter(match=store.prefix + "vc:*")]
     assert len(keys) == 1 and device not in keys[0]
     assert 0 < await c.pttl(keys[0]) <= 3_600_000  # idle devices cost nothing after the window
