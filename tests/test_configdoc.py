@@ -5,9 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ntf_server import configdoc
 from ntf_server.cli import main
-from ntf_server.config import Config
+from ntf_server.config import Config, reference as configdoc
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -14,7 +14,7 @@ from ntf_server.transport.certs import SignAlgorithm
 
 
 def cmd_config_reference(readme: Path | None) -> int:
-    from ntf_server import configdoc
+    from ntf_server.config import reference as configdoc
 
     if readme is None:
         print(configdoc.render_reference(), end="")

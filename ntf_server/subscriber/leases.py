@@ -252,7 +252,21 @@ class LeaseManager:
         """One round: presence, renewals, listing, acquisitions (module docstring)."""
         s, started = self.settings, self._clock()
         self._rounds += 1
+        # a round that comes late (the process starved: an overloaded event loop, a paused VM) may find a lease
+        # already freed by Redis and taken by another instance, whose links then subscribe the same queues:
+        # such a lease's link stops before anything else; if the renewal below finds it still ours, it is
+        # served again (a resubscription, instead of two connections holding its queues)
+        late = [self._held[x] for x, at in self._confirmed.items() if overdue(started, at, s)]
+        for lease in late:  # closed before the renewal (and before a new link of its own, if it is still ours)
+            assert self._pool is not None, "attach the pool first"
+            del self._held[lease.server], self._confirmed[lease.server]
+            log_event(log, "lease.lost", server=lease.number, token=lease.token, reason="late")
+            await self._pool.hand_over(lease.server)
         try:
+            for lease, ok in zip(late, await self._store.renew(late, self.instance, s.ttl_s) if late else [],
+                                 strict=True):
+                if ok:
+                    self._gain(lease, started)
             if self._predecessor is not None:
                 freed = await self._store.release_instance(self._predecessor)
                 self._predecessor = None

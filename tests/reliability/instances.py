@@ -148,6 +148,28 @@ class Pair:
         return devices
 
 
+async def lease_owners(url: str, prefix: str) -> list[str | None]:
+    """The owner (instance id) of every SMP server with subscriptions, read from Redis as an operator would."""
+    client = redis.asyncio.Redis.from_url(url)
+    try:
+        counts = await client.hgetall(prefix + "srv:count")
+        values = [await client.get(f"{prefix}ls:{int(n)}") for n, c in counts.items() if int(c) > 0]
+    finally:
+        await client.aclose()
+    return [v.decode().split(" ")[1] if v else None for v in values]
+
+
+def decrypt(app: SimApp, item: str, creds: dict[bytes, QueueCredentials]) -> bytes:
+    """The message id of one notification of a push's list, as the app decrypts it."""
+    where, _, nonce, enc_meta = item.split(" ")
+    nid = b64u_decode(where.rpartition("/")[2])
+    return S.decrypt_nmsg_meta(creds[nid].rcv_ntf_dh_secret, b64u_decode(nonce), b64u_decode(enc_meta)).msg_id
+
+
+def last_message(app: SimApp, body: bytes, creds: dict[bytes, QueueCredentials]) -> bytes:
+    return decrypt(app, app.message_list(body)[-1], creds)
+
+
 def verification_free(pushes: list[bytes]) -> list[bytes]:
     return [b for b in pushes if b'"verification"' not in b]
 

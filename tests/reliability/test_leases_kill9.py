@@ -15,51 +15,20 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-import redis.asyncio
 from helpers.e2e_env import TOPIC
+from instances import decrypt, last_message, lease_owners, until
 from server_process import ServerProcess, free_port, init_config, set_key
 from watch import LogWatch
 
 from apns.jwt import generate_test_key
 from apns.simulator import ApnsSimulator, SimulatorKey
-from ntf_server.protocol import crypto, ntf as P, smp as S
-from ntf_server.protocol.encoding import b64u_decode
+from ntf_server.protocol import crypto, ntf as P
 from ntf_server.sim.device import NtfClient, SimApp
 from ntf_server.sim.smp_server import QueueCredentials, SmpServerStandIn
 from ntf_server.subscriber.leases import LEASE_INSTANCE_FILE
 
 TTL_S, RENEW_S = 4.0, 1.0
 STAND_INS, QUEUES = 4, 25  # 100 queues
-
-
-async def until(check: Callable[[], bool], timeout_s: float) -> float:
-    t0 = time.monotonic()
-    async with asyncio.timeout(timeout_s):
-        while not check():  # noqa: ASYNC110 - processes and stand-ins have no common event
-            await asyncio.sleep(0.05)
-    return time.monotonic() - t0
-
-
-async def lease_owners(url: str, prefix: str) -> list[str | None]:
-    """The owner (instance id) of every SMP server with subscriptions, read from Redis as an operator would."""
-    client = redis.asyncio.Redis.from_url(url)
-    try:
-        counts = await client.hgetall(prefix + "srv:count")
-        values = [await client.get(f"{prefix}ls:{int(n)}") for n, c in counts.items() if int(c) > 0]
-    finally:
-        await client.aclose()
-    return [v.decode().split(" ")[1] if v else None for v in values]
-
-
-def decrypt(app: SimApp, item: str, creds: dict[bytes, QueueCredentials]) -> bytes:
-    """The message id of one notification of a push's list, as the app decrypts it."""
-    where, _, nonce, enc_meta = item.split(" ")
-    nid = b64u_decode(where.rpartition("/")[2])
-    return S.decrypt_nmsg_meta(creds[nid].rcv_ntf_dh_secret, b64u_decode(nonce), b64u_decode(enc_meta)).msg_id
-
-
-def last_message(app: SimApp, body: bytes, creds: dict[bytes, QueueCredentials]) -> bytes:
-    return decrypt(app, app.message_list(body)[-1], creds)
 
 
 async def test_kill_9_of_one_of_two_instances_its_smp_servers_are_taken_over(

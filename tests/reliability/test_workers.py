@@ -21,9 +21,9 @@ from pathlib import Path
 
 import httpx
 from helpers.e2e_env import TOPIC
+from instances import decrypt, lease_owners, until
 from prometheus_client.parser import text_string_to_metric_families
 from server_process import ServerProcess, free_port, init_config
-from test_leases_kill9 import decrypt, lease_owners, until
 
 from apns.jwt import generate_test_key
 from apns.simulator import ApnsSimulator, SimulatorKey

@@ -181,6 +181,21 @@ async def test_a_lost_lease_stops_its_link_and_the_taker_serves_it(store: RedisS
     assert [x.owner for x in await store.leases.listing()] == ["b"]
 
 
+async def test_a_round_that_comes_too_late_stops_the_link_before_renewing(store: RedisStore,
+                                                                           second_store: RedisStore) -> None:
+    """A starved process: its next round comes after Redis may have freed the lease. Its link stops first
+    (another instance may already subscribe those queues); the lease, still free, is then taken back."""
+    await subscriptions(store, {1: 1})
+    clock = Clock()
+    a, pa = manager(store, "a", clock)
+    await a.round()
+    assert a.holds(server(1)) and pa.served == [server(1)]
+    clock.now += S.ttl_s - S.renew_s  # late: the lease could expire before this round's renewal
+    await a.round()
+    assert pa.dropped == [server(1)]  # stopped (closed first), not renewed blindly
+    assert a.holds(server(1)) and pa.served == [server(1), server(1)]  # free, so taken back at once
+
+
 async def test_a_lease_not_renewed_in_time_is_dropped_while_redis_is_away(store: RedisStore, redis_url: str,
                                                                           store_key: bytes, tmp_path: Path) -> None:
     await subscriptions(store, {1: 1})
