@@ -31,9 +31,9 @@ from ntf_server.observability.logsummary import CountedLog
 from ntf_server.observability.stats import Stat, Stats
 from ntf_server.privatehosts import any_private_literal
 from ntf_server.protocol import crypto, ntf as P
-from ntf_server.protocol.errors import AUTH, QUOTA, CmdError, CommandError, StoreErr
+from ntf_server.protocol.error_types import AUTH, QUOTA, CmdError, CommandError, StoreErr
+from ntf_server.protocol.framing import RawTransmission
 from ntf_server.protocol.token_fsm import SUB_COMMANDS_ALLOWED, TokenEvent, changing_sources, next_status
-from ntf_server.protocol.transport import RawTransmission
 from ntf_server.store.base import (
     NO_CAPS,
     RemovedSub,

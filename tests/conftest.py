@@ -19,7 +19,7 @@ import pytest
 from helpers.valkey_cluster import CLUSTER, ValkeyCluster, raw_client
 
 from ntf_server.observability.logevents import set_strict
-from ntf_server.protocol.transport import SMP_CURRENT_VERSION, VersionRange
+from ntf_server.protocol.framing import SMP_CURRENT_VERSION, VersionRange
 from ntf_server.sim.smp_server import SmpServerStandIn
 from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.store.redis import RedisStore

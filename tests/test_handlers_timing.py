@@ -22,8 +22,8 @@ from ntf_server.interfaces import NullSink
 from ntf_server.observability.stats import Stats
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import SMPServer
-from ntf_server.protocol.errors import AUTH
-from ntf_server.protocol.transport import RawTransmission, THParams, for_auth
+from ntf_server.protocol.error_types import AUTH
+from ntf_server.protocol.framing import RawTransmission, THParams, for_auth
 from ntf_server.store.records import TOKEN_ACTIVE, PushProvider, TokenRecord, day_of
 from ntf_server.store.redis import RedisStore
 

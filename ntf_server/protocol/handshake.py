@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from ntf_server.protocol.encoding import CodecError, Reader, enc_large, enc_nonempty, enc_short
-from ntf_server.protocol.errors import TransportError, dec_transport_error, enc_transport_error
-from ntf_server.protocol.transport import (
+from ntf_server.protocol.error_types import TransportError, dec_transport_error, enc_transport_error
+from ntf_server.protocol.framing import (
     NTF_VERSION_AUTH_BATCH,
     SMP_VERSION_AUTH_CMDS,
     SMP_VERSION_PROXY_SERVER_HANDSHAKE,

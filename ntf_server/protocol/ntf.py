@@ -25,7 +25,7 @@ from ntf_server.protocol.encoding import (
     enc_smp_server,
     enc_word16,
 )
-from ntf_server.protocol.errors import (
+from ntf_server.protocol.error_types import (
     BLOCK,
     SESSION,
     CmdError,
@@ -34,6 +34,7 @@ from ntf_server.protocol.errors import (
     dec_error,
     enc_error,
 )
+from ntf_server.protocol.framing import NTF_VERSION_INVALID_REASON, RawTransmission, THParams
 from ntf_server.protocol.ntf_types import (  # re-exported: commands and responses carry them
     MAX_ERR_TEXT as MAX_ERR_TEXT,
     DeviceToken as DeviceToken,
@@ -44,7 +45,6 @@ from ntf_server.protocol.ntf_types import (  # re-exported: commands and respons
     TokenStatus as TokenStatus,
     TokenStatusKind as TokenStatusKind,
 )
-from ntf_server.protocol.transport import NTF_VERSION_INVALID_REASON, RawTransmission, THParams
 
 MIN_CRON_INTERVAL_MIN: Final = 20
 

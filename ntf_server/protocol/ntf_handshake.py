@@ -19,8 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from ntf_server.protocol import crypto
 from ntf_server.protocol.encoding import CodecError, pad
-from ntf_server.protocol.handshake import NtfClientHello, NtfServerHello
-from ntf_server.protocol.transport import (
+from ntf_server.protocol.framing import (
     NTF_BLOCK_SIZE,
     NTF_LEGACY_VRANGE,
     NTF_SUPPORTED_VRANGE,
@@ -29,6 +28,7 @@ from ntf_server.protocol.transport import (
     VersionRange,
     decode_block,
 )
+from ntf_server.protocol.handshake import NtfClientHello, NtfServerHello
 
 
 class NtfHandshakeFailed(Exception):

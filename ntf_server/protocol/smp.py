@@ -20,7 +20,7 @@ from typing import ClassVar, Final, assert_never
 
 from ntf_server.protocol import crypto
 from ntf_server.protocol.encoding import CodecError, Reader, enc_int64, enc_maybe, enc_short
-from ntf_server.protocol.errors import (
+from ntf_server.protocol.error_types import (
     AUTH,
     BlockedErr,
     CmdError,
@@ -29,7 +29,7 @@ from ntf_server.protocol.errors import (
     dec_error,
     enc_error,
 )
-from ntf_server.protocol.transport import (
+from ntf_server.protocol.framing import (
     SMP_VERSION_BLOCKED_ENTITY,
     SMP_VERSION_CLIENT_NOTICES,
     SMP_VERSION_DELETED_EVENT,

@@ -38,10 +38,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from ntf_server.protocol import crypto
 from ntf_server.protocol.certchain import ChainError, validate_server_chain
 from ntf_server.protocol.encoding import CodecError, pad
-from ntf_server.protocol.errors import HandshakeError, TransportError, TransportErrorKind
-from ntf_server.protocol.handshake import SmpClientHello, SmpServerHello
-from ntf_server.protocol.smp_service import ServiceCredentials, client_service
-from ntf_server.protocol.transport import (
+from ntf_server.protocol.error_types import HandshakeError, TransportError, TransportErrorKind
+from ntf_server.protocol.framing import (
     SMP_BLOCK_SIZE,
     SMP_CLIENT_VRANGE,
     SMP_VERSION_AUTH_CMDS,
@@ -52,6 +50,8 @@ from ntf_server.protocol.transport import (
     decode_block,
     encode_block,
 )
+from ntf_server.protocol.handshake import SmpClientHello, SmpServerHello
+from ntf_server.protocol.smp_service import ServiceCredentials, client_service
 
 
 class SmpHandshakeRejected(Exception):

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from ntf_server.observability.sensitive import NotifierId
-from ntf_server.protocol.errors import AUTH, ErrorType, SimpleError, enc_error
+from ntf_server.protocol.error_types import AUTH, ErrorType, SimpleError, enc_error
 from ntf_server.protocol.smp import BrokerMsg, SmpErr, SmpPong, SOk, SOks
 
 SERVICE_ERROR: Final = SimpleError("SERVICE")

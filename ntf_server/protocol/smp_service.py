@@ -33,9 +33,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from ntf_server.protocol import crypto
 from ntf_server.protocol.certchain import ChainError, validate_service_chain
 from ntf_server.protocol.encoding import CodecError
-from ntf_server.protocol.errors import HandshakeError, TransportError, TransportErrorKind
+from ntf_server.protocol.error_types import HandshakeError, TransportError, TransportErrorKind
+from ntf_server.protocol.framing import SMP_BLOCK_SIZE, decode_block
 from ntf_server.protocol.handshake import CertChainPubKey, ServiceRole, SmpClientService, SmpServiceResponse
-from ntf_server.protocol.transport import SMP_BLOCK_SIZE, decode_block
 
 SERVICE_ID_LEN: Final = 24
 MAX_SERVICE_CHAIN: Final = 4

@@ -25,10 +25,8 @@ from typing import Final
 
 from ntf_server.protocol import crypto, smp as S, smp_events as E
 from ntf_server.protocol.encoding import CodecError
-from ntf_server.protocol.errors import ErrorType
-from ntf_server.protocol.smp_client import BlockCodec, SmpHandshake
-from ntf_server.protocol.smp_service import ServiceSession
-from ntf_server.protocol.transport import (
+from ntf_server.protocol.error_types import ErrorType
+from ntf_server.protocol.framing import (
     SMP_BLOCK_SIZE,
     Batch,
     RawTransmission,
@@ -38,6 +36,8 @@ from ntf_server.protocol.transport import (
     for_auth,
     parse_block,
 )
+from ntf_server.protocol.smp_client import BlockCodec, SmpHandshake
+from ntf_server.protocol.smp_service import ServiceSession
 
 CORR_ID_LEN: Final = 24  # Haskell clients use 24 random bytes; it doubles as the authenticator nonce
 RESEND_BASE_S: Final = 1.0  # first re-send of a timed-out NSUB (Haskell's reconnect interval: 1 s → 10 s)

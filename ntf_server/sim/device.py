@@ -20,8 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import CodecError, SMPServer, b64u_decode
-from ntf_server.protocol.ntf_handshake import NtfHandshakeFailed, client_handshake
-from ntf_server.protocol.transport import (
+from ntf_server.protocol.framing import (
     NTF_BLOCK_SIZE,
     NTF_SUPPORTED_VRANGE,
     Batch,
@@ -34,6 +33,7 @@ from ntf_server.protocol.transport import (
     for_auth,
     parse_block,
 )
+from ntf_server.protocol.ntf_handshake import NtfHandshakeFailed, client_handshake
 from ntf_server.transport.blocks import BlockStream, ConnectionClosed
 from ntf_server.transport.tls import connect_pinned, ntf_client_context, tls_unique
 

@@ -35,10 +35,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from ntf_server.protocol import crypto, smp as S
 from ntf_server.protocol.certchain import ChainError
 from ntf_server.protocol.encoding import CodecError, pad
-from ntf_server.protocol.errors import AUTH, BLOCK, SESSION, BlockedErr, ErrorType, SimpleError
-from ntf_server.protocol.handshake import CertChainPubKey, ServiceRole, SmpClientHello, SmpServerHello
-from ntf_server.protocol.smp_service import PeerService, verify_client_service
-from ntf_server.protocol.transport import (
+from ntf_server.protocol.error_types import AUTH, BLOCK, SESSION, BlockedErr, ErrorType, SimpleError
+from ntf_server.protocol.framing import (
     SMP_BLOCK_SIZE,
     SMP_VERSION_AUTH_CMDS,
     SMP_VERSION_ENCRYPTED_BLOCK,
@@ -52,6 +50,8 @@ from ntf_server.protocol.transport import (
     encode_transmission,
     parse_block,
 )
+from ntf_server.protocol.handshake import CertChainPubKey, ServiceRole, SmpClientHello, SmpServerHello
+from ntf_server.protocol.smp_service import PeerService, verify_client_service
 from ntf_server.sim.smp_core_services import ServiceRegistry, service_sig_ok
 
 NOTIFIER_ID_LEN: Final = 24

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Final
 
 from ntf_server.protocol import crypto, smp as S
 from ntf_server.protocol.encoding import pad
-from ntf_server.protocol.errors import HandshakeError, SimpleError, TransportError, TransportErrorKind
+from ntf_server.protocol.error_types import HandshakeError, SimpleError, TransportError, TransportErrorKind
+from ntf_server.protocol.framing import SMP_BLOCK_SIZE, RawTransmission
 from ntf_server.protocol.smp_service import SERVICE_ID_LEN, PeerService, service_response
-from ntf_server.protocol.transport import SMP_BLOCK_SIZE, RawTransmission
 
 if TYPE_CHECKING:
     from ntf_server.sim.smp_core import Outgoing, ServerSession, SimQueue

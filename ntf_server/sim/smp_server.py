@@ -39,14 +39,14 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from ntf_server.protocol import crypto, smp as S
 from ntf_server.protocol.encoding import SMPServer, pad
-from ntf_server.protocol.errors import BlockedErr
-from ntf_server.protocol.smp_service import service_response
-from ntf_server.protocol.transport import (
+from ntf_server.protocol.error_types import BlockedErr
+from ntf_server.protocol.framing import (
     SMP_BLOCK_SIZE,
     SMP_LEGACY_SERVER_VRANGE,
     SMP_SERVER_VRANGE,
     VersionRange,
 )
+from ntf_server.protocol.smp_service import service_response
 from ntf_server.sim import smp_load
 from ntf_server.sim.smp_core import (
     HandshakeRefused,

@@ -40,12 +40,12 @@ from typing import Final, Self
 
 from ntf_server.protocol import smp_events as E
 from ntf_server.protocol.encoding import SMPServer
+from ntf_server.protocol.framing import SMP_CLIENT_VRANGE, VersionRange
 from ntf_server.protocol.smp_service import ServiceCredentials
 from ntf_server.protocol.smp_session import NotifierQueue, SmpClientSession, SmpProtocolError
-from ntf_server.protocol.transport import SMP_CLIENT_VRANGE, VersionRange
 from ntf_server.subscriber.channel import Channel
 from ntf_server.subscriber.connect import Connected, TcpOpener, open_smp, open_tcp
-from ntf_server.subscriber.errors import ClientError, ConnectionLost, ProtocolError
+from ntf_server.subscriber.link_errors import ClientError, ConnectionLost, ProtocolError
 from ntf_server.subscriber.linkstate import LinkState
 from ntf_server.subscriber.liveness import Liveness, SessionClock, Timeouts
 from ntf_server.transport import tls

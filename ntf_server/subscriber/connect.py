@@ -28,14 +28,14 @@ from ntf_server.privatehosts import private_address
 from ntf_server.protocol import smp_client
 from ntf_server.protocol.certchain import ChainError
 from ntf_server.protocol.encoding import CodecError
+from ntf_server.protocol.framing import SMP_BLOCK_SIZE, SMP_CLIENT_VRANGE, VersionRange
 from ntf_server.protocol.smp_service import (
     ServiceCredentials,
     ServiceRefused as ServiceRefusedByServer,
     ServiceSession,
     read_service_response,
 )
-from ntf_server.protocol.transport import SMP_BLOCK_SIZE, SMP_CLIENT_VRANGE, VersionRange
-from ntf_server.subscriber.errors import ConnectFailed, HandshakeFailed, ServiceRefused
+from ntf_server.subscriber.link_errors import ConnectFailed, HandshakeFailed, ServiceRefused
 from ntf_server.subscriber.liveness import Timeouts
 from ntf_server.transport import tls
 from ntf_server.transport.blocks import BlockStream, ConnectionClosed

@@ -28,7 +28,7 @@ from ntf_server.subscriber import core as C
 from ntf_server.subscriber.client import SmpClient
 from ntf_server.subscriber.context import LinkContext
 from ntf_server.subscriber.core import LinkCore
-from ntf_server.subscriber.errors import ClientError, ServiceRefused
+from ntf_server.subscriber.link_errors import ClientError, ServiceRefused
 from ntf_server.subscriber.linkstate import LinkEvent, LinkState
 from ntf_server.subscriber.service_link import LinkService
 

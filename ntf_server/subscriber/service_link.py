@@ -29,8 +29,8 @@ from ntf_server.observability.logevents import log_event
 from ntf_server.observability.stats import Stat, Stats
 from ntf_server.protocol import smp as S, smp_events as E
 from ntf_server.protocol.encoding import SMPServer
-from ntf_server.protocol.errors import SimpleError
-from ntf_server.protocol.transport import SMP_VERSION_RCV_SERVICE
+from ntf_server.protocol.error_types import SimpleError
+from ntf_server.protocol.framing import SMP_VERSION_RCV_SERVICE
 from ntf_server.store.base import ResubscriptionStore, ServiceStore
 from ntf_server.store.records import SUB_INACTIVE
 from ntf_server.subscriber.client import SmpClient

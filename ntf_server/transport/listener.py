@@ -22,8 +22,8 @@ from ntf_server.handlers import NtfHandlers
 from ntf_server.observability.logevents import emit
 from ntf_server.observability.logsummary import CountedLog
 from ntf_server.observability.stats import Stat, Stats
+from ntf_server.protocol.framing import NTF_BLOCK_SIZE
 from ntf_server.protocol.ntf_handshake import NtfHandshakeFailed
-from ntf_server.protocol.transport import NTF_BLOCK_SIZE
 from ntf_server.transport.admission import Admission, Caps
 from ntf_server.transport.blocks import ConnectionClosed
 from ntf_server.transport.memory import MemoryReturner

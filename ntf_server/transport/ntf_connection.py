@@ -24,9 +24,8 @@ from ntf_server.handlers import NtfHandlers
 from ntf_server.observability.stats import Stat, Stats
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import CodecError
-from ntf_server.protocol.errors import AUTH, BLOCK, QUOTA
-from ntf_server.protocol.ntf_handshake import server_accept, server_hello
-from ntf_server.protocol.transport import (
+from ntf_server.protocol.error_types import AUTH, BLOCK, QUOTA
+from ntf_server.protocol.framing import (
     Batch,
     THParams,
     batch_transmissions,
@@ -35,6 +34,7 @@ from ntf_server.protocol.transport import (
     encode_transmission,
     parse_block,
 )
+from ntf_server.protocol.ntf_handshake import server_accept, server_hello
 from ntf_server.transport.blocks import Blocks, ConnectionClosed
 from ntf_server.transport.quota import PeerQuotas
 from ntf_server.transport.spsc import SpscQueue

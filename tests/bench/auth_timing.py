@@ -36,7 +36,7 @@ from ntf_server import cli
 from ntf_server.config import Config, load_config
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import SMPServer
-from ntf_server.protocol.errors import AUTH
+from ntf_server.protocol.error_types import AUTH
 from ntf_server.server import NtfServer
 from ntf_server.sim.device import NtfClient, Request
 from ntf_server.store.atrest import load_or_create_store_key

@@ -33,7 +33,7 @@ from typing import Any
 from ntf_server import cli
 from ntf_server.config import Config, load_config
 from ntf_server.protocol import crypto, ntf as P
-from ntf_server.protocol.errors import AUTH
+from ntf_server.protocol.error_types import AUTH
 from ntf_server.server import NtfServer
 from ntf_server.sim.device import NtfClient, Request, SimApp
 from ntf_server.store.embedded import EmbeddedRedis

@@ -22,10 +22,7 @@ with atheris.instrument_imports(include=["ntf_server.protocol"]):
 
     from ntf_server.protocol import crypto, ntf as P
     from ntf_server.protocol.encoding import CodecError, pad
-    from ntf_server.protocol.handshake import NtfClientHello, SmpServerHello
-    from ntf_server.protocol.smp_client import SmpHandshake
-    from ntf_server.protocol.smp_session import NotifierQueue, SmpClientSession, SmpProtocolError
-    from ntf_server.protocol.transport import (
+    from ntf_server.protocol.framing import (
         NTF_BLOCK_SIZE,
         SMP_BLOCK_SIZE,
         THParams,
@@ -33,6 +30,9 @@ with atheris.instrument_imports(include=["ntf_server.protocol"]):
         decode_block,
         parse_block,
     )
+    from ntf_server.protocol.handshake import NtfClientHello, SmpServerHello
+    from ntf_server.protocol.smp_client import SmpHandshake
+    from ntf_server.protocol.smp_session import NotifierQueue, SmpClientSession, SmpProtocolError
 
 SESSION = b"s" * 32
 SERVER_DH = X25519PrivateKey.generate().public_key()

@@ -18,9 +18,9 @@ import time
 from cryptography.hazmat.primitives import serialization
 
 from ntf_server.protocol import crypto
+from ntf_server.protocol.framing import VersionRange
 from ntf_server.protocol.smp_client import client_handshake
 from ntf_server.protocol.smp_session import NotifierQueue, SmpClientSession
-from ntf_server.protocol.transport import VersionRange
 from ntf_server.sim.smp_core import SmpServerCore, accept_client_hello, server_hello_block
 from ntf_server.transport import certs
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import Env
 
 from ntf_server.protocol import crypto, ntf as P
-from ntf_server.protocol.errors import AUTH, QUOTA
+from ntf_server.protocol.error_types import AUTH, QUOTA
 from ntf_server.sim.device import NtfClient, Request, SimApp
 
 QUOTA_ERR = P.Err(QUOTA)

@@ -14,7 +14,7 @@ from conftest import Env
 
 from ntf_server.config import ServerConfig
 from ntf_server.protocol import ntf as P
-from ntf_server.protocol.transport import NTF_BLOCK_SIZE
+from ntf_server.protocol.framing import NTF_BLOCK_SIZE
 from ntf_server.sim.device import NtfClient
 from ntf_server.transport.blocks import BlockStream, ConnectionClosed
 from ntf_server.transport.tls import connect_pinned, ntf_client_context

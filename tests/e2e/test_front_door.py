@@ -13,7 +13,7 @@ from helpers.e2e_env import Env, active_app
 from ntf_server.handlers import PROHIBITED
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import SMPServer
-from ntf_server.protocol.errors import AUTH, QUOTA, CmdError, CommandError
+from ntf_server.protocol.error_types import AUTH, QUOTA, CmdError, CommandError
 from ntf_server.sim.device import NtfClient, SimApp
 
 QUOTA_ERR = P.Err(QUOTA)

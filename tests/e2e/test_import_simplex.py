@@ -22,7 +22,7 @@ from helpers.pg_server import PgServer, load_schema, postgres  # noqa: F401  (po
 from ntf_server.importer.command import import_simplex
 from ntf_server.importer.mapping import NtfRow, SubRow, TokenRow
 from ntf_server.protocol import crypto, ntf as P
-from ntf_server.protocol.errors import AUTH
+from ntf_server.protocol.error_types import AUTH
 from ntf_server.sim.device import NtfClient, SimApp
 from ntf_server.sim.smp_server import SmpServerStandIn
 from ntf_server.transport.certs import new_service_credentials

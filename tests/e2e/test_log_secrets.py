@@ -25,7 +25,7 @@ from ntf_server.observability.logevents import event_of
 from ntf_server.observability.logsetup import setup_logging
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import SMPServer
-from ntf_server.protocol.errors import AUTH, QUOTA, CmdError, CommandError
+from ntf_server.protocol.error_types import AUTH, QUOTA, CmdError, CommandError
 from ntf_server.sim.device import NtfClient, SimApp
 from ntf_server.store.atrest import load_or_create_store_key
 from ntf_server.store.records import TokenRecord, TokenStatus, TokenStatusKind, day_of

@@ -14,9 +14,9 @@ from helpers.fault_proxy import FaultProxy
 
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import SMPServer, enc_short, pad
-from ntf_server.protocol.errors import AUTH, BLOCK, QUOTA, CmdError, CommandError, StoreErr
+from ntf_server.protocol.error_types import AUTH, BLOCK, QUOTA, CmdError, CommandError, StoreErr
+from ntf_server.protocol.framing import NTF_BLOCK_SIZE, decode_block, encode_transmission
 from ntf_server.protocol.handshake import NtfClientHello, NtfServerHello
-from ntf_server.protocol.transport import NTF_BLOCK_SIZE, decode_block, encode_transmission
 from ntf_server.sim.device import NtfClient, Request, SimApp
 from ntf_server.transport.blocks import BlockStream, ConnectionClosed
 from ntf_server.transport.tls import ChainError, connect_pinned, ntf_client_context

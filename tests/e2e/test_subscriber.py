@@ -14,8 +14,8 @@ from helpers.e2e_env import Env, active_app
 from ntf_server.observability.logevents import event_of
 from ntf_server.protocol import crypto, ntf as P, smp as S
 from ntf_server.protocol.encoding import b64u_decode
+from ntf_server.protocol.framing import SMP_CLIENT_VRANGE, VersionRange
 from ntf_server.protocol.smp_session import NotifierQueue
-from ntf_server.protocol.transport import SMP_CLIENT_VRANGE, VersionRange
 from ntf_server.sim.device import NtfClient, SimApp
 from ntf_server.sim.smp_server import QueueCredentials, SmpServerStandIn
 from ntf_server.subscriber.client import SmpClient

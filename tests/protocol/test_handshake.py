@@ -7,7 +7,7 @@ from hypothesis import given, strategies as st
 
 from ntf_server.protocol import crypto
 from ntf_server.protocol.encoding import CodecError, Reader, b64u_decode, decode_all, pad
-from ntf_server.protocol.errors import (
+from ntf_server.protocol.error_types import (
     AUTH,
     BlockedErr,
     BrokerResponse,
@@ -27,6 +27,7 @@ from ntf_server.protocol.errors import (
     dec_error,
     enc_error,
 )
+from ntf_server.protocol.framing import VersionRange
 from ntf_server.protocol.handshake import (
     CertChainPubKey,
     NtfClientHello,
@@ -37,7 +38,6 @@ from ntf_server.protocol.handshake import (
     SmpServerHello,
     SmpServiceResponse,
 )
-from ntf_server.protocol.transport import VersionRange
 
 T1_KEY_HASH = b64u_decode("LcJUMfVhwD8yxjAiSaDzzGF3-kLG4Uh0Fl_ZIjrRwjI=")
 

@@ -10,7 +10,8 @@ from hypothesis import given, strategies as st
 
 from ntf_server.protocol import crypto
 from ntf_server.protocol.encoding import CodecError, SMPServer, b64u_decode, enc_short
-from ntf_server.protocol.errors import AUTH, BLOCK, QUOTA, SESSION, CmdError, CommandError, StoreErr
+from ntf_server.protocol.error_types import AUTH, BLOCK, QUOTA, SESSION, CmdError, CommandError, StoreErr
+from ntf_server.protocol.framing import THParams, encode_transmission, parse_block, split_batch
 from ntf_server.protocol.ntf import (
     DeviceToken,
     Err,
@@ -45,7 +46,6 @@ from ntf_server.protocol.ntf import (
     parse_command,
     parse_response,
 )
-from ntf_server.protocol.transport import THParams, encode_transmission, parse_block, split_batch
 
 # T13 sample values from the Haskell test suite (standard base64).
 SAMPLE_PUB = base64.b64decode("MCowBQYDK2VwAyEAfAOflyvbJv1fszgzkQ6buiZJVgSpQWsucXq7U6zjMgY=")

@@ -9,9 +9,9 @@ from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PrivateKey
 
 from ntf_server.protocol import crypto
 from ntf_server.protocol.encoding import pad
+from ntf_server.protocol.framing import NTF_BLOCK_SIZE, VersionRange
 from ntf_server.protocol.handshake import NtfClientHello
 from ntf_server.protocol.ntf_handshake import NtfHandshakeFailed, client_handshake, server_accept, server_hello
-from ntf_server.protocol.transport import NTF_BLOCK_SIZE, VersionRange
 
 KEY_HASH = bytes(range(32))
 

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ntf_server.protocol import crypto, smp as S, smp_events as E
 from ntf_server.protocol.encoding import enc_short, pad
-from ntf_server.protocol.errors import (
+from ntf_server.protocol.error_types import (
     AUTH,
     CmdError,
     CommandError,
@@ -28,10 +28,7 @@ from ntf_server.protocol.errors import (
     TransportError,
     TransportErrorKind,
 )
-from ntf_server.protocol.handshake import CertChainPubKey, SmpClientHello, SmpServerHello
-from ntf_server.protocol.smp_client import SmpHandshake, SmpHandshakeRejected, client_handshake
-from ntf_server.protocol.smp_session import NotifierQueue, SmpClientSession, SmpProtocolError
-from ntf_server.protocol.transport import (
+from ntf_server.protocol.framing import (
     SMP_BLOCK_SIZE,
     SMP_CLIENT_VRANGE,
     SMP_CURRENT_VERSION,
@@ -42,6 +39,9 @@ from ntf_server.protocol.transport import (
     encode_transmission,
     parse_block,
 )
+from ntf_server.protocol.handshake import CertChainPubKey, SmpClientHello, SmpServerHello
+from ntf_server.protocol.smp_client import SmpHandshake, SmpHandshakeRejected, client_handshake
+from ntf_server.protocol.smp_session import NotifierQueue, SmpClientSession, SmpProtocolError
 from ntf_server.sim.smp_core import Outgoing, SmpServerCore, accept_client_hello, server_hello_block
 from ntf_server.transport import certs
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from ntf_server.protocol.encoding import CodecError
-from ntf_server.protocol.errors import AUTH, BlockedErr, CmdError, CommandError, NameErr, NameErrorKind
+from ntf_server.protocol.error_types import AUTH, BlockedErr, CmdError, CommandError, NameErr, NameErrorKind
 from ntf_server.protocol.smp import (
     EMPTY_IDS_HASH,
     BrokerMsg,

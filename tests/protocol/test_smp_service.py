@@ -10,7 +10,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from test_smp_client import ID25519, SID, hello, shake
 
 from ntf_server.protocol import crypto, smp as S, smp_events as E
-from ntf_server.protocol.errors import HandshakeError, SimpleError
+from ntf_server.protocol.error_types import HandshakeError, SimpleError
+from ntf_server.protocol.framing import VersionRange
 from ntf_server.protocol.smp_service import (
     ServiceCredentials,
     ServiceRefused,
@@ -19,7 +20,6 @@ from ntf_server.protocol.smp_service import (
     read_service_response,
 )
 from ntf_server.protocol.smp_session import NotifierQueue, SmpClientSession
-from ntf_server.protocol.transport import VersionRange
 from ntf_server.sim.smp_core import (
     Outgoing,
     ServerSession,

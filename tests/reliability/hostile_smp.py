@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from ntf_server.protocol import crypto, smp as S
 from ntf_server.protocol.encoding import SMPServer, enc_large
-from ntf_server.protocol.transport import SMP_BLOCK_SIZE, SMP_SERVER_VRANGE, VersionRange, encode_transmission
+from ntf_server.protocol.framing import SMP_BLOCK_SIZE, SMP_SERVER_VRANGE, VersionRange, encode_transmission
 from ntf_server.sim.smp_core import (
     HandshakeRefused,
     Outgoing,

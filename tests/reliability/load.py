@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from apns.simulator import ApnsSimulator
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import SMPServer
-from ntf_server.protocol.errors import AUTH
+from ntf_server.protocol.error_types import AUTH
 from ntf_server.sim.device import NtfClient, Request, SimApp
 from ntf_server.transport.blocks import ConnectionClosed
 

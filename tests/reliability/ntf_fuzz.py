@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from ntf_inputs import Identity, batch_content, client_hello, fuzz_block
 
 from ntf_server.protocol import ntf as P
-from ntf_server.protocol.transport import NTF_BLOCK_SIZE, VersionRange, encode_transmission
+from ntf_server.protocol.framing import NTF_BLOCK_SIZE, VersionRange, encode_transmission
 from ntf_server.sim.device import NtfClient, SimApp
 from ntf_server.transport.blocks import BlockStream, ConnectionClosed
 from ntf_server.transport.tls import connect_pinned, ntf_client_context

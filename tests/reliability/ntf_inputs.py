@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import SMPServer, enc_large, pad
+from ntf_server.protocol.framing import BATCH_OVERHEAD, NTF_BLOCK_SIZE, THParams, encode_transmission, for_auth
 from ntf_server.protocol.handshake import NtfClientHello
-from ntf_server.protocol.transport import BATCH_OVERHEAD, NTF_BLOCK_SIZE, THParams, encode_transmission, for_auth
 
 Mutator = Callable[[random.Random, bytes], bytes]
 

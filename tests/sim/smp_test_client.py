@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from typing import Final
 
 from ntf_server.protocol import smp_events as E
+from ntf_server.protocol.framing import SMP_BLOCK_SIZE, SMP_CLIENT_VRANGE, RawTransmission, VersionRange
 from ntf_server.protocol.smp_client import SmpHandshake, client_handshake
 from ntf_server.protocol.smp_session import NotifierQueue, SmpClientSession
-from ntf_server.protocol.transport import SMP_BLOCK_SIZE, SMP_CLIENT_VRANGE, RawTransmission, VersionRange
 from ntf_server.transport.blocks import BlockStream, ConnectionClosed
 from ntf_server.transport.tls import connect_pinned, peer_chain_der, smp_client_context, tls_unique
 

@@ -14,10 +14,8 @@ from smp_test_client import SmpTestClient, handshake, open_stream
 
 from ntf_server.protocol import crypto, smp as S, smp_events as E
 from ntf_server.protocol.encoding import SMPServer, pad
-from ntf_server.protocol.errors import AUTH, CmdError, CommandError, SimpleError
-from ntf_server.protocol.handshake import SmpClientHello
-from ntf_server.protocol.smp_session import NotifierQueue, SmpProtocolError
-from ntf_server.protocol.transport import (
+from ntf_server.protocol.error_types import AUTH, CmdError, CommandError, SimpleError
+from ntf_server.protocol.framing import (
     SMP_BLOCK_SIZE,
     SMP_CLIENT_VRANGE,
     THParams,
@@ -26,6 +24,8 @@ from ntf_server.protocol.transport import (
     encode_transmission,
     parse_block,
 )
+from ntf_server.protocol.handshake import SmpClientHello
+from ntf_server.protocol.smp_session import NotifierQueue, SmpProtocolError
 from ntf_server.sim.smp_load import KeyType, seeded_queue
 from ntf_server.sim.smp_server import QueueCredentials, SmpServerStandIn
 from ntf_server.transport.certs import SignAlgorithm

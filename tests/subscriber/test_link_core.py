@@ -14,7 +14,7 @@ from hypothesis import given, strategies as st
 from ntf_server.observability.stats import Stat
 from ntf_server.protocol import crypto, smp_events as E
 from ntf_server.protocol.encoding import SMPServer
-from ntf_server.protocol.errors import AUTH, SimpleError
+from ntf_server.protocol.error_types import AUTH, SimpleError
 from ntf_server.store.records import Notice, SubStatus, SubStatusKind
 from ntf_server.subscriber import core as C
 from ntf_server.subscriber.core import LinkCore

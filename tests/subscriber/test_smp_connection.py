@@ -14,13 +14,19 @@ from manual_time import ManualTime
 
 from ntf_server.protocol import crypto, smp as S, smp_events as E
 from ntf_server.protocol.encoding import SMPServer, b64u_encode
-from ntf_server.protocol.errors import AUTH
+from ntf_server.protocol.error_types import AUTH
+from ntf_server.protocol.framing import SMP_CLIENT_VRANGE
 from ntf_server.protocol.smp_session import NotifierQueue
-from ntf_server.protocol.transport import SMP_CLIENT_VRANGE
 from ntf_server.sim.smp_server import QueueCredentials, SmpServerStandIn
 from ntf_server.subscriber.client import SmpClient
 from ntf_server.subscriber.connect import AddrInfo, open_tcp
-from ntf_server.subscriber.errors import ConnectFailed, ConnectionLost, HandshakeFailed, ProtocolError, ServiceRefused
+from ntf_server.subscriber.link_errors import (
+    ConnectFailed,
+    ConnectionLost,
+    HandshakeFailed,
+    ProtocolError,
+    ServiceRefused,
+)
 from ntf_server.subscriber.linkstate import LinkState
 from ntf_server.subscriber.liveness import Timeouts
 from ntf_server.transport import tls

@@ -18,8 +18,8 @@ from ntf_server.protocol.smp_session import NotifierQueue
 from ntf_server.sim.smp_server import SmpServerStandIn
 from ntf_server.sim.socks5 import ATYP_DOMAIN, REP_HOST_UNREACHABLE, REP_OK, Socks5StandIn
 from ntf_server.subscriber.client import SmpClient
-from ntf_server.subscriber.errors import ConnectFailed
 from ntf_server.subscriber.hosts import Route, Via, is_onion, plan_routes
+from ntf_server.subscriber.link_errors import ConnectFailed
 from ntf_server.subscriber.routing import client_factory
 from ntf_server.subscriber.socks import SocksCredentials, SocksIsolation, socks_opener
 

@@ -10,8 +10,7 @@ from hypothesis import given, strategies as st
 
 from ntf_server.protocol import crypto
 from ntf_server.protocol.encoding import CodecError, enc_short, pad
-from ntf_server.protocol.smp import End, NMsg, encode_broker_msg
-from ntf_server.protocol.transport import (
+from ntf_server.protocol.framing import (
     NTF_BLOCK_SIZE,
     NTF_SUPPORTED_VRANGE,
     SMP_BLOCK_SIZE,
@@ -30,6 +29,7 @@ from ntf_server.protocol.transport import (
     parse_transmission,
     split_batch,
 )
+from ntf_server.protocol.smp import End, NMsg, encode_broker_msg
 
 SESSION = b"\xaa" * 32
 CORR = bytes(range(1, 25))
