@@ -57,7 +57,8 @@ from ntf_server.store.policy import PolicyStore
 from ntf_server.store.redis import RedisStore
 from ntf_server.store.sub_aliases import SubIdAliases
 from ntf_server.store.vrfcap import VerificationCap
-from ntf_server.subscriber.leases import LEASE_INSTANCE_FILE, LeaseManager, LeaseSettings, instance_ids
+from ntf_server.subscriber.lease_plan import LeaseSettings
+from ntf_server.subscriber.leases import LEASE_INSTANCE_FILE, LeaseManager, instance_ids
 from ntf_server.subscriber.pool import SubscriberPool
 from ntf_server.subscriber.routing import client_factory as smp_client_factory
 from ntf_server.supervisor.role import WorkerRole

@@ -23,8 +23,11 @@ resolved every time, TLS pinned, handshake v7–20) and starts one task that run
   clock is the injected ``clock`` minus the time the reader spent waiting for the consumer: answers
   sitting unread in the socket because the pool is slow are not timeouts.
 
-Foreign exceptions become the four of ``errors`` here and in ``connect`` only. Reprs show counts and the
-host, never queue ids or keys.
+Foreign exceptions become the four of ``link_errors`` here and in ``connect`` only. Reprs show counts and
+the host, never queue ids or keys.
+
+Why one module of about 400 lines: the reader, the writer and the ticker share one session, its block FIFO
+and its clock, and are read together; the protocol itself is apart (protocol/smp_session.py).
 """
 
 from __future__ import annotations

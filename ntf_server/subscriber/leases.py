@@ -15,9 +15,10 @@ Every ``renew_s`` the manager
    them, which pages the server's subscriptions from the store as on any new connection.
 
 When Redis cannot be reached the leases cannot be renewed: a lease not confirmed for ``ttl_s - renew_s``
-is dropped by its holder before Redis can give it to another, so two connections never hold one server's
-queues (the SMP server would END one of them: the ping-pong of the Haskell server). After kill -9 nothing
-is released: the leases expire after ``ttl_s`` and the other instances take them at their next round.
+is dropped by its holder before Redis can give it to another (and a round that comes that late, in a starved
+process, closes those links before renewing, serving them again only if the lease is still its own), so
+two connections never hold one server's queues (the SMP server would END one of them: the ping-pong of the
+Haskell server). After kill -9 nothing is released: the leases expire after ``ttl_s`` and the other instances take them at their next round.
 
 An SNEW that lands on an instance that does not own its SMP server is stored as NEW, as always, and its
 subscription id handed to the owner through the server's hand-off list (store/leases.py ``lh``): the
@@ -31,8 +32,11 @@ owner takes it; that owner pages every NEW subscription anyway.
 
 Each worker of an instance (``[server] workers``) is one such holder, with its own instance id
 (supervisor/role.py). Status writes carry the lease
-(``fence``; scripts.py SET_SUB_STATUS refuses a stale one), so a holder paused past its expiry writes nothing
-once another has the server.
+(``fence``; the status script of store/sub_scripts.py refuses a stale one), so a holder paused past its expiry
+writes nothing once another has the server.
+
+Why one module of about 320 lines: the round's steps, the SNEW hand-off and the rebalancing share one
+held-lease state; the pure decisions (``plan``, ``to_give_up``, ``overdue``) are apart, in lease_plan.py.
 """
 
 from __future__ import annotations
@@ -40,11 +44,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -54,24 +57,13 @@ from ntf_server.store.base import RemovedSub
 from ntf_server.store.errors import StoreError
 from ntf_server.store.leases import NO_LEASE, Lease, ServerLease, fence
 from ntf_server.store.records import RESUBSCRIBE_KINDS, SubscriptionRecord
+from ntf_server.subscriber.lease_plan import DEFAULT_LEASES, LeaseSettings, overdue, plan, to_give_up
 
 log = logging.getLogger(__name__)
 
 HANDOFF_QUEUE: Final = 10_000  # SNEWs waiting to be handed off; beyond, the owner finds them at its next connect
 LEASE_INSTANCE_FILE: Final = "instance"  # in the state directory: the id of the last start (instance_ids)
 HANDOFF_BATCH: Final = 1000  # subscription ids popped per server per round
-
-
-@dataclass(frozen=True, slots=True)
-class LeaseSettings:
-    ttl_s: float = 15.0  # a lease not renewed for this long is free for others
-    renew_s: float = 3.0  # renewal (and listing) interval; < ttl_s / 2 so one lost round costs nothing
-    handoff_s: float = 0.5  # how often the owner picks up SNEWs handed to it
-    grace_s: float = 15.0  # a server free this long is taken whatever the fair share
-
-    def __post_init__(self) -> None:
-        if not 0 < self.renew_s * 2 < self.ttl_s:
-            raise ValueError("lease renewal must be less than half the lease time")
 
 
 class LeaseStore(Protocol):
@@ -111,55 +103,6 @@ def instance_ids(path: Path) -> tuple[str, str | None]:
     return new, previous
 
 
-# ---------------------------------------------------------------- the decision (pure)
-
-
-def fair_share(listing: Sequence[ServerLease], alive: int) -> int:
-    """Subscriptions each of ``alive`` instances should hold (rounded up)."""
-    return math.ceil(sum(x.subscriptions for x in listing) / max(alive, 1))
-
-
-def plan(listing: Sequence[ServerLease], me: str, alive: int, free_since: Mapping[SMPServer, float], now: float,
-         grace_s: float) -> list[ServerLease]:
-    """The free servers to try to take, in order: the largest first while under the fair share, then any
-    free for longer than ``grace_s``."""
-    share = fair_share(listing, alive)
-    mine = sum(x.subscriptions for x in listing if x.owner == me)
-    take = []
-    for x in sorted((x for x in listing if x.owner is None), key=lambda x: (-x.subscriptions, x.number)):
-        if mine < share or now - free_since.get(x.server, now) >= grace_s:
-            take.append(x)
-            mine += x.subscriptions
-    return take
-
-
-def to_give_up(listing: Sequence[ServerLease], me: str, alive: Sequence[str]) -> ServerLease | None:
-    """The one server to hand over this round, to rebalance after an instance joined: only when no server is
-    free, this instance holds more than its fair share, and another one alive holds less; the largest of
-    its servers that narrows the gap to the poorest without taking this instance below its share (so it
-    does not take the server back: ``plan`` takes only below the share). One server a round: no storm."""
-    if any(x.owner is None for x in listing):
-        return None
-    share = fair_share(listing, len(alive))
-    totals = dict.fromkeys(alive, 0)
-    for x in listing:
-        if x.owner in totals:
-            totals[x.owner] += x.subscriptions
-    mine = totals.get(me, 0)
-    others = [t for owner, t in totals.items() if owner != me]
-    if not others or mine <= share or min(others) >= share:
-        return None
-    gap = mine - min(others)
-    fits = [x for x in listing if x.owner == me and 0 < x.subscriptions < gap and mine - x.subscriptions >= share]
-    return max(fits, key=lambda x: (x.subscriptions, -x.number), default=None)
-
-
-def overdue(now: float, confirmed_at: float, s: LeaseSettings) -> bool:
-    """A lease last confirmed at ``confirmed_at`` must be given up now: Redis could free it within one more
-    round (``confirmed_at`` is taken before the renewal was sent, so this errs on the early side)."""
-    return now - confirmed_at >= s.ttl_s - s.renew_s
-
-
 # ---------------------------------------------------------------- the loop
 
 
@@ -171,7 +114,7 @@ class LeaseManager:
         self,
         store: LeaseStore,
         lookup: Callable[[bytes], Awaitable[SubscriptionRecord | None]],
-        settings: LeaseSettings = LeaseSettings(),
+        settings: LeaseSettings = DEFAULT_LEASES,
         *,
         instance: str | None = None,
         predecessor: str | None = None,

@@ -18,15 +18,8 @@ from ntf_server.store.base import RemovedSub
 from ntf_server.store.leases import ServerLease
 from ntf_server.store.records import TOKEN_ACTIVE, SubscriptionRecord
 from ntf_server.store.redis import RedisStore
-from ntf_server.subscriber.leases import (
-    LeaseManager,
-    LeaseSettings,
-    fair_share,
-    instance_ids,
-    overdue,
-    plan,
-    to_give_up,
-)
+from ntf_server.subscriber.lease_plan import LeaseSettings, fair_share, overdue, plan, to_give_up
+from ntf_server.subscriber.leases import LeaseManager, instance_ids
 
 S = LeaseSettings(ttl_s=15, renew_s=3, grace_s=15)
 
