@@ -18,7 +18,8 @@ When Redis cannot be reached the leases cannot be renewed: a lease not confirmed
 is dropped by its holder before Redis can give it to another (and a round that comes that late, in a starved
 process, closes those links before renewing, serving them again only if the lease is still its own), so
 two connections never hold one server's queues (the SMP server would END one of them: the ping-pong of the
-Haskell server). After kill -9 nothing is released: the leases expire after ``ttl_s`` and the other instances take them at their next round.
+Haskell server). After kill -9 nothing is released: the leases expire after ``ttl_s`` and the other
+instances take them at their next round.
 
 An SNEW that lands on an instance that does not own its SMP server is stored as NEW, as always, and its
 subscription id handed to the owner through the server's hand-off list (store/leases.py ``lh``): the
