@@ -100,8 +100,8 @@ async def test_a_holder_that_lost_its_lease_cancels_its_run(store: RedisStore, s
 
 async def test_the_census_is_taken_by_the_holder_and_shown_by_the_others(
         store: RedisStore, second_store: RedisStore) -> None:
-    takers = [CensusTaker(s.client, s.prefix, s.buckets, duty=1.0) for s in (store, second_store)]
-    jobs = [census_job(t, SharedCensus(s.client, s.prefix), s.leases, name, TIMING)
+    takers = [CensusTaker(s.dataset, duty=1.0) for s in (store, second_store)]
+    jobs = [census_job(t, SharedCensus(s.dataset), s.leases, name, TIMING)
             for t, s, name in zip(takers, (store, second_store), "AB", strict=True)]
     tasks = [asyncio.create_task(jobs[0].run())]
     await wait_for(lambda: jobs[0].runs == 1)
@@ -112,7 +112,7 @@ async def test_the_census_is_taken_by_the_holder_and_shown_by_the_others(
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     # a census written by a former holder is refused
-    shared = SharedCensus(store.client, store.prefix)
+    shared = SharedCensus(store.dataset)
     assert takers[0].latest is not None
     assert not await shared.publish(takers[0].latest, 1, "A")
 

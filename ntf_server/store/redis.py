@@ -131,8 +131,15 @@ class RedisStore:
         return await self._d.config_advice()
 
     @property
+    def dataset(self) -> DataSet:
+        """The data set (connection, keys, health switch), on which the store modules that keep their own
+        keys are built: PolicyStore, BudgetStore, ActivityStore, CensusTaker, SharedCensus, SubIdAliases,
+        VerificationCap."""
+        return self._d
+
+    @property
     def client(self) -> Client:
-        """The Redis connection pool, for the store modules that keep their own keys (policy, budgets)."""
+        """The bare Redis connection pool: tools and tests only (it bypasses the health switch)."""
         return self._d.r
 
     @property
@@ -161,6 +168,10 @@ class RedisStore:
 
     async def counts(self) -> StoreCounts:
         return await self._d.counts()
+
+    async def ping(self) -> None:
+        """One round trip to Redis (the admin API's /healthz), through the health switch."""
+        await self._d.call(self._d.r.ping)
 
     # ------------------------------------------------------------------ tokens (tokens.py)
 

@@ -11,6 +11,10 @@ from typing import NamedTuple
 from helpers.valkey_cluster import raw_client
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.push.policy import Budget
+from ntf_server.store.atrest import AtRest
+from ntf_server.store.client import Client
+from ntf_server.store.dataset import DataSet
+from ntf_server.store.keys import DEFAULT_BUCKETS, Keys
 from ntf_server.store.records import TOKEN_REGISTERED, Notice, PushProvider, TokenRecord, TokenStatus, day_of
 from ntf_server.store.redis import RedisStore
 
@@ -138,3 +142,10 @@ async def add_notice(store: RedisStore, server: SMPServer, nid: bytes, at_ms: in
                      enc_meta: bytes) -> Added:
     [added] = await add_notices(store, [Notice(server, nid, at_ms, nonce, enc_meta)])
     return added
+
+
+def dataset_of(client: Client, prefix: str, buckets: int = DEFAULT_BUCKETS) -> DataSet:
+    """A data set over a client of the test's own (another instance's connection, an unreachable Redis):
+    the store modules that keep their own keys are built on one. Its store key is random: for modules that
+    seal nothing (policy, budgets, census)."""
+    return DataSet(client, AtRest(secrets.token_bytes(32)), Keys(prefix, buckets))

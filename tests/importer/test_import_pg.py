@@ -111,7 +111,7 @@ async def test_import_keeps_everything_and_a_rerun_changes_nothing(
     assert len(counts.token_statuses) == 10 and len(counts.sub_statuses) == len(SubStatusKind)
 
     store = await open_store(cfg)
-    aliases = SubIdAliases(store.client, store.prefix)
+    aliases = SubIdAliases(store.dataset)
     await aliases.load()
     try:
         stored = await store.counts()
