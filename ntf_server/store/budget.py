@@ -161,6 +161,3 @@ class BudgetStore:
 
     def _cron_keys(self, tid: bytes) -> list[str]:
         return [self._k.token(tid) + ":cr", self._k.token(tid) + ":crc"]
-
-    async def pending_count(self) -> int:
-        return int(await self._d.call(self._d.r.zcard, self.due_key))

@@ -182,9 +182,6 @@ class RedisStore:
     async def get_token(self, token_id: bytes) -> TokenRecord | None:
         return await self._tokens.get_token(token_id)
 
-    async def find_tokens(self, provider: PushProvider, device_token: bytes) -> list[TokenRecord]:
-        return await self._tokens.find_tokens(provider, device_token)
-
     async def find_token(self, provider: PushProvider, device_token: bytes, verify_key: bytes) -> TokenRecord | None:
         return await self._tokens.find_token(provider, device_token, verify_key)
 
@@ -239,9 +236,6 @@ class RedisStore:
 
     async def get_subscription(self, sub_id: bytes) -> SubscriptionRecord | None:
         return await self._subs.get_subscription(sub_id)
-
-    async def find_subscription(self, server: SMPServer, notifier_id: bytes) -> SubscriptionRecord | None:
-        return await self._subs.find_subscription(server, notifier_id)
 
     async def subscription_and_token(self, sub_id: bytes) -> tuple[SubscriptionRecord | None, TokenRecord | None]:
         return await self._subs.subscription_and_token(sub_id)

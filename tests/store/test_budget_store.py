@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio
-from helpers.store_helpers import NOW, dataset_of, device_token, notifier_key, server, token
+from helpers.store_helpers import NOW, dataset_of, device_token, notifier_key, pending_count, server, token
 from helpers.valkey_cluster import CLUSTER, raw_client
 
 from ntf_server.config import Overflow
@@ -140,7 +140,7 @@ async def test_a_due_push_is_claimed_by_exactly_one_instance(
     # the push is built when claimed: it carries the token's newest notice (one queue: its last one)
     assert len(claimed) == 1 and [n.enc_meta for n in claimed[0].notices] == [b"second"]
     assert await budgets.done(tok.token_id, claimed[0].version)
-    assert await budgets.pending_count() == 0
+    assert await pending_count(store) == 0
 
 
 async def test_a_notification_joining_during_the_send_keeps_the_pending_push(

@@ -61,7 +61,6 @@ OPS: dict[str, Op] = {
     "budget.done": lambda s: BudgetStore(s.dataset).done(TID),
     "budget.cron": lambda s: BudgetStore(s.dataset).cron(TID, Budget(3, 3), NOW, 1200.0),
     "budget.cron_done": lambda s: BudgetStore(s.dataset).cron_done(TID, "me"),
-    "budget.pending_count": lambda s: BudgetStore(s.dataset).pending_count(),
     "activity.flush": _activity_flush,
     "activity.counts": lambda s: ActivityStore(s.dataset, secrets.token_bytes(32)).counts(),
     "census.take": lambda s: CensusTaker(s.dataset, sleep=no_sleep).take(),
