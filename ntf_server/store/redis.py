@@ -9,16 +9,27 @@ Over 300 lines because it is the whole `Store` protocol in one place: one delega
 | notices.py          | notices: stored and decided a batch at a time | t{T}:ln, n:ln, b:<x>, t{T}:dfr, dfr   |
 | outbox.py           | pushes from their decision to APNs' answer   | ob, ob:a, obq, ob:n                    |
 | leases.py           | who subscribes an SMP server, runs a job     | ls:<n>, ls:n, lp, lh:<n>, lj:<job>     |
-| budget.py           | budgets; deferred and periodic push claims   | b:<x>, t{T}:dfr, dfr, t{T}:cr(c)       |
-| census_shared.py    | the latest census, for every instance        | census                                 |
 | dataset.py          | the data set: calls, meta, stand-ins, counts | meta, dummy:t, dummy                   |
-| sub_aliases.py      | subscription ids kept from an import         | sa                                     |
 | importing.py        | import-simplex only: whole tokens as they are | all of the above, as the normal paths |
+
+Built on the same data set (``self.dataset``) by env.py, outside this front (their callers take them):
+
+| module              | what                                         | keys                                   |
+|---------------------|----------------------------------------------|----------------------------------------|
+| budget.py           | budgets; deferred and periodic push claims   | b:<x>, t{T}:dfr, dfr, t{T}:cr(c)       |
+| policy.py           | the push policy document                     | policy                                 |
+| activity.py         | daily, weekly, monthly active tokens         | act:d:<day>, act:w:<week>, act:m:<m>   |
+| census.py           | tokens and subscriptions counted by status   | (reads only)                           |
+| census_shared.py    | the latest census, for every instance        | census                                 |
+| sub_aliases.py      | subscription ids kept from an import         | sa                                     |
+| vrfcap.py           | the cap on verification pushes per device    | vc:<x>                                 |
 
 Record layouts: codec.py (token, last notification), keys.py (subscription, ids); atomic changes: Lua
 scripts, each called through a typed wrapper (token_scripts.py, sub_scripts.py, notice_scripts.py, and
 beside outbox.py, leases.py, budget.py, census.py; the shared Lua in scripts.py). Reads are single
 commands or pipelines; every write touching several keys is one Lua script.
+Every module's every call goes through the data set (dataset.py), so through one health switch.
+How a new query is added, and why each layer exists: ntf_server/README.md "Adding a store query".
 Secret fields are sealed with AES-GCM (atrest.py) before they leave the process, index keys are HMACs, so
 the Redis data set holds no device token, DH secret, registration code, notifier id or notifier key in
 clear. Connection errors are retried by redis-py with capped exponential backoff and jitter; what still
