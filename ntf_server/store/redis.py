@@ -63,7 +63,7 @@ from ntf_server.store.health import backoff_delays
 from ntf_server.store.keys import DEFAULT_BUCKETS, MAX_BUCKETS, Keys
 from ntf_server.store.leases import RedisLeases
 from ntf_server.store.notices import Claimed, Decided, ForRetry, PolicyChanged, RedisNotices
-from ntf_server.store.outbox import Cause, OutboxEntry, PushKindCode, RedisOutbox
+from ntf_server.store.outbox import Cause, RedisOutbox
 from ntf_server.store.records import (
     RESUBSCRIBE_KINDS,
     Notice,
@@ -96,7 +96,7 @@ class RedisStore:
         self._subs = RedisSubscriptions(self._d, servers, self._tokens.codec)
         self._services = RedisServices(self._d, servers)
         self._notices = RedisNotices(self._d, servers, self._tokens.codec)
-        self._outbox = RedisOutbox(self._d)
+        self.outbox = RedisOutbox(self._d)  # pushes from their decision to APNs' answer (push/outbox_keeper.py)
         self.leases = RedisLeases(self._d, servers)  # SMP servers' owners (scale-out; subscriber/leases.py)
 
     @classmethod
@@ -309,31 +309,6 @@ class RedisStore:
 
     async def for_retry(self, tid: bytes, cause: Cause | None) -> ForRetry:
         return await self._notices.for_retry(tid, cause)
-
-    # ------------------------------------------------------------------ the push outbox (outbox.py)
-
-    async def outbox_add(self, kind: PushKindCode, token_id: bytes, first_at: float, due: float, tries: int,
-                         cause: Cause | None = None) -> int:
-        return await self._outbox.add(kind, token_id, first_at, due, tries, cause)
-
-    async def outbox_ack(self, ids: Sequence[int]) -> int:
-        return await self._outbox.ack(ids)
-
-    async def outbox_retry(self, id_: int, due: float, tries: int) -> bool:
-        return await self._outbox.retry(id_, due, tries)
-
-    async def outbox_claim(self, now: float, lease_s: float, limit: int) -> list[OutboxEntry]:
-        return await self._outbox.claim(now, lease_s, limit)
-
-    async def outbox_extend(self, ids: Sequence[int], due: float) -> int:
-        return await self._outbox.extend(ids, due)
-
-    async def outbox_release(self, ids: Sequence[int], now: float) -> int:
-        return await self._outbox.release(ids, now)
-
-    async def outbox_count(self) -> int:
-        return await self._outbox.count()
-
 
 def _conforms(store: RedisStore) -> Store:
     """mypy checks here that RedisStore implements the Store protocol."""
