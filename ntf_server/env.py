@@ -47,7 +47,7 @@ from ntf_server.push.model import PipelineSettings
 from ntf_server.push.pipeline import HOUR_S, PushPipeline
 from ntf_server.push.policy import PolicySettings
 from ntf_server.store.activity import ActivityStore
-from ntf_server.store.atrest import AtRest, load_or_create_store_key
+from ntf_server.store.atrest import load_or_create_store_key
 from ntf_server.store.budget import BudgetStore
 from ntf_server.store.census import CensusTaker
 from ntf_server.store.census_shared import SharedCensus
@@ -150,7 +150,7 @@ def serves_admin(config: Config, role: WorkerRole | None) -> bool:
 
 
 async def _redis(config: Config, role: WorkerRole | None,
-                 stack: AsyncExitStack) -> tuple[RedisStore, EmbeddedRedis | None, bytes]:
+                 stack: AsyncExitStack) -> tuple[RedisStore, EmbeddedRedis | None]:
     embedded = None
     url = role.redis_url if role is not None and role.redis_url else config.redis_url().strip()
     if not url:  # <state_dir>/redis/redis/: the layout of the first release, kept so upgrades find their data
@@ -166,22 +166,22 @@ async def _redis(config: Config, role: WorkerRole | None,
     stack.push_async_callback(store.close)
     for advice in await store.config_advice():
         log_event(log, "redis.config_advice", advice=advice)
-    return store, embedded, master
+    return store, embedded
 
 
 async def build(config: Config, role: WorkerRole | None, stats: Stats, apns: ApnsMetrics,
                 stack: AsyncExitStack) -> Env:
     """Every resource (entered into ``stack``) and every part of one server process."""
     cfg = config
-    store, embedded, master = await _redis(cfg, role, stack)
+    store, embedded = await _redis(cfg, role, stack)
     sender = ApnsSender.for_apps(apns_apps(cfg), observer=apns.observe)
     stack.push_async_callback(sender.aclose)
-    hidden = HiddenPushes(PolicyStore(store.client, store.prefix),
-                          PolicySettings.from_config(cfg.push), BudgetStore(store.client, store.prefix))
-    vrf_cap = VerificationCap(store.client, store.prefix, partial(AtRest(master).index, b"vrf cap"),
+    hidden = HiddenPushes(PolicyStore(store.dataset),
+                          PolicySettings.from_config(cfg.push), BudgetStore(store.dataset))
+    vrf_cap = VerificationCap(store.dataset, partial(store.dataset.a.index, b"vrf cap"),
                               cfg.push.verifications_per_hour, HOUR_S)  # in Redis: survives restarts
     # active tokens are counted by a keyed hash whose key derives from the store key (store/activity.py)
-    activity = ActivityStore(store.client, store.prefix, AtRest(master).index(b"active tokens", length=32))
+    activity = ActivityStore(store.dataset, store.dataset.a.index(b"active tokens", length=32))
     settings = PipelineSettings.of(cfg.push)
     try:
         settings.check(REDIS_POOL, REDIS_RESERVED)
@@ -202,7 +202,7 @@ async def build(config: Config, role: WorkerRole | None, stats: Stats, apns: Apn
     leases.attach(pool)
     await leases.round()  # the servers free now, before the pool's start-up resubscription counts them
     sink = leases  # SNEW subscribes (or hands off to the owner), SDEL/TDEL/expiry forget
-    aliases = SubIdAliases(store.client, store.prefix)  # ids of an imported server
+    aliases = SubIdAliases(store.dataset)  # ids of an imported server
     await aliases.load()
     handlers = NtfHandlers(store, push, stats, sink, pushable=sender.pushable, resolve_sub_id=aliases.resolve,
                            limits=HandlerLimits.of(cfg))
@@ -258,9 +258,9 @@ async def _admin_parts(env: Env, apns: ApnsMetrics, stack: AsyncExitStack) -> No
         await figures.start()
         stack.push_async_callback(figures.stop)
         return
-    census = env.census = CensusTaker(env.store.client, env.store.prefix, env.store.buckets)
+    census = env.census = CensusTaker(env.store.dataset)
     sc = cfg.subscriber  # the census is taken by one instance of the data set at a time, the others show it
-    env.parts.append(Part("census", census_job(census, SharedCensus(env.store.client, env.store.prefix),
+    env.parts.append(Part("census", census_job(census, SharedCensus(env.store.dataset),
                                                env.store.leases, env.leases.instance, JobTiming(
                                                    cfg.admin.census_interval_s, sc.lease_ttl_s,
                                                    sc.lease_renew_s)).run))

@@ -32,8 +32,6 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Final
 
-from redis.exceptions import RedisError
-
 from ntf_server import env as environment
 from ntf_server.admin.app import AdminServer, build_app
 from ntf_server.admin.auth import TokenError, clean_token
@@ -171,10 +169,10 @@ class NtfServer:
         """The start-up summary (startsummary.py), with the push policy in force: stored or the config's."""
         cfg = self.config
         try:
-            stored = await PolicyStore(self.store.client, self.store.prefix).get()
+            stored = await PolicyStore(self.store.dataset).get()
             policy = policy_text(stored.to_json(), "stored") if stored else policy_text(
                 PolicySettings.from_config(cfg.push).to_json(), "config")
-        except RedisError as e:  # a summary line is not worth failing start-up for
+        except StoreError as e:  # a summary line is not worth failing start-up for
             policy = f"unknown ({type(e).__name__})"
         key_hash = certs.fingerprint(certs.read_ca_der(cfg.tls.ca_cert_file))
         admin_port = self.admin.port if self.admin else None
@@ -188,7 +186,7 @@ class NtfServer:
             read_token = clean_token(cfg.read_token().read()) if cfg.read_token().configured else None
         except (ConfigError, TokenError) as e:
             raise StartupError(f"admin API: {e}") from e
-        policy = PolicyApi(PolicyStore(self.store.client, self.store.prefix),
+        policy = PolicyApi(PolicyStore(self.store.dataset),
                            PolicySettings.from_config(self.config.push))
         try:
             app = build_app(env.admin_sources(self.apns_metrics), policy, token, metrics_public=cfg.metrics_public,

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from helpers.store_helpers import job_holder
+
 from ntf_server.jobs import JobTiming, LeasedJob, census_job
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.store.census import Census, CensusTaker
@@ -23,7 +25,7 @@ async def test_job_lease_is_held_by_one_fenced_and_released(store: RedisStore, s
     assert await second_store.leases.hold_job("j", "B", 10) is None  # held by A
     assert await store.leases.hold_job("j", "A", 10, a) == a  # renewed by its holder
     assert await store.leases.hold_job("j", "A", 10, a + 1000) is None  # a wrong fence renews nothing
-    assert await store.leases.job_holder("j") == "A"
+    assert await job_holder(store, "j") == "A"
     assert not await second_store.leases.release_job("j", "B", a)  # only the holder releases
     assert await store.leases.release_job("j", "A", a)
     b = await second_store.leases.hold_job("j", "B", 10)
@@ -36,8 +38,8 @@ async def test_a_restart_on_the_dead_ones_state_directory_frees_its_job_leases(
     assert await store.leases.hold_job(EXPIRY_JOB, "A", 60) is not None
     assert await store.leases.hold_job(CENSUS_JOB, "B", 60) is not None
     await second_store.leases.release_instance("A")  # A's successor, which the state lock proves A is gone
-    assert await store.leases.job_holder(EXPIRY_JOB) is None
-    assert await store.leases.job_holder(CENSUS_JOB) == "B"  # another live instance's stays
+    assert await job_holder(store, EXPIRY_JOB) is None
+    assert await job_holder(store, CENSUS_JOB) == "B"  # another live instance's stays
 
 
 def recording(name: str, runs: list[str], started: asyncio.Event | None = None,
@@ -73,10 +75,10 @@ async def test_one_runs_the_job_and_the_other_takes_over_when_it_dies(
     ta.cancel()
     await asyncio.gather(ta, return_exceptions=True)
     await wait_for(lambda: runs == ["A", "B"])  # B took it after the lease expired and ran at once
-    assert b.held and await store.leases.job_holder("expiry") == "B"
+    assert b.held and await job_holder(store, "expiry") == "B"
     tb.cancel()
     await asyncio.gather(tb, return_exceptions=True)
-    assert await store.leases.job_holder("expiry") is None  # a graceful stop releases it
+    assert await job_holder(store, "expiry") is None  # a graceful stop releases it
 
 
 async def _no_release() -> None:
@@ -95,13 +97,13 @@ async def test_a_holder_that_lost_its_lease_cancels_its_run(store: RedisStore, s
     assert a.runs == 0  # its run was cancelled, not finished
     ta.cancel()
     await asyncio.gather(ta, return_exceptions=True)
-    assert await store.leases.job_holder("census") == "B"  # A's stop did not release B's lease
+    assert await job_holder(store, "census") == "B"  # A's stop did not release B's lease
 
 
 async def test_the_census_is_taken_by_the_holder_and_shown_by_the_others(
         store: RedisStore, second_store: RedisStore) -> None:
-    takers = [CensusTaker(s.client, s.prefix, s.buckets, duty=1.0) for s in (store, second_store)]
-    jobs = [census_job(t, SharedCensus(s.client, s.prefix), s.leases, name, TIMING)
+    takers = [CensusTaker(s.dataset, duty=1.0) for s in (store, second_store)]
+    jobs = [census_job(t, SharedCensus(s.dataset), s.leases, name, TIMING)
             for t, s, name in zip(takers, (store, second_store), "AB", strict=True)]
     tasks = [asyncio.create_task(jobs[0].run())]
     await wait_for(lambda: jobs[0].runs == 1)
@@ -112,7 +114,7 @@ async def test_the_census_is_taken_by_the_holder_and_shown_by_the_others(
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     # a census written by a former holder is refused
-    shared = SharedCensus(store.client, store.prefix)
+    shared = SharedCensus(store.dataset)
     assert takers[0].latest is not None
     assert not await shared.publish(takers[0].latest, 1, "A")
 

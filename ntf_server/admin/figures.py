@@ -24,9 +24,7 @@ from ntf_server.protocol.encoding import SMPServer
 from ntf_server.store.activity import ActiveTokens
 from ntf_server.store.base import StoreCounts
 from ntf_server.store.census import Census
-from ntf_server.store.client import Client
 from ntf_server.store.errors import StoreError
-from ntf_server.store.health import translated
 from ntf_server.subscriber.linkstate import LinkState
 from ntf_server.subscriber.pool import Progress
 
@@ -143,9 +141,8 @@ async def health(src: Sources) -> str | None:
 class _RedisStore(Protocol):
     @property
     def healthy(self) -> bool: ...
-    @property
-    def client(self) -> Client: ...
     async def counts(self) -> StoreCounts: ...
+    async def ping(self) -> None: ...
 
 
 class StoreView:
@@ -162,5 +159,4 @@ class StoreView:
         return await self._store.counts()
 
     async def ping(self) -> None:
-        with translated():
-            await self._store.client.ping()
+        await self._store.ping()  # StoreError when Redis fails or is away

@@ -18,7 +18,6 @@ from aiohttp import web
 from ntf_server.observability.logevents import log_event
 from ntf_server.push.policy import PolicyError, PolicySettings
 from ntf_server.store.errors import StoreError
-from ntf_server.store.health import edge
 from ntf_server.store.policy import PolicyStore
 
 log = logging.getLogger(__name__)
@@ -34,8 +33,7 @@ class PolicyApi:
         self._default = default  # the config file's [push] settings
 
     async def current(self) -> PolicySettings:
-        with edge():  # PolicyStore speaks redis-py; its errors become StoreError here
-            return await self._store.get() or self._default
+        return await self._store.get() or self._default  # StoreError when Redis fails or is away
 
     async def get(self, request: web.Request) -> web.Response:
         try:
@@ -50,8 +48,7 @@ class PolicyApi:
             return error(400, "the body must be a JSON object, e.g. {\"overflow\": \"defer\"}")
         try:
             new = PolicySettings.from_json(body, await self.current())
-            with edge():
-                old = await self._store.put(new) or self._default
+            old = await self._store.put(new) or self._default
         except PolicyError as e:
             return error(400, str(e))
         except StoreError:

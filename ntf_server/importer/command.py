@@ -21,7 +21,7 @@ from ntf_server.protocol.encoding import SMPServer
 from ntf_server.protocol.smp import queue_ids_hash
 from ntf_server.protocol.smp_service import ServiceCredentials
 from ntf_server.statelock import StateLock
-from ntf_server.store.atrest import AtRest, load_or_create_store_key
+from ntf_server.store.atrest import load_or_create_store_key
 from ntf_server.store.base import ServiceStore
 from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.store.errors import StoreError
@@ -78,7 +78,7 @@ async def _write(config: Config, url: str, db: HaskellDb, progress: Progress, no
     except StoreError as e:
         raise ImportFailed(f"cannot use Redis at {redact_url(url)}: {e}") from e
     try:
-        target = StoreImporter(store.client, AtRest(master), store.prefix, store.buckets)
+        target = StoreImporter(store.dataset)
         importer = Importer(db, target, progress, now)
         counts = await importer.run()
         for server, (creds, service_id) in importer.services.items():

@@ -87,7 +87,7 @@ class OutboxKeeper:
         if not ids:
             return
         try:
-            await self._store.outbox_ack(ids)
+            await self._store.outbox.ack(ids)
         except StoreError as e:  # kept for the next flush; until then a claim may send them again
             self._store_errors.event(type(e).__name__)
             self._acks = ids + self._acks
@@ -100,12 +100,12 @@ class OutboxKeeper:
         while True:
             delay = s.retry_scan_s
             try:
-                entries = [] if self.closing else await self._store.outbox_claim(self._clock(), s.lease_s,
+                entries = [] if self.closing else await self._store.outbox.claim(self._clock(), s.lease_s,
                                                                                  s.retry_batch)
                 for e in entries:
                     await self._resend(e, queue)
                 delay = min(delay, await self._extend_claims())
-                self.waiting = max(0, await self._store.outbox_count() - len(self.in_flight))
+                self.waiting = max(0, await self._store.outbox.count() - len(self.in_flight))
                 if len(entries) >= s.retry_batch:
                     delay = 0.0
             except StoreError as e:
@@ -125,7 +125,7 @@ class OutboxKeeper:
             self._extending, self._extended = frozenset(self.in_flight), asyncio.Event()
             self._extensions += 1
             try:
-                await self._store.outbox_extend(sorted(self._extending), self._clock() + lease)
+                await self._store.outbox.extend(sorted(self._extending), self._clock() + lease)
             finally:
                 self._extending = frozenset()
                 self._extended.set()
@@ -152,7 +152,7 @@ class OutboxKeeper:
         left = sorted(self.in_flight)
         with contextlib.suppress(StoreError):
             if left:
-                await self._store.outbox_release(left, self._clock())
+                await self._store.outbox.release(left, self._clock())
             await self.flush_acks()
         return len(left)
 

@@ -276,7 +276,7 @@ class PushPipeline:
         async with asyncio.timeout(timeout_s):
             while True:
                 await self.wait_idle()
-                if await self._store.outbox_count() == 0 and not self.outbox.in_flight:
+                if await self._store.outbox.count() == 0 and not self.outbox.in_flight:
                     return
                 self.outbox.poke()
                 await asyncio.sleep(0.01)

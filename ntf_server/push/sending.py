@@ -113,9 +113,9 @@ class Sending:
         async with self._gate:
             if push.outbox_id:
                 oid = push.outbox_id
-                await self._keeper.write_retry(oid, lambda: self._store.outbox_retry(oid, due, tries))
+                await self._keeper.write_retry(oid, lambda: self._store.outbox.retry(oid, due, tries))
             else:
-                await self._store.outbox_add(push.code, push.token.token_id, push.first_at, due, tries)
+                await self._store.outbox.add(push.code, push.token.token_id, push.first_at, due, tries)
         self._stats.incr(kind.retried)
         log_event(log, "push.retry", kind=kind.name.lower(), attempt=tries, reason=reason,
                   token=TokenId(push.token.token_id))

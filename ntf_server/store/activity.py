@@ -27,9 +27,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
-from ntf_server.store.client import Client
+from ntf_server.store.dataset import DataSet
 from ntf_server.store.errors import StoreError
-from ntf_server.store.health import edge
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +54,10 @@ def period_keys(prefix: str, now: float) -> dict[str, str]:
 
 
 class ActivityStore:
-    def __init__(self, client: Client, prefix: str, hash_key: bytes, *, clock: Callable[[], float] = time.time) -> None:
-        self._r = client
-        self._prefix = prefix
+    def __init__(self, dataset: DataSet, hash_key: bytes, *, clock: Callable[[], float] = time.time) -> None:
+        """``dataset``: the store's (``RedisStore.dataset``): every call passes its health switch."""
+        self._d = dataset
+        self._prefix = dataset.keys.prefix
         self._key = hash_key
         self._clock = clock
         self._pending: set[bytes] = set()
@@ -81,13 +81,12 @@ class ActivityStore:
         ids = list(self._pending)
         items = [hmac.digest(self._key, tid, "sha256")[:HASH_BYTES] for tid in ids]
         keys = period_keys(self._prefix, self._clock())
-        with edge():
-            async with self._r.pipeline(transaction=False) as pipe:
-                for period, key in keys.items():
-                    for i in range(0, len(items), PFADD_CHUNK):
-                        pipe.pfadd(key, *items[i: i + PFADD_CHUNK])
-                    pipe.expire(key, _TTL_S[period])
-                await pipe.execute()
+        async with self._d.pipeline() as pipe:
+            for period, key in keys.items():
+                for i in range(0, len(items), PFADD_CHUNK):
+                    pipe.pfadd(key, *items[i: i + PFADD_CHUNK])
+                pipe.expire(key, _TTL_S[period])
+            await pipe.execute()
         self._pending.difference_update(ids)
 
     async def run(self, every_s: float = FLUSH_EVERY_S,
@@ -102,6 +101,6 @@ class ActivityStore:
 
     async def counts(self) -> ActiveTokens:
         keys = period_keys(self._prefix, self._clock())
-        with edge():  # three calls at once, not a pipeline: a cluster pipeline refuses PFCOUNT
-            day, week, month = await asyncio.gather(*(self._r.pfcount(key) for key in keys.values()))
+        with self._d.guard():  # three calls at once, not a pipeline: a cluster pipeline refuses PFCOUNT
+            day, week, month = await asyncio.gather(*(self._d.r.pfcount(key) for key in keys.values()))
         return ActiveTokens(int(day), int(week), int(month))

@@ -23,8 +23,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from ntf_server.policy_types import Budget, CronDecision
-from ntf_server.store.client import Client
-from ntf_server.store.health import edge
+from ntf_server.store.dataset import DataSet
 from ntf_server.store.keys import Keys
 
 KEEP_S: Final = 86400  # a budget (and its last-hidden time, for cron) outlives a full bucket by a day
@@ -113,14 +112,16 @@ class BudgetStore:
     and the deferred pushes' index. A notice's decision and a deferred push's claim read the token's
     notifications too, so they are the notices' scripts (store/notices.py)."""
 
-    def __init__(self, client: Client, prefix: str) -> None:
-        self._r = client
+    def __init__(self, dataset: DataSet) -> None:
+        """``dataset``: the store's (``RedisStore.dataset``): every call passes its health switch."""
+        prefix = dataset.keys.prefix
+        self._d = dataset
         self._p = prefix
         self._k = Keys(prefix, 1)  # token keys only: the bucket count does not enter them
         self.due_key = f"{prefix}dfr"
-        self._done = client.register_script(DONE)
-        self._cron = client.register_script(CRON)
-        self._cron_done = client.register_script(CRON_DONE)
+        self._done = dataset.keyed_script(DONE)
+        self._cron = dataset.keyed_script(CRON)
+        self._cron_done = dataset.keyed_script(CRON_DONE)
 
     def __repr__(self) -> str:
         return f"<BudgetStore {self._p}b:*>"
@@ -128,24 +129,19 @@ class BudgetStore:
     def pending_key(self, tid: bytes) -> str:
         return self._k.token(tid) + ":dfr"
 
-    async def _eval(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        with edge():
-            return await script(keys=keys, args=args)
-
     async def due(self, now: float, limit: int = 100) -> list[bytes]:
         """Token ids whose pending push is due (read only: the claim decides who sends it)."""
-        with edge():
-            found = await self._r.zrangebyscore(self.due_key, "-inf", _f(now), 0, limit)
+        found = await self._d.call(self._d.r.zrangebyscore, self.due_key, "-inf", _f(now), 0, limit)
         return [t for t in found if isinstance(t, bytes)]
 
     async def next_due(self) -> float | None:
-        with edge():
-            first = await self._r.zrange(self.due_key, 0, 0, withscores=True)
+        with self._d.guard():
+            first = await self._d.r.zrange(self.due_key, 0, 0, withscores=True)
         return float(first[0][1]) if first else None
 
     async def done(self, tid: bytes, version: str = "") -> bool:
         """The claimed push was handled: forget it unless a newer notification joined it since."""
-        return bool(await self._eval(self._done, [self.pending_key(tid), self.due_key], [tid, version]))
+        return bool(await self._done([self.pending_key(tid), self.due_key], [tid, version]))
 
     async def cron(self, tid: bytes, b: Budget, now: float, interval_s: float, *, lease_s: float = 0.0,
                    claimer: str = "") -> CronDecision | None:
@@ -156,16 +152,12 @@ class BudgetStore:
         keys = [self._k.token(tid), *self._cron_keys(tid)]
         args = [self._p, _f(now), _f(b.hidden_per_hour), b.burst, KEEP_S, _f(interval_s), int(lease_s * 1000),
                 claimer]
-        res = _text(await self._eval(self._cron, keys, args))
+        res = _text(await self._cron(keys, args))
         return None if res in ("GONE", "BUSY", "SENT") else CronDecision(res)
 
     async def cron_done(self, tid: bytes, claimer: str) -> bool:
         """The claimed periodic push was handled (sent, or handed to the outbox): the claim ends."""
-        return bool(await self._eval(self._cron_done, self._cron_keys(tid), [claimer]))
+        return bool(await self._cron_done(self._cron_keys(tid), [claimer]))
 
     def _cron_keys(self, tid: bytes) -> list[str]:
         return [self._k.token(tid) + ":cr", self._k.token(tid) + ":crc"]
-
-    async def pending_count(self) -> int:
-        with edge():
-            return int(await self._r.zcard(self.due_key))

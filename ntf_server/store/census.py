@@ -33,9 +33,8 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from ntf_server.protocol.encoding import CodecError, SMPServer, dec_smp_server, decode_all
-from ntf_server.store.client import Client
+from ntf_server.store.dataset import DataSet
 from ntf_server.store.errors import StoreError
-from ntf_server.store.health import edge
 from ntf_server.store.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -105,16 +104,20 @@ Sleep = Callable[[float], Awaitable[None]]
 
 
 class CensusTaker:
-    def __init__(self, client: Client, prefix: str, buckets: int, *, duty: float = DUTY,
+    def __init__(self, dataset: DataSet, *, duty: float = DUTY,
                  clock: Clock = time.time, sleep: Sleep = asyncio.sleep) -> None:
-        self._r = client
-        self._k = Keys(prefix, buckets)
+        """``dataset``: the store's (``RedisStore.dataset``): its keys (and bucket count), its health switch."""
+        self._d = dataset
         self._duty = duty
         self._clock = clock
         self._sleep = sleep
-        self._script = client.register_script(COUNT_SUB_STATUSES)
-        self._token_script = client.register_script(COUNT_TKN_STATUSES)
+        self._script = dataset.keyed_script(COUNT_SUB_STATUSES)
+        self._token_script = dataset.keyed_script(COUNT_TKN_STATUSES)
         self.latest: Census | None = None
+
+    @property
+    def _k(self) -> Keys:
+        return self._d.keys  # read at each use: the bucket count is the data set's, fixed at connect
 
     def __repr__(self) -> str:
         return f"<CensusTaker {self._k.prefix!r} latest={self.latest!r}>"
@@ -142,10 +145,9 @@ class CensusTaker:
         return Census(MappingProxyType(dict(tokens)), MappingProxyType(dict(total)),
                       MappingProxyType(per_server), finished, finished - started)
 
-    async def _paced(self, call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+    async def _paced(self, script: Callable[[list[str], list[Any]], Awaitable[Any]], args: list[Any]) -> Any:
         t0 = time.monotonic()
-        with edge():
-            result = await call(*args, **kwargs)
+        result = await script([self._k.route], args)
         spent = time.monotonic() - t0
         await self._sleep(spent * (1 - self._duty) / self._duty)
         return result
@@ -155,16 +157,16 @@ class CensusTaker:
         counts: Counter[str] = Counter()
         start = 0
         while True:
-            flat = await self._paced(self._token_script, keys=[self._k.route], args=[self._k.prefix, start, TOKEN_PAGE])
+            flat = await self._paced(self._token_script, [self._k.prefix, start, TOKEN_PAGE])
             _add(counts, flat[1:])
             if int(flat[0]) < TOKEN_PAGE:
                 return counts
             start += TOKEN_PAGE
 
     async def _servers(self) -> list[tuple[int, SMPServer]]:
-        with edge():
-            numbers = [int(n) for n, c in (await self._r.hgetall(self._k.g("srv:count"))).items() if int(c) > 0]
-            addrs = await self._r.hmget(self._k.g("srv:addr"), numbers) if numbers else []
+        with self._d.guard():
+            numbers = [int(n) for n, c in (await self._d.r.hgetall(self._k.g("srv:count"))).items() if int(c) > 0]
+            addrs = await self._d.r.hmget(self._k.g("srv:addr"), numbers) if numbers else []
         out = []
         for n, raw in zip(numbers, addrs, strict=True):
             try:
@@ -179,7 +181,7 @@ class CensusTaker:
         counts: Counter[str] = Counter()
         for start in range(0, self._k.buckets, BUCKETS_PER_CALL):
             end = min(start + BUCKETS_PER_CALL, self._k.buckets)
-            _add(counts, await self._paced(self._script, keys=[self._k.route], args=[self._k.prefix, n, start, end]))
+            _add(counts, await self._paced(self._script, [self._k.prefix, n, start, end]))
         return counts
 
 

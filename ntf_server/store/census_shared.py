@@ -21,8 +21,7 @@ from ntf_server.protocol.encoding import (
     enc_smp_server,
 )
 from ntf_server.store.census import Census
-from ntf_server.store.client import Client
-from ntf_server.store.health import edge
+from ntf_server.store.dataset import DataSet
 from ntf_server.store.leases import CENSUS_JOB
 
 JOB: Final = CENSUS_JOB
@@ -58,20 +57,18 @@ def _counts(d: Any) -> MappingProxyType[str, int]:
 
 
 class SharedCensus:
-    def __init__(self, client: Client, prefix: str) -> None:
-        self._r = client
-        self._p = prefix
-        self._publish = client.register_script(PUBLISH)
+    def __init__(self, dataset: DataSet) -> None:
+        self._d = dataset
+        self._p = dataset.keys.prefix
+        self._publish = dataset.keyed_script(PUBLISH)
 
     def __repr__(self) -> str:
         return f"<SharedCensus {self._p}census>"
 
     async def publish(self, census: Census, token: int, instance: str) -> bool:
         """Store ``census`` for the other instances, if ``token`` still holds the census lease."""
-        with edge():
-            return bool(await self._publish(keys=[], args=[self._p, token, instance, encode(census)]))
+        return bool(await self._publish([], [self._p, token, instance, encode(census)]))
 
     async def latest(self) -> Census | None:
-        with edge():
-            raw = await self._r.get(self._p + "census")
+        raw = await self._d.call(self._d.r.get, self._p + "census")
         return decode(raw) if isinstance(raw, bytes) else None

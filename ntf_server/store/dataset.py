@@ -2,10 +2,13 @@
 the metadata (`P meta`), the stand-in records (`P dummy:t`, `P dummy`), the figures (`counts`) and advice
 on the Redis configuration.
 
-Every Redis call of the entity stores (tokens.py, servers.py, subscriptions.py, notices.py...) goes
-through `DataSet.script` (a Lua script, called through its module's typed wrapper: token_scripts.py,
-sub_scripts.py...), `call` (one command) or `pipeline` (reads in one round trip), so each passes the
-health switch (store/health.py) and has its errors translated in one place.
+Every Redis call of every store module (the entity stores tokens.py, servers.py, subscriptions.py,
+notices.py..., and those that keep their own keys: policy.py, budget.py, activity.py, census.py,
+census_shared.py, sub_aliases.py, vrfcap.py) goes through `DataSet.script` (a Lua script, called through
+its module's typed wrapper: token_scripts.py, sub_scripts.py...), `keyed_script` (a script that names its
+own keys), `call` (one command), `pipeline` (reads in one round trip) or `guard` (a few calls at once), so
+each passes the health switch (store/health.py): it fails fast while Redis is away, and its errors are
+translated in one place. No module outside the store sees a redis-py exception.
 
 `P meta` holds `buckets` (subscription buckets per SMP server, fixed when the data set is created) and
 `keycheck` (a keyed hash telling whether the configured store key is the one the data set was written
@@ -16,7 +19,7 @@ by default; the entity stores read it through this object, so all of them see th
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager
 from typing import Any
 
 from redis import exceptions as rex
@@ -61,6 +64,22 @@ class DataSet:
                 return await registered(keys=[self.keys.route], args=self._argv(args))
 
         return run
+
+    def keyed_script(self, source: str) -> Callable[[list[str], list[Any]], Awaitable[Any]]:
+        """A Lua script that names its own KEYS and ARGV (budget.py, vrfcap.py, census.py...: written before
+        the P NB convention); each call runs through the health switch. In cluster mode its keys must carry
+        the data set's prefix, so they share its hash slot (store/client.py)."""
+        registered = self.r.register_script(source)
+
+        async def run(keys: list[str], args: list[Any]) -> Any:
+            with self.health.guard():
+                return await registered(keys=keys, args=args)
+
+        return run
+
+    def guard(self) -> AbstractContextManager[None]:
+        """The health switch around a few calls made at once (asyncio.gather, or a command and its follow-up)."""
+        return self.health.guard()
 
     async def call(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         """One command. redis-py types replies as unions of bytes/str; this store always uses bytes replies."""

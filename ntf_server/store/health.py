@@ -63,15 +63,6 @@ def _raise_if_cancelling() -> None:
         raise asyncio.CancelledError
 
 
-@contextmanager
-def edge() -> Iterator[None]:
-    """The store's edge for modules that take a bare Redis client (budgets, policy): Redis errors become
-    ours, and a cancel swallowed inside redis-py is raised again."""
-    with translated():
-        yield
-    _raise_if_cancelling()
-
-
 class StoreHealth:
     def __init__(self) -> None:
         self._watched = False

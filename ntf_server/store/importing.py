@@ -30,15 +30,12 @@ from typing import Any, Final
 
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.store import scripts
-from ntf_server.store.atrest import AtRest
-from ntf_server.store.client import Client
 from ntf_server.store.codec import LN_NONCE_BYTES, TokenCodec, encode_ln
 from ntf_server.store.dataset import DataSet
 from ntf_server.store.errors import StoreError
 from ntf_server.store.keys import (
     SUB_ID_BYTES,
     TOKEN_ID_BYTES,
-    Keys,
     PackedSub,
     make_sub_id,
     pack_sub,
@@ -157,16 +154,16 @@ def cron_due(token: TokenRecord, now: float) -> int | None:
 
 
 class StoreImporter:
-    """Writes `ImportedToken`s into the data set of a `RedisStore` (its client, store key, prefix, buckets),
-    with the store's own encoders (codec.py, keys.py) and server registry (servers.py).
+    """Writes `ImportedToken`s into the data set of a `RedisStore` (`RedisStore.dataset`: its client, store
+    key, keys and health switch), with the store's own encoders (codec.py, keys.py) and server registry (servers.py).
 
     Only for the importer: the running server never calls it."""
 
-    def __init__(self, client: Client, atrest: AtRest, prefix: str, buckets: int) -> None:
-        self._d = DataSet(client, atrest, Keys(prefix, buckets))
-        self._codec = TokenCodec(atrest)
+    def __init__(self, dataset: DataSet) -> None:
+        self._d = dataset
+        self._codec = TokenCodec(dataset.a)
         self._registry = ServerRegistry(self._d)
-        self._import = client.register_script(IMPORT_TOKEN)
+        self._import = dataset.r.register_script(IMPORT_TOKEN)  # queued into a pipeline: see write()
 
     def __repr__(self) -> str:
         return f"<StoreImporter {self._d!r}>"

@@ -267,11 +267,6 @@ class RedisLeases:
         """Give the job's lease up (graceful stop), unless another instance holds it by now."""
         return bool(await self._release_job(job, token, instance))
 
-    async def job_holder(self, job: str) -> str | None:
-        """The instance holding the job's lease now (admin, tests), None when nobody does."""
-        v: Any = await self._d.call(self._d.r.get, self._d.keys.g(f"lj:{job}"))
-        return bytes(v).decode().partition(" ")[2] if v else None
-
 
 def _ms(s: float) -> int:
     return max(int(s * 1000), 0)

@@ -12,16 +12,16 @@ import logging
 
 from ntf_server.observability.logevents import log_event
 from ntf_server.policy_types import PolicyError, PolicySettings
-from ntf_server.store.client import Client
-from ntf_server.store.health import edge
+from ntf_server.store.dataset import DataSet
 
 log = logging.getLogger(__name__)
 
 
 class PolicyStore:
-    def __init__(self, client: Client, prefix: str) -> None:
-        self._r = client
-        self.key = f"{prefix}policy"
+    def __init__(self, dataset: DataSet) -> None:
+        """``dataset``: the store's (``RedisStore.dataset``): every call passes its health switch."""
+        self._d = dataset
+        self.key = f"{dataset.keys.prefix}policy"
         self._seen: tuple[bytes | None, PolicySettings | None] = (None, None)
 
     def __repr__(self) -> str:
@@ -29,7 +29,7 @@ class PolicyStore:
 
     async def get(self) -> PolicySettings | None:
         """The stored settings, or None when none were ever set (or the stored ones are unusable)."""
-        raw = await self._r.get(self.key)
+        raw = await self._d.call(self._d.r.get, self.key)
         return None if raw is None else self._parse(raw)
 
     async def current(self) -> PolicySettings | None:
@@ -39,8 +39,7 @@ class PolicyStore:
 
     async def raw(self) -> bytes | None:
         """The stored document as it is (None when none)."""
-        with edge():  # read per push: a Redis error is the store's, a swallowed cancel is raised again
-            raw = await self._r.get(self.key)
+        raw = await self._d.call(self._d.r.get, self.key)  # read per push: fails fast while Redis is away
         return raw if isinstance(raw, bytes) and raw else None
 
     def parsed(self, raw: bytes | None) -> PolicySettings | None:
@@ -53,12 +52,13 @@ class PolicyStore:
 
     async def put(self, settings: PolicySettings) -> PolicySettings | None:
         """Store ``settings`` (atomically replacing the old document); returns the previous settings."""
-        old = await self._r.set(self.key, json.dumps(settings.to_json(), sort_keys=True), get=True)
+        with self._d.guard():
+            old = await self._d.r.set(self.key, json.dumps(settings.to_json(), sort_keys=True), get=True)
         return self._parse(old) if isinstance(old, bytes | str) else None
 
     async def clear(self) -> None:
         """Back to the config file's settings."""
-        await self._r.delete(self.key)
+        await self._d.call(self._d.r.delete, self.key)
 
     def _parse(self, raw: bytes | str) -> PolicySettings | None:
         try:

@@ -9,16 +9,27 @@ Over 300 lines because it is the whole `Store` protocol in one place: one delega
 | notices.py          | notices: stored and decided a batch at a time | t{T}:ln, n:ln, b:<x>, t{T}:dfr, dfr   |
 | outbox.py           | pushes from their decision to APNs' answer   | ob, ob:a, obq, ob:n                    |
 | leases.py           | who subscribes an SMP server, runs a job     | ls:<n>, ls:n, lp, lh:<n>, lj:<job>     |
-| budget.py           | budgets; deferred and periodic push claims   | b:<x>, t{T}:dfr, dfr, t{T}:cr(c)       |
-| census_shared.py    | the latest census, for every instance        | census                                 |
 | dataset.py          | the data set: calls, meta, stand-ins, counts | meta, dummy:t, dummy                   |
-| sub_aliases.py      | subscription ids kept from an import         | sa                                     |
 | importing.py        | import-simplex only: whole tokens as they are | all of the above, as the normal paths |
+
+Built on the same data set (``self.dataset``) by env.py, outside this front (their callers take them):
+
+| module              | what                                         | keys                                   |
+|---------------------|----------------------------------------------|----------------------------------------|
+| budget.py           | budgets; deferred and periodic push claims   | b:<x>, t{T}:dfr, dfr, t{T}:cr(c)       |
+| policy.py           | the push policy document                     | policy                                 |
+| activity.py         | daily, weekly, monthly active tokens         | act:d:<day>, act:w:<week>, act:m:<m>   |
+| census.py           | tokens and subscriptions counted by status   | (reads only)                           |
+| census_shared.py    | the latest census, for every instance        | census                                 |
+| sub_aliases.py      | subscription ids kept from an import         | sa                                     |
+| vrfcap.py           | the cap on verification pushes per device    | vc:<x>                                 |
 
 Record layouts: codec.py (token, last notification), keys.py (subscription, ids); atomic changes: Lua
 scripts, each called through a typed wrapper (token_scripts.py, sub_scripts.py, notice_scripts.py, and
 beside outbox.py, leases.py, budget.py, census.py; the shared Lua in scripts.py). Reads are single
 commands or pipelines; every write touching several keys is one Lua script.
+Every module's every call goes through the data set (dataset.py), so through one health switch.
+How a new query is added, and why each layer exists: ntf_server/README.md "Adding a store query".
 Secret fields are sealed with AES-GCM (atrest.py) before they leave the process, index keys are HMACs, so
 the Redis data set holds no device token, DH secret, registration code, notifier id or notifier key in
 clear. Connection errors are retried by redis-py with capped exponential backoff and jitter; what still
@@ -52,7 +63,7 @@ from ntf_server.store.health import backoff_delays
 from ntf_server.store.keys import DEFAULT_BUCKETS, MAX_BUCKETS, Keys
 from ntf_server.store.leases import RedisLeases
 from ntf_server.store.notices import Claimed, Decided, ForRetry, PolicyChanged, RedisNotices
-from ntf_server.store.outbox import Cause, OutboxEntry, PushKindCode, RedisOutbox
+from ntf_server.store.outbox import Cause, RedisOutbox
 from ntf_server.store.records import (
     RESUBSCRIBE_KINDS,
     Notice,
@@ -85,7 +96,7 @@ class RedisStore:
         self._subs = RedisSubscriptions(self._d, servers, self._tokens.codec)
         self._services = RedisServices(self._d, servers)
         self._notices = RedisNotices(self._d, servers, self._tokens.codec)
-        self._outbox = RedisOutbox(self._d)
+        self.outbox = RedisOutbox(self._d)  # pushes from their decision to APNs' answer (push/outbox_keeper.py)
         self.leases = RedisLeases(self._d, servers)  # SMP servers' owners (scale-out; subscriber/leases.py)
 
     @classmethod
@@ -131,8 +142,15 @@ class RedisStore:
         return await self._d.config_advice()
 
     @property
+    def dataset(self) -> DataSet:
+        """The data set (connection, keys, health switch), on which the store modules that keep their own
+        keys are built: PolicyStore, BudgetStore, ActivityStore, CensusTaker, SharedCensus, SubIdAliases,
+        VerificationCap."""
+        return self._d
+
+    @property
     def client(self) -> Client:
-        """The Redis connection pool, for the store modules that keep their own keys (policy, budgets)."""
+        """The bare Redis connection pool: tools and tests only (it bypasses the health switch)."""
         return self._d.r
 
     @property
@@ -162,6 +180,10 @@ class RedisStore:
     async def counts(self) -> StoreCounts:
         return await self._d.counts()
 
+    async def ping(self) -> None:
+        """One round trip to Redis (the admin API's /healthz), through the health switch."""
+        await self._d.call(self._d.r.ping)
+
     # ------------------------------------------------------------------ tokens (tokens.py)
 
     async def create_token(self, token: TokenRecord, now: float | None = None,
@@ -170,9 +192,6 @@ class RedisStore:
 
     async def get_token(self, token_id: bytes) -> TokenRecord | None:
         return await self._tokens.get_token(token_id)
-
-    async def find_tokens(self, provider: PushProvider, device_token: bytes) -> list[TokenRecord]:
-        return await self._tokens.find_tokens(provider, device_token)
 
     async def find_token(self, provider: PushProvider, device_token: bytes, verify_key: bytes) -> TokenRecord | None:
         return await self._tokens.find_token(provider, device_token, verify_key)
@@ -228,9 +247,6 @@ class RedisStore:
 
     async def get_subscription(self, sub_id: bytes) -> SubscriptionRecord | None:
         return await self._subs.get_subscription(sub_id)
-
-    async def find_subscription(self, server: SMPServer, notifier_id: bytes) -> SubscriptionRecord | None:
-        return await self._subs.find_subscription(server, notifier_id)
 
     async def subscription_and_token(self, sub_id: bytes) -> tuple[SubscriptionRecord | None, TokenRecord | None]:
         return await self._subs.subscription_and_token(sub_id)
@@ -293,31 +309,6 @@ class RedisStore:
 
     async def for_retry(self, tid: bytes, cause: Cause | None) -> ForRetry:
         return await self._notices.for_retry(tid, cause)
-
-    # ------------------------------------------------------------------ the push outbox (outbox.py)
-
-    async def outbox_add(self, kind: PushKindCode, token_id: bytes, first_at: float, due: float, tries: int,
-                         cause: Cause | None = None) -> int:
-        return await self._outbox.add(kind, token_id, first_at, due, tries, cause)
-
-    async def outbox_ack(self, ids: Sequence[int]) -> int:
-        return await self._outbox.ack(ids)
-
-    async def outbox_retry(self, id_: int, due: float, tries: int) -> bool:
-        return await self._outbox.retry(id_, due, tries)
-
-    async def outbox_claim(self, now: float, lease_s: float, limit: int) -> list[OutboxEntry]:
-        return await self._outbox.claim(now, lease_s, limit)
-
-    async def outbox_extend(self, ids: Sequence[int], due: float) -> int:
-        return await self._outbox.extend(ids, due)
-
-    async def outbox_release(self, ids: Sequence[int], now: float) -> int:
-        return await self._outbox.release(ids, now)
-
-    async def outbox_count(self) -> int:
-        return await self._outbox.count()
-
 
 def _conforms(store: RedisStore) -> Store:
     """mypy checks here that RedisStore implements the Store protocol."""

@@ -15,17 +15,16 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from ntf_server.store.client import Client
-from ntf_server.store.health import translated
+from ntf_server.store.dataset import DataSet
 
 ALIAS_KEY: Final = "sa"
 
 
 class SubIdAliases:
-    def __init__(self, client: Client, prefix: str) -> None:
-        """`client`: the store's (`RedisStore.client`); this module keeps its own key."""
-        self._r = client
-        self._key = prefix + ALIAS_KEY
+    def __init__(self, dataset: DataSet) -> None:
+        """`dataset`: the store's (`RedisStore.dataset`); this module keeps its own key."""
+        self._d = dataset
+        self._key = dataset.keys.prefix + ALIAS_KEY
         self._enabled = True
 
     def __repr__(self) -> str:
@@ -34,14 +33,12 @@ class SubIdAliases:
     async def load(self) -> None:
         """Turn lookups off for a data set with no imported subscriptions (decided once, at start: the
         importer runs while the server is stopped)."""
-        with translated():
-            self._enabled = bool(await self._r.exists(self._key))
+        self._enabled = bool(await self._d.call(self._d.r.exists, self._key))
 
     async def resolve(self, sub_id: bytes) -> bytes:
         """Our id for an imported subscription's old id; any other id unchanged."""
         if not self._enabled or not sub_id:
             return sub_id
-        with translated():
-            ours: Any = await self._r.hget(self._key, sub_id)  # bytes replies (no decode_responses)
+        ours: Any = await self._d.call(self._d.r.hget, self._key, sub_id)  # bytes replies (no decode_responses)
         return bytes(ours) if ours is not None else sub_id
 

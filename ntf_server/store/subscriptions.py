@@ -102,15 +102,6 @@ class RedisSubscriptions:
         value = await self._d.call(self._d.r.hget, self._d.keys.sub_bucket(srv, r), r)
         return self._decode(sub_id, server, value) if value is not None else None
 
-    async def find_subscription(self, server: SMPServer, notifier_id: bytes) -> SubscriptionRecord | None:
-        server = server.normalized()
-        srv = await self._servers.number(server, create=False)
-        if srv is None:
-            return None
-        r = sub_r(self._d.a, server, notifier_id)
-        value = await self._d.call(self._d.r.hget, self._d.keys.sub_bucket(srv, r), r)
-        return self._decode(make_sub_id(self._d.a, r, srv), server, value) if value is not None else None
-
     async def subscription_and_token(self, sub_id: bytes) -> tuple[SubscriptionRecord | None, TokenRecord | None]:
         """`SCHK`/`SDEL` verification (§4.3): the subscription and its token in one round trip, with the
         same Redis work, reply shape and decryptions whether or not they exist (STYLE 4). A malformed id is

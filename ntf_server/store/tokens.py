@@ -79,11 +79,6 @@ class RedisTokens:
             hashes = await pipe.execute()
         return [self.codec.decode(tid, h) for tid, h in zip(tids, hashes, strict=True) if h]
 
-    async def find_tokens(self, provider: PushProvider, device_token: bytes) -> list[TokenRecord]:
-        index = self._d.keys.dt_index(self.codec.dt_index(provider, device_token))
-        found = await self.get_tokens(sorted(await self._d.call(self._d.r.hkeys, index)))
-        return [t for t in found if t.provider is provider and t.device_token == device_token]
-
     async def find_token(self, provider: PushProvider, device_token: bytes, verify_key: bytes) -> TokenRecord | None:
         """The token of a repeat `TNEW` (§4.3): same provider, device token and verify key. One index
         read and one record, however many registrations the device token has."""

@@ -21,8 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from ntf_server.store.client import Client
-from ntf_server.store.health import edge
+from ntf_server.store.dataset import DataSet
 from ntf_server.store.records import PushProvider
 
 HASH_BYTES: Final = 16
@@ -39,18 +38,18 @@ return 1
 
 
 class VerificationCap:
-    def __init__(self, client: Client, prefix: str, hasher: Callable[[bytes, bytes], bytes], limit: int,
+    def __init__(self, dataset: DataSet, hasher: Callable[[bytes, bytes], bytes], limit: int,
                  window_s: float, *, clock: Callable[[], float] = time.time) -> None:
         """``hasher(provider, device token)``: the keyed hash naming a device's set (``AtRest.index``).
         ``clock``: wall-clock seconds (stored times must mean the same after a restart)."""
         if limit < 0 or window_s <= 0:
             raise ValueError("limit >= 0 and window_s > 0 are required")
-        self._prefix = prefix
+        self._prefix = dataset.keys.prefix
         self._hasher = hasher
         self._limit = limit
         self._window_ms = int(window_s * 1000)
         self._clock = clock
-        self._script = client.register_script(_ALLOW)
+        self._script = dataset.keyed_script(_ALLOW)
 
     def __repr__(self) -> str:
         return f"<VerificationCap {self._limit} per {self._window_ms / 1000:g} s per device, in Redis>"
@@ -62,7 +61,5 @@ class VerificationCap:
         device = self._hasher(provider.value.encode(), device_token)[:HASH_BYTES].hex()
         now_ms = int(self._clock() * 1000)
         member = f"{now_ms}:{secrets.token_hex(4)}"  # two pushes in one millisecond are two members
-        with edge():
-            allowed = await self._script(keys=[f"{self._prefix}vc:{device}"],
-                                         args=[now_ms, self._window_ms, self._limit, member])
+        allowed = await self._script([f"{self._prefix}vc:{device}"], [now_ms, self._window_ms, self._limit, member])
         return bool(allowed)

@@ -25,7 +25,9 @@ from pathlib import Path
 import redis.asyncio
 
 from ntf_server.protocol.encoding import SMPServer, enc_smp_server
+from ntf_server.store.atrest import AtRest
 from ntf_server.store.census import DUTY, CensusTaker
+from ntf_server.store.dataset import DataSet
 from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.store.keys import DEFAULT_BUCKETS, Keys, PackedSub, pack_sub
 
@@ -89,7 +91,7 @@ async def run(args: argparse.Namespace, url: str) -> None:
     try:
         await fill(r, args)
         c0, t0 = await cpu(r), time.monotonic()
-        census = await CensusTaker(r, PREFIX, args.buckets, duty=1.0).take()
+        census = await CensusTaker(DataSet(r, AtRest(os.urandom(32)), Keys(PREFIX, args.buckets)), duty=1.0).take()
         print(f"unpaced census: {time.monotonic() - t0:.1f} s wall, Redis CPU {await cpu(r) - c0:.1f} s; "
               f"{sum(census.tokens.values())} tokens {dict(census.tokens)}, "
               f"{sum(census.subscriptions.values())} subscriptions {dict(census.subscriptions)}")
@@ -104,7 +106,7 @@ async def run(args: argparse.Namespace, url: str) -> None:
         stop = asyncio.Event()
         task = asyncio.create_task(latencies(probe, stop, during))
         t0 = time.monotonic()
-        await CensusTaker(r, PREFIX, args.buckets, duty=DUTY).take()
+        await CensusTaker(DataSet(r, AtRest(os.urandom(32)), Keys(PREFIX, args.buckets)), duty=DUTY).take()
         wall = time.monotonic() - t0
         stop.set()
         await task

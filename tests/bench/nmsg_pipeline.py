@@ -87,7 +87,7 @@ async def ntf_side(url: str, master: bytes, prefix: str, port: int, ca_file: str
     sender = ApnsSender(ApnsClient(apps), apps)
     # --policy: the push policy on (one budget decision per notice inside the batch script), as the server wires it
     settings = PolicySettings.from_json(json.loads(policy or '{"hidden_per_hour": 0}'))
-    hidden = HiddenPushes(PolicyStore(store.client, store.prefix), settings, BudgetStore(store.client, store.prefix))
+    hidden = HiddenPushes(PolicyStore(store.dataset), settings, BudgetStore(store.dataset))
     push = PushPipeline(store, sender, stats, hidden)
     pool = SubscriberPool(store, push, stats)
     async with asyncio.TaskGroup() as tg:

@@ -144,7 +144,7 @@ async def one_round(args: argparse.Namespace, url: str, redis_pid: int, rate: in
         toks = make_tokens(args.servers * args.queues)
         await load(store, standins, toks, 32)
         if args.policy:
-            await PolicyStore(store.client, store.prefix).put(PolicySettings.from_json(json.loads(args.policy)))
+            await PolicyStore(store.dataset).put(PolicySettings.from_json(json.loads(args.policy)))
         await store.close()
         by_device = {t.device_token.decode(): t for t in toks}
         nid_secret = {q.notifier_id: q.rcv_ntf_dh_secret

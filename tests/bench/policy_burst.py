@@ -54,7 +54,7 @@ async def one_mode(server: NtfServer, sim: ApnsSimulator, key_hash: bytes, polic
     clock = Clock()
     assert server.push is not None and server.push.hidden is not None
     server.push.hidden.clock = clock
-    await PolicyStore(server.store.client, server.store.prefix).put(PolicySettings.from_json(policy))
+    await PolicyStore(server.store.dataset).put(PolicySettings.from_json(policy))
     before = server.stats.snapshot()
     client = await NtfClient.connect("127.0.0.1", server.port, key_hash)
     app = SimApp(P.DeviceToken(P.PushProvider.APNS_TEST, os.urandom(32).hex().encode()))

@@ -207,7 +207,7 @@ async def test_bad_policy_changes_are_400_with_the_reason_and_change_nothing(
         assert resp.status_code == 400, body
         assert resp.json()["error"].startswith(message), resp.json()
     assert (await http.get(url)).json() == before
-    assert await PolicyStore(env.server.store.client, env.server.store.prefix).get() is None
+    assert await PolicyStore(env.server.store.dataset).get() is None
 
 
 async def test_a_policy_change_is_stored_logged_once_and_seen_by_another_instance(
@@ -220,7 +220,7 @@ async def test_a_policy_change_is_stored_logged_once_and_seen_by_another_instanc
     assert resp.json() == {"hidden_per_hour": 2, "burst": 3, "overflow": "defer"}
     resp = await http.put(url, json={"environments": {"test": {"burst": 1}}})
     assert resp.json()["environments"] == {"test": {"burst": 1}} and resp.json()["overflow"] == "defer"
-    stored = await PolicyStore(env.server.store.client, env.server.store.prefix).get()
+    stored = await PolicyStore(env.server.store.dataset).get()
     assert stored is not None and stored.for_environment("test") == Budget(2, 1, stored.default.overflow)
     assert stored.default.overflow.value == "defer"
     changes = [r.getMessage() for r in caplog.records if "push policy changed" in r.getMessage()]
@@ -338,7 +338,7 @@ async def test_stats_and_policy_commands_against_a_running_server(env: Env) -> N
     assert code == 0 and re.search(r"^\s*test\s+2\s+1\s+defer\s+overrides burst$", out, re.M)
     code, out, _ = await cli(env, "policy", "show")
     assert code == 0 and re.search(r"^\s*default\s+2\s+3\s+defer\s*$", out, re.M)
-    stored = await PolicyStore(server.store.client, server.store.prefix).get()
+    stored = await PolicyStore(server.store.dataset).get()
     assert stored is not None and stored.for_environment("test").burst == 1
 
     code, out, err = await cli(env, "policy", "set", "overflow=queue")

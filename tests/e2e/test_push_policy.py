@@ -41,7 +41,7 @@ class FakeClock:
 
 
 async def set_policy(server: NtfServer, **policy: object) -> None:
-    await PolicyStore(server.store.client, server.store.prefix).put(PolicySettings.from_json(policy))
+    await PolicyStore(server.store.dataset).put(PolicySettings.from_json(policy))
 
 
 def with_clock(server: NtfServer, clock: FakeClock) -> NtfServer:
@@ -195,7 +195,7 @@ async def test_a_live_policy_change_is_used_by_the_next_push(env: Env) -> None:
     await burst.send([server], 2)
     await set_policy(server, hidden_per_hour=3, burst=1, environments={"test": {"hidden_per_hour": 0}})
     await burst.send([server], 1)
-    await PolicyStore(server.store.client, server.store.prefix).clear()
+    await PolicyStore(server.store.dataset).clear()
     await burst.send([server], 1)
     got = await pushes(env, burst.device, 5)
     assert [p.push_type for p in got] == ["alert", "background", "alert", "alert", "alert"]

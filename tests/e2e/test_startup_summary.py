@@ -44,7 +44,7 @@ async def test_the_start_up_summary_names_what_the_server_runs_with(
         "socks": "off",
     }
     # a policy set through the admin API is the one in force after a restart: the summary says so
-    await PolicyStore(server.store.client, server.store.prefix).put(PolicySettings(Budget(0, 1)))
+    await PolicyStore(server.store.dataset).put(PolicySettings(Budget(0, 1)))
     await env.restart()
     assert started(caplog)["policy"] == '{"burst":1,"hidden_per_hour":0,"overflow":"alert"} (stored)'
     await env.reconfigure("admin", enabled=False)

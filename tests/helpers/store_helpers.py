@@ -6,13 +6,27 @@ import enum
 import secrets
 from collections import Counter
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from helpers.valkey_cluster import raw_client
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.push.policy import Budget
-from ntf_server.store.records import TOKEN_REGISTERED, Notice, PushProvider, TokenRecord, TokenStatus, day_of
+from ntf_server.store.atrest import AtRest
+from ntf_server.store.client import Client
+from ntf_server.store.codec import TokenCodec
+from ntf_server.store.dataset import DataSet
+from ntf_server.store.keys import DEFAULT_BUCKETS, Keys, make_sub_id, sub_r
+from ntf_server.store.records import (
+    TOKEN_REGISTERED,
+    Notice,
+    PushProvider,
+    SubscriptionRecord,
+    TokenRecord,
+    TokenStatus,
+    day_of,
+)
 from ntf_server.store.redis import RedisStore
+from ntf_server.store.servers import ServerRegistry
 
 NOW = 1_800_000_000.0
 
@@ -138,3 +152,41 @@ async def add_notice(store: RedisStore, server: SMPServer, nid: bytes, at_ms: in
                      enc_meta: bytes) -> Added:
     [added] = await add_notices(store, [Notice(server, nid, at_ms, nonce, enc_meta)])
     return added
+
+
+def dataset_of(client: Client, prefix: str, buckets: int = DEFAULT_BUCKETS) -> DataSet:
+    """A data set over a client of the test's own (another instance's connection, an unreachable Redis):
+    the store modules that keep their own keys are built on one. Its store key is random: for modules that
+    seal nothing (policy, budgets, census)."""
+    return DataSet(client, AtRest(secrets.token_bytes(32)), Keys(prefix, buckets))
+
+
+# Queries only the tests make, kept here rather than in the store (whose queries are the server's), built on
+# the store's public parts: its data set (client, keys, at-rest key) and its key layout (keys.py, codec.py).
+
+async def find_subscription(store: RedisStore, server: SMPServer, notifier_id: bytes) -> SubscriptionRecord | None:
+    """The subscription of (SMP server, notifier id), as SNEW would find it."""
+    d, server = store.dataset, server.normalized()
+    srv = await ServerRegistry(d).number(server, create=False)
+    if srv is None:
+        return None
+    return await store.get_subscription(make_sub_id(d.a, sub_r(d.a, server, notifier_id), srv))
+
+
+async def find_tokens(store: RedisStore, provider: PushProvider, device_token: bytes) -> list[TokenRecord]:
+    """Every registration of a device token (the device-token index, then each record)."""
+    d = store.dataset
+    tids: list[bytes] = sorted(await d.r.hkeys(d.keys.dt_index(TokenCodec(d.a).dt_index(provider, device_token))))
+    found = [t for t in [await store.get_token(tid) for tid in tids] if t is not None]
+    return [t for t in found if t.provider is provider and t.device_token == device_token]
+
+
+async def job_holder(store: RedisStore, job: str) -> str | None:
+    """The instance holding a job's lease now (leases.py ``lj:<job>``: "<token> <instance>"), None when none."""
+    v: Any = await store.client.get(store.dataset.keys.g(f"lj:{job}"))
+    return bytes(v).decode().partition(" ")[2] if v else None
+
+
+async def pending_count(store: RedisStore) -> int:
+    """How many tokens have a deferred push pending (budget.py ``dfr``)."""
+    return int(await store.client.zcard(store.dataset.keys.g("dfr")))

@@ -16,7 +16,7 @@ import pytest
 import redis.asyncio
 from helpers.haskell_data import HaskellData, ed25519_pair, generate, load, token_row
 from helpers.pg_server import PgServer, load_schema, postgres  # noqa: F401  (postgres: the session fixture)
-from helpers.store_helpers import add_notice, check_invariants
+from helpers.store_helpers import add_notice, check_invariants, find_subscription, find_tokens
 
 from ntf_server import cli
 from ntf_server.config import Config, load_config
@@ -111,7 +111,7 @@ async def test_import_keeps_everything_and_a_rerun_changes_nothing(
     assert len(counts.token_statuses) == 10 and len(counts.sub_statuses) == len(SubStatusKind)
 
     store = await open_store(cfg)
-    aliases = SubIdAliases(store.client, store.prefix)
+    aliases = SubIdAliases(store.dataset)
     await aliases.load()
     try:
         stored = await store.counts()
@@ -121,14 +121,14 @@ async def test_import_keeps_everything_and_a_rerun_changes_nothing(
             check_token(await store.get_token(row.token_id), row)
         for row in list(valid.values())[:100]:  # the (provider, device token) index
             provider = M.PROVIDERS[row.push_provider]
-            assert row.token_id in [t.token_id for t in await store.find_tokens(provider, row.push_provider_token)]
+            assert row.token_id in [t.token_id for t in await find_tokens(store, provider, row.push_provider_token)]
         servers = {s.smp_server_id: M.map_server(s) for s in big.servers}
         kept = [s for s in big.subs if s.token_id in valid and not isinstance(M.map_sub(s, servers), M.Rejected)]
         assert len(kept) == subs
         for row in kept[::25]:
             server = servers[row.smp_server_id]  # type: ignore[index]
             assert not isinstance(server, M.Rejected)
-            rec = await store.find_subscription(server, row.smp_notifier_id)
+            rec = await find_subscription(store, server, row.smp_notifier_id)
             assert rec is not None and rec.token_id == row.token_id and rec.notifier_key == row.smp_notifier_key
             assert rec.status.to_text() == row.status[:204]
             # the app's subscription id (SCHK): through the alias, to the same record and its token
@@ -233,7 +233,7 @@ async def test_rows_of_another_token_are_refused_not_merged(postgres: PgServer, 
         assert counts.refused["token: device token and verify key registered under another token id"] == 1
         assert counts.refused["subscription: its SMP queue or id is already another token's subscription"] == 1
         assert await store.get_token(victim.token_id) is None
-        rec = await store.find_subscription(server, taken.smp_notifier_id)
+        rec = await find_subscription(store, server, taken.smp_notifier_id)
         assert rec is not None and rec.token_id == other.token_id
         # every index points at a record, every record is indexed, the counters agree (as the normal paths)
         found = await check_invariants(store, redis_url)

@@ -96,7 +96,7 @@ def notices(srv: SMPServer, nids: list[bytes], n: int, start_ms: int = 1_700_000
 
 
 def pipeline(store: RedisStore, apns: Apns, **settings: object) -> PushPipeline:
-    hidden = HiddenPushes(PolicyStore(store.client, store.prefix), PARITY, BudgetStore(store.client, store.prefix),
+    hidden = HiddenPushes(PolicyStore(store.dataset), PARITY, BudgetStore(store.dataset),
                           clock=lambda: NOW)
     s = replace(PipelineSettings(backoff=NO_WAIT, retry_scan_s=0.05), **settings)  # type: ignore[arg-type]
     return PushPipeline(store, apns, Stats(), hidden, settings=s)

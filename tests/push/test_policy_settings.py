@@ -75,13 +75,13 @@ def test_json_round_trip(rate: float, burst: int, overflow: Overflow, envs: dict
 
 
 async def test_policy_persists_and_put_returns_the_old_settings(store: RedisStore) -> None:
-    ps = PolicyStore(store.client, store.prefix)
+    ps = PolicyStore(store.dataset)
     assert await ps.get() is None
     first = PolicySettings.from_json({"burst": 2})
     assert await ps.put(first) is None
     second = PolicySettings.from_json({"overflow": "defer", "environments": {"test": {"burst": 1}}}, first)
     assert await ps.put(second) == first
-    assert await PolicyStore(store.client, store.prefix).get() == second  # what another instance reads
+    assert await PolicyStore(store.dataset).get() == second  # what another instance reads
     await ps.clear()
     assert await ps.get() is None
 
@@ -89,7 +89,7 @@ async def test_policy_persists_and_put_returns_the_old_settings(store: RedisStor
 async def test_an_unusable_stored_policy_is_reported_and_ignored(
     store: RedisStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    ps = PolicyStore(store.client, store.prefix)
+    ps = PolicyStore(store.dataset)
     await store.client.set(ps.key, '{"burst": 0}')
     assert await ps.get() is None
     assert "unusable" in caplog.text

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio
-from helpers.store_helpers import NOW, device_token, notifier_key, server, token
+from helpers.store_helpers import NOW, dataset_of, device_token, notifier_key, pending_count, server, token
 from helpers.valkey_cluster import CLUSTER, raw_client
 
 from ntf_server.config import Overflow
@@ -34,7 +34,7 @@ from ntf_server.store.redis import RedisStore
 
 @pytest.fixture
 async def budgets(store: RedisStore) -> BudgetStore:
-    return BudgetStore(store.client, store.prefix)
+    return BudgetStore(store.dataset)
 
 
 @pytest.fixture
@@ -140,7 +140,7 @@ async def test_a_due_push_is_claimed_by_exactly_one_instance(
     # the push is built when claimed: it carries the token's newest notice (one queue: its last one)
     assert len(claimed) == 1 and [n.enc_meta for n in claimed[0].notices] == [b"second"]
     assert await budgets.done(tok.token_id, claimed[0].version)
-    assert await budgets.pending_count() == 0
+    assert await pending_count(store) == 0
 
 
 async def test_a_notification_joining_during_the_send_keeps_the_pending_push(
@@ -196,7 +196,7 @@ async def test_a_deleted_token_gets_nothing(store: RedisStore, budgets: BudgetSt
 
 async def test_a_policy_change_is_seen_by_the_next_read_on_another_instance(
         store: RedisStore, other_client: redis.asyncio.Redis) -> None:
-    mine, theirs = PolicyStore(store.client, store.prefix), PolicyStore(other_client, store.prefix)
+    mine, theirs = PolicyStore(store.dataset), PolicyStore(dataset_of(other_client, store.prefix))
     assert await theirs.current() is None
     await mine.put(PolicySettings.from_json({"hidden_per_hour": 0}))
     first = await theirs.current()
@@ -230,7 +230,7 @@ async def test_a_batch_of_notices_of_one_token_is_decided_in_order(store: RedisS
 
 async def test_the_script_refuses_a_budget_taken_from_an_old_policy(store: RedisStore, budgets: BudgetStore) -> None:
     tok = await new_token(store)
-    policy = PolicyStore(store.client, store.prefix)
+    policy = PolicyStore(store.dataset)
     b = Budget(3.0, 3, Overflow.ALERT)
     assert await message(store, tok, b, NOW, policy=(policy.key, None)) == (Decision.HIDDEN, None)
     await policy.put(PolicySettings.from_json({"hidden_per_hour": 0}))

@@ -7,7 +7,7 @@ import secrets
 
 import pytest
 import redis.asyncio
-from helpers.store_helpers import NOW, notifier_key, server, token
+from helpers.store_helpers import NOW, dataset_of, notifier_key, server, token
 
 from ntf_server.store.activity import ActiveTokens, ActivityStore, period_keys
 from ntf_server.store.census import BUCKETS_PER_CALL, CensusTaker
@@ -34,7 +34,7 @@ async def test_census_counts_tokens_and_subscriptions_by_status_per_server(store
         nids[1 if srv is s1 else 2].append(nid)
     await store.set_subscription_statuses(s1, nids[1][:10], SubStatus(SubStatusKind.ACTIVE))
     await store.set_subscription_statuses(s2, nids[2][:2], SubStatus.error("BLOCKED something"))
-    census = await CensusTaker(store.client, store.prefix, store.buckets, sleep=no_sleep).take()
+    census = await CensusTaker(store.dataset, sleep=no_sleep).take()
     assert dict(census.tokens) == {"ACTIVE": 3, "REGISTERED": 2}
     assert dict(census.subscriptions) == {"ACTIVE": 10, "NEW": 28, "ERR": 2}
     assert dict(census.per_server[s1]) == {"ACTIVE": 10, "NEW": 20}
@@ -52,7 +52,7 @@ async def test_census_paces_itself(store: RedisStore) -> None:
     async def sleep(s: float) -> None:
         slept.append(s)
 
-    census = await CensusTaker(store.client, store.prefix, store.buckets, duty=0.5, sleep=sleep).take()
+    census = await CensusTaker(store.dataset, duty=0.5, sleep=sleep).take()
     assert dict(census.subscriptions) == {"NEW": 1}
     # one call for the tokens, one per BUCKETS_PER_CALL buckets of the one SMP server
     assert len(slept) == 1 + store.buckets // BUCKETS_PER_CALL and all(s > 0 for s in slept)
@@ -62,7 +62,7 @@ async def test_census_of_an_unreachable_redis_is_a_store_error() -> None:
     client = redis.asyncio.Redis.from_url("unix:///nonexistent/redis.sock")
     try:
         with pytest.raises(StoreError):
-            await CensusTaker(client, "x:", 64, sleep=no_sleep).take()
+            await CensusTaker(dataset_of(client, "x:"), sleep=no_sleep).take()
     finally:
         await client.aclose()
 
@@ -70,7 +70,7 @@ async def test_census_of_an_unreachable_redis_is_a_store_error() -> None:
 async def test_active_tokens_are_distinct_keyed_hashes_per_period(store: RedisStore) -> None:
     # Fixed ids and key: a HyperLogLog counts 50 items exactly only when no two land in one register, which about
     # 7% of random sets miss (CI once saw 49); this set has no such pair, in Valkey and Redis alike (same hash).
-    activity = ActivityStore(store.client, store.prefix, bytes(range(32)), clock=lambda: NOW)
+    activity = ActivityStore(store.dataset, bytes(range(32)), clock=lambda: NOW)
     tids = [i.to_bytes(24, "big") for i in range(1, 51)]
     for tid in tids + tids[:10]:  # repeats count once
         activity.record(tid)
@@ -90,7 +90,7 @@ async def test_active_tokens_are_distinct_keyed_hashes_per_period(store: RedisSt
 
 async def test_active_tokens_next_day_start_again(store: RedisStore) -> None:
     now = [NOW]
-    activity = ActivityStore(store.client, store.prefix, secrets.token_bytes(32), clock=lambda: now[0])
+    activity = ActivityStore(store.dataset, secrets.token_bytes(32), clock=lambda: now[0])
     activity.record(b"a" * 24)
     await activity.flush()
     now[0] += 86400

@@ -35,8 +35,8 @@ async def cron_token(store: RedisStore) -> TokenRecord:
 
 def instance(store: RedisStore, sent: list[str], name: str, clock: Callable[[], float],
              policy: dict[str, float]) -> CronPushes:
-    hidden = HiddenPushes(PolicyStore(store.client, store.prefix), PolicySettings.from_json(policy),
-                          BudgetStore(store.client, store.prefix), clock=clock)
+    hidden = HiddenPushes(PolicyStore(store.dataset), PolicySettings.from_json(policy),
+                          BudgetStore(store.dataset), clock=clock)
 
     async def submit(push: Push) -> None:
         sent.append(name)
@@ -64,8 +64,8 @@ async def test_a_periodic_push_whose_sender_died_is_sent_again_after_the_lease(
     now = [NOW]
     sent: list[str] = []
     policy = {"hidden_per_hour": 3}
-    hidden = HiddenPushes(PolicyStore(store.client, store.prefix), PolicySettings.from_json(policy),
-                          BudgetStore(store.client, store.prefix), clock=lambda: now[0])
+    hidden = HiddenPushes(PolicyStore(store.dataset), PolicySettings.from_json(policy),
+                          BudgetStore(store.dataset), clock=lambda: now[0])
 
     async def dies(push: Push) -> None:  # decided and claimed, then killed before it confirmed anything
         sent.append("a")

@@ -11,7 +11,16 @@ from pathlib import Path
 
 import pytest
 from helpers.fault_proxy import FaultProxy
-from helpers.store_helpers import NOW, add_notice, check_invariants, device_token, notifier_key, server, token
+from helpers.store_helpers import (
+    NOW,
+    add_notice,
+    check_invariants,
+    device_token,
+    find_subscription,
+    notifier_key,
+    server,
+    token,
+)
 from helpers.valkey_cluster import CLUSTER, raw_client
 
 from ntf_server.store.errors import StoreError, StoreUnavailable
@@ -136,6 +145,6 @@ async def test_bucket_count_is_adopted_from_the_data_set(store: RedisStore, redi
     again = await RedisStore.connect(redis_url, store_key, prefix=store.prefix, cluster=CLUSTER)
     try:
         assert again.buckets == store.buckets != 1024
-        assert await again.find_subscription(server(1), b"N" * 24) == sub
+        assert await find_subscription(again, server(1), b"N" * 24) == sub
     finally:
         await again.close()

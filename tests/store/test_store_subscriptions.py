@@ -6,7 +6,16 @@ from __future__ import annotations
 import secrets
 from dataclasses import replace
 
-from helpers.store_helpers import Outcome, add_notice, add_notices, check_invariants, notifier_key, server, token
+from helpers.store_helpers import (
+    Outcome,
+    add_notice,
+    add_notices,
+    check_invariants,
+    find_subscription,
+    notifier_key,
+    server,
+    token,
+)
 from helpers.valkey_cluster import CLUSTER
 
 from ntf_server.protocol.encoding import SMPServer
@@ -45,9 +54,9 @@ async def test_create_and_lookups(store: RedisStore) -> None:
     )  # fmt: skip
     assert len(sub.sub_id) == 24
     assert await store.get_subscription(sub.sub_id) == sub
-    assert await store.find_subscription(server(1), b"N" * 24) == sub
-    assert await store.find_subscription(server(2), b"N" * 24) is None
-    assert await store.find_subscription(server(1), b"M" * 24) is None
+    assert await find_subscription(store, server(1), b"N" * 24) == sub
+    assert await find_subscription(store, server(2), b"N" * 24) is None
+    assert await find_subscription(store, server(1), b"M" * 24) is None
     assert await store.get_subscription(secrets.token_bytes(24)) is None  # random id: nothing
     assert await store.counts() == StoreCounts(1, 1, 0, 1)
 
@@ -110,7 +119,7 @@ async def test_preset_host_is_normalized(store: RedisStore) -> None:
     single = SMPServer(("smp4.simplex.im",), "", b"k" * 32)
     _, sub = await store.create_subscription(t.token_id, single, b"N" * 24, notifier_key())
     assert sub is not None and len(sub.server.hosts) == 2
-    assert await store.find_subscription(single.normalized(), b"N" * 24) == sub
+    assert await find_subscription(store, single.normalized(), b"N" * 24) == sub
 
 
 async def test_delete_subscription_removes_its_last_notification(store: RedisStore, redis_url: str) -> None:
@@ -141,7 +150,7 @@ async def test_bulk_status_updates(store: RedisStore) -> None:
     err = SubStatus.error("SMP error QUOTA")
     assert await store.set_subscription_statuses(server(1), [nids[25], b"unknown"], err) == 1
     assert await store.set_subscription_statuses(server(9), nids, SUB_INACTIVE) == 0
-    got = {nid: await store.find_subscription(server(1), nid) for nid in nids}
+    got = {nid: await find_subscription(store, server(1), nid) for nid in nids}
     assert all(got[n].status == SUB_ACTIVE and got[n].service_assoc for n in nids[:20])  # type: ignore[union-attr]
     assert got[nids[25]].status == err and not got[nids[25]].service_assoc  # type: ignore[union-attr]
     assert got[nids[21]].status == SUB_NEW  # type: ignore[union-attr]
@@ -243,7 +252,7 @@ async def test_a_second_store_instance_sees_the_same_data(store: RedisStore, red
     other = await RedisStore.connect(redis_url, store_key, prefix=store.prefix, buckets=store.buckets, cluster=CLUSTER)
     try:
         assert await other.get_subscription(sub.sub_id) == sub  # type: ignore[union-attr]
-        assert await other.find_subscription(server(5), b"N" * 24) == sub
+        assert await find_subscription(other, server(5), b"N" * 24) == sub
     finally:
         await other.close()
 

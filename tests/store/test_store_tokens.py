@@ -5,7 +5,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from helpers.store_helpers import NOW, add_notice, check_invariants, device_token, notifier_key, server, token
+from helpers.store_helpers import (
+    NOW,
+    add_notice,
+    check_invariants,
+    device_token,
+    find_subscription,
+    find_tokens,
+    notifier_key,
+    server,
+    token,
+)
 from helpers.valkey_cluster import CLUSTER, raw_client
 
 from ntf_server.store.base import TokenCreate, TokenReplace
@@ -39,7 +49,7 @@ async def test_same_device_and_verify_key_is_a_duplicate(store: RedisStore) -> N
     other_key = token(t.device_token)  # same device, new verify key: allowed until one is verified
     assert await store.create_token(other_key) is TokenCreate.CREATED
     assert await store.create_token(t) is TokenCreate.CREATED  # a retried create is idempotent
-    assert {x.token_id for x in await store.find_tokens(t.provider, t.device_token)} == {
+    assert {x.token_id for x in await find_tokens(store, t.provider, t.device_token)} == {
         t.token_id,
         other_key.token_id,
     }
@@ -51,7 +61,7 @@ async def test_find_token_for_repeat_tnew(store: RedisStore) -> None:
     assert await store.find_token(t.provider, t.device_token, t.verify_key) == t
     assert await store.find_token(t.provider, t.device_token, b"other") is None
     assert await store.find_token(PushProvider.APNS_DEV, t.device_token, t.verify_key) is None
-    assert await store.find_tokens(t.provider, device_token()) == []
+    assert await find_tokens(store, t.provider, device_token()) == []
 
 
 async def test_replace_token_moves_the_device_index(store: RedisStore, redis_url: str) -> None:
@@ -68,8 +78,8 @@ async def test_replace_token_moves_the_device_index(store: RedisStore, redis_url
         TOKEN_REGISTERED,
     )
     assert got.dh_secret == t.dh_secret and got.dh_private == t.dh_private
-    assert await store.find_tokens(t.provider, t.device_token) == []
-    assert await store.find_tokens(PushProvider.APNS_DEV, new_dt) == [got]
+    assert await find_tokens(store, t.provider, t.device_token) == []
+    assert await find_tokens(store, PushProvider.APNS_DEV, new_dt) == [got]
     assert await store.replace_token(b"\x01" * 24, PushProvider.APNS_DEV, new_dt, new_code) is TokenReplace.NO_TOKEN
     await check_invariants(store, redis_url)
 
@@ -121,7 +131,7 @@ async def test_activate_deletes_other_registrations_with_their_subscriptions(sto
     assert [(r.server, r.notifier_id, r.sub_id) for r in removed] == [(server(1), nid, sub.sub_id)]
     assert await store.get_token(loser1.token_id) is None
     assert await store.get_token(loser2.token_id) is not None  # other provider: not the same registration
-    assert await store.find_subscription(server(1), nid) is None
+    assert await find_subscription(store, server(1), nid) is None
     assert (await store.get_token(winner.token_id)).status == TOKEN_ACTIVE  # type: ignore[union-attr]
     assert await store.activate_token(winner.token_id) == (True, [])  # repeated TVFY is idempotent
     await check_invariants(store, redis_url)
@@ -217,7 +227,7 @@ async def test_registrations_per_device_token_are_capped(store: RedisStore, redi
     assert await store.create_token(token(), max_per_device=3) is TokenCreate.CREATED  # another device
     ok, removed = await store.activate_token(first.token_id)  # verifying one deletes the others (≤ cap)
     assert ok and removed == []
-    assert {x.token_id for x in await store.find_tokens(first.provider, first.device_token)} == {first.token_id}
+    assert {x.token_id for x in await find_tokens(store, first.provider, first.device_token)} == {first.token_id}
     assert await store.create_token(same_device[2], max_per_device=3) is TokenCreate.CREATED
     elsewhere = token()  # TRPL onto a device token with the most registrations: refused the same way
     await store.create_token(elsewhere)

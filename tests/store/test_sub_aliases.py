@@ -7,7 +7,6 @@ import secrets
 
 from helpers.store_helpers import NOW, notifier_key, server, token
 
-from ntf_server.store.atrest import AtRest
 from ntf_server.store.importing import ImportedToken, StoreImporter, TokenImport
 from ntf_server.store.records import SUB_ACTIVE, TOKEN_ACTIVE, SubscriptionRecord
 from ntf_server.store.redis import RedisStore
@@ -15,8 +14,8 @@ from ntf_server.store.sub_aliases import SubIdAliases
 
 
 async def test_an_imported_id_resolves_to_ours_and_other_ids_pass_through(
-        store: RedisStore, redis_url: str, store_key: bytes) -> None:
-    aliases = SubIdAliases(store.client, store.prefix)
+        store: RedisStore, redis_url: str) -> None:
+    aliases = SubIdAliases(store.dataset)
     await aliases.load()
     unknown = secrets.token_bytes(24)
     assert await aliases.resolve(unknown) == unknown and "off" in repr(aliases)  # no import: no lookup
@@ -24,7 +23,7 @@ async def test_an_imported_id_resolves_to_ours_and_other_ids_pass_through(
     t = token(status=TOKEN_ACTIVE)
     old_id = secrets.token_bytes(24)
     sub = SubscriptionRecord(old_id, t.token_id, server(), secrets.token_bytes(24), notifier_key(), SUB_ACTIVE)
-    importer = StoreImporter(store.client, AtRest(store_key), store.prefix, store.buckets)
+    importer = StoreImporter(store.dataset)
     [res] = await importer.write([ImportedToken(t, [sub], [], None)], NOW)
     assert res.outcome is TokenImport.WRITTEN and res.subscriptions_written == 1
 

@@ -24,7 +24,7 @@ class Clock:
 
 def cap(store: RedisStore, clock: Clock, limit: int = 2) -> VerificationCap:
     hasher = AtRest(b"k" * 32).index
-    return VerificationCap(store.client, store.prefix, lambda p, d: hasher(b"vrf cap", p, d), limit, 3600.0,
+    return VerificationCap(store.dataset, lambda p, d: hasher(b"vrf cap", p, d), limit, 3600.0,
                            clock=clock)
 
 
