@@ -1,21 +1,25 @@
-"""Server counters (STYLE 11): cheap increments, a frozen snapshot, pure renderers elsewhere.
+"""Server counters and gauges (STYLE 11): cheap increments, a frozen snapshot, pure renderers elsewhere.
 
-Counters are typed names (`Stat`), not free strings: a typo is a mypy error, and at run time an unknown
-name raises instead of silently starting a new counter. Names follow the Haskell server's counters
-(§6.4) in snake case, so operators can compare. A new member shows up in ``/metrics`` and
-``/v1/stats`` by itself (admin/metrics.py renders from the enum; give it a help text in admin/catalog.py).
+A counter is named by a typed definition, not a free string: a ``metricdef.Counter`` declared in the
+module that counts it (name, help text, family, per SMP server), or, for the counters not moved there yet,
+a member of the ``Stat`` enum below (help texts in admin/catalog.py). A typo is a mypy error, and at run
+time an unknown name raises instead of silently starting a new counter. Names follow the Haskell server's
+counters (§6.4) in snake case, so operators can compare. Every defined counter shows up in ``/metrics``
+and ``/v1/stats`` by itself (the renderers walk ``metricdef.REGISTRY``).
 
 Some counters are also kept per SMP server (``incr_server``, the Haskell ``…Own`` maps): per host for the
-operator's own servers (``subscriber.own_server_domains``), all others together as ``"other"``.
+operator's own servers (``subscriber.own_server_domains``), all others together as ``"other"``. A gauge
+(``metricdef.Gauge``) is a function the owner of the value registers with ``track``; the snapshot reads it.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from ntf_server.metricdef import REGISTRY, Counter, Gauge
 from ntf_server.ownservers import OwnServers
 
 
@@ -108,48 +112,72 @@ class Stat(enum.StrEnum):
     NTF_LOST_STORE = "ntf_lost_store"
 
 
+CounterName = Stat | Counter
+
+
+def _key(name: CounterName | str) -> str:
+    """The external name of a counter; a string must name a defined counter, else ValueError."""
+    if isinstance(name, Counter):
+        return name.name
+    if isinstance(name, Stat) or isinstance(REGISTRY.get(name), Counter):
+        return str(name)
+    return Stat(name).value  # raises ValueError naming the misspelt counter
+
+
 @dataclass(frozen=True, slots=True)
 class StatsSnapshot:
-    counters: Mapping[Stat, int]
+    counters: Mapping[str, int]  # external name -> count, every defined counter
     # (counter, own server host or "other") -> count, for the counters kept per SMP server
-    by_server: Mapping[tuple[Stat, str], int] = field(default_factory=lambda: MappingProxyType({}))
+    by_server: Mapping[tuple[str, str], int] = field(default_factory=lambda: MappingProxyType({}))
+    gauges: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))  # tracked gauges
 
-    def __getitem__(self, name: Stat | str) -> int:
-        return self.counters[Stat(name)]
+    def __getitem__(self, name: CounterName | str) -> int:
+        return self.counters.get(_key(name), 0)
 
     def as_dict(self) -> dict[str, int]:
-        return {k.value: v for k, v in self.counters.items()}
+        return dict(self.counters)
 
 
 class Stats:
-    __slots__ = ("_by_server", "_c", "_labels", "own")
+    __slots__ = ("_by_server", "_c", "_gauges", "_labels", "own")
 
     def __init__(self, own: OwnServers | None = None) -> None:
-        self._c: dict[Stat, int] = dict.fromkeys(Stat, 0)
-        self._by_server: dict[tuple[Stat, str], int] = {}
+        self._c: dict[str, int] = {}
+        self._by_server: dict[tuple[str, str], int] = {}
         self._labels: dict[tuple[str, ...], str] = {}  # hosts -> label (a handful of SMP servers)
+        self._gauges: dict[str, Callable[[], float]] = {}
         self.own = own or OwnServers()
 
-    def incr(self, name: Stat, n: int = 1) -> None:
-        self._c[name] += n
+    def incr(self, name: CounterName, n: int = 1) -> None:
+        key = name.name if isinstance(name, Counter) else name.value
+        self._c[key] = self._c.get(key, 0) + n
 
-    def incr_server(self, name: Stat, hosts: Sequence[str], n: int = 1) -> None:
+    def incr_server(self, name: CounterName, hosts: Sequence[str], n: int = 1) -> None:
         """Count ``name`` in total and for the SMP server with ``hosts`` (own host name, else "other")."""
-        self._c[name] += n
+        if isinstance(name, Counter) and not name.per_server:
+            raise ValueError(f"counter {name.name} is not kept per SMP server")
+        self.incr(name, n)
         key = tuple(hosts)
         label = self._labels.get(key)
         if label is None:
             label = self._labels[key] = self.own.label(key)
-        k = (name, label)
+        k = (name.name if isinstance(name, Counter) else name.value, label)
         self._by_server[k] = self._by_server.get(k, 0) + n
 
-    def __getitem__(self, name: Stat | str) -> int:
-        """Read one counter; a string must be a known name (tests read by name), else ValueError."""
-        return self._c[Stat(name)]
+    def track(self, gauge: Gauge, read: Callable[[], float]) -> None:
+        """Read ``gauge`` with ``read`` whenever the figures are gathered (one reader per gauge)."""
+        self._gauges[gauge.name] = read
+
+    def __getitem__(self, name: CounterName | str) -> int:
+        """Read one counter; a string must be a defined name (tests read by name), else ValueError."""
+        return self._c.get(_key(name), 0)
 
     def snapshot(self) -> StatsSnapshot:
-        return StatsSnapshot(MappingProxyType(dict(self._c)), MappingProxyType(dict(self._by_server)))
+        counters = {c.name: self._c.get(c.name, 0) for c in REGISTRY.counters()}
+        gauges = {name: read() for name, read in self._gauges.items()}
+        return StatsSnapshot(MappingProxyType(counters), MappingProxyType(dict(self._by_server)),
+                             MappingProxyType(gauges))
 
     def __repr__(self) -> str:
-        busy = ", ".join(f"{k.value}={v}" for k, v in self._c.items() if v)
+        busy = ", ".join(f"{k}={v}" for k, v in self._c.items() if v)
         return f"<Stats {busy or 'idle'}>"

@@ -1,13 +1,20 @@
-"""What every counter means, and which counters are shown as one labelled metric family.
+"""What the counters still named by the ``Stat`` enum mean, and which are shown as one labelled family.
 
-Keyed by the counter's external name (``Stat`` value), so a help text can be written for a counter
-another change is adding. A counter without an entry here still appears (as ``ntf_<name>_total``, with a
-generic help text); tests/admin check that every ``Stat`` has one.
+The way out: a counter is defined as a ``metricdef.Counter`` next to the code that counts it (its help
+text and family there; see metricdef.py). The counters not moved yet are described here, keyed by their
+external name (``Stat`` value), and registered as definitions at import (``_register``), so the renderers
+see one registry. Moving a counter: delete its ``Stat`` member and its lines here, define it where it is
+counted. A name left in both places fails at import (defined twice).
 """
 
 from __future__ import annotations
 
 from typing import Final, NamedTuple
+
+from ntf_server.metricdef import Counter, Family, metric_name
+from ntf_server.stats import Stat
+
+__all__ = ["FAMILY_HELP", "GROUPED", "HELP", "PER_SERVER", "Grouped", "help_for", "metric_name"]
 
 
 class Grouped(NamedTuple):
@@ -145,17 +152,21 @@ HELP: Final = {
 }
 
 
-# counter name prefixes spelled out in metric names, as the Haskell server's (simplex_ntf_tokens_created)
-_SPELLED: Final = (("tkn_", "tokens_"), ("sub_", "subscriptions_"), ("ntf_", "notifications_"))
-
-
-def metric_name(name: str) -> str:
-    """A counter's metric family name without the ``ntf_`` prefix: ``tkn_created`` -> ``tokens_created``."""
-    for short, long in _SPELLED:
-        if name.startswith(short):
-            return long + name[len(short):]
-    return name
+PER_SERVER: Final = frozenset({"ntf_received", "ntf_received_auth"})  # also kept per SMP server
 
 
 def help_for(name: str) -> str:
     return HELP.get(name, f"Counter {name}")
+
+
+def _register() -> None:
+    families: dict[str, Family] = {}
+    for stat in Stat:
+        g = GROUPED.get(stat.value)
+        family = None
+        if g is not None:
+            family = families.setdefault(g.family, Family(g.family, g.label, FAMILY_HELP[g.family]))
+        Counter(stat.value, help_for(stat.value), family, g.value if g else "", stat.value in PER_SERVER)
+
+
+_register()
