@@ -27,14 +27,8 @@ class Stat(enum.StrEnum):
     """Every counter the server keeps; the value is the stable external name (JSON, metrics)."""
 
     # tokens and subscriptions (§6.4)
-    TKN_CREATED = "tkn_created"
-    TKN_VERIFIED = "tkn_verified"
-    TKN_DELETED = "tkn_deleted"
-    TKN_REPLACED = "tkn_replaced"
     TKN_EXPIRED = "tkn_expired"
     TKN_EXPIRED_UNVERIFIED = "tkn_expired_unverified"
-    SUB_CREATED = "sub_created"
-    SUB_DELETED = "sub_deleted"
     # verification pushes
     NTF_VRF_QUEUED = "ntf_vrf_queued"
     NTF_VRF_DELIVERED = "ntf_vrf_delivered"
@@ -63,26 +57,6 @@ class Stat(enum.StrEnum):
     NTF_CRON_SKIPPED = "ntf_cron_skipped"  # a hidden push reached the device within the interval
     NTF_CRON_SKIPPED_BUDGET = "ntf_cron_skipped_budget"  # budget empty (a hidden push within the last T)
     # NTF connections and requests
-    STORE_ERRORS = "store_errors"
-    CONN_ACCEPTED = "conn_accepted"
-    CONN_REFUSED = "conn_refused"
-    CONN_REFUSED_CONNECTIONS = "conn_refused_connections"
-    CONN_REFUSED_HANDSHAKES = "conn_refused_handshakes"
-    CONN_REFUSED_PER_IP = "conn_refused_per_ip"
-    CONN_REFUSED_HANDSHAKES_PER_IP = "conn_refused_handshakes_per_ip"
-    CONN_TLS_FAILED = "conn_tls_failed"
-    CONN_HANDSHAKE_FAILED = "conn_handshake_failed"
-    CONN_CLOSED = "conn_closed"
-    REQ_RECEIVED = "req_received"
-    REQ_REJECTED = "req_rejected"
-    REQ_AUTH_FAILED = "req_auth_failed"
-    REQ_PROHIBITED = "req_prohibited"
-    REQ_QUOTA_EXCEEDED = "req_quota_exceeded"
-    REQ_OVER_BUDGET = "req_over_budget"  # over the per-connection or per-address command budget
-    CONN_CLOSED_AUTH = "conn_closed_auth_failures"  # closed after server.max_auth_failures ERR AUTH
-    SUB_QUOTA_EXCEEDED = "sub_quota_exceeded"  # SNEW over its rate or the token's caps
-    SUB_HOST_REFUSED = "sub_host_refused"  # SNEW naming a private or loopback SMP host
-    BLOCKS_BAD = "blocks_bad"
     # subscriber pool
     SMP_CONNECTED = "smp_connected"
     SMP_CONNECT_FAILED = "smp_connect_failed"

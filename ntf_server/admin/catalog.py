@@ -25,7 +25,6 @@ class Grouped(NamedTuple):
 
 # families of counters shown with a label instead of one family each
 FAMILY_HELP: Final = {
-    "conn_refused_by_limit": "NTF client sockets refused at accept, by the limit that refused them",
     "smp_subscription_answers": "NSUB answers from SMP servers, by the subscription status they give",
     "verification_pushes": "Verification pushes (TNEW/TRPL), by outcome",
     "message_pushes": "Message notification pushes, by outcome",
@@ -37,9 +36,6 @@ FAMILY_HELP: Final = {
 }
 
 GROUPED: Final = {
-    "conn_refused_connections": Grouped("conn_refused_by_limit", "limit", "connections"),
-    "conn_refused_handshakes": Grouped("conn_refused_by_limit", "limit", "handshakes"),
-    "conn_refused_per_ip": Grouped("conn_refused_by_limit", "limit", "per_ip"),
     "smp_sub_ok": Grouped("smp_subscription_answers", "answer", "ok"),
     "smp_sub_auth": Grouped("smp_subscription_answers", "answer", "auth"),
     "smp_sub_service": Grouped("smp_subscription_answers", "answer", "service"),
@@ -72,14 +68,8 @@ GROUPED: Final = {
 }
 
 HELP: Final = {
-    "tkn_created": "Tokens registered (TNEW)",
-    "tkn_verified": "Tokens verified (TVFY)",
-    "tkn_deleted": "Tokens deleted (TDEL)",
-    "tkn_replaced": "Device tokens replaced (TRPL)",
     "tkn_expired": "Tokens deleted after store.expire_tokens_after_days unused",
     "tkn_expired_unverified": "Tokens deleted for not being verified within store.expire_unverified_after_h",
-    "sub_created": "Subscriptions created (SNEW)",
-    "sub_deleted": "Subscriptions deleted (SDEL)",
     "ntf_vrf_queued": "Verification pushes queued",
     "ntf_vrf_delivered": "Verification pushes accepted by APNs",
     "ntf_vrf_failed": "Verification pushes that failed",
@@ -93,26 +83,6 @@ HELP: Final = {
     "ntf_delivered": "Message pushes accepted by APNs",
     "ntf_failed": "Message pushes that failed",
     "ntf_invalid_tkn": "Message pushes APNs refused because the device token is invalid",
-    "store_errors": "NTF requests answered ERR STORE (Redis unavailable or failing)",
-    "conn_accepted": "NTF client sockets accepted",
-    "conn_refused": "NTF client sockets refused at accept by a connection limit",
-    "conn_refused_connections": "Refused: server.max_connections reached",
-    "conn_refused_handshakes": "Refused: server.max_handshakes reached",
-    "conn_refused_per_ip": "Refused: server.max_connections_per_ip reached",
-    "conn_refused_handshakes_per_ip": "Refused: server.max_handshakes_per_ip reached",
-    "conn_tls_failed": "NTF client sockets closed before TLS completed",
-    "conn_handshake_failed": "NTF client connections with a failed NTF handshake",
-    "conn_closed": "NTF client sockets closed",
-    "req_received": "NTF requests received",
-    "req_rejected": "NTF requests rejected as malformed",
-    "req_auth_failed": "NTF requests answered AUTH",
-    "req_prohibited": "NTF requests answered PROHIBITED",
-    "req_quota_exceeded": "NTF registrations refused by the registration rate limits (ERR QUOTA)",
-    "req_over_budget": "NTF requests refused by the command budget per connection or address (ERR QUOTA)",
-    "conn_closed_auth_failures": "NTF connections closed after server.max_auth_failures ERR AUTH answers",
-    "sub_quota_exceeded": "SNEW refused by the subscription rate limits or the per-token caps (ERR QUOTA)",
-    "sub_host_refused": "SNEW naming a private or loopback SMP host, refused (ERR CMD PROHIBITED)",
-    "blocks_bad": "Malformed NTF transport blocks",
     "smp_connected": "SMP connections established",
     "smp_connect_failed": "SMP connection attempts that failed",
     "smp_disconnected": "SMP connections lost",

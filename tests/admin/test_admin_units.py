@@ -12,6 +12,8 @@ from ntf_server.admin import catalog, metrics, views
 from ntf_server.admin.figures import Figures
 from ntf_server.apns_metrics import MAX_ANSWER_LABELS, ApnsMetrics
 from ntf_server.cli import tables
+from ntf_server.handlers import TKN_CREATED
+from ntf_server.metricdef import REGISTRY, metric_name
 from ntf_server.ownservers import OTHER, OwnServers
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.stats import Stat, Stats
@@ -66,6 +68,7 @@ def test_every_counter_has_a_help_text() -> None:
     assert [s.value for s in Stat if s.value not in catalog.HELP] == []
     for g in catalog.GROUPED.values():
         assert g.family in catalog.FAMILY_HELP
+    assert [c.name for c in REGISTRY.counters() if not c.help or c.help.startswith("Counter ")] == []
 
 
 def figures(stats: Stats, *, census: bool = True) -> Figures:
@@ -87,19 +90,19 @@ def parsed(fig: Figures, own: OwnServers) -> dict[str, dict[tuple[str, tuple[tup
 
 
 def test_every_counter_is_rendered_in_its_family() -> None:
-    """A new Stat member needs no code to appear: its own family, or its group's with its label."""
+    """A new counter needs no code to appear: its own family, or its group's with its label."""
     stats = Stats()
-    for i, s in enumerate(Stat):
-        stats.incr(s, i + 1)
+    counters = REGISTRY.counters()
+    for i, c in enumerate(counters):
+        stats.incr(c, i + 1)
     fams = parsed(figures(stats), OwnServers())
-    for i, s in enumerate(Stat):
-        g = catalog.GROUPED.get(s.value)
-        if g is None:
-            name = "ntf_" + catalog.metric_name(s.value)
-            assert fams[name] == {(name + "_total", ()): i + 1}, s
+    for i, c in enumerate(counters):
+        if c.family is None:
+            name = "ntf_" + metric_name(c.name)
+            assert fams[name] == {(name + "_total", ()): i + 1}, c
         else:
-            name = "ntf_" + g.family
-            assert fams[name][(name + "_total", ((g.label, g.value),))] == i + 1, s
+            name = "ntf_" + c.family.name
+            assert fams[name][(name + "_total", ((c.family.label, c.value),))] == i + 1, c
     assert all(name.startswith("ntf_") for name in fams)
 
 
@@ -171,7 +174,7 @@ def test_policy_table() -> None:
 
 def test_stats_table_renders_the_stats_json() -> None:
     stats = Stats()
-    stats.incr(Stat.TKN_CREATED, 4)
+    stats.incr(TKN_CREATED, 4)
     text = "\n".join(tables.stats_lines(views.stats_json(figures(stats))))
     assert "tkn_created" in text and "ACTIVE 5, REGISTERED 1" in text and "census 60 s ago" in text
     assert "sub_created" not in text  # zero counters only with --all

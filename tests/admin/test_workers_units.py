@@ -14,6 +14,7 @@ from ntf_server.admin.status import status_json
 from ntf_server.admin.workers import WorkerFigures, from_json, merge, to_json
 from ntf_server.apns_metrics import ApnsMetrics
 from ntf_server.cli import screen
+from ntf_server.handlers import TKN_CREATED
 from ntf_server.ownservers import OwnServers
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.stats import Stat, Stats
@@ -24,7 +25,7 @@ ANOTHER = SMPServer(("smp.elsewhere.example",), "443", b"\x03" * 32)
 
 def worker(index: int, links: tuple[tuple[SMPServer, str], ...], tokens: int, connections: int) -> WorkerFigures:
     stats = Stats(OwnServers(("own.example",)))
-    stats.incr(Stat.TKN_CREATED, tokens)
+    stats.incr(TKN_CREATED, tokens)
     stats.incr_server(Stat.NTF_RECEIVED, ("smp1.own.example",), tokens)
     apns = ApnsMetrics()
     apns.observe("test", 200, "", 0.02 * (index + 1))
@@ -41,7 +42,7 @@ def test_worker_0_sums_every_worker_and_labels_each() -> None:
     zero = worker(0, ((OWN, "up"),), 2, 4)
     one = worker(1, ((THEIRS, "up"), (ANOTHER, "down")), 5, 3)
     fig = merge(figures(Stats()), zero, [replace(one, restarts=3), None])
-    assert fig.stats[Stat.TKN_CREATED] == 7
+    assert fig.stats[TKN_CREATED] == 7
     assert fig.stats.by_server[(Stat.NTF_RECEIVED, "smp1.own.example")] == 7
     assert fig.apns.latency["test"].total == 2 and fig.apns.answers[("test", 200, "")] == 2
     assert (fig.connections, fig.queue_length, fig.retries_waiting) == (7, 3, 1)
