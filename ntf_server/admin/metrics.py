@@ -98,8 +98,6 @@ def _gauges(fig: Figures) -> Iterator[Metric]:
     yield _gauge("client_connections", "Open NTF client sockets (any phase)", fig.connections)
     yield _gauge("push_queue_length", "Pushes waiting for a push worker (verification and message)",
                  fig.queue_length)
-    yield _gauge("push_retries_waiting", "Pushes scheduled for a retry (APNs answered 429/5xx, timed out or the "
-                 "connection dropped); grows while APNs is unwell", fig.retries_waiting)
     if fig.counts is not None:
         yield _gauge("tokens_stored", "Tokens in the store (exact)", fig.counts.tokens)
         yield _gauge("subscriptions_stored", "Subscriptions in the store (exact)", fig.counts.subscriptions)

@@ -47,7 +47,6 @@ def stats_json(fig: Figures) -> dict[str, Any]:
         },
         "smp_connections": {s: states.get(s, 0) for s in SHOWN_STATES},
         "push_queue_length": fig.queue_length,
-        "push_retries_waiting": fig.retries_waiting,
         "resubscription": {"servers": p.servers, "servers_done": p.servers_done,
                            "subscriptions": p.subscriptions, "answered": p.answered,
                            "elapsed_s": round(p.elapsed_s, 1)},

@@ -54,7 +54,6 @@ class WorkerFigures:
     apns: ApnsSnapshot
     links: tuple[tuple[SMPServer, LinkState], ...]
     queue_length: int
-    retries_waiting: int
     resubscription: Progress
     listening: bool
     connections: int
@@ -71,12 +70,11 @@ class LocalFigures:
     pool: AdminPool
     listener: AdminListener
     queue_length: Callable[[], int]
-    retries_waiting: Callable[[], int]
     restarts: int = 0
 
     def read(self) -> WorkerFigures:
         return WorkerFigures(self.worker, os.getpid(), self.stats.snapshot(), self.apns.snapshot(),
-                             tuple(self.pool.link_states()), self.queue_length(), self.retries_waiting(),
+                             tuple(self.pool.link_states()), self.queue_length(),
                              self.pool.resubscription, self.listener.listening, self.listener.connections,
                              self.restarts)
 
@@ -101,7 +99,7 @@ def to_json(f: WorkerFigures) -> dict[str, Any]:
         "latency": {env: [list(h.counts), h.total, h.sum_s] for env, h in f.apns.latency.items()},
         "answers": [[e, s, reason, n] for (e, s, reason), n in f.apns.answers.items()],
         "links": [[_server_json(s), state] for s, state in f.links],
-        "queue_length": f.queue_length, "retries_waiting": f.retries_waiting,
+        "queue_length": f.queue_length,
         "resubscription": [r.servers, r.servers_done, r.subscriptions, r.answered, r.elapsed_s],
         "listening": f.listening, "connections": f.connections, "restarts": f.restarts,
     }
@@ -118,7 +116,7 @@ def from_json(d: dict[str, Any]) -> WorkerFigures:
                         MappingProxyType({(e, int(s), r): int(n) for e, s, r, n in d["answers"]}))
     return WorkerFigures(int(d["worker"]), int(d["pid"]), stats, apns,
                          tuple((_server(s), LinkState(str(state))) for s, state in d["links"]), int(d["queue_length"]),
-                         int(d["retries_waiting"]), Progress(*d["resubscription"]), bool(d["listening"]),
+                         Progress(*d["resubscription"]), bool(d["listening"]),
                          int(d["connections"]), int(d["restarts"]))
 
 
@@ -213,7 +211,7 @@ def merge(fig: Figures, own: WorkerFigures, peers: Sequence[WorkerFigures | None
                                  MappingProxyType(_gauges([f.stats for f in up]))),
         apns=ApnsSnapshot(MappingProxyType(latency), MappingProxyType(dict(answers))),
         links=tuple(link for f in up for link in f.links), queue_length=sum(f.queue_length for f in up),
-        retries_waiting=sum(f.retries_waiting for f in up), connections=sum(f.connections for f in up),
+        connections=sum(f.connections for f in up),
         listening=all(f.listening for f in up),
         resubscription=Progress(sum(r.servers for r in res), sum(r.servers_done for r in res),
                                 sum(r.subscriptions for r in res), sum(r.answered for r in res),

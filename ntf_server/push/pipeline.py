@@ -36,6 +36,7 @@ from typing import Final, Protocol
 
 from ntf_server.logevents import emit, log_event
 from ntf_server.logsummary import CountedLog
+from ntf_server.metricdef import Gauge
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.push import payload
 from ntf_server.push.budget import HiddenPushes
@@ -58,6 +59,8 @@ log = logging.getLogger(__name__)
 HOUR_S: Final = 3600.0
 POLICY_RETRIES: Final = 3
 STORE_ATTEMPTS: Final = 20  # tries of one batch while Redis is away (~ a minute), then counted lost
+RETRIES_WAITING: Final = Gauge("push_retries_waiting", "Pushes scheduled for a retry (APNs answered 429/5xx, timed "
+                               "out or the connection dropped); grows while APNs is unwell")
 
 
 _PLANNED: Final = {Decision.HIDDEN: Stat.NTF_HIDDEN, Decision.ALERT: Stat.NTF_ALERT,
@@ -90,6 +93,7 @@ class PushPipeline:
         self.store_errors = CountedLog(log, "push outbox: store error", level=logging.WARNING,
                                        event="scheduler.store_error", fields={"part": "push retries"})
         self.outbox = OutboxKeeper(store, settings, clock, self.store_errors)
+        stats.track(RETRIES_WAITING, lambda: self.outbox.waiting)
         self.sending = Sending(store, sender, stats, self.outbox, settings, clock, self.store_errors)
 
     def __repr__(self) -> str:

@@ -16,6 +16,7 @@ from ntf_server.handlers import TKN_CREATED
 from ntf_server.metricdef import REGISTRY, metric_name
 from ntf_server.ownservers import OTHER, OwnServers
 from ntf_server.protocol.encoding import SMPServer
+from ntf_server.push.pipeline import RETRIES_WAITING
 from ntf_server.stats import Stat, Stats
 from ntf_server.store.activity import ActiveTokens
 from ntf_server.store.base import StoreCounts
@@ -79,7 +80,7 @@ def figures(stats: Stats, *, census: bool = True) -> Figures:
                MappingProxyType({OWN: {"ACTIVE": 4}, THEIRS: {"ACTIVE": 5, "END": 1}}), 1000.0, 0.5)
     return Figures("0.1.0", 1060.0, stats.snapshot(), apns.snapshot(), True, StoreCounts(6, 10, 3, 2),
                    ActiveTokens(2, 3, 4), c if census else None, ((OWN, "up"), (THEIRS, "connecting")), 7,
-                   Progress(2, 1, 10, 9, 1.5), True, 12, retries_waiting=4)
+                   Progress(2, 1, 10, 9, 1.5), True, 12)
 
 
 def parsed(fig: Figures, own: OwnServers) -> dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
@@ -108,6 +109,7 @@ def test_every_counter_is_rendered_in_its_family() -> None:
 
 def test_gauges_and_own_servers_in_metrics() -> None:
     stats = Stats(OwnServers(["own.example"]))
+    stats.track(RETRIES_WAITING, lambda: 4)
     stats.incr_server(Stat.NTF_RECEIVED, OWN.hosts, 2)
     stats.incr_server(Stat.NTF_RECEIVED, THEIRS.hosts, 5)
     own = OwnServers(["own.example"])

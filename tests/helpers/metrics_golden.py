@@ -22,6 +22,7 @@ from ntf_server.apns_metrics import ApnsMetrics
 from ntf_server.metricdef import lookup  # the fixture was written with ``Stat`` (the name's enum) here
 from ntf_server.ownservers import OwnServers
 from ntf_server.protocol.encoding import SMPServer
+from ntf_server.push.pipeline import RETRIES_WAITING
 from ntf_server.stats import Stats
 from ntf_server.store.activity import ActiveTokens
 from ntf_server.store.base import StoreCounts
@@ -48,6 +49,7 @@ def state(names: list[str], worker: int) -> Stats:
             stats.incr_server(lookup(name), THEIRS.hosts, 2 * i + 1)
         else:
             stats.incr(lookup(name), i + 1 + 10 * worker)
+    stats.track(RETRIES_WAITING, lambda: 1 + worker)  # before the change: a field of the figures
     return stats
 
 
@@ -62,7 +64,7 @@ def apns(worker: int) -> ApnsMetrics:
 def worker_figures(stats: Stats, worker: int) -> WorkerFigures:
     links = ((OWN, LinkState.UP),) if worker == 0 else ((THEIRS, LinkState.CONNECTING),)
     return WorkerFigures(worker, 1000 + worker, stats.snapshot(), apns(worker).snapshot(), links, 3 + worker,
-                         1 + worker, Progress(1, 1, 5, 4 + worker, 1.5 + worker), True, 6 + worker, worker)
+                         Progress(1, 1, 5, 4 + worker, 1.5 + worker), True, 6 + worker, worker)
 
 
 def figures(names: list[str]) -> tuple[Figures, Figures]:
@@ -71,8 +73,7 @@ def figures(names: list[str]) -> tuple[Figures, Figures]:
     c = Census(MappingProxyType({"ACTIVE": 5, "REGISTERED": 1}), MappingProxyType({"ACTIVE": 9, "END": 1}),
                MappingProxyType({OWN: {"ACTIVE": 4}, THEIRS: {"ACTIVE": 5, "END": 1}}), 1000.0, 0.5)
     one = Figures("0.1.0", 1060.0, stats.snapshot(), apns(0).snapshot(), True, StoreCounts(6, 10, 3, 2),
-                  ActiveTokens(2, 3, 4), c, ((OWN, LinkState.UP),), 3, Progress(1, 1, 5, 4, 1.5), True, 6,
-                  retries_waiting=1)
+                  ActiveTokens(2, 3, 4), c, ((OWN, LinkState.UP),), 3, Progress(1, 1, 5, 4, 1.5), True, 6)
     peer = from_json(json.loads(json.dumps(to_json(worker_figures(state(names, 1), 1)))))
     return one, merge(one, worker_figures(stats, 0), [peer, None])
 
