@@ -30,6 +30,7 @@ MODULES: Final = (
     "ntf_server.transport.listener",
     "ntf_server.transport.ntf_connection",
     "ntf_server.transport.quota",
+    "ntf_server.push.model",
     "ntf_server.push.pipeline",
 )
 

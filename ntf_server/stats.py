@@ -30,30 +30,11 @@ class Stat(enum.StrEnum):
     TKN_EXPIRED = "tkn_expired"
     TKN_EXPIRED_UNVERIFIED = "tkn_expired_unverified"
     # verification pushes
-    NTF_VRF_QUEUED = "ntf_vrf_queued"
-    NTF_VRF_DELIVERED = "ntf_vrf_delivered"
-    NTF_VRF_FAILED = "ntf_vrf_failed"
-    NTF_VRF_INVALID_TKN = "ntf_vrf_invalid_tkn"
-    NTF_VRF_RETRIED = "ntf_vrf_retried"  # a retry was scheduled (429, 5xx, timeout, lost connection)
-    NTF_VRF_RETRY_EXPIRED = "ntf_vrf_retry_expired"  # the retry deadline passed (also counted failed)
-    NTF_VRF_CAPPED = "ntf_vrf_capped"  # over the per-device hourly cap: not sent
-    PUSH_QUEUE_FULL = "push_queue_full"
     # message pushes
-    NTF_DELIVERED = "ntf_delivered"
-    NTF_FAILED = "ntf_failed"
-    NTF_INVALID_TKN = "ntf_invalid_tkn"
-    NTF_RETRIED = "ntf_retried"
-    NTF_RETRY_EXPIRED = "ntf_retry_expired"
     # push policy (README "Push policy"): what each message notification became
-    NTF_HIDDEN = "ntf_hidden"  # background push within the budget
-    NTF_ALERT = "ntf_alert"  # production alert (parity mode, or over budget with overflow = alert)
-    NTF_DEFERRED = "ntf_deferred"  # joined the token's pending push (overflow = defer)
     NTF_DEFERRED_SENT = "ntf_deferred_sent"  # pending pushes sent when the budget returned
     NTF_DEFERRED_STALE = "ntf_deferred_stale"  # pending pushes dropped: token no longer active or gone
-    NTF_DROPPED = "ntf_dropped"  # over budget with overflow = drop
     # periodic pushes (§5.10)
-    NTF_CRON_DELIVERED = "ntf_cron_delivered"
-    NTF_CRON_FAILED = "ntf_cron_failed"
     NTF_CRON_SKIPPED = "ntf_cron_skipped"  # a hidden push reached the device within the interval
     NTF_CRON_SKIPPED_BUDGET = "ntf_cron_skipped_budget"  # budget empty (a hidden push within the last T)
     # NTF connections and requests
@@ -81,9 +62,6 @@ class Stat(enum.StrEnum):
     SUB_BAD_KEY = "sub_bad_key"
     NTF_RECEIVED = "ntf_received"
     NTF_RECEIVED_FORGOTTEN = "ntf_received_forgotten"
-    NTF_RECEIVED_AUTH = "ntf_received_auth"
-    NTF_RECEIVED_INACTIVE = "ntf_received_inactive"
-    NTF_LOST_STORE = "ntf_lost_store"
 
 
 CounterName = Stat | Counter

@@ -26,13 +26,9 @@ class Grouped(NamedTuple):
 # families of counters shown with a label instead of one family each
 FAMILY_HELP: Final = {
     "smp_subscription_answers": "NSUB answers from SMP servers, by the subscription status they give",
-    "verification_pushes": "Verification pushes (TNEW/TRPL), by outcome",
-    "message_pushes": "Message notification pushes, by outcome",
-    "message_push_decisions": "Message notifications by push policy decision (hidden budget, overflow mode)",
     "periodic_pushes": "Periodic (TCRN) check-messages pushes, by outcome",
     "deferred_pushes": "Deferred pushes (overflow = defer): sent when the budget returned, or dropped as stale "
     "(token gone or no longer active)",
-    "push_retries": "Pushes APNs asked us to retry later (429, 5xx, timeout, lost connection), by kind and event",
 }
 
 GROUPED: Final = {
@@ -42,47 +38,16 @@ GROUPED: Final = {
     "smp_sub_err": Grouped("smp_subscription_answers", "answer", "err"),
     "smp_sub_end": Grouped("smp_subscription_answers", "answer", "end"),
     "smp_sub_deld": Grouped("smp_subscription_answers", "answer", "deleted"),
-    "ntf_vrf_queued": Grouped("verification_pushes", "outcome", "queued"),
-    "ntf_vrf_delivered": Grouped("verification_pushes", "outcome", "delivered"),
-    "ntf_vrf_failed": Grouped("verification_pushes", "outcome", "failed"),
-    "ntf_vrf_invalid_tkn": Grouped("verification_pushes", "outcome", "invalid_token"),
-    "ntf_delivered": Grouped("message_pushes", "outcome", "delivered"),
-    "ntf_failed": Grouped("message_pushes", "outcome", "failed"),
-    "ntf_invalid_tkn": Grouped("message_pushes", "outcome", "invalid_token"),
-    # the push policy's decisions and periodic pushes (counters added with the push policy)
-    "ntf_hidden": Grouped("message_push_decisions", "decision", "hidden"),
-    "ntf_alert": Grouped("message_push_decisions", "decision", "alert"),
-    "ntf_deferred": Grouped("message_push_decisions", "decision", "deferred"),
-    "ntf_dropped": Grouped("message_push_decisions", "decision", "dropped"),
-    "ntf_cron_delivered": Grouped("periodic_pushes", "outcome", "delivered"),
-    "ntf_cron_failed": Grouped("periodic_pushes", "outcome", "failed"),
+    # periodic pushes: the rest of the family is defined in push/model.py
     "ntf_cron_skipped": Grouped("periodic_pushes", "outcome", "skipped"),
     "ntf_cron_skipped_budget": Grouped("periodic_pushes", "outcome", "skipped_budget"),
     "ntf_deferred_sent": Grouped("deferred_pushes", "event", "sent"),
     "ntf_deferred_stale": Grouped("deferred_pushes", "event", "stale"),
-    # retries (push/delivery.py): scheduled, replaced by a newer push of the token, given up at the deadline
-    "ntf_retried": Grouped("push_retries", "event", "message_scheduled"),
-    "ntf_retry_expired": Grouped("push_retries", "event", "message_expired"),
-    "ntf_vrf_retried": Grouped("push_retries", "event", "verification_scheduled"),
-    "ntf_vrf_retry_expired": Grouped("push_retries", "event", "verification_expired"),
 }
 
 HELP: Final = {
     "tkn_expired": "Tokens deleted after store.expire_tokens_after_days unused",
     "tkn_expired_unverified": "Tokens deleted for not being verified within store.expire_unverified_after_h",
-    "ntf_vrf_queued": "Verification pushes queued",
-    "ntf_vrf_delivered": "Verification pushes accepted by APNs",
-    "ntf_vrf_failed": "Verification pushes that failed",
-    "ntf_vrf_invalid_tkn": "Verification pushes APNs refused because the device token is invalid",
-    "push_queue_full": "Verification pushes dropped because the push queue was full",
-    "ntf_vrf_capped": "Verification pushes not sent: push.verifications_per_hour reached for the device",
-    "ntf_retried": "Message pushes scheduled for a retry",
-    "ntf_retry_expired": "Message pushes given up at push.retry_deadline_s",
-    "ntf_vrf_retried": "Verification pushes scheduled for a retry",
-    "ntf_vrf_retry_expired": "Verification pushes given up at push.retry_deadline_s",
-    "ntf_delivered": "Message pushes accepted by APNs",
-    "ntf_failed": "Message pushes that failed",
-    "ntf_invalid_tkn": "Message pushes APNs refused because the device token is invalid",
     "smp_connected": "SMP connections established",
     "smp_connect_failed": "SMP connection attempts that failed",
     "smp_disconnected": "SMP connections lost",
@@ -106,15 +71,6 @@ HELP: Final = {
     "sub_bad_key": "Subscriptions whose stored notifier key could not be read",
     "ntf_received": "Message notifications (NMSG) received from SMP servers",
     "ntf_received_forgotten": "NMSGs for subscriptions deleted since they were subscribed",
-    "ntf_received_auth": "NMSGs for queues with no subscription here (Haskell ntfReceivedAuth)",
-    "ntf_received_inactive": "NMSGs for subscriptions whose token is not active",
-    "ntf_lost_store": "NMSGs lost because the store stayed unavailable",
-    "ntf_hidden": "Message notifications pushed hidden (background), within the budget",
-    "ntf_alert": "Message notifications pushed as an alert",
-    "ntf_deferred": "Message notifications deferred over the budget (overflow = defer)",
-    "ntf_dropped": "Message notifications dropped over the budget (overflow = drop)",
-    "ntf_cron_delivered": "Periodic pushes accepted by APNs",
-    "ntf_cron_failed": "Periodic pushes that failed",
     "ntf_cron_skipped": "Periodic pushes skipped: a hidden push reached the device within the interval",
     "ntf_cron_skipped_budget": "Periodic pushes skipped: the device's hidden-push budget was empty",
     "ntf_deferred_sent": "Deferred pushes sent when the device's budget returned",
@@ -122,7 +78,7 @@ HELP: Final = {
 }
 
 
-PER_SERVER: Final = frozenset({"ntf_received", "ntf_received_auth"})  # also kept per SMP server
+PER_SERVER: Final = frozenset({"ntf_received"})  # also kept per SMP server
 
 
 def help_for(name: str) -> str:

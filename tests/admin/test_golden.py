@@ -9,10 +9,14 @@ import pytest
 from helpers.metrics_golden import DATA, counter_names, rendered
 
 
-def families(text: str) -> list[str]:
-    """The exposition cut into metric families (HELP, TYPE and samples), in any order."""
-    blocks = ("\n" + text).split("\n# HELP ")[1:]
-    return sorted(blocks)
+def families(text: str) -> list[tuple[str, ...]]:
+    """The exposition cut into metric families: HELP and TYPE lines, then the sample lines; the order of the
+    families and of the samples in one is not part of the format's meaning."""
+    out = []
+    for block in ("\n" + text).split("\n# HELP ")[1:]:
+        help_line, type_line, *samples = block.strip("\n").split("\n")
+        out.append((help_line, type_line, *sorted(samples)))
+    return sorted(out)
 
 
 @pytest.mark.parametrize("key", ["metrics", "metrics_workers"])
