@@ -101,7 +101,8 @@ class Stats:
         self.own = own or OwnServers()
 
     def incr(self, name: CounterName, n: int = 1) -> None:
-        key = name.name if isinstance(name, Counter) else name.value
+        # a Stat member is its own key: a StrEnum hashes and compares as its value (``.value`` is slow)
+        key: str = name.name if isinstance(name, Counter) else name
         self._c[key] = self._c.get(key, 0) + n
 
     def incr_server(self, name: CounterName, hosts: Sequence[str], n: int = 1) -> None:
@@ -113,7 +114,7 @@ class Stats:
         label = self._labels.get(key)
         if label is None:
             label = self._labels[key] = self.own.label(key)
-        k = (name.name if isinstance(name, Counter) else name.value, label)
+        k = (name.name if isinstance(name, Counter) else name, label)
         self._by_server[k] = self._by_server.get(k, 0) + n
 
     def track(self, gauge: Gauge, read: Callable[[], float]) -> None:
