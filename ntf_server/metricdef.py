@@ -32,6 +32,10 @@ MODULES: Final = (
     "ntf_server.transport.quota",
     "ntf_server.push.model",
     "ntf_server.push.pipeline",
+    "ntf_server.subscriber.core",
+    "ntf_server.subscriber.link",
+    "ntf_server.subscriber.pool",
+    "ntf_server.subscriber.service_link",
 )
 
 

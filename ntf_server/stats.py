@@ -39,29 +39,6 @@ class Stat(enum.StrEnum):
     NTF_CRON_SKIPPED_BUDGET = "ntf_cron_skipped_budget"  # budget empty (a hidden push within the last T)
     # NTF connections and requests
     # subscriber pool
-    SMP_CONNECTED = "smp_connected"
-    SMP_CONNECT_FAILED = "smp_connect_failed"
-    SMP_DISCONNECTED = "smp_disconnected"
-    SMP_LINKS_ENDED = "smp_links_ended"
-    SMP_SERVICE_SUBSCRIBED = "smp_service_subscribed"
-    SMP_SERVICE_DRIFT = "smp_service_drift"
-    SMP_SERVICE_FAILED = "smp_service_failed"
-    SMP_SERVICE_ENDED = "smp_service_ended"
-    SMP_SERVICE_REFUSED = "smp_service_refused"
-    SMP_SERVICE_CHANGED = "smp_service_changed"
-    SMP_NSUB_SENT = "smp_nsub_sent"
-    SMP_NSUB_ANSWERED = "smp_nsub_answered"
-    SMP_TIMEOUTS = "smp_timeouts"
-    SMP_UNEXPECTED = "smp_unexpected"
-    SMP_SUB_OK = "smp_sub_ok"
-    SMP_SUB_AUTH = "smp_sub_auth"
-    SMP_SUB_SERVICE = "smp_sub_service"
-    SMP_SUB_ERR = "smp_sub_err"
-    SMP_SUB_END = "smp_sub_end"
-    SMP_SUB_DELD = "smp_sub_deld"
-    SUB_BAD_KEY = "sub_bad_key"
-    NTF_RECEIVED = "ntf_received"
-    NTF_RECEIVED_FORGOTTEN = "ntf_received_forgotten"
 
 
 CounterName = Stat | Counter

@@ -25,19 +25,12 @@ class Grouped(NamedTuple):
 
 # families of counters shown with a label instead of one family each
 FAMILY_HELP: Final = {
-    "smp_subscription_answers": "NSUB answers from SMP servers, by the subscription status they give",
     "periodic_pushes": "Periodic (TCRN) check-messages pushes, by outcome",
     "deferred_pushes": "Deferred pushes (overflow = defer): sent when the budget returned, or dropped as stale "
     "(token gone or no longer active)",
 }
 
 GROUPED: Final = {
-    "smp_sub_ok": Grouped("smp_subscription_answers", "answer", "ok"),
-    "smp_sub_auth": Grouped("smp_subscription_answers", "answer", "auth"),
-    "smp_sub_service": Grouped("smp_subscription_answers", "answer", "service"),
-    "smp_sub_err": Grouped("smp_subscription_answers", "answer", "err"),
-    "smp_sub_end": Grouped("smp_subscription_answers", "answer", "end"),
-    "smp_sub_deld": Grouped("smp_subscription_answers", "answer", "deleted"),
     # periodic pushes: the rest of the family is defined in push/model.py
     "ntf_cron_skipped": Grouped("periodic_pushes", "outcome", "skipped"),
     "ntf_cron_skipped_budget": Grouped("periodic_pushes", "outcome", "skipped_budget"),
@@ -48,29 +41,6 @@ GROUPED: Final = {
 HELP: Final = {
     "tkn_expired": "Tokens deleted after store.expire_tokens_after_days unused",
     "tkn_expired_unverified": "Tokens deleted for not being verified within store.expire_unverified_after_h",
-    "smp_connected": "SMP connections established",
-    "smp_connect_failed": "SMP connection attempts that failed",
-    "smp_disconnected": "SMP connections lost",
-    "smp_links_ended": "SMP server links ended because no live subscription needed them",
-    "smp_service_subscribed": "NSUBS answered with the count and IdsHash we stored",
-    "smp_service_drift": "NSUBS answered with another count or IdsHash: tied queues subscribed one by one",
-    "smp_service_failed": "NSUBS failed (ERR SERVICE drops the ties) or timed out: queues subscribed one by one",
-    "smp_service_ended": "ENDS: another session of our service took its queues",
-    "smp_service_refused": "SMP servers that refused our service certificate (plain sessions from then on)",
-    "smp_service_changed": "SMP servers that gave our service another id: ties dropped",
-    "smp_nsub_sent": "NSUB commands sent to SMP servers",
-    "smp_nsub_answered": "NSUB commands answered (late answers included)",
-    "smp_timeouts": "NSUB or PING commands SMP servers did not answer in time",
-    "smp_unexpected": "Unexpected SMP responses",
-    "smp_sub_ok": "NSUB answered OK: subscription ACTIVE",
-    "smp_sub_auth": "NSUB answered ERR AUTH: subscription AUTH",
-    "smp_sub_service": "NSUB answered with a service error: subscription SERVICE",
-    "smp_sub_err": "NSUB answered with another error: subscription ERR",
-    "smp_sub_end": "Subscriptions ended by the SMP server (END)",
-    "smp_sub_deld": "Queues deleted on the SMP server (DELD)",
-    "sub_bad_key": "Subscriptions whose stored notifier key could not be read",
-    "ntf_received": "Message notifications (NMSG) received from SMP servers",
-    "ntf_received_forgotten": "NMSGs for subscriptions deleted since they were subscribed",
     "ntf_cron_skipped": "Periodic pushes skipped: a hidden push reached the device within the interval",
     "ntf_cron_skipped_budget": "Periodic pushes skipped: the device's hidden-push budget was empty",
     "ntf_deferred_sent": "Deferred pushes sent when the device's budget returned",
@@ -78,7 +48,7 @@ HELP: Final = {
 }
 
 
-PER_SERVER: Final = frozenset({"ntf_received"})  # also kept per SMP server
+PER_SERVER: Final[frozenset[str]] = frozenset()  # also kept per SMP server (none left here)
 
 
 def help_for(name: str) -> str:

@@ -21,6 +21,7 @@ from ntf_server.stats import Stat, Stats
 from ntf_server.store.activity import ActiveTokens
 from ntf_server.store.base import StoreCounts
 from ntf_server.store.census import Census
+from ntf_server.subscriber.core import NTF_RECEIVED
 from ntf_server.subscriber.pool import Progress
 
 OWN = SMPServer(("smp1.own.example", "abcdefghijklmnop.onion"), "5223", b"\x01" * 32)
@@ -43,11 +44,11 @@ def test_own_server_labels(hosts: tuple[str, ...], label: str) -> None:
 
 def test_per_server_counters_keep_the_total() -> None:
     stats = Stats(OwnServers(["own.example"]))
-    stats.incr_server(Stat.NTF_RECEIVED, OWN.hosts, 2)
-    stats.incr_server(Stat.NTF_RECEIVED, THEIRS.hosts)
+    stats.incr_server(NTF_RECEIVED, OWN.hosts, 2)
+    stats.incr_server(NTF_RECEIVED, THEIRS.hosts)
     snap = stats.snapshot()
-    assert snap[Stat.NTF_RECEIVED] == 3
-    assert dict(snap.by_server) == {(Stat.NTF_RECEIVED, "smp1.own.example"): 2, (Stat.NTF_RECEIVED, OTHER): 1}
+    assert snap[NTF_RECEIVED] == 3
+    assert dict(snap.by_server) == {(NTF_RECEIVED.name, "smp1.own.example"): 2, (NTF_RECEIVED.name, OTHER): 1}
 
 
 def test_apns_metrics_histogram_and_capped_reasons() -> None:
@@ -110,8 +111,8 @@ def test_every_counter_is_rendered_in_its_family() -> None:
 def test_gauges_and_own_servers_in_metrics() -> None:
     stats = Stats(OwnServers(["own.example"]))
     stats.track(RETRIES_WAITING, lambda: 4)
-    stats.incr_server(Stat.NTF_RECEIVED, OWN.hosts, 2)
-    stats.incr_server(Stat.NTF_RECEIVED, THEIRS.hosts, 5)
+    stats.incr_server(NTF_RECEIVED, OWN.hosts, 2)
+    stats.incr_server(NTF_RECEIVED, THEIRS.hosts, 5)
     own = OwnServers(["own.example"])
     fams = parsed(figures(stats), own)
     assert fams["ntf_notifications_received_by_server"] == {
@@ -145,7 +146,7 @@ def test_without_a_census_its_gauges_are_absent() -> None:
 def test_smp_servers_view_names_own_servers_only() -> None:
     own = OwnServers(["own.example"])
     stats = Stats(own)
-    stats.incr_server(Stat.NTF_RECEIVED, OWN.hosts, 2)
+    stats.incr_server(NTF_RECEIVED, OWN.hosts, 2)
     body = views.smp_servers_json(figures(stats), own)
     assert body["own"] == [{"server": "smp1.own.example", "hosts": ["smp1.own.example"], "port": 5223,
                             "state": "up", "subscriptions": {"ACTIVE": 4}, "ntf_received": 2}]

@@ -52,9 +52,9 @@ def main() -> None:
     stats, old = Stats(OwnServers(["own.example"])), EnumKeyedStats()
     hosts = ("smp1.own.example",)
     cases: list[tuple[str, Callable[[], None]]] = [
-        ("before: enum-keyed dict, Stat member", lambda: old.incr(Stat.SMP_NSUB_SENT)),
+        ("before: enum-keyed dict, Stat member", lambda: old.incr(Stat.TKN_EXPIRED)),
         ("incr(Counter)", lambda: stats.incr(TKN_CREATED)),
-        ("incr(Stat member)", lambda: stats.incr(Stat.SMP_NSUB_SENT)),
+        ("incr(Stat member)", lambda: stats.incr(Stat.TKN_EXPIRED)),
         ("incr_server(per-server Counter)", lambda: stats.incr_server(NTF_DELIVERED, hosts)),
     ]
     base = 0.0
