@@ -13,9 +13,8 @@ figures as JSON (``/v1/stats``). So the values stay in ``Stats`` (a plain dict p
 per event, no locks), frozen into a snapshot per request; these objects only describe them.
 
 ``MODULES`` lists the modules that define metrics, imported before the registry is read, so a renderer
-shows every metric (at zero) even in a process that has not imported the module yet; tests/test_stats.py
-checks the list is complete. Counters still named by the ``Stat`` enum (stats.py) are registered from
-admin/catalog.py's tables until they move next to their counting code.
+shows every metric (at zero) even in a process that has not imported the module yet;
+tests/admin/test_metricdef.py checks the list is complete.
 """
 
 from __future__ import annotations
@@ -25,11 +24,13 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 MODULES: Final = (
-    "ntf_server.admin.catalog",  # the counters still named by the Stat enum
     "ntf_server.handlers",
+    "ntf_server.maintenance",
     "ntf_server.transport.listener",
     "ntf_server.transport.ntf_connection",
     "ntf_server.transport.quota",
+    "ntf_server.push.cron",
+    "ntf_server.push.deferred",
     "ntf_server.push.model",
     "ntf_server.push.pipeline",
     "ntf_server.subscriber.core",

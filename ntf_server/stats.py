@@ -1,9 +1,8 @@
 """Server counters and gauges (STYLE 11): cheap increments, a frozen snapshot, pure renderers elsewhere.
 
 A counter is named by a typed definition, not a free string: a ``metricdef.Counter`` declared in the
-module that counts it (name, help text, family, per SMP server), or, for the counters not moved there yet,
-a member of the ``Stat`` enum below (help texts in admin/catalog.py). A typo is a mypy error, and at run
-time an unknown name raises instead of silently starting a new counter. Names follow the Haskell server's
+module that counts it (name, help text, family, per SMP server). A typo is a mypy error, and reading an
+unknown name raises instead of silently starting a new counter. Names follow the Haskell server's
 counters (§6.4) in snake case, so operators can compare. Every defined counter shows up in ``/metrics``
 and ``/v1/stats`` by itself (the renderers walk ``metricdef.REGISTRY``).
 
@@ -14,7 +13,6 @@ operator's own servers (``subscriber.own_server_domains``), all others together 
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -23,34 +21,13 @@ from ntf_server.metricdef import REGISTRY, Counter, Gauge
 from ntf_server.ownservers import OwnServers
 
 
-class Stat(enum.StrEnum):
-    """Every counter the server keeps; the value is the stable external name (JSON, metrics)."""
-
-    # tokens and subscriptions (§6.4)
-    TKN_EXPIRED = "tkn_expired"
-    TKN_EXPIRED_UNVERIFIED = "tkn_expired_unverified"
-    # verification pushes
-    # message pushes
-    # push policy (README "Push policy"): what each message notification became
-    NTF_DEFERRED_SENT = "ntf_deferred_sent"  # pending pushes sent when the budget returned
-    NTF_DEFERRED_STALE = "ntf_deferred_stale"  # pending pushes dropped: token no longer active or gone
-    # periodic pushes (§5.10)
-    NTF_CRON_SKIPPED = "ntf_cron_skipped"  # a hidden push reached the device within the interval
-    NTF_CRON_SKIPPED_BUDGET = "ntf_cron_skipped_budget"  # budget empty (a hidden push within the last T)
-    # NTF connections and requests
-    # subscriber pool
-
-
-CounterName = Stat | Counter
-
-
-def _key(name: CounterName | str) -> str:
+def _key(name: Counter | str) -> str:
     """The external name of a counter; a string must name a defined counter, else ValueError."""
     if isinstance(name, Counter):
         return name.name
-    if isinstance(name, Stat) or isinstance(REGISTRY.get(name), Counter):
-        return str(name)
-    return Stat(name).value  # raises ValueError naming the misspelt counter
+    if isinstance(REGISTRY.get(name), Counter):
+        return name
+    raise ValueError(f"{name!r} is not a counter")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +37,7 @@ class StatsSnapshot:
     by_server: Mapping[tuple[str, str], int] = field(default_factory=lambda: MappingProxyType({}))
     gauges: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))  # tracked gauges
 
-    def __getitem__(self, name: CounterName | str) -> int:
+    def __getitem__(self, name: Counter | str) -> int:
         return self.counters.get(_key(name), 0)
 
     def as_dict(self) -> dict[str, int]:
@@ -77,28 +54,27 @@ class Stats:
         self._gauges: dict[str, Callable[[], float]] = {}
         self.own = own or OwnServers()
 
-    def incr(self, name: CounterName, n: int = 1) -> None:
-        # a Stat member is its own key: a StrEnum hashes and compares as its value (``.value`` is slow)
-        key: str = name.name if isinstance(name, Counter) else name
+    def incr(self, name: Counter, n: int = 1) -> None:
+        key = name.name
         self._c[key] = self._c.get(key, 0) + n
 
-    def incr_server(self, name: CounterName, hosts: Sequence[str], n: int = 1) -> None:
+    def incr_server(self, name: Counter, hosts: Sequence[str], n: int = 1) -> None:
         """Count ``name`` in total and for the SMP server with ``hosts`` (own host name, else "other")."""
-        if isinstance(name, Counter) and not name.per_server:
+        if not name.per_server:
             raise ValueError(f"counter {name.name} is not kept per SMP server")
         self.incr(name, n)
         key = tuple(hosts)
         label = self._labels.get(key)
         if label is None:
             label = self._labels[key] = self.own.label(key)
-        k = (name.name if isinstance(name, Counter) else name, label)
+        k = (name.name, label)
         self._by_server[k] = self._by_server.get(k, 0) + n
 
     def track(self, gauge: Gauge, read: Callable[[], float]) -> None:
         """Read ``gauge`` with ``read`` whenever the figures are gathered (one reader per gauge)."""
         self._gauges[gauge.name] = read
 
-    def __getitem__(self, name: CounterName | str) -> int:
+    def __getitem__(self, name: Counter | str) -> int:
         """Read one counter; a string must be a defined name (tests read by name), else ValueError."""
         return self._c.get(_key(name), 0)
 
