@@ -123,7 +123,7 @@ class Env:
         assert census is not None, "the admin API's parts run where it is served"
         return Sources(self.stats, apns, StoreView(self.store), self.pool, self.listener,
                        lambda: push.queue_length, lambda: census.latest, self.activity.counts, self.stats.own,
-                       self.started_at, self.window, lambda: push.retries_waiting, self.instance_view)
+                       self.started_at, self.window, self.instance_view)
 
 
 def load_sign_key(path: Path) -> crypto.SignPrivateKey:
@@ -249,7 +249,7 @@ async def _admin_parts(env: Env, apns: ApnsMetrics, stack: AsyncExitStack) -> No
     if not cfg.admin.enabled:
         return
     local = None if role is None else LocalFigures(role.index, env.stats, apns, env.pool, env.listener,
-                                                   lambda: push.queue_length, lambda: push.retries_waiting,
+                                                   lambda: push.queue_length,
                                                    role.restarts)
     state_dir = cfg.server.state_dir
     if not serves_admin(cfg, role):

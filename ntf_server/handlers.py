@@ -28,7 +28,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from ntf_server.config import Config
 from ntf_server.interfaces import Pusher, SubscriptionSink
 from ntf_server.observability.logsummary import CountedLog
-from ntf_server.observability.stats import Stat, Stats
+from ntf_server.observability.metricdef import Counter
+from ntf_server.observability.stats import Stats
 from ntf_server.privatehosts import any_private_literal
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.error_types import AUTH, QUOTA, CmdError, CommandError, StoreErr
@@ -53,8 +54,22 @@ from ntf_server.store.records import (
     TokenStatusKind,
     day_of,
 )
+from ntf_server.transport.quota import REQ_QUOTA_EXCEEDED, SUB_QUOTA_EXCEEDED
 
 log = logging.getLogger(__name__)
+
+# counted here (metricdef: /metrics, /v1/stats and the worker sums read these definitions)
+TKN_CREATED: Final = Counter("tkn_created", "Tokens registered (TNEW)")
+TKN_VERIFIED: Final = Counter("tkn_verified", "Tokens verified (TVFY)")
+TKN_DELETED: Final = Counter("tkn_deleted", "Tokens deleted (TDEL)")
+TKN_REPLACED: Final = Counter("tkn_replaced", "Device tokens replaced (TRPL)")
+SUB_CREATED: Final = Counter("sub_created", "Subscriptions created (SNEW)")
+SUB_DELETED: Final = Counter("sub_deleted", "Subscriptions deleted (SDEL)")
+STORE_ERRORS: Final = Counter("store_errors", "NTF requests answered ERR STORE (Redis unavailable or failing)")
+REQ_AUTH_FAILED: Final = Counter("req_auth_failed", "NTF requests answered AUTH")
+REQ_PROHIBITED: Final = Counter("req_prohibited", "NTF requests answered PROHIBITED")
+SUB_HOST_REFUSED: Final = Counter("sub_host_refused",
+                                  "SNEW naming a private or loopback SMP host, refused (ERR CMD PROHIBITED)")
 
 ID_BYTES: Final = 24  # subIdBytes
 REG_CODE_BYTES: Final = 32  # regCodeBytes
@@ -179,12 +194,12 @@ class NtfHandlers:
         try:
             verified = await self.verify(req, server_dh)
             if isinstance(verified, P.Err):
-                self._stats.incr(Stat.REQ_AUTH_FAILED)
+                self._stats.incr(REQ_AUTH_FAILED)
                 return verified
             return await self._execute(verified)
         except StoreError as e:
             self.store_errors.event(str(e))  # one line a minute in an outage, not one a request
-            self._stats.incr(Stat.STORE_ERRORS)
+            self._stats.incr(STORE_ERRORS)
             return P.Err(StoreErr("database error"))
 
     async def _execute(self, v: Verified) -> P.NtfResponse:
@@ -206,7 +221,7 @@ class NtfHandlers:
                 assert v.sub is not None
                 await self._store.delete_subscription(v.sub.sub_id)
                 self._subscriber.forget([RemovedSub(v.sub.sub_id, v.sub.server, v.sub.notifier_id)])
-                self._stats.incr(Stat.SUB_DELETED)
+                self._stats.incr(SUB_DELETED)
                 return P.Ok()
             case P.TVfy() | P.TChk() | P.TRpl() | P.TDel() | P.TCrn():
                 assert tok is not None
@@ -218,7 +233,7 @@ class NtfHandlers:
         """A token for a provider we cannot push to (its APNs environment is not enabled): the app would
         believe it registered and never hear a thing. The Haskell server answers the same for `AT` when
         `allowTestPushProvider` is off, after verification, as here (Server.hs `guardPushProvider`)."""
-        self._stats.incr(Stat.REQ_PROHIBITED)
+        self._stats.incr(REQ_PROHIBITED)
         return P.Err(PROHIBITED)
 
     async def _token_command(self, cmd: P.TVfy | P.TChk | P.TRpl | P.TDel | P.TCrn, tok: TokenRecord) -> P.NtfResponse:
@@ -235,7 +250,7 @@ class NtfHandlers:
                 replaced = await self._store.replace_token(tok.token_id, provider, device.token, reg_code,
                                                            self._limits.tokens_per_device)
                 if replaced is TokenReplace.QUOTA:
-                    self._stats.incr(Stat.REQ_QUOTA_EXCEEDED)
+                    self._stats.incr(REQ_QUOTA_EXCEEDED)
                     return P.Err(QUOTA)
                 if replaced is not TokenReplace.REPLACED:
                     return P.Err(AUTH)
@@ -243,12 +258,12 @@ class NtfHandlers:
                 if updated is None:
                     return P.Err(AUTH)
                 await self._pusher.send_verification(updated)
-                self._stats.incr(Stat.TKN_REPLACED)
+                self._stats.incr(TKN_REPLACED)
                 return P.Ok()
             case P.TDel():
                 _, removed = await self._store.delete_token(tok.token_id)
                 self._subscriber.forget(removed)
-                self._stats.incr(Stat.TKN_DELETED)
+                self._stats.incr(TKN_DELETED)
                 return P.Ok()
             case P.TCrn(minutes):
                 if 0 < minutes < P.MIN_CRON_INTERVAL_MIN:
@@ -281,11 +296,11 @@ class NtfHandlers:
         if created is TokenCreate.DUPLICATE:
             return P.Err(AUTH)
         if created is TokenCreate.QUOTA:
-            self._stats.incr(Stat.REQ_QUOTA_EXCEEDED)
+            self._stats.incr(REQ_QUOTA_EXCEEDED)
             return P.Err(QUOTA)
         await self._pusher.send_verification(rec)
         if rec.provider is not PushProvider.APNS_NULL:
-            self._stats.incr(Stat.TKN_CREATED)
+            self._stats.incr(TKN_CREATED)
         return P.IdTkn(rec.token_id, rec.dh_public)
 
     async def _tnew_repeat(self, cmd: P.TNew, tok: TokenRecord) -> P.NtfResponse:
@@ -318,12 +333,12 @@ class NtfHandlers:
         self._subscriber.forget(removed)
         if tok.status.kind is not TokenStatusKind.ACTIVE:  # its stored subscriptions now open connections
             self._subscriber.token_activated(tok.token_id)
-        self._stats.incr(Stat.TKN_VERIFIED)
+        self._stats.incr(TKN_VERIFIED)
         return P.Ok()
 
     async def _snew(self, cmd: P.SNew, tok: TokenRecord) -> P.NtfResponse:
         if not self._limits.allow_private_hosts and any_private_literal(cmd.smp_server.hosts):
-            self._stats.incr(Stat.SUB_HOST_REFUSED)  # the server would connect into its own network
+            self._stats.incr(SUB_HOST_REFUSED)  # the server would connect into its own network
             return P.Err(PROHIBITED)
         key = crypto.notifier_key_for_storage(cmd.notifier_key)  # with its public key: no derivation per NSUB
         outcome, sub = await self._store.create_subscription(
@@ -334,12 +349,12 @@ class NtfHandlers:
                 tok.token_id, cmd.smp_server, cmd.notifier_id, cmd.notifier_key, self._limits.sub_caps
             )
         if outcome is SubCreate.QUOTA:
-            self._stats.incr(Stat.SUB_QUOTA_EXCEEDED)
+            self._stats.incr(SUB_QUOTA_EXCEEDED)
             return P.Err(QUOTA)
         if outcome is SubCreate.CREATED and sub is not None:
             if tok.status.kind is TokenStatusKind.ACTIVE:  # others wait for TVFY (no connection)
                 self._subscriber.subscribe(sub)
-            self._stats.incr(Stat.SUB_CREATED)
+            self._stats.incr(SUB_CREATED)
             return P.IdSub(sub.sub_id)
         if outcome is SubCreate.EXISTS and sub is not None:
             return P.IdSub(sub.sub_id)  # retry after a lost response: idempotent, no resubscription

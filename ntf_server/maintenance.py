@@ -25,11 +25,17 @@ from typing import Final
 
 from ntf_server.interfaces import SubscriptionSink
 from ntf_server.observability.logevents import log_event
-from ntf_server.observability.stats import Stat, Stats
+from ntf_server.observability.metricdef import Counter
+from ntf_server.observability.stats import Stats
 from ntf_server.store.base import TokenExpiryStore
 from ntf_server.store.errors import StoreError
 
 log = logging.getLogger(__name__)
+
+# counted here (metricdef: /metrics, /v1/stats and the worker sums read these definitions)
+TKN_EXPIRED: Final = Counter("tkn_expired", "Tokens deleted after store.expire_tokens_after_days unused")
+TKN_EXPIRED_UNVERIFIED: Final = Counter("tkn_expired_unverified", "Tokens deleted for not being verified within "
+                                        "store.expire_unverified_after_h")
 
 EXPIRY_INTERVAL_S: Final = 3600.0
 HOUR_S: Final = 3600.0
@@ -62,7 +68,7 @@ class Housekeeping:
         tokens, removed = await self._store.expire_tokens(now, self._days)
         self._sink.forget(removed)
         if tokens:
-            self._stats.incr(Stat.TKN_EXPIRED, len(tokens))
+            self._stats.incr(TKN_EXPIRED, len(tokens))
             log_event(log, "housekeeping.expired_unused", tokens=len(tokens), subscriptions=len(removed))
         return len(tokens)
 
@@ -72,7 +78,7 @@ class Housekeeping:
         tokens, removed = await self._store.expire_unverified(now, self._unverified_s)
         self._sink.forget(removed)
         if tokens:
-            self._stats.incr(Stat.TKN_EXPIRED_UNVERIFIED, len(tokens))
+            self._stats.incr(TKN_EXPIRED_UNVERIFIED, len(tokens))
             log_event(log, "housekeeping.expired_unverified", tokens=len(tokens), after_h=self._unverified_s / HOUR_S)
         return len(tokens)
 

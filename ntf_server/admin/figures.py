@@ -79,7 +79,6 @@ class Sources:
     own: OwnServers
     started_at: float = field(default_factory=time.time)  # Unix time (uptime in /v1/status)
     window: CounterWindow | None = None  # push counters a minute apart (pushes in the last hour)
-    retries_waiting: Callable[[], int] = lambda: 0  # pushes scheduled for a retry (push/delivery.py)
     # with several workers: worker 0's figures -> the instance's (admin/workers.py); None: one process
     across_workers: Callable[[Figures], Awaitable[Figures]] | None = None
 
@@ -99,7 +98,6 @@ class Figures:
     resubscription: Progress
     listening: bool
     connections: int
-    retries_waiting: int = 0
     workers: tuple[WorkerRow, ...] = ()  # empty: one process
     owner: Mapping[SMPServer, int] = field(default_factory=lambda: MappingProxyType({}))  # server -> worker
 
@@ -119,7 +117,6 @@ async def gather(src: Sources) -> Figures:
         store_up=up, counts=counts, active=active, census=src.census(), links=tuple(src.pool.link_states()),
         queue_length=src.queue_length(), resubscription=src.pool.resubscription,
         listening=src.listener.listening, connections=src.listener.connections,
-        retries_waiting=src.retries_waiting(),
     )
     return fig if src.across_workers is None else await src.across_workers(fig)
 

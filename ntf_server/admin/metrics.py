@@ -2,8 +2,9 @@
 
 A custom collector over the snapshot, not prometheus-client's own counters: the server keeps its counters
 in ``Stats`` (one increment per event, no locks), and this turns a frozen copy into metric families, so
-nothing is counted twice and a new ``Stat`` appears here without a line of code (as ``ntf_<name>_total``,
-or in its labelled family when admin/catalog.py groups it). Every name starts with ``ntf_``.
+nothing is counted twice. Counters and tracked gauges come from ``metricdef.REGISTRY``: a metric defined
+next to its counting code appears here without a line of code (as ``ntf_<name>_total``, or in its labelled
+family). The other gauges are assembled below from ``Figures``. Every name starts with ``ntf_``.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from prometheus_client.core import (
     Metric,
 )
 
-from ntf_server.admin import catalog
 from ntf_server.admin.figures import Figures
+from ntf_server.observability.metricdef import REGISTRY, Counter, Family, metric_name
 from ntf_server.observability.ownservers import OTHER, OwnServers
 from ntf_server.subscriber.linkstate import SHOWN_STATES, LinkState
 
@@ -43,35 +44,47 @@ class _Collector:
     def collect(self) -> Iterator[Metric]:
         yield from _counters(self._fig)
         yield from _gauges(self._fig)
+        yield from _tracked(self._fig)
         yield from _smp(self._fig, self._own)
         yield from _apns(self._fig)
         yield from _workers(self._fig)
 
 
 def _counters(fig: Figures) -> Iterator[Metric]:
-    grouped: dict[str, list[tuple[str, str, int]]] = defaultdict(list)
-    for stat, value in fig.stats.counters.items():
-        g = catalog.GROUPED.get(stat.value)
-        if g is not None:
-            grouped[g.family].append((g.label, g.value, value))
+    families: dict[str, tuple[Family, list[tuple[str, int]]]] = {}
+    for c in REGISTRY.counters():
+        value = fig.stats.counters.get(c.name, 0)
+        if c.family is None:
+            yield CounterMetricFamily(PREFIX + metric_name(c.name), c.help, value=value)
         else:
-            yield CounterMetricFamily(PREFIX + catalog.metric_name(stat.value), catalog.help_for(stat.value),
-                                      value=value)
-    for family, labelled in grouped.items():
-        m = CounterMetricFamily(PREFIX + family, catalog.FAMILY_HELP[family], labels=[labelled[0][0]])
-        for _, label_value, value in labelled:
+            family, samples = families.setdefault(c.family.name, (c.family, []))
+            if family != c.family:
+                raise ValueError(f"family {family.name}: defined twice, with another label or help text")
+            samples.append((c.value, value))
+    for family, samples in families.values():
+        m = CounterMetricFamily(PREFIX + family.name, family.help, labels=[family.label])
+        for label_value, value in samples:
             m.add_metric([label_value], value)
         yield m
     per: dict[str, list[tuple[str, int]]] = defaultdict(list)
-    for (stat, server), value in fig.stats.by_server.items():
-        per[stat.value].append((server, value))
+    for (name, server), value in fig.stats.by_server.items():
+        per[name].append((server, value))
     for name, samples in per.items():
-        m = CounterMetricFamily(f"{PREFIX}{catalog.metric_name(name)}_by_server",
-                                catalog.help_for(name) + f", per own SMP server ({OTHER!r}: all others)",
-                                labels=["server"])
+        defined = REGISTRY.get(name)
+        doc = defined.help if isinstance(defined, Counter) else f"Counter {name}"
+        m = CounterMetricFamily(f"{PREFIX}{metric_name(name)}_by_server",
+                                doc + f", per own SMP server ({OTHER!r}: all others)", labels=["server"])
         for server, value in sorted(samples):
             m.add_metric([server], value)
         yield m
+
+
+def _tracked(fig: Figures) -> Iterator[Metric]:
+    """The gauges defined next to the code that knows them (``Stats.track``)."""
+    for g in REGISTRY.gauges():
+        value = fig.stats.gauges.get(g.name)
+        if value is not None:
+            yield _gauge(g.name, g.help, value)
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
@@ -85,8 +98,6 @@ def _gauges(fig: Figures) -> Iterator[Metric]:
     yield _gauge("client_connections", "Open NTF client sockets (any phase)", fig.connections)
     yield _gauge("push_queue_length", "Pushes waiting for a push worker (verification and message)",
                  fig.queue_length)
-    yield _gauge("push_retries_waiting", "Pushes scheduled for a retry (APNs answered 429/5xx, timed out or the "
-                 "connection dropped); grows while APNs is unwell", fig.retries_waiting)
     if fig.counts is not None:
         yield _gauge("tokens_stored", "Tokens in the store (exact)", fig.counts.tokens)
         yield _gauge("subscriptions_stored", "Subscriptions in the store (exact)", fig.counts.subscriptions)

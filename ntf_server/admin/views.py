@@ -20,8 +20,8 @@ NOT_SERVED = "not served here"  # in the store, but no link on this instance (ye
 
 def stats_json(fig: Figures) -> dict[str, Any]:
     by_server: dict[str, dict[str, int]] = defaultdict(dict)
-    for (stat, server), n in sorted(fig.stats.by_server.items()):
-        by_server[stat.value][server] = n
+    for (name, server), n in sorted(fig.stats.by_server.items()):
+        by_server[name][server] = n
     c, p = fig.census, fig.resubscription
     states: dict[str, int] = defaultdict(int)
     for _, state in fig.links:
@@ -47,12 +47,12 @@ def stats_json(fig: Figures) -> dict[str, Any]:
         },
         "smp_connections": {s: states.get(s, 0) for s in SHOWN_STATES},
         "push_queue_length": fig.queue_length,
-        "push_retries_waiting": fig.retries_waiting,
         "resubscription": {"servers": p.servers, "servers_done": p.servers_done,
                            "subscriptions": p.subscriptions, "answered": p.answered,
                            "elapsed_s": round(p.elapsed_s, 1)},
         "apns": fig.apns.as_dict(),
         "workers": workers_json(fig),
+        **fig.stats.gauges,  # the gauges defined next to their code (metricdef.Gauge), by name
     }
 
 
@@ -106,6 +106,6 @@ def smp_servers_json(fig: Figures, own: OwnServers) -> dict[str, Any]:
 
 def _by_label(fig: Figures) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = defaultdict(dict)
-    for (stat, label), n in fig.stats.by_server.items():
-        out[label][stat.value] = n
+    for (name, label), n in fig.stats.by_server.items():
+        out[label][name] = n
     return out

@@ -21,13 +21,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from ntf_server.observability.stats import Stat
+from ntf_server.observability.metricdef import REGISTRY
 
 SPAN_S: Final = 3600.0
 STEP_S: Final = 60.0
 MIN_GAP: Final = 0.9  # of a step: a sampler waking a little early still records
 
-# kind (JSON key) -> counters summed for it; names that this build's Stat lacks are skipped
+# kind (JSON key) -> counters summed for it; names no counter of this build defines are skipped
 PUSH_KINDS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
     ("verification", ("ntf_vrf_delivered",)),
     ("message_hidden", ("ntf_hidden",)),  # within the budget (push policy)
@@ -43,7 +43,7 @@ PUSH_KINDS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
 
 def known(names: Iterable[str]) -> tuple[str, ...]:
     """The names that are counters of this build, in order."""
-    values = {s.value for s in Stat}
+    values = {c.name for c in REGISTRY.counters()}
     return tuple(n for n in names if n in values)
 
 

@@ -30,7 +30,8 @@ from aiohttp import web
 
 from ntf_server.admin.figures import AdminListener, AdminPool, Figures, WorkerRow
 from ntf_server.observability.apns_metrics import ApnsMetrics, ApnsSnapshot, Histogram
-from ntf_server.observability.stats import Stat, Stats, StatsSnapshot
+from ntf_server.observability.metricdef import REGISTRY
+from ntf_server.observability.stats import Stats, StatsSnapshot
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.subscriber.linkstate import LinkState
 from ntf_server.subscriber.pool import Progress
@@ -53,7 +54,6 @@ class WorkerFigures:
     apns: ApnsSnapshot
     links: tuple[tuple[SMPServer, LinkState], ...]
     queue_length: int
-    retries_waiting: int
     resubscription: Progress
     listening: bool
     connections: int
@@ -70,12 +70,11 @@ class LocalFigures:
     pool: AdminPool
     listener: AdminListener
     queue_length: Callable[[], int]
-    retries_waiting: Callable[[], int]
     restarts: int = 0
 
     def read(self) -> WorkerFigures:
         return WorkerFigures(self.worker, os.getpid(), self.stats.snapshot(), self.apns.snapshot(),
-                             tuple(self.pool.link_states()), self.queue_length(), self.retries_waiting(),
+                             tuple(self.pool.link_states()), self.queue_length(),
                              self.pool.resubscription, self.listener.listening, self.listener.connections,
                              self.restarts)
 
@@ -95,26 +94,29 @@ def to_json(f: WorkerFigures) -> dict[str, Any]:
     r = f.resubscription
     return {
         "worker": f.worker, "pid": f.pid, "counters": f.stats.as_dict(),
-        "by_server": [[s.value, label, n] for (s, label), n in f.stats.by_server.items()],
+        "by_server": [[s, label, n] for (s, label), n in f.stats.by_server.items()],
+        "gauges": dict(f.stats.gauges),
         "latency": {env: [list(h.counts), h.total, h.sum_s] for env, h in f.apns.latency.items()},
         "answers": [[e, s, reason, n] for (e, s, reason), n in f.apns.answers.items()],
         "links": [[_server_json(s), state] for s, state in f.links],
-        "queue_length": f.queue_length, "retries_waiting": f.retries_waiting,
+        "queue_length": f.queue_length,
         "resubscription": [r.servers, r.servers_done, r.subscriptions, r.answered, r.elapsed_s],
         "listening": f.listening, "connections": f.connections, "restarts": f.restarts,
     }
 
 
 def from_json(d: dict[str, Any]) -> WorkerFigures:
-    known = {s.value for s in Stat}  # a worker of another version may count what this one does not
-    stats = StatsSnapshot(MappingProxyType({Stat(k): int(v) for k, v in d["counters"].items() if k in known}),
-                          MappingProxyType({(Stat(s), label): int(n) for s, label, n in d["by_server"] if s in known}))
+    known = {c.name for c in REGISTRY.counters()}  # a worker of another version may count what this one does not
+    gauges = {g.name for g in REGISTRY.gauges()}
+    stats = StatsSnapshot(MappingProxyType({k: int(v) for k, v in d["counters"].items() if k in known}),
+                          MappingProxyType({(s, label): int(n) for s, label, n in d["by_server"] if s in known}),
+                          MappingProxyType({k: v for k, v in d.get("gauges", {}).items() if k in gauges}))
     apns = ApnsSnapshot(MappingProxyType({env: Histogram(tuple(c), int(t), float(s))
                                           for env, (c, t, s) in d["latency"].items()}),
                         MappingProxyType({(e, int(s), r): int(n) for e, s, r, n in d["answers"]}))
     return WorkerFigures(int(d["worker"]), int(d["pid"]), stats, apns,
                          tuple((_server(s), LinkState(str(state))) for s, state in d["links"]), int(d["queue_length"]),
-                         int(d["retries_waiting"]), Progress(*d["resubscription"]), bool(d["listening"]),
+                         Progress(*d["resubscription"]), bool(d["listening"]),
                          int(d["connections"]), int(d["restarts"]))
 
 
@@ -187,8 +189,8 @@ def _row(f: WorkerFigures) -> WorkerRow:
 def merge(fig: Figures, own: WorkerFigures, peers: Sequence[WorkerFigures | None]) -> Figures:
     """``fig`` (worker 0's, with what comes from Redis) with every worker's own figures summed in."""
     up = [own, *(p for p in peers if p is not None)]
-    counters: dict[Stat, int] = defaultdict(int)
-    by_server: dict[tuple[Stat, str], int] = defaultdict(int)
+    counters: dict[str, int] = defaultdict(int)
+    by_server: dict[tuple[str, str], int] = defaultdict(int)
     latency: dict[str, Histogram] = {}
     answers: dict[tuple[str, int, str], int] = defaultdict(int)
     for f in up:
@@ -205,15 +207,26 @@ def merge(fig: Figures, own: WorkerFigures, peers: Sequence[WorkerFigures | None
     owner = {s: f.worker for f in up for s, _ in f.links}
     res = [f.resubscription for f in up]
     return replace(
-        fig, stats=StatsSnapshot(MappingProxyType(dict(counters)), MappingProxyType(dict(by_server))),
+        fig, stats=StatsSnapshot(MappingProxyType(dict(counters)), MappingProxyType(dict(by_server)),
+                                 MappingProxyType(_gauges([f.stats for f in up]))),
         apns=ApnsSnapshot(MappingProxyType(latency), MappingProxyType(dict(answers))),
         links=tuple(link for f in up for link in f.links), queue_length=sum(f.queue_length for f in up),
-        retries_waiting=sum(f.retries_waiting for f in up), connections=sum(f.connections for f in up),
+        connections=sum(f.connections for f in up),
         listening=all(f.listening for f in up),
         resubscription=Progress(sum(r.servers for r in res), sum(r.servers_done for r in res),
                                 sum(r.subscriptions for r in res), sum(r.answered for r in res),
                                 max(r.elapsed_s for r in res)),
         workers=tuple(rows), owner=MappingProxyType(owner))
+
+
+def _gauges(snapshots: Sequence[StatsSnapshot]) -> dict[str, float]:
+    """Each tracked gauge summed across the workers that track it, or their max (``Gauge.across_workers``)."""
+    out: dict[str, float] = {}
+    for g in REGISTRY.gauges():
+        values = [s.gauges[g.name] for s in snapshots if g.name in s.gauges]
+        if values:
+            out[g.name] = max(values) if g.across_workers == "max" else sum(values)
+    return out
 
 
 def _add(a: Histogram, b: Histogram) -> Histogram:

@@ -32,10 +32,11 @@ from typing import Final
 
 from ntf_server.observability.logevents import emit
 from ntf_server.observability.logsummary import CountedLog
-from ntf_server.observability.stats import Stat, Stats
+from ntf_server.observability.metricdef import Counter
+from ntf_server.observability.stats import Stats
 from ntf_server.push import payload
 from ntf_server.push.budget import HiddenPushes
-from ntf_server.push.model import Push
+from ntf_server.push.model import PERIODIC_PUSHES, Push
 from ntf_server.push.policy import CronDecision
 from ntf_server.store.base import CronStore
 from ntf_server.store.errors import StoreError
@@ -43,6 +44,12 @@ from ntf_server.store.outbox import PushKindCode
 from ntf_server.store.records import TokenRecord
 
 log = logging.getLogger(__name__)
+
+# counted here (metricdef: /metrics, /v1/stats and the worker sums read these definitions)
+NTF_CRON_SKIPPED: Final = Counter("ntf_cron_skipped", "Periodic pushes skipped: a hidden push reached the device "
+                                  "within the interval", PERIODIC_PUSHES, "skipped")
+NTF_CRON_SKIPPED_BUDGET: Final = Counter("ntf_cron_skipped_budget", "Periodic pushes skipped: the device's "
+                                         "hidden-push budget was empty", PERIODIC_PUSHES, "skipped_budget")
 
 BATCH: Final = 1000
 CLAIM_LEASE_S: Final = 30.0  # a claimed periodic push not confirmed within this is sent again (its sender died)
@@ -103,9 +110,9 @@ class CronPushes:
                 await budgets.cron_done(tok.token_id, self._claimer)
                 return
             case CronDecision.SKIP_RECENT:
-                self._stats.incr(Stat.NTF_CRON_SKIPPED)
+                self._stats.incr(NTF_CRON_SKIPPED)
             case CronDecision.SKIP_BUDGET:
-                self._stats.incr(Stat.NTF_CRON_SKIPPED_BUDGET)
+                self._stats.incr(NTF_CRON_SKIPPED_BUDGET)
             case None:
                 return  # deleted meanwhile, or another instance sends (or sent) it
         await self._store.mark_cron_sent(tok.token_id, now)

@@ -35,7 +35,8 @@ from typing import Final, Protocol
 
 from ntf_server.observability.logevents import emit
 from ntf_server.observability.logsummary import CountedLog
-from ntf_server.observability.stats import Stat, Stats
+from ntf_server.observability.metricdef import Counter, Family
+from ntf_server.observability.stats import Stats
 from ntf_server.push import payload
 from ntf_server.push.budget import HiddenPushes
 from ntf_server.push.model import Push
@@ -48,6 +49,14 @@ from ntf_server.store.outbox import PushKindCode
 from ntf_server.store.records import TOKEN_ACTIVE
 
 log = logging.getLogger(__name__)
+
+# counted here (metricdef: /metrics, /v1/stats and the worker sums read these definitions)
+DEFERRED_PUSHES: Final = Family("deferred_pushes", "event", "Deferred pushes (overflow = defer): sent when the budget "
+                                "returned, or dropped as stale (token gone or no longer active)")
+NTF_DEFERRED_SENT: Final = Counter("ntf_deferred_sent", "Deferred pushes sent when the device's budget returned",
+                                   DEFERRED_PUSHES, "sent")
+NTF_DEFERRED_STALE: Final = Counter("ntf_deferred_stale", "Deferred pushes dropped: the token was deleted or is no "
+                                    "longer active", DEFERRED_PUSHES, "stale")
 
 BATCH: Final = 256  # due pushes read per round
 CONCURRENCY: Final = 32  # pushes of one round in flight at once (APNs answers in ms; one slow answer not all)
@@ -115,12 +124,12 @@ class DeferredScheduler:
         tok = await self._store.get_token(tid)
         if tok is None or tok.status != TOKEN_ACTIVE:
             if await budgets.done(tid):
-                self._stats.incr(Stat.NTF_DEFERRED_STALE)
+                self._stats.incr(NTF_DEFERRED_STALE)
             return
         got = await self._store.claim_deferred(tid, await self._hidden.budget_for(tok.provider), now, self._lease_s)
         if not isinstance(got, Claimed):
             return  # not due any more (another instance has it) or the budget went elsewhere: rescheduled
-        self._stats.incr(Stat.NTF_DEFERRED_SENT)
+        self._stats.incr(NTF_DEFERRED_SENT)
         body = payload.message_body(got.token.dh_secret, got.notices, hidden=True)
         try:
             await self._submit(Push(PushKindCode.DEFERRED, got.token, body, now))

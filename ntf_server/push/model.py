@@ -1,12 +1,12 @@
-"""What the push pipeline moves (push/pipeline.py): a ``Push``, the kinds of push and their counters, and the
-settings that size the pipeline together."""
+"""What the push pipeline moves (push/pipeline.py): a ``Push``, the kinds of push and their counters (defined
+here, counted by push/sending.py), and the settings that size the pipeline together."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-from ntf_server.observability.stats import Stat
+from ntf_server.observability.metricdef import Counter, Family
 from ntf_server.push.retry import Backoff, JitteredBackoff
 from ntf_server.store.outbox import PushKindCode
 from ntf_server.store.records import TokenRecord
@@ -16,31 +16,57 @@ if TYPE_CHECKING:
 
 DEFAULT_BACKOFF: Final[Backoff] = JitteredBackoff(1.0, 120.0)
 
+# the pushes' counters (metricdef: /metrics, /v1/stats and the worker sums read these definitions)
+VERIFICATION_PUSHES: Final = Family("verification_pushes", "outcome", "Verification pushes (TNEW/TRPL), by outcome")
+MESSAGE_PUSHES: Final = Family("message_pushes", "outcome", "Message notification pushes, by outcome")
+PERIODIC_PUSHES: Final = Family("periodic_pushes", "outcome", "Periodic (TCRN) check-messages pushes, by outcome")
+PUSH_RETRIES: Final = Family("push_retries", "event", "Pushes APNs asked us to retry later (429, 5xx, timeout, "
+                             "lost connection), by kind and event")
+NTF_VRF_DELIVERED: Final = Counter("ntf_vrf_delivered", "Verification pushes accepted by APNs", VERIFICATION_PUSHES,
+                                   "delivered")
+NTF_VRF_FAILED: Final = Counter("ntf_vrf_failed", "Verification pushes that failed", VERIFICATION_PUSHES, "failed")
+NTF_VRF_INVALID_TKN: Final = Counter("ntf_vrf_invalid_tkn", "Verification pushes APNs refused because the device "
+                                     "token is invalid", VERIFICATION_PUSHES, "invalid_token")
+NTF_VRF_RETRIED: Final = Counter("ntf_vrf_retried", "Verification pushes scheduled for a retry", PUSH_RETRIES,
+                                 "verification_scheduled")
+NTF_VRF_RETRY_EXPIRED: Final = Counter("ntf_vrf_retry_expired", "Verification pushes given up at "
+                                       "push.retry_deadline_s", PUSH_RETRIES, "verification_expired")
+# message pushes carry their notice's SMP server (Push.hosts): delivered and failed are kept per server too
+NTF_DELIVERED: Final = Counter("ntf_delivered", "Message pushes accepted by APNs", MESSAGE_PUSHES, "delivered",
+                               per_server=True)
+NTF_FAILED: Final = Counter("ntf_failed", "Message pushes that failed", MESSAGE_PUSHES, "failed", per_server=True)
+NTF_INVALID_TKN: Final = Counter("ntf_invalid_tkn", "Message pushes APNs refused because the device token is "
+                                 "invalid", MESSAGE_PUSHES, "invalid_token")
+NTF_RETRIED: Final = Counter("ntf_retried", "Message pushes scheduled for a retry", PUSH_RETRIES, "message_scheduled")
+NTF_RETRY_EXPIRED: Final = Counter("ntf_retry_expired", "Message pushes given up at push.retry_deadline_s",
+                                   PUSH_RETRIES, "message_expired")
+NTF_CRON_DELIVERED: Final = Counter("ntf_cron_delivered", "Periodic pushes accepted by APNs", PERIODIC_PUSHES,
+                                    "delivered")
+NTF_CRON_FAILED: Final = Counter("ntf_cron_failed", "Periodic pushes that failed", PERIODIC_PUSHES, "failed")
+
 
 @dataclass(frozen=True, slots=True)
 class PushKind:
     """A kind of push and its counters; ``confirms``: a delivered push confirms the token (§4.5)."""
 
     name: str
-    delivered: Stat
-    failed: Stat
-    invalid: Stat
-    retried: Stat
-    expired: Stat
+    delivered: Counter
+    failed: Counter
+    invalid: Counter
+    retried: Counter
+    expired: Counter
     confirms: bool = False
 
     def __repr__(self) -> str:
         return f"<PushKind {self.name}>"
 
 
-VERIFICATION: Final = PushKind("verification push", Stat.NTF_VRF_DELIVERED, Stat.NTF_VRF_FAILED,
-                               Stat.NTF_VRF_INVALID_TKN, Stat.NTF_VRF_RETRIED, Stat.NTF_VRF_RETRY_EXPIRED,
-                               confirms=True)
-MESSAGE: Final = PushKind("message push", Stat.NTF_DELIVERED, Stat.NTF_FAILED, Stat.NTF_INVALID_TKN,
-                          Stat.NTF_RETRIED, Stat.NTF_RETRY_EXPIRED)
+VERIFICATION: Final = PushKind("verification push", NTF_VRF_DELIVERED, NTF_VRF_FAILED, NTF_VRF_INVALID_TKN,
+                               NTF_VRF_RETRIED, NTF_VRF_RETRY_EXPIRED, confirms=True)
+MESSAGE: Final = PushKind("message push", NTF_DELIVERED, NTF_FAILED, NTF_INVALID_TKN, NTF_RETRIED, NTF_RETRY_EXPIRED)
 # Periodic (TCRN) pushes: their own delivered/failed counters (§6.4); retries counted with message pushes.
-PERIODIC: Final = PushKind("periodic push", Stat.NTF_CRON_DELIVERED, Stat.NTF_CRON_FAILED, Stat.NTF_INVALID_TKN,
-                           Stat.NTF_RETRIED, Stat.NTF_RETRY_EXPIRED)
+PERIODIC: Final = PushKind("periodic push", NTF_CRON_DELIVERED, NTF_CRON_FAILED, NTF_INVALID_TKN, NTF_RETRIED,
+                           NTF_RETRY_EXPIRED)
 KIND_OF: Final = {PushKindCode.ALERT: MESSAGE, PushKindCode.HIDDEN: MESSAGE, PushKindCode.DEFERRED: MESSAGE,
                   PushKindCode.PERIODIC: PERIODIC, PushKindCode.VERIFICATION: VERIFICATION}
 BACKGROUND: Final = frozenset({PushKindCode.HIDDEN, PushKindCode.DEFERRED, PushKindCode.PERIODIC,

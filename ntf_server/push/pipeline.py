@@ -24,6 +24,9 @@ Theory of operation.
 * **Graceful stop** (``drain``): after the SMP links stopped reading, every notice accepted is stored and
   every push queued is sent, for up to the grace; what is still unsent then is made due at once in the
   outbox, so the next start sends it. After kill -9 the outbox entries fall due when their lease ends.
+
+Why one module of about 300 lines: the definitions of the metrics it counts sit at its head, beside the batch path
+they count; sending and the outbox are already apart (sending.py, outbox_keeper.py).
 """
 
 from __future__ import annotations
@@ -36,13 +39,14 @@ from typing import Final, Protocol
 
 from ntf_server.observability.logevents import emit, log_event
 from ntf_server.observability.logsummary import CountedLog
-from ntf_server.observability.stats import Stat, Stats
+from ntf_server.observability.metricdef import Counter, Family, Gauge
+from ntf_server.observability.stats import Stats
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.push import payload
 from ntf_server.push.budget import HiddenPushes
 from ntf_server.push.caps import DeviceCap, MemoryDeviceCap, SlidingCap
 from ntf_server.push.intake import FairIntake
-from ntf_server.push.model import DEFAULT_SETTINGS, PipelineSettings, Push
+from ntf_server.push.model import DEFAULT_SETTINGS, VERIFICATION_PUSHES, PipelineSettings, Push
 from ntf_server.push.outbox_keeper import STORE_RETRY_S, OutboxKeeper
 from ntf_server.push.outcomes import PushSender
 from ntf_server.push.policy import Decision
@@ -58,10 +62,30 @@ log = logging.getLogger(__name__)
 HOUR_S: Final = 3600.0
 POLICY_RETRIES: Final = 3
 STORE_ATTEMPTS: Final = 20  # tries of one batch while Redis is away (~ a minute), then counted lost
+RETRIES_WAITING: Final = Gauge("push_retries_waiting", "Pushes scheduled for a retry (APNs answered 429/5xx, timed "
+                               "out or the connection dropped); grows while APNs is unwell")
+# counted here (metricdef: /metrics, /v1/stats and the worker sums read these definitions)
+NTF_VRF_QUEUED: Final = Counter("ntf_vrf_queued", "Verification pushes queued", VERIFICATION_PUSHES, "queued")
+NTF_VRF_CAPPED: Final = Counter("ntf_vrf_capped", "Verification pushes not sent: push.verifications_per_hour "
+                                "reached for the device")
+PUSH_QUEUE_FULL: Final = Counter("push_queue_full", "Verification pushes dropped because the push queue was full")
+NTF_LOST_STORE: Final = Counter("ntf_lost_store", "NMSGs lost because the store stayed unavailable")
+NTF_RECEIVED_INACTIVE: Final = Counter("ntf_received_inactive", "NMSGs for subscriptions whose token is not active")
+NTF_RECEIVED_AUTH: Final = Counter("ntf_received_auth", "NMSGs for queues with no subscription here (Haskell "
+                                   "ntfReceivedAuth)", per_server=True)
+DECISIONS: Final = Family("message_push_decisions", "decision", "Message notifications by push policy decision "
+                          "(hidden budget, overflow mode)")
+NTF_HIDDEN: Final = Counter("ntf_hidden", "Message notifications pushed hidden (background), within the budget",
+                            DECISIONS, "hidden")
+NTF_ALERT: Final = Counter("ntf_alert", "Message notifications pushed as an alert", DECISIONS, "alert")
+NTF_DEFERRED: Final = Counter("ntf_deferred", "Message notifications deferred over the budget (overflow = defer)",
+                              DECISIONS, "deferred")
+NTF_DROPPED: Final = Counter("ntf_dropped", "Message notifications dropped over the budget (overflow = drop)",
+                             DECISIONS, "dropped")
 
 
-_PLANNED: Final = {Decision.HIDDEN: Stat.NTF_HIDDEN, Decision.ALERT: Stat.NTF_ALERT,
-                   Decision.DEFER: Stat.NTF_DEFERRED, Decision.DROP: Stat.NTF_DROPPED}
+_PLANNED: Final = {Decision.HIDDEN: NTF_HIDDEN, Decision.ALERT: NTF_ALERT, Decision.DEFER: NTF_DEFERRED,
+                   Decision.DROP: NTF_DROPPED}
 _CODE_OF: Final = {Decision.HIDDEN: PushKindCode.HIDDEN, Decision.ALERT: PushKindCode.ALERT}
 
 
@@ -90,6 +114,7 @@ class PushPipeline:
         self.store_errors = CountedLog(log, "push outbox: store error", level=logging.WARNING,
                                        event="scheduler.store_error", fields={"part": "push retries"})
         self.outbox = OutboxKeeper(store, settings, clock, self.store_errors)
+        stats.track(RETRIES_WAITING, lambda: self.outbox.waiting)
         self.sending = Sending(store, sender, stats, self.outbox, settings, clock, self.store_errors)
 
     def __repr__(self) -> str:
@@ -108,17 +133,17 @@ class PushPipeline:
         awaits only the per-device cap, one Redis call in the server: store/vrfcap.py)."""
         null = token.provider is PushProvider.APNS_NULL
         if not null and not await self._vrf_cap.allow(token.provider, token.device_token):
-            self._stats.incr(Stat.NTF_VRF_CAPPED)
+            self._stats.incr(NTF_VRF_CAPPED)
             self.drops.event("over the per-device hourly cap")
             return
         try:
             self._verifications.put_nowait(token)
         except asyncio.QueueFull:
-            self._stats.incr(Stat.PUSH_QUEUE_FULL)
+            self._stats.incr(PUSH_QUEUE_FULL)
             self.drops.event("push queue full")
             return
         if token.provider is not PushProvider.APNS_NULL:
-            self._stats.incr(Stat.NTF_VRF_QUEUED)
+            self._stats.incr(NTF_VRF_QUEUED)
 
     async def submit(self, push: Push) -> None:
         """A scheduler's push (deferred, periodic): the first try now, on the caller's task; a "retry later"
@@ -174,7 +199,7 @@ class PushPipeline:
                 await self._dispatch(batch, decided)
         except Exception as e:  # a bug in one batch must not stop the pipeline (and with it all pushes)
             emit(log, "push.unexpected_error", {"error": type(e).__name__}, exc_info=True)
-            self._stats.incr(Stat.NTF_LOST_STORE, len(batch))
+            self._stats.incr(NTF_LOST_STORE, len(batch))
         finally:
             self._storing -= 1
             self._calls.release()
@@ -200,7 +225,7 @@ class PushPipeline:
                     continue
                 break  # one admin PUT per batch: not a real case
             return res
-        self._stats.incr(Stat.NTF_LOST_STORE, len(batch))
+        self._stats.incr(NTF_LOST_STORE, len(batch))
         log_event(log, "smp.notifications_lost", count=len(batch))
         return None
 
@@ -211,9 +236,9 @@ class PushPipeline:
             tok = d.token
             if d.decision is None or tok is None:
                 if d.known:
-                    stats.incr(Stat.NTF_RECEIVED_INACTIVE)
+                    stats.incr(NTF_RECEIVED_INACTIVE)
                 else:
-                    stats.incr_server(Stat.NTF_RECEIVED_AUTH, notice.server.hosts)
+                    stats.incr_server(NTF_RECEIVED_AUTH, notice.server.hosts)
                 continue
             if self._on_stored is not None:
                 self._on_stored(tok.token_id)

@@ -17,8 +17,9 @@ from typing import Protocol, assert_never
 
 from ntf_server.observability.logevents import emit, log_event
 from ntf_server.observability.logsummary import CountedLog
+from ntf_server.observability.metricdef import Counter
 from ntf_server.observability.sensitive import TokenId
-from ntf_server.observability.stats import Stat, Stats
+from ntf_server.observability.stats import Stats
 from ntf_server.push.model import BACKGROUND, MESSAGE, PERIODIC, VERIFICATION, PipelineSettings, Push, PushKind
 from ntf_server.push.outbox_keeper import OutboxKeeper
 from ntf_server.push.outcomes import Delivered, Failed, Invalid, PushSender, RetryLater
@@ -87,7 +88,7 @@ class Sending:
             case _:
                 assert_never(outcome)
 
-    def _count(self, push: Push, stat: Stat) -> None:
+    def _count(self, push: Push, stat: Counter) -> None:
         if push.hosts:
             self._stats.incr_server(stat, push.hosts)
         else:

@@ -17,6 +17,9 @@ feeding it events (tests/subscriber/test_link_core.py):
   stayed up ``stable_after_s`` starts the backoff over.
 * New subscriptions (SNEW, a TVFY'd token) wait in ``new`` until the sender takes them; one the
   connection already pends or holds is not sent again.
+
+Why one module of about 310 lines: one link's whole decision table (every event of every state) with the counters
+it counts, tested as one unit; the I/O is apart in link.py.
 """
 
 from __future__ import annotations
@@ -26,12 +29,32 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final, assert_never
 
-from ntf_server.observability.stats import Stat
+from ntf_server.observability.metricdef import Counter, Family
 from ntf_server.protocol import crypto, smp_events as E
 from ntf_server.protocol.encoding import CodecError, SMPServer
 from ntf_server.protocol.smp_session import NotifierQueue
 from ntf_server.store.records import Notice, SubStatus, SubStatusKind
 from ntf_server.subscriber.linkstate import LinkEvent, LinkState, next_state
+
+# counted here (metricdef: /metrics, /v1/stats and the worker sums read these definitions)
+ANSWERS: Final = Family("smp_subscription_answers", "answer",
+                        "NSUB answers from SMP servers, by the subscription status they give")
+SMP_CONNECTED: Final = Counter("smp_connected", "SMP connections established")
+SUB_BAD_KEY: Final = Counter("sub_bad_key", "Subscriptions whose stored notifier key could not be read")
+SMP_NSUB_SENT: Final = Counter("smp_nsub_sent", "NSUB commands sent to SMP servers")
+SMP_DISCONNECTED: Final = Counter("smp_disconnected", "SMP connections lost")
+NTF_RECEIVED: Final = Counter("ntf_received", "Message notifications (NMSG) received from SMP servers", per_server=True)
+NTF_RECEIVED_FORGOTTEN: Final = Counter("ntf_received_forgotten",
+                                        "NMSGs for subscriptions deleted since they were subscribed")
+SMP_TIMEOUTS: Final = Counter("smp_timeouts", "NSUB or PING commands SMP servers did not answer in time")
+SMP_NSUB_ANSWERED: Final = Counter("smp_nsub_answered", "NSUB commands answered (late answers included)")
+SMP_SUB_OK: Final = Counter("smp_sub_ok", "NSUB answered OK: subscription ACTIVE", ANSWERS, "ok")
+SMP_SUB_AUTH: Final = Counter("smp_sub_auth", "NSUB answered ERR AUTH: subscription AUTH", ANSWERS, "auth")
+SMP_SUB_SERVICE: Final = Counter("smp_sub_service", "NSUB answered with a service error: subscription SERVICE",
+                                 ANSWERS, "service")
+SMP_SUB_ERR: Final = Counter("smp_sub_err", "NSUB answered with another error: subscription ERR", ANSWERS, "err")
+SMP_SUB_END: Final = Counter("smp_sub_end", "Subscriptions ended by the SMP server (END)", ANSWERS, "end")
+SMP_SUB_DELD: Final = Counter("smp_sub_deld", "Queues deleted on the SMP server (DELD)", ANSWERS, "deleted")
 
 LOST_FROM: Final = (SubStatusKind.PENDING, SubStatusKind.ACTIVE)  # what a lost connection makes INACTIVE
 SENT_FROM: Final = (SubStatusKind.NEW, SubStatusKind.INACTIVE)  # what a sent NSUB makes PENDING
@@ -39,9 +62,9 @@ _FAILURE_STATUS: Final = {E.FailureKind.AUTH: SubStatus(SubStatusKind.AUTH),
                           E.FailureKind.SERVICE: SubStatus(SubStatusKind.SERVICE)}
 # What the SMP server answered, counted by the status it gives (§6.4's subscription counters).
 STATUS_COUNTER: Final = {
-    SubStatusKind.ACTIVE: Stat.SMP_SUB_OK, SubStatusKind.AUTH: Stat.SMP_SUB_AUTH,
-    SubStatusKind.SERVICE: Stat.SMP_SUB_SERVICE, SubStatusKind.ERR: Stat.SMP_SUB_ERR,
-    SubStatusKind.END: Stat.SMP_SUB_END, SubStatusKind.DELETED: Stat.SMP_SUB_DELD,
+    SubStatusKind.ACTIVE: SMP_SUB_OK, SubStatusKind.AUTH: SMP_SUB_AUTH,
+    SubStatusKind.SERVICE: SMP_SUB_SERVICE, SubStatusKind.ERR: SMP_SUB_ERR,
+    SubStatusKind.END: SMP_SUB_END, SubStatusKind.DELETED: SMP_SUB_DELD,
 }
 _PROGRESS: Final = (E.Subscribed, E.SubscriptionFailed, E.SubscriptionTimedOut, E.ServiceSubscribed,
                     E.ServiceSubscriptionFailed)
@@ -85,7 +108,7 @@ LinkInput = Received | Connected | ConnectFailed | Lost
 
 @dataclass(frozen=True, slots=True)
 class Count:
-    stat: Stat
+    stat: Counter
     n: int = 1
     per_server: bool = False  # also counted for this SMP server (Stats.incr_server)
 
@@ -173,7 +196,7 @@ class LinkCore:
             case Connected(now_s):
                 self.move(LinkEvent.CONNECTED)
                 self._up_since = now_s
-                return [Count(Stat.SMP_CONNECTED)]
+                return [Count(SMP_CONNECTED)]
             case ConnectFailed():
                 self.move(LinkEvent.FAILED)
                 return [Sleep(next(self._delays))]
@@ -207,9 +230,9 @@ class LinkCore:
                 queues.append(NotifierQueue(nid, crypto.decode_stored_notifier_key(key)))
             except CodecError:
                 bad += 1
-        effects: list[Effect] = [Count(Stat.SUB_BAD_KEY, bad)] if bad else []
+        effects: list[Effect] = [Count(SUB_BAD_KEY, bad)] if bad else []
         if queues:
-            effects += [Count(Stat.SMP_NSUB_SENT, len(queues)),
+            effects += [Count(SMP_NSUB_SENT, len(queues)),
                         WriteStatuses([q.notifier_id for q in queues], SubStatus(SubStatusKind.PENDING),
                                       only_from=SENT_FROM)]
         return queues, effects
@@ -220,7 +243,7 @@ class LinkCore:
         effects: list[Effect] = []
         if self.state is LinkState.UP:
             self.move(LinkEvent.LOST)
-            effects.append(Count(Stat.SMP_DISCONNECTED))
+            effects.append(Count(SMP_DISCONNECTED))
             if self._up_since is not None and now_s - self._up_since >= self._stable_after_s:
                 self._delays = self._make_delays()
         if held:
@@ -251,13 +274,13 @@ class LinkCore:
                 case E.Deleted(nid):
                     statuses[SubStatus(SubStatusKind.DELETED)].append(nid)
                 case E.Message(nid, nonce, enc_meta, state):
-                    effects.append(Count(Stat.NTF_RECEIVED, per_server=True))
+                    effects.append(Count(NTF_RECEIVED, per_server=True))
                     if state is None:
-                        effects.append(Count(Stat.NTF_RECEIVED_FORGOTTEN))  # SDEL/TDEL'd: SMP cannot unsubscribe
+                        effects.append(Count(NTF_RECEIVED_FORGOTTEN))  # SDEL/TDEL'd: SMP cannot unsubscribe
                     else:
                         notices.append(Notice(self.server, nid, now_ms, nonce, enc_meta))
                 case E.SubscriptionTimedOut() | E.PingTimedOut():
-                    effects.append(Count(Stat.SMP_TIMEOUTS))
+                    effects.append(Count(SMP_TIMEOUTS))
                 case E.Pong():
                     pass
                 case E.ServiceSubscribed() | E.ServiceSubscriptionFailed() | E.ServiceEnded():
@@ -268,7 +291,7 @@ class LinkCore:
                     assert_never(ev)
             progress += isinstance(ev, _PROGRESS)
         if answered:
-            effects.append(Count(Stat.SMP_NSUB_ANSWERED, answered))
+            effects.append(Count(SMP_NSUB_ANSWERED, answered))
         if progress:
             effects.append(Progress())  # a timed-out NSUB is re-sent by the session: fewer awaited in time
         if tied[True]:
@@ -279,7 +302,7 @@ class LinkCore:
         service = r.service_id is not None
         for is_tied, nids in tied.items():
             if nids:
-                effects += [Count(Stat.SMP_SUB_OK, len(nids)),
+                effects += [Count(SMP_SUB_OK, len(nids)),
                             WriteStatuses(nids, SubStatus(SubStatusKind.ACTIVE), tied=is_tied if service else None)]
         for status, nids in statuses.items():
             effects += [Count(STATUS_COUNTER[status.kind], len(nids)),

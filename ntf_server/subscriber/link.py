@@ -17,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Final
 
 from ntf_server.observability.logevents import log_event
-from ntf_server.observability.stats import Stat
+from ntf_server.observability.metricdef import Counter
 from ntf_server.protocol import smp_events as E
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.store.errors import FencedOut, StoreError
@@ -33,6 +34,10 @@ from ntf_server.subscriber.linkstate import LinkEvent, LinkState
 from ntf_server.subscriber.service_link import LinkService
 
 log = logging.getLogger(__name__)
+
+# counted here (metricdef: /metrics, /v1/stats and the worker sums read these definitions)
+SMP_UNEXPECTED: Final = Counter("smp_unexpected", "Unexpected SMP responses")
+SMP_CONNECT_FAILED: Final = Counter("smp_connect_failed", "SMP connection attempts that failed")
 
 
 class Link:
@@ -126,7 +131,7 @@ class Link:
                 case C.Progress():
                     self._answered.set()
                 case C.Odd(ev):
-                    stats.incr(Stat.SMP_UNEXPECTED)
+                    stats.incr(SMP_UNEXPECTED)
                     log.debug("SMP server sent something unexpected: %r", ev)
                 case C.Sleep(seconds):
                     await asyncio.sleep(seconds)
@@ -159,7 +164,7 @@ class Link:
                 await self._do(core.apply(C.ConnectFailed()))
                 continue
             except ClientError as e:
-                ctx.stats.incr(Stat.SMP_CONNECT_FAILED)
+                ctx.stats.incr(SMP_CONNECT_FAILED)
                 # which SMP servers users use is metadata: the host only at debug
                 log.debug("SMP server unreachable: %s: %s", type(e).__name__, e)
                 ctx.connect_failures.event(type(e).__name__)

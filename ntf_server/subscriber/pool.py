@@ -50,7 +50,8 @@ from typing import Final, TypeVar
 
 from ntf_server.observability.logevents import log_event
 from ntf_server.observability.logsummary import CountedLog
-from ntf_server.observability.stats import Stat, Stats
+from ntf_server.observability.metricdef import Counter
+from ntf_server.observability.stats import Stats
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.store.base import RemovedSub
 from ntf_server.store.errors import StoreError
@@ -58,12 +59,16 @@ from ntf_server.store.health import backoff_delays
 from ntf_server.store.records import RESUBSCRIBE_KINDS, SubscriptionRecord
 from ntf_server.subscriber.client import SmpClient
 from ntf_server.subscriber.context import LinkContext, NoticeSink, PoolSettings, PoolStore
+from ntf_server.subscriber.core import SMP_NSUB_ANSWERED
 from ntf_server.subscriber.link import Link
 from ntf_server.subscriber.linkstate import LinkState
 
 __all__ = ["NoticeSink", "PoolSettings", "PoolStore", "Progress", "SubscriberPool"]
 
 log = logging.getLogger(__name__)
+
+# counted here (metricdef: /metrics, /v1/stats and the worker sums read these definitions)
+SMP_LINKS_ENDED: Final = Counter("smp_links_ended", "SMP server links ended because no live subscription needed them")
 T = TypeVar("T")
 
 PROGRESS_EVERY_S: Final = 10.0
@@ -210,7 +215,7 @@ class SubscriberPool:
         log_event(log, "resubscribe.started", servers=len(links), subscriptions=total)
         while True:
             done = sum(link.resubscribed for link in links)
-            answered = self._stats[Stat.SMP_NSUB_ANSWERED]
+            answered = self._stats[SMP_NSUB_ANSWERED]
             elapsed = max(time.time() - started, 1e-3)
             self.resubscription = Progress(len(links), done, total, answered, elapsed)
             if done == len(links):
@@ -241,7 +246,7 @@ class SubscriberPool:
     def _retired(self, link: Link) -> None:
         """The link ended (no live subscription needs it); a later subscription starts a new one."""
         self._unlink(link)
-        self._stats.incr(Stat.SMP_LINKS_ENDED)
+        self._stats.incr(SMP_LINKS_ENDED)
         self._link_done.set()
 
     def _link(self, server: SMPServer) -> Link | None:

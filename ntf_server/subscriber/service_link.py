@@ -26,7 +26,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol, TypeVar
 
 from ntf_server.observability.logevents import log_event
-from ntf_server.observability.stats import Stat, Stats
+from ntf_server.observability.metricdef import Counter
+from ntf_server.observability.stats import Stats
 from ntf_server.protocol import smp as S, smp_events as E
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.protocol.error_types import SimpleError
@@ -37,6 +38,19 @@ from ntf_server.subscriber.client import SmpClient
 from ntf_server.transport.certs import new_service_credentials
 
 log = logging.getLogger(__name__)
+
+# counted here (metricdef: /metrics, /v1/stats and the worker sums read these definitions)
+SMP_SERVICE_REFUSED: Final = Counter("smp_service_refused",
+                                     "SMP servers that refused our service certificate (plain sessions from then on)")
+SMP_SERVICE_CHANGED: Final = Counter("smp_service_changed",
+                                     "SMP servers that gave our service another id: ties dropped")
+SMP_SERVICE_SUBSCRIBED: Final = Counter("smp_service_subscribed", "NSUBS answered with the count and IdsHash we stored")
+SMP_SERVICE_DRIFT: Final = Counter("smp_service_drift",
+                                   "NSUBS answered with another count or IdsHash: tied queues subscribed one by one")
+SMP_SERVICE_FAILED: Final = Counter("smp_service_failed", "NSUBS failed (ERR SERVICE drops the ties) or timed out: "
+                                    "queues subscribed one by one")
+SMP_SERVICE_ENDED: Final = Counter("smp_service_ended", "ENDS: another session of our service took its queues")
+
 T = TypeVar("T")
 SERVICE_ERR: Final = SimpleError("SERVICE")
 DROP_PAGE: Final = 1000
@@ -75,7 +89,7 @@ class LinkService:
 
     async def refused_by_server(self) -> None:
         self.refused = True
-        self._stats.incr(Stat.SMP_SERVICE_REFUSED)
+        self._stats.incr(SMP_SERVICE_REFUSED)
         log_event(log, "smp.service_fallback", reason="refused", count=0)
         await self.drop_ties()
 
@@ -88,7 +102,7 @@ class LinkService:
         state = await self._call(lambda: self._store.service_state(self.server))
         if state.service_id != sid:
             if state.service_id is not None or state.count:
-                self._stats.incr(Stat.SMP_SERVICE_CHANGED)
+                self._stats.incr(SMP_SERVICE_CHANGED)
                 log_event(log, "smp.service_fallback", reason="new service id", count=state.count)
                 await self.drop_ties()
             await self._call(lambda: self._store.set_service_id(self.server, sid))
@@ -107,19 +121,19 @@ class LinkService:
                 same_hash = version is None or version < SMP_VERSION_RCV_SERVICE or self.expected is None \
                     or ids_hash == self.expected[1]
                 if self.expected is not None and count == self.expected[0] and same_hash:
-                    self._stats.incr(Stat.SMP_SERVICE_SUBSCRIBED)
+                    self._stats.incr(SMP_SERVICE_SUBSCRIBED)
                     return False
-                self._stats.incr(Stat.SMP_SERVICE_DRIFT)
+                self._stats.incr(SMP_SERVICE_DRIFT)
                 log_event(log, "smp.service_fallback", reason="drift", count=count)
                 self.fallback = True
                 return True
             case E.ServiceSubscriptionFailed(error, detail):
-                self._stats.incr(Stat.SMP_SERVICE_FAILED)
+                self._stats.incr(SMP_SERVICE_FAILED)
                 log_event(log, "smp.service_fallback", reason=detail or str(error), count=0)
                 self.fallback, self.drop = True, error == SERVICE_ERR
                 return True
             case E.ServiceEnded(count):
-                self._stats.incr(Stat.SMP_SERVICE_ENDED)
+                self._stats.incr(SMP_SERVICE_ENDED)
                 log.debug("SMP service subscription of %d queues taken by another session", count)
                 return False
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 
 class Refusal(enum.StrEnum):
-    """Why a socket was refused; the value is the stats counter suffix."""
+    """Why a socket was refused (each counted: listener.py `_REFUSED_BY`)."""
 
     CONNECTIONS = "connections"
     HANDSHAKES = "handshakes"

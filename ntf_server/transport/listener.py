@@ -17,14 +17,16 @@ import asyncio
 import logging
 import ssl
 from dataclasses import dataclass
+from typing import Final
 
 from ntf_server.handlers import NtfHandlers
 from ntf_server.observability.logevents import emit
 from ntf_server.observability.logsummary import CountedLog
-from ntf_server.observability.stats import Stat, Stats
+from ntf_server.observability.metricdef import Counter, Family
+from ntf_server.observability.stats import Stats
 from ntf_server.protocol.framing import NTF_BLOCK_SIZE
 from ntf_server.protocol.ntf_handshake import NtfHandshakeFailed
-from ntf_server.transport.admission import Admission, Caps
+from ntf_server.transport.admission import Admission, Caps, Refusal
 from ntf_server.transport.blocks import ConnectionClosed
 from ntf_server.transport.memory import MemoryReturner
 from ntf_server.transport.ntf_connection import NtfConnection, ServerIdentity, server_handshake
@@ -33,6 +35,25 @@ from ntf_server.transport.ratelimit import address_key
 from ntf_server.transport.server_tls import TlsConnection
 
 log = logging.getLogger(__name__)
+
+# counted here (metricdef: /metrics, /v1/stats and the worker sums read these definitions)
+CONN_REFUSED_BY_LIMIT: Final = Family("conn_refused_by_limit", "limit",
+                                      "NTF client sockets refused at accept, by the limit that refused them")
+CONN_ACCEPTED: Final = Counter("conn_accepted", "NTF client sockets accepted")
+CONN_REFUSED: Final = Counter("conn_refused", "NTF client sockets refused at accept by a connection limit")
+CONN_REFUSED_CONNECTIONS: Final = Counter("conn_refused_connections", "Refused: server.max_connections reached",
+                                          CONN_REFUSED_BY_LIMIT, "connections")
+CONN_REFUSED_HANDSHAKES: Final = Counter("conn_refused_handshakes", "Refused: server.max_handshakes reached",
+                                         CONN_REFUSED_BY_LIMIT, "handshakes")
+CONN_REFUSED_PER_IP: Final = Counter("conn_refused_per_ip", "Refused: server.max_connections_per_ip reached",
+                                     CONN_REFUSED_BY_LIMIT, "per_ip")
+CONN_REFUSED_HANDSHAKES_PER_IP: Final = Counter("conn_refused_handshakes_per_ip",
+                                                "Refused: server.max_handshakes_per_ip reached")
+CONN_TLS_FAILED: Final = Counter("conn_tls_failed", "NTF client sockets closed before TLS completed")
+CONN_HANDSHAKE_FAILED: Final = Counter("conn_handshake_failed", "NTF client connections with a failed NTF handshake")
+CONN_CLOSED: Final = Counter("conn_closed", "NTF client sockets closed")
+_REFUSED_BY: Final = {Refusal.CONNECTIONS: CONN_REFUSED_CONNECTIONS, Refusal.HANDSHAKES: CONN_REFUSED_HANDSHAKES,
+                      Refusal.PER_IP: CONN_REFUSED_PER_IP, Refusal.HANDSHAKES_PER_IP: CONN_REFUSED_HANDSHAKES_PER_IP}
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,12 +138,12 @@ class NtfListener:
     def _admit(self, conn: TlsConnection) -> bool:
         refusal = self._admission.admit(address_key(conn.peer))
         if refusal is not None:
-            self._stats.incr(Stat.CONN_REFUSED)
-            self._stats.incr(Stat(f"conn_refused_{refusal.value}"))
+            self._stats.incr(CONN_REFUSED)
+            self._stats.incr(_REFUSED_BY[refusal])
             return False
         self._conns[conn] = None
         self._handshaking.add(conn)
-        self._stats.incr(Stat.CONN_ACCEPTED)
+        self._stats.incr(CONN_ACCEPTED)
         self._memory.connection_started()
         return True
 
@@ -139,9 +160,9 @@ class NtfListener:
         handshaking = conn in self._handshaking
         self._handshaking.discard(conn)
         self._admission.release(address_key(conn.peer), handshaking=handshaking)
-        self._stats.incr(Stat.CONN_CLOSED)
+        self._stats.incr(CONN_CLOSED)
         if not conn.opened:
-            self._stats.incr(Stat.CONN_TLS_FAILED)
+            self._stats.incr(CONN_TLS_FAILED)
             log.debug("%s", conn.error or "closed during the TLS handshake")
         if task is None:
             self._memory.connection_ended()
@@ -158,7 +179,7 @@ class NtfListener:
                                 max_auth_failures=lim.max_auth_failures)
             await ntf.run()
         except NtfHandshakeFailed as e:  # not our client: closed without an error block
-            self._stats.incr(Stat.CONN_HANDSHAKE_FAILED)
+            self._stats.incr(CONN_HANDSHAKE_FAILED)
             self.handshake_failures.event(str(e))  # a flood of bad hellos is one line a minute
         except (ConnectionClosed, TimeoutError):
             pass  # the client went away or stalled: an ordinary end, counted when the socket closes

@@ -21,7 +21,8 @@ from typing import Final
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from ntf_server.handlers import NtfHandlers
-from ntf_server.observability.stats import Stat, Stats
+from ntf_server.observability.metricdef import Counter
+from ntf_server.observability.stats import Stats
 from ntf_server.protocol import crypto, ntf as P
 from ntf_server.protocol.encoding import CodecError
 from ntf_server.protocol.error_types import AUTH, BLOCK, QUOTA
@@ -41,6 +42,13 @@ from ntf_server.transport.spsc import SpscQueue
 from ntf_server.transport.tls import negotiated_alpn
 
 log = logging.getLogger(__name__)
+
+# counted here (metricdef: /metrics, /v1/stats and the worker sums read these definitions)
+BLOCKS_BAD: Final = Counter("blocks_bad", "Malformed NTF transport blocks")
+REQ_RECEIVED: Final = Counter("req_received", "NTF requests received")
+REQ_REJECTED: Final = Counter("req_rejected", "NTF requests rejected as malformed")
+CONN_CLOSED_AUTH: Final = Counter("conn_closed_auth_failures",
+                                  "NTF connections closed after server.max_auth_failures ERR AUTH answers")
 
 CLIENT_QUEUE_SIZE: Final = 64  # clientQSize
 AUTH_ERR: Final = P.Err(AUTH)
@@ -135,10 +143,10 @@ class NtfConnection:
             try:
                 items = parse_block(self._params, decode_block(block, self._stream.block_size))
             except CodecError:
-                self._stats.incr(Stat.BLOCKS_BAD)
+                self._stats.incr(BLOCKS_BAD)
                 await self._in.put([P.NtfReject(b"", b"", BLOCK)])
                 continue
-            self._stats.incr(Stat.REQ_RECEIVED, len(items))
+            self._stats.incr(REQ_RECEIVED, len(items))
             await self._in.put([P.decode_request(self._params, i) for i in items])
 
     async def _process(self) -> None:
@@ -146,13 +154,13 @@ class NtfConnection:
             batch = await self._in.get()
             rejects = [Reply(r.corr_id, r.entity_id, P.Err(r.error)) for r in batch if isinstance(r, P.NtfReject)]
             if rejects:
-                self._stats.incr(Stat.REQ_REJECTED, len(rejects))
+                self._stats.incr(REQ_REJECTED, len(rejects))
                 await self._out.put(rejects)
             replies = [await self._answer(r) for r in batch if isinstance(r, P.NtfRequest)]
             if replies:
                 await self._out.put(replies)
             if self._auth_left is not None and self._auth_left <= 0:
-                self._stats.incr(Stat.CONN_CLOSED_AUTH)
+                self._stats.incr(CONN_CLOSED_AUTH)
                 await self._out.put(CLOSE)  # the sender ends the connection after the answers before it
                 await asyncio.Future()  # nothing more is read; cancelled when the sender ends
 

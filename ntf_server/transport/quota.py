@@ -19,20 +19,30 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 from ntf_server.config import RegistrationConfig, ServerConfig
 from ntf_server.observability.logsummary import CountedLog
-from ntf_server.observability.stats import Stat, Stats
+from ntf_server.observability.metricdef import Counter
+from ntf_server.observability.stats import Stats
 from ntf_server.protocol import ntf as P
 from ntf_server.transport.ratelimit import AddressTable, QuotaVerdict, Rate, RegistrationQuota, address_key
 
 log = logging.getLogger(__name__)
 
+# counted here (metricdef: /metrics, /v1/stats and the worker sums read these definitions)
+REQ_QUOTA_EXCEEDED: Final = Counter("req_quota_exceeded",
+                                    "NTF registrations refused by the registration rate limits (ERR QUOTA)")
+SUB_QUOTA_EXCEEDED: Final = Counter("sub_quota_exceeded",
+                                    "SNEW refused by the subscription rate limits or the per-token caps (ERR QUOTA)")
+REQ_OVER_BUDGET: Final = Counter("req_over_budget",
+                                 "NTF requests refused by the command budget per connection or address (ERR QUOTA)")
+
 
 class RequestLimits:
     def __init__(self, per_connection: Rate, per_address: Rate, table_size: int, stats: Stats,
                  clock: Callable[[], float] = time.monotonic, *, what: str = "registration",
-                 stat: Stat = Stat.REQ_QUOTA_EXCEEDED, refusals: CountedLog | None = None) -> None:
+                 stat: Counter = REQ_QUOTA_EXCEEDED, refusals: CountedLog | None = None) -> None:
         """``what``: the kind of request (for messages); ``stat``: the counter of refusals; ``refusals``: their
         counted log (default: the registrations')."""
         self._per_connection = per_connection
@@ -110,11 +120,11 @@ class FrontDoor:
                           Rate(r.per_ip_per_min, r.per_ip_burst), r.ip_table_size, stats),
             RequestLimits(Rate(r.snew_per_connection_per_min, r.snew_per_connection_burst),
                           Rate(r.snew_per_ip_per_min, r.snew_per_ip_burst), r.ip_table_size, stats,
-                          what="subscription", stat=Stat.SUB_QUOTA_EXCEEDED,
+                          what="subscription", stat=SUB_QUOTA_EXCEEDED,
                           refusals=CountedLog(log, "subscription refused over quota", event="subscription.refused")),
             RequestLimits(Rate(s.commands_per_connection_per_min, s.commands_per_connection_burst),
                           Rate(s.commands_per_ip_per_min, s.commands_per_ip_burst), r.ip_table_size, stats,
-                          what="request", stat=Stat.REQ_OVER_BUDGET,
+                          what="request", stat=REQ_OVER_BUDGET,
                           refusals=CountedLog(log, "request refused over the command budget",
                                               event="request.over_budget")),
         )

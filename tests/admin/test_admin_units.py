@@ -1,4 +1,4 @@
-"""Pure parts of the admin API: own-server labels, APNs figures, the metric catalog, rendering from a
+"""Pure parts of the admin API: own-server labels, APNs figures, the metric definitions, rendering from a
 ``Figures`` value, and the CLI's tables and ``policy set`` parsing."""
 
 from __future__ import annotations
@@ -8,16 +8,20 @@ from types import MappingProxyType
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ntf_server.admin import catalog, metrics, views
+from ntf_server.admin import metrics, views
 from ntf_server.admin.figures import Figures
 from ntf_server.cli import tables
+from ntf_server.handlers import TKN_CREATED
 from ntf_server.observability.apns_metrics import MAX_ANSWER_LABELS, ApnsMetrics
+from ntf_server.observability.metricdef import REGISTRY, metric_name
 from ntf_server.observability.ownservers import OTHER, OwnServers
-from ntf_server.observability.stats import Stat, Stats
+from ntf_server.observability.stats import Stats
 from ntf_server.protocol.encoding import SMPServer
+from ntf_server.push.pipeline import RETRIES_WAITING
 from ntf_server.store.activity import ActiveTokens
 from ntf_server.store.base import StoreCounts
 from ntf_server.store.census import Census
+from ntf_server.subscriber.core import NTF_RECEIVED
 from ntf_server.subscriber.pool import Progress
 
 OWN = SMPServer(("smp1.own.example", "abcdefghijklmnop.onion"), "5223", b"\x01" * 32)
@@ -40,11 +44,11 @@ def test_own_server_labels(hosts: tuple[str, ...], label: str) -> None:
 
 def test_per_server_counters_keep_the_total() -> None:
     stats = Stats(OwnServers(["own.example"]))
-    stats.incr_server(Stat.NTF_RECEIVED, OWN.hosts, 2)
-    stats.incr_server(Stat.NTF_RECEIVED, THEIRS.hosts)
+    stats.incr_server(NTF_RECEIVED, OWN.hosts, 2)
+    stats.incr_server(NTF_RECEIVED, THEIRS.hosts)
     snap = stats.snapshot()
-    assert snap[Stat.NTF_RECEIVED] == 3
-    assert dict(snap.by_server) == {(Stat.NTF_RECEIVED, "smp1.own.example"): 2, (Stat.NTF_RECEIVED, OTHER): 1}
+    assert snap[NTF_RECEIVED] == 3
+    assert dict(snap.by_server) == {(NTF_RECEIVED.name, "smp1.own.example"): 2, (NTF_RECEIVED.name, OTHER): 1}
 
 
 def test_apns_metrics_histogram_and_capped_reasons() -> None:
@@ -63,9 +67,7 @@ def test_apns_metrics_histogram_and_capped_reasons() -> None:
 
 
 def test_every_counter_has_a_help_text() -> None:
-    assert [s.value for s in Stat if s.value not in catalog.HELP] == []
-    for g in catalog.GROUPED.values():
-        assert g.family in catalog.FAMILY_HELP
+    assert [c.name for c in REGISTRY.counters() if not c.help or c.help.startswith("Counter ")] == []
 
 
 def figures(stats: Stats, *, census: bool = True) -> Figures:
@@ -76,7 +78,7 @@ def figures(stats: Stats, *, census: bool = True) -> Figures:
                MappingProxyType({OWN: {"ACTIVE": 4}, THEIRS: {"ACTIVE": 5, "END": 1}}), 1000.0, 0.5)
     return Figures("0.1.0", 1060.0, stats.snapshot(), apns.snapshot(), True, StoreCounts(6, 10, 3, 2),
                    ActiveTokens(2, 3, 4), c if census else None, ((OWN, "up"), (THEIRS, "connecting")), 7,
-                   Progress(2, 1, 10, 9, 1.5), True, 12, retries_waiting=4)
+                   Progress(2, 1, 10, 9, 1.5), True, 12)
 
 
 def parsed(fig: Figures, own: OwnServers) -> dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
@@ -87,26 +89,27 @@ def parsed(fig: Figures, own: OwnServers) -> dict[str, dict[tuple[str, tuple[tup
 
 
 def test_every_counter_is_rendered_in_its_family() -> None:
-    """A new Stat member needs no code to appear: its own family, or its group's with its label."""
+    """A new counter needs no code to appear: its own family, or its group's with its label."""
     stats = Stats()
-    for i, s in enumerate(Stat):
-        stats.incr(s, i + 1)
+    counters = REGISTRY.counters()
+    for i, c in enumerate(counters):
+        stats.incr(c, i + 1)
     fams = parsed(figures(stats), OwnServers())
-    for i, s in enumerate(Stat):
-        g = catalog.GROUPED.get(s.value)
-        if g is None:
-            name = "ntf_" + catalog.metric_name(s.value)
-            assert fams[name] == {(name + "_total", ()): i + 1}, s
+    for i, c in enumerate(counters):
+        if c.family is None:
+            name = "ntf_" + metric_name(c.name)
+            assert fams[name] == {(name + "_total", ()): i + 1}, c
         else:
-            name = "ntf_" + g.family
-            assert fams[name][(name + "_total", ((g.label, g.value),))] == i + 1, s
+            name = "ntf_" + c.family.name
+            assert fams[name][(name + "_total", ((c.family.label, c.value),))] == i + 1, c
     assert all(name.startswith("ntf_") for name in fams)
 
 
 def test_gauges_and_own_servers_in_metrics() -> None:
     stats = Stats(OwnServers(["own.example"]))
-    stats.incr_server(Stat.NTF_RECEIVED, OWN.hosts, 2)
-    stats.incr_server(Stat.NTF_RECEIVED, THEIRS.hosts, 5)
+    stats.track(RETRIES_WAITING, lambda: 4)
+    stats.incr_server(NTF_RECEIVED, OWN.hosts, 2)
+    stats.incr_server(NTF_RECEIVED, THEIRS.hosts, 5)
     own = OwnServers(["own.example"])
     fams = parsed(figures(stats), own)
     assert fams["ntf_notifications_received_by_server"] == {
@@ -140,7 +143,7 @@ def test_without_a_census_its_gauges_are_absent() -> None:
 def test_smp_servers_view_names_own_servers_only() -> None:
     own = OwnServers(["own.example"])
     stats = Stats(own)
-    stats.incr_server(Stat.NTF_RECEIVED, OWN.hosts, 2)
+    stats.incr_server(NTF_RECEIVED, OWN.hosts, 2)
     body = views.smp_servers_json(figures(stats), own)
     assert body["own"] == [{"server": "smp1.own.example", "hosts": ["smp1.own.example"], "port": 5223,
                             "state": "up", "subscriptions": {"ACTIVE": 4}, "ntf_received": 2}]
@@ -171,7 +174,7 @@ def test_policy_table() -> None:
 
 def test_stats_table_renders_the_stats_json() -> None:
     stats = Stats()
-    stats.incr(Stat.TKN_CREATED, 4)
+    stats.incr(TKN_CREATED, 4)
     text = "\n".join(tables.stats_lines(views.stats_json(figures(stats))))
     assert "tkn_created" in text and "ACTIVE 5, REGISTERED 1" in text and "census 60 s ago" in text
     assert "sub_created" not in text  # zero counters only with --all

@@ -13,8 +13,9 @@ from ntf_server.admin.window import SPAN_S, STEP_S, CounterWindow, Recent, push_
 from ntf_server.cli import screen
 from ntf_server.observability.apns_metrics import ApnsMetrics
 from ntf_server.observability.ownservers import OwnServers
-from ntf_server.observability.stats import Stat, Stats
+from ntf_server.observability.stats import Stats
 from ntf_server.protocol.encoding import SMPServer
+from ntf_server.push.model import NTF_VRF_DELIVERED
 from ntf_server.store.base import StoreCounts
 from ntf_server.store.census import Census
 from ntf_server.subscriber.pool import Progress
@@ -97,7 +98,7 @@ def test_push_kinds_look_counters_up_by_name_and_absent_ones_are_none() -> None:
         "future": {"last_hour": None, "since_start": None},
         "failed": {"last_hour": 3, "since_start": 3},
     }
-    assert "ntf_vrf_delivered" in push_counter_names()  # the default table resolves against Stat
+    assert "ntf_vrf_delivered" in push_counter_names()  # the default table resolves against the registry
 
 
 SMP_OWN = SMPServer(("smp1.own.example",), "5223", b"\x01" * 32)
@@ -106,7 +107,7 @@ SMP_THEIRS = SMPServer(("smp.thirdparty.example",), "", b"\x02" * 32)
 
 def figures(*, store_up: bool = True, listening: bool = True) -> Figures:
     stats = Stats()
-    stats.incr(Stat.NTF_VRF_DELIVERED)
+    stats.incr(NTF_VRF_DELIVERED)
     census = Census(MappingProxyType({"ACTIVE": 1}), MappingProxyType({"ACTIVE": 1, "NEW": 2}),
                     MappingProxyType({SMP_OWN: {"ACTIVE": 1}, SMP_THEIRS: {"NEW": 2}}), 1_764_000_000.0, 0.01)
     return Figures(

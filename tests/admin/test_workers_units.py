@@ -13,10 +13,13 @@ from ntf_server.admin import metrics, views
 from ntf_server.admin.status import status_json
 from ntf_server.admin.workers import WorkerFigures, from_json, merge, to_json
 from ntf_server.cli import screen
+from ntf_server.handlers import TKN_CREATED
 from ntf_server.observability.apns_metrics import ApnsMetrics
 from ntf_server.observability.ownservers import OwnServers
-from ntf_server.observability.stats import Stat, Stats
+from ntf_server.observability.stats import Stats
 from ntf_server.protocol.encoding import SMPServer
+from ntf_server.push.pipeline import RETRIES_WAITING
+from ntf_server.subscriber.core import NTF_RECEIVED
 from ntf_server.subscriber.pool import Progress
 
 ANOTHER = SMPServer(("smp.elsewhere.example",), "443", b"\x03" * 32)
@@ -24,11 +27,12 @@ ANOTHER = SMPServer(("smp.elsewhere.example",), "443", b"\x03" * 32)
 
 def worker(index: int, links: tuple[tuple[SMPServer, str], ...], tokens: int, connections: int) -> WorkerFigures:
     stats = Stats(OwnServers(("own.example",)))
-    stats.incr(Stat.TKN_CREATED, tokens)
-    stats.incr_server(Stat.NTF_RECEIVED, ("smp1.own.example",), tokens)
+    stats.incr(TKN_CREATED, tokens)
+    stats.track(RETRIES_WAITING, lambda: index)
+    stats.incr_server(NTF_RECEIVED, ("smp1.own.example",), tokens)
     apns = ApnsMetrics()
     apns.observe("test", 200, "", 0.02 * (index + 1))
-    return WorkerFigures(index, 1000 + index, stats.snapshot(), apns.snapshot(), links, index + 1, index,
+    return WorkerFigures(index, 1000 + index, stats.snapshot(), apns.snapshot(), links, index + 1,
                          Progress(len(links), len(links), 10 * tokens, 10 * tokens, 1.0 + index), True, connections)
 
 
@@ -41,10 +45,10 @@ def test_worker_0_sums_every_worker_and_labels_each() -> None:
     zero = worker(0, ((OWN, "up"),), 2, 4)
     one = worker(1, ((THEIRS, "up"), (ANOTHER, "down")), 5, 3)
     fig = merge(figures(Stats()), zero, [replace(one, restarts=3), None])
-    assert fig.stats[Stat.TKN_CREATED] == 7
-    assert fig.stats.by_server[(Stat.NTF_RECEIVED, "smp1.own.example")] == 7
+    assert fig.stats[TKN_CREATED] == 7
+    assert fig.stats.by_server[(NTF_RECEIVED.name, "smp1.own.example")] == 7
     assert fig.apns.latency["test"].total == 2 and fig.apns.answers[("test", 200, "")] == 2
-    assert (fig.connections, fig.queue_length, fig.retries_waiting) == (7, 3, 1)
+    assert (fig.connections, fig.queue_length, fig.stats.gauges["push_retries_waiting"]) == (7, 3, 1)
     assert fig.resubscription == Progress(3, 3, 70, 70, 2.0)
     assert fig.owner == MappingProxyType({OWN: 0, THEIRS: 1, ANOTHER: 1})
     assert [(w.worker, w.up, w.connections, len(w.servers)) for w in fig.workers] == [

@@ -38,7 +38,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fleet import Child, cpu_of, emit, load, make_tokens, peak_rss_bytes, start_standins, stop_all
 
-from ntf_server.observability.stats import Stat, Stats
+from ntf_server.observability.stats import Stats
 from ntf_server.protocol import crypto
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.protocol.smp_service import ServiceCredentials
@@ -146,7 +146,7 @@ async def ntf_side(url: str, master: bytes, expected: int, services: int = 0) ->
 
     def done() -> bool:
         if services > 0:
-            return stats[Stat.SMP_SERVICE_SUBSCRIBED] >= services
+            return stats["smp_service_subscribed"] >= services
         return store.active >= expected
 
     while not done():
@@ -159,7 +159,7 @@ async def ntf_side(url: str, master: bytes, expected: int, services: int = 0) ->
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     rss = peak_rss_bytes()
     if services > 0:  # NSUBS answered as stored: nothing fell back to NSUB
-        assert stats[Stat.SMP_NSUB_SENT] == 0 and stats[Stat.SMP_SERVICE_DRIFT] == 0, stats
+        assert stats["smp_nsub_sent"] == 0 and stats["smp_service_drift"] == 0, stats
     emit(event="done", wall=wall, cpu=cpu, rss=rss, active=store.active)
     task.cancel()
     try:

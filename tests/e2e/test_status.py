@@ -25,8 +25,9 @@ from helpers.fault_proxy import FaultProxy
 from ntf_server import __version__
 from ntf_server.admin.status import sample_every
 from ntf_server.admin.window import CounterWindow
-from ntf_server.observability.stats import Stat, Stats
+from ntf_server.observability.stats import Stats
 from ntf_server.protocol import crypto, ntf as P
+from ntf_server.push.model import NTF_DELIVERED
 from ntf_server.server import NtfServer
 from ntf_server.sim.device import NtfClient
 from ntf_server.sim.smp_server import SmpServerStandIn
@@ -157,15 +158,15 @@ async def test_the_server_part_samples_the_push_counters() -> None:
     """sample_every with a short step (real time, no assumption on how long): once a sample taken after
     the first pushes is a span old, only the later pushes are 'recent'."""
     stats = Stats()
-    window = CounterWindow([Stat.NTF_DELIVERED.value], time.monotonic(), span_s=0.2, step_s=0.05)
-    stats.incr(Stat.NTF_DELIVERED, 5)
+    window = CounterWindow([NTF_DELIVERED.name], time.monotonic(), span_s=0.2, step_s=0.05)
+    stats.incr(NTF_DELIVERED, 5)
     task = asyncio.create_task(sample_every(window, stats))
     try:
         await asyncio.sleep(0.3)
-        stats.incr(Stat.NTF_DELIVERED, 2)
+        stats.incr(NTF_DELIVERED, 2)
         async with asyncio.timeout(10):
             while True:
-                if window.recent(time.monotonic(), stats.snapshot().as_dict()).counts[Stat.NTF_DELIVERED] == 2:
+                if window.recent(time.monotonic(), stats.snapshot().as_dict()).counts[NTF_DELIVERED.name] == 2:
                     break
                 await asyncio.sleep(0.05)
     finally:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import given, strategies as st
 
-from ntf_server.observability.stats import Stat
+from ntf_server.observability.metricdef import Counter
 from ntf_server.protocol import crypto, smp_events as E
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.protocol.error_types import AUTH, SimpleError
@@ -32,7 +32,7 @@ def numbered_delays() -> Iterator[float]:
 def up_core(now: float = 100.0) -> LinkCore:
     core = LinkCore(SERVER, numbered_delays, stable_after_s=60.0)
     core.move(LinkEvent.CONNECT)
-    assert core.apply(C.Connected(now)) == [C.Count(Stat.SMP_CONNECTED)]
+    assert core.apply(C.Connected(now)) == [C.Count(C.SMP_CONNECTED)]
     return core
 
 
@@ -84,23 +84,23 @@ def test_link_states_are_the_strings_admin_shows() -> None:
 
 
 @pytest.mark.parametrize(("event", "status", "counter"), [
-    (E.Subscribed(A), SubStatus(SubStatusKind.ACTIVE), Stat.SMP_SUB_OK),
-    (E.SubscriptionFailed(A, E.FailureKind.AUTH, AUTH), SubStatus(SubStatusKind.AUTH), Stat.SMP_SUB_AUTH),
+    (E.Subscribed(A), SubStatus(SubStatusKind.ACTIVE), C.SMP_SUB_OK),
+    (E.SubscriptionFailed(A, E.FailureKind.AUTH, AUTH), SubStatus(SubStatusKind.AUTH), C.SMP_SUB_AUTH),
     (E.SubscriptionFailed(A, E.FailureKind.SERVICE, SimpleError("SERVICE")), SubStatus(SubStatusKind.SERVICE),
-     Stat.SMP_SUB_SERVICE),
+     C.SMP_SUB_SERVICE),
     (E.SubscriptionFailed(A, E.FailureKind.SMP_ERROR, SimpleError("QUOTA")), SubStatus.error("SMP error QUOTA"),
-     Stat.SMP_SUB_ERR),
+     C.SMP_SUB_ERR),
     (E.SubscriptionFailed(A, E.FailureKind.BAD_RESPONSE, None, "bad"), SubStatus.error("ResponseError bad"),
-     Stat.SMP_SUB_ERR),
-    (E.Ended(A), SubStatus(SubStatusKind.END), Stat.SMP_SUB_END),
-    (E.Deleted(A), SubStatus(SubStatusKind.DELETED), Stat.SMP_SUB_DELD),
+     C.SMP_SUB_ERR),
+    (E.Ended(A), SubStatus(SubStatusKind.END), C.SMP_SUB_END),
+    (E.Deleted(A), SubStatus(SubStatusKind.DELETED), C.SMP_SUB_DELD),
 ])
-def test_each_answer_becomes_its_status(event: E.SmpEvent, status: SubStatus, counter: Stat) -> None:
+def test_each_answer_becomes_its_status(event: E.SmpEvent, status: SubStatus, counter: Counter) -> None:
     fx = up_core().apply(C.Received([event], 1.0))
     assert writes(fx) == [([A], status, None)]
     assert C.Count(counter, 1) in fx
     answered = isinstance(event, E.Subscribed | E.SubscriptionFailed)
-    assert (C.Count(Stat.SMP_NSUB_ANSWERED, 1) in fx) is answered and (C.Progress() in fx) is answered
+    assert (C.Count(C.SMP_NSUB_ANSWERED, 1) in fx) is answered and (C.Progress() in fx) is answered
 
 
 def test_one_write_per_status_per_batch_in_order_then_the_notices() -> None:
@@ -108,12 +108,12 @@ def test_one_write_per_status_per_batch_in_order_then_the_notices() -> None:
     fx = up_core().apply(C.Received([E.Subscribed(A), msg, E.Ended(Q), E.Subscribed(B), E.Ended(A)], 2.5))
     assert writes(fx) == [([A, B], SubStatus(SubStatusKind.ACTIVE), None), ([Q, A], SubStatus(SubStatusKind.END), None)]
     assert fx[-1] == C.Notify([Notice(SERVER, Q, 2500, b"n" * 24, b"meta")])
-    assert C.Count(Stat.NTF_RECEIVED, 1, per_server=True) in fx
+    assert C.Count(C.NTF_RECEIVED, 1, per_server=True) in fx
 
 
 def test_a_message_for_a_forgotten_queue_is_counted_not_pushed() -> None:
     fx = up_core().apply(C.Received([E.Message(Q, b"n" * 24, b"meta", None)], 1.0))
-    assert C.Count(Stat.NTF_RECEIVED_FORGOTTEN) in fx and not any(isinstance(f, C.Notify) for f in fx)
+    assert C.Count(C.NTF_RECEIVED_FORGOTTEN) in fx and not any(isinstance(f, C.Notify) for f in fx)
 
 
 def test_in_a_service_session_sok_of_our_service_ties_and_every_other_answer_unties() -> None:
@@ -133,7 +133,7 @@ def test_timeouts_service_answers_and_oddities() -> None:
     odd = E.Unexpected(b"c", A, "END for a queue that is not subscribed")
     svc = E.ServiceSubscribed(3, b"h")
     fx = up_core().apply(C.Received([E.SubscriptionTimedOut(A), E.PingTimedOut(), E.Pong(), svc, odd], 1.0))
-    assert fx == [C.Count(Stat.SMP_TIMEOUTS), C.Count(Stat.SMP_TIMEOUTS), C.ServiceEvent(svc), C.Odd(odd),
+    assert fx == [C.Count(C.SMP_TIMEOUTS), C.Count(C.SMP_TIMEOUTS), C.ServiceEvent(svc), C.Odd(odd),
                   C.Progress()]
 
 
@@ -162,7 +162,7 @@ def test_a_lost_connection_makes_what_it_held_inactive_then_waits_the_next_delay
     core = up_core(now=100.0)
     fx = core.apply(C.Lost(110.0, [A, B]))
     assert core.state is LinkState.DOWN
-    assert fx == [C.Count(Stat.SMP_DISCONNECTED),
+    assert fx == [C.Count(C.SMP_DISCONNECTED),
                   C.WriteStatuses([A, B], SubStatus(SubStatusKind.INACTIVE), only_from=C.LOST_FROM), C.Sleep(1.0)]
     core.move(LinkEvent.CONNECT)
     assert core.apply(C.ConnectFailed()) == [C.Sleep(2.0)]  # the backoff goes on
@@ -179,7 +179,7 @@ def test_a_link_ended_or_handed_over_writes_what_it_held_and_does_not_sleep() ->
     handed = up_core()
     handed.stopping = True
     fx = handed.apply(C.Lost(101.0, []))
-    assert fx == [C.Count(Stat.SMP_DISCONNECTED)] and handed.state is LinkState.DOWN
+    assert fx == [C.Count(C.SMP_DISCONNECTED)] and handed.state is LinkState.DOWN
 
 
 # ---------------------------------------------------------------- what to send
@@ -194,7 +194,7 @@ def test_to_send_skips_queues_on_the_connection_counts_bad_keys_and_makes_the_re
     queues, fx = core.to_send([(A, key), (Q, key), (b"x" * 24, b"not a key")], states.get)
     assert [q.notifier_id for q in queues] == [A]
     assert isinstance(queues[0].key, crypto.SodiumEd25519Key)
-    assert fx == [C.Count(Stat.SUB_BAD_KEY, 1), C.Count(Stat.SMP_NSUB_SENT, 1),
+    assert fx == [C.Count(C.SUB_BAD_KEY, 1), C.Count(C.SMP_NSUB_SENT, 1),
                   C.WriteStatuses([A], SubStatus(SubStatusKind.PENDING), only_from=C.SENT_FROM)]
     assert core.take_new() == [(B, key)] and core.take_new() == []  # A was sent: no longer waiting
 
@@ -208,7 +208,8 @@ def test_forgotten_before_it_was_sent() -> None:
 
 def test_the_core_and_the_state_table_are_sans_io() -> None:
     """They import protocol code, counters' names and records, never I/O nor the rest of the subscriber."""
-    allowed = ("ntf_server.protocol", "ntf_server.observability.stats", "ntf_server.store.records",
+    allowed = ("ntf_server.protocol", "ntf_server.observability.stats", "ntf_server.observability.metricdef",
+               "ntf_server.store.records",
                "ntf_server.subscriber.linkstate",
                "__future__", "collections", "dataclasses", "enum", "typing")
     for module in (C, sys.modules[LinkState.__module__]):

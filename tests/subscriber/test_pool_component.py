@@ -13,7 +13,7 @@ from dataclasses import replace
 import pytest
 from helpers.store_helpers import token
 
-from ntf_server.observability.stats import Stat, Stats
+from ntf_server.observability.stats import Stats
 from ntf_server.protocol import crypto
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.sim.smp_server import QueueCredentials, SmpServerStandIn
@@ -106,7 +106,7 @@ async def test_start_up_resubscribes_what_active_tokens_hold_one_connection_per_
     assert dict(pool.link_states()) == {smp1.address: LinkState.UP, smp2.address: LinkState.UP}
     assert sorted(smp1.subscribed_queues() + smp2.subscribed_queues()) == sorted(c.notifier_id for c, _ in subs)
     assert await status(store, waiting) is SubStatusKind.NEW
-    assert stats[Stat.SMP_NSUB_SENT] == stats[Stat.SMP_SUB_OK] == 3
+    assert stats["smp_nsub_sent"] == stats["smp_sub_ok"] == 3
 
 
 async def test_a_lost_connection_marks_its_queues_inactive_and_the_next_one_subscribes_them_again(
@@ -120,7 +120,7 @@ async def test_a_lost_connection_marks_its_queues_inactive_and_the_next_one_subs
     smp.stall()  # the next connection is not answered: the INACTIVE written at the loss stays visible
     smp.drop_connections()
     await until_status(store, [sub], SubStatusKind.INACTIVE)
-    assert stats[Stat.SMP_DISCONNECTED] == 1 and seams.backoffs >= 1
+    assert stats["smp_disconnected"] == 1 and seams.backoffs >= 1
     smp.stall(False)
     await until_status(store, [sub], SubStatusKind.ACTIVE)
     assert len(seams.connections) >= 2 and pool.link_state(smp.address) is LinkState.UP
@@ -143,14 +143,14 @@ async def test_answers_become_statuses_and_a_link_nothing_needs_ends(
     assert got is not None and got.status.err.startswith("SMP error BLOCKED")
     smp.delete_queue(gone.notifier_id)  # DELD
     await until_status(store, [deleted], SubStatusKind.DELETED)
-    assert stats[Stat.SMP_SUB_DELD] == 1 and pool.link_state(smp.address) is LinkState.UP
+    assert stats["smp_sub_deld"] == 1 and pool.link_state(smp.address) is LinkState.UP
     # SDEL of the last live one: SMP cannot unsubscribe, the link ends once nothing needs the server
     removed = await store.delete_subscription(deleted.sub_id)
     assert removed is not None
     await store.delete_subscription(refused.sub_id)
     pool.forget([RemovedSub(s.sub_id, smp.address, s.notifier_id) for s in (deleted, refused)])
     await until(lambda: pool.link_state(smp.address) is None and smp.connections == 0)
-    assert stats[Stat.SMP_LINKS_ENDED] == 1 and stats[Stat.SMP_DISCONNECTED] == 0
+    assert stats["smp_links_ended"] == 1 and stats["smp_disconnected"] == 0
     # a new subscription starts a new link
     _, again = await subscription(store, smp)
     pool.subscribe(again)
@@ -166,7 +166,7 @@ async def test_an_unreachable_server_is_down_and_retried_with_the_injected_backo
     seams, stats = Seams(), Stats()
     pool = SubscriberPool(store, Notices(), stats, client_factory=seams.client, delays=seams.delays)
     running(pool)
-    await until(lambda: stats[Stat.SMP_CONNECT_FAILED] >= 3)
+    await until(lambda: stats["smp_connect_failed"] >= 3)
     assert pool.link_state(address) in (LinkState.DOWN, LinkState.CONNECTING)
     assert seams.backoffs >= 3 and all(c == address for c in seams.connections)
     assert await status(store, sub) is SubStatusKind.NEW  # never sent: nothing written
