@@ -53,6 +53,9 @@ class ServerConfig:
     workers: str = setting(
         "auto", "worker processes sharing the port and the store, under one supervisor: a number, or auto = one "
         "per CPU core it may run on; 1 = one process, no supervisor", ints=True)
+    worker_restart_s: float = setting(
+        1.0, "a worker that dies is started again after this, doubling (to 30 s) while it keeps dying within a "
+        "minute of its start; five such deaths in a row stop the instance", min=0.01, max=30.0)
 
     def validate(self, path: str) -> None:
         try:

@@ -1,17 +1,17 @@
 """The supervisor: ``ntf-server start`` with ``[server] workers`` above 1 (README "Workers").
 
-Theory of operation (hypercorn's ``serve`` is the model). The supervisor holds the state directory's lock,
-runs the embedded Redis child when there is no ``[redis] url`` (and passes its URL to the workers), reserves
-the port when the config says 0, and starts the workers; each worker is a whole server in its
-``WorkerRole`` (role.py), one lease holder among the others (subscriber/leases.py), so the SMP servers are
-shared out between workers the way they are between instances. Once every worker serves, it prints worker
-0's summary and runs one ``asyncio.TaskGroup``: one task per worker slot, the embedded Redis's supervision,
-and the shutdown trigger (SIGTERM/SIGINT). A worker that dies is started again after a backoff (1 s,
-doubling to 30 s, back to 1 s once a worker has run a minute), logged with its exit status and counted;
-one that dies ``MAX_QUICK_FAILURES`` times in a row without running a minute stops the instance (exit 1:
-the operator must look). On SIGTERM every worker is sent SIGTERM and drains (``wind_down``: its queued
-pushes for up to ``[push] shutdown_grace_s``); one still running after ``stop_timeout_s`` is killed.
-Exit status: 0 when every worker stopped cleanly, 1 otherwise.
+Theory of operation (hypercorn's ``serve`` is the model). The supervisor holds the state directory's lock, runs
+the embedded Redis child when there is no ``[redis] url`` (and passes its URL to the workers), reserves the port
+when the config says 0, and starts the workers; each worker is a whole server in its ``WorkerRole`` (role.py),
+one lease holder among the others (subscriber/leases.py), so the SMP servers are shared out between workers the
+way they are between instances. Once every worker serves, it prints worker 0's summary and runs one
+``asyncio.TaskGroup``: one task per worker slot, the embedded Redis's supervision, and the shutdown trigger
+(SIGTERM/SIGINT). A worker that dies is started again after a backoff (``[server] worker_restart_s``, 1 s,
+doubling to 30 s, back to the first once a worker has run a minute), logged with its exit status and counted;
+one that dies ``MAX_QUICK_FAILURES`` times in a row without running a minute stops the instance (exit 1: the
+operator must look). On SIGTERM every worker is sent SIGTERM and drains (``wind_down``: its queued pushes for up
+to ``[push] shutdown_grace_s``); one still running after ``stop_timeout_s`` is killed. Exit status: 0 when every
+worker stopped cleanly, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from ntf_server.supervisor.role import WorkerRole
 
 log = logging.getLogger(__name__)
 
-BACKOFF_FIRST_S: Final = 1.0
 BACKOFF_MAX_S: Final = 30.0
 STEADY_S: Final = 60.0  # a worker that ran this long before dying is restarted at once (backoff reset)
 MAX_QUICK_FAILURES: Final = 5  # deaths in a row, each before STEADY_S: the worker cannot run; stop
@@ -70,7 +69,8 @@ class WorkerSlot:
 
     async def keep(self, stop: asyncio.Event) -> None:
         """Keep the worker running until ``stop``; then stop it (also when cancelled)."""
-        backoff, quick = BACKOFF_FIRST_S, 0
+        first = self.config.server.worker_restart_s
+        backoff, quick = first, 0
         try:
             while True:
                 assert self.process is not None
@@ -80,7 +80,7 @@ class WorkerSlot:
                 status = self.process.proc.returncode
                 assert status is not None
                 steady = time.monotonic() - began >= STEADY_S
-                backoff, quick = (BACKOFF_FIRST_S, 1) if steady else (backoff, quick + 1)
+                backoff, quick = (first, 1) if steady else (backoff, quick + 1)
                 self.restarts += 1
                 if quick >= MAX_QUICK_FAILURES:
                     log_event(log, "supervisor.worker_failing", worker=self.role.index,

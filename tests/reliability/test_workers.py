@@ -291,7 +291,8 @@ async def test_workers_of_a_supervisor_killed_with_kill_9_drain_and_exit(
 async def test_a_worker_that_keeps_dying_stops_the_instance(tmp_path: Path, redis_url: str) -> None:
     """Killed again as soon as it is started again, five times in a row: the supervisor gives up on it, stops
     the other worker gracefully and exits 1, saying which worker and why (systemd and the operator take over)."""
-    cfg = init_config(tmp_path / "cfg", {("server", "workers"): 2, ("redis", "url"): redis_url})
+    cfg = init_config(tmp_path / "cfg", {("server", "workers"): 2, ("redis", "url"): redis_url,
+                                         ("server", "worker_restart_s"): 0.1})  # 0.1, 0.2, 0.4, 0.8 s
     server = ServerProcess(cfg, tmp_path / "server.log")
     await server.start()
     assert server.proc is not None
