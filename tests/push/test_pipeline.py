@@ -49,11 +49,14 @@ class Apns:
     tries: int = 0
     gate: asyncio.Event | None = None  # set: answer; unset: hold every push until it is set
     retry: bool = False
+    stall_after: int | None = None  # tries beyond this many are never answered (APNs stalls)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def push(self, provider: PushProvider, device_token: bytes, body: bytes, *, background: bool) -> Outcome:
         self.tries += 1
         self.arrived.set()
+        if self.stall_after is not None and self.tries > self.stall_after:
+            await asyncio.Event().wait()  # never set: only a cancel ends it
         if self.gate is not None:
             await self.gate.wait()
         if self.retry:
@@ -169,7 +172,7 @@ async def test_a_flooding_smp_server_does_not_hold_back_another(store: RedisStor
 
 async def test_a_graceful_stop_keeps_queued_and_waiting_pushes_for_the_next_start(store: RedisStore) -> None:
     tok, nids = await active(store, 3)
-    first = Apns(gate=asyncio.Event())
+    first = Apns(gate=asyncio.Event(), stall_after=12)  # 12 answered, then APNs stalls
     p = pipeline(store, first, senders=8)
     burst = notices(server(1), nids, 40)
     async with running(p):
@@ -177,9 +180,8 @@ async def test_a_graceful_stop_keeps_queued_and_waiting_pushes_for_the_next_star
         await until(lambda: first.tries >= 8)  # 8 in flight at APNs, the rest queued
         first.retry = True
         first.gate.set()  # type: ignore[union-attr]
-        await until(lambda: first.tries >= 12)  # some answered "retry later": in the outbox now
-        first.gate = asyncio.Event()  # APNs stalls: the drain cannot finish within its grace
-        assert not await p.drain(grace_s=0.2)
+        await until(lambda: first.tries >= 20)  # 12 answered "retry later" (in the outbox), 8 stuck at APNs
+        assert not await p.drain(grace_s=0.2)  # the drain cannot finish within its grace
     assert first.delivered == []
     second = Apns()
     async with running(again := pipeline(store, second)):
