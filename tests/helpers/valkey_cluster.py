@@ -40,10 +40,16 @@ def raw_client(url: str) -> redis.asyncio.Redis | redis.asyncio.RedisCluster:
     return redis.asyncio.Redis.from_url(url)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _free_ports(n: int) -> list[int]:
+    """`n` distinct ports free now (all bound at once, so none is handed out twice)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 @dataclass
@@ -108,10 +114,11 @@ class ValkeyCluster:
                 time.sleep(0.05)
 
     def start(self, primaries: int = 3, with_replicas: bool = True) -> None:
+        ports = _free_ports(4 * primaries)
         for i in range(primaries):
-            self.primaries.append(Node(_free_port(), _free_port(), self.base / f"p{i}"))
+            self.primaries.append(Node(ports.pop(), ports.pop(), self.base / f"p{i}"))
             if with_replicas:
-                self.replicas.append(Node(_free_port(), _free_port(), self.base / f"r{i}"))
+                self.replicas.append(Node(ports.pop(), ports.pop(), self.base / f"r{i}"))
         for n in self.nodes:
             self._spawn(n)
         step = SLOTS // primaries
@@ -120,10 +127,18 @@ class ValkeyCluster:
             with p.client() as c:
                 c.execute_command("CLUSTER", "ADDSLOTSRANGE", i * step, last)
         first = self.primaries[0]
-        for n in self.nodes[1:]:
-            with n.client() as c:
-                c.execute_command("CLUSTER", "MEET", "127.0.0.1", first.port, first.bus_port)
-        self._wait(lambda: all(len(_known(n)) == len(self.nodes) for n in self.nodes), "nodes to meet")
+
+        def met() -> bool:  # MEET again while waiting: a handshake lost on a loaded machine is tried anew
+            if all(len(_known(n)) == len(self.nodes) for n in self.nodes):
+                return True
+            for n in self.nodes[1:]:
+                if len(_known(n)) < len(self.nodes):
+                    with n.client() as c:
+                        c.execute_command("CLUSTER", "MEET", "127.0.0.1", first.port, first.bus_port)
+            time.sleep(0.5)
+            return False
+
+        self._wait(met, "nodes to meet")
         for p, r in zip(self.primaries, self.replicas, strict=False):
             pid = p.node_id()  # retried while the replica does not know that node yet (gossip)
             self._wait(lambda r=r, pid=pid: _replicate(r, pid), f"port {r.port} to replicate port {p.port}")
@@ -165,7 +180,11 @@ class ValkeyCluster:
             time.sleep(0.1)
 
     def __enter__(self) -> ValkeyCluster:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()  # no node left running (nor a Popen warning in a later test)
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -193,8 +212,10 @@ class ValkeyCluster:
 
 
 def _known(n: Node) -> list[str]:
+    """The nodes `n` knows, without those still in a handshake (a MEET sent again adds one for a while)."""
     with n.client() as c:
-        return [line for line in c.execute_command("CLUSTER", "NODES").decode().splitlines() if line.strip()]
+        lines = c.execute_command("CLUSTER", "NODES").decode().splitlines()
+    return [line for line in lines if line.strip() and "handshake" not in line.split()[2].split(",")]
 
 
 def serves(n: Node, slot: int) -> bool:
