@@ -115,6 +115,10 @@ class TokenStatus:
 
 
 class SubStatusKind(enum.Enum):
+    # Hashed by identity (singletons compared by identity; Enum's __hash__ hashes the name in Python): paging
+    # for resubscription tests every record's kind against a set.
+    __hash__ = object.__hash__
+
     NEW = "NEW"
     PENDING = "PENDING"
     ACTIVE = "ACTIVE"

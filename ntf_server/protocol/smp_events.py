@@ -32,7 +32,15 @@ from ntf_server.protocol.smp import BrokerMsg, SmpErr, SmpPong, SOk, SOks
 SERVICE_ERROR: Final = SimpleError("SERVICE")
 
 
-class QueueState(enum.Enum):
+class _Enum(enum.Enum):
+    """Hashed by identity: members are singletons compared by identity, and Enum's own ``__hash__`` hashes
+    the name in Python, a few times per NSUB and per answer here (the state and outcome tables are keyed by
+    members; tests/bench/smp_session_bench.py)."""
+
+    __hash__ = object.__hash__
+
+
+class QueueState(_Enum):
     """A notifier queue as seen by one connection. Not tracked at all = ``None`` in the tables."""
 
     PENDING = "pending"  # NSUB sent, no answer yet
@@ -45,7 +53,7 @@ class QueueState(enum.Enum):
     UNKNOWN = "unknown"
 
 
-class QueueEvent(enum.Enum):
+class QueueEvent(_Enum):
     SEND_NSUB = "send NSUB"
     SUBSCRIBED = "OK/SOK"
     FAILED = "NSUB failed"
@@ -77,19 +85,19 @@ QUEUE_TRANSITIONS: Final[dict[tuple[QueueState | None, QueueEvent], QueueState |
 
 def transition(state: QueueState | None, event: QueueEvent) -> tuple[bool, QueueState | None]:
     """``(in table, new state)``; a pair outside the table leaves the state as it was."""
-    key = (state, event)
-    if key not in QUEUE_TRANSITIONS:
+    try:
+        return True, QUEUE_TRANSITIONS[(state, event)]
+    except KeyError:  # rare: the server said something that makes no sense for the queue
         return False, state
-    return True, QUEUE_TRANSITIONS[key]
 
 
-class CommandKind(enum.Enum):
+class CommandKind(_Enum):
     NSUB = "NSUB"
     NSUBS = "NSUBS"
     PING = "PING"
 
 
-class Outcome(enum.Enum):
+class Outcome(_Enum):
     SUBSCRIBED = "subscribed"
     SUBSCRIPTION_ERROR = "subscription error"
     SERVICE_SUBSCRIBED = "service subscribed"

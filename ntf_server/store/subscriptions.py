@@ -44,6 +44,31 @@ from ntf_server.store.sub_scripts import SubScripts
 _PAGE_BUCKETS: Final = 64  # buckets fetched per pipeline while paging one SMP server
 _STATUS_BATCH: Final = 1000
 _ONE: Final = ord("1")  # TOKENS_ACTIVE's flag for an ACTIVE token
+# r of (server number, notifier id) as paging found it, for the status writes that follow (PENDING when the
+# NSUB is sent, ACTIVE when it is answered): each is an HMAC otherwise, twice per subscription while
+# resubscribing (tests/bench/resubscribe.py). Two generations of this many entries (~200 bytes each): the
+# older is dropped when the newer fills, so what was paged recently stays; a miss just computes r.
+_R_CACHE_GENERATION: Final = 50_000
+
+
+class _RCache:
+    """(server number, notifier id) -> r, bounded: a value is always right (r is a function of the pair), an
+    absent one is computed by the caller."""
+
+    __slots__ = ("_new", "_old")
+
+    def __init__(self) -> None:
+        self._new: dict[tuple[int, bytes], bytes] = {}
+        self._old: dict[tuple[int, bytes], bytes] = {}
+
+    def put(self, srv: int, nid: bytes, r: bytes) -> None:
+        if len(self._new) >= _R_CACHE_GENERATION:
+            self._old, self._new = self._new, {}
+        self._new[(srv, nid)] = r
+
+    def get(self, srv: int, nid: bytes) -> bytes | None:
+        key = (srv, nid)
+        return self._new.get(key) or self._old.get(key)
 
 
 class RedisSubscriptions:
@@ -52,6 +77,7 @@ class RedisSubscriptions:
         self._servers = servers
         self._tokens = tokens  # the verification lookups answer the token too
         self._lua = SubScripts(data)
+        self._r = _RCache()
 
     def __repr__(self) -> str:
         return f"<RedisSubscriptions prefix={self._d.keys.prefix!r}>"
@@ -201,7 +227,7 @@ class RedisSubscriptions:
         changed = 0
         for i in range(0, len(notifier_ids), _STATUS_BATCH):
             nids = notifier_ids[i : i + _STATUS_BATCH]
-            rs = [sub_r(self._d.a, server, nid) for nid in nids]
+            rs = [self._r.get(srv, nid) or sub_r(self._d.a, server, nid) for nid in nids]
             # Tying or untying: each record's MD5(notifier id) too, for the server's service ties (services.py).
             args = rs if service_assoc is None else [x for r, m in zip(rs, md5_of(nids), strict=True) for x in (r, m)]
             n = int(await self._lua.set_status(srv, status.to_text(), assoc, kinds, fence or "", args))
@@ -238,6 +264,7 @@ class RedisSubscriptions:
                     if untied_only and value[TIED_AT:TIED_AT + 1] == b"1":
                         continue
                     rec = decode_sub(a, make_sub_id(a, r, srv), server, value)
+                    self._r.put(srv, rec.notifier_id, r)
                     if kinds is None or rec.status.kind in kinds:
                         found.append(rec)
             page += await self._of_active_tokens(found, token_active) if active_tokens_only and found else found

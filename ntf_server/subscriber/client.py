@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -116,7 +115,7 @@ class SmpClient:
         event_batches_max: int = EVENT_BATCHES_MAX,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
-        random: Callable[[int], bytes] = os.urandom,
+        random: Callable[[int], bytes] | None = None,  # None: the session's own pool of os.urandom
     ) -> None:
         self.server = server
         # Without a proxy-capable opener an .onion host cannot be reached: the pool passes hosts to change this.

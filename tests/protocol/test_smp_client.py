@@ -41,7 +41,13 @@ from ntf_server.protocol.framing import (
 )
 from ntf_server.protocol.handshake import CertChainPubKey, SmpClientHello, SmpServerHello
 from ntf_server.protocol.smp_client import SmpHandshake, SmpHandshakeRejected, client_handshake
-from ntf_server.protocol.smp_session import NotifierQueue, SmpClientSession, SmpProtocolError
+from ntf_server.protocol.smp_session import (
+    CORR_ID_LEN,
+    NotifierQueue,
+    RandomPool,
+    SmpClientSession,
+    SmpProtocolError,
+)
 from ntf_server.sim.smp_core import Outgoing, SmpServerCore, accept_client_hello, server_hello_block
 from ntf_server.transport import certs
 
@@ -493,3 +499,16 @@ def test_stand_in_answers_any_transmission(data: list[bytes]) -> None:
     content = bytes((len(data),)) + b"".join(len(d).to_bytes(2, "big") + d for d in data)
     out = p.core.receive_block(p.server, encode_block(content, SMP_BLOCK_SIZE))  # v10: not encrypted
     assert len(out) == len(data) and all(o.conn_id == 1 for o in out)
+
+
+@given(st.lists(st.integers(min_value=0, max_value=5000), max_size=60))
+def test_random_pool_gives_each_byte_once_in_the_lengths_asked(sizes: list[int]) -> None:
+    """The session's corrIds come from a pool of os.urandom: every draw has its length, and no stretch of
+    the pool is handed out twice (a repeated corrId is a repeated authenticator nonce)."""
+    pool = RandomPool()
+    draws = [pool(n) for n in sizes]
+    assert [len(d) for d in draws] == sizes
+    ids = [d for d in draws if len(d) >= 16]
+    assert len(set(ids)) == len(ids)
+    corr_ids = [pool(CORR_ID_LEN) for _ in range(1000)]  # across several refills
+    assert len(set(corr_ids)) == 1000
