@@ -228,6 +228,8 @@ def _downgrade_error(e: ErrorType, version: int) -> ErrorType:
 
 def parse_broker_msg(data: bytes, version: int) -> BrokerMsg:
     """Client side, at the connection's ``version``; raises ``CodecError`` for unknown or malformed messages."""
+    if (whole := _WHOLE.get(data)) is not None:
+        return whole  # the messages without a parameter, and SOK without a service id (most NSUB answers)
     tag = data.partition(b" ")[0]
     r = Reader(data[len(tag) :])
     msg: BrokerMsg
@@ -264,6 +266,7 @@ def _read_service_counts(r: Reader, version: int) -> tuple[int, bytes]:
 _NO_PARAMS: Final[dict[bytes, BrokerMsg]] = {
     b"OK": SOk(None), b"END": End(), b"DELD": Deld(), b"PONG": SmpPong()
 }
+_WHOLE: Final[dict[bytes, BrokerMsg]] = {**_NO_PARAMS, b"SOK 0": SOk(None)}  # what these parse to, as a whole
 
 
 def check_broker_entity(m: BrokerMsg, entity_id: bytes) -> bool:
