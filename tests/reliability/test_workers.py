@@ -243,24 +243,88 @@ async def test_two_workers_accept_tnews_on_one_port(
 
 async def test_a_worker_that_cannot_start_stops_start_with_its_reason(
         tmp_path: Path, redis_url: str) -> None:
-    """The port is taken by another program (no SO_REUSEPORT): every worker fails to listen; ``start`` stops
-    the others and exits 1 with the worker's line and the supervisor's, no traceback, nothing left running."""
+    """The admin port is taken by another program: worker 0 fails to serve it; ``start`` stops the other worker
+    and exits 1 with the worker's line and the supervisor's, no traceback, nothing left running. (A taken NTF
+    port is found by the supervisor before any worker starts: the next tests.)"""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         cfg = init_config(tmp_path / "cfg", {("server", "workers"): 2, ("redis", "url"): redis_url,
-                                             ("server", "port"): taken.getsockname()[1]})
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ntf_server.cli", "--config-dir", str(cfg), "start",
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                                             ("admin", "port"): taken.getsockname()[1]})
+        text = await start_fails(cfg)
+    assert "ntf-server: worker 0: admin API: cannot listen on 127.0.0.1:" in text
+    assert re.search(r"^ntf-server: worker 0 could not start \(exit status 1\)$", text, re.M), text
+
+
+async def start_fails(cfg: Path) -> str:
+    """``ntf-server start`` of ``cfg``, which must fail: exit status 1, no traceback, no worker left running;
+    its stderr. If it starts instead, it is stopped and the test fails."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ntf_server.cli", "--config-dir", str(cfg), "start",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    stderr = asyncio.create_task(proc.stderr.read())  # read alongside: a full pipe would stall it
+    try:
         async with asyncio.timeout(60):
-            _, err = await proc.communicate()
+            while line := await proc.stdout.readline():
+                assert not line.startswith(b"Listening on port"), "it started: " + line.decode()
+            err = await stderr
+            await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            await proc.wait()
+        stderr.cancel()
     text = err.decode()
     assert proc.returncode == 1, text
-    assert "ntf-server: worker 0: cannot listen on 127.0.0.1:" in text
-    assert re.search(r"^ntf-server: worker \d could not start \(exit status 1\)$", text, re.M), text
     assert "Traceback" not in text
     assert workers_of(cfg) == []
+    return text
+
+
+async def test_a_second_instance_on_the_port_of_one_with_workers_fails_to_start(
+        tmp_path: Path, redis_url: str) -> None:
+    """Another state directory, the same ``server.port``: with two workers (SO_REUSEPORT would have let it
+    share the port) or one, it exits 1 with "address in use" and leaves nothing running; the first instance
+    keeps the port alone: every connection is its workers'."""
+    first = init_config(tmp_path / "first", {("server", "workers"): 2, ("redis", "url"): redis_url})
+    server = ServerProcess(first, tmp_path / "first.log")
+    await server.start()
+    assert server.proc is not None
+    try:
+        for workers in (2, 1):
+            second = init_config(tmp_path / f"second-{workers}", {
+                ("server", "workers"): workers, ("redis", "url"): redis_url, ("server", "port"): server.port})
+            text = await start_fails(second)
+            assert text.strip().splitlines()[-1] == (
+                f"ntf-server: cannot listen on 127.0.0.1:{server.port}: Address already in use"), text
+        pids = worker_pids(server.proc.pid)
+        assert len(pids) == 2
+        clients = [await NtfClient.connect("127.0.0.1", server.port, server.key_hash) for _ in range(8)]
+        try:
+            assert sum(established(pid, server.port) for pid in pids.values()) == len(clients)
+        finally:
+            for client in clients:
+                await client.close()
+    finally:
+        await server.stop()
+
+
+async def test_an_instance_with_workers_on_the_port_of_a_one_process_instance_fails_to_start(
+        tmp_path: Path, redis_url: str) -> None:
+    first = init_config(tmp_path / "first", {("server", "workers"): 1, ("redis", "url"): redis_url})
+    server = ServerProcess(first, tmp_path / "first.log")
+    await server.start()
+    try:
+        second = init_config(tmp_path / "second", {
+            ("server", "workers"): 2, ("redis", "url"): redis_url, ("server", "port"): server.port})
+        text = await start_fails(second)
+        assert text.strip().splitlines() == [
+            f"ntf-server: cannot listen on 127.0.0.1:{server.port}: Address already in use"], text
+        client = await NtfClient.connect("127.0.0.1", server.port, server.key_hash)
+        await client.close()
+    finally:
+        await server.stop()
 
 
 def workers_of(config_dir: Path) -> list[int]:
