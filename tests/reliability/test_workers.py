@@ -241,6 +241,55 @@ async def test_two_workers_accept_tnews_on_one_port(
                 await client.close()
 
 
+async def metric_samples(w: World) -> dict[tuple[str, str | None], float]:
+    return {(s.name, s.labels.get("worker")): s.value
+            for family in text_string_to_metric_families(await admin_get(w, "/metrics")) for s in family.samples}
+
+
+async def test_summed_counters_do_not_fall_when_a_worker_is_killed_and_started_again(
+        tmp_path: Path, redis_url: str, make_server: Callable[..., object]) -> None:
+    """Worker 1 accepted connections and TNEWs; kill -9 of it: the instance's counters (its own start again
+    from 0) stay where they were while it is down and after it serves again, in /metrics and /v1/stats."""
+    counted = ("ntf_tokens_created_total", "ntf_conn_accepted_total", "ntf_req_received_total")
+    async with two_workers(tmp_path, redis_url, make_server) as w:
+        await until(lambda: len(worker_pids(w.supervisor)) == 2, 10)
+        old = worker_pids(w.supervisor)
+        clients: list[NtfClient] = []
+        try:
+            while established(old[1], w.server.port) < 3:  # the kernel spreads them: worker 1 has some
+                assert len(clients) < 200
+                clients.append(await NtfClient.connect("127.0.0.1", w.server.port, w.server.key_hash))
+            for client in clients:
+                app = SimApp(P.DeviceToken(P.PushProvider.APNS_TEST, os.urandom(32).hex().encode()))
+                assert isinstance(await app.register(client), P.IdTkn)
+        finally:
+            for client in clients:
+                await client.close()
+        before = await metric_samples(w)
+        assert before[("ntf_tokens_created_total", None)] == len(clients) + 1  # and the first device's
+        stats_before = json.loads(await admin_get(w, "/v1/stats"))["counters"]
+        os.kill(old[1], signal.SIGKILL)
+        await until(lambda: not Path(f"/proc/{old[1]}").exists(), 10)
+        down = await metric_samples(w)  # as a rule still restarting (worker_restart_s, 1 s): shown down
+        server_log = tmp_path / "server.log"
+        await until(lambda: "event=supervisor.worker_started worker=1" in server_log.read_text(), 60)
+        after = await metric_samples(w)
+        assert after[("ntf_worker_up", "1")] == 1 and after[("ntf_worker_restarts_total", "1")] == 1
+        for name in counted:
+            assert before[(name, None)] > 0
+            assert down[(name, None)] >= before[(name, None)], (name, before[(name, None)], down[(name, None)])
+            assert after[(name, None)] >= before[(name, None)], (name, before[(name, None)], after[(name, None)])
+        stats_after = json.loads(await admin_get(w, "/v1/stats"))["counters"]
+        assert all(stats_after[k] >= v for k, v in stats_before.items()), (stats_before, stats_after)
+        client = await NtfClient.connect("127.0.0.1", w.server.port, w.server.key_hash)  # and still counting
+        try:
+            app = SimApp(P.DeviceToken(P.PushProvider.APNS_TEST, os.urandom(32).hex().encode()))
+            assert isinstance(await app.register(client), P.IdTkn)
+        finally:
+            await client.close()
+        assert (await metric_samples(w))[("ntf_tokens_created_total", None)] == len(clients) + 2
+
+
 async def test_a_worker_that_cannot_start_stops_start_with_its_reason(
         tmp_path: Path, redis_url: str) -> None:
     """The admin port is taken by another program: worker 0 fails to serve it; ``start`` stops the other worker
