@@ -15,7 +15,8 @@ counter lower than ``last`` can only be such a late answer too (one process's co
 takes the higher of each. What a process counted after worker 0 last read it, before it died, is not in the
 sums (undercounted, never counted twice). Only counters are carried: gauges (connections, queue lengths, SMP
 links, resubscription progress) are the workers' figures now. Worker 0's own counters and everything carried
-live in worker 0's process: when worker 0 restarts, the sums start again from zero, a real counter reset.
+live in worker 0's process: when worker 0 restarts, its counters start from zero and the others' are summed as
+their current processes counted them, so the sums fall: a real counter reset (README "Admin API and metrics").
 """
 
 from __future__ import annotations
