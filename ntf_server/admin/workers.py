@@ -8,8 +8,9 @@ other worker once per admin request (``WorkerPeers.fetch``, at most ``PEER_TIMEO
 holding each one; a worker that does not answer is shown as down and left out of the sums. What comes from
 Redis (stored totals, census, active tokens) is the instance's already and is read once, by worker 0.
 
-A worker's counters start from zero when it is restarted, so a summed counter can fall: Prometheus's
-``rate()`` reads that as a counter reset (the per-worker series, ``ntf_worker_*``, show which one).
+A worker's counters start from zero when it is restarted, and a worker that does not answer is left out; the
+sums carry what each worker slot counted before (carry.py: ``InstanceView`` keeps it), so the instance's
+counters never go backwards while worker 0 lives. Gauges are the workers' figures of now.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ import asyncio
 import base64
 import contextlib
 import os
-from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -28,6 +28,7 @@ from typing import Any, Final
 import aiohttp
 from aiohttp import web
 
+from ntf_server.admin.carry import Carried, Counted, Identity
 from ntf_server.admin.figures import AdminListener, AdminPool, Figures, WorkerRow
 from ntf_server.observability.apns_metrics import ApnsMetrics, ApnsSnapshot, Histogram
 from ntf_server.observability.metricdef import REGISTRY
@@ -186,30 +187,26 @@ def _row(f: WorkerFigures) -> WorkerRow:
     return WorkerRow(f.worker, True, f.pid, f.connections, f.queue_length, tuple(s for s, _ in f.links), f.restarts)
 
 
-def merge(fig: Figures, own: WorkerFigures, peers: Sequence[WorkerFigures | None]) -> Figures:
-    """``fig`` (worker 0's, with what comes from Redis) with every worker's own figures summed in."""
+def counted(f: WorkerFigures) -> Counted:
+    return Counted.of(f.stats, f.apns)
+
+
+def merge(fig: Figures, own: WorkerFigures, peers: Sequence[WorkerFigures | None],
+          carried: Sequence[Counted] | None = None) -> Figures:
+    """``fig`` (worker 0's, with what comes from Redis) with every worker's own figures summed in. Counters:
+    ``own``'s and, per other worker, ``carried`` (``Carried.total``: its earlier processes' too, and its last
+    read while it does not answer); without ``carried``, the counters of the peers that answered."""
     up = [own, *(p for p in peers if p is not None)]
-    counters: dict[str, int] = defaultdict(int)
-    by_server: dict[tuple[str, str], int] = defaultdict(int)
-    latency: dict[str, Histogram] = {}
-    answers: dict[tuple[str, int, str], int] = defaultdict(int)
-    for f in up:
-        for k, v in f.stats.counters.items():
-            counters[k] += v
-        for key, v in f.stats.by_server.items():
-            by_server[key] += v
-        for env, h in f.apns.latency.items():
-            latency[env] = _add(latency[env], h) if env in latency else h
-        for answer, v in f.apns.answers.items():
-            answers[answer] += v
+    parts = carried if carried is not None else [counted(p) for p in peers if p is not None]
+    total = sum(parts, counted(own))
     rows = [_row(own)] + [_row(p) if p is not None else WorkerRow(i, False, 0, 0, 0, ())
                           for i, p in enumerate(peers, start=1)]
     owner = {s: f.worker for f in up for s, _ in f.links}
     res = [f.resubscription for f in up]
     return replace(
-        fig, stats=StatsSnapshot(MappingProxyType(dict(counters)), MappingProxyType(dict(by_server)),
+        fig, stats=StatsSnapshot(MappingProxyType(_every_counter(total.counters)), total.by_server,
                                  MappingProxyType(_gauges([f.stats for f in up]))),
-        apns=ApnsSnapshot(MappingProxyType(latency), MappingProxyType(dict(answers))),
+        apns=ApnsSnapshot(total.latency, total.answers),
         links=tuple(link for f in up for link in f.links), queue_length=sum(f.queue_length for f in up),
         connections=sum(f.connections for f in up),
         listening=all(f.listening for f in up),
@@ -229,9 +226,9 @@ def _gauges(snapshots: Sequence[StatsSnapshot]) -> dict[str, float]:
     return out
 
 
-def _add(a: Histogram, b: Histogram) -> Histogram:
-    return Histogram(tuple(x + y for x, y in zip(a.counts, b.counts, strict=True)), a.total + b.total,
-                     a.sum_s + b.sum_s)
+def _every_counter(counters: Mapping[str, int]) -> dict[str, int]:
+    """Every counter of this build, as one worker's snapshot has them (0 when none counted it)."""
+    return {c.name: counters.get(c.name, 0) for c in REGISTRY.counters()}
 
 
 class InstanceView:
@@ -240,17 +237,24 @@ class InstanceView:
     def __init__(self, local: LocalFigures, peers: WorkerPeers) -> None:
         self._local = local
         self._peers = peers
+        self._carried = Carried()  # what each other worker slot counted, across its restarts (carry.py)
 
     def __repr__(self) -> str:
-        return f"<InstanceView {self._peers!r}>"
+        return f"<InstanceView {self._peers!r} {self._carried!r}>"
+
+    async def _read(self) -> tuple[WorkerFigures, list[WorkerFigures | None], list[Counted]]:
+        """Own figures, the others' (None: did not answer), and each other worker's counters to sum."""
+        peers = await self._peers.fetch()
+        for i, p in enumerate(peers, start=1):
+            if p is not None:
+                self._carried.update(i, Identity(p.pid, p.restarts), counted(p))
+        return self._local.read(), peers, [self._carried.total(i) for i in range(1, len(peers) + 1)]
 
     async def __call__(self, fig: Figures) -> Figures:
-        return merge(fig, self._local.read(), await self._peers.fetch())
+        own, peers, carried = await self._read()
+        return merge(fig, own, peers, carried)
 
     async def counters(self) -> dict[str, int]:
         """Every worker's counters summed (the push window's samples, admin/status.py)."""
-        out: dict[str, int] = defaultdict(int)
-        for f in [self._local.read(), *await self._peers.fetch()]:
-            for k, v in (f.stats.as_dict() if f is not None else {}).items():
-                out[k] += v
-        return dict(out)
+        own, _, carried = await self._read()
+        return _every_counter(sum(carried, counted(own)).counters)

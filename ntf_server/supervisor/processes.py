@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,20 +32,6 @@ def use_system_malloc() -> None:
     if "PYTHONMALLOC" in os.environ or not glibc():
         return
     os.execve(sys.executable, sys.orig_argv, {**os.environ, "PYTHONMALLOC": "malloc"})  # noqa: S606 (own argv)
-
-
-def reserve_port(bind: str) -> socket.socket:
-    """A bound, not listening, ``SO_REUSEPORT`` socket on a free port (``[server] port = 0``): the port the
-    workers then share. Held until the end so no other program takes the port between worker restarts; the
-    kernel gives connections only to listening sockets."""
-    sock = socket.socket(socket.AF_INET6 if ":" in bind else socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((bind or "0.0.0.0", 0))  # noqa: S104 (empty bind = every interface, as the listener)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,17 +1,17 @@
 """The supervisor: ``ntf-server start`` with ``[server] workers`` above 1 (README "Workers").
 
-Theory of operation (hypercorn's ``serve`` is the model). The supervisor holds the state directory's lock, runs
-the embedded Redis child when there is no ``[redis] url`` (and passes its URL to the workers), reserves the port
-when the config says 0, and starts the workers; each worker is a whole server in its ``WorkerRole`` (role.py),
-one lease holder among the others (subscriber/leases.py), so the SMP servers are shared out between workers the
-way they are between instances. Once every worker serves, it prints worker 0's summary and runs one
-``asyncio.TaskGroup``: one task per worker slot, the embedded Redis's supervision, and the shutdown trigger
-(SIGTERM/SIGINT). A worker that dies is started again after a backoff (``[server] worker_restart_s``, 1 s,
-doubling to 30 s, back to the first once a worker has run a minute), logged with its exit status and counted;
-one that dies ``MAX_QUICK_FAILURES`` times in a row without running a minute stops the instance (exit 1: the
-operator must look). On SIGTERM every worker is sent SIGTERM and drains (``wind_down``: its queued pushes for up
-to ``[push] shutdown_grace_s``); one still running after ``stop_timeout_s`` is killed. Exit status: 0 when every
-worker stopped cleanly, 1 otherwise.
+Theory of operation (hypercorn's ``serve`` is the model). The supervisor holds the state directory's lock, claims
+the port (port.py: so a second instance on the same port fails to start; 0 = a free one), runs the embedded Redis
+child when there is no ``[redis] url`` (and passes its URL to the workers), and starts the workers; each worker is
+a whole server in its ``WorkerRole`` (role.py), one lease holder among the others (subscriber/leases.py), so the
+SMP servers are shared out between workers the way they are between instances. Once every worker serves, it prints
+worker 0's summary and runs one ``asyncio.TaskGroup``: one task per worker slot, the embedded Redis's supervision,
+and the shutdown trigger (SIGTERM/SIGINT). A worker that dies is started again after a backoff (``[server]
+worker_restart_s``, 1 s, doubling to 30 s, back to the first once a worker has run a minute), logged with its exit
+status and counted; one that dies ``MAX_QUICK_FAILURES`` times in a row without running a minute stops the instance
+(exit 1: the operator must look). On SIGTERM every worker is sent SIGTERM and drains (``wind_down``: its queued
+pushes for up to ``[push] shutdown_grace_s``); one still running after ``stop_timeout_s`` is killed. Exit status: 0
+when every worker stopped cleanly, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from contextlib import AsyncExitStack
@@ -34,7 +35,8 @@ from ntf_server.observability.logsetup import setup_logging
 from ntf_server.server import EXIT_FAILED, OPERATOR_ERRORS, PARTS_STOP_TIMEOUT_S, PartFailed
 from ntf_server.statelock import StateLock
 from ntf_server.store.embedded import EmbeddedRedis
-from ntf_server.supervisor.processes import WorkerProcess, describe_exit, reserve_port
+from ntf_server.supervisor.port import claim_port
+from ntf_server.supervisor.processes import WorkerProcess, describe_exit
 from ntf_server.supervisor.role import WorkerRole
 
 log = logging.getLogger(__name__)
@@ -153,15 +155,13 @@ class Supervisor:
         cfg = self.config
         async with AsyncExitStack() as stack:
             stack.enter_context(StateLock(cfg.server.state_dir))
+            claim = stack.enter_context(self._claim_port())  # before anything is started (port.py)
+            self.port = int(claim.getsockname()[1])
             url = ""
             if not cfg.redis_url().strip():
                 self.embedded = EmbeddedRedis(cfg.server.state_dir / "redis")  # the layout server.py uses
                 stack.push_async_callback(self.embedded.stop)
                 url = await self.embedded.start()
-            self.port = cfg.server.port
-            if self.port == 0:
-                reserved = stack.enter_context(reserve_port(cfg.server.bind))
-                self.port = int(reserved.getsockname()[1])
             self.slots = [WorkerSlot(cfg, WorkerRole(i, self.workers, self.port, url)) for i in range(self.workers)]
             summary = await self._start_all()
             log_event(log, "supervisor.started", workers=self.workers, port=self.port)
@@ -177,6 +177,16 @@ class Supervisor:
                 log_event(log, "supervisor.stopping", reason="signal")
                 print("Shutting down...", flush=True)
         return all(slot.clean for slot in self.slots)
+
+    def _claim_port(self) -> socket.socket:
+        """The instance's claim on its NTF port, held until the supervisor ends: no other instance on this
+        machine can then share it (port.py); the same one-line error as one process's listener."""
+        s = self.config.server
+        try:
+            return claim_port(s.bind, s.port)
+        except OSError as e:
+            why = e.strerror or os.strerror(e.errno or 0)
+            raise StartupError(f"cannot listen on {s.bind or '*'}:{s.port}: {why}") from e
 
     async def _start_all(self) -> tuple[str, ...]:
         """Start every worker and wait until each serves; worker 0's summary. If one ends first, stop the

@@ -1,5 +1,6 @@
 """The admin API across workers (admin/workers.py): a worker's figures survive their JSON between workers,
-and worker 0's answer sums every worker's, labels each, and shows a worker that did not answer as down."""
+and worker 0's answer sums every worker's, labels each, and shows a worker that did not answer as down; the
+summed counters carry what a restarted or silent worker counted before (admin/carry.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_admin_units import OWN, THEIRS, figures
 
 from ntf_server.admin import metrics, views
+from ntf_server.admin.carry import Carried, Counted, Identity
 from ntf_server.admin.status import status_json
 from ntf_server.admin.workers import WorkerFigures, from_json, merge, to_json
 from ntf_server.cli import screen
@@ -89,3 +91,53 @@ def test_the_status_screen_shows_each_worker_and_its_servers_within_80x24() -> N
         "             2: DOWN (not answering)"]
     many = status_json(merge(figures(Stats()), zero, [one, *[None] * 6]), own, pushes, 0.0, None)
     assert "and 4 more (4 down): --json shows every one" in "\n".join(screen.status_lines(many))
+
+
+def counters_of(tokens: int, latency_s: float = 0.02) -> Counted:
+    stats = Stats(OwnServers(("own.example",)))
+    stats.incr(TKN_CREATED, tokens)
+    stats.incr_server(NTF_RECEIVED, ("smp1.own.example",), tokens)
+    apns = ApnsMetrics()
+    for _ in range(tokens):
+        apns.observe("test", 200, "", latency_s)
+    return Counted.of(stats.snapshot(), apns.snapshot())
+
+
+def test_a_restarted_workers_counters_are_carried_so_the_sums_never_fall() -> None:
+    carried = Carried()
+    carried.update(1, Identity(1001, 0), counters_of(5))
+    carried.update(1, Identity(2002, 1), counters_of(2))  # restarted: counts from 0 again
+    total = carried.total(1)
+    assert total.counters[TKN_CREATED.name] == 7
+    assert total.by_server[(NTF_RECEIVED.name, "smp1.own.example")] == 7
+    assert total.latency["test"].total == 7 and total.answers[("test", 200, "")] == 7
+    carried.update(1, Identity(2002, 1), counters_of(3))  # the same process, later
+    assert carried.total(1).counters[TKN_CREATED.name] == 8
+    assert carried.total(2) == Counted()  # never read
+
+
+def test_a_late_answer_never_counts_twice() -> None:
+    """Two admin requests at once: the older answer may be applied after the newer one."""
+    carried = Carried()
+    carried.update(1, Identity(1001, 0), counters_of(5))
+    carried.update(1, Identity(1001, 0), counters_of(4))  # the same process read earlier
+    assert carried.total(1).counters[TKN_CREATED.name] == 5
+    carried.update(1, Identity(2002, 1), counters_of(1))
+    carried.update(1, Identity(1001, 0), counters_of(5))  # the replaced process, answering late
+    assert carried.total(1).counters[TKN_CREATED.name] == 6
+
+
+def test_the_sums_keep_a_worker_that_does_not_answer_and_gauges_are_not_carried() -> None:
+    zero = worker(0, ((OWN, "up"),), 2, 4)
+    one = worker(1, ((THEIRS, "up"),), 5, 3)
+    carried = Carried()
+    carried.update(1, Identity(one.pid, 0), Counted.of(one.stats, one.apns))
+    up = merge(figures(Stats()), zero, [one], [carried.total(1)])
+    down = merge(figures(Stats()), zero, [None], [carried.total(1)])  # restarting: not answering
+    assert up.stats[TKN_CREATED] == down.stats[TKN_CREATED] == 7
+    assert down.apns.answers[("test", 200, "")] == 2
+    assert (down.connections, down.queue_length, down.stats.gauges["push_retries_waiting"]) == (4, 1, 0)
+    assert [(w.worker, w.up) for w in down.workers] == [(0, True), (1, False)]
+    samples = {(s.name, s.labels.get("worker")): s.value for fam in text_string_to_metric_families(
+        metrics.render(down, OwnServers(("own.example",))).decode()) for s in fam.samples}
+    assert samples[("ntf_tokens_created_total", None)] == 7

@@ -241,26 +241,139 @@ async def test_two_workers_accept_tnews_on_one_port(
                 await client.close()
 
 
+async def metric_samples(w: World) -> dict[tuple[str, str | None], float]:
+    return {(s.name, s.labels.get("worker")): s.value
+            for family in text_string_to_metric_families(await admin_get(w, "/metrics")) for s in family.samples}
+
+
+async def test_summed_counters_do_not_fall_when_a_worker_is_killed_and_started_again(
+        tmp_path: Path, redis_url: str, make_server: Callable[..., object]) -> None:
+    """Worker 1 accepted connections and TNEWs; kill -9 of it: the instance's counters (its own start again
+    from 0) stay where they were while it is down and after it serves again, in /metrics and /v1/stats."""
+    counted = ("ntf_tokens_created_total", "ntf_conn_accepted_total", "ntf_req_received_total")
+    async with two_workers(tmp_path, redis_url, make_server) as w:
+        await until(lambda: len(worker_pids(w.supervisor)) == 2, 10)
+        old = worker_pids(w.supervisor)
+        clients: list[NtfClient] = []
+        try:
+            while established(old[1], w.server.port) < 3:  # the kernel spreads them: worker 1 has some
+                assert len(clients) < 200
+                clients.append(await NtfClient.connect("127.0.0.1", w.server.port, w.server.key_hash))
+            for client in clients:
+                app = SimApp(P.DeviceToken(P.PushProvider.APNS_TEST, os.urandom(32).hex().encode()))
+                assert isinstance(await app.register(client), P.IdTkn)
+        finally:
+            for client in clients:
+                await client.close()
+        before = await metric_samples(w)
+        assert before[("ntf_tokens_created_total", None)] == len(clients) + 1  # and the first device's
+        stats_before = json.loads(await admin_get(w, "/v1/stats"))["counters"]
+        os.kill(old[1], signal.SIGKILL)
+        await until(lambda: not Path(f"/proc/{old[1]}").exists(), 10)
+        down = await metric_samples(w)  # as a rule still restarting (worker_restart_s, 1 s): shown down
+        server_log = tmp_path / "server.log"
+        await until(lambda: "event=supervisor.worker_started worker=1" in server_log.read_text(), 60)
+        after = await metric_samples(w)
+        assert after[("ntf_worker_up", "1")] == 1 and after[("ntf_worker_restarts_total", "1")] == 1
+        for name in counted:
+            assert before[(name, None)] > 0
+            assert down[(name, None)] >= before[(name, None)], (name, before[(name, None)], down[(name, None)])
+            assert after[(name, None)] >= before[(name, None)], (name, before[(name, None)], after[(name, None)])
+        stats_after = json.loads(await admin_get(w, "/v1/stats"))["counters"]
+        assert all(stats_after[k] >= v for k, v in stats_before.items()), (stats_before, stats_after)
+        client = await NtfClient.connect("127.0.0.1", w.server.port, w.server.key_hash)  # and still counting
+        try:
+            app = SimApp(P.DeviceToken(P.PushProvider.APNS_TEST, os.urandom(32).hex().encode()))
+            assert isinstance(await app.register(client), P.IdTkn)
+        finally:
+            await client.close()
+        assert (await metric_samples(w))[("ntf_tokens_created_total", None)] == len(clients) + 2
+
+
 async def test_a_worker_that_cannot_start_stops_start_with_its_reason(
         tmp_path: Path, redis_url: str) -> None:
-    """The port is taken by another program (no SO_REUSEPORT): every worker fails to listen; ``start`` stops
-    the others and exits 1 with the worker's line and the supervisor's, no traceback, nothing left running."""
+    """The admin port is taken by another program: worker 0 fails to serve it; ``start`` stops the other worker
+    and exits 1 with the worker's line and the supervisor's, no traceback, nothing left running. (A taken NTF
+    port is found by the supervisor before any worker starts: the next tests.)"""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         cfg = init_config(tmp_path / "cfg", {("server", "workers"): 2, ("redis", "url"): redis_url,
-                                             ("server", "port"): taken.getsockname()[1]})
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ntf_server.cli", "--config-dir", str(cfg), "start",
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                                             ("admin", "port"): taken.getsockname()[1]})
+        text = await start_fails(cfg)
+    assert "ntf-server: worker 0: admin API: cannot listen on 127.0.0.1:" in text
+    assert re.search(r"^ntf-server: worker 0 could not start \(exit status 1\)$", text, re.M), text
+
+
+async def start_fails(cfg: Path) -> str:
+    """``ntf-server start`` of ``cfg``, which must fail: exit status 1, no traceback, no worker left running;
+    its stderr. If it starts instead, it is stopped and the test fails."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ntf_server.cli", "--config-dir", str(cfg), "start",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    stderr = asyncio.create_task(proc.stderr.read())  # read alongside: a full pipe would stall it
+    try:
         async with asyncio.timeout(60):
-            _, err = await proc.communicate()
+            while line := await proc.stdout.readline():
+                assert not line.startswith(b"Listening on port"), "it started: " + line.decode()
+            err = await stderr
+            await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            await proc.wait()
+        stderr.cancel()
     text = err.decode()
     assert proc.returncode == 1, text
-    assert "ntf-server: worker 0: cannot listen on 127.0.0.1:" in text
-    assert re.search(r"^ntf-server: worker \d could not start \(exit status 1\)$", text, re.M), text
     assert "Traceback" not in text
     assert workers_of(cfg) == []
+    return text
+
+
+async def test_a_second_instance_on_the_port_of_one_with_workers_fails_to_start(
+        tmp_path: Path, redis_url: str) -> None:
+    """Another state directory, the same ``server.port``: with two workers (SO_REUSEPORT would have let it
+    share the port) or one, it exits 1 with "address in use" and leaves nothing running; the first instance
+    keeps the port alone: every connection is its workers'."""
+    first = init_config(tmp_path / "first", {("server", "workers"): 2, ("redis", "url"): redis_url})
+    server = ServerProcess(first, tmp_path / "first.log")
+    await server.start()
+    assert server.proc is not None
+    try:
+        for workers in (2, 1):
+            second = init_config(tmp_path / f"second-{workers}", {
+                ("server", "workers"): workers, ("redis", "url"): redis_url, ("server", "port"): server.port})
+            text = await start_fails(second)
+            assert text.strip().splitlines()[-1] == (
+                f"ntf-server: cannot listen on 127.0.0.1:{server.port}: Address already in use"), text
+        pids = worker_pids(server.proc.pid)
+        assert len(pids) == 2
+        clients = [await NtfClient.connect("127.0.0.1", server.port, server.key_hash) for _ in range(8)]
+        try:
+            assert sum(established(pid, server.port) for pid in pids.values()) == len(clients)
+        finally:
+            for client in clients:
+                await client.close()
+    finally:
+        await server.stop()
+
+
+async def test_an_instance_with_workers_on_the_port_of_a_one_process_instance_fails_to_start(
+        tmp_path: Path, redis_url: str) -> None:
+    first = init_config(tmp_path / "first", {("server", "workers"): 1, ("redis", "url"): redis_url})
+    server = ServerProcess(first, tmp_path / "first.log")
+    await server.start()
+    try:
+        second = init_config(tmp_path / "second", {
+            ("server", "workers"): 2, ("redis", "url"): redis_url, ("server", "port"): server.port})
+        text = await start_fails(second)
+        assert text.strip().splitlines() == [
+            f"ntf-server: cannot listen on 127.0.0.1:{server.port}: Address already in use"], text
+        client = await NtfClient.connect("127.0.0.1", server.port, server.key_hash)
+        await client.close()
+    finally:
+        await server.stop()
 
 
 def workers_of(config_dir: Path) -> list[int]:
