@@ -1,5 +1,5 @@
 """`import-simplex` against a real PostgreSQL server loaded with the Haskell schema and a generated data set
-of realistic shape (thousands of tokens, tens of thousands of subscriptions, every status), into a real
+of realistic shape (1,500 tokens, about 10,000 subscriptions, every status; 15 of the writer's batches), into a real
 Redis; the result is read back through the store's normal paths."""
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ BIG = "big_ntf"
 @pytest.fixture(scope="module")
 def big(postgres: PgServer) -> HaskellData:  # noqa: F811
     load_schema(postgres.url, BIG)
-    data = generate(n_tokens=3000)
+    data = generate(n_tokens=1500)
     load(postgres.url, data, BIG)
     return data
 

@@ -200,8 +200,7 @@ async def two_instances(directory: Path, redis_url: str, settings: Settings) -> 
         a, b = ServerProcess(cfg_a, directory / "a.log"), ServerProcess(cfg_b, directory / "b.log")
         r = redis.asyncio.Redis.from_url(redis_url)
         try:
-            await a.start()
-            await b.start()
+            await asyncio.gather(a.start(), b.start())  # independent processes: started side by side
             names = {(cfg / "state" / LEASE_INSTANCE_FILE).read_text().strip(): name
                      for cfg, name in ((cfg_a, "a"), (cfg_b, "b"))}
             yield Pair(sim, a, b, redis_url, m.group(1), r, names)

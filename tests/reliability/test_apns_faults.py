@@ -17,7 +17,7 @@ from ntf_server.protocol import ntf as P
 from ntf_server.sim.device import NtfClient, SimApp
 
 PUSHES = 5  # verification pushes waiting while APNs misbehaves
-FAULT_S = 3.0
+FAULT_S = 2.0  # the window the backoff is measured over: 3 tries of a push at most (a busy loop: hundreds)
 BACKOFF_BASE_S = 1.0  # [push] retry_backoff_base_s, the default
 DELIVERY_TIMEOUT_S = 25.0  # the retry after the fault, plus, for the stall, the 10 s request timeout
 

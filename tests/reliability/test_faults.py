@@ -1,4 +1,4 @@
-"""Faults under load (issue 16, reliability suite): Redis unreachable for 10 s, Redis killed with -9
+"""Faults under load (issue 16, reliability suite): Redis unreachable for 5 s, Redis killed with -9
 (AOF everysec), the server killed with -9, APNs answering 429/5xx, sending GOAWAY or stalling, an SMP
 server dropping or stalling. Properties: the server stays up and answers clearly (ERR STORE, not a hang),
 recovers by itself, and loses nothing it acknowledged, except, for a kill -9 of Redis, writes acknowledged
@@ -24,7 +24,7 @@ from ntf_server.store.embedded import EmbeddedRedis
 
 UNLIMITED = {"per_connection_per_min": 0.0, "per_ip_per_min": 0.0}  # registration limits: load, not abuse
 WORKERS = 4
-OUTAGE_S = 10.0
+OUTAGE_S = 5.0  # longer than CLEAR_ANSWER_S: requests meet the outage, not only its start
 CLEAR_ANSWER_S = 3.0  # every request is answered within this, outage or not (the store's command timeout)
 AOF_WINDOW_S = 2.0  # everysec fsyncs each second; Redis documents up to 2 s of writes lost in the worst case
 
@@ -46,7 +46,7 @@ def registrar(env: Env, smp: SmpServerStandIn) -> Registrar:
                      lambda key: smp.create_queue(key)[0].notifier_id, verification)
 
 
-async def test_redis_away_10s_under_load_answers_clearly_recovers_and_loses_nothing(
+async def test_redis_away_5s_under_load_answers_clearly_recovers_and_loses_nothing(
     env: Env, make_server: Callable[..., object], tmp_path: Path, redis_url: str, log_watch: LogWatch
 ) -> None:
     proxy = FaultProxy(redis_url.removeprefix("unix://"), tmp_path / "redis-proxy.sock")

@@ -27,8 +27,8 @@ from ntf_server.sim.device import NtfClient, SimApp
 from ntf_server.sim.smp_server import QueueCredentials, SmpServerStandIn
 from ntf_server.subscriber.leases import LEASE_INSTANCE_FILE
 
-TTL_S, RENEW_S = 4.0, 1.0
-STAND_INS, QUEUES = 4, 25  # 100 queues
+TTL_S, RENEW_S = 2.0, 0.5  # as instances.FAST: a takeover within seconds
+STAND_INS, QUEUES = 4, 6  # 24 queues, 6 per SMP server: each NMSG is waited on in turn, twice
 
 
 async def test_kill_9_of_one_of_two_instances_its_smp_servers_are_taken_over(
@@ -55,8 +55,7 @@ async def test_kill_9_of_one_of_two_instances_its_smp_servers_are_taken_over(
         prefix = re.search(r'^key_prefix = "(.*)"$', toml.read_text(), re.M).group(1)  # type: ignore[union-attr]
         a, b = ServerProcess(cfg_a), ServerProcess(cfg_b)
         stand_ins: list[SmpServerStandIn] = [await make_server() for _ in range(STAND_INS)]  # type: ignore[misc]
-        await a.start()
-        await b.start()
+        await asyncio.gather(a.start(), b.start())  # independent processes: started side by side
         try:
             client_a = await NtfClient.connect("127.0.0.1", a.port, a.key_hash)
             client_b = await NtfClient.connect("127.0.0.1", b.port, b.key_hash)

@@ -24,8 +24,8 @@ from ntf_server.sim.device import NtfClient
 from ntf_server.sim.smp_server import SmpServerStandIn
 
 DEVICES = 10
-APNS_DELAY_S = 1.0  # the simulator's answer delay in the kill phase: pushes at APNs when the kill lands
-CLAIM_S = 3.0  # [push] claim_lease_s here: above APNS_DELAY_S, as the setting's doc requires
+APNS_DELAY_S = 0.5  # the simulator's answer delay in the kill phase: pushes at APNs when the kill lands
+CLAIM_S = 2.0  # [push] claim_lease_s here: above APNS_DELAY_S, as the setting's doc requires
 ACK_WINDOW_S = 0.5  # an answer's acknowledgement (batched 10 ms: push/pipeline.py) and the kill's delivery
 
 
@@ -150,7 +150,8 @@ async def test_periodic_pushes_once_while_both_live_and_none_lost_on_kill_9(tmp_
 
 async def test_retries_once_while_both_live_and_none_lost_on_kill_9(
         tmp_path: Path, redis_url: str, make_server: object) -> None:
-    settings = {("push", "hidden_per_hour"): 0.0, ("push", "claim_lease_s"): CLAIM_S}
+    settings = {("push", "hidden_per_hour"): 0.0, ("push", "claim_lease_s"): CLAIM_S,
+                ("push", "retry_backoff_base_s"): 0.1, ("push", "retry_backoff_cap_s"): 0.25}  # a retry's tail short
     async with two_instances(tmp_path, redis_url, settings) as pair:
         stand_ins: list[SmpServerStandIn] = [await make_server() for _ in range(2)]  # type: ignore[operator]
         devices = await pair.register(DEVICES, stand_ins)
