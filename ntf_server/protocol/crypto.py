@@ -13,7 +13,7 @@ Keys travel as DER (SPKI / PKCS#8 v0) with the exact byte prefixes of §2.2; we 
 and check them byte for byte on input, so no library's DER leniency decides what we accept. Every decoder
 of untrusted bytes raises only ``CodecError`` (``CryptoError`` is a subclass for failed crypto).
 
-Why one module of about 530 lines: every use of key material on the wire is in this one module, so a security
+Why one module of about 620 lines: every use of key material on the wire is in this one module, so a security
 review reads one file; its sections follow the §.
 """
 
@@ -56,6 +56,7 @@ KEY_LEN: Final = 32
 AUTHENTICATOR_LEN: Final = 80  # tag(16) ‖ sha512(64), §2.4
 ED25519_SIG_LEN: Final = 64
 ED25519_SEED_LEN: Final = 32
+ED25519_KEY_LEN: Final = 32
 ED448_SIG_LEN: Final = 114
 SMP_BLOCK_SIZE: Final = 16384
 
@@ -314,8 +315,55 @@ def _verify_authenticator(
     return hmac.compare_digest(digest, hashlib.sha512(authorized).digest())
 
 
+class SodiumEd25519PublicKey:
+    """An Ed25519 public key checked by libsodium (PyNaCl's ``crypto_sign_open``), for a verifier that checks
+    many signatures against keys it holds (the SMP stand-in: one per NSUB).
+
+    Why not cryptography's key: its OpenSSL build here verifies in about twice libsodium's time
+    (tests/bench/resubscribe.py). Never looser: both check RFC 8032 §5.1.7 without the cofactor (``S < L``,
+    then the encoding of ``[S]B - [k]A`` must equal ``R`` byte for byte), and libsodium also rejects a
+    small-order ``R``, and a small-order or non-canonical public key (whose every signature then fails).
+    """
+
+    __slots__ = ("_pk",)
+
+    def __init__(self, raw: bytes) -> None:
+        if len(raw) != ED25519_KEY_LEN:
+            raise CodecError("Ed25519 public key of wrong length")
+        self._pk = bytes(raw)
+
+    @classmethod
+    def of(cls, key: Ed25519PublicKey) -> SodiumEd25519PublicKey:
+        return cls(key.public_bytes_raw())
+
+    def public_bytes_raw(self) -> bytes:
+        return self._pk
+
+    def __repr__(self) -> str:
+        return "<SodiumEd25519PublicKey>"
+
+    def verify(self, sig: bytes, msg: bytes) -> bool:
+        """True only for a valid 64-byte signature of ``msg``; never raises."""
+        if len(sig) != ED25519_SIG_LEN:
+            return False
+        try:
+            nacl.bindings.crypto_sign_open(bytes(sig) + bytes(msg), self._pk)
+        except (nacl.exceptions.CryptoError, nacl.exceptions.TypeError, nacl.exceptions.ValueError):
+            return False
+        return True
+
+
+VerifyAuthKey = PublicAuthKey | SodiumEd25519PublicKey  # a notifier key as a verifier of many NSUBs keeps it
+
+
+def verify_auth_key(key: VerifyAuthKey) -> VerifyAuthKey:
+    """The form to keep a key in for :func:`verify_transmission_auth`: Ed25519 as a
+    :class:`SodiumEd25519PublicKey` (made once, at the key's registration), the others as they are."""
+    return SodiumEd25519PublicKey.of(key) if isinstance(key, Ed25519PublicKey) else key
+
+
 def verify_transmission_auth(
-    key: PublicAuthKey | None,
+    key: VerifyAuthKey | None,
     auth: bytes,
     authorized: bytes,
     corr_id: bytes,
@@ -323,6 +371,9 @@ def verify_transmission_auth(
 ) -> bool:
     """Check ``auth`` over ``authorized`` (§2.4); no key or a wrong key type costs a dummy check (False)."""
     n = len(auth)
+    if isinstance(key, SodiumEd25519PublicKey):
+        return key.verify(auth, authorized) if n == ED25519_SIG_LEN else dummy_verify(
+            auth, authorized, corr_id, server_dh_priv)
     if n == AUTHENTICATOR_LEN and isinstance(key, X25519PublicKey) and server_dh_priv is not None:
         return _verify_authenticator(key, auth, authorized, corr_id, server_dh_priv)
     if (n == ED25519_SIG_LEN and isinstance(key, Ed25519PublicKey)) or (
@@ -347,6 +398,11 @@ _DUMMY_KEYS_B64: Final[dict[int, str]] = {
 }
 DUMMY_KEYS: Final[dict[int, PublicAuthKey]] = {n: _b64_key(k) for n, k in _DUMMY_KEYS_B64.items()}
 _DUMMY_KEY_DER: Final[dict[int, bytes]] = {n: base64.b64decode(k) for n, k in _DUMMY_KEYS_B64.items()}
+
+
+# The same dummy keys in :func:`verify_auth_key` form: a verifier that keeps its keys so passes the one of
+# an unknown entity's auth length, and spends what a real key of that type costs it.
+VERIFY_DUMMY_KEYS: Final[dict[int, VerifyAuthKey]] = {n: verify_auth_key(k) for n, k in DUMMY_KEYS.items()}
 
 
 def dummy_key_der(auth_len: int) -> bytes:

@@ -74,7 +74,7 @@ class PeerService:
 
     service_id: bytes
     cert_hash: bytes = field(repr=False)
-    key: Ed25519PublicKey = field(repr=False)
+    key: crypto.SodiumEd25519PublicKey = field(repr=False)  # this session's key: checks every NSUB's 2nd signature
 
 
 def identity_hash(chain: Sequence[bytes]) -> bytes:

@@ -38,7 +38,7 @@ def service_sig_ok(session: ServerSession, t: RawTransmission, uses_service_auth
     svc = session.service
     if not uses_service_auth or svc is None:
         return t.service_sig is None
-    return t.service_sig is not None and crypto.verify_signature(svc.key, t.service_sig, t.authorized)
+    return t.service_sig is not None and svc.key.verify(t.service_sig, t.authorized)
 
 
 class ServiceRegistry:
@@ -58,7 +58,7 @@ class ServiceRegistry:
         if self.refuse:
             return pad(service_response(None, BAD_SERVICE), SMP_BLOCK_SIZE)
         service_id = self._ids.setdefault(cert_hash, self._random(SERVICE_ID_LEN))
-        session.service = PeerService(service_id, cert_hash, key)
+        session.service = PeerService(service_id, cert_hash, crypto.SodiumEd25519PublicKey.of(key))
         return pad(service_response(service_id), SMP_BLOCK_SIZE)
 
     def register(self, cert_hash: bytes, service_id: bytes) -> None:
@@ -78,7 +78,7 @@ class ServiceRegistry:
 
         conn, svc = session.conn_id, session.service
         if (svc is None or t.entity_id != svc.service_id
-                or not crypto.verify_signature(svc.key, t.auth, t.authorized)):
+                or not svc.key.verify(t.auth, t.authorized)):
             return [Outgoing(conn, t.corr_id, t.entity_id, S.SmpErr(SERVICE_ERR))]
         tied = [q for q in queues.values() if q.service_id == svc.service_id]
         ids_hash = S.queue_ids_hash(q.notifier_id for q in tied)

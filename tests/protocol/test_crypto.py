@@ -377,6 +377,86 @@ def test_authenticator_specific_rejections() -> None:
     assert c.verify_transmission_auth(pub, short, AUTHORIZED, b"abcd", SERVER_DH)
 
 
+# ---------------------------------------------------------------- Ed25519 through libsodium (the stand-in's check)
+
+ED25519_L = 2**252 + 27742317777372353535851937790883648493
+
+
+def _openssl_accepts(pub: bytes, sig: bytes, msg: bytes) -> bool:
+    return c.verify_signature(Ed25519PublicKey.from_public_bytes(pub), sig, msg)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.binary(min_size=32, max_size=32), msg=st.binary(max_size=150), data=st.data())
+def test_sodium_key_accepts_the_valid_signature_and_no_bit_flip(seed: bytes, msg: bytes, data: st.DataObject) -> None:
+    priv = Ed25519PrivateKey.from_private_bytes(seed)
+    pub = c.SodiumEd25519PublicKey.of(priv.public_key())
+    sig = priv.sign(msg)
+    assert pub.verify(sig, msg) and c.verify_transmission_auth(pub, sig, msg, N01_18, SERVER_DH)
+    bit = data.draw(st.integers(0, (len(sig) + len(msg)) * 8 - 1))
+    both = bytearray(sig + msg)
+    both[bit // 8] ^= 1 << (bit % 8)
+    bad_sig, bad_msg = bytes(both[:64]), bytes(both[64:])
+    assert not pub.verify(bad_sig, bad_msg)
+    assert not c.verify_transmission_auth(pub, bad_sig, bad_msg, N01_18, SERVER_DH)
+    assert not _openssl_accepts(pub.public_bytes_raw(), bad_sig, bad_msg)
+    other = c.SodiumEd25519PublicKey.of(Ed25519PrivateKey.generate().public_key())
+    assert not other.verify(sig, msg)
+    for wrong_len in (sig[:-1], sig + b"\x00", b"", sig + bytes(16)):  # 80 bytes: an authenticator's length
+        assert not pub.verify(wrong_len, msg)
+        assert not c.verify_transmission_auth(pub, wrong_len, msg, N01_18, SERVER_DH)
+
+
+def _xor(a: bytes, b: bytes) -> bytes:
+    return bytes(x ^ y for x, y in zip(a, b, strict=True))
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.binary(min_size=32, max_size=32), msg=st.binary(max_size=40),
+       edit_pub=st.binary(min_size=32, max_size=32) | st.just(bytes(32)),
+       edit_sig=st.binary(min_size=64, max_size=64) | st.just(bytes(64)))
+def test_sodium_key_is_never_looser_than_openssl(seed: bytes, msg: bytes, edit_pub: bytes, edit_sig: bytes) -> None:
+    """A valid signature, maybe with its key and signature edited: what libsodium accepts, OpenSSL does."""
+    priv = Ed25519PrivateKey.from_private_bytes(seed)
+    pub = _xor(priv.public_key().public_bytes_raw(), edit_pub)
+    sig = _xor(priv.sign(msg), edit_sig)
+    with contextlib.suppress(ValueError):  # not a point: OpenSSL cannot even load it
+        if c.SodiumEd25519PublicKey(pub).verify(sig, msg):
+            assert _openssl_accepts(pub, sig, msg)
+
+
+def test_sodium_key_rejects_what_openssl_lets_through() -> None:
+    """Stricter, never looser: S ≥ L is rejected by both; a small-order public key (here the identity, for
+    which ``R = [S]B`` "signs" every message) passes OpenSSL and not libsodium."""
+    sig = V6_KEY.sign(b"msg")
+    s = int.from_bytes(sig[32:], "little")
+    high_s = sig[:32] + (s + ED25519_L).to_bytes(32, "little")
+    pub = V6_KEY.public_key()
+    assert not c.SodiumEd25519PublicKey.of(pub).verify(high_s, b"msg") and not c.verify_signature(pub, high_s, b"msg")
+    identity = bytes([1]) + bytes(31)
+    base_point = bytes.fromhex("58" + "66" * 31)
+    forged = base_point + (1).to_bytes(32, "little")
+    for msg in (b"", b"NSUB"):
+        assert _openssl_accepts(identity, forged, msg)
+        assert not c.SodiumEd25519PublicKey(identity).verify(forged, msg)
+    with pytest.raises(CodecError):
+        c.SodiumEd25519PublicKey(bytes(31))
+
+
+def test_verify_auth_keys_and_their_dummies() -> None:
+    ed448 = Ed448PrivateKey.from_private_bytes(ED448_RAW).public_key()
+    assert isinstance(c.verify_auth_key(V6_KEY.public_key()), c.SodiumEd25519PublicKey)
+    assert c.verify_auth_key(ed448) is ed448 and c.verify_auth_key(V3_PRIV_A.public_key()) is not None
+    sodium = c.verify_auth_key(V6_KEY.public_key())
+    assert c.verify_auth_key(sodium) is sodium
+    dummy, sodium_dummy = c.DUMMY_KEYS[64], c.VERIFY_DUMMY_KEYS[64]
+    assert isinstance(dummy, Ed25519PublicKey) and isinstance(sodium_dummy, c.SodiumEd25519PublicKey)
+    assert sodium_dummy.public_bytes_raw() == dummy.public_bytes_raw()
+    assert c.VERIFY_DUMMY_KEYS[114] is c.DUMMY_KEYS[114] and c.VERIFY_DUMMY_KEYS[80] is c.DUMMY_KEYS[80]
+    auth = c.client_authorize(V6_KEY, AUTHORIZED, N01_18, None)
+    assert not c.verify_transmission_auth(c.VERIFY_DUMMY_KEYS[64], auth, AUTHORIZED, N01_18, SERVER_DH)
+
+
 def test_signature_of_wrong_key_type_is_rejected() -> None:
     sig = c.sign(V6_KEY, AUTHORIZED)
     ed448_pub = Ed448PrivateKey.from_private_bytes(ED448_RAW).public_key()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, strategies as st
 
 from ntf_server.protocol import crypto
-from ntf_server.protocol.encoding import CodecError, enc_short, pad
+from ntf_server.protocol.encoding import CodecError, Reader, enc_large, enc_short, pad
 from ntf_server.protocol.framing import (
     NTF_BLOCK_SIZE,
     NTF_SUPPORTED_VRANGE,
@@ -17,6 +18,7 @@ from ntf_server.protocol.framing import (
     SMP_CURRENT_VERSION,
     SMP_VERSION_SUB_MODE,
     Batch,
+    RawTransmission,
     THParams,
     TooLarge,
     VersionRange,
@@ -227,6 +229,71 @@ def test_transmission_round_trip_every_mode(auth: bytes, corr: bytes, entity: by
         raw = parse_transmission(params, encode_transmission(params, corr, entity, cmd, auth=auth))
         assert (raw.auth, raw.corr_id, raw.entity_id, raw.command) == (auth, corr, entity, cmd)
         assert raw.authorized == enc_short(SESSION) + enc_short(corr) + enc_short(entity) + cmd
+
+
+# The Reader forms parse_transmission and split_batch had before they went by index (for the SMP stand-in's
+# CPU per NSUB): the index forms must agree with them on every input, result or CodecError.
+def _reader_parse_transmission(params: THParams, data: bytes) -> RawTransmission:
+    r = Reader(data)
+    auth = r.short()
+    service_sig = None
+    if params.service_auth and auth:
+        service_sig = r.maybe(Reader.short)
+    rest = r.tail()
+    authorized = enc_short(params.session_id) + rest if params.implied_session_id else rest
+    r = Reader(rest)
+    session_id = b"" if params.implied_session_id else r.short()
+    corr_id = r.short()
+    entity_id = r.short()
+    return RawTransmission(auth, service_sig, authorized, session_id, corr_id, entity_id, r.tail())
+
+
+def _reader_split_batch(data: bytes) -> list[bytes]:
+    r = Reader(data)
+    n = r.byte()
+    if n == 0:
+        raise CodecError("empty batch")
+    items = [r.large() for _ in range(n)]
+    r.end()
+    return items
+
+
+def _outcome(f: Callable[[], object]) -> object:
+    try:
+        return f()
+    except CodecError:
+        return CodecError
+
+
+_EVERY_MODE = (THParams.ntf(1, SESSION), THParams.ntf(2, SESSION), THParams.smp(6, SESSION),
+               THParams.smp(7, SESSION), THParams.smp(18, SESSION))
+
+
+def _transmission_like(draw: st.DrawFn) -> bytes:
+    """Mostly near-valid transmissions (length bytes that fit, Maybe tags), some plain noise."""
+    if draw(st.booleans()):
+        return draw(st.binary(max_size=200))
+    parts = [enc_short(draw(st.binary(max_size=70)))]
+    parts.append(draw(st.sampled_from([b"", b"0", b"1", b"2"])))
+    parts += [enc_short(draw(st.binary(max_size=33))) for _ in range(draw(st.integers(0, 3)))]
+    parts.append(draw(st.binary(max_size=20)))
+    data = b"".join(parts)
+    return data[:draw(st.integers(0, len(data)))] if draw(st.booleans()) else data
+
+
+@given(st.composite(_transmission_like)(), st.booleans())
+def test_parse_transmission_agrees_with_the_reader_form(data: bytes, as_view: bool) -> None:
+    for params in _EVERY_MODE:
+        got = _outcome(lambda: parse_transmission(params, memoryview(data) if as_view else data))  # noqa: B023
+        assert got == _outcome(lambda: _reader_parse_transmission(params, data))  # noqa: B023
+
+
+@given(st.lists(st.binary(max_size=40), max_size=5), st.binary(max_size=4), st.integers(0, 300))
+def test_split_batch_agrees_with_the_reader_form(items: list[bytes], noise: bytes, cut: int) -> None:
+    whole = bytes((len(items),)) + b"".join(enc_large(i) for i in items)
+    for data in (whole, whole + noise, whole[:cut], noise, b"\x00" + whole[1:]):
+        params = THParams.smp(18, SESSION)
+        assert _outcome(lambda: split_batch(params, data)) == _outcome(lambda: _reader_split_batch(data))  # noqa: B023
 
 
 # ---------------------------------------------------------------- T15: versions

@@ -35,6 +35,7 @@ from ntf_server.protocol.framing import (
     SMP_SERVER_VRANGE,
     RawTransmission,
     VersionRange,
+    decode_block,
     encode_block,
     encode_transmission,
     parse_block,
@@ -48,7 +49,7 @@ from ntf_server.protocol.smp_session import (
     SmpClientSession,
     SmpProtocolError,
 )
-from ntf_server.sim.smp_core import Outgoing, SmpServerCore, accept_client_hello, server_hello_block
+from ntf_server.sim.smp_core import SOK, Outgoing, SmpServerCore, accept_client_hello, server_hello_block
 from ntf_server.transport import certs
 
 SID = bytes(range(32))
@@ -227,6 +228,33 @@ def test_x25519_authenticator_is_80_bytes_and_bound_to_the_session() -> None:
     assert not crypto.verify_transmission_auth(crypto.public_of(q.key), t.auth, t.authorized, t.corr_id, other)
     assert crypto.verify_transmission_auth(crypto.public_of(q.key), t.auth, t.authorized, t.corr_id,
                                            p.server.dh_key)
+
+
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_every_tampered_nsub_auth_is_err_auth(data: st.DataObject) -> None:
+    """The core checks every NSUB (Ed25519 through libsodium, X25519 authenticators, Ed448): any bit flipped in
+    the auth, or in what it covers, answers ERR AUTH and subscribes nothing; the NSUB as sent subscribes."""
+    p = Pair(10)  # no block encryption: the client's block can be rewritten
+    key = data.draw(st.sampled_from([crypto.generate_ed25519, crypto.generate_x25519, Ed448PrivateKey.generate]))()
+    q, _ = p.queue(key)
+    [t] = [x for b in p.client.subscribe([q]) for x in parse_block(p.server.params, decode_block(b, SMP_BLOCK_SIZE))]
+    assert isinstance(t, RawTransmission)
+
+    def send(corr_id: bytes, auth: bytes) -> list[Outgoing]:
+        sent = encode_transmission(p.server.params, corr_id, t.entity_id, t.command, auth=auth)
+        block = encode_block(b"\x01" + len(sent).to_bytes(2, "big") + sent, SMP_BLOCK_SIZE)
+        return p.core.receive_block(p.server, block)
+
+    bit = data.draw(st.integers(0, len(t.auth) * 8 - 1))
+    bad_auth = bytearray(t.auth)
+    bad_auth[bit // 8] ^= 1 << (bit % 8)
+    assert send(t.corr_id, bytes(bad_auth)) == [Outgoing(1, t.corr_id, q.notifier_id, S.SmpErr(AUTH))]
+    bad_corr = bytes((t.corr_id[0] ^ 1,)) + t.corr_id[1:]  # covered by the signature (and the authenticator's nonce)
+    assert send(bad_corr, t.auth) == [Outgoing(1, bad_corr, q.notifier_id, S.SmpErr(AUTH))]
+    assert p.core.queues[q.notifier_id].subscriber is None
+    assert send(t.corr_id, t.auth) == [Outgoing(1, t.corr_id, q.notifier_id, SOK)]
+    assert p.core.queues[q.notifier_id].subscriber == 1
 
 
 @pytest.mark.parametrize("version", SMP_CLIENT_VRANGE.all())
