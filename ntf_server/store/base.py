@@ -21,6 +21,7 @@ from ntf_server.protocol.smp_service import ServiceCredentials
 from ntf_server.store.records import (
     Notice,
     PushProvider,
+    ResubQueue,
     SubscriptionRecord,
     SubStatus,
     SubStatusKind,
@@ -177,6 +178,9 @@ class ResubscriptionStore(Protocol):
         self, server: SMPServer, page_size: int = 900, kinds: Collection[SubStatusKind] | None = None,
         active_tokens_only: bool = False, untied_only: bool = False,
     ) -> AsyncIterator[list[SubscriptionRecord]]: ...
+    def iter_server_queues(
+        self, server: SMPServer, page_size: int = 900, untied_only: bool = False,
+    ) -> AsyncIterator[list[ResubQueue]]: ...
     async def has_live_subscriptions(self, server: SMPServer) -> bool: ...
     async def token_subscriptions(self, token_id: bytes) -> list[SubscriptionRecord]: ...
     async def set_subscription_statuses(

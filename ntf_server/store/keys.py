@@ -155,13 +155,19 @@ def seal_notifier(atrest: AtRest, r: bytes, token_id: bytes, notifier_id: bytes,
     return atrest.seal(bytes([len(notifier_id)]) + notifier_id + notifier_key, sub_aad(r, token_id))
 
 
-def decode_sub(atrest: AtRest, sid: bytes, server: SMPServer, value: bytes) -> SubscriptionRecord:
-    """The record of subscription `sid` (on `server`) from its packed value, decrypting the notifier."""
+def open_sub(atrest: AtRest, r: bytes, value: bytes) -> tuple[PackedSub, bytes, bytes, SubStatus]:
+    """(packed fields, notifier id, notifier key, status) of the subscription stored at field `r`."""
     p = unpack_sub(value)
-    plain = atrest.open(p.sealed, sub_aad(sid[:R_BYTES], p.token_id))
+    plain = atrest.open(p.sealed, sub_aad(r, p.token_id))
     n = plain[0]
     try:
         status = SubStatus.from_text(p.status)
     except ValueError as e:
         raise StoreError("corrupted subscription status") from e
-    return SubscriptionRecord(sid, p.token_id, server, plain[1 : 1 + n], plain[1 + n :], status, p.service_assoc)
+    return p, plain[1 : 1 + n], plain[1 + n :], status
+
+
+def decode_sub(atrest: AtRest, sid: bytes, server: SMPServer, value: bytes) -> SubscriptionRecord:
+    """The record of subscription `sid` (on `server`) from its packed value, decrypting the notifier."""
+    p, nid, key, status = open_sub(atrest, sid[:R_BYTES], value)
+    return SubscriptionRecord(sid, p.token_id, server, nid, key, status, p.service_assoc)

@@ -8,7 +8,7 @@ tokens, keys or notifier ids (STYLE 12): only their lengths.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, NamedTuple
 
 from ntf_server.observability.sensitive import SubId, TokenId
 from ntf_server.protocol.encoding import SMPServer
@@ -86,6 +86,19 @@ class TokenRecord:
             f"TokenRecord(id={TokenId(self.token_id)}, {self.provider.value}, {self.status.to_text()}, "
             f"cron={self.cron_interval_min}min)"
         )
+
+
+class ResubQueue(NamedTuple):
+    """What resubscribing needs of one subscription (``iter_server_queues``): no subscription id (an HMAC
+    per record to make, a tenth of paging's CPU) and no record object."""
+
+    notifier_id: bytes
+    notifier_key: bytes  # as stored: PKCS#8 DER of the notifier private key
+    service_assoc: bool  # tied to our SMP service
+    token_id: bytes
+
+    def __repr__(self) -> str:
+        return f"ResubQueue(tied={self.service_assoc})"
 
 
 @dataclass(frozen=True, slots=True)

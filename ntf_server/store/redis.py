@@ -68,6 +68,7 @@ from ntf_server.store.records import (
     RESUBSCRIBE_KINDS,
     Notice,
     PushProvider,
+    ResubQueue,
     SubscriptionRecord,
     SubStatus,
     SubStatusKind,
@@ -269,6 +270,10 @@ class RedisStore:
                                   kinds: Collection[SubStatusKind] | None = None, active_tokens_only: bool = False,
                                   untied_only: bool = False) -> AsyncIterator[list[SubscriptionRecord]]:
         return self._subs.iter_server_subscriptions(server, page_size, kinds, active_tokens_only, untied_only)
+
+    def iter_server_queues(self, server: SMPServer, page_size: int = 900, untied_only: bool = False
+                           ) -> AsyncIterator[list[ResubQueue]]:
+        return self._subs.iter_server_queues(server, page_size, untied_only)
 
     async def tied_subscriptions(self, server: SMPServer, page_size: int = 900
                                  ) -> AsyncGenerator[list[SubscriptionRecord], None]:

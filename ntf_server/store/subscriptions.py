@@ -10,8 +10,8 @@ subscription and no separate (server, notifier id) index: r = HMAC(server, notif
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, Collection, Sequence
-from typing import Final
+from collections.abc import AsyncGenerator, Callable, Collection, Sequence
+from typing import Final, TypeVar
 
 from ntf_server.protocol.encoding import SMPServer, enc_smp_server
 from ntf_server.store.base import NO_CAPS, SubCaps, SubCreate
@@ -24,6 +24,7 @@ from ntf_server.store.keys import (
     PackedSub,
     decode_sub,
     make_sub_id,
+    open_sub,
     pack_sub,
     parse_sub_id,
     seal_notifier,
@@ -32,6 +33,7 @@ from ntf_server.store.keys import (
 from ntf_server.store.records import (
     RESUBSCRIBE_KINDS,
     SUB_NEW,
+    ResubQueue,
     SubscriptionRecord,
     SubStatus,
     SubStatusKind,
@@ -49,6 +51,7 @@ _ONE: Final = ord("1")  # TOKENS_ACTIVE's flag for an ACTIVE token
 # resubscribing (tests/bench/resubscribe.py). Two generations of this many entries (~200 bytes each): the
 # older is dropped when the newer fills, so what was paged recently stays; a miss just computes r.
 _R_CACHE_GENERATION: Final = 50_000
+_Item = TypeVar("_Item", SubscriptionRecord, ResubQueue)  # what paging makes of each record
 
 
 class _RCache:
@@ -159,8 +162,7 @@ class RedisSubscriptions:
         sub = self._found_or_dummy(make_sub_id(self._d.a, r, n), server, bool(sfound), value)
         return self._tokens.found_or_standin(tfound, packed, tid), sub
 
-    async def _of_active_tokens(self, recs: list[SubscriptionRecord], known: dict[bytes, bool]
-                                ) -> list[SubscriptionRecord]:
+    async def _of_active_tokens(self, recs: list[_Item], known: dict[bytes, bool]) -> list[_Item]:
         """The records whose token is ACTIVE: one pipelined status read per token not in ``known`` (the
         statuses read earlier in the same page-through), which it extends."""
         tids = list({rec.token_id for rec in recs} - known.keys())
@@ -172,7 +174,7 @@ class RedisSubscriptions:
     async def has_live_subscriptions(self, server: SMPServer) -> bool:
         """Whether any subscription would be resubscribed on ``server`` (a status of RESUBSCRIBE_KINDS and an
         ACTIVE token): its SMP link is needed. Stops at the first one."""
-        async with contextlib.aclosing(self.iter_server_subscriptions(server, 1, RESUBSCRIBE_KINDS, True)) as pages:
+        async with contextlib.aclosing(self.iter_server_queues(server, 1)) as pages:
             async for _ in pages:
                 return True
         return False
@@ -236,7 +238,7 @@ class RedisSubscriptions:
             changed += n
         return changed
 
-    async def iter_server_subscriptions(
+    def iter_server_subscriptions(
         self, server: SMPServer, page_size: int = 900, kinds: Collection[SubStatusKind] | None = None,
         active_tokens_only: bool = False, untied_only: bool = False,
     ) -> AsyncGenerator[list[SubscriptionRecord], None]:
@@ -246,13 +248,33 @@ class RedisSubscriptions:
         `_PAGE_BUCKETS` buckets at a time, so memory stays constant however many there are. A subscription
         created or deleted while paging may or may not be seen; every one present throughout is seen
         exactly once."""
+        return self._pages(server, page_size, kinds, active_tokens_only, untied_only, self._record)
+
+    def iter_server_queues(self, server: SMPServer, page_size: int = 900, untied_only: bool = False
+                           ) -> AsyncGenerator[list[ResubQueue], None]:
+        """What resubscribing ``server`` sends NSUBs for: as ``iter_server_subscriptions`` with
+        ``RESUBSCRIBE_KINDS`` and ``active_tokens_only``, without subscription ids or records."""
+        return self._pages(server, page_size, RESUBSCRIBE_KINDS, True, untied_only, self._queue)
+
+    def _record(self, srv: int, server: SMPServer, r: bytes, value: bytes) -> tuple[SubscriptionRecord, SubStatusKind]:
+        rec = decode_sub(self._d.a, make_sub_id(self._d.a, r, srv), server, value)
+        return rec, rec.status.kind
+
+    def _queue(self, srv: int, server: SMPServer, r: bytes, value: bytes) -> tuple[ResubQueue, SubStatusKind]:
+        p, nid, key, status = open_sub(self._d.a, r, value)
+        return ResubQueue(nid, key, p.service_assoc, p.token_id), status.kind
+
+    async def _pages(
+        self, server: SMPServer, page_size: int, kinds: Collection[SubStatusKind] | None, active_tokens_only: bool,
+        untied_only: bool, make: Callable[[int, SMPServer, bytes, bytes], tuple[_Item, SubStatusKind]],
+    ) -> AsyncGenerator[list[_Item], None]:
         server = server.normalized()
         srv = await self._servers.number(server, create=False)
         if srv is None:
             return
-        page: list[SubscriptionRecord] = []
+        page: list[_Item] = []
         token_active: dict[bytes, bool] = {}  # read once per token while paging (many subscriptions each)
-        a, nb = self._d.a, self._d.keys.buckets
+        nb = self._d.keys.buckets
         for start in range(0, nb, _PAGE_BUCKETS):
             async with self._d.pipeline() as pipe:
                 for b in range(start, min(start + _PAGE_BUCKETS, nb)):
@@ -263,10 +285,10 @@ class RedisSubscriptions:
                 for r, value in h.items():
                     if untied_only and value[TIED_AT:TIED_AT + 1] == b"1":
                         continue
-                    rec = decode_sub(a, make_sub_id(a, r, srv), server, value)
-                    self._r.put(srv, rec.notifier_id, r)
-                    if kinds is None or rec.status.kind in kinds:
-                        found.append(rec)
+                    item, kind = make(srv, server, r, value)
+                    self._r.put(srv, item.notifier_id, r)
+                    if kinds is None or kind in kinds:
+                        found.append(item)
             page += await self._of_active_tokens(found, token_active) if active_tokens_only and found else found
             while len(page) >= page_size:
                 yield page[:page_size]

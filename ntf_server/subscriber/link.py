@@ -24,7 +24,7 @@ from ntf_server.observability.metricdef import Counter
 from ntf_server.protocol import smp_events as E
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.store.errors import FencedOut, StoreError
-from ntf_server.store.records import RESUBSCRIBE_KINDS, SubscriptionRecord
+from ntf_server.store.records import SubscriptionRecord
 from ntf_server.subscriber import core as C
 from ntf_server.subscriber.client import SmpClient
 from ntf_server.subscriber.context import LinkContext
@@ -255,10 +255,9 @@ class Link:
         """NSUB what the store holds for this server (live, ACTIVE tokens), page by page; with ``only_tied``
         only those tied to our service, whose notifier ids it returns."""
         tied = []
-        async for page in self._ctx.store.iter_server_subscriptions(
-                self.server, self._ctx.settings.page_size, RESUBSCRIBE_KINDS, active_tokens_only=True,
-                untied_only=skip_tied):
-            subs = [(s.notifier_id, s.notifier_key) for s in page if s.service_assoc or not only_tied]
+        async for page in self._ctx.store.iter_server_queues(self.server, self._ctx.settings.page_size,
+                                                             untied_only=skip_tied):
+            subs = [(q.notifier_id, q.notifier_key) for q in page if q.service_assoc or not only_tied]
             if only_tied:
                 tied += [nid for nid, _ in subs]
             await self._subscribe(client, subs)

@@ -48,6 +48,7 @@ from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.store.records import (
     SUB_INACTIVE,
     Notice,
+    ResubQueue,
     SubscriptionRecord,
     SubStatus,
     SubStatusKind,
@@ -75,6 +76,10 @@ class CountingStore:
                                   kinds: Collection[SubStatusKind] | None = None, active_tokens_only: bool = False,
                                   untied_only: bool = False) -> AsyncIterator[list[SubscriptionRecord]]:
         return self._s.iter_server_subscriptions(server, page_size, kinds, active_tokens_only, untied_only)
+
+    def iter_server_queues(self, server: SMPServer, page_size: int = 900, untied_only: bool = False
+                           ) -> AsyncIterator[list[ResubQueue]]:
+        return self._s.iter_server_queues(server, page_size, untied_only)
 
     async def set_subscription_statuses(self, server: SMPServer, notifier_ids: Sequence[bytes], status: SubStatus,
                                         service_assoc: bool | None = None,

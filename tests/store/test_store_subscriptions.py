@@ -196,6 +196,13 @@ async def test_only_active_tokens_subscriptions_need_a_link(store: RedisStore) -
     paged = [s.notifier_id async for page in store.iter_server_subscriptions(server(1), 900, RESUBSCRIBE_KINDS,
                                                                              active_tokens_only=True) for s in page]
     assert sorted(paged) == sorted(nids[:2])
+    # what resubscription pages: the same queues, with their stored keys, without ids or records
+    records = {s.notifier_id: s async for page in store.iter_server_subscriptions(
+        server(1), 900, RESUBSCRIBE_KINDS, active_tokens_only=True) for s in page}
+    queues = [q async for page in store.iter_server_queues(server(1)) for q in page]
+    assert sorted(q.notifier_id for q in queues) == sorted(nids[:2])
+    assert all(q.notifier_key == records[q.notifier_id].notifier_key and q.token_id == active.token_id
+               and q.service_assoc is False for q in queues)
     assert await store.has_live_subscriptions(server(1)) is True
     assert await store.has_live_subscriptions(server(2)) is False  # only an INVALID token's
     assert await store.has_live_subscriptions(server(42)) is False  # none at all
