@@ -82,6 +82,11 @@ REDIS_RESERVED: Final = 40
 class StartupError(Exception):
     """The server cannot start for a reason the operator must fix; the message says which."""
 
+    @classmethod
+    def cannot_listen(cls, bind: str, port: int, why: str) -> StartupError:
+        """The NTF port cannot be had (one process's listener, or the supervisor's claim: the same line)."""
+        return cls(f"cannot listen on {bind or '*'}:{port}: {why}")
+
 
 @dataclass(frozen=True)
 class Part:

@@ -157,7 +157,7 @@ class NtfServer:
             await self.listener.start(s.bind or None, role.port if role else s.port, reuse_port=role is not None)
         except OSError as e:
             why = os.strerror(e.errno) if e.errno else str(e)  # asyncio's own strerror repeats the address
-            raise StartupError(f"cannot listen on {s.bind or '*'}:{s.port}: {why}") from e
+            raise StartupError.cannot_listen(s.bind, s.port, why) from e
         stack.push_async_callback(self.listener.stop)
         log_event(log, "listener.started", bind=s.bind or "*", port=self.listener.port)
         if environment.serves_admin(cfg, role):

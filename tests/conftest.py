@@ -52,6 +52,8 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     process starting), so a core per worker leaves the cores idle a third of the time: on 2 cores the
     suite took 3 min 01 s with 2 workers and 2 min 36 s with 3 (README Development)."""
     return (os.cpu_count() or 1) + 1
+
+
 set_strict(True)  # a log event outside the catalogue, or a raw bytes field, fails the test that logs it
 TEST_BUCKETS = 64  # small bucket count keeps paging in tests fast; the schema is the same
 

@@ -21,11 +21,11 @@ their current processes counted them, so the sums fall: a real counter reset (RE
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Mapping
+import operator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ntf_server.observability.apns_metrics import ApnsSnapshot, Histogram
 from ntf_server.observability.stats import StatsSnapshot
@@ -33,25 +33,13 @@ from ntf_server.observability.stats import StatsSnapshot
 K = TypeVar("K")
 
 
-def _add_histograms(a: Histogram, b: Histogram) -> Histogram:
-    return Histogram(tuple(x + y for x, y in zip(a.counts, b.counts, strict=True)), a.total + b.total,
-                     a.sum_s + b.sum_s)
+def _histograms(op: Callable[[Any, Any], Any], a: Histogram, b: Histogram) -> Histogram:
+    return Histogram(tuple(op(x, y) for x, y in zip(a.counts, b.counts, strict=True)), op(a.total, b.total),
+                     op(a.sum_s, b.sum_s))
 
 
-def _max_histograms(a: Histogram, b: Histogram) -> Histogram:
-    return Histogram(tuple(max(x, y) for x, y in zip(a.counts, b.counts, strict=True)), max(a.total, b.total),
-                     max(a.sum_s, b.sum_s))
-
-
-def _add(a: Mapping[K, int], b: Mapping[K, int]) -> Mapping[K, int]:
-    out: dict[K, int] = defaultdict(int, a)
-    for k, v in b.items():
-        out[k] += v
-    return MappingProxyType(dict(out))
-
-
-def _max(a: Mapping[K, int], b: Mapping[K, int]) -> Mapping[K, int]:
-    return MappingProxyType({k: max(a.get(k, 0), b.get(k, 0)) for k in {**a, **b}})
+def _counts(op: Callable[[int, int], int], a: Mapping[K, int], b: Mapping[K, int]) -> Mapping[K, int]:
+    return MappingProxyType({k: op(a.get(k, 0), b.get(k, 0)) for k in {**a, **b}})
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,20 +55,19 @@ class Counted:
     def of(cls, stats: StatsSnapshot, apns: ApnsSnapshot) -> Counted:
         return cls(stats.counters, stats.by_server, apns.latency, apns.answers)
 
-    def __add__(self, other: Counted) -> Counted:
+    def _combine(self, other: Counted, op: Callable[[Any, Any], Any]) -> Counted:
         latency = dict(self.latency)
         for env, h in other.latency.items():
-            latency[env] = _add_histograms(latency[env], h) if env in latency else h
-        return Counted(_add(self.counters, other.counters), _add(self.by_server, other.by_server),
-                       MappingProxyType(latency), _add(self.answers, other.answers))
+            latency[env] = _histograms(op, latency[env], h) if env in latency else h
+        return Counted(_counts(op, self.counters, other.counters), _counts(op, self.by_server, other.by_server),
+                       MappingProxyType(latency), _counts(op, self.answers, other.answers))
+
+    def __add__(self, other: Counted) -> Counted:
+        return self._combine(other, operator.add)
 
     def higher(self, other: Counted) -> Counted:
         """Each counter's higher value (two reads of one process: the later one's)."""
-        latency = dict(self.latency)
-        for env, h in other.latency.items():
-            latency[env] = _max_histograms(latency[env], h) if env in latency else h
-        return Counted(_max(self.counters, other.counters), _max(self.by_server, other.by_server),
-                       MappingProxyType(latency), _max(self.answers, other.answers))
+        return self._combine(other, max)
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,7 +58,15 @@ def seeded_queue(seed: bytes, index: int, key_type: KeyType = KeyType.ED25519) -
         key = X25519PrivateKey.from_private_bytes(raw[:32])
     else:
         key = Ed25519PrivateKey.from_private_bytes(raw[:32])
-    return SeededQueue(_derive(seed, index, b"notifier id")[:24], key, _derive(seed, index, b"ntf dh secret")[:32])
+    return SeededQueue(_seeded_id(seed, index), key, _seeded_dh_secret(seed, index))
+
+
+def _seeded_id(seed: bytes, index: int) -> bytes:
+    return _derive(seed, index, b"notifier id")[:24]
+
+
+def _seeded_dh_secret(seed: bytes, index: int) -> bytes:
+    return _derive(seed, index, b"ntf dh secret")[:32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +87,8 @@ def seeded_server_queue(seed: bytes, index: int, key_type: KeyType = KeyType.ED2
         return SeededServerQueue(q.notifier_id, crypto.verify_auth_key(crypto.public_of(q.notifier_key)),
                                  q.rcv_ntf_dh_secret)
     public = nacl.bindings.crypto_sign_seed_keypair(_derive(seed, index, b"notifier key")[:32])[0]
-    return SeededServerQueue(_derive(seed, index, b"notifier id")[:24], crypto.SodiumEd25519PublicKey(public),
-                             _derive(seed, index, b"ntf dh secret")[:32])
+    return SeededServerQueue(_seeded_id(seed, index), crypto.SodiumEd25519PublicKey(public),
+                             _seeded_dh_secret(seed, index))
 
 
 # PKCS#8 v0 prefix and raw length per key type (§2.2), for :func:`seeded_key_der`.
@@ -99,7 +107,7 @@ def seeded_key_der(seed: bytes, index: int, key_type: KeyType = KeyType.ED25519)
 
 
 class _Notifying(Protocol):
-    def create_seeded_queue(self, q: SeededQueue | SeededServerQueue) -> None: ...
+    def create_seeded_queue(self, q: SeededServerQueue) -> None: ...
     def subscribed_queues(self) -> list[bytes]: ...
     def notify(self, notifier_id: bytes, msg_id: bytes, msg_ts: int) -> None: ...
 

@@ -219,10 +219,9 @@ class SmpServerStandIn:
     def delete_queue(self, notifier_id: bytes) -> None:
         self._deliver(self.core.delete_queue(notifier_id))
 
-    def create_seeded_queue(self, q: smp_load.SeededQueue | smp_load.SeededServerQueue) -> None:
+    def create_seeded_queue(self, q: smp_load.SeededServerQueue) -> None:
         """A queue whose credentials another process can derive (``smp_load.seeded_queue``)."""
-        key = q.notifier_key if isinstance(q, smp_load.SeededServerQueue) else crypto.public_of(q.notifier_key)
-        self.core.create_queue(key, q.rcv_ntf_dh_secret, q.notifier_id)
+        self.core.create_queue(q.notifier_key, q.rcv_ntf_dh_secret, q.notifier_id)
 
     def subscribed_queues(self) -> list[bytes]:
         return [q.notifier_id for q in self.core.queues.values() if q.subscriber is not None]

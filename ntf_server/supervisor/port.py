@@ -90,12 +90,16 @@ def _socket(bind: str, *, reuse_address: bool, reuse_port: bool) -> socket.socke
     return sock
 
 
-def _bind(sock: socket.socket, bind: str, port: int) -> None:
+def _bound(sock: socket.socket, bind: str, port: int) -> socket.socket:
+    """``sock`` bound to the address, or closed: ``PortInUse`` when the address is taken, else the ``OSError``."""
     try:
         sock.bind(_address(bind, port))
-    except BaseException:
+    except BaseException as e:
         sock.close()
+        if isinstance(e, OSError) and e.errno == errno.EADDRINUSE:
+            raise PortInUse(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE)) from e
         raise
+    return sock
 
 
 def claim_port(bind: str, port: int) -> socket.socket:
@@ -103,29 +107,10 @@ def claim_port(bind: str, port: int) -> socket.socket:
     free one, read it with ``getsockname``). Raises ``PortInUse`` when another instance or program has it,
     ``OSError`` for other bind failures (an address not on this machine)."""
     if port == 0:
-        sock = _socket(bind, reuse_address=False, reuse_port=True)
-        _bind(sock, bind, 0)
-        return sock
+        return _bound(_socket(bind, reuse_address=False, reuse_port=True), bind, 0)
     with exclusive(port):
-        probe = _socket(bind, reuse_address=True, reuse_port=False)
+        _bound(_socket(bind, reuse_address=True, reuse_port=False), bind, port).close()  # the probe
         try:
-            _bind(probe, bind, port)
-        except OSError as e:
-            if e.errno == errno.EADDRINUSE:
-                raise PortInUse(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE)) from e
-            raise
-        probe.close()
-        claim = _socket(bind, reuse_address=False, reuse_port=True)
-        try:
-            _bind(claim, bind, port)
-        except OSError as e:
-            if e.errno != errno.EADDRINUSE:
-                raise
-            claim = _socket(bind, reuse_address=True, reuse_port=True)  # TIME_WAIT of a non-SO_REUSEPORT server
-            try:
-                _bind(claim, bind, port)
-            except OSError as again:
-                if again.errno == errno.EADDRINUSE:
-                    raise PortInUse(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE)) from again
-                raise
-        return claim
+            return _bound(_socket(bind, reuse_address=False, reuse_port=True), bind, port)
+        except PortInUse:  # TIME_WAIT of a non-SO_REUSEPORT server (module doc)
+            return _bound(_socket(bind, reuse_address=True, reuse_port=True), bind, port)

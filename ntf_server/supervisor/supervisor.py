@@ -186,7 +186,7 @@ class Supervisor:
             return claim_port(s.bind, s.port)
         except OSError as e:
             why = e.strerror or os.strerror(e.errno or 0)
-            raise StartupError(f"cannot listen on {s.bind or '*'}:{s.port}: {why}") from e
+            raise StartupError.cannot_listen(s.bind, s.port, why) from e
 
     async def _start_all(self) -> tuple[str, ...]:
         """Start every worker and wait until each serves; worker 0's summary. If one ends first, stop the
