@@ -174,10 +174,6 @@ class ResubscriptionStore(Protocol):
     page, and the statuses the SMP servers answer."""
 
     async def servers_with_subscriptions(self) -> list[SMPServer]: ...
-    def iter_server_subscriptions(
-        self, server: SMPServer, page_size: int = 900, kinds: Collection[SubStatusKind] | None = None,
-        active_tokens_only: bool = False, untied_only: bool = False,
-    ) -> AsyncIterator[list[SubscriptionRecord]]: ...
     def iter_server_queues(
         self, server: SMPServer, page_size: int = 900, untied_only: bool = False,
     ) -> AsyncIterator[list[ResubQueue]]: ...

@@ -46,9 +46,9 @@ from ntf_server.store.sub_scripts import SubScripts
 _PAGE_BUCKETS: Final = 64  # buckets fetched per pipeline while paging one SMP server
 _STATUS_BATCH: Final = 1000
 _ONE: Final = ord("1")  # TOKENS_ACTIVE's flag for an ACTIVE token
-# r of (server number, notifier id) as paging found it, for the status writes that follow (PENDING when the
-# NSUB is sent, ACTIVE when it is answered): each is an HMAC otherwise, twice per subscription while
-# resubscribing (tests/bench/resubscribe.py). Two generations of this many entries (~200 bytes each): the
+# r of (server number, notifier id) as resubscription's paging found it, for the status writes that follow
+# (PENDING when the NSUB is sent, ACTIVE when it is answered): each is an HMAC otherwise, twice per
+# subscription (tests/bench/resubscribe.py). Two generations of this many entries (~200 bytes each): the
 # older is dropped when the newer fills, so what was paged recently stays; a miss just computes r.
 _R_CACHE_GENERATION: Final = 50_000
 _Item = TypeVar("_Item", SubscriptionRecord, ResubQueue)  # what paging makes of each record
@@ -262,6 +262,7 @@ class RedisSubscriptions:
 
     def _queue(self, srv: int, server: SMPServer, r: bytes, value: bytes) -> tuple[ResubQueue, SubStatusKind]:
         p, nid, key, status = open_sub(self._d.a, r, value)
+        self._r.put(srv, nid, r)  # resubscription writes its status next: PENDING, then ACTIVE
         return ResubQueue(nid, key, p.service_assoc, p.token_id), status.kind
 
     async def _pages(
@@ -286,7 +287,6 @@ class RedisSubscriptions:
                     if untied_only and value[TIED_AT:TIED_AT + 1] == b"1":
                         continue
                     item, kind = make(srv, server, r, value)
-                    self._r.put(srv, item.notifier_id, r)
                     if kinds is None or kind in kinds:
                         found.append(item)
             page += await self._of_active_tokens(found, token_active) if active_tokens_only and found else found

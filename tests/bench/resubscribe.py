@@ -72,11 +72,6 @@ class CountingStore:
     async def servers_with_subscriptions(self) -> list[SMPServer]:
         return await self._s.servers_with_subscriptions()
 
-    def iter_server_subscriptions(self, server: SMPServer, page_size: int = 900,
-                                  kinds: Collection[SubStatusKind] | None = None, active_tokens_only: bool = False,
-                                  untied_only: bool = False) -> AsyncIterator[list[SubscriptionRecord]]:
-        return self._s.iter_server_subscriptions(server, page_size, kinds, active_tokens_only, untied_only)
-
     def iter_server_queues(self, server: SMPServer, page_size: int = 900, untied_only: bool = False
                            ) -> AsyncIterator[list[ResubQueue]]:
         return self._s.iter_server_queues(server, page_size, untied_only)
