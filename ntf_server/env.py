@@ -48,7 +48,6 @@ from ntf_server.push.pipeline import HOUR_S, PushPipeline
 from ntf_server.push.policy import PolicySettings
 from ntf_server.store.activity import ActivityStore
 from ntf_server.store.atrest import load_or_create_store_key
-from ntf_server.store.budget import BudgetStore
 from ntf_server.store.census import CensusTaker
 from ntf_server.store.census_shared import SharedCensus
 from ntf_server.store.embedded import EmbeddedRedis
@@ -165,7 +164,8 @@ async def _redis(config: Config, role: WorkerRole | None,
     master = load_or_create_store_key(config.store.key_file)
     try:
         store = await RedisStore.connect(url, master, prefix=config.redis.key_prefix, retries=STORE_RETRIES,
-                                         max_connections=REDIS_POOL, cluster=config.redis.cluster)
+                                         max_connections=REDIS_POOL, cluster=config.redis.cluster,
+                                         shards=config.redis.shards)
     except StoreError as e:
         raise StartupError(f"cannot use Redis at {redact_url(url)}: {e}") from e
     stack.push_async_callback(store.close)
@@ -182,7 +182,7 @@ async def build(config: Config, role: WorkerRole | None, stats: Stats, apns: Apn
     sender = ApnsSender.for_apps(apns_apps(cfg), observer=apns.observe)
     stack.push_async_callback(sender.aclose)
     hidden = HiddenPushes(PolicyStore(store.dataset),
-                          PolicySettings.from_config(cfg.push), BudgetStore(store.dataset))
+                          PolicySettings.from_config(cfg.push), store.budgets())
     vrf_cap = VerificationCap(store.dataset, partial(store.dataset.a.index, b"vrf cap"),
                               cfg.push.verifications_per_hour, HOUR_S)  # in Redis: survives restarts
     # active tokens are counted by a keyed hash whose key derives from the store key (store/activity.py)
@@ -207,7 +207,7 @@ async def build(config: Config, role: WorkerRole | None, stats: Stats, apns: Apn
     leases.attach(pool)
     await leases.round()  # the servers free now, before the pool's start-up resubscription counts them
     sink = leases  # SNEW subscribes (or hands off to the owner), SDEL/TDEL/expiry forget
-    aliases = SubIdAliases(store.dataset)  # ids of an imported server
+    aliases = SubIdAliases(*store.datasets)  # ids of an imported server
     await aliases.load()
     handlers = NtfHandlers(store, push, stats, sink, pushable=sender.pushable, resolve_sub_id=aliases.resolve,
                            limits=HandlerLimits.of(cfg))
@@ -263,7 +263,7 @@ async def _admin_parts(env: Env, apns: ApnsMetrics, stack: AsyncExitStack) -> No
         await figures.start()
         stack.push_async_callback(figures.stop)
         return
-    census = env.census = CensusTaker(env.store.dataset)
+    census = env.census = env.store.census_taker()
     sc = cfg.subscriber  # the census is taken by one instance of the data set at a time, the others show it
     env.parts.append(Part("census", census_job(census, SharedCensus(env.store.dataset),
                                                env.store.leases, env.leases.instance, JobTiming(

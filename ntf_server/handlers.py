@@ -281,7 +281,7 @@ class NtfHandlers:
         except crypto.CryptoError:
             return P.Err(AUTH)
         rec = TokenRecord(
-            token_id=secrets.token_bytes(ID_BYTES),
+            token_id=self._store.new_token_id(cmd.token.provider, cmd.token.token),
             provider=cmd.token.provider,
             device_token=cmd.token.token,
             status=TokenStatus(TokenStatusKind.REGISTERED),

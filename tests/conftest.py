@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers.valkey_cluster import CLUSTER, ValkeyCluster, raw_client
+from helpers.valkey_cluster import CLUSTER, SHARDS, ValkeyCluster, raw_client
 
 from ntf_server.observability.logevents import set_strict
 from ntf_server.protocol.framing import SMP_CURRENT_VERSION, VersionRange
@@ -96,12 +96,12 @@ async def store(redis_url: str, store_key: bytes) -> AsyncIterator[RedisStore]:
     """A `RedisStore` with a fresh key prefix (so tests never see each other's data); its keys are
     removed and the connection pool closed afterwards."""
     s = await RedisStore.connect(redis_url, store_key, prefix=f"test:{secrets.token_hex(6)}:", buckets=TEST_BUCKETS,
-                                 cluster=CLUSTER)
+                                 cluster=CLUSTER, shards=SHARDS)
     yield s
     await s.close()
     client = raw_client(redis_url)
     try:
-        keys = [k async for k in client.scan_iter(match=s.prefix + "*", count=1000)]
+        keys = [k for d in s.datasets async for k in client.scan_iter(match=d.keys.prefix + "*", count=1000)]
         for i in range(0, len(keys), 500):
             await client.delete(*keys[i : i + 500])
     finally:
@@ -112,7 +112,7 @@ async def store(redis_url: str, store_key: bytes) -> AsyncIterator[RedisStore]:
 async def second_store(store: RedisStore, redis_url: str, store_key: bytes) -> AsyncIterator[RedisStore]:
     """A second instance on `store`'s data set: its own connection pool (instances racing; the keys go
     with `store`'s)."""
-    s = await RedisStore.connect(redis_url, store_key, prefix=store.prefix, cluster=CLUSTER)
+    s = await RedisStore.connect(redis_url, store_key, prefix=store.prefix, cluster=CLUSTER, shards=SHARDS)
     yield s
     await s.close()
 

@@ -11,7 +11,7 @@ from helpers.store_helpers import job_holder
 
 from ntf_server.jobs import JobTiming, LeasedJob, census_job
 from ntf_server.protocol.encoding import SMPServer
-from ntf_server.store.census import Census, CensusTaker
+from ntf_server.store.census import Census
 from ntf_server.store.census_shared import SharedCensus
 from ntf_server.store.leases import CENSUS_JOB, EXPIRY_JOB
 from ntf_server.store.redis import RedisStore
@@ -102,7 +102,7 @@ async def test_a_holder_that_lost_its_lease_cancels_its_run(store: RedisStore, s
 
 async def test_the_census_is_taken_by_the_holder_and_shown_by_the_others(
         store: RedisStore, second_store: RedisStore) -> None:
-    takers = [CensusTaker(s.dataset, duty=1.0) for s in (store, second_store)]
+    takers = [s.census_taker(duty=1.0) for s in (store, second_store)]
     jobs = [census_job(t, SharedCensus(s.dataset), s.leases, name, TIMING)
             for t, s, name in zip(takers, (store, second_store), "AB", strict=True)]
     tasks = [asyncio.create_task(jobs[0].run())]

@@ -87,13 +87,15 @@ class RedisConfig:
     url_env: str = setting("", "environment variable holding the URL instead (when it has a password)")
     key_prefix: str = setting("ntf:", "prefix of every key this server writes")
     cluster: bool = setting(False, "url names a node of a Redis/Valkey Cluster (README \"Cluster mode\")")
+    shards: int = setting(1, "slots the data set is spread over, fixed when it is created (README \"Cluster mode\")",
+                          min=1, max=256)
 
     def secret(self) -> Secret:
         return Secret("redis.url", None, self.url_env)
 
     def __repr__(self) -> str:  # a URL may carry a password: never show it
         return (f"RedisConfig(url={redact_url(self.url)!r}, url_env={self.url_env!r}, key_prefix={self.key_prefix!r}, "
-                f"cluster={self.cluster!r})")
+                f"cluster={self.cluster!r}, shards={self.shards!r})")
 
     def validate(self, path: str) -> None:
         if self.url and self.url_env:

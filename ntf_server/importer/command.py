@@ -25,7 +25,6 @@ from ntf_server.store.atrest import load_or_create_store_key
 from ntf_server.store.base import ServiceStore
 from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.store.errors import StoreError
-from ntf_server.store.importing import StoreImporter
 from ntf_server.store.redis import RedisStore
 
 
@@ -74,11 +73,12 @@ async def _write(config: Config, url: str, db: HaskellDb, progress: Progress, no
     master = load_or_create_store_key(config.store.key_file)
     try:
         # Checks the data set's store key and bucket count, as `start` does, before anything is written.
-        store = await RedisStore.connect(url, master, prefix=config.redis.key_prefix, cluster=config.redis.cluster)
+        store = await RedisStore.connect(url, master, prefix=config.redis.key_prefix, cluster=config.redis.cluster,
+                                         shards=config.redis.shards)
     except StoreError as e:
         raise ImportFailed(f"cannot use Redis at {redact_url(url)}: {e}") from e
     try:
-        target = StoreImporter(store.dataset)
+        target = store.importer()
         importer = Importer(db, target, progress, now)
         counts = await importer.run()
         for server, (creds, service_id) in importer.services.items():

@@ -118,6 +118,10 @@ class PushTokenStore(TokenStatusStore, TokenLookup, Protocol):
 class TokenStore(TokenStatusStore, TokenLookup, Protocol):
     """The token commands (§4.3–4.4); `get_token` costs the same whether or not the token exists."""
 
+    def new_token_id(self, provider: PushProvider, device_token: bytes) -> bytes:
+        """A fresh random id for a TNEW's token (a sharded store places it with the device's other
+        registrations: store/shards.py)."""
+        ...
     async def create_token(
         self, token: TokenRecord, now: float | None = None, max_per_device: int = 0
     ) -> TokenCreate: ...

@@ -129,6 +129,10 @@ class BudgetStore:
     def pending_key(self, tid: bytes) -> str:
         return self._k.token(tid) + ":dfr"
 
+    def due_key_of(self, tid: bytes) -> str:
+        """The due index holding the token's pending push (one per shard of a sharded data set)."""
+        return self.due_key
+
     async def due(self, now: float, limit: int = 100) -> list[bytes]:
         """Token ids whose pending push is due (read only: the claim decides who sends it)."""
         found = await self._d.call(self._d.r.zrangebyscore, self.due_key, "-inf", _f(now), 0, limit)

@@ -40,6 +40,8 @@ each waiting through the retries, until a background probe finds it again.
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 
 from ntf_server.policy_types import Budget
@@ -57,10 +59,13 @@ from ntf_server.store.base import (
     TokenCreate,
     TokenReplace,
 )
-from ntf_server.store.client import Client, cluster_prefix, make_client
+from ntf_server.store.budget import BudgetStore
+from ntf_server.store.census import DUTY, CensusTaker, Sleep
+from ntf_server.store.client import Client, make_client
 from ntf_server.store.dataset import DataSet
 from ntf_server.store.health import backoff_delays
-from ntf_server.store.keys import DEFAULT_BUCKETS, MAX_BUCKETS, Keys
+from ntf_server.store.importing import StoreImporter
+from ntf_server.store.keys import DEFAULT_BUCKETS, MAX_BUCKETS, TOKEN_ID_BYTES, Keys
 from ntf_server.store.leases import RedisLeases
 from ntf_server.store.notices import Claimed, Decided, ForRetry, PolicyChanged, RedisNotices
 from ntf_server.store.outbox import Cause, RedisOutbox
@@ -78,6 +83,7 @@ from ntf_server.store.records import (
 )
 from ntf_server.store.servers import ServerRegistry
 from ntf_server.store.services import RedisServices
+from ntf_server.store.shards import check_shards, shard_prefixes
 from ntf_server.store.subscriptions import RedisSubscriptions
 from ntf_server.store.tokens import RedisTokens
 from ntf_server.store.upgrade import authenticate_records
@@ -113,29 +119,38 @@ class RedisStore:
         connect_timeout_s: float = 2.0,
         command_timeout_s: float = 10.0,
         cluster: bool = False,
+        shards: int = 1,
     ) -> RedisStore:
         """`buckets` (per SMP server) is fixed when the data set is created: None means "what the data set
         uses", or DEFAULT_BUCKETS for a new one; a different explicit value is refused. The timeouts bound
         how long a call can hang on a Redis host that stopped answering (no call here blocks on purpose).
-        `cluster`: `url` names a node of a Redis/Valkey Cluster; the data set's keys then share one hash slot
-        (`prefix` becomes a hash tag, store/client.py)."""
+        `cluster`: `url` names a node of a Redis/Valkey Cluster; each shard's keys then share one hash slot
+        (`prefix` becomes a hash tag, store/client.py). `shards` (fixed when the data set is created): more than
+        one spreads the data set over that many slots (store/shards.py) and returns a `ShardedStore`."""
         plain = prefix
-        if cluster:
-            prefix = cluster_prefix(prefix)
-        client = make_client(url, cluster=cluster, retries=retries, max_connections=max_connections,
+        prefixes = shard_prefixes(prefix, shards, cluster=cluster)
+        # a sharded call may go to every shard at once: as many connections per call (per node in a cluster)
+        client = make_client(url, cluster=cluster, retries=retries, max_connections=max_connections * shards,
                              connect_timeout_s=connect_timeout_s, command_timeout_s=command_timeout_s)
-        store = cls(client, AtRest(master_key), prefix, buckets or DEFAULT_BUCKETS)
+        atrest = AtRest(master_key)
+        parts = [cls(client, atrest, p, buckets or DEFAULT_BUCKETS) for p in prefixes]
         try:
             if cluster:
-                await store._d.refuse_untagged(plain)
-            await store._d.check_meta(buckets)
-            await store._d.write_dummies()
-            await authenticate_records(store._d, store._tokens.codec)
-            await store._tokens.index_repeats()
+                await parts[0]._d.refuse_untagged(plain)
+            await check_shards(parts[0]._d, shards)
+            for part in parts:
+                await part._d.check_meta(buckets)
+                await part._d.write_dummies()
+                await authenticate_records(part._d, part._tokens.codec)
+                await part._tokens.index_repeats()
         except BaseException:
             await client.aclose()
             raise
-        return store
+        if shards == 1:
+            return parts[0]
+        from ntf_server.store.sharded import ShardedStore
+
+        return ShardedStore(parts)
 
     # ------------------------------------------------------------------ the data set, lifecycle
 
@@ -148,6 +163,32 @@ class RedisStore:
         keys are built: PolicyStore, BudgetStore, ActivityStore, CensusTaker, SharedCensus, SubIdAliases,
         VerificationCap."""
         return self._d
+
+    def budgets(self) -> BudgetStore:
+        """The budgets and pending pushes (push/policy.py's store), over every shard of the data set."""
+        return BudgetStore(self._d)
+
+    def census_taker(self, *, duty: float = DUTY, sleep: Sleep = asyncio.sleep) -> CensusTaker:
+        """The census of the whole data set (store/census.py)."""
+        return CensusTaker(self._d, duty=duty, sleep=sleep)
+
+    @property
+    def shards(self) -> tuple[RedisStore, ...]:
+        """The shards of the data set, each a store of the one-slot layout (store/shards.py): this one alone."""
+        return (self,)
+
+    def shard(self, token_id: bytes) -> RedisStore:
+        """The shard holding a token's keys."""
+        return self
+
+    @property
+    def datasets(self) -> list[DataSet]:
+        """Every shard's data set, the home's first (one on a data set of one shard)."""
+        return [self._d]
+
+    def importer(self) -> StoreImporter:
+        """What `import-simplex` writes with (store/importing.py)."""
+        return StoreImporter(self._d)
 
     @property
     def client(self) -> Client:
@@ -190,6 +231,9 @@ class RedisStore:
     async def create_token(self, token: TokenRecord, now: float | None = None,
                            max_per_device: int = 0) -> TokenCreate:
         return await self._tokens.create_token(token, now, max_per_device)
+
+    def new_token_id(self, provider: PushProvider, device_token: bytes) -> bytes:
+        return secrets.token_bytes(TOKEN_ID_BYTES)
 
     async def get_token(self, token_id: bytes) -> TokenRecord | None:
         return await self._tokens.get_token(token_id)

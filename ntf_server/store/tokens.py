@@ -90,6 +90,21 @@ class RedisTokens:
         same = t.provider is provider and t.device_token == device_token and t.verify_key == verify_key
         return t if same else None
 
+    async def device_registrations(self, provider: PushProvider, device_token: bytes) -> int:
+        """How many registrations the device token has here (a sharded store adds those of its other shards
+        to a TNEW's cap: store/sharded.py)."""
+        return int(await self._d.call(self._d.r.hlen, self._d.keys.dt_index(self.codec.dt_index(provider,
+                                                                                              device_token))))
+
+    async def delete_device(self, provider: PushProvider, device_token: bytes) -> list[RemovedSub]:
+        """Delete every registration of the device token here, with their subscriptions (a sharded store's
+        TVFY, in the shards other than the verified token's)."""
+        tids = await self._d.call(self._d.r.hkeys, self._d.keys.dt_index(self.codec.dt_index(provider, device_token)))
+        removed: list[RemovedSub] = []
+        for tid in tids:
+            removed += (await self.delete_token(bytes(tid)))[1]
+        return removed
+
     @staticmethod
     def _repeat_field(x: str | bytes, vh: bytes) -> bytes:
         """The `P tv` field of a registration (as scripts.py writes it: x ‖ ':' ‖ vh)."""

@@ -48,7 +48,6 @@ from ntf_server.push.budget import HiddenPushes
 from ntf_server.push.pipeline import PushPipeline
 from ntf_server.push.policy import PolicySettings
 from ntf_server.sim.smp_load import seeded_queue
-from ntf_server.store.budget import BudgetStore
 from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.store.policy import PolicyStore
 from ntf_server.store.records import TokenRecord
@@ -87,7 +86,7 @@ async def ntf_side(url: str, master: bytes, prefix: str, port: int, ca_file: str
     sender = ApnsSender(ApnsClient(apps), apps)
     # --policy: the push policy on (one budget decision per notice inside the batch script), as the server wires it
     settings = PolicySettings.from_json(json.loads(policy or '{"hidden_per_hour": 0}'))
-    hidden = HiddenPushes(PolicyStore(store.dataset), settings, BudgetStore(store.dataset))
+    hidden = HiddenPushes(PolicyStore(store.dataset), settings, store.budgets())
     push = PushPipeline(store, sender, stats, hidden)
     pool = SubscriberPool(store, push, stats)
     async with asyncio.TaskGroup() as tg:

@@ -53,7 +53,8 @@ async def test_the_server_survives_a_primary_killed_under_it(cluster_env: Env, o
     device = app.device_token.token.decode()
     await _push_one(env, nid, device, 1_700_000_000_000)
 
-    primary, replica = own_cluster.owner_of("{" + env.config.redis.key_prefix + "}meta")
+    # the primary of the token's slot (one-shard: the data set's only one; sharded: its token's shard's)
+    primary, replica = own_cluster.owner_of(server.store.shard(app.token_id).prefix + "meta")
     own_cluster.kill(primary)
     answers = []
     async with asyncio.timeout(RECOVER_WITHIN_S):  # ERR STORE while the slot has no primary, then OK again

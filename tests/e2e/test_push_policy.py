@@ -241,10 +241,10 @@ async def test_a_deferred_push_is_not_sent_to_a_token_deleted_meanwhile(env: Env
     assert server.push.hidden is not None
     budgets, redis = server.push.hidden.budgets, server.store.client
     tid = burst.app.token_id
-    assert await redis.exists(budgets.pending_key(tid)) and await redis.zscore(budgets.due_key, tid) is not None
+    assert await redis.exists(budgets.pending_key(tid)) and await redis.zscore(budgets.due_key_of(tid), tid) is not None
     assert await burst.app.token_command(client, P.TDel()) == P.Ok()
     # TDEL removes the pending push with the token (it used to stay until the scheduler found it stale)
-    assert not await redis.exists(budgets.pending_key(tid)) and await redis.zscore(budgets.due_key, tid) is None
+    assert not await redis.exists(budgets.pending_key(tid)) and await redis.zscore(budgets.due_key_of(tid), tid) is None
     clock.now = T0 + 1200
     await no_more_pushes(env, burst.device, 0.5)
     assert (server.stats["ntf_deferred"], server.stats["ntf_deferred_sent"]) == (1, 0)

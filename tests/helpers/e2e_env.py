@@ -14,7 +14,7 @@ from typing import Any
 
 from apns.jwt import generate_test_key
 from apns.simulator import ApnsSimulator, SimulatorKey
-from helpers.valkey_cluster import CLUSTER
+from helpers.valkey_cluster import CLUSTER, SHARDS
 from ntf_server import cli
 from ntf_server.config import Config, load_config
 from ntf_server.protocol import ntf as P
@@ -99,7 +99,8 @@ def init_config(directory: Path, redis_url: str, sim: ApnsSimulator, p8: Path, k
     )
     return dataclasses.replace(
         cfg,
-        redis=dataclasses.replace(cfg.redis, url=redis_url, key_prefix=f"e2e:{secrets.token_hex(6)}:", cluster=cluster),
+        redis=dataclasses.replace(cfg.redis, url=redis_url, key_prefix=f"e2e:{secrets.token_hex(6)}:", cluster=cluster,
+                                   shards=SHARDS),
         apns=dataclasses.replace(cfg.apns, test=test_env),
         server=dataclasses.replace(cfg.server, port=0, bind="127.0.0.1", handshake_timeout_s=5.0,
                                    block_read_timeout_s=2.0),

@@ -66,57 +66,64 @@ def notifier_key() -> bytes:
 
 
 async def check_invariants(store: RedisStore, url: str) -> dict[str, int]:
-    """Every index points at a record and every record is indexed; counters equal what is there."""
-    p = store.prefix
+    """Every index points at a record and every record is indexed; counters equal what is there (in each
+    shard: each is a whole data set of the one-shard layout, store/shards.py)."""
     c = raw_client(url)
+    total: Counter[str] = Counter()
     try:
-        keys = [k.decode() async for k in c.scan_iter(match=p + "*", count=1000)]
-        tokens = {k for k in keys if k.startswith(p + "t{") and k.endswith("}")}
-        tids = {bytes.fromhex(k[len(p) + 2 : -1]) for k in tokens}
-        records: dict[tuple[int, bytes], bytes] = {}
-        for k in keys:
-            if k.startswith(p + "s:"):
-                n = int(k[len(p) + 2 :].split(":")[0])
-                for r, v in (await c.hgetall(k)).items():
-                    records[(n, r)] = v
-        ln_total = 0
-        for tk in tokens:
-            tid = bytes.fromhex(tk[len(p) + 2 : -1])
-            h = await c.hgetall(tk)
-            assert await c.hexists(p + "dt:" + h[b"x"].decode(), tid), "token missing from its device index"
-            assert await c.zscore(p + "used", tid) is not None, "token missing from used set"
-            subs = await c.hgetall(tk + ":subs")
-            for sid, n in subs.items():
-                rec = records.get((int(n), sid[:20]))
-                assert rec is not None and rec[:24] == tid, "token lists a subscription that is not there"
-            ln = await c.hkeys(tk + ":ln")
-            assert set(ln) <= set(subs), "last notification of a missing subscription"
-            assert len(ln) <= 6
-            ln_total += len(ln)
-        for k in keys:
-            if k.startswith(p + "dt:"):
-                for tid in await c.hkeys(k):
-                    assert tid in tids, "device index points at a missing token"
-        for z in ("used", "cron", "unv"):
-            for tid in await c.zrange(p + z, 0, -1):
-                assert tid in tids, f"{z} set points at a missing token"
-        for tid in await c.zrange(p + "unv", 0, -1):
-            assert await c.hget(p + "t{" + tid.hex() + "}", "st") != b"ACTIVE", "verified token in unv set"
-        per_server: Counter[int] = Counter()
-        for (n, r), v in records.items():
-            assert v[:24] in tids, "subscription of a missing token"
-            sid = r + (n ^ int.from_bytes(store._a.sid_mask(r), "big")).to_bytes(4, "big")
-            assert await c.hget(p + "t{" + v[:24].hex() + "}:subs", sid) == str(n).encode(), (
-                "subscription not indexed by its token"
-            )
-            per_server[n] += 1
-        assert int(await c.get(p + "n:sub") or 0) == len(records), "subscription counter drifted"
-        assert int(await c.get(p + "n:ln") or 0) == ln_total, "last-notification counter drifted"
-        counts = {int(n): int(v) for n, v in (await c.hgetall(p + "srv:count")).items()}
-        assert {n: v for n, v in counts.items() if v} == dict(per_server), "per-server counts drifted"
-        return {"tokens": len(tids), "subscriptions": len(records), "last_notifications": ln_total}
+        for d in store.datasets:
+            total.update(await _check_shard(store, d.keys.prefix, c))
     finally:
         await c.aclose()
+    return dict(total)
+
+
+async def _check_shard(store: RedisStore, p: str, c: Any) -> dict[str, int]:
+    keys = [k.decode() async for k in c.scan_iter(match=p + "*", count=1000)]
+    tokens = {k for k in keys if k.startswith(p + "t{") and k.endswith("}")}
+    tids = {bytes.fromhex(k[len(p) + 2 : -1]) for k in tokens}
+    records: dict[tuple[int, bytes], bytes] = {}
+    for k in keys:
+        if k.startswith(p + "s:"):
+            n = int(k[len(p) + 2 :].split(":")[0])
+            for r, v in (await c.hgetall(k)).items():
+                records[(n, r)] = v
+    ln_total = 0
+    for tk in tokens:
+        tid = bytes.fromhex(tk[len(p) + 2 : -1])
+        h = await c.hgetall(tk)
+        assert await c.hexists(p + "dt:" + h[b"x"].decode(), tid), "token missing from its device index"
+        assert await c.zscore(p + "used", tid) is not None, "token missing from used set"
+        subs = await c.hgetall(tk + ":subs")
+        for sid, n in subs.items():
+            rec = records.get((int(n), sid[:20]))
+            assert rec is not None and rec[:24] == tid, "token lists a subscription that is not there"
+        ln = await c.hkeys(tk + ":ln")
+        assert set(ln) <= set(subs), "last notification of a missing subscription"
+        assert len(ln) <= 6
+        ln_total += len(ln)
+    for k in keys:
+        if k.startswith(p + "dt:"):
+            for tid in await c.hkeys(k):
+                assert tid in tids, "device index points at a missing token"
+    for z in ("used", "cron", "unv"):
+        for tid in await c.zrange(p + z, 0, -1):
+            assert tid in tids, f"{z} set points at a missing token"
+    for tid in await c.zrange(p + "unv", 0, -1):
+        assert await c.hget(p + "t{" + tid.hex() + "}", "st") != b"ACTIVE", "verified token in unv set"
+    per_server: Counter[int] = Counter()
+    for (n, r), v in records.items():
+        assert v[:24] in tids, "subscription of a missing token"
+        sid = r + (n ^ int.from_bytes(store._a.sid_mask(r), "big")).to_bytes(4, "big")
+        assert await c.hget(p + "t{" + v[:24].hex() + "}:subs", sid) == str(n).encode(), (
+            "subscription not indexed by its token"
+        )
+        per_server[n] += 1
+    assert int(await c.get(p + "n:sub") or 0) == len(records), "subscription counter drifted"
+    assert int(await c.get(p + "n:ln") or 0) == ln_total, "last-notification counter drifted"
+    counts = {int(n): int(v) for n, v in (await c.hgetall(p + "srv:count")).items()}
+    assert {n: v for n, v in counts.items() if v} == dict(per_server), "per-server counts drifted"
+    return {"tokens": len(tids), "subscriptions": len(records), "last_notifications": ln_total}
 
 
 # ---------------------------------------------------------------- notices (store/notices.py), in parity mode
@@ -166,17 +173,20 @@ def dataset_of(client: Client, prefix: str, buckets: int = DEFAULT_BUCKETS) -> D
 
 async def find_subscription(store: RedisStore, server: SMPServer, notifier_id: bytes) -> SubscriptionRecord | None:
     """The subscription of (SMP server, notifier id), as SNEW would find it."""
-    d, server = store.dataset, server.normalized()
-    srv = await ServerRegistry(d).number(server, create=False)
-    if srv is None:
-        return None
-    return await store.get_subscription(make_sub_id(d.a, sub_r(d.a, server, notifier_id), srv))
+    server = server.normalized()
+    for d in store.datasets:  # each shard numbers servers its own way (store/shards.py)
+        srv = await ServerRegistry(d).number(server, create=False)
+        if srv is not None and (sub := await store.get_subscription(make_sub_id(d.a, sub_r(d.a, server, notifier_id),
+                                                                                 srv))) is not None:
+            return sub
+    return None
 
 
 async def find_tokens(store: RedisStore, provider: PushProvider, device_token: bytes) -> list[TokenRecord]:
     """Every registration of a device token (the device-token index, then each record)."""
-    d = store.dataset
-    tids: list[bytes] = sorted(await d.r.hkeys(d.keys.dt_index(TokenCodec(d.a).dt_index(provider, device_token))))
+    tids: list[bytes] = sorted([tid for d in store.datasets
+                                for tid in await d.r.hkeys(d.keys.dt_index(TokenCodec(d.a).dt_index(provider,
+                                                                                                   device_token)))])
     found = [t for t in [await store.get_token(tid) for tid in tids] if t is not None]
     return [t for t in found if t.provider is provider and t.device_token == device_token]
 
@@ -189,4 +199,4 @@ async def job_holder(store: RedisStore, job: str) -> str | None:
 
 async def pending_count(store: RedisStore) -> int:
     """How many tokens have a deferred push pending (budget.py ``dfr``)."""
-    return int(await store.client.zcard(store.dataset.keys.g("dfr")))
+    return sum([int(await store.client.zcard(d.keys.g("dfr"))) for d in store.datasets])

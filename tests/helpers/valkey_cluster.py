@@ -28,6 +28,8 @@ from ntf_server.store.embedded import find_server_binary
 
 # NTF_TEST_REDIS_CLUSTER=1: the session's Redis is such a cluster (tests/conftest.py `redis_url`, `store`).
 CLUSTER: Final = os.environ.get("NTF_TEST_REDIS_CLUSTER") == "1"
+# NTF_TEST_SHARDS=N: the tests' data sets have N shards (README "Cluster mode"; store/shards.py).
+SHARDS: Final = int(os.environ.get("NTF_TEST_SHARDS", "1"))
 SLOTS: Final = 16384
 NODE_TIMEOUT_MS: Final = 1500
 
@@ -244,3 +246,5 @@ def _role(n: Node) -> str:
 # A test that reads the files of the session's one Redis has no cluster equivalent (a fault proxy in front
 # of it skips itself: store/fault_proxy.py; the cluster's own failure is tests/store/test_cluster.py's).
 single_redis_only = pytest.mark.skipif(CLUSTER, reason="reads the files of the session's one Redis")
+# A test that reads or writes the one-shard layout's keys behind the store's back.
+one_shard_only = pytest.mark.skipif(SHARDS > 1, reason="reads the keys of a one-shard data set (NTF_TEST_SHARDS)")

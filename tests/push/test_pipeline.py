@@ -27,7 +27,6 @@ from ntf_server.push.outcomes import Delivered, Outcome, RetryLater
 from ntf_server.push.pipeline import PushPipeline
 from ntf_server.push.policy import PolicySettings
 from ntf_server.push.retry import NO_WAIT
-from ntf_server.store.budget import BudgetStore
 from ntf_server.store.policy import PolicyStore
 from ntf_server.store.records import Notice, PushProvider, TokenRecord
 from ntf_server.store.redis import RedisStore
@@ -99,7 +98,7 @@ def notices(srv: SMPServer, nids: list[bytes], n: int, start_ms: int = 1_700_000
 
 
 def pipeline(store: RedisStore, apns: Apns, **settings: object) -> PushPipeline:
-    hidden = HiddenPushes(PolicyStore(store.dataset), PARITY, BudgetStore(store.dataset),
+    hidden = HiddenPushes(PolicyStore(store.dataset), PARITY, store.budgets(),
                           clock=lambda: NOW)
     s = replace(PipelineSettings(backoff=NO_WAIT, retry_scan_s=0.05), **settings)  # type: ignore[arg-type]
     return PushPipeline(store, apns, Stats(), hidden, settings=s)

@@ -8,11 +8,12 @@ import os
 import random
 from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 import redis.asyncio
 from helpers.store_helpers import NOW, dataset_of, device_token, notifier_key, pending_count, server, token
-from helpers.valkey_cluster import CLUSTER, raw_client
+from helpers.valkey_cluster import CLUSTER, SHARDS, raw_client
 
 from ntf_server.config import Overflow
 from ntf_server.push.policy import (
@@ -34,13 +35,14 @@ from ntf_server.store.redis import RedisStore
 
 @pytest.fixture
 async def budgets(store: RedisStore) -> BudgetStore:
-    return BudgetStore(store.dataset)
+    return store.budgets()
 
 
 @pytest.fixture
 async def other(store: RedisStore, redis_url: str, store_key: bytes) -> AsyncIterator[RedisStore]:
     """A second connection pool on the same data set, as a second server process has."""
-    o = await RedisStore.connect(redis_url, store_key, prefix=store.prefix, buckets=store.buckets, cluster=CLUSTER)
+    o = await RedisStore.connect(redis_url, store_key, prefix=store.prefix, buckets=store.buckets,
+                                 cluster=CLUSTER, shards=SHARDS)
     yield o
     await o.close()
 
@@ -52,8 +54,13 @@ async def other_client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
     await c.aclose()
 
 
+def placed(store: RedisStore, t: TokenRecord) -> TokenRecord:
+    """``t`` with an id as TNEW makes it (in a sharded store, in its device token's shard)."""
+    return replace(t, token_id=store.new_token_id(t.provider, t.device_token))
+
+
 async def new_token(store: RedisStore, dt: bytes | None = None) -> TokenRecord:
-    t = token(dt)
+    t = placed(store, token(dt))
     await store.create_token(t)
     await store.activate_token(t.token_id)
     await store.create_subscription(t.token_id, server(1), t.token_id, notifier_key())
@@ -112,7 +119,7 @@ async def test_two_instances_hammering_one_device_token_never_exceed_its_budget(
     by two instances at once: one budget, whichever registration and whichever process."""
     dt = device_token()
     a = await new_token(store, dt)
-    c = token(dt)
+    c = placed(store, token(dt))
     await store.create_token(c)
     await store.set_token_status(c.token_id, TOKEN_ACTIVE)  # without activate_token, which would delete a
     await store.create_subscription(c.token_id, server(1), c.token_id, notifier_key())
@@ -177,7 +184,7 @@ async def test_budget_keys_expire_and_show_no_device_token(store: RedisStore, bu
         await message(store, tok, b, NOW + i)
     c = raw_client(redis_url)
     try:
-        keys = [k async for k in c.scan_iter(match=store.prefix + "b:*")]
+        keys = [k for d in store.datasets async for k in c.scan_iter(match=d.keys.prefix + "b:*")]
         assert len(keys) == 1
         assert 3598 + KEEP_S - 2 <= await c.ttl(keys[0]) <= 3598 + KEEP_S  # tat NOW+3600, last push at NOW+2
         dump = keys[0] + b"".join(v for kv in (await c.hgetall(keys[0])).items() for v in kv)

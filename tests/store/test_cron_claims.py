@@ -15,7 +15,6 @@ from ntf_server.push.budget import HiddenPushes
 from ntf_server.push.cron import CronPushes
 from ntf_server.push.model import Push
 from ntf_server.push.policy import PolicySettings
-from ntf_server.store.budget import BudgetStore
 from ntf_server.store.policy import PolicyStore
 from ntf_server.store.records import TokenRecord
 from ntf_server.store.redis import RedisStore
@@ -36,7 +35,7 @@ async def cron_token(store: RedisStore) -> TokenRecord:
 def instance(store: RedisStore, sent: list[str], name: str, clock: Callable[[], float],
              policy: dict[str, float]) -> CronPushes:
     hidden = HiddenPushes(PolicyStore(store.dataset), PolicySettings.from_json(policy),
-                          BudgetStore(store.dataset), clock=clock)
+                          store.budgets(), clock=clock)
 
     async def submit(push: Push) -> None:
         sent.append(name)
@@ -65,7 +64,7 @@ async def test_a_periodic_push_whose_sender_died_is_sent_again_after_the_lease(
     sent: list[str] = []
     policy = {"hidden_per_hour": 3}
     hidden = HiddenPushes(PolicyStore(store.dataset), PolicySettings.from_json(policy),
-                          BudgetStore(store.dataset), clock=lambda: now[0])
+                          store.budgets(), clock=lambda: now[0])
 
     async def dies(push: Push) -> None:  # decided and claimed, then killed before it confirmed anything
         sent.append("a")
@@ -79,7 +78,8 @@ async def test_a_periodic_push_whose_sender_died_is_sent_again_after_the_lease(
         pass
     assert await b.run_once() == 1 and sent == ["a"]  # claimed by the dead one: not yet
     now[0] += LEASE_S + 1
-    await store.client.delete(store.prefix + f"t{{{tok.token_id.hex()}}}:crc")  # the lease ran out (PX: Redis's clock)
+    # the lease ran out (PX: Redis's clock)
+    await store.client.delete(store.shard(tok.token_id).prefix + f"t{{{tok.token_id.hex()}}}:crc")
     await b.run_once()
     assert sent == ["a", "b"]  # sent again: never lost (the dead one's may have reached APNs: at least once)
     await b.run_once()

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 from helpers.store_helpers import notifier_key, server, token
-from helpers.valkey_cluster import CLUSTER, raw_client
+from helpers.valkey_cluster import CLUSTER, SHARDS, one_shard_only, raw_client
 
 from ntf_server.store.atrest import AtRest
 from ntf_server.store.base import TokenReplace
@@ -29,6 +29,7 @@ async def populated(store: RedisStore) -> tuple[TokenRecord, TokenRecord, Subscr
     return a, b, sub
 
 
+@one_shard_only
 @pytest.mark.parametrize("field", ["vk", "dhp", "vh", "st", "p", "x"])
 async def test_a_token_field_changed_in_redis_fails_the_read(store: RedisStore, redis_url: str, field: str) -> None:
     a, b, _ = await populated(store)
@@ -42,6 +43,7 @@ async def test_a_token_field_changed_in_redis_fails_the_read(store: RedisStore, 
     assert await store.get_token(b.token_id) == b  # the others are untouched
 
 
+@one_shard_only
 async def test_a_subscription_moved_to_another_token_fails_the_read(store: RedisStore, redis_url: str) -> None:
     _, b, sub = await populated(store)
     c = raw_client(redis_url)
@@ -85,6 +87,7 @@ def reseal_legacy(a: AtRest, r: bytes, value: bytes) -> bytes:
     return pack_sub(PackedSub(pk.token_id, pk.service_assoc, pk.status, a.seal(plain, legacy_aad(r))))
 
 
+@one_shard_only
 async def test_a_data_set_from_before_is_upgraded_at_connect(
     store: RedisStore, redis_url: str, store_key: bytes
 ) -> None:
@@ -92,7 +95,7 @@ async def test_a_data_set_from_before_is_upgraded_at_connect(
     await legacy(store, redis_url, AtRest(store_key))
     with pytest.raises(StoreError):
         await store.get_token(a.token_id)  # what this version makes of it unless upgraded
-    again = await RedisStore.connect(redis_url, store_key, prefix=store.prefix, cluster=CLUSTER)
+    again = await RedisStore.connect(redis_url, store_key, prefix=store.prefix, cluster=CLUSTER, shards=SHARDS)
     try:
         reads: list[Callable[[], Awaitable[object]]] = [
             lambda: again.get_token(a.token_id), lambda: again.get_token(b.token_id),

@@ -29,7 +29,7 @@ async def with_subscriptions(store: RedisStore, *servers: SMPServer) -> list[byt
 
 
 async def number(store: RedisStore, s: SMPServer) -> int:
-    n = await store._servers.number(s, create=False)
+    n = await store._servers.number(s, create=True)  # a sharded store's home numbers it when asked
     assert n is not None
     return n
 

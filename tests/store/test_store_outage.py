@@ -17,8 +17,7 @@ from helpers.fault_proxy import FaultProxy
 
 from ntf_server.policy_types import Budget, PolicySettings
 from ntf_server.store.activity import ActivityStore
-from ntf_server.store.budget import BudgetStore
-from ntf_server.store.census import Census, CensusTaker
+from ntf_server.store.census import Census
 from ntf_server.store.census_shared import SharedCensus
 from ntf_server.store.errors import StoreUnavailable
 from ntf_server.store.policy import PolicyStore
@@ -56,14 +55,14 @@ OPS: dict[str, Op] = {
     "policy.current": lambda s: PolicyStore(s.dataset).current(),
     "policy.put": lambda s: PolicyStore(s.dataset).put(PolicySettings(Budget(0, 1))),
     "policy.clear": lambda s: PolicyStore(s.dataset).clear(),
-    "budget.due": lambda s: BudgetStore(s.dataset).due(NOW),
-    "budget.next_due": lambda s: BudgetStore(s.dataset).next_due(),
-    "budget.done": lambda s: BudgetStore(s.dataset).done(TID),
-    "budget.cron": lambda s: BudgetStore(s.dataset).cron(TID, Budget(3, 3), NOW, 1200.0),
-    "budget.cron_done": lambda s: BudgetStore(s.dataset).cron_done(TID, "me"),
+    "budget.due": lambda s: s.budgets().due(NOW),
+    "budget.next_due": lambda s: s.budgets().next_due(),
+    "budget.done": lambda s: s.budgets().done(TID),
+    "budget.cron": lambda s: s.budgets().cron(TID, Budget(3, 3), NOW, 1200.0),
+    "budget.cron_done": lambda s: s.budgets().cron_done(TID, "me"),
     "activity.flush": _activity_flush,
     "activity.counts": lambda s: ActivityStore(s.dataset, secrets.token_bytes(32)).counts(),
-    "census.take": lambda s: CensusTaker(s.dataset, sleep=no_sleep).take(),
+    "census.take": lambda s: s.census_taker(sleep=no_sleep).take(),
     "shared_census.latest": lambda s: SharedCensus(s.dataset).latest(),
     "shared_census.publish": lambda s: SharedCensus(s.dataset).publish(EMPTY_CENSUS, 1, "me"),
     "aliases.load": lambda s: SubIdAliases(s.dataset).load(),

@@ -16,7 +16,7 @@ from helpers.store_helpers import (
     server,
     token,
 )
-from helpers.valkey_cluster import CLUSTER
+from helpers.valkey_cluster import CLUSTER, SHARDS
 
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.store.base import StoreCounts, SubCreate
@@ -85,7 +85,7 @@ async def test_verification_lookups(store: RedisStore, redis_url: str, store_key
     assert await store.servers_with_subscriptions() == [server(1)]
     await check_invariants(store, redis_url)
     # a fresh process (empty server cache) finds the same through the registry
-    again = await RedisStore.connect(redis_url, store_key, prefix=store.prefix, cluster=CLUSTER)
+    again = await RedisStore.connect(redis_url, store_key, prefix=store.prefix, cluster=CLUSTER, shards=SHARDS)
     try:
         assert await again.subscription_and_token(sub.sub_id) == (sub, t)
     finally:
@@ -256,7 +256,8 @@ async def test_a_second_store_instance_sees_the_same_data(store: RedisStore, red
     """Server numbers are cached per process; another process (scale-out) must agree on them."""
     t = await active_token(store)
     _, sub = await store.create_subscription(t.token_id, server(5), b"N" * 24, notifier_key())
-    other = await RedisStore.connect(redis_url, store_key, prefix=store.prefix, buckets=store.buckets, cluster=CLUSTER)
+    other = await RedisStore.connect(redis_url, store_key, prefix=store.prefix, buckets=store.buckets,
+                                 cluster=CLUSTER, shards=SHARDS)
     try:
         assert await other.get_subscription(sub.sub_id) == sub  # type: ignore[union-attr]
         assert await find_subscription(other, server(5), b"N" * 24) == sub

@@ -16,7 +16,7 @@ from helpers.store_helpers import (
     server,
     token,
 )
-from helpers.valkey_cluster import CLUSTER, raw_client
+from helpers.valkey_cluster import CLUSTER, SHARDS, raw_client
 
 from ntf_server.store.base import TokenCreate, TokenReplace
 from ntf_server.store.records import (
@@ -245,11 +245,12 @@ async def test_a_data_set_from_before_the_repeat_index_is_indexed_at_connect(
     for t in tokens:
         await store.create_token(t)
     c = raw_client(redis_url)
-    await c.delete(store.prefix + "tv")  # as the code before issue 16.2 left it
-    await c.hdel(store.prefix + "meta", "tv")
+    for d in store.datasets:
+        await c.delete(d.keys.prefix + "tv")  # as the code before issue 16.2 left it
+        await c.hdel(d.keys.prefix + "meta", "tv")
     await c.aclose()
     assert await store.find_token(tokens[0].provider, tokens[0].device_token, tokens[0].verify_key) is None
-    again = await RedisStore.connect(redis_url, store_key, prefix=store.prefix, cluster=CLUSTER)
+    again = await RedisStore.connect(redis_url, store_key, prefix=store.prefix, cluster=CLUSTER, shards=SHARDS)
     try:
         for t in tokens:
             assert await again.find_token(t.provider, t.device_token, t.verify_key) == t

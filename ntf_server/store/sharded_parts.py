@@ -1,0 +1,267 @@
+"""The parts of a sharded store beside `ShardedStore` (store/sharded.py): the outbox, the budgets and the census
+of every shard as one, and the leases (kept in the home shard) with their copies in the other shards.
+
+- Outbox ids are the shard's own ids made global: ``local * N + shard`` (`global_id`), so an id names its
+  shard and acknowledgements go straight to it.
+- A lease lives in the home shard (store/leases.py). The status writes of an SMP server's subscriptions
+  (SET_SUB_STATUS) compare a lease in their own shard, so the holder keeps a *copy* there under that shard's
+  number of the server, written when it acquires and each time it renews, with the same expiry, and removed
+  when it releases. A copy is only ever replaced by one of a later fencing token (`MIRROR`), so a late
+  renewal of a former owner cannot overwrite its successor's; a former owner whose lease expired finds its
+  copies expired too, and its writes are refused in every shard as in the home.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Final
+
+from ntf_server.policy_types import Budget, CronDecision
+from ntf_server.protocol.encoding import SMPServer
+from ntf_server.store.budget import BudgetStore
+from ntf_server.store.census import Census, CensusTaker
+from ntf_server.store.leases import RELEASE, Lease, RedisLeases, ServerLease, _ms
+from ntf_server.store.outbox import Cause, OutboxEntry, PushKindCode, RedisOutbox
+from ntf_server.store.shards import shard_of
+
+if TYPE_CHECKING:
+    from ntf_server.store.redis import RedisStore
+
+# ARGV: P NB ttl_ms n token instance [...] -> copies written (a copy of a greater token is kept)
+MIRROR: Final = r"""
+local P = ARGV[1]
+local n = 0
+for i = 4, #ARGV, 3 do
+  local k = P .. 'ls:' .. ARGV[i]
+  local v = redis.call('GET', k)
+  local cur = v and tonumber(string.match(v, '^%d+')) or 0
+  if tonumber(ARGV[i + 1]) >= cur then
+    redis.call('SET', k, ARGV[i + 1] .. ' ' .. ARGV[i + 2], 'PX', ARGV[3])
+    n = n + 1
+  end
+end
+return n
+"""
+
+
+def global_id(local: int, shard: int, shards: int) -> int:
+    return local * shards + shard
+
+
+def _split(ids: Sequence[int], shards: int) -> list[list[int]]:
+    out: list[list[int]] = [[] for _ in range(shards)]
+    for g in ids:
+        out[g % shards].append(g // shards)
+    return out
+
+
+class ShardedOutbox(RedisOutbox):
+    def __init__(self, shards: Sequence[RedisOutbox]) -> None:
+        self._s = tuple(shards)
+        self._n = len(shards)
+
+    def __repr__(self) -> str:
+        return f"<ShardedOutbox {self._n} shards>"
+
+    async def add(self, kind: PushKindCode, token_id: bytes, first_at: float, due: float, tries: int,
+                  cause: Cause | None = None) -> int:
+        k = shard_of(token_id, self._n)
+        return global_id(await self._s[k].add(kind, token_id, first_at, due, tries, cause), k, self._n)
+
+    async def ack(self, ids: Sequence[int]) -> int:
+        return sum(await asyncio.gather(*(s.ack(g) for s, g in zip(self._s, _split(ids, self._n), strict=True))))
+
+    async def retry(self, id_: int, due: float, tries: int) -> bool:
+        return await self._s[id_ % self._n].retry(id_ // self._n, due, tries)
+
+    async def claim(self, now: float, lease_s: float, limit: int) -> list[OutboxEntry]:
+        each = await asyncio.gather(*(s.claim(now, lease_s, limit) for s in self._s))
+        return [replace(e, id=global_id(e.id, k, self._n)) for k, entries in enumerate(each) for e in entries]
+
+    async def extend(self, ids: Sequence[int], due: float) -> int:
+        return sum(await asyncio.gather(*(s.extend(g, due) for s, g in zip(self._s, _split(ids, self._n),
+                                                                             strict=True))))
+
+    async def release(self, ids: Sequence[int], now: float) -> int:
+        return sum(await asyncio.gather(*(s.release(g, now) for s, g in zip(self._s, _split(ids, self._n),
+                                                                             strict=True))))
+
+    async def count(self) -> int:
+        return sum(await asyncio.gather(*(s.count() for s in self._s)))
+
+    async def next_due(self) -> float | None:
+        due = [d for d in await asyncio.gather(*(s.next_due() for s in self._s)) if d is not None]
+        return min(due) if due else None
+
+
+class ShardedBudgets(BudgetStore):
+    """Budgets and pending pushes live with their token: each call goes to the token's shard; the due index
+    is read in every shard."""
+
+    def __init__(self, shards: Sequence[BudgetStore]) -> None:
+        self._s = tuple(shards)
+        self._n = len(shards)
+
+    def __repr__(self) -> str:
+        return f"<ShardedBudgets {self._n} shards>"
+
+    def pending_key(self, tid: bytes) -> str:
+        return self._s[shard_of(tid, self._n)].pending_key(tid)
+
+    def due_key_of(self, tid: bytes) -> str:
+        return self._s[shard_of(tid, self._n)].due_key
+
+    async def due(self, now: float, limit: int = 100) -> list[bytes]:
+        each = await asyncio.gather(*(s.due(now, limit) for s in self._s))
+        return [t for due in each for t in due][:limit]
+
+    async def next_due(self) -> float | None:
+        due = [d for d in await asyncio.gather(*(s.next_due() for s in self._s)) if d is not None]
+        return min(due) if due else None
+
+    async def done(self, tid: bytes, version: str = "") -> bool:
+        return await self._s[shard_of(tid, self._n)].done(tid, version)
+
+    async def cron(self, tid: bytes, b: Budget, now: float, interval_s: float, *, lease_s: float = 0.0,
+                   claimer: str = "") -> CronDecision | None:
+        return await self._s[shard_of(tid, self._n)].cron(tid, b, now, interval_s, lease_s=lease_s, claimer=claimer)
+
+    async def cron_done(self, tid: bytes, claimer: str) -> bool:
+        return await self._s[shard_of(tid, self._n)].cron_done(tid, claimer)
+
+
+class ShardedCensus(CensusTaker):
+    """One census per shard, one after the other (each paced as on one shard), added up."""
+
+    def __init__(self, shards: Sequence[CensusTaker]) -> None:
+        self._s = tuple(shards)
+        self.latest: Census | None = None
+
+    def __repr__(self) -> str:
+        return f"<ShardedCensus {len(self._s)} shards latest={self.latest!r}>"
+
+    async def take(self) -> Census:
+        tokens: Counter[str] = Counter()
+        subs: Counter[str] = Counter()
+        per_server: dict[SMPServer, Counter[str]] = {}
+        duration = finished = 0.0
+        for s in self._s:
+            c = await s.take()
+            tokens.update(c.tokens)
+            subs.update(c.subscriptions)
+            for server, counts in c.per_server.items():
+                per_server.setdefault(server, Counter()).update(counts)
+            duration += c.duration_s
+            finished = max(finished, c.finished_at)
+        return Census(MappingProxyType(dict(tokens)), MappingProxyType(dict(subs)),
+                      MappingProxyType({k: MappingProxyType(dict(v)) for k, v in per_server.items()}),
+                      finished, duration)
+
+
+class ShardedLeases(RedisLeases):
+    """The home shard's leases (store/leases.py), with each server's subscriptions counted in every shard and
+    a copy of each lease held in every other shard (module docstring)."""
+
+    def __init__(self, home: RedisLeases, shards: Sequence[RedisStore]) -> None:
+        self._home = home
+        self._stores = tuple(shards)
+        self._mirror = [s.dataset.script(MIRROR) for s in shards[1:]]
+        self._unmirror = [s.dataset.script(RELEASE) for s in shards[1:]]
+
+    def __repr__(self) -> str:
+        return f"<ShardedLeases {len(self._stores)} shards>"
+
+    async def _numbers(self, server: SMPServer) -> list[int]:
+        """The server's number in each shard but the home (registered there if it was not)."""
+        server = server.normalized()
+        return [int(await s._servers.number(server, create=True) or 0) for s in self._stores[1:]]
+
+    async def _copy(self, leases: Sequence[Lease], instance: str, ttl_s: float) -> None:
+        if not leases:
+            return
+        numbers = [await self._numbers(lease.server) for lease in leases]
+        await asyncio.gather(*(
+            run(_ms(ttl_s), *[a for lease, ns in zip(leases, numbers, strict=True) for a in (ns[i], lease.token,
+                                                                                             instance)])
+            for i, run in enumerate(self._mirror)))
+
+    async def listing(self) -> list[ServerLease]:
+        """Every SMP server with subscriptions in any shard, counted in all, with its lease (home)."""
+        counts: dict[SMPServer, int] = {}
+        for s in self._stores:
+            for server, c in (await _server_counts(s)).items():
+                counts[server] = counts.get(server, 0) + c
+        home = self._stores[0]
+        numbers = [int(await home._servers.number(server, create=True) or 0) for server in counts]
+        d = home.dataset
+        async with d.pipeline() as pipe:
+            for n in numbers:
+                pipe.get(d.keys.g(f"ls:{n}"))
+                pipe.pttl(d.keys.g(f"ls:{n}"))
+            flat: Any = await pipe.execute() if numbers else []
+        out = []
+        for i, (server, c) in enumerate(counts.items()):
+            value, pttl = flat[2 * i], flat[2 * i + 1]
+            owner = token = expires = None
+            if value:
+                tok, _, inst = bytes(value).decode().partition(" ")
+                token, owner = int(tok), inst
+                expires = max(int(pttl), 0) / 1000
+            out.append(ServerLease(server, numbers[i], c, owner, token, expires))
+        return out
+
+    async def acquire(self, server: SMPServer, number: int, instance: str, ttl_s: float) -> Lease | None:
+        lease = await self._home.acquire(server, number, instance, ttl_s)
+        if lease is not None:
+            await self._copy([lease], instance, ttl_s)
+        return lease
+
+    async def renew(self, leases: Sequence[Lease], instance: str, ttl_s: float) -> list[bool]:
+        ok = await self._home.renew(leases, instance, ttl_s)
+        await self._copy([lease for lease, held in zip(leases, ok, strict=True) if held], instance, ttl_s)
+        return ok
+
+    async def release(self, leases: Sequence[Lease], instance: str) -> int:
+        n = await self._home.release(leases, instance)
+        if leases:
+            numbers = [await self._numbers(lease.server) for lease in leases]
+            await asyncio.gather(*(
+                run(*[a for lease, ns in zip(leases, numbers, strict=True) for a in (ns[i], lease.token, instance)])
+                for i, run in enumerate(self._unmirror)))
+        return n
+
+    async def release_instance(self, instance: str) -> int:
+        """Its leases on servers of any shard (the copies expire with their time), its jobs, its presence."""
+        mine = [Lease(x.server, x.number, x.token) for x in await self.listing()
+                if x.owner == instance and x.token is not None]
+        return await self.release(mine, instance) + await self._home.release_instance(instance)
+
+    async def presence(self, instance: str, ttl_s: float) -> list[str]:
+        return await self._home.presence(instance, ttl_s)
+
+    async def hand_off(self, server: SMPServer, sub_id: bytes) -> None:
+        await self._stores[0]._servers.number(server.normalized(), create=True)  # its first subscription may be
+        await self._home.hand_off(server, sub_id)                                # in another shard
+
+    async def take_handoffs(self, lease: Lease, instance: str, limit: int) -> list[bytes]:
+        return await self._home.take_handoffs(lease, instance, limit)
+
+    async def hold_job(self, job: str, instance: str, ttl_s: float, token: int = 0) -> int | None:
+        return await self._home.hold_job(job, instance, ttl_s, token)
+
+    async def release_job(self, job: str, instance: str, token: int) -> bool:
+        return await self._home.release_job(job, instance, token)
+
+
+async def _server_counts(store: RedisStore) -> Mapping[SMPServer, int]:
+    d = store.dataset
+    raw: Any = await d.call(d.r.hgetall, d.keys.g("srv:count"))
+    out: dict[SMPServer, int] = {}
+    for n, c in raw.items():
+        if int(c) > 0 and (server := await store._servers.address(int(n))) is not None:
+            out[server.normalized()] = int(c)
+    return out
