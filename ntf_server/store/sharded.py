@@ -68,6 +68,7 @@ from ntf_server.store.shards import shard_of, token_id_in
 
 T = TypeVar("T")
 _PAGE_SHARD_MEMORY = 100_000  # (server, notifier id) -> shard remembered from pages, for status writes
+_ROUTES_KEPT = 100_000  # (server, notifier id) -> shard learnt from NOTIFY's answers (two generations kept)
 
 
 def _xor(a: bytes, b: bytes) -> bytes:
@@ -90,6 +91,8 @@ class ShardedStore(RedisStore):
         self.leases = ShardedLeases(self._home.leases, shards)
         self._page_shard: dict[tuple[SMPServer, bytes], int] = {}
         self._page_shard_old: dict[tuple[SMPServer, bytes], int] = {}
+        self._routes: dict[tuple[SMPServer, bytes], int] = {}  # a notice's queue -> the shard that decided it
+        self._routes_old: dict[tuple[SMPServer, bytes], int] = {}
 
     # ------------------------------------------------------------------ routing
 
@@ -395,25 +398,51 @@ class ShardedStore(RedisStore):
     async def notify(self, batch: Sequence[Notice], budgets: Mapping[PushProvider, Budget], now: float,
                      policy: tuple[str, bytes | None] | None, lease_s: float,
                      sent_at: float | None = None) -> list[Decided] | PolicyChanged:
-        """NOTIFY in every shard at once; for each notice, the shard holding its subscription decides it."""
+        """For each notice, the shard holding its subscription decides it (NOTIFY, one script per shard asked).
+        A queue whose shard was learnt from an earlier answer goes to that shard alone; any other goes to every
+        shard (those without its subscription answer "unknown", with no side effect), and so does a learnt one
+        that its shard no longer knows (its subscription deleted, or made again by a token of another shard)."""
         if policy is not None:
             raw = await self._d.call(self._d.r.get, policy[0])
             if (raw or b"") != (policy[1] or b""):
                 return PolicyChanged(bytes(raw) if raw else None)
-        each = await self._each(lambda s: s.notify(batch, budgets, now, None, lease_s, sent_at))
-        out: list[Decided] = []
-        for i in range(len(batch)):
-            chosen = Decided(None, known=False)
-            for k, res in enumerate(each):
+        out: list[Decided | None] = [None] * len(batch)
+        asked: list[set[int]] = [set() for _ in batch]  # the shards that answered "unknown" for each notice
+        todo = list(range(len(batch)))
+        while todo:
+            groups: list[list[int]] = [[] for _ in self._shards]
+            for i in todo:
+                k = self._queue_shard(batch[i])
+                for j in (range(self._n) if k is None or k in asked[i] else (k,)):
+                    if j not in asked[i]:
+                        groups[j].append(i)
+            if not any(groups):
+                break
+            each = await asyncio.gather(*(
+                self._shards[k].notify([batch[i] for i in g], budgets, now, None, lease_s, sent_at)
+                for k, g in enumerate(groups) if g))
+            for k, res in zip((k for k, g in enumerate(groups) if g), each, strict=True):
                 if isinstance(res, PolicyChanged):  # pragma: no cover - policy None above: never
                     raise StoreError("a shard checked the policy")
-                d = res[i]
-                if d.known:
-                    chosen = d if not d.push_id else Decided(d.decision, d.token, d.notices,
-                                                             global_id(d.push_id, k, self._n), d.due)
-                    break
-            out.append(chosen)
-        return out
+                for i, d in zip(groups[k], res, strict=True):
+                    if not d.known:
+                        asked[i].add(k)
+                    elif out[i] is None:
+                        self._learn(batch[i], k)
+                        out[i] = d if not d.push_id else Decided(d.decision, d.token, d.notices,
+                                                                 global_id(d.push_id, k, self._n), d.due)
+            todo = [i for i in todo if out[i] is None and len(asked[i]) < self._n]
+        return [d if d is not None else Decided(None, known=False) for d in out]
+
+    def _queue_shard(self, n: Notice) -> int | None:
+        key = (n.server, n.notifier_id)
+        k = self._routes.get(key)
+        return k if k is not None else self._routes_old.get(key)
+
+    def _learn(self, n: Notice, k: int) -> None:
+        if len(self._routes) >= _ROUTES_KEPT:
+            self._routes_old, self._routes = self._routes, {}
+        self._routes[(n.server, n.notifier_id)] = k
 
     async def claim_deferred(self, tid: bytes, b: Budget, now: float, lease_s: float) -> Claimed | float | None:
         return await self.shard(tid).claim_deferred(tid, b, now, lease_s)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from helpers.fault_proxy import FaultProxy
 from helpers.store_helpers import notifier_key, server, token
+from helpers.valkey_cluster import SHARDS
 
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.store.base import RemovedSub
@@ -194,7 +195,7 @@ async def test_a_lease_not_renewed_in_time_is_dropped_while_redis_is_away(store:
     await subscriptions(store, {1: 1})
     proxy = FaultProxy(redis_url.removeprefix("unix://"), tmp_path / "p.sock")
     await proxy.start()
-    cut = await RedisStore.connect(proxy.url, store_key, prefix=store.prefix, retries=0)
+    cut = await RedisStore.connect(proxy.url, store_key, prefix=store.prefix, retries=0, shards=SHARDS)
     try:
         clock = Clock()
         a, pa = manager(cut, "a", clock)

@@ -53,7 +53,7 @@ async def test_a_link_whose_lease_is_gone_writes_nothing_and_stops(store: RedisS
                                                                    make_server: Callable[..., object]) -> None:
     smp: SmpServerStandIn = await make_server()  # type: ignore[misc]
     creds, sub = await queue_and_subscription(store, smp)
-    number = await store._servers.number(smp.address, create=False)
+    number = await store._servers.number(smp.address, create=True)  # the home shard numbers servers for leases
     assert number is not None
     mine = await store.leases.acquire(smp.address, number, "a", 30)
     assert mine is not None
@@ -88,7 +88,7 @@ async def test_status_writes_check_the_fence_atomically(store: RedisStore) -> No
     key = crypto.encode_private_key(crypto.generate_ed25519())
     _, sub = await store.create_subscription(t.token_id, server, b"n" * 24, key)
     assert sub is not None
-    number = await store._servers.number(server, create=False)
+    number = await store._servers.number(server, create=True)  # the home shard numbers servers for leases
     assert number is not None
     lease = await store.leases.acquire(server, number, "a", 30)
     assert lease is not None
