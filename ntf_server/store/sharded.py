@@ -130,7 +130,7 @@ class ShardedStore(RedisStore):
         return ShardedBudgets([s.budgets() for s in self._shards])
 
     def census_taker(self, *, duty: float = DUTY, sleep: Sleep = asyncio.sleep) -> CensusTaker:
-        return ShardedCensus([s.census_taker(duty=duty, sleep=sleep) for s in self._shards])
+        return ShardedCensus([s.census_taker(duty=duty, sleep=sleep) for s in self._shards], sleep)
 
     @property
     def client(self) -> Client:

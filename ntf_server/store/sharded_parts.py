@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ntf_server.policy_types import Budget, CronDecision
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.store.budget import BudgetStore
-from ntf_server.store.census import Census, CensusTaker
+from ntf_server.store.census import Census, CensusTaker, Sleep
 from ntf_server.store.leases import RELEASE, Lease, RedisLeases, ServerLease, _ms
 from ntf_server.store.outbox import Cause, OutboxEntry, PushKindCode, RedisOutbox
 from ntf_server.store.shards import shard_of
@@ -137,9 +137,13 @@ class ShardedBudgets(BudgetStore):
 class ShardedCensus(CensusTaker):
     """One census per shard, one after the other (each paced as on one shard), added up."""
 
-    def __init__(self, shards: Sequence[CensusTaker]) -> None:
+    def __init__(self, shards: Sequence[CensusTaker], sleep: Sleep = asyncio.sleep) -> None:
         self._s = tuple(shards)
+        self._sleep = sleep
         self.latest: Census | None = None
+
+    async def run(self, interval_s: float) -> None:
+        await super().run(interval_s)  # CensusTaker's loop around `take` below
 
     def __repr__(self) -> str:
         return f"<ShardedCensus {len(self._s)} shards latest={self.latest!r}>"
