@@ -32,3 +32,27 @@ def cmd_import_simplex(config_dir: Path, database: str, schema: str, dry_run: bo
     for line in report(counts, dry_run):
         print(line)
     return EXIT_OK
+
+
+def cmd_move_store(config_dir: Path, url: str, prefix: str | None, cluster: bool, shards: int) -> int:
+    config, _ = load_initialised(config_dir)
+    import asyncio
+
+    from ntf_server.importer.command import ImportFailed
+    from ntf_server.importer.move import Target, move_store
+    from ntf_server.observability.logsetup import scoped_logging
+    from ntf_server.statelock import AlreadyRunning
+
+    target = Target(url, prefix or config.redis.key_prefix, cluster, shards)
+    try:
+        with scoped_logging(config.log):
+            moved = asyncio.run(move_store(config, target, out=sys.stdout))
+    except AlreadyRunning as e:
+        raise CliError(f"{e}: stop it before moving its data set") from e
+    except ImportFailed as e:
+        raise CliError(str(e)) from e
+    for line in moved.report():
+        print(line)
+    print(f"next: set [redis] url, key_prefix, cluster and shards to the target ({shards} shard"
+          f"{'s' if shards != 1 else ''}), then start the server")
+    return EXIT_OK

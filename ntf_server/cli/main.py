@@ -16,7 +16,7 @@ from ntf_server import __version__
 from ntf_server.cli.admin_client import cmd_policy, cmd_stats, cmd_status
 from ntf_server.cli.common import CONFIG_DIR_ENV, DEFAULT_CONFIG_DIR, EXIT_ERROR, EXIT_USAGE, CliError
 from ntf_server.cli.demo import cmd_demo
-from ntf_server.cli.importing import IMPORT_DATABASE, IMPORT_SCHEMA, cmd_import_simplex
+from ntf_server.cli.importing import IMPORT_DATABASE, IMPORT_SCHEMA, cmd_import_simplex, cmd_move_store
 from ntf_server.cli.init import cmd_config_reference, cmd_init
 from ntf_server.cli.start import cmd_check_config, cmd_start
 from ntf_server.config import ConfigError
@@ -129,7 +129,22 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--schema", default=IMPORT_SCHEMA, help=f"its schema (default {IMPORT_SCHEMA})")
     imp.add_argument("--dry-run", action="store_true",
                      help="read and check everything, print the counts, write nothing")
-    for p in (init, start, check, stats, status, policy, imp):  # the option is accepted on either side of the command
+    move = sub.add_parser(
+        "move-store", help="copy this server's data set into another Redis, Valkey or Cluster (e.g. sharded)",
+        description="Copy every token with its subscriptions and last notifications, the push policy and the SMP "
+        "service credentials of this configuration's data set into another one: another Redis or Cluster, "
+        "key prefix or shard count (README \"Cluster mode\"). Old subscription ids stay valid as aliases. Stop "
+        "this server first; then point [redis] at the target and start it. The source is only read; running "
+        "it again finishes an interrupted copy.",
+    )
+    move.add_argument("--to-url", required=True, metavar="URL", help="redis://, rediss:// or unix:// of the target "
+                      "(in a cluster: any node)")
+    move.add_argument("--to-prefix", metavar="PREFIX", help="key prefix in the target (default: this config's)")
+    move.add_argument("--to-cluster", action="store_true", help="the target is a Redis/Valkey Cluster")
+    move.add_argument("--to-shards", type=int, default=1, metavar="N",
+                      help="shards of the target data set (default 1; README \"Cluster mode\")")
+    # the option is accepted on either side of the command
+    for p in (init, start, check, stats, status, policy, imp, move):
         _config_dir_option(p, argparse.SUPPRESS)
     demo = sub.add_parser(
         "demo", help="run everything locally and show what happens to each push",
@@ -173,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_policy(config_dir, args.action, getattr(args, "env", None), getattr(args, "assignments", []))
         if args.command == "import-simplex":
             return cmd_import_simplex(config_dir, args.database, args.schema, args.dry_run)
+        if args.command == "move-store":
+            return cmd_move_store(config_dir, args.to_url, args.to_prefix, args.to_cluster, args.to_shards)
         return cmd_check_config(config_dir)
     except (CliError, ConfigError, CredentialsError) as e:
         print(f"ntf-server: {e}", file=sys.stderr)

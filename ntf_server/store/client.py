@@ -1,13 +1,12 @@
 """The Redis client of the store: one Redis/Valkey server, or a Redis/Valkey Cluster (README "Cluster mode").
 
-Cluster mode keeps the data set in one hash slot: the key prefix is wrapped in a hash tag (``ntf:`` becomes
-``{ntf:}``, so ``{ntf:}t{…}``, ``{ntf:}used``…; a key's slot is that of its first ``{…}``). Every script
-then touches keys of one slot, which a cluster requires, and names that slot's routing key in KEYS
-(``Keys.route``): redis-py sends an EVALSHA to the node owning its first key, and Valkey refuses a script
-that touches a key of a slot other than its declared keys'. The cluster gives replicas and automatic
-failover (a replica promoted when its primary fails); it does not spread one data set over several
-primaries: that needs the per-token and per-bucket hash tags and sharded global indexes described in README
-"Cluster mode", which this layout does not have yet.
+Cluster mode keeps each shard of the data set in one hash slot: the shard's key prefix is a hash tag (``ntf:``
+becomes ``{ntf:}``, so ``{ntf:}t{…}``, ``{ntf:}used``…; a key's slot is that of its first ``{…}``; the other
+shards of a data set of ``[redis] shards`` > 1 are ``{ntf:1.j}``…, store/shards.py). Every script then touches
+keys of one slot, which a cluster requires, and names that slot's routing key in KEYS (``Keys.route``):
+redis-py sends an EVALSHA to the node owning its first key, and Valkey refuses a script that touches a key of
+a slot other than its declared keys'. The cluster gives replicas and automatic failover (a replica promoted
+when its primary fails); the shards spread one data set over the primaries (README "Cluster mode").
 """
 
 from __future__ import annotations

@@ -44,7 +44,6 @@ from ntf_server.store.keys import (
 )
 from ntf_server.store.records import SubscriptionRecord, TokenRecord
 from ntf_server.store.servers import ServerRegistry
-from ntf_server.store.shards import shard_of
 from ntf_server.store.sub_aliases import ALIAS_KEY
 
 NONCE_BYTES: Final = LN_NONCE_BYTES
@@ -239,31 +238,6 @@ class StoreImporter:
         sealed = seal_notifier(self._d.a, r, s.token_id, s.notifier_id, s.notifier_key)
         value = pack_sub(PackedSub(s.token_id, s.service_assoc, s.status.to_text(), sealed))
         return make_sub_id(self._d.a, r, srv), srv, value
-
-
-class ShardedImporter(StoreImporter):
-    """Writes each token into its shard of a sharded data set (store/shards.py), with that shard's importer."""
-
-    def __init__(self, shards: Sequence[StoreImporter]) -> None:
-        self._parts = tuple(shards)
-
-    def __repr__(self) -> str:
-        return f"<ShardedImporter {len(self._parts)} shards>"
-
-    async def server_number(self, server: SMPServer) -> int:
-        raise StoreError("a sharded data set numbers servers per shard")
-
-    async def write(self, items: Sequence[ImportedToken], now: float) -> list[ImportResult]:
-        n = len(self._parts)
-        groups: list[list[int]] = [[] for _ in range(n)]
-        for i, item in enumerate(items):
-            groups[shard_of(item.token.token_id, n)].append(i)
-        out: list[ImportResult | None] = [None] * len(items)
-        for part, idx in zip(self._parts, groups, strict=True):
-            if idx:
-                for i, res in zip(idx, await part.write([items[i] for i in idx], now), strict=True):
-                    out[i] = res
-        return [r for r in out if r is not None]
 
 
 def _result(item: ImportedToken, res: Any) -> ImportResult:

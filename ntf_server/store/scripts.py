@@ -9,9 +9,9 @@ sub_scripts.py, and beside their modules notices.py, outbox.py, leases.py, budge
 Every script gets ARGV[1] = key prefix, ARGV[2] = buckets per SMP server; the shared prelude rebuilds key
 names exactly as `keys.py` does. Scripts compute the keys of cascaded deletions themselves (they are only
 known after reading the token's subscription list). KEYS holds only the data set's routing key
-(`Keys.route`): in cluster mode every key of the data set is in that key's slot (store/client.py), so a
-cluster accepts every script; spreading a data set over several slots would need every touched key
-declared and each script's keys in one slot (README "Cluster mode").
+(`Keys.route`): in cluster mode every key of the data set's shard is in that key's slot (store/client.py), so
+a cluster accepts every script; a data set of several shards is several such sets of keys, each script
+running in one of them (store/shards.py).
 """
 
 from __future__ import annotations

@@ -6,17 +6,20 @@ delegating line per method for what is found by token id, a fan-out for the rest
 Each shard is a complete `RedisStore` of the one-slot layout under its own prefix (all on one client), so every
 script and every decoding is the one-slot code; this class only routes:
 - by token id (`shard_of`): every token command, a token's subscriptions, claims, retries, periodic pushes;
-- to every shard at once, the one that has it answering: a notice's subscription (NOTIFY runs in every
-  shard; those without the subscription answer "unknown", with no side effect), a subscription id (SCHK,
-  SDEL), a repeat TNEW, a status write of an SMP server's subscriptions, an SMP server's pages;
+- to every shard at once, the one that has it answering: a notice's subscription (NOTIFY; after one answer
+  the queue's shard is remembered and asked alone), a subscription id (SCHK, SDEL), a repeat TNEW, an SMP
+  server's pages; a status write goes to the shard its queue was paged from (to all when unknown);
 - to the home shard (0): service credentials and ids, the policy check.
 
-What gives: the checks that span tokens of one device token (a repeat TNEW, the per-device cap, TVFY deleting
-the device's other registrations) and the uniqueness of a queue (SNEW) are each one script in a token's
-shard but a read of the other shards before it, not atomic with it: two TNEWs of one device (or two SNEWs of
-one queue from two tokens) at the same instant in different shards can both succeed. The policy document is
-compared in the home shard before a batch's NOTIFY, not inside it: a batch decided while the policy changes
-is decided under the old one.
+What gives: what spans tokens of one device token (a repeat TNEW, the per-device cap, TVFY deleting the
+device's other registrations) is one script in the token's shard, as on one shard, for tokens placed by TNEW
+(`new_token_id`: with their device). For a device token whose registrations are in several shards (after a
+TRPL, or imported ids) it is that script plus a read of (or a deletion in) the other shards just before or
+after, not atomic with it, and each shard keeps its own hidden-push budget for the device. The uniqueness of
+a queue (SNEW) is likewise a read of the other shards, then the script in the token's: two SNEWs of one
+queue from tokens of two shards at the same instant can both succeed (then both get its notices). The
+policy document is compared in the home shard before a batch's NOTIFY, not inside it: a batch decided while
+the policy changes is decided under the old one.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from ntf_server.store.client import Client
 from ntf_server.store.dataset import DataSet
 from ntf_server.store.errors import StoreError
 from ntf_server.store.health import backoff_delays
-from ntf_server.store.importing import ShardedImporter, StoreImporter
+from ntf_server.store.importing import StoreImporter
 from ntf_server.store.notices import Claimed, Decided, ForRetry, PolicyChanged
 from ntf_server.store.outbox import Cause
 from ntf_server.store.records import (
@@ -63,6 +66,7 @@ from ntf_server.store.records import (
     TokenStatusKind,
 )
 from ntf_server.store.redis import RedisStore
+from ntf_server.store.sharded_import import ShardedImporter
 from ntf_server.store.sharded_parts import ShardedBudgets, ShardedCensus, ShardedLeases, ShardedOutbox, global_id
 from ntf_server.store.shards import shard_of, token_id_in
 
@@ -124,7 +128,7 @@ class ShardedStore(RedisStore):
         return [s._d for s in self._shards]
 
     def importer(self) -> StoreImporter:
-        return ShardedImporter([s.importer() for s in self._shards])
+        return ShardedImporter([s.importer() for s in self._shards], self._shards)
 
     def budgets(self) -> BudgetStore:
         return ShardedBudgets([s.budgets() for s in self._shards])

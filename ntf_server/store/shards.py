@@ -7,8 +7,13 @@ shard, so in one slot: nothing of the one-slot layout's atomicity is lost *withi
 
 Placement:
 - a token, with everything of it (its record, subscriptions list, last notifications, budget, pending
-  push, periodic schedule, outbox entries), lives in shard ``shard_of(token id)``; token ids are random, so
-  tokens spread evenly;
+  push, periodic schedule, outbox entries), lives in shard ``shard_of(token id)``. TNEW makes the id with
+  `token_id_in`: random, but in the shard of its device token (of the keyed hash of provider and device
+  token), so all registrations of one device are in one shard: a repeat TNEW, the per-device cap, TVFY
+  deleting the other registrations and the device's one hidden-push budget are each one script, as on one
+  shard. Devices hash evenly, so tokens spread evenly. (A token keeps its shard when TRPL gives it another
+  device token, and imported tokens keep their ids: those are the cases store/sharded.py's reads of the
+  other shards are for);
 - a subscription lives in its token's shard (in that shard's bucket of its SMP server), so NOTIFY, the
   cascades of TDEL and expiry, and the caps of SNEW stay one script;
 - what belongs to no token lives in shard 0, the *home*: the leases, the jobs' leases, the policy

@@ -17,6 +17,7 @@ import redis.asyncio
 from helpers.haskell_data import HaskellData, ed25519_pair, generate, load, token_row
 from helpers.pg_server import PgServer, load_schema, postgres  # noqa: F401  (postgres: the session fixture)
 from helpers.store_helpers import add_notice, check_invariants, find_subscription, find_tokens
+from helpers.valkey_cluster import CLUSTER, SHARDS
 
 from ntf_server import cli
 from ntf_server.config import Config, load_config
@@ -31,6 +32,7 @@ from ntf_server.statelock import StateLock
 from ntf_server.store.atrest import load_or_create_store_key
 from ntf_server.store.records import RESUBSCRIBE_KINDS, TokenRecord, day_of
 from ntf_server.store.redis import RedisStore
+from ntf_server.store.shards import shard_prefixes
 from ntf_server.store.sub_aliases import SubIdAliases
 from ntf_server.transport.certs import new_service_credentials
 
@@ -51,7 +53,7 @@ def make_config(tmp_path: Path, redis_url: str | None) -> Config:
     cfg = load_config(tmp_path / "cfg")
     if redis_url is None:
         return cfg
-    return dataclasses.replace(cfg, redis=dataclasses.replace(cfg.redis, url=redis_url,
+    return dataclasses.replace(cfg, redis=dataclasses.replace(cfg.redis, url=redis_url, cluster=CLUSTER, shards=SHARDS,
                                                               key_prefix=f"imp:{secrets.token_hex(6)}:"))
 
 
@@ -61,7 +63,7 @@ async def run(cfg: Config, url: str, schema: str, dry_run: bool = False) -> Coun
 
 async def open_store(cfg: Config) -> RedisStore:
     return await RedisStore.connect(cfg.redis_url(), load_or_create_store_key(cfg.store.key_file),
-                                    prefix=cfg.redis.key_prefix)
+                                    prefix=cfg.redis.key_prefix, cluster=cfg.redis.cluster, shards=cfg.redis.shards)
 
 
 async def fingerprint(url: str, prefix: str) -> tuple[int, str]:
@@ -111,7 +113,7 @@ async def test_import_keeps_everything_and_a_rerun_changes_nothing(
     assert len(counts.token_statuses) == 10 and len(counts.sub_statuses) == len(SubStatusKind)
 
     store = await open_store(cfg)
-    aliases = SubIdAliases(store.dataset)
+    aliases = SubIdAliases(*store.datasets)
     await aliases.load()
     try:
         stored = await store.counts()
@@ -159,12 +161,12 @@ async def test_import_keeps_everything_and_a_rerun_changes_nothing(
 async def check_indexes(cfg: Config, big: HaskellData, valid: dict[bytes, M.TokenRow], with_subs: set[bytes]) -> None:
     """`unv` (never-verified expiry) and `cron` (periodic pushes) hold what the normal paths would."""
     client = redis.asyncio.Redis.from_url(cfg.redis_url())
-    p = cfg.redis.key_prefix
+    shards = shard_prefixes(cfg.redis.key_prefix, cfg.redis.shards, cluster=cfg.redis.cluster)
     try:
-        unv = {k: v for k, v in await client.zrange(p + "unv", 0, -1, withscores=True)}
+        unv = {k: v for p in shards for k, v in await client.zrange(p + "unv", 0, -1, withscores=True)}
         want_unv = {t for t, r in valid.items() if not r.status.startswith("ACTIVE") and t not in with_subs}
         assert set(unv) == want_unv and set(unv.values()) == {NOW}
-        cron = {k: v for k, v in await client.zrange(p + "cron", 0, -1, withscores=True)}
+        cron = {k: v for p in shards for k, v in await client.zrange(p + "cron", 0, -1, withscores=True)}
         want_cron = {t: (r.cron_sent_at if r.cron_sent_at is not None else NOW) + 60 * r.cron_interval
                      for t, r in valid.items() if r.cron_interval}
         assert cron == want_cron

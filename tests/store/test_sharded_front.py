@@ -14,12 +14,13 @@ from helpers.valkey_cluster import CLUSTER, raw_client
 
 from ntf_server.store.budget import BudgetStore
 from ntf_server.store.census import CensusTaker
-from ntf_server.store.importing import ShardedImporter, StoreImporter
+from ntf_server.store.importing import StoreImporter
 from ntf_server.store.leases import RedisLeases
 from ntf_server.store.outbox import RedisOutbox
 from ntf_server.store.records import TOKEN_ACTIVE, Notice, TokenRecord
 from ntf_server.store.redis import RedisStore
 from ntf_server.store.sharded import ShardedStore
+from ntf_server.store.sharded_import import ShardedImporter
 from ntf_server.store.sharded_parts import ShardedBudgets, ShardedCensus, ShardedLeases, ShardedOutbox
 from ntf_server.store.shards import shard_of
 

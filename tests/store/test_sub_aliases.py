@@ -15,7 +15,7 @@ from ntf_server.store.sub_aliases import SubIdAliases
 
 async def test_an_imported_id_resolves_to_ours_and_other_ids_pass_through(
         store: RedisStore, redis_url: str) -> None:
-    aliases = SubIdAliases(store.dataset)
+    aliases = SubIdAliases(*store.datasets)
     await aliases.load()
     unknown = secrets.token_bytes(24)
     assert await aliases.resolve(unknown) == unknown and "off" in repr(aliases)  # no import: no lookup
