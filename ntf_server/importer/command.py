@@ -17,15 +17,12 @@ from ntf_server.config import Config, redact_url
 from ntf_server.importer.progress import Progress
 from ntf_server.importer.reader import HaskellDb
 from ntf_server.importer.writer import Counts, Importer
-from ntf_server.protocol.encoding import SMPServer
-from ntf_server.protocol.smp import queue_ids_hash
-from ntf_server.protocol.smp_service import ServiceCredentials
 from ntf_server.statelock import StateLock
 from ntf_server.store.atrest import load_or_create_store_key
-from ntf_server.store.base import ServiceStore
 from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.store.errors import StoreError
 from ntf_server.store.redis import RedisStore
+from ntf_server.store.services import carry_service
 
 
 class ImportFailed(Exception):
@@ -55,18 +52,6 @@ async def import_simplex(config: Config, database: str, schema: str, *, dry_run:
         finally:
             if embedded is not None:
                 await embedded.stop()
-
-
-async def carry_service(store: ServiceStore, server: SMPServer, creds: ServiceCredentials, service_id: bytes) -> None:
-    """The Haskell server's service for ``server`` becomes ours, unless we already have one there (then its
-    imported ties, which were the Haskell service's, make the first NSUBS drift, and the subscriber
-    recounts); the count and IdsHash are counted from the tied records, so a second run of the import
-    leaves them right."""
-    ours = await store.service_credentials(server, lambda: creds)
-    if ours.cert_hash == creds.cert_hash:
-        await store.set_service_id(server, service_id)
-    tied = [s.notifier_id async for page in store.tied_subscriptions(server) for s in page]
-    await store.set_service_ties(server, len(tied), queue_ids_hash(tied))
 
 
 async def _write(config: Config, url: str, db: HaskellDb, progress: Progress, now: float) -> Counts:

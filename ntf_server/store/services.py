@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ntf_server.protocol import crypto, smp as S
 from ntf_server.protocol.encoding import CodecError, Reader, SMPServer, enc_large, enc_nonempty
 from ntf_server.protocol.smp_service import ServiceCredentials
-from ntf_server.store.base import ServiceState
+from ntf_server.store.base import ServiceState, ServiceStore
 from ntf_server.store.dataset import DataSet
 from ntf_server.store.errors import StoreError
 from ntf_server.store.servers import ServerRegistry
@@ -90,3 +90,13 @@ class RedisServices:
             await self._d.call(self._d.r.hset, self._key(srv), "i", service_id)
 
 
+async def carry_service(store: ServiceStore, server: SMPServer, creds: ServiceCredentials, service_id: bytes) -> None:
+    """(import-simplex, move-store) The imported service for ``server`` becomes ours, unless we already have
+    one there (then its imported ties, which were the Haskell service's, make the first NSUBS drift, and the subscriber
+    recounts); the count and IdsHash are counted from the tied records, so a second run of the import
+    leaves them right."""
+    ours = await store.service_credentials(server, lambda: creds)
+    if ours.cert_hash == creds.cert_hash:
+        await store.set_service_id(server, service_id)
+    tied = [s.notifier_id async for page in store.tied_subscriptions(server) for s in page]
+    await store.set_service_ties(server, len(tied), S.queue_ids_hash(tied))
