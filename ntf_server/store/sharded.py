@@ -322,10 +322,20 @@ class ShardedStore(RedisStore):
         if unknown:
             for g in groups:
                 g.extend(unknown)
-        changed = await asyncio.gather(*(
-            s.set_subscription_statuses(server, g, status, service_assoc, only_from, fence)
-            for s, g in zip(self._shards, groups, strict=True) if g))
+        write = functools.partial(self._write_statuses, server, status, service_assoc, only_from, fence)
+        changed = await asyncio.gather(*(write(k, g, bool(unknown)) for k, g in enumerate(groups) if g))
         return sum(changed)
+
+    async def _write_statuses(self, server: SMPServer, status: SubStatus, service_assoc: bool | None,
+                              only_from: Collection[SubStatusKind] | None, fence: str | None, k: int,
+                              nids: list[bytes], everywhere: bool) -> int:
+        """Shard k's write; when it changed fewer than the ids remembered for it (a queue moved to another
+        shard since it was paged, or a status not in ``only_from``), the others are asked too."""
+        n = await self._shards[k].set_subscription_statuses(server, nids, status, service_assoc, only_from, fence)
+        if everywhere or n >= len(nids):
+            return n
+        return n + sum(await self._others(k, lambda s: s.set_subscription_statuses(
+            server, nids, status, service_assoc, only_from, fence)))
 
     def _remember(self, server: SMPServer, nid: bytes, k: int) -> None:
         if len(self._page_shard) >= _PAGE_SHARD_MEMORY:

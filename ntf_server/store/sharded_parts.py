@@ -48,6 +48,20 @@ return n
 """
 
 
+# ARGV: P NB instance -> leases of the instance released, on every server the home shard numbers (its LIST
+# and RELEASE_INSTANCE see only servers with subscriptions in the home shard)
+RELEASE_EVERYWHERE: Final = r"""
+local P = ARGV[1]
+local n, tail = 0, ' ' .. ARGV[3]
+for _, srv in ipairs(redis.call('HKEYS', P .. 'srv:addr')) do
+  local k = P .. 'ls:' .. srv
+  local v = redis.call('GET', k)
+  if v and string.sub(v, -#tail) == tail then n = n + redis.call('DEL', k) end
+end
+return n
+"""
+
+
 def global_id(local: int, shard: int, shards: int) -> int:
     return local * shards + shard
 
@@ -175,6 +189,7 @@ class ShardedLeases(RedisLeases):
         self._stores = tuple(shards)
         self._mirror = [s.dataset.script(MIRROR) for s in shards[1:]]
         self._unmirror = [s.dataset.script(RELEASE) for s in shards[1:]]
+        self._release_everywhere = shards[0].dataset.script(RELEASE_EVERYWHERE)
 
     def __repr__(self) -> str:
         return f"<ShardedLeases {len(self._stores)} shards>"
@@ -239,10 +254,9 @@ class ShardedLeases(RedisLeases):
         return n
 
     async def release_instance(self, instance: str) -> int:
-        """Its leases on servers of any shard (the copies expire with their time), its jobs, its presence."""
-        mine = [Lease(x.server, x.number, x.token) for x in await self.listing()
-                if x.owner == instance and x.token is not None]
-        return await self.release(mine, instance) + await self._home.release_instance(instance)
+        """Its leases on every server the home numbers (the copies expire with their time), its jobs, its
+        presence."""
+        return int(await self._release_everywhere(instance)) + await self._home.release_instance(instance)
 
     async def presence(self, instance: str, ttl_s: float) -> list[str]:
         return await self._home.presence(instance, ttl_s)

@@ -276,8 +276,6 @@ async def test_mirror_never_replaces_a_copy_with_one_of_a_smaller_token(sharded:
     assert await sharded.client.get(copy) == f"{b.token + 9} c".encode()
 
 
-@pytest.mark.xfail(strict=True, reason="ShardedLeases.release_instance frees only servers that listing() shows or "
-                   "the home's srv:count has: a server whose subscriptions were all in other shards keeps its lease")
 async def test_release_instance_frees_a_lease_on_a_server_left_without_subscriptions(sharded: ShardedStore) -> None:
     sub = await subscribe(sharded, await made(sharded, 2), server(1))
     n = await lease_number(sharded, server(1))
@@ -287,8 +285,6 @@ async def test_release_instance_frees_a_lease_on_a_server_left_without_subscript
     assert await sharded.leases.acquire(server(1), n, "b", 30) is not None
 
 
-@pytest.mark.xfail(strict=True, reason="set_subscription_statuses sends an id remembered from a page to that shard "
-                   "alone: after the queue moved to another token's shard (SDEL, then SNEW) the write is lost")
 async def test_a_status_write_follows_a_queue_moved_to_another_shard_since_paged(sharded: ShardedStore) -> None:
     srv, nid = server(1), secrets.token_bytes(24)
     first = await subscribe(sharded, await made(sharded, 0), srv, nid)
