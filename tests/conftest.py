@@ -19,7 +19,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers.valkey_cluster import CLUSTER, SHARDS, ValkeyCluster, raw_client
+from helpers.store_helpers import wipe
+from helpers.valkey_cluster import CLUSTER, SHARDS, ValkeyCluster
 
 from ntf_server.observability.logevents import set_strict
 from ntf_server.protocol.framing import SMP_CURRENT_VERSION, VersionRange
@@ -99,13 +100,7 @@ async def store(redis_url: str, store_key: bytes) -> AsyncIterator[RedisStore]:
                                  cluster=CLUSTER, shards=SHARDS)
     yield s
     await s.close()
-    client = raw_client(redis_url)
-    try:
-        keys = [k for d in s.datasets async for k in client.scan_iter(match=d.keys.prefix + "*", count=1000)]
-        for i in range(0, len(keys), 500):
-            await client.delete(*keys[i : i + 500])
-    finally:
-        await client.aclose()
+    await wipe(redis_url, [d.keys.prefix for d in s.datasets])
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ refuses to run beside this configuration's server: subscriptions are resubscribe
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack
+from collections.abc import AsyncIterator
+from contextlib import ExitStack, asynccontextmanager
 from typing import TextIO
 
 from ntf_server.config import Config, redact_url
@@ -34,24 +35,32 @@ async def import_simplex(config: Config, database: str, schema: str, *, dry_run:
     """Import everything; `out` gets the progress. `hold_state_lock=False` only for tests that import
     beside a running in-process server."""
     at = time.time() if now is None else now
-    with ExitStack() as locks, HaskellDb.open(database, schema) as db:
+    with HaskellDb.open(database, schema) as db:
         total = db.counts()["tokens"]
         print(f"Haskell database: {total} tokens in schema {schema!r}" + (" (dry run)" if dry_run else ""), file=out)
         progress = Progress(total, out, tty=tty)
         if dry_run:
             return await Importer(db, None, progress, at).run()
+        async with config_redis(config, hold_state_lock) as url:
+            return await _write(config, url, db, progress, at)
+
+
+@asynccontextmanager
+async def config_redis(config: Config, hold_state_lock: bool) -> AsyncIterator[str]:
+    """The URL of the configuration's Redis (its embedded one started, and stopped after), the state
+    directory's lock held meanwhile unless ``hold_state_lock`` is False (tests beside a running server)."""
+    with ExitStack() as locks:
         if hold_state_lock:
             locks.enter_context(StateLock(config.server.state_dir))
-        embedded: EmbeddedRedis | None = None
         url = config.redis_url().strip()
-        if not url:
-            embedded = EmbeddedRedis(config.server.state_dir / "redis")
-            url = await embedded.start()
+        if url:
+            yield url
+            return
+        embedded = EmbeddedRedis(config.server.state_dir / "redis")
         try:
-            return await _write(config, url, db, progress, at)
+            yield await embedded.start()
         finally:
-            if embedded is not None:
-                await embedded.stop()
+            await embedded.stop()
 
 
 async def _write(config: Config, url: str, db: HaskellDb, progress: Progress, now: float) -> Counts:

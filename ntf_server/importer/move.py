@@ -17,15 +17,12 @@ the source is only read. Running it again writes what is missing and leaves the 
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import TextIO
 
 from ntf_server.config import Config, redact_url
-from ntf_server.importer.command import ImportFailed
-from ntf_server.statelock import StateLock
+from ntf_server.importer.command import ImportFailed, config_redis
 from ntf_server.store.atrest import load_or_create_store_key
-from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.store.errors import StoreError
 from ntf_server.store.moving import Moved, copy_data_set
 from ntf_server.store.redis import RedisStore
@@ -43,33 +40,22 @@ async def move_store(config: Config, target: Target, *, out: TextIO, hold_state_
                      now: float | None = None) -> Moved:
     """Copy everything; ``out`` gets a line per page. ``hold_state_lock=False`` only for tests beside a server."""
     at = time.time() if now is None else now
-    with ExitStack() as locks:
-        if hold_state_lock:
-            locks.enter_context(StateLock(config.server.state_dir))
-        embedded: EmbeddedRedis | None = None
-        url = config.redis_url().strip()
-        if not url:
-            embedded = EmbeddedRedis(config.server.state_dir / "redis")
-            url = await embedded.start()
+    async with config_redis(config, hold_state_lock) as url:
+        if url == target.url and (config.redis.key_prefix == target.prefix):
+            raise ImportFailed("the target is the data set itself: give another URL or --to-prefix")
+        master = load_or_create_store_key(config.store.key_file)
+        source = await _connect(url, master, config.redis.key_prefix, config.redis.cluster, config.redis.shards)
         try:
-            if url == target.url and (config.redis.key_prefix == target.prefix):
-                raise ImportFailed("the target is the data set itself: give another URL or --to-prefix")
-            master = load_or_create_store_key(config.store.key_file)
-            source = await _connect(url, master, config.redis.key_prefix, config.redis.cluster, config.redis.shards)
+            dest = await _connect(target.url, master, target.prefix, target.cluster, target.shards)
             try:
-                dest = await _connect(target.url, master, target.prefix, target.cluster, target.shards)
-                try:
-                    return await copy_data_set(source, dest, at, out)
-                except StoreError as e:
-                    raise ImportFailed(f"copying failed: {e} (what was written is complete per token; run the "
-                                       "move again to finish)") from e
-                finally:
-                    await dest.close()
+                return await copy_data_set(source, dest, at, out)
+            except StoreError as e:
+                raise ImportFailed(f"copying failed: {e} (what was written is complete per token; run the move "
+                                   "again to finish)") from e
             finally:
-                await source.close()
+                await dest.close()
         finally:
-            if embedded is not None:
-                await embedded.stop()
+            await source.close()
 
 
 async def _connect(url: str, master: bytes, prefix: str, cluster: bool, shards: int) -> RedisStore:

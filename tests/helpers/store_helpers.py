@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import secrets
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 from helpers.valkey_cluster import raw_client
@@ -63,6 +63,18 @@ def token(
 
 def notifier_key() -> bytes:
     return b"\x30\x2e\x02\x01\x00\x30\x05\x06\x03\x2b\x65\x70\x04\x22\x04\x20" + secrets.token_bytes(32)
+
+
+async def wipe(url: str, prefixes: Iterable[str]) -> None:
+    """Remove every key under these prefixes (a store's: ``d.keys.prefix for d in store.datasets``, one per shard)."""
+    c = raw_client(url)
+    try:
+        for p in prefixes:
+            keys = [k async for k in c.scan_iter(match=p + "*", count=1000)]
+            for i in range(0, len(keys), 500):
+                await c.delete(*keys[i : i + 500])
+    finally:
+        await c.aclose()
 
 
 async def check_invariants(store: RedisStore, url: str) -> dict[str, int]:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
-from helpers.store_helpers import NOW, add_notices, check_invariants, notifier_key, server, token
-from helpers.valkey_cluster import CLUSTER, raw_client
+from helpers.store_helpers import NOW, add_notices, check_invariants, notifier_key, server, token, wipe
+from helpers.valkey_cluster import CLUSTER
 
 from ntf_server import cli
 from ntf_server.config import Config, load_config
@@ -38,18 +38,6 @@ def make_config(tmp_path: Path, redis_url: str) -> Config:
                                                               key_prefix=f"mv:{secrets.token_hex(6)}:"))
 
 
-async def wipe(redis_url: str, stores: list[RedisStore]) -> None:
-    c = raw_client(redis_url)
-    try:
-        for s in stores:
-            for d in s.datasets:
-                keys = [k async for k in c.scan_iter(match=d.keys.prefix + "*", count=1000)]
-                if keys:
-                    await c.delete(*keys)
-    finally:
-        await c.aclose()
-
-
 @pytest.fixture
 async def source(tmp_path: Path, redis_url: str) -> AsyncIterator[tuple[Config, RedisStore]]:
     cfg = make_config(tmp_path, redis_url)
@@ -57,7 +45,7 @@ async def source(tmp_path: Path, redis_url: str) -> AsyncIterator[tuple[Config, 
                                  cluster=CLUSTER)
     yield cfg, s
     await s.close()
-    await wipe(redis_url, [s])
+    await wipe(redis_url, [d.keys.prefix for d in s.datasets])
 
 
 async def test_a_data_set_moves_into_three_shards_whole(source: tuple[Config, RedisStore], redis_url: str) -> None:
@@ -124,7 +112,7 @@ async def test_a_data_set_moves_into_three_shards_whole(source: tuple[Config, Re
         await check_invariants(dest, redis_url)
     finally:
         await dest.close()
-        await wipe(redis_url, [dest])
+        await wipe(redis_url, [d.keys.prefix for d in dest.datasets])
 
 
 async def test_the_data_set_itself_is_not_a_target(source: tuple[Config, RedisStore], redis_url: str) -> None:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 
 import pytest
-from helpers.store_helpers import PARITY, Outcome, add_notices, check_invariants, notifier_key, server, token
+from helpers.store_helpers import PARITY, Outcome, add_notices, check_invariants, notifier_key, server, token, wipe
 from helpers.valkey_cluster import CLUSTER, raw_client
 from hypothesis import given, settings, strategies as st
 
@@ -75,9 +75,7 @@ async def open_store(redis_url: str, store_key: bytes) -> AsyncIterator[Open]:
     yield open_
     for s in opened:
         await s.close()
-    async with raw_client(redis_url) as c:
-        for k in {k for p in prefixes async for k in c.scan_iter(match=p + "*", count=1000)}:
-            await c.delete(k)
+    await wipe(redis_url, prefixes)
 
 
 @pytest.fixture

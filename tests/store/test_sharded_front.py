@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import pytest
-from helpers.store_helpers import add_notices, notifier_key, server, token
-from helpers.valkey_cluster import CLUSTER, raw_client
+from helpers.store_helpers import add_notices, notifier_key, server, token, wipe
+from helpers.valkey_cluster import CLUSTER
 
 from ntf_server.store.budget import BudgetStore
 from ntf_server.store.census import CensusTaker
@@ -41,14 +41,7 @@ async def sharded(redis_url: str, store_key: bytes) -> AsyncIterator[ShardedStor
     assert isinstance(s, ShardedStore)
     yield s
     await s.close()
-    c = raw_client(redis_url)
-    try:
-        for d in s.datasets:
-            keys = [k async for k in c.scan_iter(match=d.keys.prefix + "*", count=1000)]
-            if keys:
-                await c.delete(*keys)
-    finally:
-        await c.aclose()
+    await wipe(redis_url, [d.keys.prefix for d in s.datasets])
 
 
 async def active_in(store: ShardedStore, k: int) -> TokenRecord:
