@@ -51,6 +51,7 @@ from ntf_server.store.dataset import DataSet
 from ntf_server.store.errors import StoreError
 from ntf_server.store.health import backoff_delays
 from ntf_server.store.importing import StoreImporter
+from ntf_server.store.keys import sub_r
 from ntf_server.store.notices import Claimed, Decided, ForRetry, PolicyChanged
 from ntf_server.store.outbox import Cause
 from ntf_server.store.records import (
@@ -276,10 +277,24 @@ class ShardedStore(RedisStore):
                                   notifier_key: bytes, caps: SubCaps = NO_CAPS,
                                   ) -> tuple[SubCreate, SubscriptionRecord | None]:
         k = shard_of(token_id, self._n)
-        elsewhere = await self._others(k, lambda s: s.token_and_subscription(token_id, server, notifier_id))
-        if any(sub is not None for _, sub in elsewhere):
+        if await self._queue_elsewhere(k, server, notifier_id) is not None:
             return SubCreate.CONFLICT, None  # another token's (this token's are in its shard)
         return await self._shards[k].create_subscription(token_id, server, notifier_id, notifier_key, caps)
+
+    async def _queue_elsewhere(self, k: int, server: SMPServer, notifier_id: bytes) -> int | None:
+        """The shard other than k holding a subscription of the queue, if one does: one HEXISTS a shard
+        that knows the server (a new queue's SNEW answers AUTH or IDSUB: its timing tells nothing more)."""
+        server = server.normalized()
+        r = sub_r(self._a, server, notifier_id)
+
+        async def there(s: RedisStore) -> bool:
+            srv = await s._servers.number(server, create=False)
+            d = s.dataset
+            return srv is not None and bool(await d.call(d.r.hexists, d.keys.sub_bucket(srv, r), r))
+
+        found = await asyncio.gather(*(there(s) for j, s in enumerate(self._shards) if j != k))
+        others = [j for j in range(self._n) if j != k]
+        return next((j for j, yes in zip(others, found, strict=True) if yes), None)
 
     async def get_subscription(self, sub_id: bytes) -> SubscriptionRecord | None:
         found = await self._each(lambda s: s.get_subscription(sub_id))
@@ -293,9 +308,11 @@ class ShardedStore(RedisStore):
     async def token_and_subscription(self, token_id: bytes, server: SMPServer,
                                      notifier_id: bytes) -> tuple[TokenRecord | None, SubscriptionRecord | None]:
         k = shard_of(token_id, self._n)
-        found = await self._each(lambda s: s.token_and_subscription(token_id, server, notifier_id))
-        sub = found[k][1] or next((s for _, s in found if s is not None), None)
-        return found[k][0], sub
+        (tok, sub), j = await asyncio.gather(self._shards[k].token_and_subscription(token_id, server, notifier_id),
+                                             self._queue_elsewhere(k, server, notifier_id))
+        if sub is None and j is not None:
+            sub = (await self._shards[j].token_and_subscription(token_id, server, notifier_id))[1]
+        return tok, sub
 
     async def delete_subscription(self, sub_id: bytes) -> SubscriptionRecord | None:
         found = await self._each(lambda s: s.delete_subscription(sub_id))

@@ -132,10 +132,10 @@ def sign_cost_s(n: int = 20_000) -> tuple[float, float]:
     return out[0], out[1]
 
 
-async def ntf_side(url: str, master: bytes, expected: int, services: int = 0) -> None:
+async def ntf_side(url: str, master: bytes, expected: int, services: int = 0, shards: int = 1) -> None:
     """``services``: 0 (plain), -1 (services on, end when ``expected`` are ACTIVE: the tying round), or the
     number of stand-ins (end when each answered NSUBS as expected)."""
-    raw = await RedisStore.connect(url, master, prefix="bench:")
+    raw = await RedisStore.connect(url, master, prefix="bench:", shards=shards)
     store = CountingStore(raw)
     stats = Stats()
     pool = SubscriberPool(store, NoPush(), stats, services=services != 0)
@@ -189,12 +189,13 @@ async def bench(args: argparse.Namespace, url: str, redis_pid: int) -> None:
     try:
         print(f"{args.servers} stand-ins with {each:,} queues each up in {time.perf_counter() - t0:.1f} s", flush=True)
         master = secrets.token_bytes(32)
-        store = await RedisStore.connect(url, master, prefix="bench:")
+        store = await RedisStore.connect(url, master, prefix="bench:", shards=args.shards)
         tok_s, sub_s = await load(store, standins, make_tokens(args.tokens), args.concurrency, args.keys_as_sent)
         print(f"loaded {args.tokens:,} ACTIVE tokens in {tok_s:.1f} s; {total:,} subscriptions in {sub_s:.1f} s "
               f"({total / sub_s:,.0f}/s)", flush=True)
         rows = []
-        child_args = [__file__, "--role", "ntf", "--url", url, "--master", master.hex(), "--expect", str(total)]
+        child_args = [__file__, "--role", "ntf", "--url", url, "--master", master.hex(), "--expect", str(total),
+                      "--shards", str(args.shards)]
         if args.services:  # the untimed first round: one NSUB per queue ties them all to our service
             t0 = time.perf_counter()
             tie = Child([*child_args, "--service-mode", "-1"])
@@ -250,11 +251,12 @@ async def main() -> None:
     ap.add_argument("--url", help=argparse.SUPPRESS)
     ap.add_argument("--master", help=argparse.SUPPRESS)
     ap.add_argument("--services", action="store_true", help="service certificates: resubscribe with NSUBS")
+    ap.add_argument("--shards", type=int, default=1, help="the data set in this many shards ([redis] shards)")
     ap.add_argument("--expect", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--service-mode", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.role == "ntf":
-        side = ntf_side(args.url, bytes.fromhex(args.master), args.expect, args.service_mode)
+        side = ntf_side(args.url, bytes.fromhex(args.master), args.expect, args.service_mode, args.shards)
         if args.profile:
             import cProfile
             with cProfile.Profile() as prof:
