@@ -65,7 +65,7 @@ from ntf_server.store.client import Client, make_client
 from ntf_server.store.dataset import DataSet
 from ntf_server.store.health import backoff_delays
 from ntf_server.store.importing import StoreImporter
-from ntf_server.store.keys import DEFAULT_BUCKETS, MAX_BUCKETS, TOKEN_ID_BYTES, Keys
+from ntf_server.store.keys import MAX_BUCKETS, TOKEN_ID_BYTES, Keys
 from ntf_server.store.leases import RedisLeases
 from ntf_server.store.notices import Claimed, Decided, ForRetry, PolicyChanged, RedisNotices
 from ntf_server.store.outbox import Cause, RedisOutbox
@@ -83,7 +83,7 @@ from ntf_server.store.records import (
 )
 from ntf_server.store.servers import ServerRegistry
 from ntf_server.store.services import RedisServices
-from ntf_server.store.shards import check_shards, shard_prefixes
+from ntf_server.store.shards import check_shards, default_buckets, shard_prefixes
 from ntf_server.store.subscriptions import RedisSubscriptions
 from ntf_server.store.tokens import RedisTokens
 from ntf_server.store.upgrade import authenticate_records
@@ -122,8 +122,9 @@ class RedisStore:
         shards: int = 1,
     ) -> RedisStore:
         """`buckets` (per SMP server) is fixed when the data set is created: None means "what the data set
-        uses", or DEFAULT_BUCKETS for a new one; a different explicit value is refused. The timeouts bound
-        how long a call can hang on a Redis host that stopped answering (no call here blocks on purpose).
+        uses", or for a new one DEFAULT_BUCKETS divided by `shards` (shards.py `default_buckets`); a different
+        explicit value is refused. The timeouts bound how long a call can hang on a Redis host that stopped
+        answering (no call here blocks on purpose).
         `cluster`: `url` names a node of a Redis/Valkey Cluster; each shard's keys then share one hash slot
         (`prefix` becomes a hash tag, store/client.py). `shards` (fixed when the data set is created): more than
         one spreads the data set over that many slots (store/shards.py) and returns a `ShardedStore`."""
@@ -133,7 +134,7 @@ class RedisStore:
         client = make_client(url, cluster=cluster, retries=retries, max_connections=max_connections * shards,
                              connect_timeout_s=connect_timeout_s, command_timeout_s=command_timeout_s)
         atrest = AtRest(master_key)
-        parts = [cls(client, atrest, p, buckets or DEFAULT_BUCKETS) for p in prefixes]
+        parts = [cls(client, atrest, p, buckets or default_buckets(shards)) for p in prefixes]
         try:
             if cluster:
                 await parts[0]._d.refuse_untagged(plain)

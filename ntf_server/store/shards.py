@@ -38,9 +38,16 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from ntf_server.store.client import cluster_prefix
 from ntf_server.store.dataset import DataSet
 from ntf_server.store.errors import StoreError
-from ntf_server.store.keys import TOKEN_ID_BYTES
+from ntf_server.store.keys import DEFAULT_BUCKETS, TOKEN_ID_BYTES
 
 MAX_SHARDS: Final = 256
+MIN_SHARD_BUCKETS: Final = 128
+
+
+def default_buckets(shards: int) -> int:
+    """Buckets per SMP server of a new data set, in each shard: a shard holds 1/N of a server's subscriptions,
+    so N times fewer buckets keep as many in each (and a resubscription page as many per round trip)."""
+    return max(DEFAULT_BUCKETS // shards, min(MIN_SHARD_BUCKETS, DEFAULT_BUCKETS))
 
 
 def shard_of(token_id: bytes, shards: int) -> int:
