@@ -30,6 +30,7 @@ Pure functions, but for `check_shards` (one read and write of `P meta`).
 
 from __future__ import annotations
 
+import math
 import secrets
 from typing import Final
 
@@ -75,24 +76,25 @@ def slot_of(prefix: str) -> int:
 
 def shard_prefixes(prefix: str, shards: int, *, cluster: bool) -> list[str]:
     """Key prefixes of the N shards. Shard 0's is the data set's own (``ntf:``, or ``{ntf:}`` in cluster
-    mode): a one-shard data set is exactly the one-slot layout. On one Redis shard k is ``ntf:k:``; in a cluster
-    it is a hash tag ``{ntf:k.j}`` with the first j that puts its slot in the k-th Nth of the slots after shard
-    0's, so the shards' slots are evenly spaced and each primary of an evenly split cluster gets its share."""
+    mode): a one-shard data set is exactly the one-slot layout. On one Redis shard k is ``ntf:k:``. In a
+    cluster the 16,384 slots are cut into N equal segments; shard 0's slot is in one of them, and every other
+    shard gets a hash tag ``{ntf:k.j}`` (the first j that fits) whose slot is in the middle half of one of the
+    other segments, so each segment holds one shard: a cluster whose primaries split the slots evenly (as
+    ``valkey-cli --cluster create`` does) into N, or a divisor of N, ranges gets N/primaries shards on each."""
     if not 1 <= shards <= MAX_SHARDS:
         raise StoreError(f"shards must be 1..{MAX_SHARDS}")
     if not cluster:
         return [prefix] + [f"{prefix}{k}:" for k in range(1, shards)]
     home = cluster_prefix(prefix)
     inner = home[1:-1]
-    first = slot_of(home)
     width = REDIS_CLUSTER_HASH_SLOTS / shards
+    home_segment = min(int(slot_of(home) // width), shards - 1)
     out = [home]
-    for k in range(1, shards):
-        lo = (first + round(k * width)) % REDIS_CLUSTER_HASH_SLOTS
-        span = max(int(width / 4), 1)
+    for k, segment in enumerate((s for s in range(shards) if s != home_segment), start=1):
+        lo, span = math.ceil(segment * width + width / 4), max(int(width / 2), 1)
         for j in range(1_000_000):
             cand = "{" + f"{inner}{k}.{j}" + "}"
-            if (slot_of(cand) - lo) % REDIS_CLUSTER_HASH_SLOTS < span:
+            if 0 <= slot_of(cand) - lo < span:
                 out.append(cand)
                 break
         else:  # pragma: no cover - CRC16 reaches every window long before

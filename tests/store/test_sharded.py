@@ -30,17 +30,20 @@ Open = Callable[..., Awaitable[RedisStore]]
 
 @settings(max_examples=40, deadline=None)
 @given(st.text("abcxyz:0123456789", min_size=1, max_size=12), st.integers(1, 64))
-def test_cluster_shards_take_one_slot_each_in_successive_nths_of_the_slots(prefix: str, n: int) -> None:
+def test_cluster_shards_take_one_slot_each_in_its_own_nth_of_the_slots(prefix: str, n: int) -> None:
     ps = shard_prefixes(prefix, n, cluster=True)
     assert ps[0] == "{" + prefix + "}" and shard_prefixes(prefix, n, cluster=True) == ps
-    for k, p in enumerate(ps):  # each shard's window starts at its rounded k/n of the slots after the home's
+    width = SLOTS / n
+    for p in ps:
         assert p.startswith("{") and p.endswith("}") and slot_of(p + "t{ab}:subs") == slot_of(p)
-        assert round(k * SLOTS / n) <= (slot_of(p) - slot_of(ps[0])) % SLOTS < round((k + 1) * SLOTS / n)
+    for p in ps[1:]:  # the middle half of its segment: no nearer than a quarter segment to a primary's edge
+        assert width / 4 - 1 <= slot_of(p) % width <= 3 * width / 4 + 1
+    assert sorted(min(int(slot_of(p) // width), n - 1) for p in ps) == list(range(n))  # one shard per segment
 
 
-def test_three_shards_in_the_thirds_after_the_home_in_a_cluster_and_under_prefixes_of_their_own_on_one_redis() -> None:
+def test_three_shards_in_the_three_thirds_in_a_cluster_and_under_prefixes_of_their_own_on_one_redis() -> None:
     ps = shard_prefixes("ntf:", N, cluster=True)
-    assert ps[0] == "{ntf:}" and [((slot_of(p) - slot_of("{ntf:}")) % SLOTS) * N // SLOTS for p in ps] == [0, 1, 2]
+    assert ps[0] == "{ntf:}" and sorted(slot_of(p) * N // SLOTS for p in ps) == [0, 1, 2]
     assert shard_prefixes("ntf:", N, cluster=False) == ["ntf:", "ntf:1:", "ntf:2:"]
     with pytest.raises(StoreError):
         shard_prefixes("ntf:", 257, cluster=False)
