@@ -30,12 +30,13 @@ import redis.asyncio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "store"))
 from helpers.store_helpers import notifier_key, server, token
-from helpers.valkey_cluster import ValkeyCluster
+from helpers.valkey_cluster import ValkeyCluster, serves
 
 from ntf_server.store.embedded import EmbeddedRedis
 from ntf_server.store.keys import DEFAULT_BUCKETS
 from ntf_server.store.records import TOKEN_ACTIVE
 from ntf_server.store.redis import RedisStore
+from ntf_server.store.shards import shard_prefixes, slot_of
 
 
 async def used_memory(urls: list[str]) -> list[int]:
@@ -110,11 +111,14 @@ async def main() -> None:
                 await asyncio.to_thread(cluster.start, 3, False)
                 urls = [f"redis://127.0.0.1:{n.port}" for n in cluster.primaries]
                 tok, sub, per_node, tok_s, sub_s = await load(cluster.url, urls, True, shards, args)
+                slots = [slot_of(x) for x in shard_prefixes("mem:", shards, cluster=True)]
+                where = [next(i for i, n in enumerate(cluster.primaries) if serves(n, slot)) for slot in slots]
             finally:
                 cluster.stop()
             print(f"shards={shards} cluster:    {tok:,.0f} bytes per token, {sub:,.0f} bytes per subscription "
                   f"(loaded {tok_s:,.0f} tokens/s, {sub_s:,.0f} subscriptions/s)")
-            print(f"shards={shards} cluster, growth per primary: {spread(per_node)}", flush=True)
+            print(f"shards={shards} cluster, growth per primary: {spread(per_node)}; the shards' slots (primary): "
+                  + ", ".join(f"{slot} ({i + 1})" for slot, i in zip(slots, where, strict=True)), flush=True)
 
 
 if __name__ == "__main__":
