@@ -1,13 +1,17 @@
 """What a sharded NOTIFY costs, the store alone (run by hand, not collected by pytest).
 
-A sharded data set (`[redis] shards`, store/shards.py) runs each batch's NOTIFY in every shard (store/sharded.py:
-a notice is found by (SMP server, notifier id), which does not say the shard), so a batch costs N script calls
-and N Python decodings where one shard costs one. nmsg_pipeline.py measures that inside the whole pipeline,
+A notice is found by (SMP server, notifier id), which does not say the shard of a sharded data set (`[redis]
+shards`, store/shards.py), so a sharded NOTIFY (store/sharded.py) asks every shard for a queue it has not learnt
+the shard of, and only the learnt shard for the others (up to 100,000 queues remembered per process). Measured
+here both ways: "learnt" (the same queues notified again: the steady state) and "cold" (every queue once,
+through a store object just connected: after a restart, or with more queues than are remembered).
+nmsg_pipeline.py measures that inside the whole pipeline,
 where the batch size follows the load (one SMP block when quiet, up to ``batch_max`` under load); this drives
 `store.notify` directly with fixed batch sizes, ``store_calls`` calls in flight (as the pipeline does), the
 policy check and outbox writes as the pipeline has them, and prints, per shard count and batch size (the
-counts back to back in each round, medians of the rounds): notices/s, this process's CPU per notice, Redis's
-CPU per notice (INFO cpu used_cpu_sys + used_cpu_user delta of every node) and script calls per batch.
+counts back to back in each round, medians of the rounds), learnt and cold: notices/s, this process's CPU per
+notice, Redis's CPU per notice (INFO cpu used_cpu_sys + used_cpu_user delta of every node) and script calls per
+batch.
 
     .venv/bin/python tests/bench/notify_fanout.py                          # embedded Valkey, shards 1 and 3
     .venv/bin/python tests/bench/notify_fanout.py --cluster --batches 1 256
@@ -24,7 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -43,11 +47,16 @@ from helpers.store_helpers import notifier_key, server
 
 @contextlib.asynccontextmanager
 async def loaded(args: argparse.Namespace, url: str, shards: int, rnd: int) -> AsyncIterator[
-        tuple[RedisStore, HiddenPushes, list[Notice]]]:
+        tuple[RedisStore, HiddenPushes, list[Notice], Callable[[], Awaitable[RedisStore]]]]:
     """A data set of its own with ACTIVE tokens (ids from new_token_id, as TNEW) and one subscription each,
-    and a notice for each subscription."""
-    store = await RedisStore.connect(url, secrets.token_bytes(32), prefix=f"nf-{rnd}-s{shards}:", cluster=args.cluster,
-                                     shards=shards)
+    a notice for each subscription, and a function connecting another store object to the data set."""
+    master = secrets.token_bytes(32)
+
+    async def connect() -> RedisStore:
+        return await RedisStore.connect(url, master, prefix=f"nf-{rnd}-s{shards}:", cluster=args.cluster,
+                                        shards=shards)
+
+    store = await connect()
     try:
         toks = [replace(t, token_id=store.new_token_id(t.provider, t.device_token)) for t in make_tokens(args.tokens)]
         servers = [server(i + 1) for i in range(args.servers)]
@@ -60,14 +69,14 @@ async def loaded(args: argparse.Namespace, url: str, shards: int, rnd: int) -> A
             assert created.name == "CREATED", created
             notices.append(Notice(servers[i % len(servers)], nid, 0, secrets.token_bytes(24), secrets.token_bytes(80)))
         settings = PolicySettings.from_json(json.loads(args.policy))
-        yield store, HiddenPushes(PolicyStore(store.dataset), settings, store.budgets()), notices
+        yield store, HiddenPushes(PolicyStore(store.dataset), settings, store.budgets()), notices, connect
     finally:
         await store.close()
 
 
 async def measure(args: argparse.Namespace, store: RedisStore, hidden: HiddenPushes, notices: list[Notice],
-                  node_urls: list[str], batch: int) -> dict[str, float]:
-    n_batches = max(args.notices // batch, args.store_calls)
+                  node_urls: list[str], batch: int, total: int) -> dict[str, float]:
+    n_batches = max(total // batch, args.store_calls)
     todo = iter(range(n_batches))
     k = 0
 
@@ -95,6 +104,18 @@ async def measure(args: argparse.Namespace, store: RedisStore, hidden: HiddenPus
             **{f"redis{i}": (b[0] - a[0]) / (t1 - t0) for i, (a, b) in enumerate(zip(r0, r1, strict=True))}}
 
 
+async def measure_cold(args: argparse.Namespace, connect: Callable[[], Awaitable[RedisStore]],
+                       notices: list[Notice], node_urls: list[str], batch: int) -> dict[str, float]:
+    """Every queue once, through a store object that has notified none of them (nor cached their places)."""
+    store = await connect()
+    try:
+        settings = PolicySettings.from_json(json.loads(args.policy))
+        hidden = HiddenPushes(PolicyStore(store.dataset), settings, store.budgets())
+        return await measure(args, store, hidden, notices, node_urls, batch, len(notices) // batch * batch)
+    finally:
+        await store.close()
+
+
 async def bench(args: argparse.Namespace) -> None:
     print(f"{args.tokens:,} ACTIVE tokens, one subscription each on {args.servers} SMP servers; batches of "
           f"{args.batches}, {args.store_calls} calls in flight, ~{args.notices:,} notices per measurement; "
@@ -104,26 +125,31 @@ async def bench(args: argparse.Namespace) -> None:
             rows: dict[tuple[int, int], list[dict[str, float]]] = {}
             for rnd in range(args.rounds):
                 for n in args.shards:  # back to back, so a noisy neighbour hits every shard count alike
-                    async with loaded(args, url, n, rnd) as (store, hidden, notices):
-                        await measure(args, store, hidden, notices, node_urls, 16)  # warm the caches
+                    async with loaded(args, url, n, rnd) as (store, hidden, notices, connect):
                         for b in args.batches:
-                            res = await measure(args, store, hidden, notices, node_urls, b)
-                            rows.setdefault((n, b), []).append(res)
-                            print(f"round {rnd + 1} shards={n} batch {b}: {res['notices_s']:,.0f} notices/s, "
-                                  f"per notice: client {res['client_us']:.0f} µs CPU, redis {res['redis_us']:.0f} µs "
-                                  f"CPU; {res['scripts_per_batch']:.2f} script calls per batch", flush=True)
-            for b in args.batches:
-                meds = {n: {k: statistics.median(r[k] for r in rows[(n, b)]) for k in rows[(n, b)][0]}
+                            for how in ("cold", "learnt"):
+                                if how == "cold":
+                                    res = await measure_cold(args, connect, notices, node_urls, b)
+                                else:
+                                    await measure(args, store, hidden, notices, node_urls, 16, len(notices))  # learn
+                                    res = await measure(args, store, hidden, notices, node_urls, b, args.notices)
+                                rows.setdefault((how, n, b), []).append(res)
+                                print(f"round {rnd + 1} shards={n} batch {b} {how}: {res['notices_s']:,.0f} notices/s, "
+                                      f"per notice: client {res['client_us']:.0f} µs CPU, redis "
+                                      f"{res['redis_us']:.0f} µs CPU; {res['scripts_per_batch']:.2f} script calls per "
+                                      "batch", flush=True)
+            for how, b in ((how, b) for how in ("learnt", "cold") for b in args.batches):
+                meds = {n: {k: statistics.median(r[k] for r in rows[(how, n, b)]) for k in rows[(how, n, b)][0]}
                         for n in args.shards}
                 for n, m in meds.items():
                     split = " + ".join(f"{m[f'redis{i}']:.2f}" for i in range(len(node_urls)))
-                    print(f"batch {b} shards={n} median of {args.rounds}: {m['notices_s']:,.0f} notices/s, per notice: "
-                          f"client {m['client_us']:.0f} µs CPU, redis {m['redis_us']:.0f} µs CPU (redis cores busy "
-                          f"{split}); {m['scripts_per_batch']:.2f} script calls per batch", flush=True)
+                    print(f"{how} batch {b} shards={n} median of {args.rounds}: {m['notices_s']:,.0f} notices/s, per "
+                          f"notice: client {m['client_us']:.0f} µs CPU, redis {m['redis_us']:.0f} µs CPU (redis cores "
+                          f"busy {split}); {m['scripts_per_batch']:.2f} script calls per batch", flush=True)
                 one = meds[args.shards[0]]
                 for n in args.shards[1:]:
                     m = meds[n]
-                    print(f"batch {b} shards={n} / shards={args.shards[0]}: notices/s "
+                    print(f"{how} batch {b} shards={n} / shards={args.shards[0]}: notices/s "
                           f"{m['notices_s'] / one['notices_s']:.2f}, client CPU per notice "
                           f"{m['client_us'] / one['client_us']:.2f}, redis CPU per notice "
                           f"{m['redis_us'] / one['redis_us']:.2f}", flush=True)
@@ -137,7 +163,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--tokens", type=int, default=2000)
     ap.add_argument("--servers", type=int, default=4)
-    ap.add_argument("--notices", type=int, default=20_000, help="per measurement (at least store_calls batches)")
+    ap.add_argument("--notices", type=int, default=20_000,
+                    help="per learnt measurement (a cold one: each queue once, --tokens)")
     ap.add_argument("--store-calls", type=int, default=2, help="calls in flight (the pipeline's store_calls)")
     ap.add_argument("--lease-s", type=float, default=30.0, help="outbox lease (0: no outbox entries)")
     ap.add_argument("--policy", default='{"hidden_per_hour": 0}', help="push policy JSON (default: parity)")
