@@ -433,7 +433,7 @@ class ShardedStore(RedisStore):
         A queue whose shard was learnt from an earlier answer goes to that shard alone; any other goes to every
         shard (those without its subscription answer "unknown", with no side effect), and so does a learnt one
         that its shard no longer knows (its subscription deleted, or made again by a token of another shard)."""
-        if policy is not None:
+        if policy is not None:  # a read of the home shard (one shard compares it inside its NOTIFY)
             raw = await self._d.call(self._d.r.get, policy[0])
             if (raw or b"") != (policy[1] or b""):
                 return PolicyChanged(bytes(raw) if raw else None)
@@ -449,9 +449,9 @@ class ShardedStore(RedisStore):
                         groups[j].append(i)
             if not any(groups):
                 break
-            each = await asyncio.gather(*(
-                self._shards[k].notify([batch[i] for i in g], budgets, now, None, lease_s, sent_at)
-                for k, g in enumerate(groups) if g))
+            calls = [self._shards[k].notify([batch[i] for i in g], budgets, now, None, lease_s, sent_at)
+                     for k, g in enumerate(groups) if g]
+            each = [await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls)
             for k, res in zip((k for k, g in enumerate(groups) if g), each, strict=True):
                 if isinstance(res, PolicyChanged):  # pragma: no cover - policy None above: never
                     raise StoreError("a shard checked the policy")
