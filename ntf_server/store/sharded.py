@@ -177,8 +177,9 @@ class ShardedStore(RedisStore):
     async def create_token(self, token: TokenRecord, now: float | None = None,
                            max_per_device: int = 0) -> TokenCreate:
         k = shard_of(token.token_id, self._n)
-        dup = await self._others(k, lambda s: s.find_token(token.provider, token.device_token, token.verify_key))
-        if any(t is not None for t in dup):
+        dup = await self._others(k, lambda s: s._tokens.is_registered(token.provider, token.device_token,
+                                                                      token.verify_key))
+        if any(dup):
             return TokenCreate.DUPLICATE  # in its own shard, the script answers
         if max_per_device > 0:  # the cap counts the device's registrations in every shard
             others = sum(await self._others(k, lambda s: s._tokens.device_registrations(token.provider,

@@ -96,6 +96,12 @@ class RedisTokens:
         return int(await self._d.call(self._d.r.hlen, self._d.keys.dt_index(self.codec.dt_index(provider,
                                                                                               device_token))))
 
+    async def is_registered(self, provider: PushProvider, device_token: bytes, verify_key: bytes) -> bool:
+        """Whether a registration of (provider, device token, verify key) is here: one HEXISTS (a sharded
+        store's TNEW asks its other shards so, store/sharded.py)."""
+        field = self._repeat_field(self.codec.dt_index(provider, device_token), self.codec.vk_index(verify_key))
+        return bool(await self._d.call(self._d.r.hexists, self._d.keys.g("tv"), field))
+
     async def delete_device(self, provider: PushProvider, device_token: bytes) -> list[RemovedSub]:
         """Delete every registration of the device token here, with their subscriptions (a sharded store's
         TVFY, in the shards other than the verified token's)."""

@@ -33,7 +33,6 @@ from helpers.store_helpers import notifier_key, server, token
 from helpers.valkey_cluster import ValkeyCluster, serves
 
 from ntf_server.store.embedded import EmbeddedRedis
-from ntf_server.store.keys import DEFAULT_BUCKETS
 from ntf_server.store.records import TOKEN_ACTIVE
 from ntf_server.store.redis import RedisStore
 from ntf_server.store.shards import shard_prefixes, slot_of
@@ -94,12 +93,13 @@ async def main() -> None:
     p.add_argument("--subs", type=int, default=100_000)
     p.add_argument("--tokens", type=int, default=10_000)
     p.add_argument("--servers", type=int, default=20)
-    p.add_argument("--buckets", type=int, default=DEFAULT_BUCKETS)
+    p.add_argument("--buckets", type=int, default=None,
+                   help="per server and shard (default: a new data set's, DEFAULT_BUCKETS / shards)")
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--shards", type=int, nargs="+", default=[1, 3], help="shard counts to load (default: 1 and 3)")
     args = p.parse_args()
     print(f"{args.tokens:,} tokens, {args.subs:,} subscriptions on {args.servers} SMP servers, "
-          f"{args.buckets} buckets per server", flush=True)
+          f"{args.buckets or 'the default'} buckets per server", flush=True)
     for shards in args.shards:
         with tempfile.TemporaryDirectory(prefix="ntf-mem-") as d:
             async with EmbeddedRedis(Path(d) / "single") as url:
