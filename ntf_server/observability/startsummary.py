@@ -15,10 +15,11 @@ from ntf_server.transport import certs
 
 def redis_mode(config: Config) -> str:
     """``embedded at <dir>``, ``external <scheme>://<host>:<port>/<db>`` or ``cluster <scheme>://<node>`` (no
-    password, no query)."""
+    password, no query), with ``, N shards`` for a sharded data set."""
     url = config.redis_url().strip()
+    shards = f", {config.redis.shards} shards" if config.redis.shards > 1 else ""
     if not url:
-        return f"embedded at {config.server.state_dir / 'redis'}"
+        return f"embedded at {config.server.state_dir / 'redis'}{shards}"
     parts = urlsplit(url)
     if parts.scheme == "unix":
         where = f"unix://{parts.path}"
@@ -26,7 +27,7 @@ def redis_mode(config: Config) -> str:
         port = f":{parts.port}" if parts.port else ""
         where = f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
     kind = "cluster" if config.redis.cluster else "external"  # cluster: `where` is one node (README "Cluster mode")
-    return f"{kind} {where}" + (" (with password)" if parts.password else "")
+    return f"{kind} {where}" + (" (with password)" if parts.password else "") + shards
 
 
 def apns_environments(config: Config) -> str:

@@ -10,7 +10,7 @@ import logging
 
 import pytest
 from helpers.e2e_env import Env
-from helpers.valkey_cluster import CLUSTER
+from helpers.valkey_cluster import CLUSTER, SHARDS
 
 from ntf_server.observability.logevents import event_of
 from ntf_server.observability.startsummary import StartSummary, redis_mode
@@ -37,8 +37,9 @@ async def test_the_start_up_summary_names_what_the_server_runs_with(
         "address": certs.server_address(env.key_hash, "localhost", server.port),
         "listen": f"127.0.0.1:{server.port}",
         "apns": f"test 127.0.0.1:{env.sim.port}",
-        "redis": ("cluster " + env.config.redis.url) if CLUSTER
-        else "external unix://" + env.config.redis.url.removeprefix("unix://"),
+        "redis": (("cluster " + env.config.redis.url) if CLUSTER
+                  else "external unix://" + env.config.redis.url.removeprefix("unix://"))
+        + (f", {SHARDS} shards" if SHARDS > 1 else ""),
         "policy": '{"burst":3,"hidden_per_hour":0.0,"overflow":"alert"} (config)',  # e2e_env: parity
         "admin": f"http://127.0.0.1:{server.admin.port}",
         "socks": "off",
@@ -57,8 +58,11 @@ def test_redis_mode_never_shows_a_password(env: Env) -> None:
     cfg = env.config
     with_pw = dataclasses.replace(cfg, redis=dataclasses.replace(cfg.redis, url="redis://u:s3cr3tpw@db:6380/2?x=1"))
     kind = "cluster" if CLUSTER else "external"
-    assert redis_mode(with_pw) == f"{kind} redis://db:6380/2 (with password)"
+    shards = f", {SHARDS} shards" if SHARDS > 1 else ""
+    assert redis_mode(with_pw) == f"{kind} redis://db:6380/2 (with password){shards}"
     embedded = dataclasses.replace(cfg, redis=dataclasses.replace(cfg.redis, url=""))
-    assert redis_mode(embedded) == f"embedded at {cfg.server.state_dir / 'redis'}"
+    assert redis_mode(embedded) == f"embedded at {cfg.server.state_dir / 'redis'}{shards}"
+    three = dataclasses.replace(cfg, redis=dataclasses.replace(cfg.redis, url="redis://db:7000", shards=3))
+    assert redis_mode(three) == f"{kind} redis://db:7000, 3 shards"
     summary = StartSummary.of(with_pw, env.key_hash, "p (config)")
     assert "s3cr3tpw" not in "\n".join(summary.lines()) and summary.lines()[0].startswith("Server address: ntf://")
