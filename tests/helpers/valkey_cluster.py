@@ -92,8 +92,17 @@ class ValkeyCluster:
         return self.primaries + self.replicas
 
     def _spawn(self, node: Node) -> None:
+        """Start the node; if it exits at once (its port or bus port taken meanwhile: ports from `_free_ports`
+        are ephemeral ones, which the kernel also hands to outgoing connections), again on two other ports."""
+        for _ in range(3):
+            if self._try_spawn(node):
+                return
+            node.port, node.bus_port = _free_ports(2)
+        raise RuntimeError(f"valkey cluster node in {node.dir} did not start (see its stderr)")
+
+    def _try_spawn(self, node: Node) -> bool:
         node.dir.mkdir(parents=True, exist_ok=True)
-        with (node.dir / "stderr").open("wb") as err:  # the child keeps its own descriptor
+        with (node.dir / "stderr").open("ab") as err:  # the child keeps its own descriptor
             node.proc = subprocess.Popen(
                 [find_server_binary(), "--port", str(node.port), "--bind", "127.0.0.1", "--dir", str(node.dir),
                  "--cluster-enabled", "yes", "--cluster-port", str(node.bus_port),
@@ -109,8 +118,10 @@ class ValkeyCluster:
             try:
                 with node.client() as c:
                     c.ping()
-                return
+                return True
             except redis.ConnectionError:
+                if node.proc.poll() is not None:  # exited: could not bind
+                    return False
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
