@@ -54,6 +54,10 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
+def _tail(path: Path) -> str:
+    return path.read_text(errors="replace")[-500:].strip() if path.exists() else "(no stderr)"
+
+
 @dataclass
 class Node:
     port: int
@@ -98,7 +102,7 @@ class ValkeyCluster:
             if self._try_spawn(node):
                 return
             node.port, node.bus_port = _free_ports(2)
-        raise RuntimeError(f"valkey cluster node in {node.dir} did not start (see its stderr)")
+        raise RuntimeError(f"valkey cluster node in {node.dir} did not start: {_tail(node.dir / 'stderr')}")
 
     def _try_spawn(self, node: Node) -> bool:
         node.dir.mkdir(parents=True, exist_ok=True)
@@ -123,7 +127,8 @@ class ValkeyCluster:
                 if node.proc.poll() is not None:  # exited: could not bind
                     return False
                 if time.monotonic() > deadline:
-                    raise
+                    raise RuntimeError(f"valkey cluster node on port {node.port} does not answer: "
+                                       f"{_tail(node.dir / 'stderr')}") from None
                 time.sleep(0.05)
 
     def start(self, primaries: int = 3, with_replicas: bool = True) -> None:
