@@ -95,12 +95,13 @@ return out
 """
 
 # ARGV: P NB instance job... -> SMP servers' leases released (every lease of an instance known dead: its
-# successor on one state directory, which the state lock proves); its job leases (``JOBS``) go too
+# successor on one state directory, which the state lock proves); its job leases (``JOBS``) go too. Every
+# server the data set numbers is looked at, not only those with subscriptions here: a sharded data set's
+# leases live in its home shard, whatever shard their subscriptions are in (store/sharded_parts.py)
 RELEASE_INSTANCE: Final = _P + r"""
 local n, tail = 0, ' ' .. ARGV[3]
-local counts = redis.call('HGETALL', P .. 'srv:count')
-for i = 1, #counts, 2 do
-  local k = P .. 'ls:' .. counts[i]
+for _, srv in ipairs(redis.call('HKEYS', P .. 'srv:addr')) do
+  local k = P .. 'ls:' .. srv
   local v = redis.call('GET', k)
   if v and string.sub(v, -#tail) == tail then n = n + redis.call('DEL', k) end
 end
@@ -209,19 +210,13 @@ class RedisLeases:
         for i in range(0, len(flat), 4):
             n = int(flat[i])
             server = await self._servers.address(n)
-            if server is None:
-                continue
-            owner = token = expires = None
-            if flat[i + 2]:
-                tok, _, inst = bytes(flat[i + 2]).decode().partition(" ")
-                token, owner = int(tok), inst
-                expires = max(int(flat[i + 3]), 0) / 1000
-            out.append(ServerLease(server, n, int(flat[i + 1]), owner, token, expires))
+            if server is not None:
+                out.append(server_lease(server, n, int(flat[i + 1]), flat[i + 2], flat[i + 3]))
         return out
 
     async def acquire(self, server: SMPServer, number: int, instance: str, ttl_s: float) -> Lease | None:
         """The server's lease for ``instance`` if nobody holds it, with a fresh fencing token."""
-        t = await self._acquire(number, instance, _ms(ttl_s))
+        t = await self._acquire(number, instance, ms(ttl_s))
         return Lease(server, number, int(t)) if t is not None else None
 
     async def renew(self, leases: Sequence[Lease], instance: str, ttl_s: float) -> list[bool]:
@@ -229,7 +224,7 @@ class RedisLeases:
         if not leases:
             return []
         args = [a for lease in leases for a in (lease.number, lease.token, instance)]
-        return [bool(x) for x in await self._renew(_ms(ttl_s), *args)]
+        return [bool(x) for x in await self._renew(ms(ttl_s), *args)]
 
     async def release(self, leases: Sequence[Lease], instance: str) -> int:
         """Give these leases up (graceful stop); one another instance holds by now is left alone."""
@@ -245,7 +240,7 @@ class RedisLeases:
 
     async def presence(self, instance: str, ttl_s: float) -> list[str]:
         """Say ``instance`` is alive for ``ttl_s`` (0: it leaves now); the instances alive now."""
-        return [bytes(x).decode() for x in await self._presence(instance, _ms(ttl_s))]
+        return [bytes(x).decode() for x in await self._presence(instance, ms(ttl_s))]
 
     async def hand_off(self, server: SMPServer, sub_id: bytes) -> None:
         """A subscription created here on a server another instance (or nobody yet) subscribes."""
@@ -260,7 +255,7 @@ class RedisLeases:
     async def hold_job(self, job: str, instance: str, ttl_s: float, token: int = NO_LEASE) -> int | None:
         """The job's lease for ``instance``: renewed when it holds it with ``token``, taken (a fresh token)
         when nobody does; None when another instance holds it."""
-        t = await self._hold_job(job, instance, _ms(ttl_s), token)
+        t = await self._hold_job(job, instance, ms(ttl_s), token)
         return int(t) if t is not None else None
 
     async def release_job(self, job: str, instance: str, token: int) -> bool:
@@ -268,5 +263,13 @@ class RedisLeases:
         return bool(await self._release_job(job, token, instance))
 
 
-def _ms(s: float) -> int:
+def server_lease(server: SMPServer, number: int, subscriptions: int, value: Any, pttl: Any) -> ServerLease:
+    """A listing's row from the lease's value as stored (``fence``; empty or None: free) and its PTTL."""
+    if not value:
+        return ServerLease(server, number, subscriptions, None, None, None)
+    tok, _, inst = bytes(value).decode().partition(" ")
+    return ServerLease(server, number, subscriptions, inst, int(tok), max(int(pttl), 0) / 1000)
+
+
+def ms(s: float) -> int:
     return max(int(s * 1000), 0)

@@ -77,9 +77,16 @@ class ServerRegistry:
 
     async def servers_with_subscriptions(self) -> list[SMPServer]:
         """SMP servers with at least one subscription (resubscription at start, §3.3)."""
+        return list(await self.subscription_counts())
+
+    async def subscription_counts(self) -> dict[SMPServer, int]:
+        """Subscriptions per SMP server, of those that have any, in server-number order."""
         counts = await self._d.call(self._d.r.hgetall, self._d.keys.g("srv:count"))
-        servers = [await self.address(int(n)) for n, c in sorted(counts.items()) if int(c) > 0]
-        return [s for s in servers if s is not None]
+        out = {}
+        for n, c in sorted(counts.items(), key=lambda kv: int(kv[0])):
+            if int(c) > 0 and (server := await self.address(int(n))) is not None:
+                out[server] = int(c)
+        return out
 
     async def removed(self, flat: list[bytes]) -> list[RemovedSub]:
         """The subscriptions a cascade removed, as the scripts list them: sid, server number, record, ...

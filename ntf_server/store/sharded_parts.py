@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
@@ -24,7 +24,7 @@ from ntf_server.policy_types import Budget, CronDecision
 from ntf_server.protocol.encoding import SMPServer
 from ntf_server.store.budget import BudgetStore
 from ntf_server.store.census import Census, CensusTaker, Sleep
-from ntf_server.store.leases import RELEASE, Lease, RedisLeases, ServerLease, _ms
+from ntf_server.store.leases import NO_LEASE, RELEASE, Lease, RedisLeases, ServerLease, ms, server_lease
 from ntf_server.store.outbox import Cause, OutboxEntry, PushKindCode, RedisOutbox
 from ntf_server.store.shards import shard_of
 
@@ -43,20 +43,6 @@ for i = 4, #ARGV, 3 do
     redis.call('SET', k, ARGV[i + 1] .. ' ' .. ARGV[i + 2], 'PX', ARGV[3])
     n = n + 1
   end
-end
-return n
-"""
-
-
-# ARGV: P NB instance -> leases of the instance released, on every server the home shard numbers (its LIST
-# and RELEASE_INSTANCE see only servers with subscriptions in the home shard)
-RELEASE_EVERYWHERE: Final = r"""
-local P = ARGV[1]
-local n, tail = 0, ' ' .. ARGV[3]
-for _, srv in ipairs(redis.call('HKEYS', P .. 'srv:addr')) do
-  local k = P .. 'ls:' .. srv
-  local v = redis.call('GET', k)
-  if v and string.sub(v, -#tail) == tail then n = n + redis.call('DEL', k) end
 end
 return n
 """
@@ -189,7 +175,6 @@ class ShardedLeases(RedisLeases):
         self._stores = tuple(shards)
         self._mirror = [s.dataset.script(MIRROR) for s in shards[1:]]
         self._unmirror = [s.dataset.script(RELEASE) for s in shards[1:]]
-        self._release_everywhere = shards[0].dataset.script(RELEASE_EVERYWHERE)
 
     def __repr__(self) -> str:
         return f"<ShardedLeases {len(self._stores)} shards>"
@@ -204,15 +189,15 @@ class ShardedLeases(RedisLeases):
             return
         numbers = [await self._numbers(lease.server) for lease in leases]
         await asyncio.gather(*(
-            run(_ms(ttl_s), *[a for lease, ns in zip(leases, numbers, strict=True) for a in (ns[i], lease.token,
+            run(ms(ttl_s), *[a for lease, ns in zip(leases, numbers, strict=True) for a in (ns[i], lease.token,
                                                                                              instance)])
             for i, run in enumerate(self._mirror)))
 
     async def listing(self) -> list[ServerLease]:
         """Every SMP server with subscriptions in any shard, counted in all, with its lease (home)."""
         counts: dict[SMPServer, int] = {}
-        for s in self._stores:
-            for server, c in (await _server_counts(s)).items():
+        for store in self._stores:
+            for server, c in (await store._servers.subscription_counts()).items():
                 counts[server] = counts.get(server, 0) + c
         home = self._stores[0]
         numbers = [int(await home._servers.number(server, create=True) or 0) for server in counts]
@@ -222,16 +207,8 @@ class ShardedLeases(RedisLeases):
                 pipe.get(d.keys.g(f"ls:{n}"))
                 pipe.pttl(d.keys.g(f"ls:{n}"))
             flat: Any = await pipe.execute() if numbers else []
-        out = []
-        for i, (server, c) in enumerate(counts.items()):
-            value, pttl = flat[2 * i], flat[2 * i + 1]
-            owner = token = expires = None
-            if value:
-                tok, _, inst = bytes(value).decode().partition(" ")
-                token, owner = int(tok), inst
-                expires = max(int(pttl), 0) / 1000
-            out.append(ServerLease(server, numbers[i], c, owner, token, expires))
-        return out
+        return [server_lease(server, numbers[i], c, flat[2 * i], flat[2 * i + 1])
+                for i, (server, c) in enumerate(counts.items())]
 
     async def acquire(self, server: SMPServer, number: int, instance: str, ttl_s: float) -> Lease | None:
         lease = await self._home.acquire(server, number, instance, ttl_s)
@@ -254,9 +231,8 @@ class ShardedLeases(RedisLeases):
         return n
 
     async def release_instance(self, instance: str) -> int:
-        """Its leases on every server the home numbers (the copies expire with their time), its jobs, its
-        presence."""
-        return int(await self._release_everywhere(instance)) + await self._home.release_instance(instance)
+        """The home's (every server it numbers, which every leased one is); the copies expire with their time."""
+        return await self._home.release_instance(instance)
 
     async def presence(self, instance: str, ttl_s: float) -> list[str]:
         return await self._home.presence(instance, ttl_s)
@@ -268,18 +244,8 @@ class ShardedLeases(RedisLeases):
     async def take_handoffs(self, lease: Lease, instance: str, limit: int) -> list[bytes]:
         return await self._home.take_handoffs(lease, instance, limit)
 
-    async def hold_job(self, job: str, instance: str, ttl_s: float, token: int = 0) -> int | None:
+    async def hold_job(self, job: str, instance: str, ttl_s: float, token: int = NO_LEASE) -> int | None:
         return await self._home.hold_job(job, instance, ttl_s, token)
 
     async def release_job(self, job: str, instance: str, token: int) -> bool:
         return await self._home.release_job(job, instance, token)
-
-
-async def _server_counts(store: RedisStore) -> Mapping[SMPServer, int]:
-    d = store.dataset
-    raw: Any = await d.call(d.r.hgetall, d.keys.g("srv:count"))
-    out: dict[SMPServer, int] = {}
-    for n, c in raw.items():
-        if int(c) > 0 and (server := await store._servers.address(int(n))) is not None:
-            out[server.normalized()] = int(c)
-    return out
