@@ -54,6 +54,7 @@ from ntf_server.store.importing import StoreImporter
 from ntf_server.store.keys import sub_r
 from ntf_server.store.notices import Claimed, Decided, ForRetry, PolicyChanged
 from ntf_server.store.outbox import Cause
+from ntf_server.store.recent import Recent
 from ntf_server.store.records import (
     RESUBSCRIBE_KINDS,
     Notice,
@@ -72,8 +73,8 @@ from ntf_server.store.sharded_parts import ShardedBudgets, ShardedCensus, Sharde
 from ntf_server.store.shards import shard_of, token_id_in
 
 T = TypeVar("T")
-_PAGE_SHARD_MEMORY = 100_000  # (server, notifier id) -> shard remembered from pages, for status writes
-_ROUTES_KEPT = 100_000  # (server, notifier id) -> shard learnt from NOTIFY's answers (two generations kept)
+_PAGE_SHARD_MEMORY = 100_000  # a generation of queues whose shard is remembered from pages (store/recent.py)
+_ROUTES_KEPT = 100_000  # a generation of queues whose shard is remembered from NOTIFY's answers
 
 
 def _xor(a: bytes, b: bytes) -> bytes:
@@ -94,10 +95,10 @@ class ShardedStore(RedisStore):
         self._servers = self._home._servers  # the home's numbers: the leases' (sharded_parts.py)
         self.outbox = ShardedOutbox([s.outbox for s in shards])
         self.leases = ShardedLeases(self._home.leases, shards)
-        self._page_shard: dict[tuple[SMPServer, bytes], int] = {}
-        self._page_shard_old: dict[tuple[SMPServer, bytes], int] = {}
-        self._routes: dict[tuple[SMPServer, bytes], int] = {}  # a notice's queue -> the shard that decided it
-        self._routes_old: dict[tuple[SMPServer, bytes], int] = {}
+        # (server, notifier id) -> the shard a queue was paged from (for the status writes that follow), and
+        # the shard that decided its last notice
+        self._page_shard: Recent[tuple[SMPServer, bytes], int] = Recent(_PAGE_SHARD_MEMORY)
+        self._routes: Recent[tuple[SMPServer, bytes], int] = Recent(_ROUTES_KEPT)
 
     # ------------------------------------------------------------------ routing
 
@@ -332,8 +333,6 @@ class ShardedStore(RedisStore):
         for nid in notifier_ids:
             k = self._page_shard.get((server, nid))
             if k is None:
-                k = self._page_shard_old.get((server, nid))
-            if k is None:
                 unknown.append(nid)
             else:
                 groups[k].append(nid)
@@ -354,11 +353,6 @@ class ShardedStore(RedisStore):
             return n
         return n + sum(await self._others(k, lambda s: s.set_subscription_statuses(
             server, nids, status, service_assoc, only_from, fence)))
-
-    def _remember(self, server: SMPServer, nid: bytes, k: int) -> None:
-        if len(self._page_shard) >= _PAGE_SHARD_MEMORY:
-            self._page_shard_old, self._page_shard = self._page_shard, {}
-        self._page_shard[(server, nid)] = k
 
     async def iter_server_subscriptions(self, server: SMPServer, page_size: int = 900,
                                         kinds: Collection[SubStatusKind] | None = None,
@@ -385,7 +379,7 @@ class ShardedStore(RedisStore):
         for k, pages in enumerate(shards):
             async for page in pages:
                 for item in page:
-                    self._remember(server, nid(item), k)
+                    self._page_shard.put((server, nid(item)), k)
                 buf += page
                 while len(buf) >= size:
                     yield buf[:size]
@@ -444,12 +438,10 @@ class ShardedStore(RedisStore):
         while todo:
             groups: list[list[int]] = [[] for _ in self._shards]
             for i in todo:
-                k = self._queue_shard(batch[i])
+                k = self._routes.get((batch[i].server, batch[i].notifier_id))
                 for j in (range(self._n) if k is None or k in asked[i] else (k,)):
                     if j not in asked[i]:
                         groups[j].append(i)
-            if not any(groups):
-                break
             calls = [self._shards[k].notify([batch[i] for i in g], budgets, now, None, lease_s, sent_at)
                      for k, g in enumerate(groups) if g]
             each = [await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls)
@@ -460,21 +452,11 @@ class ShardedStore(RedisStore):
                     if not d.known:
                         asked[i].add(k)
                     elif out[i] is None:
-                        self._learn(batch[i], k)
+                        self._routes.put((batch[i].server, batch[i].notifier_id), k)
                         out[i] = d if not d.push_id else Decided(d.decision, d.token, d.notices,
                                                                  global_id(d.push_id, k, self._n), d.due)
             todo = [i for i in todo if out[i] is None and len(asked[i]) < self._n]
         return [d if d is not None else Decided(None, known=False) for d in out]
-
-    def _queue_shard(self, n: Notice) -> int | None:
-        key = (n.server, n.notifier_id)
-        k = self._routes.get(key)
-        return k if k is not None else self._routes_old.get(key)
-
-    def _learn(self, n: Notice, k: int) -> None:
-        if len(self._routes) >= _ROUTES_KEPT:
-            self._routes_old, self._routes = self._routes, {}
-        self._routes[(n.server, n.notifier_id)] = k
 
     async def claim_deferred(self, tid: bytes, b: Budget, now: float, lease_s: float) -> Claimed | float | None:
         return await self.shard(tid).claim_deferred(tid, b, now, lease_s)

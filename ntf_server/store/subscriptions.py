@@ -30,6 +30,7 @@ from ntf_server.store.keys import (
     seal_notifier,
     sub_r,
 )
+from ntf_server.store.recent import Recent
 from ntf_server.store.records import (
     RESUBSCRIBE_KINDS,
     SUB_NEW,
@@ -54,33 +55,13 @@ _R_CACHE_GENERATION: Final = 50_000
 _Item = TypeVar("_Item", SubscriptionRecord, ResubQueue)  # what paging makes of each record
 
 
-class _RCache:
-    """(server number, notifier id) -> r, bounded: a value is always right (r is a function of the pair), an
-    absent one is computed by the caller."""
-
-    __slots__ = ("_new", "_old")
-
-    def __init__(self) -> None:
-        self._new: dict[tuple[int, bytes], bytes] = {}
-        self._old: dict[tuple[int, bytes], bytes] = {}
-
-    def put(self, srv: int, nid: bytes, r: bytes) -> None:
-        if len(self._new) >= _R_CACHE_GENERATION:
-            self._old, self._new = self._new, {}
-        self._new[(srv, nid)] = r
-
-    def get(self, srv: int, nid: bytes) -> bytes | None:
-        key = (srv, nid)
-        return self._new.get(key) or self._old.get(key)
-
-
 class RedisSubscriptions:
     def __init__(self, data: DataSet, servers: ServerRegistry, tokens: TokenCodec) -> None:
         self._d = data
         self._servers = servers
         self._tokens = tokens  # the verification lookups answer the token too
         self._lua = SubScripts(data)
-        self._r = _RCache()
+        self._r: Recent[tuple[int, bytes], bytes] = Recent(_R_CACHE_GENERATION)
 
     def __repr__(self) -> str:
         return f"<RedisSubscriptions prefix={self._d.keys.prefix!r}>"
@@ -229,7 +210,7 @@ class RedisSubscriptions:
         changed = 0
         for i in range(0, len(notifier_ids), _STATUS_BATCH):
             nids = notifier_ids[i : i + _STATUS_BATCH]
-            rs = [self._r.get(srv, nid) or sub_r(self._d.a, server, nid) for nid in nids]
+            rs = [self._r.get((srv, nid)) or sub_r(self._d.a, server, nid) for nid in nids]
             # Tying or untying: each record's MD5(notifier id) too, for the server's service ties (services.py).
             args = rs if service_assoc is None else [x for r, m in zip(rs, md5_of(nids), strict=True) for x in (r, m)]
             n = int(await self._lua.set_status(srv, status.to_text(), assoc, kinds, fence or "", args))
@@ -262,7 +243,7 @@ class RedisSubscriptions:
 
     def _queue(self, srv: int, server: SMPServer, r: bytes, value: bytes) -> tuple[ResubQueue, SubStatusKind]:
         p, nid, key, status = open_sub(self._d.a, r, value)
-        self._r.put(srv, nid, r)  # resubscription writes its status next: PENDING, then ACTIVE
+        self._r.put((srv, nid), r)  # resubscription writes its status next: PENDING, then ACTIVE
         return ResubQueue(nid, key, p.service_assoc, p.token_id), status.kind
 
     async def _pages(
