@@ -130,7 +130,7 @@ class ShardedStore(RedisStore):
         return [s._d for s in self._shards]
 
     def importer(self) -> StoreImporter:
-        return ShardedImporter([s.importer() for s in self._shards], self._shards)
+        return ShardedImporter([s.importer() for s in self._shards], self)
 
     def budgets(self) -> BudgetStore:
         return ShardedBudgets([s.budgets() for s in self._shards])
@@ -178,9 +178,7 @@ class ShardedStore(RedisStore):
     async def create_token(self, token: TokenRecord, now: float | None = None,
                            max_per_device: int = 0) -> TokenCreate:
         k = shard_of(token.token_id, self._n)
-        dup = await self._others(k, lambda s: s._tokens.is_registered(token.provider, token.device_token,
-                                                                      token.verify_key))
-        if any(dup):
+        if await self.registered_elsewhere(k, token):
             return TokenCreate.DUPLICATE  # in its own shard, the script answers
         if max_per_device > 0:  # the cap counts the device's registrations in every shard
             others = sum(await self._others(k, lambda s: s._tokens.device_registrations(token.provider,
@@ -192,6 +190,12 @@ class ShardedStore(RedisStore):
             else:
                 max_per_device -= others
         return await self._shards[k].create_token(token, now, max_per_device)
+
+    async def registered_elsewhere(self, k: int, token: TokenRecord) -> bool:
+        """Whether a shard other than k has a registration of the token's device token and verify key (one
+        HEXISTS each): TNEW here, and an imported token (sharded_import.py)."""
+        return any(await self._others(k, lambda s: s._tokens.is_registered(token.provider, token.device_token,
+                                                                          token.verify_key)))
 
     def new_token_id(self, provider: PushProvider, device_token: bytes) -> bytes:
         """Random, but in the shard of the device token: its registrations, its budget, its cap and its
@@ -279,13 +283,14 @@ class ShardedStore(RedisStore):
                                   notifier_key: bytes, caps: SubCaps = NO_CAPS,
                                   ) -> tuple[SubCreate, SubscriptionRecord | None]:
         k = shard_of(token_id, self._n)
-        if await self._queue_elsewhere(k, server, notifier_id) is not None:
+        if await self.queue_elsewhere(k, server, notifier_id) is not None:
             return SubCreate.CONFLICT, None  # another token's (this token's are in its shard)
         return await self._shards[k].create_subscription(token_id, server, notifier_id, notifier_key, caps)
 
-    async def _queue_elsewhere(self, k: int, server: SMPServer, notifier_id: bytes) -> int | None:
+    async def queue_elsewhere(self, k: int, server: SMPServer, notifier_id: bytes) -> int | None:
         """The shard other than k holding a subscription of the queue, if one does: one HEXISTS a shard
-        that knows the server (a new queue's SNEW answers AUTH or IDSUB: its timing tells nothing more)."""
+        that knows the server (a new queue's SNEW answers AUTH or IDSUB: its timing tells nothing more). SNEW
+        here, and an imported subscription (sharded_import.py)."""
         server = server.normalized()
         r = sub_r(self._a, server, notifier_id)
 
@@ -311,7 +316,7 @@ class ShardedStore(RedisStore):
                                      notifier_id: bytes) -> tuple[TokenRecord | None, SubscriptionRecord | None]:
         k = shard_of(token_id, self._n)
         (tok, sub), j = await asyncio.gather(self._shards[k].token_and_subscription(token_id, server, notifier_id),
-                                             self._queue_elsewhere(k, server, notifier_id))
+                                             self.queue_elsewhere(k, server, notifier_id))
         if sub is None and j is not None:
             sub = (await self._shards[j].token_and_subscription(token_id, server, notifier_id))[1]
         return tok, sub
