@@ -6,14 +6,12 @@ is written atomically into the shard it belongs to. What is not carried: that mo
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from ntf_server.protocol.smp_service import ServiceCredentials
 from ntf_server.store.codec import decode_ln
 from ntf_server.store.importing import ImportedNotification, ImportedToken, TokenImport
-from ntf_server.store.keys import parse_sub_id
 from ntf_server.store.policy import PolicyStore
 from ntf_server.store.records import TokenRecord
 from ntf_server.store.redis import RedisStore
@@ -65,13 +63,18 @@ async def copy_data_set(source: RedisStore, dest: RedisStore, now: float, out: T
         start = 0
         while tids := [bytes(t) for t in await d.call(d.r.zrange, d.keys.g("used"), start, start + PAGE - 1)]:
             start += len(tids)
-            items = [await _token(shard, tok) for tok in await shard._tokens.get_tokens(tids)]
+            async with d.pipeline() as pipe:  # a page's last notifications, unverified and deferred marks at once
+                for tid in tids:
+                    pipe.hgetall(d.keys.token(tid) + ":ln")
+                    pipe.zscore(d.keys.g("unv"), tid)
+                    pipe.zscore(d.keys.g("dfr"), tid)
+                flat: list[Any] = await pipe.execute()
+            extra = {tid: flat[3 * i: 3 * i + 3] for i, tid in enumerate(tids)}
+            items = [await _token(shard, tok, *extra[tok.token_id][:2])
+                     for tok in await shard._tokens.get_tokens(tids)]
             moved.tokens += len(items)
             moved.subs += sum(len(i.subscriptions) for i in items)
-            async with d.pipeline() as pipe:
-                for tid in tids:
-                    pipe.zscore(d.keys.g("dfr"), tid)
-                moved.deferred_dropped += sum(1 for x in await pipe.execute() if x is not None)
+            moved.deferred_dropped += sum(1 for _, _, dfr in extra.values() if dfr is not None)
             for res in await writer.write(items, now):
                 moved.outcomes[res.outcome.value] += 1
                 moved.subs_written += res.subscriptions_written
@@ -99,30 +102,27 @@ async def copy_data_set(source: RedisStore, dest: RedisStore, now: float, out: T
     return moved
 
 
-async def _token(shard: RedisStore, tok: TokenRecord) -> ImportedToken:
-    d = shard.dataset
+async def _token(shard: RedisStore, tok: TokenRecord, lns: dict[bytes, bytes], unv: float | None) -> ImportedToken:
+    """The token as the import writes it: its subscriptions, its last notifications (``lns``: sub id -> value,
+    as stored) and when it was created if it is still unverified (``unv``: its score in `unv`)."""
     subs = await shard.token_subscriptions(tok.token_id)
     by_sid = {s.sub_id: s for s in subs}
-    lns: dict[bytes, bytes] = await d.call(d.r.hgetall, d.keys.token(tok.token_id) + ":ln")
     notes = []
     for sid, value in lns.items():
         if (sub := by_sid.get(bytes(sid))) is not None:
             n = decode_ln(sub.server, sub.notifier_id, bytes(value))
             notes.append(ImportedNotification(bytes(sid), n.received_at_ms, n.nonce, n.enc_meta))
-    unv = await d.call(d.r.zscore, d.keys.g("unv"), tok.token_id)
     return ImportedToken(tok, subs, notes, None if unv is None else int(unv))
 
 
 async def _aliases(source: RedisStore, dest: RedisStore) -> int:
     """The source's own aliases (an earlier import's ids -> the source's), now -> the target's ids."""
-    resolve: Callable[[bytes], Any] = SubIdAliases(*dest.datasets).resolve
+    aliases = SubIdAliases(*dest.datasets)
     home = dest.dataset
     n = 0
     for d in source.datasets:
         pairs: dict[bytes, bytes] = await d.call(d.r.hgetall, d.keys.prefix + ALIAS_KEY)
         for old, ours in pairs.items():
-            parse_sub_id(d.a, bytes(ours))  # a malformed stored id fails here, not in the target
-            new = await resolve(bytes(ours))
-            await home.call(home.r.hset, home.keys.prefix + ALIAS_KEY, bytes(old), new)
+            await home.call(home.r.hset, home.keys.prefix + ALIAS_KEY, bytes(old), await aliases.resolve(bytes(ours)))
             n += 1
     return n

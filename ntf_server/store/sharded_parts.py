@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
@@ -52,6 +52,11 @@ def global_id(local: int, shard: int, shards: int) -> int:
     return local * shards + shard
 
 
+async def _earliest(dues: Iterable[Awaitable[float | None]]) -> float | None:
+    due = [d for d in await asyncio.gather(*dues) if d is not None]
+    return min(due) if due else None
+
+
 def _split(ids: Sequence[int], shards: int) -> list[list[int]]:
     out: list[list[int]] = [[] for _ in range(shards)]
     for g in ids:
@@ -72,8 +77,12 @@ class ShardedOutbox(RedisOutbox):
         k = shard_of(token_id, self._n)
         return global_id(await self._s[k].add(kind, token_id, first_at, due, tries, cause), k, self._n)
 
+    async def _by_shard(self, ids: Sequence[int], call: Callable[[RedisOutbox, list[int]], Awaitable[int]]) -> int:
+        """``call`` on each shard with its own (local) ids of ``ids``; the results added."""
+        return sum(await asyncio.gather(*(call(s, g) for s, g in zip(self._s, _split(ids, self._n), strict=True))))
+
     async def ack(self, ids: Sequence[int]) -> int:
-        return sum(await asyncio.gather(*(s.ack(g) for s, g in zip(self._s, _split(ids, self._n), strict=True))))
+        return await self._by_shard(ids, lambda s, g: s.ack(g))
 
     async def retry(self, id_: int, due: float, tries: int) -> bool:
         return await self._s[id_ % self._n].retry(id_ // self._n, due, tries)
@@ -83,19 +92,16 @@ class ShardedOutbox(RedisOutbox):
         return [replace(e, id=global_id(e.id, k, self._n)) for k, entries in enumerate(each) for e in entries]
 
     async def extend(self, ids: Sequence[int], due: float) -> int:
-        return sum(await asyncio.gather(*(s.extend(g, due) for s, g in zip(self._s, _split(ids, self._n),
-                                                                             strict=True))))
+        return await self._by_shard(ids, lambda s, g: s.extend(g, due))
 
     async def release(self, ids: Sequence[int], now: float) -> int:
-        return sum(await asyncio.gather(*(s.release(g, now) for s, g in zip(self._s, _split(ids, self._n),
-                                                                             strict=True))))
+        return await self._by_shard(ids, lambda s, g: s.release(g, now))
 
     async def count(self) -> int:
         return sum(await asyncio.gather(*(s.count() for s in self._s)))
 
     async def next_due(self) -> float | None:
-        due = [d for d in await asyncio.gather(*(s.next_due() for s in self._s)) if d is not None]
-        return min(due) if due else None
+        return await _earliest(s.next_due() for s in self._s)
 
 
 class ShardedBudgets(BudgetStore):
@@ -120,8 +126,7 @@ class ShardedBudgets(BudgetStore):
         return [t for due in each for t in due][:limit]
 
     async def next_due(self) -> float | None:
-        due = [d for d in await asyncio.gather(*(s.next_due() for s in self._s)) if d is not None]
-        return min(due) if due else None
+        return await _earliest(s.next_due() for s in self._s)
 
     async def done(self, tid: bytes, version: str = "") -> bool:
         return await self._s[shard_of(tid, self._n)].done(tid, version)
@@ -184,14 +189,16 @@ class ShardedLeases(RedisLeases):
         server = server.normalized()
         return [int(await s._servers.number(server, create=True) or 0) for s in self._stores[1:]]
 
-    async def _copy(self, leases: Sequence[Lease], instance: str, ttl_s: float) -> None:
+    async def _in_other_shards(self, scripts: Sequence[Callable[..., Awaitable[Any]]], leases: Sequence[Lease],
+                               instance: str, *head: Any) -> None:
+        """Run each other shard's script (``scripts[i]`` for shard i + 1) on the leases, each named by that
+        shard's number of its server: ARGV ``head..., n token instance, ...``."""
         if not leases:
             return
         numbers = [await self._numbers(lease.server) for lease in leases]
         await asyncio.gather(*(
-            run(ms(ttl_s), *[a for lease, ns in zip(leases, numbers, strict=True) for a in (ns[i], lease.token,
-                                                                                             instance)])
-            for i, run in enumerate(self._mirror)))
+            run(*head, *[a for lease, ns in zip(leases, numbers, strict=True) for a in (ns[i], lease.token, instance)])
+            for i, run in enumerate(scripts)))
 
     async def listing(self) -> list[ServerLease]:
         """Every SMP server with subscriptions in any shard, counted in all, with its lease (home)."""
@@ -213,21 +220,18 @@ class ShardedLeases(RedisLeases):
     async def acquire(self, server: SMPServer, number: int, instance: str, ttl_s: float) -> Lease | None:
         lease = await self._home.acquire(server, number, instance, ttl_s)
         if lease is not None:
-            await self._copy([lease], instance, ttl_s)
+            await self._in_other_shards(self._mirror, [lease], instance, ms(ttl_s))
         return lease
 
     async def renew(self, leases: Sequence[Lease], instance: str, ttl_s: float) -> list[bool]:
         ok = await self._home.renew(leases, instance, ttl_s)
-        await self._copy([lease for lease, held in zip(leases, ok, strict=True) if held], instance, ttl_s)
+        held = [lease for lease, yes in zip(leases, ok, strict=True) if yes]
+        await self._in_other_shards(self._mirror, held, instance, ms(ttl_s))
         return ok
 
     async def release(self, leases: Sequence[Lease], instance: str) -> int:
         n = await self._home.release(leases, instance)
-        if leases:
-            numbers = [await self._numbers(lease.server) for lease in leases]
-            await asyncio.gather(*(
-                run(*[a for lease, ns in zip(leases, numbers, strict=True) for a in (ns[i], lease.token, instance)])
-                for i, run in enumerate(self._unmirror)))
+        await self._in_other_shards(self._unmirror, leases, instance)
         return n
 
     async def release_instance(self, instance: str) -> int:
