@@ -15,7 +15,7 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -166,3 +166,8 @@ class Child:
 
 def emit(**fields: Any) -> None:
     print(json.dumps(fields), flush=True)
+
+
+def ratios(med: Mapping[str, float], base: Mapping[str, float], labels: Mapping[str, str]) -> str:
+    """``label med/base`` for each key of ``labels``, comma-separated (medians of one setting against another)."""
+    return ", ".join(f"{label} {med[key] / base[key]:.2f}" for key, label in labels.items())

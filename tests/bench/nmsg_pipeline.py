@@ -50,7 +50,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import redis.asyncio
-from fleet import Child, cpu_of, emit, load, make_tokens, peak_rss_bytes, start_standins, stop_all
+from fleet import Child, cpu_of, emit, load, make_tokens, peak_rss_bytes, ratios, start_standins, stop_all
 
 from apns.client import ApnsClient, App
 from apns.jwt import ProviderKey, generate_test_key
@@ -230,7 +230,7 @@ async def one_round(args: argparse.Namespace, url: str, node_urls: list[str], ma
               f"{pushes:,.0f}/s, latency p50 {res['p50_ms']:.1f} ms p99 {res['p99_ms']:.1f} ms ({len(lat):,} pushes); "
               f"cores busy: ntf "
               f"{res['ntf_cpu']:.2f}, stand-ins {res['stand-ins']:.2f}, APNs sim {res['apns sim']:.2f}, "
-              f"redis {res['redis']:.2f}{_split(node_cpu)}; per NMSG: ntf {res['ntf_us']:.0f} µs CPU, redis "
+              f"redis {res['redis']:.2f}{node_split(node_cpu)}; per NMSG: ntf {res['ntf_us']:.0f} µs CPU, redis "
               f"{res['redis_us']:.0f} µs CPU, {res['redis_scripts']:.2f} script calls, {res['redis_cmds']:.1f} "
               f"commands (with scripts'); ntf RSS {res['rss_mib']:.0f} MiB; "
               f"failed {res['failed']}", flush=True)
@@ -239,7 +239,7 @@ async def one_round(args: argparse.Namespace, url: str, node_urls: list[str], ma
         stop_all(procs)
 
 
-def _split(node_cpu: list[float]) -> str:
+def node_split(node_cpu: list[float]) -> str:
     return f" ({' + '.join(f'{c:.2f}' for c in node_cpu)})" if len(node_cpu) > 1 else ""
 
 
@@ -274,18 +274,16 @@ async def bench(args: argparse.Namespace) -> None:
                           f"{med['nmsg_s']:,.0f}/s, pushes {med['pushes_s']:,.0f}/s, p50 {med['p50_ms']:.1f} ms, p99 "
                           f"{med['p99_ms']:.1f} ms; "
                           f"cores busy: ntf {med['ntf_cpu']:.2f}, stand-ins {med['stand-ins']:.2f}, APNs sim "
-                          f"{med['apns sim']:.2f}, redis {med['redis']:.2f}{_split(cpus)}; per NMSG: ntf "
+                          f"{med['apns sim']:.2f}, redis {med['redis']:.2f}{node_split(cpus)}; per NMSG: ntf "
                           f"{med['ntf_us']:.0f} µs CPU, redis {med['redis_us']:.0f} µs CPU, "
                           f"{med['redis_scripts']:.2f} script calls, {med['redis_cmds']:.1f} commands (with scripts')",
                           flush=True)
                 one = meds[args.shards[0]]
                 for n in args.shards[1:]:
                     m = meds[n]
-                    print(f"shards={n} / shards={args.shards[0]} at {rate:,}/s (medians): pushes/s "
-                          f"{m['pushes_s'] / one['pushes_s']:.2f}, ntf CPU per NMSG {m['ntf_us'] / one['ntf_us']:.2f}, "
-                          f"redis CPU per NMSG {m['redis_us'] / one['redis_us']:.2f}, script calls per NMSG "
-                          f"{m['redis_scripts'] / one['redis_scripts']:.2f}, commands per NMSG "
-                          f"{m['redis_cmds'] / one['redis_cmds']:.2f}", flush=True)
+                    print(f"shards={n} / shards={args.shards[0]} at {rate:,}/s (medians): " + ratios(m, one, {
+                        "pushes_s": "pushes/s", "ntf_us": "ntf CPU per NMSG", "redis_us": "redis CPU per NMSG",
+                        "redis_scripts": "script calls per NMSG", "redis_cmds": "commands per NMSG"}), flush=True)
 
 
 async def main() -> None:

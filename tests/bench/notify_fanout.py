@@ -32,8 +32,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
-from fleet import make_tokens
-from nmsg_pipeline import redis_counters, redis_under_test
+from fleet import make_tokens, ratios
+from nmsg_pipeline import node_split, redis_counters, redis_under_test
 
 from ntf_server.push.budget import HiddenPushes
 from ntf_server.push.policy import PolicySettings
@@ -43,6 +43,11 @@ from ntf_server.store.redis import RedisStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the helpers package
 from helpers.store_helpers import notifier_key, server
+
+
+def hidden_of(args: argparse.Namespace, store: RedisStore) -> HiddenPushes:
+    """The push pipeline's budgets, with the ``--policy`` document."""
+    return HiddenPushes(PolicyStore(store.dataset), PolicySettings.from_json(json.loads(args.policy)), store.budgets())
 
 
 @contextlib.asynccontextmanager
@@ -68,8 +73,7 @@ async def loaded(args: argparse.Namespace, url: str, shards: int, rnd: int) -> A
             created, _ = await store.create_subscription(t.token_id, servers[i % len(servers)], nid, notifier_key())
             assert created.name == "CREATED", created
             notices.append(Notice(servers[i % len(servers)], nid, 0, secrets.token_bytes(24), secrets.token_bytes(80)))
-        settings = PolicySettings.from_json(json.loads(args.policy))
-        yield store, HiddenPushes(PolicyStore(store.dataset), settings, store.budgets()), notices, connect
+        yield store, hidden_of(args, store), notices, connect
     finally:
         await store.close()
 
@@ -109,9 +113,8 @@ async def measure_cold(args: argparse.Namespace, connect: Callable[[], Awaitable
     """Every queue once, through a store object that has notified none of them (nor cached their places)."""
     store = await connect()
     try:
-        settings = PolicySettings.from_json(json.loads(args.policy))
-        hidden = HiddenPushes(PolicyStore(store.dataset), settings, store.budgets())
-        return await measure(args, store, hidden, notices, node_urls, batch, len(notices) // batch * batch)
+        return await measure(args, store, hidden_of(args, store), notices, node_urls, batch,
+                             len(notices) // batch * batch)
     finally:
         await store.close()
 
@@ -142,17 +145,17 @@ async def bench(args: argparse.Namespace) -> None:
                 meds = {n: {k: statistics.median(r[k] for r in rows[(how, n, b)]) for k in rows[(how, n, b)][0]}
                         for n in args.shards}
                 for n, m in meds.items():
-                    split = " + ".join(f"{m[f'redis{i}']:.2f}" for i in range(len(node_urls)))
+                    cpus = [m[f"redis{i}"] for i in range(len(node_urls))]
+                    split = f" {sum(cpus):.2f}{node_split(cpus)}"
                     print(f"{how} batch {b} shards={n} median of {args.rounds}: {m['notices_s']:,.0f} notices/s, per "
                           f"notice: client {m['client_us']:.0f} µs CPU, redis {m['redis_us']:.0f} µs CPU (redis cores "
-                          f"busy {split}); {m['scripts_per_batch']:.2f} script calls per batch", flush=True)
+                          f"busy{split}); {m['scripts_per_batch']:.2f} script calls per batch", flush=True)
                 one = meds[args.shards[0]]
                 for n in args.shards[1:]:
                     m = meds[n]
-                    print(f"{how} batch {b} shards={n} / shards={args.shards[0]}: notices/s "
-                          f"{m['notices_s'] / one['notices_s']:.2f}, client CPU per notice "
-                          f"{m['client_us'] / one['client_us']:.2f}, redis CPU per notice "
-                          f"{m['redis_us'] / one['redis_us']:.2f}", flush=True)
+                    print(f"{how} batch {b} shards={n} / shards={args.shards[0]}: " + ratios(m, one, {
+                        "notices_s": "notices/s", "client_us": "client CPU per notice",
+                        "redis_us": "redis CPU per notice"}), flush=True)
 
 
 def main() -> None:
