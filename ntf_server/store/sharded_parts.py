@@ -140,15 +140,13 @@ class ShardedBudgets(BudgetStore):
 
 
 class ShardedCensus(CensusTaker):
-    """One census per shard, one after the other (each paced as on one shard), added up."""
+    """One census per shard, one after the other (each paced as on one shard), added up. `run` is CensusTaker's
+    loop around `take` below (with ``sleep``)."""
 
     def __init__(self, shards: Sequence[CensusTaker], sleep: Sleep = asyncio.sleep) -> None:
         self._s = tuple(shards)
         self._sleep = sleep
         self.latest: Census | None = None
-
-    async def run(self, interval_s: float) -> None:
-        await super().run(interval_s)  # CensusTaker's loop around `take` below
 
     def __repr__(self) -> str:
         return f"<ShardedCensus {len(self._s)} shards latest={self.latest!r}>"
